@@ -1,0 +1,174 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+)
+
+// Code is a Weave response code, sent as the bare JSON number body of an
+// error response (weave-api.md 3.3).
+type Code int
+
+// The Weave response codes.
+const (
+	CodeIllegalMethod     Code = 1  // illegal method/protocol
+	CodeBadCaptcha        Code = 2  // incorrect or missing captcha
+	CodeBadUsername       Code = 3  // invalid or missing username
+	CodeCannotOverwrite   Code = 4  // user exists; DELETE storage unconfirmed
+	CodeUserMismatch      Code = 5  // user id does not match account in path
+	CodeBadJSON           Code = 6  // JSON parse failure
+	CodeMissingPassword   Code = 7  // missing password field
+	CodeInvalidWBO        Code = 8  // invalid Weave Basic Object
+	CodeWeakPassword      Code = 9  // password not strong enough
+	CodeBadResetCode      Code = 10 // invalid or missing password reset code
+	CodeUnsupported       Code = 11 // unsupported function
+	CodeNoEmail           Code = 12 // no e-mail address on file, or malformed
+	CodeInvalidCollection Code = 13 // invalid collection
+	CodeOverQuota         Code = 14 // user over quota
+	CodeEmailMismatch     Code = 15 // e-mail does not match the user name
+	CodeUpgradeRequired   Code = 16 // client upgrade required
+	CodeSizeLimitExceeded Code = 17 // size limit exceeded
+)
+
+// defaultRetryAfterSecs is the Retry-After of a 503 unless configured.
+const defaultRetryAfterSecs = 1800
+
+// HTTPError is an error with a fixed HTTP answer: a status and, when Code
+// is non-zero, a Weave code body.
+type HTTPError struct {
+	Status int
+	Code   Code
+}
+
+// Error describes the status and code.
+func (e *HTTPError) Error() string {
+	s := "api: HTTP " + strconv.Itoa(e.Status)
+	if e.Code != 0 {
+		s += " code " + strconv.Itoa(int(e.Code))
+	}
+	return s
+}
+
+// weaveErr returns a 400 carrying a Weave code.
+func weaveErr(c Code) error { return &HTTPError{Status: http.StatusBadRequest, Code: c} }
+
+// Errors that only the handlers produce.
+var (
+	errMethodNotAllowed = &HTTPError{Status: http.StatusMethodNotAllowed}
+	errRouteNotFound    = &HTTPError{Status: http.StatusNotFound}
+	errBadRequest       = &HTTPError{Status: http.StatusBadRequest}
+	errBodyTooLarge     = &HTTPError{Status: http.StatusRequestEntityTooLarge}
+	// errNoCredentials is an ErrUnauthorized for a request without an
+	// Authorization header: its 401 carries the Basic challenge.
+	errNoCredentials = &noCredsError{}
+)
+
+type noCredsError struct{}
+
+func (*noCredsError) Error() string { return "api: no credentials" }
+func (*noCredsError) Unwrap() error { return ErrUnauthorized }
+
+// responder turns errors into HTTP answers; it is the single place where
+// that happens (see writeError).
+type responder struct {
+	log        *slog.Logger
+	retryAfter string
+}
+
+func newResponder(log *slog.Logger, retryAfter int) responder {
+	if retryAfter <= 0 {
+		retryAfter = defaultRetryAfterSecs
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return responder{log: log, retryAfter: strconv.Itoa(retryAfter)}
+}
+
+var codeBodies = func() (t [CodeSizeLimitExceeded + 1][]byte) {
+	for i := range t {
+		t[i] = []byte(strconv.Itoa(i))
+	}
+	return t
+}()
+
+// writeError answers err:
+//   - *HTTPError: its status, with the bare Weave code as body when set;
+//   - ErrBadQuery, a malformed header: 400, empty body;
+//   - ErrMalformedJSON: 400 6; a WBOError: 400 8;
+//   - ErrNotFound, ErrUserNotFound: 404; ErrPreconditionFailed: 412;
+//   - ErrOverQuota: 400 14; ErrUserExists: 400 4; ErrNoEmail: 400 12;
+//     ErrBadResetCode: 400 10;
+//   - ErrUnauthorized: 401, with WWW-Authenticate: Basic realm="Sync"
+//     when the request had no credentials;
+//   - anything else (ErrUnavailable, backend failures): 503 with
+//     Retry-After and a JSON string body naming a crash id that is logged.
+func (rs responder) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	h := w.Header()
+	var he *HTTPError
+	var we WBOError
+	switch {
+	case errors.As(err, &he):
+		rs.send(w, he.Status, he.Code)
+	case errors.Is(err, ErrBadQuery):
+		rs.send(w, http.StatusBadRequest, 0)
+	case errors.Is(err, ErrMalformedJSON):
+		rs.send(w, http.StatusBadRequest, CodeBadJSON)
+	case errors.As(err, &we):
+		rs.send(w, http.StatusBadRequest, CodeInvalidWBO)
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrUserNotFound):
+		rs.send(w, http.StatusNotFound, 0)
+	case errors.Is(err, ErrPreconditionFailed):
+		rs.send(w, http.StatusPreconditionFailed, 0)
+	case errors.Is(err, ErrOverQuota):
+		rs.send(w, http.StatusBadRequest, CodeOverQuota)
+	case errors.Is(err, ErrUserExists):
+		rs.send(w, http.StatusBadRequest, CodeCannotOverwrite)
+	case errors.Is(err, ErrNoEmail):
+		rs.send(w, http.StatusBadRequest, CodeNoEmail)
+	case errors.Is(err, ErrBadResetCode):
+		rs.send(w, http.StatusBadRequest, CodeBadResetCode)
+	case errors.Is(err, ErrUnauthorized):
+		if r.Header.Get("Authorization") == "" {
+			h.Set("WWW-Authenticate", `Basic realm="Sync"`)
+		}
+		rs.send(w, http.StatusUnauthorized, 0)
+	default:
+		var id [8]byte
+		_, _ = rand.Read(id[:])
+		crash := hex.EncodeToString(id[:])
+		rs.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "crash_id", crash, "err", err)
+		h.Set("Retry-After", rs.retryAfter)
+		h.Set("Content-Type", "application/json")
+		body := AppendJSONString(nil, "application error: crash id "+crash)
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(body)
+	}
+}
+
+// send writes status with an optional Weave code body. Error responses
+// carry no X-Weave-Timestamp (1.1 sends it on successful responses only).
+func (rs responder) send(w http.ResponseWriter, status int, c Code) {
+	h := w.Header()
+	h.Del("X-Weave-Timestamp")
+	if c == 0 {
+		h.Set("Content-Length", "0")
+		w.WriteHeader(status)
+		return
+	}
+	var body []byte
+	if c > 0 && int(c) < len(codeBodies) {
+		body = codeBodies[c]
+	} else {
+		body = strconv.AppendInt(nil, int64(c), 10)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,498 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/mux"
+)
+
+// CaptchaVerifier checks a captcha answer (reCAPTCHA v1 style). Verify
+// returns false for a wrong answer and an error when the check could not be
+// made. It must be safe for concurrent use.
+type CaptchaVerifier interface {
+	Verify(ctx context.Context, challenge, response, remoteAddr string) (bool, error)
+}
+
+// UserConfig configures the user API handler.
+type UserConfig struct {
+	// Accounts is the account database. Required.
+	Accounts Accounts
+	// Logger receives backend failures; nil discards.
+	Logger *slog.Logger
+	// StrictUsernames makes account creation refuse an e-mail that does
+	// not hash to the user name (400, code 15). DefaultUserConfig sets it;
+	// the zero value leaves it off.
+	StrictUsernames bool
+	// Captcha, when set, turns captchas on for account creation and
+	// password resets; nil turns them off.
+	Captcha CaptchaVerifier
+	// CaptchaPublicKey is the site key put into /misc/1.0/captcha_html.
+	CaptchaPublicKey string
+	// AdminSecret, when non-empty, lets a request whose X-Weave-Secret
+	// header equals it skip the captcha.
+	AdminSecret string
+	// RetryAfter is the Retry-After of 503 answers in seconds; zero means
+	// 1800.
+	RetryAfter int
+	// MaxBodyBytes caps request bodies; zero means 64 KiB.
+	MaxBodyBytes int64
+}
+
+// DefaultUserConfig returns a UserConfig with strict user names and the
+// default limits (Accounts still to be set).
+func DefaultUserConfig() UserConfig {
+	return UserConfig{StrictUsernames: true, RetryAfter: DefaultRetryAfter, MaxBodyBytes: 64 << 10}
+}
+
+// Validate reports a missing Accounts or a negative limit.
+func (c UserConfig) Validate() error {
+	switch {
+	case c.Accounts == nil:
+		return fmt.Errorf("%w: Accounts is nil", ErrBadConfig)
+	case c.RetryAfter < 0:
+		return fmt.Errorf("%w: RetryAfter %d < 0", ErrBadConfig, c.RetryAfter)
+	case c.MaxBodyBytes < 0:
+		return fmt.Errorf("%w: MaxBodyBytes %d < 0", ErrBadConfig, c.MaxBodyBytes)
+	}
+	return nil
+}
+
+type userAPI struct {
+	cfg    UserConfig
+	rs     responder
+	router *mux.Router
+}
+
+// NewUserHandler returns the user API 1.0 (weave-api.md 4) under
+// /user/1.0/ and /user/1/, /misc/1.0/captcha_html and the
+// /weave-password-reset form. The handler is safe for concurrent use.
+func NewUserHandler(cfg UserConfig) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 64 << 10
+	}
+	u := &userAPI{cfg: cfg, rs: newResponder(cfg.Logger, cfg.RetryAfter)}
+	r := mux.NewRouter().SkipClean(true)
+	base := `/user/{ver:1\.0|1}/` + userPattern
+	r.HandleFunc(base, u.exists).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc(base, u.create).Methods(http.MethodPut)
+	r.HandleFunc(base, u.deleteUser).Methods(http.MethodDelete)
+	r.HandleFunc(base+"/node/weave", u.node).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc(base+"/password_reset", u.requestReset).Methods(http.MethodGet)
+	r.HandleFunc(base+"/password_reset", u.clearReset).Methods(http.MethodDelete)
+	r.HandleFunc(base+"/email", u.changeEmail).Methods(http.MethodPost)
+	r.HandleFunc(base+"/password", u.changePassword).Methods(http.MethodPost)
+	r.HandleFunc(`/misc/{ver:1\.0|1}/captcha_html`, u.captchaHTML).Methods(http.MethodGet, http.MethodPost)
+	r.HandleFunc("/weave-password-reset", u.resetForm).Methods(http.MethodGet, http.MethodPost)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		u.rs.writeError(w, req, errRouteNotFound)
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		u.rs.writeError(w, req, errMethodNotAllowed)
+	})
+	u.router = r
+	return u, nil
+}
+
+// ServeHTTP strips trailing slashes, stamps the response with the server
+// time (X-Weave-Timestamp, as the reference server does on every response)
+// and routes.
+func (u *userAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header()["X-Weave-Timestamp"] = []string{Stamp(time.Now().UnixMilli() / 10).String()}
+	if p := r.URL.Path; len(p) > 1 && p[len(p)-1] == '/' {
+		r = withPath(r, strings.TrimRight(p, "/"))
+	}
+	u.router.ServeHTTP(w, r)
+}
+
+func writeText(w http.ResponseWriter, s string) {
+	writeBody(w, "text/plain; charset=utf-8", []byte(s))
+}
+
+// checkBasic verifies the Basic credentials of r for the user in its path.
+func (u *userAPI) checkBasic(r *http.Request, user string) error {
+	hdr := r.Header.Get("Authorization")
+	if hdr == "" {
+		return errNoCredentials
+	}
+	c, err := ParseAuthorization(hdr)
+	if err != nil {
+		return err
+	}
+	if c.Scheme != "basic" || c.User != user {
+		return ErrUnauthorized
+	}
+	if err := u.cfg.Accounts.CheckPassword(r.Context(), user, c.Password); err != nil {
+		if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrUserNotFound) {
+			return ErrUnauthorized
+		}
+		return err
+	}
+	return nil
+}
+
+// captchaOK checks the captcha when captchas are on and the admin secret
+// was not given.
+func (u *userAPI) captchaOK(r *http.Request, challenge, response string) error {
+	if u.cfg.Captcha == nil {
+		return nil
+	}
+	if s := r.Header.Get("X-Weave-Secret"); u.cfg.AdminSecret != "" &&
+		subtle.ConstantTimeCompare([]byte(s), []byte(u.cfg.AdminSecret)) == 1 {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ok, err := u.cfg.Captcha.Verify(r.Context(), challenge, response, host)
+	if err != nil {
+		return fmt.Errorf("captcha: %w", err)
+	}
+	if !ok {
+		return weaveErr(CodeBadCaptcha)
+	}
+	return nil
+}
+
+func (u *userAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, u.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errBodyTooLarge
+		}
+		return nil, errBadRequest
+	}
+	return b, nil
+}
+
+func (u *userAPI) exists(w http.ResponseWriter, r *http.Request) {
+	ok, err := u.cfg.Accounts.UserExists(r.Context(), mux.Vars(r)["user"])
+	if err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	if ok {
+		writeText(w, "1")
+	} else {
+		writeText(w, "0")
+	}
+}
+
+// create is PUT /user/1.0/{u} with the checks of weave-api.md 4.3 in order.
+func (u *userAPI) create(w http.ResponseWriter, r *http.Request) {
+	user := mux.Vars(r)["user"]
+	fail := func(err error) { u.rs.writeError(w, r, err) }
+	taken, err := u.cfg.Accounts.UserExists(r.Context(), user)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if taken {
+		fail(weaveErr(CodeCannotOverwrite))
+		return
+	}
+	raw, err := u.readBody(w, r)
+	if err != nil {
+		fail(err)
+		return
+	}
+	var body map[string]any
+	if err := json.Unmarshal(raw, &body); err != nil || body == nil {
+		fail(weaveErr(CodeBadJSON))
+		return
+	}
+	email, hasEmail := "", false
+	if v, ok := body["email"]; ok && v != nil {
+		s, isStr := v.(string)
+		if !isStr || (s != "" && !ValidEmail(s)) {
+			fail(weaveErr(CodeNoEmail))
+			return
+		}
+		email, hasEmail = s, s != ""
+	}
+	if u.cfg.StrictUsernames && (!hasEmail || AccountName(email) != user) {
+		fail(weaveErr(CodeEmailMismatch))
+		return
+	}
+	password, _ := body["password"].(string)
+	if password == "" {
+		fail(weaveErr(CodeMissingPassword))
+		return
+	}
+	if !ValidPassword(user, password) {
+		fail(weaveErr(CodeWeakPassword))
+		return
+	}
+	challenge, _ := body["captcha-challenge"].(string)
+	response, _ := body["captcha-response"].(string)
+	if err := u.captchaOK(r, challenge, response); err != nil {
+		fail(err)
+		return
+	}
+	if err := u.cfg.Accounts.CreateUser(r.Context(), user, password, email); err != nil {
+		fail(err)
+		return
+	}
+	writeText(w, user)
+}
+
+func (u *userAPI) deleteUser(w http.ResponseWriter, r *http.Request) {
+	user := mux.Vars(r)["user"]
+	if err := u.checkBasic(r, user); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	if err := u.cfg.Accounts.DeleteUser(r.Context(), user); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	writeText(w, "1")
+}
+
+func (u *userAPI) node(w http.ResponseWriter, r *http.Request) {
+	node, err := u.cfg.Accounts.StorageNode(r.Context(), mux.Vars(r)["user"])
+	if err != nil {
+		u.rs.writeError(w, r, err) // ErrUserNotFound: 404, empty body
+		return
+	}
+	if node == "" {
+		writeText(w, "null")
+		return
+	}
+	if !strings.Contains(node, "://") {
+		node = "http://" + node
+	}
+	if !strings.HasSuffix(node, "/") {
+		node += "/"
+	}
+	writeText(w, node)
+}
+
+func (u *userAPI) requestReset(w http.ResponseWriter, r *http.Request) {
+	user := mux.Vars(r)["user"]
+	ok, err := u.cfg.Accounts.UserExists(r.Context(), user)
+	if err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	if !ok {
+		u.rs.writeError(w, r, weaveErr(CodeBadUsername))
+		return
+	}
+	q := r.URL.Query()
+	if err := u.captchaOK(r, q.Get("captcha-challenge"), q.Get("captcha-response")); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	if err := u.cfg.Accounts.RequestPasswordReset(r.Context(), user); err != nil {
+		if errors.Is(err, ErrUserNotFound) {
+			err = weaveErr(CodeBadUsername)
+		}
+		u.rs.writeError(w, r, err)
+		return
+	}
+	writeText(w, "success")
+}
+
+func (u *userAPI) clearReset(w http.ResponseWriter, r *http.Request) {
+	user := mux.Vars(r)["user"]
+	if err := u.checkBasic(r, user); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	if err := u.captchaOK(r, q.Get("captcha-challenge"), q.Get("captcha-response")); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	if err := u.cfg.Accounts.ClearPasswordReset(r.Context(), user); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	writeText(w, "success")
+}
+
+func (u *userAPI) changeEmail(w http.ResponseWriter, r *http.Request) {
+	user := mux.Vars(r)["user"]
+	if err := u.checkBasic(r, user); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	raw, err := u.readBody(w, r)
+	if err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	email := strings.TrimSpace(string(raw))
+	if !ValidEmail(email) {
+		u.rs.writeError(w, r, weaveErr(CodeNoEmail))
+		return
+	}
+	if err := u.cfg.Accounts.SetEmail(r.Context(), user, email); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	writeText(w, email)
+}
+
+func (u *userAPI) changePassword(w http.ResponseWriter, r *http.Request) {
+	user := mux.Vars(r)["user"]
+	codes := r.Header.Values("X-Weave-Password-Reset")
+	if len(codes) == 0 {
+		if err := u.checkBasic(r, user); err != nil {
+			u.rs.writeError(w, r, err)
+			return
+		}
+	}
+	raw, err := u.readBody(w, r)
+	if err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	password := string(raw)
+	if !utf8.ValidString(password) || !ValidPassword(user, password) {
+		u.rs.writeError(w, r, errBadRequest)
+		return
+	}
+	if len(codes) > 0 {
+		code := strings.TrimSpace(codes[0])
+		if code == "" {
+			u.rs.writeError(w, r, weaveErr(CodeBadResetCode))
+			return
+		}
+		if err := u.cfg.Accounts.ResetPassword(r.Context(), user, code, password); err != nil {
+			u.rs.writeError(w, r, err) // ErrUserNotFound 404, ErrBadResetCode 400 10
+			return
+		}
+		writeText(w, "success")
+		return
+	}
+	if err := u.cfg.Accounts.SetPassword(r.Context(), user, password); err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	writeText(w, "success")
+}
+
+func (u *userAPI) captchaHTML(w http.ResponseWriter, r *http.Request) {
+	if u.cfg.Captcha == nil {
+		u.rs.writeError(w, r, errRouteNotFound)
+		return
+	}
+	k := url.QueryEscape(u.cfg.CaptchaPublicKey)
+	body := `<script type="text/javascript" src="https://www.google.com/recaptcha/api/challenge?k=` + k + `"></script>
+<noscript>
+<iframe src="https://www.google.com/recaptcha/api/noscript?k=` + k + `" height="300" width="500" frameborder="0"></iframe><br>
+<textarea name="recaptcha_challenge_field" rows="3" cols="40"></textarea>
+<input type="hidden" name="recaptcha_response_field" value="manual_challenge">
+</noscript>
+`
+	writeBody(w, "text/html; charset=utf-8", []byte(body))
+}
+
+// resetForm serves the HTML flow behind the link of a password reset mail:
+// GET shows the form (username and key prefilled from the query), POST
+// sets the password.
+func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		q := r.URL.Query()
+		writeResetPage(w, http.StatusOK, q.Get("username"), q.Get("key"), "")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, u.cfg.MaxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		writeResetPage(w, http.StatusBadRequest, "", "", "The form could not be read.")
+		return
+	}
+	name := strings.TrimSpace(r.PostForm.Get("username"))
+	key := strings.TrimSpace(r.PostForm.Get("key"))
+	pw, confirm := r.PostForm.Get("password"), r.PostForm.Get("confirm")
+	switch {
+	case name == "" || key == "" || pw == "" || confirm == "":
+		writeResetPage(w, http.StatusBadRequest, name, key, "Please fill in every field.")
+		return
+	case pw != confirm:
+		writeResetPage(w, http.StatusBadRequest, name, key, "The passwords do not match.")
+		return
+	}
+	user := name
+	if strings.Contains(user, "@") {
+		user = AccountName(user)
+	}
+	if !ValidPassword(user, pw) {
+		writeResetPage(w, http.StatusBadRequest, name, key,
+			"The password must be at least 8 characters long and differ from the user name.")
+		return
+	}
+	err := u.cfg.Accounts.ResetPassword(r.Context(), user, key, pw)
+	switch {
+	case err == nil:
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, resetHead+"<p>Your password has been changed.</p>\n</body></html>\n")
+	case errors.Is(err, ErrUserNotFound), errors.Is(err, ErrBadResetCode):
+		writeResetPage(w, http.StatusBadRequest, name, "", "The user name or the reset key is not valid.")
+	default:
+		u.rs.writeError(w, r, err)
+	}
+}
+
+const resetHead = `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Reset your Sync password</title></head>
+<body>
+<h1>Reset your Sync password</h1>
+`
+
+func writeResetPage(w http.ResponseWriter, status int, user, key, msg string) {
+	var b strings.Builder
+	b.WriteString(resetHead)
+	if msg != "" {
+		b.WriteString(`<p class="error">` + html.EscapeString(msg) + "</p>\n")
+	}
+	b.WriteString(`<form method="post" action="/weave-password-reset">
+<p><label>User name <input type="text" name="username" value="` + html.EscapeString(user) + `"></label></p>
+<p><label>Reset key <input type="text" name="key" value="` + html.EscapeString(key) + `"></label></p>
+<p><label>New password <input type="password" name="password"></label></p>
+<p><label>Confirm password <input type="password" name="confirm"></label></p>
+<p><input type="submit" value="Change password"></p>
+</form>
+</body></html>
+`)
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, b.String())
+}
+
+// NewHandler serves the user API and the storage API on one port, as
+// `hce serve` does: paths under /user/ and /misc/ and /weave-password-reset
+// go to user, everything else to storage.
+func NewHandler(storage, user http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if strings.HasPrefix(p, "/user/") || strings.HasPrefix(p, "/misc/") ||
+			p == "/weave-password-reset" || p == "/weave-password-reset/" {
+			user.ServeHTTP(w, r)
+			return
+		}
+		storage.ServeHTTP(w, r)
+	})
+}

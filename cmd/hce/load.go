@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/hce-sync/hce/testnet"
+	"github.com/hce-sync/hce/testnet/load"
+)
+
+func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	target := fs.String("url", "", "base URL of the server to measure (default: start an in-process `hce serve` in a temp folder)")
+	scenarios := fs.String("scenarios", "post100,get100,info", "comma-separated scenarios: post100, get100, info")
+	users := fs.Int("users", 16, "concurrent users (one connection each)")
+	dur := fs.Duration("duration", 10*time.Second, "measured time per scenario")
+	seed := fs.Uint64("seed", 1, "seed for user names and payloads")
+	baseline := fs.Bool("baseline", true, "also measure a minimal net/http handler with the same generator, and print ratios")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var scs []load.Scenario
+	for _, s := range strings.Split(*scenarios, ",") {
+		sc, err := load.ParseScenario(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		scs = append(scs, sc)
+	}
+	url := *target
+	if url == "" {
+		dir, err := os.MkdirTemp("", "hce-load-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		srv, err := testnet.StartStandalone(ctx, testnet.StandaloneConfig{Addr: "127.0.0.1:0", DataDir: dir})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown(context.Background())
+		url = srv.URL()
+	}
+	var baseURL string
+	if *baseline {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		bs := &http.Server{Handler: load.Baseline()}
+		go bs.Serve(ln)
+		defer bs.Close()
+		baseURL = "http://" + ln.Addr().String() + "/"
+	}
+	cfg := load.Config{URL: url, Users: *users, Duration: *dur, Seed: *seed}
+	r := load.NewRunner(cfg)
+	defer r.Close()
+	if err := r.Prepare(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "hce load: %d users, %s per scenario, GOMAXPROCS=%d, target %s\n", *users, *dur, runtime.GOMAXPROCS(0), url)
+	results, bases := map[load.Scenario]load.Result{}, map[load.Scenario]load.Result{}
+	for _, sc := range scs {
+		if baseURL != "" {
+			bcfg := cfg
+			bcfg.URL = baseURL
+			br := load.NewRunner(bcfg)
+			res, err := br.Run(ctx, sc)
+			br.Close()
+			if err != nil {
+				return err
+			}
+			bases[sc] = res
+		}
+		res, err := r.Run(ctx, sc)
+		if err != nil {
+			return err
+		}
+		if res.Errors > 0 {
+			fmt.Fprintf(stdout, "%s: %d errors, first: %s\n", sc, res.Errors, res.FirstError)
+		}
+		results[sc] = res
+	}
+	fmt.Fprint(stdout, load.FormatTable(results, bases))
+	return nil
+}

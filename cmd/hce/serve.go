@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/testnet"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "HTTP listen address (user API and storage API)")
+	data := fs.String("data", "./hce-data", "data folder (directory raft state and node store)")
+	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/)")
+	quota := fs.Int64("quota-kb", 0, "per-user storage quota in KB (0 = no quota)")
+	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses captchas on registration")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	cfg := testnet.StandaloneConfig{
+		Addr:       *addr,
+		DataDir:    *data,
+		PublicURL:  *public,
+		QuotaBytes: *quota * 1024,
+		Logger:     logger,
+		User: func(c *api.UserConfig) {
+			c.AdminSecret = *secret
+		},
+	}
+	srv, err := testnet.StartStandalone(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	u := srv.URL()
+	fmt.Fprintf(stdout, `HCE Weave server ready at %s (data in %s)
+
+Register a user and write a record:
+  curl -X PUT -d '{"password":"correct horse battery","email":"me@example.com"}' %suser/1.0/%s
+  curl -u %s:'correct horse battery' -X PUT -d '{"payload":"hello"}' %s1.1/%s/storage/bookmarks/rec1
+  curl -u %s:'correct horse battery' %s1.1/%s/storage/bookmarks?full=1
+
+Ctrl-C stops the server; a restart finds everything.
+`, u, *data, u, exampleUser, exampleUser, u, exampleUser, exampleUser, u, exampleUser)
+	<-ctx.Done()
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// exampleUser is the account name of me@example.com (see api.AccountName).
+var exampleUser = api.AccountName("me@example.com")

@@ -1,0 +1,246 @@
+package directory
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// HashParams are the argon2id parameters used for new password hashes.
+// Stored hashes carry their own parameters, so changing these only affects
+// hashes made afterwards; old hashes keep verifying.
+type HashParams struct {
+	// Time is the number of passes over memory (argon2 "t"). Default 2.
+	Time uint32
+	// MemoryKiB is the memory cost in KiB (argon2 "m"). Default 19456
+	// (19 MiB), OWASP's minimum for argon2id with t=2, p=1.
+	MemoryKiB uint32
+	// Threads is the degree of parallelism (argon2 "p"). Default 1.
+	Threads uint8
+	// SaltLen is the random salt length in bytes. Default 16.
+	SaltLen uint32
+	// KeyLen is the derived key length in bytes. Default 32.
+	KeyLen uint32
+}
+
+// DefaultHashParams returns OWASP's minimum argon2id parameters
+// (m=19 MiB, t=2, p=1) with a 16-byte salt and a 32-byte key.
+func DefaultHashParams() HashParams {
+	return HashParams{Time: 2, MemoryKiB: 19 * 1024, Threads: 1, SaltLen: 16, KeyLen: 32}
+}
+
+func (p HashParams) withDefaults() HashParams {
+	d := DefaultHashParams()
+	if p.Time == 0 {
+		p.Time = d.Time
+	}
+	if p.MemoryKiB == 0 {
+		p.MemoryKiB = d.MemoryKiB
+	}
+	if p.Threads == 0 {
+		p.Threads = d.Threads
+	}
+	if p.SaltLen == 0 {
+		p.SaltLen = d.SaltLen
+	}
+	if p.KeyLen == 0 {
+		p.KeyLen = d.KeyLen
+	}
+	return p
+}
+
+// validate checks parameters after defaults were applied.
+func (p HashParams) validate() error {
+	if p.MemoryKiB < 8*uint32(p.Threads) {
+		return fmt.Errorf("directory: argon2 memory %d KiB below 8*threads", p.MemoryKiB)
+	}
+	if p.MemoryKiB > maxHashMemoryKiB || p.Time > maxHashTime {
+		return fmt.Errorf("directory: argon2 m=%d KiB, t=%d above the limits %d, %d", p.MemoryKiB, p.Time, maxHashMemoryKiB, maxHashTime)
+	}
+	if p.SaltLen < 8 || p.SaltLen > 64 {
+		return fmt.Errorf("directory: argon2 salt length %d out of [8, 64]", p.SaltLen)
+	}
+	if p.KeyLen < 16 || p.KeyLen > 64 {
+		return fmt.Errorf("directory: argon2 key length %d out of [16, 64]", p.KeyLen)
+	}
+	return nil
+}
+
+// RaftTuning holds the raft timings and snapshot policy. A zero field means
+// raft's default (see raft.DefaultConfig).
+type RaftTuning struct {
+	// HeartbeatTimeout: how long a follower waits without contact from a
+	// leader before it stands for election. Raft default 1 s.
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout: how long a candidate waits for votes. Raft default 1 s.
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout: how long a leader stays leader without contact
+	// from a quorum. Must not exceed HeartbeatTimeout. Raft default 500 ms.
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout: the longest a follower can go without learning the
+	// commit index. Raft default 50 ms.
+	CommitTimeout time.Duration
+	// SnapshotInterval: how often raft checks whether to snapshot.
+	// Raft default 120 s.
+	SnapshotInterval time.Duration
+	// SnapshotThreshold: number of log entries since the last snapshot
+	// that triggers one. Raft default 8192.
+	SnapshotThreshold uint64
+	// TrailingLogs: log entries kept after a snapshot, so a lagging
+	// follower can catch up without a snapshot. Raft default 10240.
+	TrailingLogs uint64
+	// SnapshotRetain: number of snapshots kept on disk. Default 2.
+	SnapshotRetain int
+}
+
+// Config configures a Directory. A zero field means "use the default".
+// Dir is the only field without a default.
+type Config struct {
+	// ID is the raft server ID of this voter. Default "dir1".
+	ID string
+	// Dir is the data folder. It holds raft.db (raft-boltdb log and stable
+	// store) and snapshots/. Required. Created (0700) if missing.
+	Dir string
+	// Logger receives the directory's and raft's logs. Default slog.Default().
+	Logger *slog.Logger
+	// RaftLogLevel is the level raft's own log is filtered at (raft's
+	// default would be DEBUG). Default slog.LevelInfo.
+	RaftLogLevel slog.Level
+	// NodeURL is the base URL of the storage node every new account is
+	// assigned to. A missing trailing "/" is added. Empty means no node can
+	// be assigned (StorageNode answers "").
+	NodeURL string
+	// Mailer sends password reset codes. Default LogMailer over Logger
+	// (development only: it logs the code).
+	Mailer Mailer
+	// PasswordHash are the argon2id parameters for new hashes. Default
+	// DefaultHashParams(). Tests may lower them.
+	PasswordHash HashParams
+	// HashConcurrency bounds how many argon2 computations run at once
+	// (each takes PasswordHash.MemoryKiB of memory). Default GOMAXPROCS.
+	HashConcurrency int
+	// ResetCodeTTL is how long a password reset code stays valid.
+	// Default 1 h.
+	ResetCodeTTL time.Duration
+	// ResetURL, when set, is put into reset mails as
+	// ResetURL?username=<user>&key=<code>. Optional.
+	ResetURL string
+	// ApplyTimeout bounds how long a write may wait to be enqueued into
+	// raft; a caller's ctx bounds the total wait. Default 10 s.
+	ApplyTimeout time.Duration
+	// MaxBatch is the most commands the group-commit loop puts into one
+	// raft entry. Default 128.
+	MaxBatch int
+	// Clock returns the current time; it stamps commands before they are
+	// proposed (the FSM never reads a clock). Default time.Now.
+	Clock func() time.Time
+	// CredentialsChanged, when set, is called after a committed command
+	// that invalidates a user's credentials (account deleted, password
+	// changed or reset), with the account name, and with "" after a
+	// snapshot restore (any account may have changed). It runs on raft's
+	// apply goroutine: it must be quick and must not call back into the
+	// Directory. Storage nodes use it to drop cached Basic-auth answers.
+	CredentialsChanged func(user string)
+	// Transport is raft's network transport. Nil means an in-memory
+	// transport, which is enough for a single voter that reaches no one.
+	Transport raft.Transport
+	// Raft tunes raft timings and snapshots.
+	Raft RaftTuning
+	// SnapshotOnClose takes a raft snapshot in Close when there are log
+	// entries since the last one, so the next start replays less.
+	SnapshotOnClose bool
+}
+
+// DefaultConfig returns a Config with every default filled in except Dir,
+// Logger (slog.Default()) and Mailer (LogMailer over the logger), which
+// Open fills from the final Logger.
+func DefaultConfig() Config {
+	return Config{
+		ID:              "dir1",
+		RaftLogLevel:    slog.LevelInfo,
+		PasswordHash:    DefaultHashParams(),
+		HashConcurrency: runtime.GOMAXPROCS(0),
+		ResetCodeTTL:    time.Hour,
+		ApplyTimeout:    10 * time.Second,
+		MaxBatch:        128,
+		Clock:           time.Now,
+		Raft:            RaftTuning{SnapshotRetain: 2},
+	}
+}
+
+// withDefaults returns c with zero fields replaced by defaults and NodeURL
+// normalised to end in "/".
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.ID == "" {
+		c.ID = d.ID
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Mailer == nil {
+		c.Mailer = &LogMailer{Logger: c.Logger}
+	}
+	c.PasswordHash = c.PasswordHash.withDefaults()
+	if c.HashConcurrency <= 0 {
+		c.HashConcurrency = d.HashConcurrency
+	}
+	if c.ResetCodeTTL <= 0 {
+		c.ResetCodeTTL = d.ResetCodeTTL
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = d.ApplyTimeout
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = d.MaxBatch
+	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	if c.Raft.SnapshotRetain <= 0 {
+		c.Raft.SnapshotRetain = d.Raft.SnapshotRetain
+	}
+	if c.NodeURL != "" && !strings.HasSuffix(c.NodeURL, "/") {
+		c.NodeURL += "/"
+	}
+	return c
+}
+
+// Validate reports whether the configuration (after defaults) is usable.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.Dir == "" {
+		return errors.New("directory: Config.Dir is required")
+	}
+	if err := c.PasswordHash.validate(); err != nil {
+		return err
+	}
+	if c.NodeURL != "" {
+		u, err := url.Parse(c.NodeURL)
+		if err != nil {
+			return fmt.Errorf("directory: NodeURL: %w", err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("directory: NodeURL %q is not an absolute http(s) URL", c.NodeURL)
+		}
+	}
+	if c.ResetURL != "" {
+		if u, err := url.Parse(c.ResetURL); err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("directory: ResetURL %q is not an absolute URL", c.ResetURL)
+		}
+	}
+	if c.MaxBatch > maxBatchCommands {
+		return fmt.Errorf("directory: MaxBatch %d above %d", c.MaxBatch, maxBatchCommands)
+	}
+	if c.Raft.LeaderLeaseTimeout > 0 && c.Raft.HeartbeatTimeout > 0 &&
+		c.Raft.LeaderLeaseTimeout > c.Raft.HeartbeatTimeout {
+		return errors.New("directory: Raft.LeaderLeaseTimeout exceeds HeartbeatTimeout")
+	}
+	return nil
+}

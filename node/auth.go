@@ -1,0 +1,206 @@
+package node
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hce-sync/hce/api"
+)
+
+// PasswordChecker verifies a user's password; the directory implements it.
+// It returns nil for a valid password, api.ErrUnauthorized (possibly
+// wrapped) for a wrong one or an unknown user, and any other error when the
+// check could not be made.
+type PasswordChecker interface {
+	CheckPassword(ctx context.Context, user, password string) error
+}
+
+// Defaults of AuthConfig.
+const (
+	DefaultAuthCacheTTL  = 60 * time.Second
+	DefaultAuthCacheSize = 100000
+)
+
+// AuthConfig configures an Authenticator. A zero field means "use the
+// default".
+type AuthConfig struct {
+	// Checker verifies Basic credentials. Required unless DisableBasic.
+	Checker PasswordChecker
+	// CacheTTL is how long a positive answer is reused. Default 60 s.
+	CacheTTL time.Duration
+	// CacheSize bounds the number of cached positive answers. Default
+	// 100000.
+	CacheSize int
+	// DisableBasic refuses HTTP Basic credentials (401), leaving only
+	// directory-signed tokens; an operator or the directory policy may set
+	// it. Default false: Basic is accepted.
+	DisableBasic bool
+	// Clock is the time source of cache expiry. Default time.Now.
+	Clock func() time.Time
+}
+
+// DefaultAuthConfig returns an AuthConfig with Basic accepted and the
+// default cache; Checker must still be set.
+func DefaultAuthConfig() AuthConfig {
+	return AuthConfig{
+		CacheTTL:  DefaultAuthCacheTTL,
+		CacheSize: DefaultAuthCacheSize,
+		Clock:     time.Now,
+	}
+}
+
+// Validate reports whether c is usable.
+func (c AuthConfig) Validate() error {
+	switch {
+	case !c.DisableBasic && c.Checker == nil:
+		return errors.New("node: AuthConfig.Checker is required unless DisableBasic")
+	case c.CacheTTL < 0:
+		return fmt.Errorf("node: AuthConfig.CacheTTL %v is negative", c.CacheTTL)
+	case c.CacheSize < 0:
+		return fmt.Errorf("node: AuthConfig.CacheSize %d is negative", c.CacheSize)
+	}
+	return nil
+}
+
+// Authenticator implements api.Authenticator for a storage node.
+//
+// Basic credentials are checked with the PasswordChecker; a positive answer
+// is cached for CacheTTL under HMAC-SHA256(node-local random key, user NUL
+// password), so neither passwords nor unsalted hashes are kept in memory.
+// Wrong passwords are never cached. Bearer tokens are not accepted yet
+// (token authentication arrives with the directory's token issuer): they
+// are answered with api.ErrUnauthorized. Safe for concurrent use.
+type Authenticator struct {
+	cfg AuthConfig
+	key []byte
+
+	mu    sync.Mutex
+	cache map[[sha256.Size]byte]cacheEntry // credential MAC -> entry
+}
+
+type cacheEntry struct {
+	user    string
+	expires time.Time
+}
+
+var _ api.Authenticator = (*Authenticator)(nil)
+
+// NewAuthenticator returns an Authenticator for cfg.
+func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := DefaultAuthConfig()
+	if cfg.CacheTTL == 0 {
+		cfg.CacheTTL = d.CacheTTL
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = d.CacheSize
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = d.Clock
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("node: auth cache key: %w", err)
+	}
+	return &Authenticator{cfg: cfg, key: key, cache: make(map[[sha256.Size]byte]cacheEntry)}, nil
+}
+
+func (a *Authenticator) mac(user, password string) [sha256.Size]byte {
+	m := hmac.New(sha256.New, a.key)
+	m.Write([]byte(user))
+	m.Write([]byte{0})
+	m.Write([]byte(password))
+	var out [sha256.Size]byte
+	m.Sum(out[:0])
+	return out
+}
+
+// Authenticate returns nil when c are valid credentials of pathUser,
+// an error wrapping api.ErrUnauthorized when they are not, and the
+// checker's error when they could not be checked.
+func (a *Authenticator) Authenticate(ctx context.Context, pathUser string, c api.Credentials) error {
+	switch c.Scheme {
+	case "basic":
+	case "bearer":
+		return fmt.Errorf("node: bearer tokens not supported yet: %w", api.ErrUnauthorized)
+	default:
+		return fmt.Errorf("node: unknown auth scheme %q: %w", c.Scheme, api.ErrUnauthorized)
+	}
+	if a.cfg.DisableBasic {
+		return fmt.Errorf("node: basic auth disabled: %w", api.ErrUnauthorized)
+	}
+	if c.User != pathUser || c.User == "" {
+		return fmt.Errorf("node: credentials are not for %q: %w", pathUser, api.ErrUnauthorized)
+	}
+	k := a.mac(c.User, c.Password)
+	now := a.cfg.Clock()
+	a.mu.Lock()
+	e, ok := a.cache[k]
+	if ok && !now.Before(e.expires) {
+		delete(a.cache, k)
+		ok = false
+	}
+	a.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := a.cfg.Checker.CheckPassword(ctx, c.User, c.Password); err != nil {
+		if errors.Is(err, api.ErrUnauthorized) {
+			return fmt.Errorf("node: password check for %q: %w", c.User, err)
+		}
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.cache) >= a.cfg.CacheSize {
+		a.evictLocked(now)
+	}
+	a.cache[k] = cacheEntry{user: c.User, expires: now.Add(a.cfg.CacheTTL)}
+	return nil
+}
+
+// Forget drops every cached positive answer for user, or for every user
+// when user is "". The directory calls it (through the wiring in cmd or
+// testnet) when an account is deleted or its password changes, so old
+// credentials stop working at once rather than after CacheTTL. It costs a
+// pass over the cache, which is bounded by CacheSize.
+func (a *Authenticator) Forget(user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if user == "" {
+		clear(a.cache)
+		return
+	}
+	for k, e := range a.cache {
+		if e.user == user {
+			delete(a.cache, k)
+		}
+	}
+}
+
+// evictLocked drops expired entries, or an arbitrary one if none expired.
+func (a *Authenticator) evictLocked(now time.Time) {
+	n := 0
+	for k, e := range a.cache {
+		if !now.Before(e.expires) {
+			delete(a.cache, k)
+		}
+		if n++; n >= 64 {
+			break
+		}
+	}
+	if len(a.cache) >= a.cfg.CacheSize {
+		for k := range a.cache {
+			delete(a.cache, k)
+			break
+		}
+	}
+}

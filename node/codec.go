@@ -1,0 +1,220 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"unsafe"
+
+	"github.com/hce-sync/hce/api"
+)
+
+// Value encodings. Every value starts with a version byte so that later
+// formats (revision trees) can be told apart from these.
+const (
+	verHead   = 1
+	verRecord = 1
+	verMeta   = 1
+)
+
+var errCorrupt = errors.New("node: corrupt value")
+
+// Head flags.
+const (
+	headSortIndex = 1 << iota
+	headParent
+	headPred
+	headPayload
+)
+
+// head is the value of a record key: what index maintenance and quota
+// accounting need without reading the record itself.
+type head struct {
+	seq   uint64
+	mod   int64
+	exp   int64 // expiry in whole seconds; 0 = never
+	si    int64
+	plen  int64
+	flags byte
+}
+
+func (h *head) hasSI() bool { return h.flags&headSortIndex != 0 }
+
+func appendHead(b []byte, h *head) []byte {
+	b = append(b, verHead, h.flags)
+	b = binary.AppendUvarint(b, h.seq)
+	b = binary.AppendVarint(b, h.mod)
+	b = binary.AppendVarint(b, h.exp)
+	b = binary.AppendVarint(b, h.si)
+	return binary.AppendUvarint(b, uint64(h.plen))
+}
+
+func decodeHead(v []byte, h *head) error {
+	if len(v) < 2 || v[0] != verHead {
+		return errCorrupt
+	}
+	h.flags = v[1]
+	d := decoder{b: v[2:]}
+	h.seq = d.uvarint()
+	h.mod = d.varint()
+	h.exp = d.varint()
+	h.si = d.varint()
+	h.plen = int64(d.uvarint())
+	return d.err
+}
+
+// record is one stored WBO. When decoded from Pebble its strings alias the
+// value they were decoded from (see decodeRecord): they must be copied
+// before that value is released.
+type record struct {
+	seq     uint64
+	mod     int64
+	exp     int64
+	si      int64
+	has     api.Field // FieldPayload, FieldSortIndex, FieldParentID, FieldPredecessorID
+	id      string
+	payload string
+	parent  string
+	pred    string
+}
+
+func (r *record) head() head {
+	h := head{seq: r.seq, mod: r.mod, exp: r.exp, si: r.si, plen: int64(len(r.payload))}
+	if r.has&api.FieldSortIndex != 0 {
+		h.flags |= headSortIndex
+	}
+	if r.has&api.FieldParentID != 0 {
+		h.flags |= headParent
+	}
+	if r.has&api.FieldPredecessorID != 0 {
+		h.flags |= headPred
+	}
+	if r.has&api.FieldPayload != 0 {
+		h.flags |= headPayload
+	}
+	return h
+}
+
+func appendBytes(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendRecord(b []byte, r *record) []byte {
+	b = append(b, verRecord, byte(r.has))
+	b = binary.AppendUvarint(b, r.seq)
+	b = binary.AppendVarint(b, r.mod)
+	b = binary.AppendVarint(b, r.exp)
+	b = binary.AppendVarint(b, r.si)
+	b = appendBytes(b, r.id)
+	b = appendBytes(b, r.payload)
+	b = appendBytes(b, r.parent)
+	return appendBytes(b, r.pred)
+}
+
+// decodeRecord decodes v into r without copying: r's strings alias v, so v
+// must stay unchanged while they are used.
+func decodeRecord(v []byte, r *record) error {
+	if len(v) < 2 || v[0] != verRecord {
+		return errCorrupt
+	}
+	r.has = api.Field(v[1])
+	d := decoder{b: v[2:]}
+	r.seq = d.uvarint()
+	r.mod = d.varint()
+	r.exp = d.varint()
+	r.si = d.varint()
+	r.id = alias(d.bytes())
+	r.payload = alias(d.bytes())
+	r.parent = alias(d.bytes())
+	r.pred = alias(d.bytes())
+	return d.err
+}
+
+// collMeta is the metadata of one non-empty collection.
+type collMeta struct {
+	last  int64 // last modified (centiseconds)
+	count int64 // records stored, expired ones included until purged
+	bytes int64 // payload bytes of those records
+	ttl   int64 // how many of them have an expiry
+}
+
+func appendMeta(b []byte, m *collMeta) []byte {
+	b = append(b, verMeta)
+	b = binary.AppendVarint(b, m.last)
+	b = binary.AppendVarint(b, m.count)
+	b = binary.AppendVarint(b, m.bytes)
+	return binary.AppendVarint(b, m.ttl)
+}
+
+func decodeMeta(v []byte, m *collMeta) error {
+	if len(v) < 1 || v[0] != verMeta {
+		return errCorrupt
+	}
+	d := decoder{b: v[1:]}
+	m.last = d.varint()
+	m.count = d.varint()
+	m.bytes = d.varint()
+	m.ttl = d.varint()
+	return d.err
+}
+
+// The user meta (under the empty collection name) holds the next insertion
+// sequence number.
+func appendUserMeta(b []byte, nextSeq uint64) []byte {
+	return binary.AppendUvarint(append(b, verMeta), nextSeq)
+}
+
+func decodeUserMeta(v []byte) (uint64, error) {
+	if len(v) < 1 || v[0] != verMeta {
+		return 0, errCorrupt
+	}
+	d := decoder{b: v[1:]}
+	n := d.uvarint()
+	return n, d.err
+}
+
+// alias returns a string sharing b's memory.
+func alias(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errCorrupt
+		d.b = nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errCorrupt
+		d.b = nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.err = errCorrupt
+		return nil
+	}
+	s := d.b[:n:n]
+	d.b = d.b[n:]
+	return s
+}

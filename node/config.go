@@ -1,0 +1,109 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Default values of Config.
+const (
+	DefaultPurgeInterval = time.Minute
+	DefaultCacheUsers    = 100000
+	DefaultCacheBytes    = 64 << 20
+	DefaultMemTableBytes = 8 << 20
+)
+
+// ErrClosed is returned by every Store method called after Close.
+var ErrClosed = errors.New("node: store closed")
+
+// Config configures a Store. A zero field means "use the default".
+type Config struct {
+	// Dir is the directory of the Pebble store; it is created if missing.
+	// Required.
+	Dir string
+	// Logger receives the store's and Pebble's log messages. Default: a
+	// logger that discards everything.
+	Logger *slog.Logger
+	// QuotaBytes is the per-user quota on live payload bytes; 0 turns
+	// quotas off.
+	QuotaBytes int64
+	// PurgeInterval is how often expired records are purged in the
+	// background. Default 1 minute.
+	PurgeInterval time.Duration
+	// Clock is the wall clock. Default time.Now; tests inject their own.
+	Clock func() time.Time
+	// CacheUsers is the maximum number of users whose metadata stays in
+	// memory. Default 100000.
+	CacheUsers int
+	// CacheBytes is the size of Pebble's block cache in bytes. Default
+	// 64 MiB. Pebble reserves the memtables' memory inside this budget, so
+	// it should be several times MemTableBytes, or blocks stop being
+	// cached while memtables are flushed.
+	CacheBytes int64
+	// MemTableBytes is the size of one Pebble memtable in bytes. Default
+	// 8 MiB.
+	MemTableBytes int64
+
+	// fs replaces Pebble's file system (tests count fsyncs with it).
+	fs vfs.FS
+}
+
+// DefaultConfig returns a Config with every default filled in except Dir.
+func DefaultConfig() Config {
+	return Config{
+		Logger:        slog.New(slog.DiscardHandler),
+		PurgeInterval: DefaultPurgeInterval,
+		Clock:         time.Now,
+		CacheUsers:    DefaultCacheUsers,
+		CacheBytes:    DefaultCacheBytes,
+		MemTableBytes: DefaultMemTableBytes,
+	}
+}
+
+// Validate reports whether c is usable: Dir must be set and no field may
+// be negative.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("node: Config.Dir is required")
+	case c.QuotaBytes < 0:
+		return fmt.Errorf("node: Config.QuotaBytes %d is negative", c.QuotaBytes)
+	case c.PurgeInterval < 0:
+		return fmt.Errorf("node: Config.PurgeInterval %v is negative", c.PurgeInterval)
+	case c.CacheUsers < 0:
+		return fmt.Errorf("node: Config.CacheUsers %d is negative", c.CacheUsers)
+	case c.CacheBytes < 0:
+		return fmt.Errorf("node: Config.CacheBytes %d is negative", c.CacheBytes)
+	case c.MemTableBytes < 0 || c.MemTableBytes >= 4<<30:
+		return fmt.Errorf("node: Config.MemTableBytes %d out of range", c.MemTableBytes)
+	}
+	return nil
+}
+
+// withDefaults returns c with zero fields replaced by their defaults.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.PurgeInterval == 0 {
+		c.PurgeInterval = d.PurgeInterval
+	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	if c.CacheUsers == 0 {
+		c.CacheUsers = d.CacheUsers
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = d.CacheBytes
+	}
+	if c.MemTableBytes == 0 {
+		c.MemTableBytes = d.MemTableBytes
+	}
+	return c
+}

@@ -1,0 +1,23 @@
+// Package node is the storage engine of an HCE storage node: a Pebble store
+// that implements api.Store (the Weave storage API) and an api.Authenticator
+// for the requests that reach the node.
+//
+// Every Weave query is answered by a range scan or point lookups over the
+// key layout described in DESIGN.md: records by (user, collection, id), an
+// insertion-order index, an index by modified time, an index by sortindex
+// and an expiry index. Per-collection metadata (last modified, live count,
+// payload bytes) is written in the same batch as the records it describes
+// and kept hot in a bounded in-memory cache, so info/collections never
+// scans.
+//
+// Writes take the user's lock exclusively, stamp one node-clock tick per
+// request, commit one Pebble batch with fsync and only then update memory.
+// Reads take the user's lock shared. The node clock never reissues a value,
+// not even across a restart with the wall clock set backwards, so every
+// write's timestamp is strictly greater than any timestamp the user was
+// given before and newer=<any given timestamp> never skips a record.
+//
+// Expired records (ttl) are invisible at once, purged lazily before counts,
+// usage and quota are answered, and purged in the background every
+// Config.PurgeInterval.
+package node

@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/hce-sync/hce/api"
+)
+
+// fakeClock is an injectable wall clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+var ctx = context.Background()
+
+func openTest(t testing.TB, dir string, clk *fakeClock, quota int64) *Store {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.QuotaBytes = quota
+	cfg.CacheBytes = 8 << 20
+	cfg.MemTableBytes = 4 << 20
+	if clk != nil {
+		cfg.Clock = clk.Now
+	}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func wbo(id, payload string) api.WBO {
+	return api.WBO{ID: id, Has: api.FieldPayload, Payload: payload}
+}
+
+func mustPut(t testing.TB, s *Store, user, coll string, w api.WBO) api.WriteResult {
+	t.Helper()
+	r, err := s.PutItem(ctx, user, coll, w, api.Precondition{})
+	if err != nil {
+		t.Fatalf("PutItem(%s/%s/%s): %v", user, coll, w.ID, err)
+	}
+	return r
+}
+
+func mustPost(t testing.TB, s *Store, user, coll string, ws ...api.WBO) api.BatchResult {
+	t.Helper()
+	r, err := s.PostItems(ctx, user, coll, ws, api.Precondition{})
+	if err != nil {
+		t.Fatalf("PostItems(%s/%s): %v", user, coll, err)
+	}
+	return r
+}
+
+func mustGet(t testing.TB, s *Store, user, coll string, q api.Query) []api.WBO {
+	t.Helper()
+	ws, _, err := s.GetCollection(ctx, user, coll, &q)
+	if err != nil {
+		t.Fatalf("GetCollection(%s/%s): %v", user, coll, err)
+	}
+	return ws
+}
+
+func idsOf(ws []api.WBO) []string {
+	out := []string{}
+	for _, w := range ws {
+		out = append(out, w.ID)
+	}
+	return out
+}
+
+func sameIDs(t testing.TB, what string, got []api.WBO, want ...string) {
+	t.Helper()
+	if want == nil {
+		want = []string{}
+	}
+	if g := idsOf(got); !slices.Equal(g, want) {
+		t.Errorf("%s: ids = %q, want %q", what, g, want)
+	}
+}
+
+func rawPrefixKeys(t testing.TB, s *Store, lo []byte) int {
+	t.Helper()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(nil, lo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+	}
+	return n
+}
+
+// rawKeys counts the user's keys in Pebble.
+func rawKeys(t testing.TB, s *Store, user string) int {
+	return rawPrefixKeys(t, s, userStart(nil, user))
+}

@@ -1,0 +1,626 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/hce-sync/hce/api"
+)
+
+// writer stages the changes of one request to one collection in a Pebble
+// batch, tracking the collection's and user's new metadata. Nothing in
+// memory changes until commit succeeded and apply is called.
+type writer struct {
+	s          *Store
+	b          *pebble.Batch
+	sc         *scratch
+	user, coll string
+	ts         int64
+	nowSec     int64
+	cm         collMeta
+	nextSeq    uint64
+	seqDirty   bool
+	usedDelta  int64
+	lastGExp   int64 // last global expiry key written (dedup)
+	// pending maps the ids written earlier in this batch (POST) to their
+	// new version in pendRecs, so a later record with the same id sees it.
+	pending  map[string]int
+	pendRecs []record
+}
+
+func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, coll string, ts api.Stamp) *writer {
+	return &writer{
+		s: s, b: b, sc: sc, user: user, coll: coll,
+		ts: int64(ts), nowSec: int64(ts) / 100,
+		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
+	}
+}
+
+// lookup returns the current head of id, from this batch's earlier writes
+// (then pend is that record; it is valid until the next store) or from
+// Pebble (then pend is nil).
+func (w *writer) lookup(id string) (h head, pend *record, ok bool, err error) {
+	if w.pending != nil {
+		if i, ok := w.pending[id]; ok {
+			p := &w.pendRecs[i]
+			return p.head(), p, true, nil
+		}
+	}
+	w.sc.k = recKey(w.sc.k[:0], w.user, w.coll, id)
+	v, closer, err := w.s.db.Get(w.sc.k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return head{}, nil, false, nil
+	}
+	if err != nil {
+		return head{}, nil, false, err
+	}
+	err = decodeHead(v, &h)
+	closer.Close()
+	return h, nil, err == nil, err
+}
+
+// body reads the stored record with insertion number seq, copied.
+func (w *writer) body(seq uint64) (*record, error) {
+	w.sc.k2 = dataKey(w.sc.k2[:0], w.user, w.coll, seq)
+	v, closer, err := w.s.db.Get(w.sc.k2)
+	if err != nil {
+		return nil, err
+	}
+	cp := append([]byte(nil), v...)
+	closer.Close()
+	r := &record{}
+	if err := decodeRecord(cp, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// remove deletes the record id with head h and all its index entries.
+func (w *writer) remove(id string, h *head) error {
+	sc := w.sc
+	b := w.b
+	var err error
+	del := func(k []byte) {
+		if err == nil {
+			err = b.Delete(k, nil)
+		}
+	}
+	sc.k = recKey(sc.k[:0], w.user, w.coll, id)
+	del(sc.k)
+	sc.k = dataKey(sc.k[:0], w.user, w.coll, h.seq)
+	del(sc.k)
+	sc.k = modKey(sc.k[:0], w.user, w.coll, h.mod, h.seq)
+	del(sc.k)
+	if h.hasSI() {
+		sc.k = idxKey(sc.k[:0], w.user, w.coll, h.si, h.seq)
+		del(sc.k)
+	}
+	if h.exp != 0 {
+		sc.k = expKey(sc.k[:0], w.user, w.coll, h.exp, h.seq)
+		del(sc.k)
+		w.cm.ttl--
+	}
+	w.cm.count--
+	w.cm.bytes -= h.plen
+	w.usedDelta -= h.plen
+	if w.pending != nil {
+		delete(w.pending, id)
+	}
+	return err
+}
+
+// put applies one validated WBO following PutItem's rules and returns the
+// record's modified time after the write.
+func (w *writer) put(in *api.WBO) (int64, error) {
+	const meta = api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
+	oh, pend, exists, err := w.lookup(in.ID)
+	if err != nil {
+		return 0, err
+	}
+	if exists && oh.exp != 0 && oh.exp <= w.nowSec {
+		// An expired record is gone for the client: start afresh.
+		if err := w.remove(in.ID, &oh); err != nil {
+			return 0, err
+		}
+		exists, pend = false, nil
+	}
+	var old *record
+	if exists {
+		needBody := in.Has&api.FieldPayload == 0 ||
+			(oh.flags&headParent != 0 && in.Has&api.FieldParentID == 0) ||
+			(oh.flags&headPred != 0 && in.Has&api.FieldPredecessorID == 0)
+		if needBody {
+			if old = pend; old == nil {
+				if old, err = w.body(oh.seq); err != nil {
+					return 0, err
+				}
+			}
+		}
+	}
+	var nr record
+	if old != nil {
+		nr = *old
+	}
+	if exists {
+		nr.seq, nr.mod, nr.exp = oh.seq, oh.mod, oh.exp
+		if oh.hasSI() {
+			nr.has |= api.FieldSortIndex
+			nr.si = oh.si
+		}
+	} else {
+		nr.seq = w.nextSeq
+		w.nextSeq++
+		w.seqDirty = true
+	}
+	nr.id = in.ID
+	nr.has |= in.Has & meta
+	if in.Has&api.FieldSortIndex != 0 {
+		nr.si = in.SortIndex
+	}
+	if in.Has&api.FieldParentID != 0 {
+		nr.parent = in.ParentID
+	}
+	if in.Has&api.FieldPredecessorID != 0 {
+		nr.pred = in.PredecessorID
+	}
+	if in.Has&api.FieldPayload != 0 {
+		nr.has |= api.FieldPayload
+		nr.payload = in.Payload
+		nr.mod = w.ts
+		nr.exp = 0
+	}
+	if in.Has&api.FieldTTL != 0 {
+		nr.exp = w.nowSec + in.TTL
+	}
+	if err := w.store(&nr, &oh, exists); err != nil {
+		return 0, err
+	}
+	return nr.mod, nil
+}
+
+// store writes nr (whose previous version, if exists, had head oh).
+func (w *writer) store(nr *record, oh *head, exists bool) error {
+	sc, b := w.sc, w.b
+	nh := nr.head()
+	var err error
+	set := func(k, v []byte) {
+		if err == nil {
+			err = b.Set(k, v, nil)
+		}
+	}
+	del := func(k []byte) {
+		if err == nil {
+			err = b.Delete(k, nil)
+		}
+	}
+	sc.k = recKey(sc.k[:0], w.user, w.coll, nr.id)
+	sc.v = appendHead(sc.v[:0], &nh)
+	set(sc.k, sc.v)
+	sc.k = dataKey(sc.k[:0], w.user, w.coll, nr.seq)
+	sc.v = appendRecord(sc.v[:0], nr)
+	set(sc.k, sc.v)
+	if !exists || oh.mod != nh.mod {
+		if exists {
+			sc.k = modKey(sc.k[:0], w.user, w.coll, oh.mod, nr.seq)
+			del(sc.k)
+		}
+		sc.k = modKey(sc.k[:0], w.user, w.coll, nh.mod, nr.seq)
+		set(sc.k, nil)
+	}
+	oldSI, newSI := exists && oh.hasSI(), nh.hasSI()
+	if oldSI && (!newSI || oh.si != nh.si) {
+		sc.k = idxKey(sc.k[:0], w.user, w.coll, oh.si, nr.seq)
+		del(sc.k)
+	}
+	if newSI && (!oldSI || oh.si != nh.si) {
+		sc.k = idxKey(sc.k[:0], w.user, w.coll, nh.si, nr.seq)
+		set(sc.k, nil)
+	}
+	oldExp := int64(0)
+	if exists {
+		oldExp = oh.exp
+	}
+	if oldExp != nh.exp {
+		if oldExp != 0 {
+			sc.k = expKey(sc.k[:0], w.user, w.coll, oldExp, nr.seq)
+			del(sc.k)
+			w.cm.ttl--
+		}
+		if nh.exp != 0 {
+			sc.k = expKey(sc.k[:0], w.user, w.coll, nh.exp, nr.seq)
+			sc.v = append(sc.v[:0], nr.id...)
+			set(sc.k, sc.v)
+			w.cm.ttl++
+			if nh.exp != w.lastGExp {
+				sc.k = globalExpKey(sc.k[:0], nh.exp, w.user, w.coll)
+				set(sc.k, nil)
+				w.lastGExp = nh.exp
+			}
+		}
+	}
+	if exists {
+		w.cm.bytes += nh.plen - oh.plen
+		w.usedDelta += nh.plen - oh.plen
+	} else {
+		w.cm.count++
+		w.cm.bytes += nh.plen
+		w.usedDelta += nh.plen
+	}
+	if nh.mod > w.cm.last {
+		w.cm.last = nh.mod
+	}
+	if w.pending != nil {
+		if i, ok := w.pending[nr.id]; ok {
+			w.pendRecs[i] = *nr
+		} else {
+			w.pending[nr.id] = len(w.pendRecs)
+			w.pendRecs = append(w.pendRecs, *nr)
+		}
+	}
+	return err
+}
+
+// finish stages the metadata keys of the collection and the user.
+func (w *writer) finish() error {
+	sc := w.sc
+	if w.cm.count > 0 && w.cm.last == 0 {
+		// A collection made only of payload-less records still needs a time.
+		w.cm.last = w.ts
+	}
+	sc.k = metaKey(sc.k[:0], w.user, w.coll)
+	var err error
+	if w.cm.count > 0 {
+		sc.v = appendMeta(sc.v[:0], &w.cm)
+		err = w.b.Set(sc.k, sc.v, nil)
+	} else {
+		err = w.b.Delete(sc.k, nil)
+	}
+	if err == nil && w.seqDirty {
+		sc.k = metaKey(sc.k[:0], w.user, "")
+		sc.v = appendUserMeta(sc.v[:0], w.nextSeq)
+		err = w.b.Set(sc.k, sc.v, nil)
+	}
+	return err
+}
+
+// apply installs the new metadata in memory after a successful commit.
+func (w *writer) apply(st *userState) {
+	if w.cm.count > 0 {
+		st.colls[w.coll] = w.cm
+	} else {
+		delete(st.colls, w.coll)
+	}
+	st.nextSeq = w.nextSeq
+	st.used += w.usedDelta
+}
+
+func (s *Store) commit(b *pebble.Batch) error {
+	if err := s.db.Apply(b, pebble.Sync); err != nil {
+		return fmt.Errorf("node: commit: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) quotaLeft(st *userState) int64 {
+	if s.cfg.QuotaBytes <= 0 {
+		return -1
+	}
+	return s.cfg.QuotaBytes - st.used
+}
+
+// checkQuotaLocked purges the user's expired records if needed and reports
+// ErrOverQuota when the live payload bytes have reached the quota. The
+// caller holds the exclusive lock.
+func (s *Store) checkQuotaLocked(user string, st *userState) (*userState, error) {
+	if s.cfg.QuotaBytes <= 0 {
+		return st, nil
+	}
+	if st.hasTTL() {
+		if _, err := s.purgeUserLocked(user, nil); err != nil {
+			return nil, err
+		}
+		var err error
+		if st, err = s.state(user); err != nil {
+			return nil, err
+		}
+	}
+	if st.used >= s.cfg.QuotaBytes {
+		return nil, api.ErrOverQuota
+	}
+	return st, nil
+}
+
+func checkPre(st *userState, coll string, pre api.Precondition) error {
+	if pre.Set {
+		if m, ok := st.colls[coll]; ok && m.last > int64(pre.Since) {
+			return api.ErrPreconditionFailed
+		}
+	}
+	return nil
+}
+
+// writeLocked runs one write request: lock, load, checks, tick, stage,
+// commit, apply.
+func (s *Store) writeLocked(user string, check func(st *userState) (*userState, error), stage func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
+	mu := s.lock(user)
+	mu.Lock()
+	defer mu.Unlock()
+	st, err := s.state(user)
+	if err != nil {
+		return 0, nil, err
+	}
+	if st, err = check(st); err != nil {
+		return 0, nil, err
+	}
+	ts, err := s.clock.tick()
+	if err != nil {
+		return 0, nil, err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	sc := s.getScratch()
+	defer s.putScratch(sc)
+	apply, err := stage(st, ts, b, sc)
+	if err != nil {
+		return 0, nil, fmt.Errorf("node: staging write: %w", err)
+	}
+	if apply == nil || b.Empty() {
+		return ts, st, nil
+	}
+	if err := s.commit(b); err != nil {
+		return 0, nil, err
+	}
+	apply()
+	return ts, st, nil
+}
+
+// CheckWrite reports ErrOverQuota, then ErrPreconditionFailed, for a write
+// to coll, or nil.
+func (s *Store) CheckWrite(ctx context.Context, user, coll string, pre api.Precondition) error {
+	if err := checkNames(user, coll); err != nil {
+		return err
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	mu := s.lock(user)
+	if s.cfg.QuotaBytes > 0 {
+		mu.Lock()
+		defer mu.Unlock()
+	} else {
+		mu.RLock()
+		defer mu.RUnlock()
+	}
+	st, err := s.state(user)
+	if err != nil {
+		return err
+	}
+	if st, err = s.checkQuotaLocked(user, st); err != nil {
+		return err
+	}
+	return checkPre(st, coll, pre)
+}
+
+// PutItem writes one validated record; see api.Store.
+func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre api.Precondition) (api.WriteResult, error) {
+	if err := checkNames(user, coll); err != nil {
+		return api.WriteResult{}, err
+	}
+	if err := s.enter(); err != nil {
+		return api.WriteResult{}, err
+	}
+	defer s.leave()
+	var mod int64
+	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+		st, err := s.checkQuotaLocked(user, st)
+		if err != nil {
+			return nil, err
+		}
+		return st, checkPre(st, coll, pre)
+	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		w := s.newWriter(b, sc, st, user, coll, ts)
+		var err error
+		if mod, err = w.put(&in); err != nil {
+			return nil, err
+		}
+		if err := w.finish(); err != nil {
+			return nil, err
+		}
+		return func() { w.apply(st) }, nil
+	})
+	if err != nil {
+		return api.WriteResult{}, err
+	}
+	return api.WriteResult{Timestamp: ts, Modified: api.Stamp(mod), QuotaRemaining: s.quotaLeft(st)}, nil
+}
+
+// PostItems writes validated records atomically with one timestamp; later
+// records with the same id win.
+func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, pre api.Precondition) (api.BatchResult, error) {
+	if err := checkNames(user, coll); err != nil {
+		return api.BatchResult{}, err
+	}
+	if err := s.enter(); err != nil {
+		return api.BatchResult{}, err
+	}
+	defer s.leave()
+	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+		if err := checkPre(st, coll, pre); err != nil {
+			return nil, err
+		}
+		return s.checkQuotaLocked(user, st)
+	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		if len(ws) == 0 {
+			return nil, nil
+		}
+		w := s.newWriter(b, sc, st, user, coll, ts)
+		if len(ws) > 1 {
+			w.pending = make(map[string]int, len(ws))
+			w.pendRecs = make([]record, 0, len(ws))
+		}
+		for i := range ws {
+			if _, err := w.put(&ws[i]); err != nil {
+				return nil, err
+			}
+		}
+		if err := w.finish(); err != nil {
+			return nil, err
+		}
+		return func() { w.apply(st) }, nil
+	})
+	if err != nil {
+		return api.BatchResult{}, err
+	}
+	res := api.BatchResult{
+		Timestamp:      ts,
+		Success:        make([]string, len(ws)),
+		Failed:         map[string][]string{},
+		QuotaRemaining: s.quotaLeft(st),
+	}
+	for i := range ws {
+		res.Success[i] = ws[i].ID
+	}
+	return res, nil
+}
+
+// DeleteItem deletes one record; deleting a missing record succeeds.
+func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.Precondition) (api.WriteResult, error) {
+	if err := checkNames(user, coll); err != nil {
+		return api.WriteResult{}, err
+	}
+	if err := s.enter(); err != nil {
+		return api.WriteResult{}, err
+	}
+	defer s.leave()
+	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+		return st, checkPre(st, coll, pre)
+	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		w := s.newWriter(b, sc, st, user, coll, ts)
+		h, _, ok, err := w.lookup(id)
+		if err != nil || !ok {
+			return nil, err
+		}
+		if err := w.remove(id, &h); err != nil {
+			return nil, err
+		}
+		w.cm.last = max(w.cm.last, int64(ts))
+		if err := w.finish(); err != nil {
+			return nil, err
+		}
+		return func() { w.apply(st) }, nil
+	})
+	if err != nil {
+		return api.WriteResult{}, err
+	}
+	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
+}
+
+func unfiltered(q *api.Query) bool {
+	return q == nil || (!q.HasIDs && !q.HasParentID && !q.HasPredecessorID && !q.HasOlder &&
+		!q.HasNewer && !q.HasIndexAbove && !q.HasIndexBelow && q.Limit <= 0)
+}
+
+// DeleteCollection deletes the records of coll matching q (all of them when
+// q has no filter; sort, offset and limit select the first ones).
+func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.Query, pre api.Precondition) (api.WriteResult, error) {
+	if err := checkNames(user, coll); err != nil {
+		return api.WriteResult{}, err
+	}
+	if err := s.enter(); err != nil {
+		return api.WriteResult{}, err
+	}
+	defer s.leave()
+	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+		return st, checkPre(st, coll, pre)
+	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		cm, ok := st.colls[coll]
+		if !ok {
+			return nil, nil
+		}
+		w := s.newWriter(b, sc, st, user, coll, ts)
+		if unfiltered(q) {
+			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp} {
+				sc.k = collPrefix(sc.k[:0], user, tag, coll)
+				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
+				if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+					return nil, err
+				}
+			}
+			w.cm = collMeta{}
+			w.usedDelta = -cm.bytes
+		} else {
+			type victim struct {
+				id string
+				h  head
+			}
+			var victims []victim
+			e := query{s: s, user: user, coll: coll, q: q, nowSec: int64(ts) / 100, sc: sc, total: cm.count}
+			e.emit = func(r *record) bool {
+				victims = append(victims, victim{id: strings.Clone(r.id), h: r.head()})
+				return true
+			}
+			if err := e.run(); err != nil {
+				return nil, err
+			}
+			if len(victims) == 0 {
+				return nil, nil
+			}
+			for i := range victims {
+				if err := w.remove(victims[i].id, &victims[i].h); err != nil {
+					return nil, err
+				}
+			}
+			w.cm.last = max(w.cm.last, int64(ts))
+		}
+		if err := w.finish(); err != nil {
+			return nil, err
+		}
+		return func() { w.apply(st) }, nil
+	})
+	if err != nil {
+		return api.WriteResult{}, err
+	}
+	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
+}
+
+// DeleteStorage deletes every record of the user.
+func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult, error) {
+	if err := checkNames(user); err != nil {
+		return api.WriteResult{}, err
+	}
+	if err := s.enter(); err != nil {
+		return api.WriteResult{}, err
+	}
+	defer s.leave()
+	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+		return st, nil
+	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		if len(st.colls) == 0 {
+			return nil, nil
+		}
+		sc.k = userStart(sc.k[:0], user)
+		sc.k2 = userEnd(sc.k2[:0], user)
+		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+			return nil, err
+		}
+		// Keep the insertion counter so numbers are never reused.
+		sc.k = metaKey(sc.k[:0], user, "")
+		sc.v = appendUserMeta(sc.v[:0], st.nextSeq)
+		if err := b.Set(sc.k, sc.v, nil); err != nil {
+			return nil, err
+		}
+		return func() {
+			clear(st.colls)
+			st.used = 0
+		}, nil
+	})
+	if err != nil {
+		return api.WriteResult{}, err
+	}
+	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
+}

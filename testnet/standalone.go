@@ -1,0 +1,191 @@
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory"
+	"github.com/hce-sync/hce/node"
+)
+
+// StandaloneConfig configures a Standalone server. A zero field takes its
+// default.
+type StandaloneConfig struct {
+	// Addr is the HTTP listen address (default 127.0.0.1:8080; use
+	// 127.0.0.1:0 for a free port).
+	Addr string
+	// PublicURL is the base URL node/weave hands to clients (default
+	// http://<listen address>/).
+	PublicURL string
+	// DataDir holds the directory's raft state (DataDir/directory) and the
+	// node's store (DataDir/node). Default ./hce-data.
+	DataDir string
+	// QuotaBytes is the per-user storage quota in bytes; 0 turns quotas off.
+	QuotaBytes int64
+	// Logger receives all logs (default: discard).
+	Logger *slog.Logger
+	// Directory, Node and Auth, when non-nil, adjust the component
+	// configurations after the defaults are filled in (tests lower the
+	// password hashing cost this way).
+	Directory func(*directory.Config)
+	Node      func(*node.Config)
+	User      func(*api.UserConfig)
+}
+
+// Standalone is one directory voter and one storage node serving the Weave
+// user API and storage API on one HTTP port, as `hce serve` runs them.
+type Standalone struct {
+	dir    *directory.Directory
+	store  *node.Store
+	srv    *http.Server
+	ln     net.Listener
+	url    string
+	done   chan error
+	logger *slog.Logger
+}
+
+// StartStandalone opens (or creates) the data folder, starts the directory
+// voter and the node and begins serving HTTP. It returns once the server
+// accepts requests.
+func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "hce-data"
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("testnet: data folder: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("testnet: listen: %w", err)
+	}
+	url := cfg.PublicURL
+	if url == "" {
+		url = "http://" + ln.Addr().String() + "/"
+	}
+	if !strings.HasSuffix(url, "/") {
+		url += "/"
+	}
+	s := &Standalone{ln: ln, url: url, done: make(chan error, 1), logger: logger}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeComponents()
+			ln.Close()
+		}
+	}()
+
+	ncfg := node.DefaultConfig()
+	ncfg.Dir = filepath.Join(cfg.DataDir, "node")
+	ncfg.Logger = logger.With("component", "node")
+	ncfg.QuotaBytes = cfg.QuotaBytes
+	if cfg.Node != nil {
+		cfg.Node(&ncfg)
+	}
+	if s.store, err = node.Open(ncfg); err != nil {
+		return nil, err
+	}
+
+	dcfg := directory.DefaultConfig()
+	dcfg.Dir = filepath.Join(cfg.DataDir, "directory")
+	dcfg.Logger = logger.With("component", "directory")
+	dcfg.NodeURL = url
+	// The node's Basic-auth cache must forget a user's answers as soon as
+	// the directory commits a password change or an account deletion.
+	var authRef atomic.Pointer[node.Authenticator]
+	dcfg.CredentialsChanged = func(user string) {
+		if a := authRef.Load(); a != nil {
+			a.Forget(user)
+		}
+	}
+	if cfg.Directory != nil {
+		cfg.Directory(&dcfg)
+	}
+	if s.dir, err = directory.Open(ctx, dcfg); err != nil {
+		return nil, err
+	}
+
+	acfg := node.DefaultAuthConfig()
+	acfg.Checker = s.dir
+	auth, err := node.NewAuthenticator(acfg)
+	if err != nil {
+		return nil, err
+	}
+	authRef.Store(auth)
+	scfg := api.DefaultStorageConfig()
+	scfg.Store = s.store
+	scfg.Auth = auth
+	scfg.Logger = logger.With("component", "storage-api")
+	storage, err := api.NewStorageHandler(scfg)
+	if err != nil {
+		return nil, err
+	}
+	ucfg := api.DefaultUserConfig()
+	ucfg.Accounts = s.dir
+	ucfg.Logger = logger.With("component", "user-api")
+	if cfg.User != nil {
+		cfg.User(&ucfg)
+	}
+	users, err := api.NewUserHandler(ucfg)
+	if err != nil {
+		return nil, err
+	}
+	s.srv = &http.Server{
+		Handler:           api.NewHandler(storage, users),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	ok = true
+	logger.Info("serving", "url", url, "data", cfg.DataDir)
+	return s, nil
+}
+
+// URL is the server's base URL, ending in "/".
+func (s *Standalone) URL() string { return s.url }
+
+// Directory is the embedded directory voter.
+func (s *Standalone) Directory() *directory.Directory { return s.dir }
+
+// Shutdown stops accepting requests, waits for in-flight ones until ctx
+// ends, then closes the node store and the directory.
+func (s *Standalone) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if serr := <-s.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if cerr := s.closeComponents(); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *Standalone) closeComponents() error {
+	var errs []error
+	if s.dir != nil {
+		errs = append(errs, s.dir.Close())
+		s.dir = nil
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+		s.store = nil
+	}
+	return errors.Join(errs...)
+}
