@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -82,6 +83,21 @@ func acceptable(params string) bool {
 		}
 	}
 	return true
+}
+
+// CollectionAppender is an optional interface of a Store. A store that
+// implements it encodes the answer of GET storage/{coll} straight into the
+// response buffer, sparing the copy of every record into a []WBO; the
+// storage handler then uses it instead of GetCollection.
+type CollectionAppender interface {
+	// AppendCollection appends to b, as a list in format f framed by
+	// AppendListStart/AppendListEnd, the records GetCollection(ctx, user,
+	// coll, q) would return (each encoded by AppendWBOJSON when q.Full,
+	// else its id as a JSON string). It returns the extended buffer, the
+	// number of records and the request's timestamp; errors are those of
+	// GetCollection, and on error the returned buffer's content is
+	// unspecified.
+	AppendCollection(ctx context.Context, user, coll string, q *Query, f Format, b []byte) ([]byte, int, Stamp, error)
 }
 
 // AppendListElem appends one element of a list in format f; elem is the

@@ -133,6 +133,12 @@ func (h *storageHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p := r.URL.Path
+	if strings.HasPrefix(p, "//") {
+		// Old clients join the node URL (which ends in "/") and "/1.0/..."
+		// into "//1.0/..."; the 1.0 server accepted that.
+		p = "/" + strings.TrimLeft(p, "/")
+		r = withPath(r, p)
+	}
 	if len(p) > 1 && p[len(p)-1] == '/' {
 		// A write to ".../storage/" names an empty collection: 404.
 		if strings.HasSuffix(p, "/storage/") && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
@@ -339,6 +345,23 @@ func (h *storageHandler) getCollection(w http.ResponseWriter, r *http.Request, u
 		h.rs.writeError(w, r, err)
 		return
 	}
+	f := NegotiateFormat(r.Header.Get("Accept"))
+	if ap, ok := h.store.(CollectionAppender); ok {
+		bp := getBuf()
+		b, n, now, err := ap.AppendCollection(r.Context(), user, vars["coll"], q, f, (*bp)[:0])
+		if err != nil {
+			putBuf(bp)
+			h.rs.writeError(w, r, err)
+			return
+		}
+		hd := w.Header()
+		setStamp(hd, now)
+		setRecords(hd, n)
+		writeBody(w, f.ContentType(), b)
+		*bp = b
+		putBuf(bp)
+		return
+	}
 	ws, now, err := h.store.GetCollection(r.Context(), user, vars["coll"], q)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -347,7 +370,7 @@ func (h *storageHandler) getCollection(w http.ResponseWriter, r *http.Request, u
 	hd := w.Header()
 	setStamp(hd, now)
 	setRecords(hd, len(ws))
-	writeWBOList(w, NegotiateFormat(r.Header.Get("Accept")), ws, q.Full)
+	writeWBOList(w, f, ws, q.Full)
 }
 
 func (h *storageHandler) getItem(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {

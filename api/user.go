@@ -47,9 +47,20 @@ type UserConfig struct {
 	// RetryAfter is the Retry-After of 503 answers in seconds; zero means
 	// 1800.
 	RetryAfter int
+	// ResetCodeTTL is how long the directory keeps a mailed reset key
+	// valid; it is only quoted to people on the reset form. Zero means
+	// DefaultResetCodeTTL.
+	ResetCodeTTL time.Duration
 	// MaxBodyBytes caps request bodies; zero means 64 KiB.
 	MaxBodyBytes int64
+	// Tokens, when set, serves GET /user/1.0/{user}/token (Basic auth)
+	// with a directory-signed bearer token; nil answers 404.
+	Tokens TokenIssuer
 }
+
+// DefaultResetCodeTTL is the reset key lifetime quoted when
+// UserConfig.ResetCodeTTL is zero (the directory's default, as Mozilla's).
+const DefaultResetCodeTTL = 6 * time.Hour
 
 // DefaultUserConfig returns a UserConfig with strict user names and the
 // default limits (Accounts still to be set).
@@ -97,6 +108,7 @@ func NewUserHandler(cfg UserConfig) (http.Handler, error) {
 	r.HandleFunc(base+"/password_reset", u.clearReset).Methods(http.MethodDelete)
 	r.HandleFunc(base+"/email", u.changeEmail).Methods(http.MethodPost)
 	r.HandleFunc(base+"/password", u.changePassword).Methods(http.MethodPost)
+	r.HandleFunc(base+"/token", u.token).Methods(http.MethodGet)
 	r.HandleFunc(`/misc/{ver:1\.0|1}/captcha_html`, u.captchaHTML).Methods(http.MethodGet, http.MethodPost)
 	r.HandleFunc("/weave-password-reset", u.resetForm).Methods(http.MethodGet, http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -285,6 +297,41 @@ func (u *userAPI) node(w http.ResponseWriter, r *http.Request) {
 	writeText(w, node)
 }
 
+// token is GET /user/1.0/{u}/token: Basic credentials in, a bearer token
+// for the user's node out, as {"token", "node", "expires"}.
+func (u *userAPI) token(w http.ResponseWriter, r *http.Request) {
+	if u.cfg.Tokens == nil {
+		u.rs.writeError(w, r, errRouteNotFound)
+		return
+	}
+	user := mux.Vars(r)["user"]
+	hdr := r.Header.Get("Authorization")
+	if hdr == "" {
+		u.rs.writeError(w, r, errNoCredentials)
+		return
+	}
+	c, err := ParseAuthorization(hdr)
+	if err != nil || c.Scheme != "basic" || c.User != user {
+		u.rs.writeError(w, r, ErrUnauthorized)
+		return
+	}
+	tok, node, exp, err := u.cfg.Tokens.IssueToken(r.Context(), user, c.Password, "")
+	if err != nil {
+		if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrUserNotFound) {
+			err = ErrUnauthorized
+		}
+		u.rs.writeError(w, r, err)
+		return
+	}
+	body, err := json.Marshal(tokenResponse{Token: tok, Node: node, Expires: exp.Unix()})
+	if err != nil {
+		u.rs.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeBody(w, "application/json", body)
+}
+
 func (u *userAPI) requestReset(w http.ResponseWriter, r *http.Request) {
 	user := mux.Vars(r)["user"]
 	ok, err := u.cfg.Accounts.UserExists(r.Context(), user)
@@ -424,35 +471,81 @@ func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimSpace(r.PostForm.Get("username"))
 	key := strings.TrimSpace(r.PostForm.Get("key"))
 	pw, confirm := r.PostForm.Get("password"), r.PostForm.Get("confirm")
-	switch {
-	case name == "" || key == "" || pw == "" || confirm == "":
-		writeResetPage(w, http.StatusBadRequest, name, key, "Please fill in every field.")
-		return
-	case pw != confirm:
-		writeResetPage(w, http.StatusBadRequest, name, key, "The passwords do not match.")
-		return
-	}
 	user := name
 	if strings.Contains(user, "@") {
 		user = AccountName(user)
 	}
-	if !ValidPassword(user, pw) {
-		writeResetPage(w, http.StatusBadRequest, name, key,
+	// The messages and statuses follow the reference server's form flow:
+	// an empty form is malformed (400); a form with a problem in what was
+	// filled in gets the form back with the problem named (200).
+	switch {
+	case name == "" && key == "" && pw == "" && confirm == "":
+		writeResetPage(w, http.StatusBadRequest, "", "", "Username not provided.")
+		return
+	case name == "":
+		writeResetPage(w, http.StatusOK, "", key, "Username not provided.")
+		return
+	case key == "" && pw == "":
+		// Step one: only a user name; mail a reset key.
+		err := u.cfg.Accounts.RequestPasswordReset(r.Context(), user)
+		switch {
+		case err == nil:
+			writeResetMessage(w, "An e-mail with a reset key has been sent to the address on file. "+
+				"Use it within the next "+resetValidity(u.cfg.ResetCodeTTL)+".")
+		case errors.Is(err, ErrUserNotFound):
+			writeResetPage(w, http.StatusOK, name, "", "We were unable to locate your account.")
+		case errors.Is(err, ErrNoEmail):
+			writeResetPage(w, http.StatusOK, name, "", "There is no e-mail address on file for this account.")
+		default:
+			u.rs.writeError(w, r, err)
+		}
+		return
+	case key == "":
+		writeResetPage(w, http.StatusOK, name, "", "Key not provided.")
+		return
+	case pw == "":
+		writeResetPage(w, http.StatusOK, name, key, "Password not provided.")
+		return
+	case pw != confirm:
+		writeResetPage(w, http.StatusOK, name, key, "The passwords do not match.")
+		return
+	case !ValidPassword(user, pw):
+		writeResetPage(w, http.StatusOK, name, key,
 			"The password must be at least 8 characters long and differ from the user name.")
 		return
 	}
 	err := u.cfg.Accounts.ResetPassword(r.Context(), user, key, pw)
 	switch {
 	case err == nil:
-		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, resetHead+"<p>Your password has been changed.</p>\n</body></html>\n")
-	case errors.Is(err, ErrUserNotFound), errors.Is(err, ErrBadResetCode):
-		writeResetPage(w, http.StatusBadRequest, name, "", "The user name or the reset key is not valid.")
+		writeResetMessage(w, "Password successfully changed.")
+	case errors.Is(err, ErrUserNotFound):
+		writeResetPage(w, http.StatusOK, name, "", "We were unable to locate your account.")
+	case errors.Is(err, ErrBadResetCode):
+		writeResetPage(w, http.StatusOK, name, "", "Key does not match with username.")
 	default:
 		u.rs.writeError(w, r, err)
 	}
+}
+
+// resetValidity renders a reset code lifetime for the form ("6 hours").
+func resetValidity(d time.Duration) string {
+	switch {
+	case d <= 0:
+		d = DefaultResetCodeTTL
+	case d%time.Hour != 0:
+		return fmt.Sprintf("%d minutes", int(d/time.Minute))
+	}
+	if d == time.Hour {
+		return "hour"
+	}
+	return fmt.Sprintf("%d hours", int(d/time.Hour))
+}
+
+func writeResetMessage(w http.ResponseWriter, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, resetHead+"<p>"+html.EscapeString(msg)+"</p>\n</body></html>\n")
 }
 
 const resetHead = `<!DOCTYPE html>
@@ -488,6 +581,10 @@ func writeResetPage(w http.ResponseWriter, status int, user, key, msg string) {
 func NewHandler(storage, user http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
+		if strings.HasPrefix(p, "//") { // see storageHandler.ServeHTTP
+			p = "/" + strings.TrimLeft(p, "/")
+			r = withPath(r, p)
+		}
 		if strings.HasPrefix(p, "/user/") || strings.HasPrefix(p, "/misc/") ||
 			p == "/weave-password-reset" || p == "/weave-password-reset/" {
 			user.ServeHTTP(w, r)

@@ -53,6 +53,12 @@ func (t CommandType) String() string {
 	case CmdBatch:
 		return "Batch"
 	}
+	if n := clusterCommandName(t); n != "" {
+		return n
+	}
+	if n := keyCommandName(t); n != "" {
+		return n
+	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
 
@@ -252,6 +258,12 @@ func DecodeCommand(data []byte) (Command, error) {
 		return decodeJSON[ResetPassword](t, body)
 	case CmdBatch:
 		return decodeBatch(body)
+	}
+	if c, err, ok := decodeClusterCommand(t, body); ok {
+		return c, err
+	}
+	if c, err, ok := decodeKeyCommand(t, body); ok {
+		return c, err
 	}
 	return nil, &UnknownCommandError{Type: t, Version: v}
 }

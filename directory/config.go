@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/hce-sync/hce/directory/placement"
 )
 
 // HashParams are the argon2id parameters used for new password hashes.
@@ -155,6 +158,58 @@ type Config struct {
 	// SnapshotOnClose takes a raft snapshot in Close when there are log
 	// entries since the last one, so the next start replays less.
 	SnapshotOnClose bool
+	// TokenTTL is the lifetime of the bearer tokens IssueToken signs.
+	// Default 30 min; at most 1 h (api.MaxTokenLifetime).
+	TokenTTL time.Duration
+	// ServeNodeID is the token audience (node id) for users not assigned
+	// to registered storage nodes, as in serve mode. Default "local".
+	ServeNodeID string
+
+	// Cluster mode. When Bootstrap, Join and RaftAddr are all empty the
+	// directory runs as one self-bootstrapped voter on Transport (or an
+	// in-memory transport), as `hce serve` does.
+
+	// Bootstrap makes this voter create a new cluster with itself as the
+	// only member on first start (ignored when raft state exists).
+	Bootstrap bool
+	// Join is the HTTP base URL of any voter of an existing cluster. On
+	// first start (no raft state) Open asks it, with AdminToken, to add
+	// this voter (POST /internal/v1/join).
+	Join string
+	// RaftAddr is the host:port raft listens on over mutual TLS
+	// (directory/raftls). Required with Bootstrap or Join. Port 0 picks one.
+	RaftAddr string
+	// RaftAdvertise is the host:port other voters dial. Default: the
+	// listener's address.
+	RaftAdvertise string
+	// HTTPURL is this voter's advertised HTTP base URL, where HTTPHandler
+	// is served; other voters forward writes to it. Required with
+	// Bootstrap or Join.
+	HTTPURL string
+	// TLSCA, TLSCert and TLSKey are PEM: the directory CA certificate and
+	// this voter's certificate and key issued by it (raftls.CA.Issue).
+	// Required with RaftAddr.
+	TLSCA, TLSCert, TLSKey []byte
+	// AdminToken protects the admin API and the voter-to-voter internal
+	// endpoints (join, forward); every voter of a cluster needs the same
+	// one. Empty disables those endpoints (401).
+	AdminToken string
+	// HTTPClient is used to forward writes and to join. Default: a client
+	// with a 10 s timeout.
+	HTTPClient *http.Client
+	// AutoApprove makes registered storage nodes active at once, without
+	// an admin's approval (serve and testnet). The FSM setting of the same
+	// name has the same effect.
+	AutoApprove bool
+	// DownAfter is how long the leader waits without a heartbeat before it
+	// marks a storage node down. Default 15 s.
+	DownAfter time.Duration
+	// LivenessTick is how often the leader checks heartbeats. Default
+	// DownAfter/5.
+	LivenessTick time.Duration
+	// Placement tunes the allocation policy (zero fields: placement's
+	// defaults). Now is ignored: the FSM uses the raft index.
+	Placement placement.Policy
 }
 
 // DefaultConfig returns a Config with every default filled in except Dir,
@@ -166,7 +221,7 @@ func DefaultConfig() Config {
 		RaftLogLevel:    slog.LevelInfo,
 		PasswordHash:    DefaultHashParams(),
 		HashConcurrency: runtime.GOMAXPROCS(0),
-		ResetCodeTTL:    time.Hour,
+		ResetCodeTTL:    6 * time.Hour,
 		ApplyTimeout:    10 * time.Second,
 		MaxBatch:        128,
 		Clock:           time.Now,
@@ -209,7 +264,24 @@ func (c Config) withDefaults() Config {
 	if c.NodeURL != "" && !strings.HasSuffix(c.NodeURL, "/") {
 		c.NodeURL += "/"
 	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.DownAfter <= 0 {
+		c.DownAfter = 15 * time.Second
+	}
+	if c.LivenessTick <= 0 {
+		c.LivenessTick = c.DownAfter / 5
+	}
+	c.HTTPURL = strings.TrimSuffix(c.HTTPURL, "/")
+	c.Join = strings.TrimSuffix(c.Join, "/")
 	return c
+}
+
+// clustered reports whether c asks for a multi-voter cluster over
+// mutual TLS rather than the single self-bootstrapped voter.
+func (c Config) clustered() bool {
+	return c.Bootstrap || c.Join != "" || c.RaftAddr != ""
 }
 
 // Validate reports whether the configuration (after defaults) is usable.
@@ -234,6 +306,26 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(c.ResetURL); err != nil || u.Scheme == "" || u.Host == "" {
 			return fmt.Errorf("directory: ResetURL %q is not an absolute URL", c.ResetURL)
 		}
+	}
+	if c.clustered() {
+		if c.RaftAddr == "" || c.HTTPURL == "" {
+			return errors.New("directory: cluster mode needs RaftAddr and HTTPURL")
+		}
+		if len(c.TLSCA) == 0 || len(c.TLSCert) == 0 || len(c.TLSKey) == 0 {
+			return errors.New("directory: cluster mode needs TLSCA, TLSCert and TLSKey")
+		}
+		if c.AdminToken == "" {
+			return errors.New("directory: cluster mode needs AdminToken (join and forwarding use it)")
+		}
+		if c.Bootstrap && c.Join != "" {
+			return errors.New("directory: Bootstrap and Join are exclusive")
+		}
+		if c.Transport != nil {
+			return errors.New("directory: Transport cannot be combined with RaftAddr")
+		}
+	}
+	if err := c.validateTokens(); err != nil {
+		return err
 	}
 	if c.MaxBatch > maxBatchCommands {
 		return fmt.Errorf("directory: MaxBatch %d above %d", c.MaxBatch, maxBatchCommands)

@@ -23,8 +23,9 @@ import (
 
 // Errors of the Directory.
 var (
-	// ErrNotLeader means this voter is not the raft leader and cannot
-	// accept writes. (Forwarding to the leader comes with clustering.)
+	// ErrNotLeader means this voter is not the raft leader and could not
+	// forward the write to one (no leader known, or its HTTP URL or the
+	// admin token missing), or a forwarded write reached a non-leader.
 	ErrNotLeader = errors.New("directory: not leader")
 	// ErrClosed means the Directory has been closed.
 	ErrClosed = errors.New("directory: closed")
@@ -47,8 +48,8 @@ const committers = 2
 //
 // Reads (UserExists, StorageNode, CheckPassword and the checks before a
 // write) answer from the local FSM. Writes are proposed through raft and
-// return once the entry is committed (fsynced) and applied; they fail with
-// ErrNotLeader on a non-leader. Concurrent writes are coalesced into one
+// return once the entry is committed (fsynced) and applied; a follower
+// forwards them once to the leader over HTTP. Concurrent writes are coalesced into one
 // raft entry (a Batch) by a group-commit loop. If a caller's ctx ends
 // while its write is in flight the call returns ctx.Err() at once, but the
 // write may still be applied.
@@ -62,6 +63,14 @@ type Directory struct {
 	trans  raft.Transport
 	ownTr  bool
 	hasher *hasher
+	fresh  bool // no raft state existed at Open
+
+	hbMu     sync.Mutex
+	hb       map[string]heartbeat // leader only: last heartbeat per node
+	bg       sync.WaitGroup       // background loops (liveness)
+	bgCancel context.CancelFunc   // stops them
+
+	key localKey // this voter's token signing key (keys.go)
 
 	queue   chan *proposal
 	quit    chan struct{} // closed by Close: committers stop
@@ -105,11 +114,13 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		fsm:     newFSM(cfg.Logger, cfg.CredentialsChanged),
+		hb:      make(map[string]heartbeat),
 		hasher:  h,
 		queue:   make(chan *proposal, 4*cfg.MaxBatch),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
+	d.fsm.placement = cfg.Placement
 	if err := d.startRaft(); err != nil {
 		d.closeStores()
 		return nil, err
@@ -121,6 +132,14 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	for range committers {
 		d.wg.Add(1)
 		go d.commitLoop()
+	}
+	if err := d.startCluster(ctx); err != nil {
+		_ = d.Close()
+		return nil, err
+	}
+	if err := d.startKeys(ctx); err != nil {
+		_ = d.Close()
+		return nil, err
 	}
 	d.log.Info("directory: open", "id", cfg.ID, "dir", cfg.Dir, "users", d.fsm.count(),
 		"index", d.raft.AppliedIndex())
@@ -183,6 +202,12 @@ func (d *Directory) startRaft() error {
 	}
 
 	d.trans = cfg.Transport
+	if cfg.clustered() {
+		if d.trans, err = newTLSTransport(cfg, rlog); err != nil {
+			return err
+		}
+		d.ownTr = true
+	}
 	if d.trans == nil {
 		_, d.trans = raft.NewInmemTransport(raft.ServerAddress(cfg.ID))
 		d.ownTr = true
@@ -191,7 +216,8 @@ func (d *Directory) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("directory: inspect raft state: %w", err)
 	}
-	if !existing {
+	d.fresh = !existing
+	if !existing && (!cfg.clustered() || cfg.Bootstrap) {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: rc.LocalID, Address: d.trans.LocalAddr(),
 		}}}
@@ -211,6 +237,9 @@ func (d *Directory) startRaft() error {
 // waitReady waits until this voter leads and its FSM has applied every
 // entry committed before (a barrier), so reads see the restored state.
 func (d *Directory) waitReady(ctx context.Context) error {
+	if d.cfg.clustered() {
+		return nil // startCluster joins and waits for a leader
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for d.raft.State() != raft.Leader {
@@ -269,6 +298,10 @@ func (d *Directory) Close() error {
 			}
 		}
 		close(d.stopped)
+		if d.bgCancel != nil {
+			d.bgCancel()
+		}
+		d.bg.Wait()
 		if d.cfg.SnapshotOnClose {
 			if err := d.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 				d.log.Warn("directory: snapshot on close failed", "err", err)
@@ -354,17 +387,30 @@ func (d *Directory) Stats() Stats {
 }
 
 // write proposes one command through the group-commit loop and waits for
-// its result, for ctx, or for Close.
+// its result, for ctx, or for Close. On a follower the command is
+// forwarded once to the leader (see forward).
 func (d *Directory) write(ctx context.Context, c Command) error {
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	enc, err := EncodeCommand(c)
+	if err != nil {
+		return err
+	}
+	if d.raft.State() != raft.Leader {
+		return d.forward(ctx, enc)
+	}
+	return d.writeLocal(ctx, enc)
+}
+
+// writeLocal proposes an encoded command on this voter (the leader), with
+// no forwarding: ErrNotLeader if this voter does not lead.
+func (d *Directory) writeLocal(ctx context.Context, enc []byte) error {
 	if d.closed.Load() {
 		return ErrClosed
 	}
 	if d.raft.State() != raft.Leader {
 		return ErrNotLeader
-	}
-	enc, err := EncodeCommand(c)
-	if err != nil {
-		return err
 	}
 	p := &proposal{ctx: ctx, enc: enc, done: make(chan error, 1)}
 	select {
@@ -567,11 +613,14 @@ func (d *Directory) StorageNode(ctx context.Context, user string) (string, error
 	if d.closed.Load() {
 		return "", ErrClosed
 	}
-	a, ok := d.fsm.get(user)
+	set, fallback, ok := d.fsm.assignment(user)
 	if !ok {
 		return "", api.ErrUserNotFound
 	}
-	return a.Node, nil
+	if len(set) > 0 {
+		return set[0].URL, nil
+	}
+	return fallback, nil
 }
 
 // SetEmail changes the user's e-mail address; api.ErrUserNotFound.

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory/placement"
 )
 
 // account is one user's record in the FSM. Values stored in fsm.accounts
@@ -45,6 +46,15 @@ type fsm struct {
 
 	mu       sync.RWMutex
 	accounts map[string]*account
+	// cl holds storage nodes, assignments, settings and voters
+	// (cluster_fsm.go); index is the raft index of the entry being
+	// applied, placement's deterministic clock; placement the tunables.
+	cl        clusterState
+	index     uint64
+	placement placement.Policy
+
+	// keys are the published token signing keys by kid (keys.go).
+	keys map[string]*signingKey
 
 	// revoked, when non-nil, hears of every committed change that
 	// invalidates a user's credentials ("" = all users).
@@ -56,7 +66,8 @@ type fsm struct {
 }
 
 func newFSM(log *slog.Logger, revoked func(user string)) *fsm {
-	return &fsm{log: log, accounts: make(map[string]*account), revoked: revoked}
+	return &fsm{log: log, accounts: make(map[string]*account), revoked: revoked, cl: newClusterState(),
+		keys: make(map[string]*signingKey)}
 }
 
 // revoke reports a credential change for user if it was applied.
@@ -92,6 +103,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.index = l.Index
 	if b, ok := cmd.(Batch); ok {
 		res := make([]error, len(b.Commands))
 		for i, c := range b.Commands {
@@ -112,6 +124,9 @@ func (f *fsm) applyOne(c Command) error {
 		if _, ok := f.accounts[c.Name]; ok {
 			return api.ErrUserExists
 		}
+		if err := f.allocate(c.Name, c.Node); err != nil {
+			return err
+		}
 		f.accounts[c.Name] = &account{
 			Name: c.Name, Hash: c.Hash, Email: c.Email, Created: c.Created, Node: c.Node,
 		}
@@ -121,6 +136,7 @@ func (f *fsm) applyOne(c Command) error {
 			return api.ErrUserNotFound
 		}
 		delete(f.accounts, c.Name)
+		f.setAssignment(c.Name, nil)
 		return f.revoke(c.Name, nil)
 	case SetPassword:
 		if c.Hash == "" {
@@ -161,6 +177,10 @@ func (f *fsm) applyOne(c Command) error {
 			a.ResetCodeHash, a.ResetExpires = "", 0
 			return nil
 		}))
+	case PublishKey, RetireKey:
+		return f.applyKey(c)
+	case RegisterNode, ApproveNode, SetNodeState, RetireNode, FinishDrain, SetSettings, SetVoter:
+		return f.applyCluster(c)
 	}
 	// DecodeCommand only returns known commands and rejects nested
 	// batches, so this is a programming error in this package.
@@ -214,13 +234,19 @@ func (f *fsm) count() int {
 // accounts and announces their counts in the header.
 const (
 	snapshotFormat  = "hce-directory"
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
+// snapshotHeader starts a snapshot. Version 2 adds Cluster: when true,
+// one clusterState object follows the accounts. Version 1 stays readable.
 type snapshotHeader struct {
 	Format   string `json:"format"`
 	Version  int    `json:"version"`
 	Accounts int    `json:"accounts"`
+	Cluster  bool   `json:"cluster,omitempty"`
+	// Keys (version 2) is the number of published signing keys that
+	// follow the cluster state (or the accounts); absent means none.
+	Keys int `json:"keys,omitempty"`
 }
 
 // Snapshot captures the state in O(accounts) pointer copies under the
@@ -232,20 +258,24 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	for _, a := range f.accounts {
 		accts = append(accts, a)
 	}
+	cl := f.cl.clone()
+	keys := sortedKeys(f.keys)
 	f.mu.RUnlock()
-	return &fsmSnapshot{accounts: accts}, nil
+	return &fsmSnapshot{accounts: accts, cl: &cl, keys: keys}, nil
 }
 
 // Restore replaces the whole state with the snapshot read from rc. On
 // error the state is left unchanged.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	accts, err := readSnapshot(rc)
+	accts, cl, keys, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
 	f.accounts = accts
+	f.cl = cl
+	f.keys = keys
 	f.mu.Unlock()
 	if f.revoked != nil {
 		f.revoked("")
@@ -253,14 +283,22 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func readSnapshot(r io.Reader) (map[string]*account, error) {
+func readSnapshot(r io.Reader) (map[string]*account, clusterState, map[string]*signingKey, error) {
+	cl := newClusterState()
+	keys := make(map[string]*signingKey)
+	accts, err := readSnapshotInto(r, &cl, keys)
+	return accts, cl, keys, err
+}
+
+func readSnapshotInto(r io.Reader, cl *clusterState, keys map[string]*signingKey) (map[string]*account, error) {
 	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
 	dec.DisallowUnknownFields()
 	var h snapshotHeader
 	if err := dec.Decode(&h); err != nil {
 		return nil, fmt.Errorf("directory: snapshot header: %w", err)
 	}
-	if h.Format != snapshotFormat || h.Version != snapshotVersion || h.Accounts < 0 {
+	if h.Format != snapshotFormat || h.Version < 1 || h.Version > snapshotVersion || h.Accounts < 0 ||
+		(h.Cluster && h.Version < 2) || (h.Keys != 0 && h.Version < 2) {
 		return nil, fmt.Errorf("directory: unsupported snapshot %q version %d", h.Format, h.Version)
 	}
 	accts := make(map[string]*account, min(h.Accounts, 1<<20))
@@ -277,6 +315,22 @@ func readSnapshot(r io.Reader) (map[string]*account, error) {
 		}
 		accts[a.Name] = a
 	}
+	if h.Cluster {
+		if err := dec.Decode(cl); err != nil {
+			return nil, fmt.Errorf("directory: snapshot cluster state: %w", err)
+		}
+		if err := cl.validate(); err != nil {
+			return nil, err
+		}
+		for u := range cl.Assign {
+			if _, ok := accts[u]; !ok {
+				return nil, fmt.Errorf("directory: snapshot assigns unknown user %q", u)
+			}
+		}
+	}
+	if err := readSnapshotKeys(dec, h.Keys, keys); err != nil {
+		return nil, err
+	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("directory: snapshot has data after the announced accounts")
 	}
@@ -286,6 +340,8 @@ func readSnapshot(r io.Reader) (map[string]*account, error) {
 // fsmSnapshot is a point-in-time view of the accounts.
 type fsmSnapshot struct {
 	accounts []*account
+	cl       *clusterState // nil: no cluster section
+	keys     []*signingKey // published signing keys, sorted by kid
 }
 
 // Persist streams the snapshot to sink as JSON lines, sorted by name so
@@ -302,11 +358,23 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	slices.SortFunc(s.accounts, func(a, b *account) int { return strings.Compare(a.Name, b.Name) })
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
-	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: snapshotVersion, Accounts: len(s.accounts)}); err != nil {
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: snapshotVersion,
+		Accounts: len(s.accounts), Cluster: s.cl != nil, Keys: len(s.keys)}); err != nil {
 		return err
 	}
 	for _, a := range s.accounts {
 		if err := enc.Encode(a); err != nil {
+			return err
+		}
+	}
+	if s.cl != nil {
+		// encoding/json sorts map keys, so equal states give equal bytes.
+		if err := enc.Encode(s.cl); err != nil {
+			return err
+		}
+	}
+	for _, k := range s.keys {
+		if err := enc.Encode(k); err != nil {
 			return err
 		}
 	}

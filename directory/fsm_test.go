@@ -152,7 +152,8 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	}
 	snap.Release()
 	lines := strings.Split(strings.TrimSpace(sink.String()), "\n")
-	if len(lines) != 4 || !strings.Contains(lines[1], `"amy"`) || !strings.Contains(lines[2], `"zed"`) {
+	// header, three accounts, the cluster section
+	if len(lines) != 5 || !strings.Contains(lines[1], `"amy"`) || !strings.Contains(lines[2], `"zed"`) {
 		t.Fatalf("snapshot lines not header + sorted accounts:\n%s", sink.String())
 	}
 

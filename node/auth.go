@@ -41,8 +41,16 @@ type AuthConfig struct {
 	// directory-signed tokens; an operator or the directory policy may set
 	// it. Default false: Basic is accepted.
 	DisableBasic bool
-	// Clock is the time source of cache expiry. Default time.Now.
+	// Clock is the time source of cache expiry and of token checks.
+	// Default time.Now.
 	Clock func() time.Time
+	// Keys, when set, lets the node accept directory-signed bearer tokens
+	// (api.VerifyToken) checked against these public keys; nil refuses
+	// every bearer token.
+	Keys KeySource
+	// NodeID is this node's id, the audience a bearer token must name.
+	// Required when Keys is set.
+	NodeID string
 }
 
 // DefaultAuthConfig returns an AuthConfig with Basic accepted and the
@@ -64,6 +72,8 @@ func (c AuthConfig) Validate() error {
 		return fmt.Errorf("node: AuthConfig.CacheTTL %v is negative", c.CacheTTL)
 	case c.CacheSize < 0:
 		return fmt.Errorf("node: AuthConfig.CacheSize %d is negative", c.CacheSize)
+	case c.Keys != nil && c.NodeID == "":
+		return errors.New("node: AuthConfig.NodeID is required with Keys")
 	}
 	return nil
 }
@@ -73,9 +83,10 @@ func (c AuthConfig) Validate() error {
 // Basic credentials are checked with the PasswordChecker; a positive answer
 // is cached for CacheTTL under HMAC-SHA256(node-local random key, user NUL
 // password), so neither passwords nor unsalted hashes are kept in memory.
-// Wrong passwords are never cached. Bearer tokens are not accepted yet
-// (token authentication arrives with the directory's token issuer): they
-// are answered with api.ErrUnauthorized. Safe for concurrent use.
+// Wrong passwords are never cached. Bearer tokens are checked offline with
+// api.VerifyToken against AuthConfig.Keys, with this node's NodeID as the
+// audience, and must name the path's user as subject; without Keys they
+// are refused. Safe for concurrent use.
 type Authenticator struct {
 	cfg AuthConfig
 	key []byte
@@ -130,7 +141,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, pathUser string, c api
 	switch c.Scheme {
 	case "basic":
 	case "bearer":
-		return fmt.Errorf("node: bearer tokens not supported yet: %w", api.ErrUnauthorized)
+		return a.authenticateToken(pathUser, c.Token)
 	default:
 		return fmt.Errorf("node: unknown auth scheme %q: %w", c.Scheme, api.ErrUnauthorized)
 	}

@@ -138,6 +138,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	}
 	ucfg := api.DefaultUserConfig()
 	ucfg.Accounts = s.dir
+	ucfg.ResetCodeTTL = dcfg.ResetCodeTTL
 	ucfg.Logger = logger.With("component", "user-api")
 	if cfg.User != nil {
 		cfg.User(&ucfg)

@@ -1,0 +1,476 @@
+package directory
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory/placement"
+	"github.com/hce-sync/hce/directory/raftls"
+)
+
+// Paths of the voter-to-voter endpoints served by HTTPHandler.
+const (
+	pathJoin     = "/internal/v1/join"
+	pathForward  = "/internal/v1/forward"
+	pathRegister = "/internal/v1/nodes/register"
+	// headerForwarded marks a request one voter sent another; it is never
+	// forwarded again.
+	headerForwarded = "X-Hce-Forwarded"
+)
+
+// newTLSTransport listens on cfg.RaftAddr with a mutual-TLS stream layer.
+func newTLSTransport(cfg Config, rlog hclog.Logger) (raft.Transport, error) {
+	tlsCfg, err := raftls.ServerClientTLS(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.ID)
+	if err != nil {
+		return nil, fmt.Errorf("directory: raft TLS: %w", err)
+	}
+	scfg := raftls.DefaultConfig()
+	scfg.TLS = tlsCfg
+	scfg.Logger = cfg.Logger.With("component", "raftls")
+	if cfg.RaftAdvertise != "" {
+		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+		if err != nil {
+			return nil, fmt.Errorf("directory: RaftAdvertise: %w", err)
+		}
+		scfg.Advertise = adv
+	}
+	stream, err := raftls.Listen(cfg.RaftAddr, scfg)
+	if err != nil {
+		return nil, fmt.Errorf("directory: raft listen: %w", err)
+	}
+	return raftls.NewTransport(stream, raftls.TransportConfig{Logger: rlog.Named("transport")}), nil
+}
+
+// joinRequest is the body of POST /internal/v1/join.
+type joinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPURL  string `json:"http_url"`
+}
+
+// startCluster runs after raft started: it joins an existing cluster on
+// first start (Config.Join), makes sure this voter's HTTP URL is recorded,
+// and starts the liveness loop. In single-voter mode it only starts the
+// liveness loop.
+func (d *Directory) startCluster(ctx context.Context) error {
+	bg, cancel := context.WithCancel(context.Background())
+	d.bgCancel = cancel
+	d.bg.Add(1)
+	go d.livenessLoop(bg)
+	if !d.cfg.clustered() {
+		return nil
+	}
+	if !d.fresh && !d.cfg.Bootstrap {
+		// A restarted voter: it catches up from the current leader in the
+		// background; Open does not wait for a quorum.
+		return nil
+	}
+	joined := d.cfg.Join == ""
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !joined {
+			err := d.join(ctx)
+			if err == nil {
+				joined = true
+			} else {
+				d.log.Debug("directory: join failed, retrying", "via", d.cfg.Join, "err", err)
+			}
+		}
+		if joined {
+			if v, ok := d.fsm.voters()[d.cfg.ID]; ok && v.HTTPURL == d.cfg.HTTPURL {
+				return nil
+			}
+			if _, id := d.raft.LeaderWithID(); id != "" {
+				wctx, cancel := context.WithTimeout(ctx, time.Second)
+				err := d.write(wctx, SetVoter{ID: d.cfg.ID, HTTPURL: d.cfg.HTTPURL, RaftAddr: string(d.trans.LocalAddr())})
+				cancel()
+				if err == nil {
+					continue
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("directory: joining the cluster: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// join asks the voter at Config.Join to add this one.
+func (d *Directory) join(ctx context.Context) error {
+	body, _ := json.Marshal(joinRequest{ID: d.cfg.ID, RaftAddr: string(d.trans.LocalAddr()), HTTPURL: d.cfg.HTTPURL})
+	resp, err := d.internalPost(ctx, d.cfg.Join+pathJoin, "application/json", body, false)
+	if err != nil {
+		return err
+	}
+	return decodeWireResult(resp)
+}
+
+// internalPost sends an authenticated voter-to-voter POST.
+func (d *Directory) internalPost(ctx context.Context, url, ctype string, body []byte, forwarded bool) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	req.Header.Set("Content-Type", ctype)
+	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
+	if forwarded {
+		req.Header.Set(headerForwarded, "1")
+	}
+	resp, err := d.cfg.HTTPClient.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// addVoter adds (or re-addresses) a voter; leader only.
+func (d *Directory) addVoter(ctx context.Context, j joinRequest) error {
+	if j.ID == "" || j.RaftAddr == "" || j.HTTPURL == "" {
+		return fmt.Errorf("%w: join needs id, raft_addr and http_url", ErrMalformedCommand)
+	}
+	if d.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	f := d.raft.AddVoter(raft.ServerID(j.ID), raft.ServerAddress(j.RaftAddr), 0, d.cfg.ApplyTimeout)
+	if err := awaitFuture(ctx, f); err != nil {
+		return mapRaftErr(err)
+	}
+	d.log.Info("directory: voter added", "id", j.ID, "raft", j.RaftAddr, "http", j.HTTPURL)
+	return d.writeLocal(ctx, mustEncode(SetVoter{ID: j.ID, HTTPURL: strings.TrimSuffix(j.HTTPURL, "/"), RaftAddr: j.RaftAddr}))
+}
+
+func mustEncode(c Command) []byte {
+	enc, err := EncodeCommand(c)
+	if err != nil {
+		panic(err) // only called with commands that always encode
+	}
+	return enc
+}
+
+// Leader returns the current leader's voter ID and HTTP URL as this voter
+// knows them ("" when unknown).
+func (d *Directory) Leader() (id, httpURL string) {
+	_, lid := d.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	id = string(lid)
+	if id == d.cfg.ID && d.cfg.HTTPURL != "" {
+		return id, d.cfg.HTTPURL
+	}
+	return id, d.fsm.voters()[id].HTTPURL
+}
+
+// IsLeader reports whether this voter is the raft leader.
+func (d *Directory) IsLeader() bool { return d.raft.State() == raft.Leader }
+
+// forward sends an encoded write to the leader once; the leader applies
+// it without forwarding further.
+func (d *Directory) forward(ctx context.Context, enc []byte) error {
+	id, url := d.Leader()
+	if id == "" || id == d.cfg.ID || url == "" || d.cfg.AdminToken == "" {
+		return ErrNotLeader
+	}
+	resp, err := d.internalPost(ctx, url+pathForward, "application/octet-stream", enc, true)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: forward to leader %s: %w", ErrOutcomeUnknown, id, err)
+	}
+	return decodeWireResult(resp)
+}
+
+// wireErrors maps the errors a forwarded write can return to codes.
+var wireErrors = []struct {
+	code string
+	err  error
+}{
+	{"user_exists", api.ErrUserExists},
+	{"user_not_found", api.ErrUserNotFound},
+	{"bad_reset_code", api.ErrBadResetCode},
+	{"unavailable", api.ErrUnavailable},
+	{"unauthorized", api.ErrUnauthorized},
+	{"not_leader", ErrNotLeader},
+	{"closed", ErrClosed},
+	{"outcome_unknown", ErrOutcomeUnknown},
+	{"unknown_command", ErrUnknownCommand},
+	{"malformed", ErrMalformedCommand},
+	{"unknown_node", ErrUnknownNode},
+	{"node_retired", ErrNodeRetired},
+	{"bad_node_state", ErrBadNodeState},
+	{"bad_registration", ErrBadRegistration},
+	{"bad_signature", ErrBadSignature},
+}
+
+// wireResult is the JSON answer of the internal endpoints.
+type wireResult struct {
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+func errorCode(err error) string {
+	for _, w := range wireErrors {
+		if errors.Is(err, w.err) {
+			return w.code
+		}
+	}
+	return "internal"
+}
+
+func decodeWireResult(resp *http.Response) error {
+	defer resp.Body.Close()
+	var r wireResult
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&r); err != nil {
+		return fmt.Errorf("%w: leader answered %s: %w", ErrOutcomeUnknown, resp.Status, err)
+	}
+	if r.OK {
+		return nil
+	}
+	for _, w := range wireErrors {
+		if w.code == r.Error {
+			return fmt.Errorf("%w (from leader: %s)", w.err, r.Message)
+		}
+	}
+	return fmt.Errorf("directory: leader: %s: %s", r.Error, r.Message)
+}
+
+// Assignment returns the user's primary node ID and the other members of
+// its replica set in promotion order. A user created before any storage
+// node was registered has no set: primary is "" and replicas is empty
+// (StorageNode then answers Config.NodeURL). api.ErrUserNotFound.
+func (d *Directory) Assignment(user string) (primary string, replicas []NodeInfo, err error) {
+	set, _, ok := d.fsm.assignment(user)
+	if !ok {
+		return "", nil, api.ErrUserNotFound
+	}
+	if len(set) == 0 {
+		return "", nil, nil
+	}
+	return set[0].ID, set[1:], nil
+}
+
+// Nodes returns every registered storage node, sorted by ID, from the
+// local state.
+func (d *Directory) Nodes() []NodeInfo { return d.fsm.nodes() }
+
+// Settings returns the cluster settings from the local state.
+func (d *Directory) Settings() Settings { return d.fsm.settings() }
+
+// SetSettings replaces the cluster settings (a raft write).
+func (d *Directory) SetSettings(ctx context.Context, s Settings) error {
+	return d.write(ctx, SetSettings{Settings: s})
+}
+
+// ApproveNode makes a pending storage node active.
+func (d *Directory) ApproveNode(ctx context.Context, id string) error {
+	return d.write(ctx, ApproveNode{ID: id})
+}
+
+// RetireNode retires a storage node for good; its users' sets are
+// repaired.
+func (d *Directory) RetireNode(ctx context.Context, id string) error {
+	return d.write(ctx, RetireNode{ID: id})
+}
+
+// DrainNode moves every user off a storage node in two committed steps:
+// first each user's set gains its replacement replicas (the node stays
+// listed), then the node is dropped from every set. Users that cannot be
+// moved (no capacity elsewhere) stay on it.
+func (d *Directory) DrainNode(ctx context.Context, id string) error {
+	if err := d.write(ctx, SetNodeState{ID: id, State: placement.Draining}); err != nil {
+		return err
+	}
+	return d.write(ctx, FinishDrain{ID: id})
+}
+
+// heartbeat is the last heartbeat of a node seen by the leader.
+type heartbeat struct {
+	at   time.Time
+	load int
+}
+
+// Heartbeat records that storage node nodeID is alive with the given load
+// (users it serves). Only the leader tracks heartbeats (ErrNotLeader
+// elsewhere); a node marked down is marked active again by committing
+// SetNodeState. ErrUnknownNode, ErrNodeRetired.
+func (d *Directory) Heartbeat(ctx context.Context, nodeID string, load int) error {
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	if d.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	n, ok := d.fsm.nodeByID(nodeID)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
+	}
+	d.hbMu.Lock()
+	d.hb[nodeID] = heartbeat{at: d.cfg.Clock(), load: load}
+	d.hbMu.Unlock()
+	switch n.State {
+	case placement.Retired.String():
+		return ErrNodeRetired
+	case placement.Down.String():
+		d.log.Info("directory: storage node is back", "node", nodeID)
+		return d.writeLocal(ctx, mustEncode(SetNodeState{ID: nodeID, State: placement.Active}))
+	}
+	return nil
+}
+
+// downAfter is the current silence limit.
+func (d *Directory) downAfter() time.Duration {
+	if ms := d.fsm.settings().DownAfterMS; ms > 0 {
+		return time.Duration(ms) * time.Millisecond
+	}
+	return d.cfg.DownAfter
+}
+
+// livenessLoop runs on every voter and acts while it leads: an active or
+// draining node whose last heartbeat is older than the silence limit
+// (counted at the earliest from when this leader first saw it live) is
+// marked down by a raft write. Heartbeats bring it back (Heartbeat).
+func (d *Directory) livenessLoop(ctx context.Context) {
+	defer d.bg.Done()
+	tick := time.NewTicker(d.cfg.LivenessTick)
+	defer tick.Stop()
+	// seen is when this voter, as leader, first saw each node live: after
+	// an election, an approval or a comeback a node gets a full silence
+	// limit for its first heartbeat here.
+	seen := make(map[string]time.Time)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if d.raft.State() != raft.Leader {
+			clear(seen)
+			continue
+		}
+		now := d.cfg.Clock()
+		limit := d.downAfter()
+		for _, n := range d.fsm.nodes() {
+			if n.State != placement.Active.String() && n.State != placement.Draining.String() {
+				delete(seen, n.ID)
+				continue
+			}
+			first, ok := seen[n.ID]
+			if !ok {
+				first = now
+				seen[n.ID] = now
+			}
+			d.hbMu.Lock()
+			last := d.hb[n.ID].at
+			d.hbMu.Unlock()
+			if last.Before(first) {
+				last = first
+			}
+			if now.Sub(last) <= limit {
+				continue
+			}
+			d.log.Warn("directory: storage node silent, marking it down", "node", n.ID, "silent", now.Sub(last))
+			wctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
+			if err := d.writeLocal(wctx, mustEncode(SetNodeState{ID: n.ID, State: placement.Down})); err != nil {
+				d.log.Warn("directory: marking node down failed", "node", n.ID, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// VoterStatus describes one raft voter in Status.
+type VoterStatus struct {
+	ID       string `json:"id"`
+	URL      string `json:"url,omitempty"`
+	RaftAddr string `json:"raft"`
+	Suffrage string `json:"suffrage"`
+}
+
+// Status is the directory's view of the cluster.
+type Status struct {
+	ID     string `json:"id"`
+	State  string `json:"state"`
+	Leader struct {
+		ID  string `json:"id"`
+		URL string `json:"url,omitempty"`
+	} `json:"leader"`
+	Voters       []VoterStatus `json:"voters"`
+	AppliedIndex uint64        `json:"applied_index"`
+	Users        int           `json:"users"`
+	Nodes        int           `json:"nodes"`
+	Settings     Settings      `json:"settings"`
+}
+
+// Status returns the cluster status from this voter's point of view.
+// With linearizable, the leader first confirms it still leads and that
+// its state is current (VerifyLeader, Barrier); a follower answers
+// ErrNotLeader.
+func (d *Directory) Status(ctx context.Context, linearizable bool) (Status, error) {
+	if d.closed.Load() {
+		return Status{}, ErrClosed
+	}
+	if linearizable {
+		if err := awaitFuture(ctx, d.raft.VerifyLeader()); err != nil {
+			return Status{}, mapRaftErr(err)
+		}
+		if err := awaitFuture(ctx, d.raft.Barrier(d.cfg.ApplyTimeout)); err != nil {
+			return Status{}, mapRaftErr(err)
+		}
+	}
+	var s Status
+	s.ID = d.cfg.ID
+	s.State = d.raft.State().String()
+	s.Leader.ID, s.Leader.URL = d.Leader()
+	s.AppliedIndex = d.raft.AppliedIndex()
+	s.Users = d.fsm.count()
+	s.Nodes = len(d.fsm.nodes())
+	s.Settings = d.fsm.settings()
+	cf := d.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return Status{}, mapRaftErr(err)
+	}
+	voters := d.fsm.voters()
+	for _, sv := range cf.Configuration().Servers {
+		v := VoterStatus{ID: string(sv.ID), RaftAddr: string(sv.Address), Suffrage: sv.Suffrage.String()}
+		v.URL = voters[v.ID].HTTPURL
+		if v.ID == d.cfg.ID && d.cfg.HTTPURL != "" {
+			v.URL = d.cfg.HTTPURL
+		}
+		s.Voters = append(s.Voters, v)
+	}
+	slices.SortFunc(s.Voters, func(a, b VoterStatus) int { return strings.Compare(a.ID, b.ID) })
+	return s, nil
+}

@@ -1,0 +1,575 @@
+package directory
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory/placement"
+)
+
+// Command types of the cluster state (storage nodes, assignments,
+// settings, voters). They start at 20 so that other command families can
+// take the numbers below without clashing.
+const (
+	CmdRegisterNode CommandType = 20
+	CmdApproveNode  CommandType = 21
+	CmdSetNodeState CommandType = 22
+	CmdRetireNode   CommandType = 23
+	CmdSetSettings  CommandType = 24
+	CmdFinishDrain  CommandType = 25
+	CmdSetVoter     CommandType = 26
+)
+
+// Errors of the cluster commands.
+var (
+	// ErrUnknownNode means no storage node has that ID.
+	ErrUnknownNode = errors.New("directory: unknown storage node")
+	// ErrNodeRetired means the node is retired; retired is final.
+	ErrNodeRetired = errors.New("directory: storage node is retired")
+	// ErrBadNodeState means the state change is not allowed.
+	ErrBadNodeState = errors.New("directory: storage node state change not allowed")
+)
+
+// RegisterNode records a storage node (or updates the addresses, operator
+// and capacity of a known one, keeping its state). The proposer has
+// verified the registration's signature. A new node starts Pending; a
+// Pending one becomes Active when Approve is set or the AutoApprove
+// setting is on. Re-registering a retired node fails with ErrNodeRetired.
+type RegisterNode struct {
+	ID        string   `json:"id"`
+	Operator  string   `json:"op"`
+	BaseURL   string   `json:"url"`
+	P2PAddrs  []string `json:"p2p,omitempty"`
+	Capacity  int      `json:"cap"`
+	PublicKey []byte   `json:"pk"`
+	Approve   bool     `json:"ap,omitempty"`
+}
+
+// ApproveNode makes a Pending node Active (a no-op for an Active one).
+type ApproveNode struct {
+	ID string `json:"id"`
+}
+
+// SetNodeState moves a node to Active (back up), Down or Draining.
+// Down repairs every user set listing the node; Draining adds the
+// replacement replicas of every user of the node (step 1 of a drain, see
+// FinishDrain); Active repairs under-replicated users.
+type SetNodeState struct {
+	ID    string          `json:"id"`
+	State placement.State `json:"st"`
+}
+
+// RetireNode retires a node for good and repairs its users' sets.
+type RetireNode struct {
+	ID string `json:"id"`
+}
+
+// FinishDrain is step 2 of a drain: every user set listing the (draining)
+// node drops it, keeping the replacements step 1 added.
+type FinishDrain struct {
+	ID string `json:"id"`
+}
+
+// SetSettings replaces the cluster settings. Zero fields take defaults.
+type SetSettings struct {
+	Settings Settings `json:"s"`
+}
+
+// SetVoter records a voter's HTTP URL and raft address (forwarding and
+// the admin status use it).
+type SetVoter struct {
+	ID       string `json:"id"`
+	HTTPURL  string `json:"url"`
+	RaftAddr string `json:"raft"`
+}
+
+// Type implements Command.
+func (RegisterNode) Type() CommandType { return CmdRegisterNode }
+
+// Type implements Command.
+func (ApproveNode) Type() CommandType { return CmdApproveNode }
+
+// Type implements Command.
+func (SetNodeState) Type() CommandType { return CmdSetNodeState }
+
+// Type implements Command.
+func (RetireNode) Type() CommandType { return CmdRetireNode }
+
+// Type implements Command.
+func (FinishDrain) Type() CommandType { return CmdFinishDrain }
+
+// Type implements Command.
+func (SetSettings) Type() CommandType { return CmdSetSettings }
+
+// Type implements Command.
+func (SetVoter) Type() CommandType { return CmdSetVoter }
+
+func (RegisterNode) version() uint8 { return commandV1 }
+func (ApproveNode) version() uint8  { return commandV1 }
+func (SetNodeState) version() uint8 { return commandV1 }
+func (RetireNode) version() uint8   { return commandV1 }
+func (FinishDrain) version() uint8  { return commandV1 }
+func (SetSettings) version() uint8  { return commandV1 }
+func (SetVoter) version() uint8     { return commandV1 }
+
+// clusterCommandName names the cluster command types ("" if t is none).
+func clusterCommandName(t CommandType) string {
+	switch t {
+	case CmdRegisterNode:
+		return "RegisterNode"
+	case CmdApproveNode:
+		return "ApproveNode"
+	case CmdSetNodeState:
+		return "SetNodeState"
+	case CmdRetireNode:
+		return "RetireNode"
+	case CmdFinishDrain:
+		return "FinishDrain"
+	case CmdSetSettings:
+		return "SetSettings"
+	case CmdSetVoter:
+		return "SetVoter"
+	}
+	return ""
+}
+
+// decodeClusterCommand decodes a v1 cluster command body; ok is false
+// when t is not a cluster command type.
+func decodeClusterCommand(t CommandType, body []byte) (c Command, err error, ok bool) {
+	switch t {
+	case CmdRegisterNode:
+		c, err = decodeJSON[RegisterNode](t, body)
+	case CmdApproveNode:
+		c, err = decodeJSON[ApproveNode](t, body)
+	case CmdSetNodeState:
+		c, err = decodeJSON[SetNodeState](t, body)
+	case CmdRetireNode:
+		c, err = decodeJSON[RetireNode](t, body)
+	case CmdFinishDrain:
+		c, err = decodeJSON[FinishDrain](t, body)
+	case CmdSetSettings:
+		c, err = decodeJSON[SetSettings](t, body)
+	case CmdSetVoter:
+		c, err = decodeJSON[SetVoter](t, body)
+	default:
+		return nil, nil, false
+	}
+	return c, err, true
+}
+
+// Settings are the cluster-wide settings kept in the FSM.
+type Settings struct {
+	// Replicas is R, the size of every user's replica set. Default 2.
+	Replicas int `json:"replicas"`
+	// AutoApprove makes newly registered nodes Active at once.
+	AutoApprove bool `json:"auto_approve"`
+	// DownAfterMS, when positive, overrides Config.DownAfter (ms).
+	DownAfterMS int64 `json:"down_after_ms,omitempty"`
+}
+
+func (s Settings) withDefaults() Settings {
+	if s.Replicas <= 0 {
+		s.Replicas = 2
+	}
+	return s
+}
+
+// nodeRecord is one storage node in the FSM. Records are replaced, never
+// modified in place, except Load, which Snapshot copies under the lock.
+type nodeRecord struct {
+	ID        string          `json:"id"`
+	Operator  string          `json:"operator"`
+	BaseURL   string          `json:"url"`
+	P2PAddrs  []string        `json:"p2p,omitempty"`
+	Capacity  int             `json:"capacity"`
+	State     placement.State `json:"state"`
+	Added     uint64          `json:"added"`
+	PublicKey []byte          `json:"pk"`
+	Load      int             `json:"load"`
+}
+
+// VoterInfo is a directory voter as recorded by SetVoter.
+type VoterInfo struct {
+	ID       string `json:"id"`
+	HTTPURL  string `json:"url"`
+	RaftAddr string `json:"raft"`
+}
+
+// clusterState is the cluster part of the FSM; guarded by fsm.mu.
+type clusterState struct {
+	Nodes    map[string]*nodeRecord `json:"nodes"`
+	Assign   map[string][]string    `json:"assign"`
+	Settings Settings               `json:"settings"`
+	Voters   map[string]VoterInfo   `json:"voters"`
+}
+
+func newClusterState() clusterState {
+	return clusterState{
+		Nodes:    make(map[string]*nodeRecord),
+		Assign:   make(map[string][]string),
+		Settings: Settings{}.withDefaults(),
+		Voters:   make(map[string]VoterInfo),
+	}
+}
+
+// clone copies the maps and node records (assignment slices are never
+// modified in place, so they are shared).
+func (c *clusterState) clone() clusterState {
+	out := clusterState{
+		Nodes:    make(map[string]*nodeRecord, len(c.Nodes)),
+		Assign:   maps.Clone(c.Assign),
+		Settings: c.Settings,
+		Voters:   maps.Clone(c.Voters),
+	}
+	for id, n := range c.Nodes {
+		cp := *n
+		out.Nodes[id] = &cp
+	}
+	return out
+}
+
+// validate checks a restored cluster state and recomputes loads.
+func (c *clusterState) validate() error {
+	if c.Nodes == nil {
+		c.Nodes = make(map[string]*nodeRecord)
+	}
+	if c.Assign == nil {
+		c.Assign = make(map[string][]string)
+	}
+	if c.Voters == nil {
+		c.Voters = make(map[string]VoterInfo)
+	}
+	c.Settings = c.Settings.withDefaults()
+	for id, n := range c.Nodes {
+		if n == nil || n.ID != id {
+			return fmt.Errorf("directory: snapshot node %q malformed", id)
+		}
+		n.Load = 0
+	}
+	for u, set := range c.Assign {
+		for _, id := range set {
+			n, ok := c.Nodes[id]
+			if !ok {
+				return fmt.Errorf("directory: snapshot assigns %q to unknown node %q", u, id)
+			}
+			n.Load++
+		}
+	}
+	return nil
+}
+
+// applyCluster applies a cluster command; f.mu is held, f.index is the
+// entry's raft index.
+func (f *fsm) applyCluster(c Command) error {
+	cl := &f.cl
+	switch c := c.(type) {
+	case RegisterNode:
+		if c.ID == "" || c.BaseURL == "" || len(c.PublicKey) == 0 {
+			return fmt.Errorf("%w: RegisterNode without id, url or key", ErrMalformedCommand)
+		}
+		url := c.BaseURL
+		if !strings.HasSuffix(url, "/") {
+			url += "/"
+		}
+		n := &nodeRecord{
+			ID: c.ID, Operator: c.Operator, BaseURL: url, P2PAddrs: slices.Clone(c.P2PAddrs),
+			Capacity: c.Capacity, PublicKey: c.PublicKey, State: placement.Pending,
+		}
+		if old, ok := cl.Nodes[c.ID]; ok {
+			if old.State == placement.Retired {
+				return ErrNodeRetired
+			}
+			n.State, n.Added, n.Load = old.State, old.Added, old.Load
+		}
+		cl.Nodes[c.ID] = n
+		if n.State == placement.Pending && (c.Approve || cl.Settings.AutoApprove) {
+			n.State, n.Added = placement.Active, f.index
+			f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
+		}
+		return nil
+	case ApproveNode:
+		n, err := f.node(c.ID)
+		if err != nil {
+			return err
+		}
+		switch n.State {
+		case placement.Active:
+			return nil
+		case placement.Pending:
+		default:
+			return fmt.Errorf("%w: approve a %v node", ErrBadNodeState, n.State)
+		}
+		f.setNode(n, func(n *nodeRecord) { n.State, n.Added = placement.Active, f.index })
+		f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
+		return nil
+	case SetNodeState:
+		n, err := f.node(c.ID)
+		if err != nil {
+			return err
+		}
+		if n.State == c.State {
+			return nil
+		}
+		switch {
+		case n.State == placement.Pending:
+			return fmt.Errorf("%w: %v node to %v (approve it first)", ErrBadNodeState, n.State, c.State)
+		case c.State == placement.Active && n.State == placement.Down:
+			f.setNode(n, func(n *nodeRecord) { n.State = placement.Active })
+			f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
+		case c.State == placement.Down:
+			f.setNode(n, func(n *nodeRecord) { n.State = placement.Down })
+			f.repairWhere(func(set []string) bool { return slices.Contains(set, c.ID) })
+		case c.State == placement.Draining:
+			f.setNode(n, func(n *nodeRecord) { n.State = placement.Draining })
+			f.drainStep(c.ID, false)
+		default:
+			return fmt.Errorf("%w: %v to %v", ErrBadNodeState, n.State, c.State)
+		}
+		return nil
+	case FinishDrain:
+		n, err := f.node(c.ID)
+		if err != nil {
+			return err
+		}
+		if n.State != placement.Draining {
+			return fmt.Errorf("%w: finish drain of a %v node", ErrBadNodeState, n.State)
+		}
+		f.drainStep(c.ID, true)
+		return nil
+	case RetireNode:
+		n, err := f.node(c.ID)
+		if err != nil {
+			return err
+		}
+		f.setNode(n, func(n *nodeRecord) { n.State = placement.Retired })
+		f.repairWhere(func(set []string) bool { return slices.Contains(set, c.ID) })
+		return nil
+	case SetSettings:
+		cl.Settings = c.Settings.withDefaults()
+		f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
+		return nil
+	case SetVoter:
+		if c.ID == "" {
+			return fmt.Errorf("%w: SetVoter without id", ErrMalformedCommand)
+		}
+		cl.Voters[c.ID] = VoterInfo{ID: c.ID, HTTPURL: c.HTTPURL, RaftAddr: c.RaftAddr}
+		return nil
+	}
+	return fmt.Errorf("%w: %v cannot be applied here", ErrMalformedCommand, c.Type())
+}
+
+func (f *fsm) node(id string) (*nodeRecord, error) {
+	n, ok := f.cl.Nodes[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownNode, id)
+	}
+	if n.State == placement.Retired {
+		return nil, ErrNodeRetired
+	}
+	return n, nil
+}
+
+// setNode stores a modified copy of n.
+func (f *fsm) setNode(n *nodeRecord, fn func(*nodeRecord)) {
+	cp := *n
+	fn(&cp)
+	f.cl.Nodes[n.ID] = &cp
+}
+
+// policy returns the placement policy at the current entry.
+func (f *fsm) policy() placement.Policy {
+	p := f.placement
+	p.Now = f.index
+	return p
+}
+
+// placementNodes lists the nodes with their current loads.
+func (f *fsm) placementNodes() []placement.Node {
+	out := make([]placement.Node, 0, len(f.cl.Nodes))
+	for _, n := range f.cl.Nodes {
+		out = append(out, placement.Node{
+			ID: n.ID, Operator: n.Operator, Capacity: n.Capacity, Load: n.Load,
+			State: n.State, Added: n.Added,
+		})
+	}
+	return out
+}
+
+// setAssignment stores user's new set and adjusts node loads (nil or
+// empty set removes the assignment).
+func (f *fsm) setAssignment(user string, set []string) {
+	old := f.cl.Assign[user]
+	for _, id := range old {
+		if !slices.Contains(set, id) {
+			f.addLoad(id, -1)
+		}
+	}
+	for _, id := range set {
+		if !slices.Contains(old, id) {
+			f.addLoad(id, 1)
+		}
+	}
+	if len(set) == 0 {
+		delete(f.cl.Assign, user)
+		return
+	}
+	f.cl.Assign[user] = slices.Clone(set)
+}
+
+func (f *fsm) addLoad(id string, d int) {
+	if n, ok := f.cl.Nodes[id]; ok {
+		f.setNode(n, func(n *nodeRecord) { n.Load += d })
+	}
+}
+
+// allocate gives a new user its replica set. With no storage node
+// registered, or none able to take the user while fallback is set, the
+// user gets no set and the caller keeps fallback as its node.
+func (f *fsm) allocate(user, fallback string) error {
+	if len(f.cl.Nodes) == 0 {
+		return nil
+	}
+	ids, err := placement.Assign(f.placementNodes(), f.cl.Settings.Replicas, f.policy())
+	if errors.Is(err, placement.ErrNoCapacity) && fallback != "" {
+		return nil
+	}
+	if err != nil && !errors.Is(err, placement.ErrUnderReplicated) {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	f.setAssignment(user, ids)
+	return nil
+}
+
+// usersWhere returns the assigned users whose set matches, sorted (the
+// order of repairs decides loads, so it must not depend on map order).
+func (f *fsm) usersWhere(match func(set []string) bool) []string {
+	var users []string
+	for u, set := range f.cl.Assign {
+		if match(set) {
+			users = append(users, u)
+		}
+	}
+	slices.Sort(users)
+	return users
+}
+
+// repairWhere repairs the sets that match, in user order.
+func (f *fsm) repairWhere(match func(set []string) bool) {
+	r := f.cl.Settings.Replicas
+	for _, u := range f.usersWhere(match) {
+		a := placement.Assignment{User: u, Nodes: f.cl.Assign[u]}
+		if b, changed := placement.Repair(a, f.placementNodes(), r, f.policy()); changed {
+			f.setAssignment(u, b.Nodes)
+		}
+	}
+}
+
+// drainStep moves the users of node id: step 1 (final false) adds the
+// replacements, step 2 drops the node. A user that cannot be moved safely
+// keeps its set.
+func (f *fsm) drainStep(id string, final bool) {
+	r := f.cl.Settings.Replicas
+	for _, u := range f.usersWhere(func(set []string) bool { return slices.Contains(set, id) }) {
+		a := placement.Assignment{User: u, Nodes: f.cl.Assign[u]}
+		mv, err := placement.DrainOne(a, id, f.placementNodes(), r, f.policy())
+		if err != nil {
+			f.log.Warn("directory: drain cannot move user yet", "node", id, "user", u, "err", err)
+			continue
+		}
+		if final {
+			f.setAssignment(u, mv.Final)
+		} else {
+			f.setAssignment(u, mv.Add)
+		}
+	}
+}
+
+// nodeInfo converts a record for callers.
+func (n *nodeRecord) info() NodeInfo {
+	return NodeInfo{
+		ID: n.ID, Operator: n.Operator, URL: n.BaseURL, P2PAddrs: slices.Clone(n.P2PAddrs),
+		Capacity: n.Capacity, Load: n.Load, State: n.State.String(), Added: n.Added,
+		PublicKey: n.PublicKey,
+	}
+}
+
+// NodeInfo describes a storage node as the directory records it.
+type NodeInfo struct {
+	// ID is the node's identity (libp2p peer ID or hex public key).
+	ID string `json:"id"`
+	// Operator is who runs the node.
+	Operator string `json:"operator,omitempty"`
+	// URL is the node's base URL, ending in "/".
+	URL string `json:"url"`
+	// P2PAddrs are the node's libp2p multiaddresses.
+	P2PAddrs []string `json:"p2p_addrs,omitempty"`
+	// Capacity is the most users the node takes; Load how many it holds.
+	Capacity int `json:"capacity,omitempty"`
+	Load     int `json:"load"`
+	// State is "pending", "active", "draining", "down" or "retired".
+	State string `json:"state,omitempty"`
+	// Added is the raft index at which the node was approved.
+	Added uint64 `json:"added,omitempty"`
+	// PublicKey is the node's Ed25519 public key.
+	PublicKey []byte `json:"public_key,omitempty"`
+}
+
+// nodes returns every node, sorted by ID.
+func (f *fsm) nodes() []NodeInfo {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]NodeInfo, 0, len(f.cl.Nodes))
+	for _, n := range f.cl.Nodes {
+		out = append(out, n.info())
+	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// nodeByID returns one node.
+func (f *fsm) nodeByID(id string) (NodeInfo, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.cl.Nodes[id]
+	if !ok {
+		return NodeInfo{}, false
+	}
+	return n.info(), true
+}
+
+// assignment returns the user's set as node infos (primary first), the
+// account's fallback node URL, and whether the user exists.
+func (f *fsm) assignment(user string) (set []NodeInfo, fallback string, ok bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	a, ok := f.accounts[user]
+	if !ok {
+		return nil, "", false
+	}
+	for _, id := range f.cl.Assign[user] {
+		if n, ok := f.cl.Nodes[id]; ok {
+			set = append(set, n.info())
+		} else {
+			set = append(set, NodeInfo{ID: id})
+		}
+	}
+	return set, a.Node, true
+}
+
+// settings returns the current settings.
+func (f *fsm) settings() Settings {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.cl.Settings
+}
+
+// voters returns the recorded voters.
+func (f *fsm) voters() map[string]VoterInfo {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return maps.Clone(f.cl.Voters)
+}

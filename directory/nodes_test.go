@@ -1,0 +1,484 @@
+package directory
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hce-sync/hce/directory/placement"
+)
+
+// openServed opens a single voter with an admin token and serves its
+// HTTPHandler; it returns the directory and the server's URL.
+func openServed(t *testing.T, tune func(*Config)) (*Directory, string) {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir())
+	cfg.AdminToken = testAdminToken
+	if tune != nil {
+		tune(&cfg)
+	}
+	d := openDir(t, cfg)
+	srv := httptest.NewServer(d.HTTPHandler())
+	t.Cleanup(srv.Close)
+	return d, srv.URL
+}
+
+func nodeState(t *testing.T, d *Directory, id string) string {
+	t.Helper()
+	for _, n := range d.Nodes() {
+		if n.ID == id {
+			return n.State
+		}
+	}
+	t.Fatalf("node %s not found", id)
+	return ""
+}
+
+func TestNodeAdmission(t *testing.T) {
+	d, url := openServed(t, nil)
+	n := newTestNode(t, "opA", 10)
+	now := time.Now()
+	good, sig, err := SignRegistration(n.key, n.reg, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, other, _ := ed25519.GenerateKey(nil)
+	_, forgedSig, _ := SignRegistration(other, n.reg, now) // other key, same claimed id
+	stale := n.reg
+	stale.Timestamp = now.Add(-6 * time.Minute).Unix()
+	staleBody, staleSig, _ := SignRegistration(n.key, stale, now)
+	wrongID := n.reg
+	wrongID.ID = PeerID(other.Public().(ed25519.PublicKey))
+	wrongIDBody, wrongIDSig, _ := SignRegistration(n.key, wrongID, now)
+	tampered := append([]byte(nil), good...)
+	tampered[len(tampered)-3] ^= 1 // flips a timestamp digit
+	hexID := n.reg
+	hexID.ID = fmt.Sprintf("%x", n.key.Public().(ed25519.PublicKey))
+
+	cases := []struct {
+		name string
+		body []byte
+		sig  string
+		want int
+	}{
+		{"unsigned", good, "", 401},
+		{"garbage signature", good, base64.StdEncoding.EncodeToString([]byte("nope")), 401},
+		{"signed by another key", good, forgedSig, 401},
+		{"tampered body", tampered, sig, 401},
+		{"id of another key", wrongIDBody, wrongIDSig, 401},
+		{"stale", staleBody, staleSig, 400},
+		{"not json", []byte("{"), sig, 400},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := postRegistration(t, url, c.body, c.sig); got != c.want {
+				t.Fatalf("status %d, want %d", got, c.want)
+			}
+		})
+	}
+	if len(d.Nodes()) != 0 {
+		t.Fatalf("refused registrations recorded nodes: %+v", d.Nodes())
+	}
+	if got := postRegistration(t, url, good, sig); got != 200 {
+		t.Fatalf("signed registration: %d", got)
+	}
+	if s := nodeState(t, d, n.reg.ID); s != "pending" {
+		t.Fatalf("state %q, want pending", s)
+	}
+	// A pending node gets no users.
+	if err := d.CreateUser(context.Background(), "u1", "password", ""); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _ := d.Assignment("u1"); p != "" {
+		t.Fatalf("user assigned to pending node %s", p)
+	}
+	// Approval needs the admin token.
+	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+n.reg.ID+"/approve", "", nil); code != 401 {
+		t.Fatalf("approve without token: %d", code)
+	}
+	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+n.reg.ID+"/approve", testAdminToken, nil); code != 200 {
+		t.Fatalf("approve: %d", code)
+	}
+	if code := adminDo(t, "POST", url+"/admin/v1/nodes/nosuch/approve", testAdminToken, nil); code != 404 {
+		t.Fatalf("approve unknown: %d", code)
+	}
+	if s := nodeState(t, d, n.reg.ID); s != "active" {
+		t.Fatalf("state %q, want active", s)
+	}
+	// The hex form of the id is accepted too.
+	m := &testNode{key: n.key, reg: hexID}
+	if code := m.register(t, url); code != 200 {
+		t.Fatalf("hex id registration: %d", code)
+	}
+}
+
+// cluster of storage nodes registered (auto-approved) on d.
+func registerNodes(t *testing.T, d *Directory, url string, operators []string, capacity int) []*testNode {
+	t.Helper()
+	var out []*testNode
+	for _, op := range operators {
+		n := newTestNode(t, op, capacity)
+		if code := n.register(t, url); code != 200 {
+			t.Fatalf("register: %d", code)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// checkSets asserts every user has R distinct active nodes on distinct
+// operators and returns user -> set (IDs, primary first).
+func checkSets(t *testing.T, d *Directory, users []string, r int) map[string][]string {
+	t.Helper()
+	info := map[string]NodeInfo{}
+	for _, n := range d.Nodes() {
+		info[n.ID] = n
+	}
+	out := map[string][]string{}
+	for _, u := range users {
+		p, reps, err := d.Assignment(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := []string{p}
+		ops := map[string]bool{info[p].Operator: true}
+		for _, n := range reps {
+			set = append(set, n.ID)
+			ops[info[n.ID].Operator] = true
+		}
+		if len(set) != r || len(ops) != r {
+			t.Fatalf("user %s: set %v on %d operators, want %d", u, set, len(ops), r)
+		}
+		for _, id := range set {
+			if info[id].State != "active" {
+				t.Fatalf("user %s: member %s is %s", u, id, info[id].State)
+			}
+		}
+		url, _ := d.StorageNode(context.Background(), u)
+		if url != info[p].URL {
+			t.Fatalf("StorageNode(%s) = %s, want primary %s", u, url, info[p].URL)
+		}
+		out[u] = set
+	}
+	return out
+}
+
+func TestAllocationThroughCreateUser(t *testing.T) {
+	d, url := openServed(t, func(c *Config) { c.AutoApprove = true })
+	ctx := context.Background()
+	// Before any node exists, users get Config.NodeURL (the serve case).
+	if err := d.CreateUser(ctx, "early", "password", ""); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := d.StorageNode(ctx, "early"); u != "http://node1.example:8080/" {
+		t.Fatalf("early user node = %q", u)
+	}
+	registerNodes(t, d, url, []string{"opA", "opA", "opB", "opC"}, 50)
+	var users []string
+	for i := range 30 {
+		u := fmt.Sprintf("user%02d", i)
+		if err := d.CreateUser(ctx, u, "password", ""); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u)
+	}
+	checkSets(t, d, users, 2)
+	total := 0
+	for _, n := range d.Nodes() {
+		total += n.Load
+	}
+	if total != 60 {
+		t.Fatalf("total load %d, want 60", total)
+	}
+	// Deleting a user releases its load.
+	if err := d.DeleteUser(ctx, users[0]); err != nil {
+		t.Fatal(err)
+	}
+	total = 0
+	for _, n := range d.Nodes() {
+		total += n.Load
+	}
+	if total != 58 {
+		t.Fatalf("total load after delete %d, want 58", total)
+	}
+}
+
+// heartbeats sends heartbeats for the nodes listed in alive every 20 ms
+// until stop is closed.
+func heartbeats(t *testing.T, d *Directory, alive func() []string, stop chan struct{}, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, id := range alive() {
+				_ = d.Heartbeat(context.Background(), id, 0)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+func TestFailoverOnSilence(t *testing.T) {
+	const downAfter = 400 * time.Millisecond
+	const tick = 50 * time.Millisecond
+	d, url := openServed(t, func(c *Config) {
+		c.AutoApprove = true
+		c.DownAfter = downAfter
+		c.LivenessTick = tick
+	})
+	ctx := context.Background()
+	nodes := registerNodes(t, d, url, []string{"opA", "opB", "opC"}, 100)
+	var mu sync.Mutex
+	alive := []string{nodes[0].reg.ID, nodes[1].reg.ID, nodes[2].reg.ID}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	heartbeats(t, d, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(alive) }, stop, &wg)
+	var users []string
+	for i := range 12 {
+		u := fmt.Sprintf("user%02d", i)
+		if err := d.CreateUser(ctx, u, "password", ""); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u)
+	}
+	before := checkSets(t, d, users, 2)
+	victim := nodes[0].reg.ID
+	var hit []string
+	for u, set := range before {
+		if slices.Contains(set, victim) {
+			hit = append(hit, u)
+		}
+	}
+	if len(hit) == 0 {
+		t.Fatal("victim holds no user")
+	}
+	mu.Lock()
+	alive = alive[1:]
+	mu.Unlock()
+	silent := time.Now()
+	poll(t, downAfter+tick+2*time.Second, "victim marked down and its users moved", func() bool {
+		if nodeState(t, d, victim) != "down" {
+			return false
+		}
+		for _, u := range hit {
+			p, reps, _ := d.Assignment(u)
+			if p == victim || len(reps) != 1 || reps[0].ID == victim {
+				return false
+			}
+		}
+		return true
+	})
+	if el := time.Since(silent); el > downAfter+tick+time.Second {
+		t.Errorf("failover took %v", el)
+	}
+	after := checkSets(t, d, users, 2)
+	for _, u := range hit {
+		old := before[u]
+		if old[0] == victim && after[u][0] != old[1] {
+			t.Errorf("user %s: primary %s, want the former replica %s", u, after[u][0], old[1])
+		}
+	}
+	// The node heartbeats again: it comes back up.
+	mu.Lock()
+	alive = append(alive, victim)
+	mu.Unlock()
+	poll(t, 2*time.Second, "victim active again", func() bool { return nodeState(t, d, victim) == "active" })
+	if err := d.Heartbeat(ctx, "nosuch", 0); err == nil {
+		t.Fatal("heartbeat of unknown node accepted")
+	}
+}
+
+func TestDrainMovesEveryUser(t *testing.T) {
+	d, url := openServed(t, func(c *Config) { c.AutoApprove = true })
+	ctx := context.Background()
+	nodes := registerNodes(t, d, url, []string{"opA", "opB", "opC", "opD"}, 100)
+	var users []string
+	for i := range 16 {
+		u := fmt.Sprintf("user%02d", i)
+		if err := d.CreateUser(ctx, u, "password", ""); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u)
+	}
+	victim := nodes[1].reg.ID
+	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+victim+"/drain", testAdminToken, nil); code != 200 {
+		t.Fatalf("drain: %d", code)
+	}
+	if s := nodeState(t, d, victim); s != "draining" {
+		t.Fatalf("state %s", s)
+	}
+	sets := map[string][]string{}
+	for _, u := range users {
+		p, reps, _ := d.Assignment(u)
+		set := []string{p}
+		for _, r := range reps {
+			set = append(set, r.ID)
+		}
+		if slices.Contains(set, victim) || len(set) != 2 {
+			t.Fatalf("user %s after drain: %v", u, set)
+		}
+		sets[u] = set
+	}
+	for _, n := range d.Nodes() {
+		if n.ID == victim && n.Load != 0 {
+			t.Fatalf("drained node load %d", n.Load)
+		}
+	}
+	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+victim+"/retire", testAdminToken, nil); code != 200 {
+		t.Fatalf("retire: %d", code)
+	}
+	if s := nodeState(t, d, victim); s != placement.Retired.String() {
+		t.Fatalf("state %s", s)
+	}
+}
+
+// TestFSMClusterDeterministic applies the same entries to two FSMs and
+// compares snapshot bytes, then restores one into a third.
+func TestFSMClusterDeterministic(t *testing.T) {
+	var snaps [][]byte
+	for range 2 {
+		f := newFSM(testLogger(t), nil)
+		idx := uint64(0)
+		apply := func(c Command) any { idx++; return applyCmd(t, f, idx, c) }
+		apply(SetSettings{Settings: Settings{Replicas: 2, AutoApprove: true}})
+		for i, op := range []string{"a", "b", "c", "a"} {
+			apply(RegisterNode{ID: fmt.Sprintf("n%d", i), Operator: op, BaseURL: "http://n/", Capacity: 10, PublicKey: []byte{1}})
+		}
+		for i := range 8 {
+			apply(CreateUser{Name: fmt.Sprintf("u%d", i), Hash: "h"})
+		}
+		apply(SetNodeState{ID: "n1", State: placement.Down})
+		apply(SetNodeState{ID: "n2", State: placement.Draining})
+		apply(FinishDrain{ID: "n2"})
+		s, _ := f.Snapshot()
+		var sink memSink
+		if err := s.Persist(&sink); err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, sink.Bytes())
+	}
+	if string(snaps[0]) != string(snaps[1]) {
+		t.Fatal("equal logs gave different snapshots")
+	}
+	g := newFSM(testLogger(t), nil)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snaps[0]))); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := g.Snapshot()
+	var sink memSink
+	_ = s.Persist(&sink)
+	if string(sink.Bytes()) != string(snaps[0]) {
+		t.Fatal("restored state snapshots differently")
+	}
+}
+
+func TestClusterCommandsRoundTrip(t *testing.T) {
+	cmds := []Command{
+		RegisterNode{ID: "n", Operator: "op", BaseURL: "http://n/", P2PAddrs: []string{"/ip4/1.2.3.4/tcp/1"}, Capacity: 3, PublicKey: []byte{1, 2}, Approve: true},
+		ApproveNode{ID: "n"},
+		SetNodeState{ID: "n", State: placement.Down},
+		RetireNode{ID: "n"},
+		FinishDrain{ID: "n"},
+		SetSettings{Settings: Settings{Replicas: 3, AutoApprove: true, DownAfterMS: 100}},
+		SetVoter{ID: "v1", HTTPURL: "http://v1", RaftAddr: "127.0.0.1:1"},
+	}
+	for _, c := range cmds {
+		enc, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeCommand(enc)
+		if err != nil {
+			t.Fatalf("%v: %v", c.Type(), err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c) {
+			t.Fatalf("%v: got %+v, want %+v", c.Type(), got, c)
+		}
+		if c.Type().String() == fmt.Sprintf("CommandType(%d)", uint8(c.Type())) {
+			t.Fatalf("%d has no name", c.Type())
+		}
+		if _, err := DecodeCommand(append(enc[:len(enc)-1:len(enc)-1], []byte(`,"zz":1}`)...)); err == nil {
+			t.Fatalf("%v: unknown field accepted", c.Type())
+		}
+	}
+}
+
+func TestFSMNodeStateRules(t *testing.T) {
+	f := newFSM(testLogger(t), nil)
+	idx := uint64(0)
+	apply := func(c Command) error {
+		idx++
+		err, _ := applyCmd(t, f, idx, c).(error)
+		return err
+	}
+	reg := RegisterNode{ID: "n1", Operator: "a", BaseURL: "http://n1", Capacity: 5, PublicKey: []byte{1}}
+	steps := []struct {
+		cmd  Command
+		want error
+	}{
+		{RegisterNode{ID: "", BaseURL: "http://x/", PublicKey: []byte{1}}, ErrMalformedCommand},
+		{reg, nil},
+		{SetNodeState{ID: "n1", State: placement.Down}, ErrBadNodeState}, // pending
+		{ApproveNode{ID: "nosuch"}, ErrUnknownNode},
+		{ApproveNode{ID: "n1"}, nil},
+		{ApproveNode{ID: "n1"}, nil}, // idempotent
+		{SetNodeState{ID: "n1", State: placement.Pending}, ErrBadNodeState},
+		{SetNodeState{ID: "n1", State: placement.Down}, nil},
+		{ApproveNode{ID: "n1"}, ErrBadNodeState}, // down: comes back by heartbeat
+		{SetNodeState{ID: "n1", State: placement.Active}, nil},
+		{FinishDrain{ID: "n1"}, ErrBadNodeState}, // not draining
+		{RetireNode{ID: "n1"}, nil},
+		{SetNodeState{ID: "n1", State: placement.Active}, ErrNodeRetired},
+		{reg, ErrNodeRetired},
+		{SetVoter{}, ErrMalformedCommand},
+	}
+	for i, s := range steps {
+		if err := apply(s.cmd); !errors.Is(err, s.want) || (s.want == nil && err != nil) {
+			t.Fatalf("step %d %v: %v, want %v", i, s.cmd.Type(), err, s.want)
+		}
+	}
+	n, _ := f.nodeByID("n1")
+	if n.URL != "http://n1/" || n.State != "retired" || n.Added != 5 {
+		t.Fatalf("node = %+v", n)
+	}
+}
+
+func TestConfigValidateCluster(t *testing.T) {
+	base := func() Config {
+		return Config{Dir: t.TempDir(), Bootstrap: true, RaftAddr: "127.0.0.1:0", HTTPURL: "http://127.0.0.1:1",
+			TLSCA: []byte("x"), TLSCert: []byte("x"), TLSKey: []byte("x"), AdminToken: "t"}
+	}
+	if err := base().Validate(); err != nil {
+		t.Fatalf("valid cluster config: %v", err)
+	}
+	for name, mod := range map[string]func(*Config){
+		"no raft addr":       func(c *Config) { c.RaftAddr = "" },
+		"no http url":        func(c *Config) { c.HTTPURL = "" },
+		"no tls":             func(c *Config) { c.TLSKey = nil },
+		"no admin token":     func(c *Config) { c.AdminToken = "" },
+		"bootstrap and join": func(c *Config) { c.Join = "http://x" },
+	} {
+		c := base()
+		mod(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
