@@ -20,6 +20,8 @@ const usage = `hce: a federated Firefox Sync (Weave 1.0/1.1) storage system
 Usage:
   hce serve [flags]   run a Weave server (user API + storage API) on one port
   hce load [flags]    measure a Weave server beside a minimal net/http handler
+  hce directory ...   run a directory voter (or create its CA: hce directory init-ca)
+  hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes
 
 Run "hce <command> -h" for the flags of a command.
 `
@@ -44,6 +46,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "load":
 		return runLoad(ctx, args[1:], stdout, stderr)
+	case "directory":
+		return runDirectory(ctx, args[1:], stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hce-sync/hce/api"
+)
+
+var voterReady = regexp.MustCompile(`ready at (http://\S+/)`)
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startVoter runs `hce directory` as a child process and waits until it
+// prints its URL.
+func startVoter(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"directory", "--log-level", "warn"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := voterReady.FindStringSubmatch(sc.Text()); m != nil {
+				urls <- m[1]
+			}
+		}
+		close(urls)
+	}()
+	select {
+	case u, ok := <-urls:
+		if !ok {
+			t.Fatalf("hce directory exited: %s", stderr.String())
+		}
+		return u
+	case <-time.After(60 * time.Second):
+		t.Fatalf("hce directory not ready: %s", stderr.String())
+	}
+	return ""
+}
+
+// TestDirectoryCLI builds a 3-voter directory from the command line (init-ca,
+// one --bootstrap, two --join) and checks with `hce admin status` that
+// every voter is a member and that a voter's HTTP port serves the user API.
+func TestDirectoryCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the hce binary")
+	}
+	bin, err := buildHCE()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	ca := filepath.Join(tmp, "ca")
+	if out, err := exec.Command(bin, "directory", "init-ca", "--ca", ca).CombinedOutput(); err != nil {
+		t.Fatalf("init-ca: %v %s", err, out)
+	}
+	const token = "cli-test-admin-token"
+	voter := func(id string, extra ...string) string {
+		args := []string{"--id", id, "--data", filepath.Join(tmp, id), "--http", freeAddr(t),
+			"--raft", freeAddr(t), "--ca", ca, "--admin-token", token}
+		return startVoter(t, bin, append(args, extra...)...)
+	}
+	first := voter("d1", "--bootstrap")
+	voter("d2", "--join", first)
+	third := voter("d3", "--join", first)
+
+	ctx := context.Background()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var out bytes.Buffer
+		err := run(ctx, []string{"admin", "--directory", third, "--token", token, "status"}, &out, &out)
+		var st struct {
+			Leader struct{ ID string } `json:"leader"`
+			Voters []struct{ ID string }
+		}
+		if err == nil && json.Unmarshal(out.Bytes(), &st) == nil && len(st.Voters) == 3 && st.Leader.ID != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster of 3 not formed: %v %s", err, out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"admin", "--directory", third, "--token", "wrong", "status"}, &out, &out); err == nil {
+		t.Fatal("admin status with a wrong token succeeded")
+	}
+	// The user API answers on any voter; a registration through a
+	// follower is forwarded to the leader.
+	c := &http.Client{Timeout: 30 * time.Second}
+	code, body := call(t, c, "GET", third+"user/1.0/nobody", nil, "")
+	if code != 200 || strings.TrimSpace(string(body)) != "0" {
+		t.Fatalf("exists on a voter: %d %q", code, body)
+	}
+	email := "cli@example.com"
+	name := api.AccountName(email)
+	code, body = call(t, c, "PUT", third+"user/1.0/"+name, []byte(fmt.Sprintf(`{"password":"cli-password-1","email":%q}`, email)), "")
+	if code != 200 {
+		t.Fatalf("register through a voter: %d %s", code, body)
+	}
+}
