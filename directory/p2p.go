@@ -1,0 +1,110 @@
+package directory
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory/placement"
+	"github.com/hce-sync/hce/node/p2p"
+)
+
+// p2pTimeout bounds one directory RPC served over libp2p; a password
+// check waits for the hasher, a heartbeat may commit a state change.
+const p2pTimeout = 10 * time.Second
+
+// ServeP2P serves the directory protocols of package p2p to storage nodes
+// on h (which the caller owns and closes):
+//
+//   - p2p.ProtoHeartbeat: Heartbeat for the calling peer, whose ID is the
+//     node's ID (the hex form of its key is tried when the peer ID is not
+//     registered). Only the leader takes heartbeats; other voters answer
+//     p2p.CodeNotLeader and the node tries the next voter. Unknown and
+//     retired nodes get p2p.CodeUnknownNode and p2p.CodeRetired.
+//   - p2p.ProtoCheckPassword: CheckPassword, answered by any voter from
+//     its local state. Only registered nodes that are neither pending nor
+//     retired may ask (others get p2p.CodeUnknownNode), so that a peer the
+//     host's gater let in cannot use the directory as a password oracle.
+//   - p2p.ProtoKeys: PublicKeys, to any peer the gater admitted (the keys
+//     are public).
+//
+// Requests are bounded by p2p.MaxMessageSize and decoded strictly. Which
+// peers may connect at all is the host's gater's business (the wiring
+// admits registered nodes and the other voters).
+func (d *Directory) ServeP2P(h host.Host) {
+	cfg := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: p2pTimeout, Logger: d.log}
+	p2p.Serve(h, p2p.ProtoHeartbeat, p2p.HandleJSON(d.p2pHeartbeat), cfg)
+	p2p.Serve(h, p2p.ProtoCheckPassword, p2p.HandleJSON(d.p2pCheckPassword), cfg)
+	p2p.Serve(h, p2p.ProtoKeys, p2p.HandleJSON(d.p2pKeys), cfg)
+}
+
+// p2pNode returns the registered node the peer is, by peer ID or hex key.
+func (d *Directory) p2pNode(from peer.ID) (NodeInfo, bool) {
+	if n, ok := d.fsm.nodeByID(from.String()); ok {
+		return n, true
+	}
+	pk, err := from.ExtractPublicKey()
+	if err != nil {
+		return NodeInfo{}, false
+	}
+	raw, err := pk.Raw()
+	if err != nil {
+		return NodeInfo{}, false
+	}
+	return d.fsm.nodeByID(hex.EncodeToString(raw))
+}
+
+func (d *Directory) p2pHeartbeat(ctx context.Context, from peer.ID, r p2p.HeartbeatRequest) (struct{}, error) {
+	id := from.String()
+	if n, ok := d.p2pNode(from); ok {
+		id = n.ID
+	}
+	return struct{}{}, p2pError(d.Heartbeat(ctx, id, r.Load))
+}
+
+func (d *Directory) p2pCheckPassword(ctx context.Context, from peer.ID, r p2p.CheckPasswordRequest) (p2p.CheckPasswordResponse, error) {
+	n, ok := d.p2pNode(from)
+	if !ok || n.State == placement.Pending.String() || n.State == placement.Retired.String() {
+		return p2p.CheckPasswordResponse{}, p2p.Errorf(p2p.CodeUnknownNode, "peer %s is not an admitted storage node", from)
+	}
+	err := d.CheckPassword(ctx, r.User, r.Password)
+	switch {
+	case err == nil:
+		return p2p.CheckPasswordResponse{OK: true}, nil
+	case errors.Is(err, api.ErrUnauthorized):
+		return p2p.CheckPasswordResponse{OK: false}, nil
+	}
+	return p2p.CheckPasswordResponse{}, p2pError(err)
+}
+
+func (d *Directory) p2pKeys(context.Context, peer.ID, struct{}) (p2p.KeysResponse, error) {
+	if d.closed.Load() {
+		return p2p.KeysResponse{}, p2pError(ErrClosed)
+	}
+	keys := d.PublicKeys()
+	out := p2p.KeysResponse{Keys: make(map[string][]byte, len(keys))}
+	for kid, k := range keys {
+		out.Keys[kid] = k
+	}
+	return out, nil
+}
+
+// p2pError maps a directory error to the code a node acts on.
+func p2pError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotLeader):
+		return &p2p.RemoteError{Code: p2p.CodeNotLeader, Message: err.Error()}
+	case errors.Is(err, ErrUnknownNode):
+		return &p2p.RemoteError{Code: p2p.CodeUnknownNode, Message: err.Error()}
+	case errors.Is(err, ErrNodeRetired):
+		return &p2p.RemoteError{Code: p2p.CodeRetired, Message: err.Error()}
+	}
+	return &p2p.RemoteError{Code: p2p.CodeUnavailable, Message: err.Error()}
+}

@@ -1,0 +1,287 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/p2p"
+)
+
+// Defaults of DirectoryClientConfig.
+const (
+	DefaultHeartbeatInterval    = 5 * time.Second
+	DefaultKeyRefresh           = time.Minute
+	DefaultDirectoryCallTimeout = 5 * time.Second
+)
+
+// ErrDirectoryUnavailable means no directory voter could answer; it wraps
+// api.ErrUnavailable, so the storage API answers 503.
+var ErrDirectoryUnavailable = fmt.Errorf("node: directory unreachable: %w", api.ErrUnavailable)
+
+// DirectoryClientConfig configures a DirectoryClient. A zero field means
+// "use the default".
+type DirectoryClientConfig struct {
+	// Host is this node's libp2p host (p2p.NewHost). Its gater, if any,
+	// must admit the directory voters. Required.
+	Host host.Host
+	// Directory lists the directory voters with their addresses, in the
+	// order to try them. At least one is required.
+	Directory []peer.AddrInfo
+	// Logger receives reachability changes. Default: discard.
+	Logger *slog.Logger
+	// HeartbeatInterval is the period of heartbeats. Default 5 s.
+	HeartbeatInterval time.Duration
+	// Load returns the number of users this node serves, sent with each
+	// heartbeat. Default: always 0.
+	Load func() int
+	// KeyRefresh is the period at which the directory's token keys are
+	// fetched again. Default 1 min; after a failed fetch the next one comes
+	// a heartbeat interval later.
+	KeyRefresh time.Duration
+	// CallTimeout bounds one call to one voter. Default 5 s.
+	CallTimeout time.Duration
+}
+
+// DefaultDirectoryClientConfig returns a DirectoryClientConfig with the
+// defaults filled in; Host and Directory must still be set.
+func DefaultDirectoryClientConfig() DirectoryClientConfig {
+	return DirectoryClientConfig{
+		Logger:            slog.New(slog.DiscardHandler),
+		HeartbeatInterval: DefaultHeartbeatInterval,
+		KeyRefresh:        DefaultKeyRefresh,
+		CallTimeout:       DefaultDirectoryCallTimeout,
+	}
+}
+
+// Validate reports whether c is usable.
+func (c DirectoryClientConfig) Validate() error {
+	switch {
+	case c.Host == nil:
+		return errors.New("node: DirectoryClientConfig.Host is required")
+	case len(c.Directory) == 0:
+		return errors.New("node: DirectoryClientConfig.Directory is empty")
+	case c.HeartbeatInterval < 0:
+		return fmt.Errorf("node: DirectoryClientConfig.HeartbeatInterval %v is negative", c.HeartbeatInterval)
+	case c.KeyRefresh < 0:
+		return fmt.Errorf("node: DirectoryClientConfig.KeyRefresh %v is negative", c.KeyRefresh)
+	case c.CallTimeout < 0:
+		return fmt.Errorf("node: DirectoryClientConfig.CallTimeout %v is negative", c.CallTimeout)
+	}
+	for i, v := range c.Directory {
+		if err := v.ID.Validate(); err != nil {
+			return fmt.Errorf("node: directory voter %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// DirectoryClient is a storage node's link to the directory over libp2p.
+// It checks HTTP Basic passwords (it implements PasswordChecker), keeps the
+// directory's token verification keys (Keys) and sends heartbeats (Run).
+// Voters are tried in the configured order, starting with the last one
+// that answered: any voter answers password checks and key fetches, the
+// leader takes heartbeats. Safe for concurrent use.
+type DirectoryClient struct {
+	cfg  DirectoryClientConfig
+	rpc  p2p.RPCConfig
+	keys StaticKeys
+
+	answered atomic.Int32 // index of the voter that answered last
+	leader   atomic.Int32 // index of the voter that took the last heartbeat
+	hbFailed atomic.Bool  // the last heartbeat failed (log once)
+}
+
+var _ PasswordChecker = (*DirectoryClient)(nil)
+
+// NewDirectoryClient returns a client for cfg and records the voters'
+// addresses in the host's peerstore.
+func NewDirectoryClient(cfg DirectoryClientConfig) (*DirectoryClient, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := DefaultDirectoryClientConfig()
+	if cfg.Logger == nil {
+		cfg.Logger = d.Logger
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if cfg.KeyRefresh == 0 {
+		cfg.KeyRefresh = d.KeyRefresh
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = d.CallTimeout
+	}
+	cfg.Directory = append([]peer.AddrInfo(nil), cfg.Directory...)
+	for _, v := range cfg.Directory {
+		if len(v.Addrs) > 0 {
+			cfg.Host.Peerstore().AddAddrs(v.ID, v.Addrs, peerstore.PermanentAddrTTL)
+		}
+	}
+	return &DirectoryClient{
+		cfg: cfg,
+		rpc: p2p.RPCConfig{Timeout: cfg.CallTimeout, MaxFrameSize: p2p.MaxMessageSize, Logger: cfg.Logger},
+	}, nil
+}
+
+// retryable reports whether another voter may answer where one failed:
+// transport failures, and the remote codes meaning "not here, not now".
+func retryable(err error) bool {
+	var re *p2p.RemoteError
+	if !errors.As(err, &re) {
+		return true
+	}
+	switch re.Code {
+	case p2p.CodeNotLeader, p2p.CodeUnavailable, p2p.CodeInternal:
+		return true
+	}
+	return false
+}
+
+// callDirectory sends req over proto to the voters in order, from the
+// one at *start, until one answers or fails for good; it records the one
+// that answered in *start. Each attempt decodes into a fresh Resp.
+func callDirectory[Resp any](ctx context.Context, c *DirectoryClient, start *atomic.Int32, proto protocol.ID, req any) (Resp, error) {
+	n := len(c.cfg.Directory)
+	first := int(start.Load())
+	var errs []error
+	for i := range n {
+		idx := (first + i) % n
+		var resp Resp
+		err := p2p.CallJSON(ctx, c.rpc, c.cfg.Host, c.cfg.Directory[idx].ID, proto, req, &resp)
+		if err == nil {
+			start.Store(int32(idx))
+			return resp, nil
+		}
+		var zero Resp
+		if ctx.Err() != nil {
+			return zero, fmt.Errorf("node: directory %s: %w", proto, ctx.Err())
+		}
+		if !retryable(err) {
+			return zero, err
+		}
+		errs = append(errs, err)
+	}
+	var zero Resp
+	return zero, fmt.Errorf("%w: %s: %w", ErrDirectoryUnavailable, proto, errors.Join(errs...))
+}
+
+// CheckPassword asks the directory whether password is user's. It returns
+// nil when it is, an error wrapping api.ErrUnauthorized when it is not
+// (or the user is unknown, or the credentials are out of bounds), and one
+// wrapping ErrDirectoryUnavailable (so api.ErrUnavailable: 503) when no
+// voter could answer.
+func (c *DirectoryClient) CheckPassword(ctx context.Context, user, password string) error {
+	req := p2p.CheckPasswordRequest{User: user, Password: password}
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("node: credentials of %q: %v: %w", user, err, api.ErrUnauthorized)
+	}
+	resp, err := callDirectory[p2p.CheckPasswordResponse](ctx, c, &c.answered, p2p.ProtoCheckPassword, req)
+	if err != nil {
+		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
+	}
+	if !resp.OK {
+		return fmt.Errorf("node: directory refused the password of %q: %w", user, api.ErrUnauthorized)
+	}
+	return nil
+}
+
+// Keys returns the directory's token verification keys as last fetched
+// (by RefreshKeys or Run), for AuthConfig.Keys. It is empty until the
+// first successful fetch, so bearer tokens are refused until then.
+func (c *DirectoryClient) Keys() KeySource { return &c.keys }
+
+// RefreshKeys fetches the directory's published keys and makes them the
+// whole set Keys returns (retired keys disappear).
+func (c *DirectoryClient) RefreshKeys(ctx context.Context) error {
+	resp, err := callDirectory[p2p.KeysResponse](ctx, c, &c.answered, p2p.ProtoKeys, nil)
+	if err != nil {
+		return err
+	}
+	m := make(map[string]ed25519.PublicKey, len(resp.Keys))
+	for kid, k := range resp.Keys {
+		m[kid] = ed25519.PublicKey(k)
+	}
+	c.keys.Replace(m)
+	return nil
+}
+
+// Heartbeat sends one heartbeat with the current load to the directory
+// leader, trying the voters in turn. A remote refusal (this node is
+// unknown or retired) comes back as a *p2p.RemoteError.
+func (c *DirectoryClient) Heartbeat(ctx context.Context) error {
+	load := 0
+	if c.cfg.Load != nil {
+		load = c.cfg.Load()
+	}
+	req := p2p.HeartbeatRequest{Load: max(load, 0), Time: time.Now().UnixMilli()}
+	_, err := callDirectory[struct{}](ctx, c, &c.leader, p2p.ProtoHeartbeat, req)
+	return err
+}
+
+// Run fetches the keys and sends a heartbeat at once, then keeps doing so
+// every KeyRefresh and HeartbeatInterval, until ctx is done; it then
+// returns nil. Failures are logged, never fatal.
+func (c *DirectoryClient) Run(ctx context.Context) error {
+	log := c.cfg.Logger
+	keysOK := true
+	refresh := func() time.Duration {
+		if err := c.RefreshKeys(ctx); err != nil {
+			if ctx.Err() == nil {
+				if keysOK {
+					log.Warn("node: fetching directory keys failed", "err", err)
+				}
+				keysOK = false
+			}
+			return min(c.cfg.HeartbeatInterval, c.cfg.KeyRefresh)
+		}
+		if !keysOK {
+			log.Info("node: directory keys fetched again")
+		}
+		keysOK = true
+		return c.cfg.KeyRefresh
+	}
+	beat := func() {
+		err := c.Heartbeat(ctx)
+		switch {
+		case ctx.Err() != nil:
+		case err != nil:
+			if !c.hbFailed.Swap(true) {
+				log.Warn("node: heartbeat failed", "err", err)
+			} else {
+				log.Debug("node: heartbeat failed", "err", err)
+			}
+		case c.hbFailed.Swap(false):
+			log.Info("node: heartbeats accepted again")
+		}
+	}
+	keyTimer := time.NewTimer(refresh())
+	defer keyTimer.Stop()
+	beat()
+	hb := time.NewTicker(c.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hb.C:
+			beat()
+		case <-keyTimer.C:
+			keyTimer.Reset(refresh())
+		}
+	}
+}

@@ -1,0 +1,216 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/p2p"
+)
+
+// fakeVoter is a directory voter stand-in serving the directory protocols
+// with p2p.Serve on a real host.
+type fakeVoter struct {
+	h      host.Host
+	leader atomic.Bool
+
+	mu    sync.Mutex
+	keys  map[string][]byte
+	beats map[peer.ID]int // last load per node
+}
+
+func newP2PHost(t *testing.T) host.Host {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := p2p.NewHost(context.Background(), p2p.Config{Key: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func newFakeVoter(t *testing.T, leader bool) *fakeVoter {
+	v := &fakeVoter{h: newP2PHost(t), keys: map[string][]byte{}, beats: map[peer.ID]int{}}
+	v.leader.Store(leader)
+	p2p.Serve(v.h, p2p.ProtoCheckPassword, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r p2p.CheckPasswordRequest) (p2p.CheckPasswordResponse, error) {
+		return p2p.CheckPasswordResponse{OK: r.User == "alice" && r.Password == "s3cret"}, nil
+	}), p2p.RPCConfig{})
+	p2p.Serve(v.h, p2p.ProtoKeys, p2p.HandleJSON(func(context.Context, peer.ID, struct{}) (p2p.KeysResponse, error) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return p2p.KeysResponse{Keys: v.keys}, nil
+	}), p2p.RPCConfig{})
+	p2p.Serve(v.h, p2p.ProtoHeartbeat, p2p.HandleJSON(func(_ context.Context, from peer.ID, r p2p.HeartbeatRequest) (struct{}, error) {
+		if !v.leader.Load() {
+			return struct{}{}, p2p.Errorf(p2p.CodeNotLeader, "ask another voter")
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		v.beats[from] = r.Load
+		return struct{}{}, nil
+	}), p2p.RPCConfig{})
+	return v
+}
+
+func (v *fakeVoter) info() peer.AddrInfo { return peer.AddrInfo{ID: v.h.ID(), Addrs: v.h.Addrs()} }
+
+func (v *fakeVoter) setKeys(m map[string][]byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.keys = m
+}
+
+func (v *fakeVoter) beat(id peer.ID) (int, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	l, ok := v.beats[id]
+	return l, ok
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestDirectoryClientConfigValidate(t *testing.T) {
+	h := newP2PHost(t)
+	for _, tc := range []struct {
+		name string
+		cfg  DirectoryClientConfig
+		ok   bool
+	}{
+		{"ok", DirectoryClientConfig{Host: h, Directory: []peer.AddrInfo{{ID: h.ID()}}}, true},
+		{"no host", DirectoryClientConfig{Directory: []peer.AddrInfo{{ID: h.ID()}}}, false},
+		{"no voters", DirectoryClientConfig{Host: h}, false},
+		{"empty id", DirectoryClientConfig{Host: h, Directory: []peer.AddrInfo{{}}}, false},
+		{"negative interval", DirectoryClientConfig{Host: h, Directory: []peer.AddrInfo{{ID: h.ID()}}, HeartbeatInterval: -1}, false},
+	} {
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: Validate() = %v", tc.name, err)
+		}
+	}
+}
+
+func TestDirectoryClientCheckPassword(t *testing.T) {
+	v1, v2 := newFakeVoter(t, false), newFakeVoter(t, true)
+	c, err := NewDirectoryClient(DirectoryClientConfig{
+		Host: newP2PHost(t), Directory: []peer.AddrInfo{v1.info(), v2.info()}, CallTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, user, pw string
+		want           error
+	}{
+		{"right", "alice", "s3cret", nil},
+		{"wrong", "alice", "nope", api.ErrUnauthorized},
+		{"unknown user", "bob", "s3cret", api.ErrUnauthorized},
+		{"empty user", "", "x", api.ErrUnauthorized},
+		{"overlong password", "alice", string(make([]byte, p2p.MaxPasswordLen+1)), api.ErrUnauthorized},
+	} {
+		if err := c.CheckPassword(ctx, tc.user, tc.pw); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// Failover: the first voter goes away, the second answers.
+	v1.h.Close()
+	if err := c.CheckPassword(ctx, "alice", "s3cret"); err != nil {
+		t.Fatalf("after losing a voter: %v", err)
+	}
+	if err := c.CheckPassword(ctx, "alice", "nope"); !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("wrong password after failover: %v", err)
+	}
+	// No voter at all: 503, never 401.
+	v2.h.Close()
+	err = c.CheckPassword(ctx, "alice", "s3cret")
+	if !errors.Is(err, ErrDirectoryUnavailable) || !errors.Is(err, api.ErrUnavailable) || errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("no directory: %v", err)
+	}
+	// A cancelled context is reported as such.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := c.CheckPassword(cctx, "alice", "s3cret"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+func TestDirectoryClientRun(t *testing.T) {
+	follower, leader := newFakeVoter(t, false), newFakeVoter(t, true)
+	k1 := make([]byte, ed25519.PublicKeySize)
+	k1[0] = 1
+	k2 := make([]byte, ed25519.PublicKeySize)
+	k2[0] = 2
+	follower.setKeys(map[string][]byte{"k1": k1})
+	leader.setKeys(map[string][]byte{"k1": k1})
+	node := newP2PHost(t)
+	var load atomic.Int64
+	load.Store(42)
+	c, err := NewDirectoryClient(DirectoryClientConfig{
+		Host:              node,
+		Directory:         []peer.AddrInfo{follower.info(), leader.info()},
+		HeartbeatInterval: 20 * time.Millisecond,
+		KeyRefresh:        20 * time.Millisecond,
+		Load:              func() int { return int(load.Load()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Keys().PublicKey("k1"); ok {
+		t.Fatal("keys known before the first fetch")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+
+	waitFor(t, "keys", func() bool { _, ok := c.Keys().PublicKey("k1"); return ok })
+	waitFor(t, "heartbeat at the leader", func() bool { l, ok := leader.beat(node.ID()); return ok && l == 42 })
+	if _, ok := follower.beat(node.ID()); ok {
+		t.Fatal("follower recorded a heartbeat")
+	}
+	// Load changes reach the directory.
+	load.Store(7)
+	waitFor(t, "new load", func() bool { l, _ := leader.beat(node.ID()); return l == 7 })
+	// Rotation: k2 published, k1 retired.
+	follower.setKeys(map[string][]byte{"k2": k2})
+	leader.setKeys(map[string][]byte{"k2": k2})
+	waitFor(t, "rotation", func() bool {
+		_, old := c.Keys().PublicKey("k1")
+		k, ok := c.Keys().PublicKey("k2")
+		return !old && ok && k[0] == 2
+	})
+	// Leadership moves: heartbeats follow.
+	leader.leader.Store(false)
+	follower.leader.Store(true)
+	waitFor(t, "heartbeat at the new leader", func() bool { _, ok := follower.beat(node.ID()); return ok })
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}

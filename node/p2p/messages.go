@@ -1,0 +1,201 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Protocols a directory voter serves to storage nodes. The version is part
+// of the id: an incompatible change gets a new id, served beside the old
+// one for a while.
+const (
+	// ProtoHeartbeat: HeartbeatRequest -> {} (an empty JSON object). The
+	// node is the calling peer.
+	ProtoHeartbeat protocol.ID = "/hce/dir/1.0.0/heartbeat"
+	// ProtoCheckPassword: CheckPasswordRequest -> CheckPasswordResponse.
+	ProtoCheckPassword protocol.ID = "/hce/dir/1.0.0/checkpw"
+	// ProtoKeys: empty request -> KeysResponse.
+	ProtoKeys protocol.ID = "/hce/dir/1.0.0/keys"
+)
+
+// Error codes of the directory protocols.
+const (
+	// CodeNotLeader: the voter is not the raft leader (heartbeats go to
+	// the leader); try another voter.
+	CodeNotLeader = "not_leader"
+	// CodeUnknownNode: the calling peer is not a registered node.
+	CodeUnknownNode = "unknown_node"
+	// CodeRetired: the calling node is retired.
+	CodeRetired = "retired"
+	// CodeUnavailable: the voter cannot answer now (closing, no quorum);
+	// try another voter.
+	CodeUnavailable = "unavailable"
+)
+
+// Bounds of the directory messages.
+const (
+	// MaxMessageSize bounds an encoded directory message.
+	MaxMessageSize = 64 << 10
+	// MaxUserLen and MaxPasswordLen bound CheckPasswordRequest fields.
+	MaxUserLen     = 1024
+	MaxPasswordLen = 4096
+	// MaxKeys bounds KeysResponse.Keys; MaxKidLen a key id.
+	MaxKeys   = 256
+	MaxKidLen = 256
+)
+
+// ErrBadMessage means a directory message is malformed or out of bounds.
+var ErrBadMessage = errors.New("p2p: bad message")
+
+// HeartbeatRequest tells the directory a node is alive.
+type HeartbeatRequest struct {
+	// Load is the number of users the node serves.
+	Load int `json:"load"`
+	// Time is the node's clock, Unix milliseconds (for skew diagnostics).
+	Time int64 `json:"time"`
+}
+
+// Validate implements Validator.
+func (r HeartbeatRequest) Validate() error {
+	if r.Load < 0 {
+		return fmt.Errorf("%w: negative load %d", ErrBadMessage, r.Load)
+	}
+	return nil
+}
+
+// CheckPasswordRequest asks whether Password is User's password.
+type CheckPasswordRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// Validate implements Validator.
+func (r CheckPasswordRequest) Validate() error {
+	switch {
+	case r.User == "" || len(r.User) > MaxUserLen:
+		return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(r.User))
+	case len(r.Password) > MaxPasswordLen:
+		return fmt.Errorf("%w: password of %d bytes", ErrBadMessage, len(r.Password))
+	}
+	return nil
+}
+
+// CheckPasswordResponse answers a CheckPasswordRequest: OK is false for a
+// wrong password and for an unknown user alike.
+type CheckPasswordResponse struct {
+	OK bool `json:"ok"`
+}
+
+// KeysResponse lists the directory's published token verification keys:
+// Ed25519 public keys (32 bytes, base64 in JSON) by key id.
+type KeysResponse struct {
+	Keys map[string][]byte `json:"keys"`
+}
+
+// Validate implements Validator.
+func (r KeysResponse) Validate() error {
+	if len(r.Keys) > MaxKeys {
+		return fmt.Errorf("%w: %d keys", ErrBadMessage, len(r.Keys))
+	}
+	for kid, k := range r.Keys {
+		if kid == "" || len(kid) > MaxKidLen {
+			return fmt.Errorf("%w: key id of %d bytes", ErrBadMessage, len(kid))
+		}
+		if len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("%w: key %q has %d bytes", ErrBadMessage, kid, len(k))
+		}
+	}
+	return nil
+}
+
+// Validator is a message that checks its own bounds.
+type Validator interface {
+	Validate() error
+}
+
+// Marshal encodes a directory message.
+func Marshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: encode %T: %w", v, err)
+	}
+	if len(b) > MaxMessageSize {
+		return nil, fmt.Errorf("%w: %T of %d bytes", ErrBadMessage, v, len(b))
+	}
+	return b, nil
+}
+
+// Unmarshal decodes a directory message strictly: at most MaxMessageSize
+// bytes, one JSON value with no unknown fields and nothing after it, and,
+// when v is a Validator, valid. Errors wrap ErrBadMessage.
+func Unmarshal(data []byte, v any) error {
+	if len(data) > MaxMessageSize {
+		return fmt.Errorf("%w: %d bytes", ErrBadMessage, len(data))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %T: %v", ErrBadMessage, v, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: %T: trailing data", ErrBadMessage, v)
+	}
+	if val, ok := v.(Validator); ok {
+		return val.Validate()
+	}
+	return nil
+}
+
+// HandleJSON adapts a typed handler to Handler: the request is decoded
+// with Unmarshal (an empty request decodes as the zero Req, for protocols
+// without a request body), a bad one is answered with CodeBadRequest, and
+// the response is encoded with Marshal.
+func HandleJSON[Req, Resp any](fn func(ctx context.Context, from peer.ID, req Req) (Resp, error)) Handler {
+	return func(ctx context.Context, from peer.ID, raw []byte) ([]byte, error) {
+		var req Req
+		if len(raw) > 0 {
+			if err := Unmarshal(raw, &req); err != nil {
+				return nil, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
+			}
+		} else if val, ok := any(&req).(Validator); ok {
+			if err := val.Validate(); err != nil {
+				return nil, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
+			}
+		}
+		resp, err := fn(ctx, from, req)
+		if err != nil {
+			return nil, err
+		}
+		return Marshal(resp)
+	}
+}
+
+// CallJSON encodes req (nil: an empty request), calls p over proto with
+// cfg (see CallWith) and decodes the response into resp (nil: the response
+// is ignored) with Unmarshal.
+func CallJSON(ctx context.Context, cfg RPCConfig, h host.Host, p peer.ID, proto protocol.ID, req, resp any) error {
+	var raw []byte
+	if req != nil {
+		var err error
+		if raw, err = Marshal(req); err != nil {
+			return err
+		}
+	}
+	out, err := CallWith(ctx, cfg, h, p, proto, raw)
+	if err != nil {
+		return err
+	}
+	if resp == nil {
+		return nil
+	}
+	return Unmarshal(out, resp)
+}
