@@ -21,6 +21,14 @@ type PasswordChecker interface {
 	CheckPassword(ctx context.Context, user, password string) error
 }
 
+// Membership says whether this node holds a user, i.e. is in the user's
+// replica set as the directory assigns it. The directory client implements
+// it. Holds returns an error when it cannot tell (the storage API then
+// answers 503 rather than a wrong 401).
+type Membership interface {
+	Holds(ctx context.Context, user string) (bool, error)
+}
+
 // Defaults of AuthConfig.
 const (
 	DefaultAuthCacheTTL  = 60 * time.Second
@@ -51,6 +59,11 @@ type AuthConfig struct {
 	// NodeID is this node's id, the audience a bearer token must name.
 	// Required when Keys is set.
 	NodeID string
+	// Membership, when set, is asked after the credentials are found
+	// valid: a user this node does not hold is refused with
+	// api.ErrUnauthorized (401), so that a Weave client re-reads
+	// node/weave and finds its new node. Nil holds every user (serve).
+	Membership Membership
 }
 
 // DefaultAuthConfig returns an AuthConfig with Basic accepted and the
@@ -134,10 +147,28 @@ func (a *Authenticator) mac(user, password string) [sha256.Size]byte {
 	return out
 }
 
-// Authenticate returns nil when c are valid credentials of pathUser,
-// an error wrapping api.ErrUnauthorized when they are not, and the
-// checker's error when they could not be checked.
+// Authenticate returns nil when c are valid credentials of pathUser and
+// this node holds pathUser (AuthConfig.Membership), an error wrapping
+// api.ErrUnauthorized when they are not or it does not, and the checker's
+// or the membership's error when that could not be checked.
 func (a *Authenticator) Authenticate(ctx context.Context, pathUser string, c api.Credentials) error {
+	if err := a.authenticate(ctx, pathUser, c); err != nil {
+		return err
+	}
+	if a.cfg.Membership == nil {
+		return nil
+	}
+	holds, err := a.cfg.Membership.Holds(ctx, pathUser)
+	if err != nil {
+		return err
+	}
+	if !holds {
+		return fmt.Errorf("node: this node does not hold %q: %w", pathUser, api.ErrUnauthorized)
+	}
+	return nil
+}
+
+func (a *Authenticator) authenticate(ctx context.Context, pathUser string, c api.Credentials) error {
 	switch c.Scheme {
 	case "basic":
 	case "bearer":

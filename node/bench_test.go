@@ -193,6 +193,31 @@ func BenchmarkGetFull100(b *testing.B) {
 	})
 }
 
+// BenchmarkAppendFull100 is BenchmarkGetFull100 through AppendCollection,
+// the storage handler's path: records are encoded straight into a reused
+// response buffer.
+func BenchmarkAppendFull100(b *testing.B) {
+	s, _ := benchStore(b)
+	seedBench(b, s, 4, 10)
+	var users atomic.Int32
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		user := "user" + strconv.Itoa(int(users.Add(1))%4)
+		q := &api.Query{Full: true, Limit: 100}
+		var buf []byte
+		for pb.Next() {
+			var n int
+			var err error
+			buf, n, _, err = s.AppendCollection(ctx, user, "history", q, api.FormatJSON, buf[:0])
+			if err != nil || n != 100 {
+				b.Errorf("got %d, %v", n, err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkGetNewer100 is GET ...?full=1&newer=<middle>&limit=100.
 func BenchmarkGetNewer100(b *testing.B) {
 	s, _ := benchStore(b)

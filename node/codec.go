@@ -11,9 +11,12 @@ import (
 // Value encodings. Every value starts with a version byte so that later
 // formats (revision trees) can be told apart from these.
 const (
-	verHead   = 1
-	verRecord = 1
-	verMeta   = 1
+	verHead = 1
+	// verRecord is the record format written; verRecord1 records (without
+	// the plain flags) are still read.
+	verRecord  = 2
+	verRecord1 = 1
+	verMeta    = 1
 )
 
 var errCorrupt = errors.New("node: corrupt value")
@@ -66,11 +69,15 @@ func decodeHead(v []byte, h *head) error {
 // value they were decoded from (see decodeRecord): they must be copied
 // before that value is released.
 type record struct {
-	seq     uint64
-	mod     int64
-	exp     int64
-	si      int64
-	has     api.Field // FieldPayload, FieldSortIndex, FieldParentID, FieldPredecessorID
+	seq uint64
+	mod int64
+	exp int64
+	si  int64
+	has api.Field // FieldPayload, FieldSortIndex, FieldParentID, FieldPredecessorID
+	// plain marks the strings that need no escaping in JSON (plainID...),
+	// so reads copy them between quotes; computed by appendRecord,
+	// stored from verRecord 2 on (0 for version-1 records).
+	plain   byte
 	id      string
 	payload string
 	parent  string
@@ -99,8 +106,60 @@ func appendBytes(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// Plain flags of a record: which strings are JSON-plain.
+const (
+	plainID = 1 << iota
+	plainPayload
+	plainParent
+	plainPred
+)
+
+// jsonPlain reports whether s is printable ASCII without '"' and '\\', so
+// that api.AppendJSONString would write it unchanged between quotes. It
+// checks 8 bytes per step; it may only err towards false (a plain string
+// then takes the escaping path, which gives the same bytes).
+func jsonPlain(s string) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
+		// A byte's high bit ends up set when it is < 0x20, '"', '\\' or
+		// >= 0x80 (borrows may flag a neighbour too, never hide one).
+		m := (x - lo*0x20) | ((x ^ lo*'"') - lo) | ((x ^ lo*'\\') - lo) | x
+		if m&hi != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func plainFlags(r *record) byte {
+	var f byte
+	if jsonPlain(r.id) {
+		f |= plainID
+	}
+	if jsonPlain(r.payload) {
+		f |= plainPayload
+	}
+	if jsonPlain(r.parent) {
+		f |= plainParent
+	}
+	if jsonPlain(r.pred) {
+		f |= plainPred
+	}
+	return f
+}
+
+// appendRecord encodes r in the current record format (version 2): the
+// version byte, the field bits, the plain flags (computed here, r.plain is
+// ignored), then seq, mod, exp, si and the four strings.
 func appendRecord(b []byte, r *record) []byte {
-	b = append(b, verRecord, byte(r.has))
+	b = append(b, verRecord, byte(r.has), plainFlags(r))
 	b = binary.AppendUvarint(b, r.seq)
 	b = binary.AppendVarint(b, r.mod)
 	b = binary.AppendVarint(b, r.exp)
@@ -111,14 +170,27 @@ func appendRecord(b []byte, r *record) []byte {
 	return appendBytes(b, r.pred)
 }
 
-// decodeRecord decodes v into r without copying: r's strings alias v, so v
-// must stay unchanged while they are used.
+// decodeRecord decodes v (record format 1 or 2) into r without copying:
+// r's strings alias v, so v must stay unchanged while they are used.
 func decodeRecord(v []byte, r *record) error {
-	if len(v) < 2 || v[0] != verRecord {
+	if len(v) < 2 {
 		return errCorrupt
 	}
 	r.has = api.Field(v[1])
-	d := decoder{b: v[2:]}
+	var d decoder
+	switch v[0] {
+	case verRecord:
+		if len(v) < 3 {
+			return errCorrupt
+		}
+		r.plain = v[2]
+		d.b = v[3:]
+	case verRecord1:
+		r.plain = 0
+		d.b = v[2:]
+	default:
+		return errCorrupt
+	}
 	r.seq = d.uvarint()
 	r.mod = d.varint()
 	r.exp = d.varint()

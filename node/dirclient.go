@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,15 @@ const (
 	DefaultHeartbeatInterval    = 5 * time.Second
 	DefaultKeyRefresh           = time.Minute
 	DefaultDirectoryCallTimeout = 5 * time.Second
+	// DefaultMembershipTTL is how long a Holds answer, positive or
+	// negative, is reused. Short, so that after a failover or a drain a
+	// node starts (or stops) serving a user within about two seconds of
+	// the directory's change, while a burst of requests of one user costs
+	// one directory call.
+	DefaultMembershipTTL = 2 * time.Second
+	// maxMembershipCache bounds the Holds cache (entries); when full it
+	// is emptied.
+	maxMembershipCache = 100000
 )
 
 // ErrDirectoryUnavailable means no directory voter could answer; it wraps
@@ -51,6 +61,14 @@ type DirectoryClientConfig struct {
 	KeyRefresh time.Duration
 	// CallTimeout bounds one call to one voter. Default 5 s.
 	CallTimeout time.Duration
+	// MembershipTTL is how long Holds reuses an answer. Default
+	// DefaultMembershipTTL (2 s).
+	MembershipTTL time.Duration
+	// Allowlist, when set, is kept equal (by Run, every heartbeat
+	// interval) to the directory's active nodes plus the voters (those
+	// of Directory always included), for this node's connection gater;
+	// connections to peers that leave the list are closed.
+	Allowlist *p2p.StaticAllowlist
 }
 
 // DefaultDirectoryClientConfig returns a DirectoryClientConfig with the
@@ -61,6 +79,7 @@ func DefaultDirectoryClientConfig() DirectoryClientConfig {
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		KeyRefresh:        DefaultKeyRefresh,
 		CallTimeout:       DefaultDirectoryCallTimeout,
+		MembershipTTL:     DefaultMembershipTTL,
 	}
 }
 
@@ -75,6 +94,8 @@ func (c DirectoryClientConfig) Validate() error {
 		return fmt.Errorf("node: DirectoryClientConfig.HeartbeatInterval %v is negative", c.HeartbeatInterval)
 	case c.KeyRefresh < 0:
 		return fmt.Errorf("node: DirectoryClientConfig.KeyRefresh %v is negative", c.KeyRefresh)
+	case c.MembershipTTL < 0:
+		return fmt.Errorf("node: DirectoryClientConfig.MembershipTTL %v is negative", c.MembershipTTL)
 	case c.CallTimeout < 0:
 		return fmt.Errorf("node: DirectoryClientConfig.CallTimeout %v is negative", c.CallTimeout)
 	}
@@ -100,9 +121,20 @@ type DirectoryClient struct {
 	answered atomic.Int32 // index of the voter that answered last
 	leader   atomic.Int32 // index of the voter that took the last heartbeat
 	hbFailed atomic.Bool  // the last heartbeat failed (log once)
+
+	memMu sync.Mutex
+	mem   map[string]memEntry // user -> cached Holds answer
 }
 
-var _ PasswordChecker = (*DirectoryClient)(nil)
+type memEntry struct {
+	holds   bool
+	expires time.Time
+}
+
+var (
+	_ PasswordChecker = (*DirectoryClient)(nil)
+	_ Membership      = (*DirectoryClient)(nil)
+)
 
 // NewDirectoryClient returns a client for cfg and records the voters'
 // addresses in the host's peerstore.
@@ -123,6 +155,9 @@ func NewDirectoryClient(cfg DirectoryClientConfig) (*DirectoryClient, error) {
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = d.CallTimeout
 	}
+	if cfg.MembershipTTL == 0 {
+		cfg.MembershipTTL = d.MembershipTTL
+	}
 	cfg.Directory = append([]peer.AddrInfo(nil), cfg.Directory...)
 	for _, v := range cfg.Directory {
 		if len(v.Addrs) > 0 {
@@ -130,6 +165,7 @@ func NewDirectoryClient(cfg DirectoryClientConfig) (*DirectoryClient, error) {
 		}
 	}
 	return &DirectoryClient{
+		mem: make(map[string]memEntry),
 		cfg: cfg,
 		rpc: p2p.RPCConfig{Timeout: cfg.CallTimeout, MaxFrameSize: p2p.MaxMessageSize, Logger: cfg.Logger},
 	}, nil
@@ -233,9 +269,85 @@ func (c *DirectoryClient) Heartbeat(ctx context.Context) error {
 	return err
 }
 
+// Holds implements Membership: it asks the directory for user's replica
+// set (p2p.ProtoAssignment) and reports whether this node (the host's
+// peer ID) is in it. Answers, positive and negative, are cached for
+// MembershipTTL. When no voter answers it returns an error wrapping
+// ErrDirectoryUnavailable.
+func (c *DirectoryClient) Holds(ctx context.Context, user string) (bool, error) {
+	now := time.Now()
+	c.memMu.Lock()
+	e, ok := c.mem[user]
+	c.memMu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.holds, nil
+	}
+	req := p2p.AssignmentRequest{User: user}
+	if err := req.Validate(); err != nil {
+		return false, nil
+	}
+	resp, err := callDirectory[p2p.AssignmentResponse](ctx, c, &c.answered, p2p.ProtoAssignment, req)
+	if err != nil {
+		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
+			return false, err
+		}
+		return false, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
+	}
+	self := c.cfg.Host.ID().String()
+	holds := false
+	for _, n := range resp.Nodes {
+		if n.PeerID == self || n.ID == self {
+			holds = true
+			break
+		}
+	}
+	c.memMu.Lock()
+	if len(c.mem) >= maxMembershipCache {
+		clear(c.mem)
+	}
+	c.mem[user] = memEntry{holds: holds, expires: now.Add(c.cfg.MembershipTTL)}
+	c.memMu.Unlock()
+	return holds, nil
+}
+
+// RefreshPeers fetches the directory's active nodes and voters
+// (p2p.ProtoPeers) and makes them, with the configured voters, the whole
+// of Allowlist; connections to peers no longer listed are closed. A no-op
+// without Allowlist.
+func (c *DirectoryClient) RefreshPeers(ctx context.Context) error {
+	if c.cfg.Allowlist == nil {
+		return nil
+	}
+	resp, err := callDirectory[p2p.PeersResponse](ctx, c, &c.answered, p2p.ProtoPeers, nil)
+	if err != nil {
+		return err
+	}
+	ids := make([]peer.ID, 0, len(resp.Nodes)+len(resp.Voters)+len(c.cfg.Directory))
+	for _, v := range c.cfg.Directory {
+		ids = append(ids, v.ID)
+	}
+	for _, s := range append(resp.Nodes, resp.Voters...) {
+		id, err := peer.Decode(s)
+		if err != nil {
+			c.cfg.Logger.Debug("node: directory listed an unparsable peer id", "peer", s, "err", err)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	old := c.cfg.Allowlist.List()
+	c.cfg.Allowlist.Replace(ids)
+	for _, id := range old {
+		if !c.cfg.Allowlist.Allowed(id) {
+			_ = c.cfg.Host.Network().ClosePeer(id)
+		}
+	}
+	return nil
+}
+
 // Run fetches the keys and sends a heartbeat at once, then keeps doing so
 // every KeyRefresh and HeartbeatInterval, until ctx is done; it then
-// returns nil. Failures are logged, never fatal.
+// returns nil. With an Allowlist it also refreshes the peers at every
+// heartbeat. Failures are logged, never fatal.
 func (c *DirectoryClient) Run(ctx context.Context) error {
 	log := c.cfg.Logger
 	keysOK := true
@@ -255,7 +367,16 @@ func (c *DirectoryClient) Run(ctx context.Context) error {
 		keysOK = true
 		return c.cfg.KeyRefresh
 	}
+	peersOK := true
 	beat := func() {
+		if perr := c.RefreshPeers(ctx); perr != nil && ctx.Err() == nil {
+			if peersOK {
+				log.Warn("node: fetching directory peers failed", "err", perr)
+			}
+			peersOK = false
+		} else if perr == nil {
+			peersOK = true
+		}
 		err := c.Heartbeat(ctx)
 		switch {
 		case ctx.Err() != nil:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -377,52 +378,146 @@ func (a *arena) wbo(r *record, full bool) api.WBO {
 	}
 }
 
-// GetCollection returns the live records of coll matching q, in q's order,
-// after offset and limit.
-func (s *Store) GetCollection(ctx context.Context, user, coll string, q *api.Query) ([]api.WBO, api.Stamp, error) {
+// viewWBO returns r as a WBO whose strings alias r's (and so the Pebble
+// value r was decoded from): it is valid only while that value is.
+func viewWBO(r *record) api.WBO {
+	return api.WBO{
+		ID:            r.id,
+		Modified:      api.Stamp(r.mod),
+		Has:           r.has,
+		SortIndex:     r.si,
+		Payload:       r.payload,
+		ParentID:      r.parent,
+		PredecessorID: r.pred,
+	}
+}
+
+// appendJSONStr appends s as a JSON string; plain says it needs no
+// escaping (see jsonPlain), so it is copied between quotes.
+func appendJSONStr(b []byte, s string, plain bool) []byte {
+	if !plain {
+		return api.AppendJSONString(b, s)
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendRecordJSON appends r's JSON object exactly as
+// api.AppendWBOJSON(b, viewWBO(r)) does, copying the strings its plain
+// flags mark instead of scanning them for characters to escape.
+func appendRecordJSON(b []byte, r *record) []byte {
+	if r.plain == 0 {
+		return api.AppendWBOJSON(b, viewWBO(r))
+	}
+	b = append(b, `{"id":`...)
+	b = appendJSONStr(b, r.id, r.plain&plainID != 0)
+	if r.mod != 0 {
+		b = append(b, `,"modified":`...)
+		b = api.Stamp(r.mod).AppendTo(b)
+	}
+	if r.has&api.FieldPayload != 0 {
+		b = append(b, `,"payload":`...)
+		b = appendJSONStr(b, r.payload, r.plain&plainPayload != 0)
+	}
+	if r.has&api.FieldSortIndex != 0 {
+		b = append(b, `,"sortindex":`...)
+		b = strconv.AppendInt(b, r.si, 10)
+	}
+	if r.has&api.FieldParentID != 0 {
+		b = append(b, `,"parentid":`...)
+		b = appendJSONStr(b, r.parent, r.plain&plainParent != 0)
+	}
+	if r.has&api.FieldPredecessorID != 0 {
+		b = append(b, `,"predecessorid":`...)
+		b = appendJSONStr(b, r.pred, r.plain&plainPred != 0)
+	}
+	return append(b, '}')
+}
+
+// scan runs q over user's collection coll under the user's shared lock,
+// calling emit for each record of the answer in order (see query.emit),
+// and returns the request's time. A collection that does not exist has no
+// records.
+func (s *Store) scan(user, coll string, q *api.Query, emit func(r *record) bool) (now api.Stamp, err error) {
 	if err := checkNames(user, coll); err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if err := s.enter(); err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	defer s.leave()
 	mu := s.lock(user)
 	mu.RLock()
 	defer mu.RUnlock()
-	now, err := s.clock.now()
-	if err != nil {
-		return nil, 0, err
+	if now, err = s.clock.now(); err != nil {
+		return 0, err
 	}
 	st, err := s.state(user)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	if _, ok := st.colls[coll]; !ok {
-		return []api.WBO{}, now, nil
+	meta, ok := st.colls[coll]
+	if !ok {
+		return now, nil
 	}
 	if q == nil {
 		q = &api.Query{}
 	}
 	sc := s.getScratch()
 	defer s.putScratch(sc)
+	e := &sc.q
+	*e = query{s: s, user: user, coll: coll, q: q, nowSec: int64(now) / 100, sc: sc, emit: emit, total: meta.count}
+	err = e.run()
+	*e = query{}
+	if err != nil {
+		return 0, fmt.Errorf("node: query %s/%s: %w", user, coll, err)
+	}
+	return now, nil
+}
+
+// GetCollection returns the live records of coll matching q, in q's order,
+// after offset and limit.
+func (s *Store) GetCollection(ctx context.Context, user, coll string, q *api.Query) ([]api.WBO, api.Stamp, error) {
 	var out []api.WBO
-	if q.Limit > 0 && q.Limit <= 1000 {
+	if q != nil && q.Limit > 0 && q.Limit <= 1000 {
 		out = make([]api.WBO, 0, q.Limit)
 	}
+	full := q != nil && q.Full
 	var a arena
-	e := query{s: s, user: user, coll: coll, q: q, nowSec: int64(now) / 100, sc: sc, total: st.colls[coll].count}
-	e.emit = func(r *record) bool {
-		out = append(out, a.wbo(r, q.Full))
+	now, err := s.scan(user, coll, q, func(r *record) bool {
+		out = append(out, a.wbo(r, full))
 		return true
-	}
-	if err := e.run(); err != nil {
-		return nil, 0, fmt.Errorf("node: query %s/%s: %w", user, coll, err)
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	if out == nil {
 		out = []api.WBO{}
 	}
 	return out, now, nil
+}
+
+// AppendCollection implements api.CollectionAppender: it encodes the
+// answer GetCollection would return straight from Pebble's values into b,
+// as a list in format f, without copying the records first.
+func (s *Store) AppendCollection(ctx context.Context, user, coll string, q *api.Query, f api.Format, b []byte) ([]byte, int, api.Stamp, error) {
+	full := q != nil && q.Full
+	b = api.AppendListStart(b, f)
+	n := 0
+	now, err := s.scan(user, coll, q, func(r *record) bool {
+		if full {
+			b = api.AppendListElem(b, f, n == 0, func(b []byte) []byte { return appendRecordJSON(b, r) })
+		} else {
+			b = api.AppendListElem(b, f, n == 0, func(b []byte) []byte { return appendJSONStr(b, r.id, r.plain&plainID != 0) })
+		}
+		n++
+		return true
+	})
+	if err != nil {
+		return b, 0, 0, err
+	}
+	return api.AppendListEnd(b, f), n, now, nil
 }
 
 // GetItem returns one live record or api.ErrNotFound.

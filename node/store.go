@@ -16,7 +16,10 @@ import (
 	"github.com/hce-sync/hce/api"
 )
 
-var _ api.Store = (*Store)(nil)
+var (
+	_ api.Store              = (*Store)(nil)
+	_ api.CollectionAppender = (*Store)(nil)
+)
 
 const (
 	numStripes = 4096
@@ -73,6 +76,7 @@ type cacheShard struct {
 // scratch holds reusable buffers of one request.
 type scratch struct {
 	k, k2, v []byte
+	q        query // the running query (kept here so it is not allocated per request)
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and starts the

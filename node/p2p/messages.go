@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -25,6 +26,11 @@ const (
 	ProtoCheckPassword protocol.ID = "/hce/dir/1.0.0/checkpw"
 	// ProtoKeys: empty request -> KeysResponse.
 	ProtoKeys protocol.ID = "/hce/dir/1.0.0/keys"
+	// ProtoAssignment: AssignmentRequest -> AssignmentResponse. Only
+	// admitted (neither pending nor retired) nodes may ask.
+	ProtoAssignment protocol.ID = "/hce/dir/1.0.0/assignment"
+	// ProtoPeers: empty request -> PeersResponse.
+	ProtoPeers protocol.ID = "/hce/dir/1.0.0/peers"
 )
 
 // Error codes of the directory protocols.
@@ -51,6 +57,14 @@ const (
 	// MaxKeys bounds KeysResponse.Keys; MaxKidLen a key id.
 	MaxKeys   = 256
 	MaxKidLen = 256
+	// MaxReplicas bounds AssignmentResponse.Nodes.
+	MaxReplicas = 16
+	// MaxPeers bounds each list of PeersResponse (MaxMessageSize is the
+	// tighter bound in practice: about 1,000 peer IDs in all).
+	MaxPeers = 4096
+	// MaxIDLen bounds a node or peer ID; MaxURLLen a node URL.
+	MaxIDLen  = 256
+	MaxURLLen = 2048
 )
 
 // ErrBadMessage means a directory message is malformed or out of bounds.
@@ -112,6 +126,69 @@ func (r KeysResponse) Validate() error {
 		}
 		if len(k) != ed25519.PublicKeySize {
 			return fmt.Errorf("%w: key %q has %d bytes", ErrBadMessage, kid, len(k))
+		}
+	}
+	return nil
+}
+
+// AssignmentRequest asks for User's replica set.
+type AssignmentRequest struct {
+	User string `json:"user"`
+}
+
+// Validate implements Validator.
+func (r AssignmentRequest) Validate() error {
+	if r.User == "" || len(r.User) > MaxUserLen {
+		return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(r.User))
+	}
+	return nil
+}
+
+// AssignedNode is one member of a replica set.
+type AssignedNode struct {
+	// ID is the node's directory ID; PeerID its libp2p peer ID (usually
+	// the same string); URL its Weave base URL.
+	ID     string `json:"id"`
+	PeerID string `json:"peer_id"`
+	URL    string `json:"url"`
+}
+
+// AssignmentResponse answers an AssignmentRequest: Nodes is the user's
+// replica set, primary first (empty when the user has none), and Exists
+// says whether the user exists at all.
+type AssignmentResponse struct {
+	Exists bool           `json:"exists"`
+	Nodes  []AssignedNode `json:"nodes"`
+}
+
+// Validate implements Validator.
+func (r AssignmentResponse) Validate() error {
+	if len(r.Nodes) > MaxReplicas {
+		return fmt.Errorf("%w: %d replicas", ErrBadMessage, len(r.Nodes))
+	}
+	for _, n := range r.Nodes {
+		if len(n.ID) > MaxIDLen || len(n.PeerID) > MaxIDLen || len(n.URL) > MaxURLLen {
+			return fmt.Errorf("%w: oversized replica entry", ErrBadMessage)
+		}
+	}
+	return nil
+}
+
+// PeersResponse lists the peer IDs a storage node's gater admits: the
+// active (and draining) storage nodes and the directory voters.
+type PeersResponse struct {
+	Nodes  []string `json:"nodes"`
+	Voters []string `json:"voters"`
+}
+
+// Validate implements Validator.
+func (r PeersResponse) Validate() error {
+	if len(r.Nodes) > MaxPeers || len(r.Voters) > MaxPeers {
+		return fmt.Errorf("%w: %d nodes, %d voters", ErrBadMessage, len(r.Nodes), len(r.Voters))
+	}
+	for _, id := range append(slices.Clone(r.Nodes), r.Voters...) {
+		if id == "" || len(id) > MaxIDLen {
+			return fmt.Errorf("%w: peer id of %d bytes", ErrBadMessage, len(id))
 		}
 	}
 	return nil
