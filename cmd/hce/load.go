@@ -22,7 +22,8 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	target := fs.String("url", "", "base URL of the server to measure (default: start an in-process `hce serve` in a temp folder)")
 	scenarios := fs.String("scenarios", "post100,get100,info", "comma-separated scenarios: post100, get100, info")
 	users := fs.Int("users", 16, "concurrent users (one connection each)")
-	dur := fs.Duration("duration", 10*time.Second, "measured time per scenario")
+	dur := fs.Duration("duration", 10*time.Second, "measured time per scenario (split over --rounds windows)")
+	rounds := fs.Int("rounds", 5, "interleaved baseline/server window pairs per scenario; the ratio printed is their median")
 	seed := fs.Uint64("seed", 1, "seed for user names and payloads")
 	baseline := fs.Bool("baseline", true, "also measure a minimal net/http handler with the same generator, and print ratios")
 	if err := fs.Parse(args); err != nil {
@@ -61,35 +62,49 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer bs.Close()
 		baseURL = "http://" + ln.Addr().String() + "/"
 	}
-	cfg := load.Config{URL: url, Users: *users, Duration: *dur, Seed: *seed}
+	if *rounds < 1 {
+		*rounds = 1
+	}
+	cfg := load.Config{URL: url, Users: *users, Duration: *dur / time.Duration(*rounds), Seed: *seed}
 	r := load.NewRunner(cfg)
 	defer r.Close()
 	if err := r.Prepare(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "hce load: %d users, %s per scenario, GOMAXPROCS=%d, target %s\n", *users, *dur, runtime.GOMAXPROCS(0), url)
+	fmt.Fprintf(stdout, "hce load: %d users, %s per scenario in %d interleaved windows, GOMAXPROCS=%d, target %s\n", *users, *dur, *rounds, runtime.GOMAXPROCS(0), url)
 	results, bases := map[load.Scenario]load.Result{}, map[load.Scenario]load.Result{}
+	ratios := map[load.Scenario]float64{}
 	for _, sc := range scs {
-		if baseURL != "" {
-			bcfg := cfg
-			bcfg.URL = baseURL
-			br := load.NewRunner(bcfg)
-			res, err := br.Run(ctx, sc)
-			br.Close()
+		// Baseline and server windows alternate, so a change in the
+		// machine's load hits both; the figure is the median ratio.
+		var rs, bs []load.Result
+		for round := 0; round < *rounds; round++ {
+			if baseURL != "" {
+				bcfg := cfg
+				bcfg.URL = baseURL
+				br := load.NewRunner(bcfg)
+				res, err := br.Run(ctx, sc)
+				br.Close()
+				if err != nil {
+					return err
+				}
+				bs = append(bs, res)
+			}
+			res, err := r.Run(ctx, sc)
 			if err != nil {
 				return err
 			}
-			bases[sc] = res
+			rs = append(rs, res)
 		}
-		res, err := r.Run(ctx, sc)
-		if err != nil {
-			return err
-		}
-		if res.Errors > 0 {
+		results[sc] = load.Merge(rs...)
+		if res := results[sc]; res.Errors > 0 {
 			fmt.Fprintf(stdout, "%s: %d errors, first: %s\n", sc, res.Errors, res.FirstError)
 		}
-		results[sc] = res
+		if len(bs) > 0 {
+			bases[sc] = load.Merge(bs...)
+			ratios[sc] = load.MedianRatio(rs, bs)
+		}
 	}
-	fmt.Fprint(stdout, load.FormatTable(results, bases))
+	fmt.Fprint(stdout, load.FormatTable(results, bases, ratios))
 	return nil
 }
