@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"sync"
@@ -206,5 +207,296 @@ func TestConcurrentWritersAndPoller(t *testing.T) {
 		if counts["c"] != int64(len(written[u])) {
 			t.Errorf("%s: count %d, want %d", u, counts["c"], len(written[u]))
 		}
+	}
+}
+
+// wallCS is the fake clock's reading in centiseconds.
+func wallCS(clk *fakeClock) api.Stamp { return api.Stamp(wallStamp(clk.Now())) }
+
+func persistedBound(t *testing.T, s *Store) int64 {
+	t.Helper()
+	b, err := s.readClock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestClockHotUserDoesNotMoveOthers is the regression of Mozilla's
+// test_x_weave_timestamp: one user writing far more than 100 times a second
+// must not move the other users' time ahead of the wall clock, nor the
+// persisted bound.
+func TestClockHotUserDoesNotMoveOthers(t *testing.T) {
+	clk := newFakeClock()
+	s := openTest(t, t.TempDir(), clk, 0)
+	var lastA api.Stamp
+	for i := 0; i < 500; i++ {
+		if i%100 == 0 {
+			clk.Add(time.Millisecond) // a few writes per fake millisecond: all in 1 cs
+		}
+		r := mustPut(t, s, "a", "c", wbo(fmt.Sprint(i), "x"))
+		if r.Timestamp <= lastA {
+			t.Fatalf("write %d of a stamped %v after %v", i, r.Timestamp, lastA)
+		}
+		lastA = r.Timestamp
+	}
+	wall := wallCS(clk)
+	if lastA < wall+499 {
+		t.Fatalf("500 writes in one centisecond ended at %v, wall %v", lastA, wall)
+	}
+	if r := mustPut(t, s, "b", "c", wbo("x", "y")); r.Timestamp != wall {
+		t.Fatalf("b's write stamped %v, want the wall clock %v", r.Timestamp, wall)
+	}
+	if _, now, err := s.CollectionTimestamps(ctx, "b"); err != nil || now != wall {
+		t.Fatalf("b's read at %v (%v), want the wall clock %v", now, err, wall)
+	}
+	if _, now, err := s.GetCollection(ctx, "c", "c", nil); err != nil || now != wall {
+		t.Fatalf("c's read at %v (%v), want the wall clock %v", now, err, wall)
+	}
+	if _, now, err := s.CollectionTimestamps(ctx, "a"); err != nil || now != lastA {
+		t.Fatalf("a's read at %v (%v), want its last write %v", now, err, lastA)
+	}
+	if b := persistedBound(t, s); b > int64(wall)+clockLease {
+		t.Fatalf("persisted bound %d drifted above mono %d + lease", b, wall)
+	}
+	clk.Add(6 * time.Second) // past a's 500 ticks (5 s)
+	wall = wallCS(clk)
+	if r := mustPut(t, s, "a", "c", wbo("late", "x")); r.Timestamp != wall {
+		t.Fatalf("a's write 6 s later stamped %v, want the wall clock %v", r.Timestamp, wall)
+	}
+	if b := persistedBound(t, s); b > int64(wall)+clockLease {
+		t.Fatalf("persisted bound %d drifted above mono %d + lease", b, wall)
+	}
+}
+
+// TestClockUserStampsIncrease interleaves reads, writes and no-op writes of
+// one user within few centiseconds: every write is above every stamp the
+// user was given, every read at least the last one.
+func TestClockUserStampsIncrease(t *testing.T) {
+	clk := newFakeClock()
+	s := openTest(t, t.TempDir(), clk, 0)
+	var given api.Stamp
+	for i := 0; i < 300; i++ {
+		if i%50 == 0 {
+			clk.Add(10 * time.Millisecond)
+		}
+		var ts api.Stamp
+		var err error
+		write := true
+		switch i % 5 {
+		case 0:
+			ts = mustPut(t, s, "u", "c", wbo(fmt.Sprint(i), "x")).Timestamp
+		case 1:
+			_, ts, err = s.GetCollection(ctx, "u", "c", &api.Query{})
+			write = false
+		case 2:
+			var r api.WriteResult
+			r, err = s.DeleteItem(ctx, "u", "c", "missing", api.Precondition{}) // no-op write
+			ts = r.Timestamp
+		case 3:
+			var its api.Stamp
+			if _, its, err = s.GetItem(ctx, "u", "c", "0"); err != nil || its < given {
+				t.Fatalf("GetItem at %v (%v) after %v", its, err, given)
+			}
+			_, _, ts, err = s.Quota(ctx, "u")
+			write = false
+		case 4:
+			ts = mustPost(t, s, "u", "d", wbo(fmt.Sprint(i), "x")).Timestamp
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (write && ts <= given) || ts < given {
+			t.Fatalf("op %d (write %v) stamped %v after %v", i, write, ts, given)
+		}
+		given = max(given, ts)
+	}
+}
+
+// sameShardUsers returns n user names whose cache entries share one shard.
+func sameShardUsers(s *Store, n int) []string {
+	byShard := map[uint64][]string{}
+	for i := 0; ; i++ {
+		u := fmt.Sprintf("user%d", i)
+		sh := (s.hash(u) / numStripes) % numShards
+		byShard[sh] = append(byShard[sh], u)
+		if len(byShard[sh]) == n {
+			return byShard[sh]
+		}
+	}
+}
+
+// TestClockEvictionKeepsUserStamps evicts users from a one-entry cache
+// shard between their reads and writes at a frozen wall clock: a reloaded
+// user still never gets a write stamp <= one given before.
+func TestClockEvictionKeepsUserStamps(t *testing.T) {
+	clk := newFakeClock()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.Clock, cfg.CacheUsers = t.TempDir(), clk.Now, 1
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	us := sameShardUsers(s, 3)
+	u, v, w := us[0], us[1], us[2]
+	wall := wallCS(clk)
+
+	// A read's time, then u is evicted, then u writes in the same centisecond.
+	_, now, err := s.CollectionTimestamps(ctx, u)
+	if err != nil || now != wall {
+		t.Fatalf("read: %v %v", now, err)
+	}
+	mustPut(t, s, v, "c", wbo("x", "y")) // evicts u
+	if r := mustPut(t, s, u, "c", wbo("a", "x")); r.Timestamp <= now {
+		t.Fatalf("write after eviction stamped %v <= the read's %v", r.Timestamp, now)
+	}
+
+	// Hot writes above mono, evicted, reloaded.
+	var last api.Stamp
+	for i := 0; i < 50; i++ {
+		last = mustPut(t, s, u, "c", wbo(fmt.Sprint(i), "x")).Timestamp
+	}
+	mustGet(t, s, w, "c", api.Query{}) // evicts u
+	if _, now, err := s.CollectionTimestamps(ctx, u); err != nil || now < last {
+		t.Fatalf("read after reload at %v (%v), last write %v", now, err, last)
+	}
+	mustGet(t, s, v, "c", api.Query{}) // evicts u
+	if r := mustPut(t, s, u, "c", wbo("b", "x")); r.Timestamp <= last {
+		t.Fatalf("write after reload stamped %v <= %v", r.Timestamp, last)
+	}
+
+	// A no-op write's stamp (not persisted) survives an eviction.
+	clk.Add(time.Second)
+	r, err := s.DeleteItem(ctx, v, "c", "missing", api.Precondition{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, s, w, "c", api.Query{}) // evicts v
+	if r2 := mustPut(t, s, v, "c", wbo("z", "x")); r2.Timestamp <= r.Timestamp {
+		t.Fatalf("write after a no-op write and eviction stamped %v <= %v", r2.Timestamp, r.Timestamp)
+	}
+}
+
+// TestClockEvictionConcurrent runs readers and writers of users sharing a
+// one-entry cache shard at a frozen wall clock (every stamp in one
+// centisecond or above it): each write must be above every stamp the user
+// was given before the write started, and each read at least as high.
+func TestClockEvictionConcurrent(t *testing.T) {
+	clk := newFakeClock()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.Clock, cfg.CacheUsers = t.TempDir(), clk.Now, 1
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	users := sameShardUsers(s, 3)
+	var mu sync.Mutex
+	given := map[string]api.Stamp{}
+	var wg sync.WaitGroup
+	for _, u := range users {
+		for g := 0; g < 3; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 30; i++ {
+					mu.Lock()
+					before := given[u]
+					mu.Unlock()
+					var ts api.Stamp
+					var err error
+					write := g == 0 || (g == 1 && i%3 == 0)
+					switch {
+					case write && i%4 == 1:
+						var r api.WriteResult
+						r, err = s.DeleteItem(ctx, u, "c", "missing", api.Precondition{})
+						ts = r.Timestamp
+					case write:
+						var r api.WriteResult
+						r, err = s.PutItem(ctx, u, "c", wbo(fmt.Sprint(g, i), "x"), api.Precondition{})
+						ts = r.Timestamp
+					default:
+						_, ts, err = s.GetCollection(ctx, u, "c", &api.Query{})
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if (write && ts <= before) || ts < before {
+						t.Errorf("%s: stamp %v (write %v) after %v was given", u, ts, write, before)
+					}
+					mu.Lock()
+					given[u] = max(given[u], ts)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// TestClockRestartSetBackPerUser restarts with the wall clock an hour back
+// after a hot user ran ahead of it: every user's new writes are above
+// everything given to them before, reads at least as high (and above every
+// stamp that was at most mono), and the hot user's ticks did not move the
+// persisted bound.
+func TestClockRestartSetBackPerUser(t *testing.T) {
+	dir := t.TempDir()
+	clk := newFakeClock()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.Clock = dir, clk.Now
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given := map[string]api.Stamp{}
+	for i := 0; i < 300; i++ {
+		given["hot"] = mustPut(t, s, "hot", "c", wbo(fmt.Sprint(i), "x")).Timestamp
+	}
+	_, given["reader"], _ = s.CollectionTimestamps(ctx, "reader")
+	given["writer"] = mustPut(t, s, "writer", "c", wbo("a", "x")).Timestamp
+	_, now, _ := s.CollectionTimestamps(ctx, "writer")
+	given["writer"] = max(given["writer"], now)
+	r, err := s.DeleteItem(ctx, "noop", "c", "missing", api.Precondition{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	given["noop"] = r.Timestamp
+	wall := wallCS(clk)
+	if b := persistedBound(t, s); b > int64(wall)+clockLease {
+		t.Fatalf("bound %d above mono %d + lease", b, wall)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(-time.Hour)
+	s2, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	for _, u := range []string{"hot", "reader", "writer", "noop"} {
+		_, now, err := s2.CollectionTimestamps(ctx, u)
+		if err != nil || now < given[u] || (u != "hot" && now <= given[u]) {
+			t.Errorf("%s: read after restart at %v (%v), given before %v", u, now, err, given[u])
+		}
+		if r := mustPut(t, s2, u, "c", wbo("after", "x")); r.Timestamp <= given[u] || r.Timestamp <= now {
+			t.Errorf("%s: write after restart stamped %v, given before %v", u, r.Timestamp, given[u])
+		}
+	}
+}
+
+func TestUserMetaVersions(t *testing.T) {
+	seq, last, err := decodeUserMeta(appendUserMeta(nil, 42, 170000000012))
+	if err != nil || seq != 42 || last != 170000000012 {
+		t.Fatalf("v2: %d %d %v", seq, last, err)
+	}
+	v1 := binary.AppendUvarint([]byte{verUserMeta1}, 7)
+	if seq, last, err = decodeUserMeta(v1); err != nil || seq != 7 || last != 0 {
+		t.Fatalf("v1: %d %d %v", seq, last, err)
+	}
+	if _, _, err := decodeUserMeta([]byte{9, 1}); err != errCorrupt {
+		t.Fatalf("unknown version: %v", err)
 	}
 }

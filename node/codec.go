@@ -231,18 +231,28 @@ func decodeMeta(v []byte, m *collMeta) error {
 }
 
 // The user meta (under the empty collection name) holds the next insertion
-// sequence number.
-func appendUserMeta(b []byte, nextSeq uint64) []byte {
-	return binary.AppendUvarint(append(b, verMeta), nextSeq)
+// sequence number and the user's last write stamp (version 2; version 1,
+// written before the per-user clock, has no last and reads as 0).
+const (
+	verUserMeta  = 2
+	verUserMeta1 = 1
+)
+
+func appendUserMeta(b []byte, nextSeq uint64, last int64) []byte {
+	b = binary.AppendUvarint(append(b, verUserMeta), nextSeq)
+	return binary.AppendVarint(b, last)
 }
 
-func decodeUserMeta(v []byte) (uint64, error) {
-	if len(v) < 1 || v[0] != verMeta {
-		return 0, errCorrupt
+func decodeUserMeta(v []byte) (nextSeq uint64, last int64, err error) {
+	if len(v) < 1 || (v[0] != verUserMeta && v[0] != verUserMeta1) {
+		return 0, 0, errCorrupt
 	}
 	d := decoder{b: v[1:]}
-	n := d.uvarint()
-	return n, d.err
+	nextSeq = d.uvarint()
+	if v[0] == verUserMeta {
+		last = d.varint()
+	}
+	return nextSeq, last, d.err
 }
 
 // alias returns a string sharing b's memory.

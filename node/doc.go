@@ -10,10 +10,14 @@
 // and kept hot in a bounded in-memory cache, so info/collections never
 // scans.
 //
-// Writes take the user's lock exclusively, stamp one node-clock tick per
-// request, commit one Pebble batch with fsync and only then update memory.
-// Reads take the user's lock shared. The node clock never reissues a value,
-// not even across a restart with the wall clock set backwards, so every
+// Writes take the user's lock exclusively, stamp one per-user tick per
+// request (max(user's last stamp + 1, node time)), commit one Pebble batch
+// with fsync and only then update memory. Reads take the user's lock shared
+// and report max(user's last stamp, node time). The node time is the wall
+// clock made monotonic under a persisted bound, so timestamps equal wall
+// time unless one user writes more than 100 times a second (then only that
+// user runs ahead), and no value is reissued to a user, not even after a
+// cache eviction or a restart with the wall clock set backwards: every
 // write's timestamp is strictly greater than any timestamp the user was
 // given before and newer=<any given timestamp> never skips a record.
 //

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/hce-sync/hce/api"
 )
 
 // purgeBatchKeys bounds how many global expiry entries one purge round
@@ -51,11 +53,12 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	now, err := s.clock.now()
+	m, err := s.clock.mono()
 	if err != nil {
 		return 0, err
 	}
-	nowSec := int64(now) / 100
+	nowSec := m / 100
+	now := stamp{ts: api.Stamp(m), mono: m}
 	b := s.db.NewBatch()
 	defer b.Close()
 	sc := s.getScratch()
@@ -142,11 +145,11 @@ func (s *Store) PurgeExpired(ctx context.Context) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		now, err := s.clock.now()
+		m, err := s.clock.mono()
 		if err != nil {
 			return total, err
 		}
-		hi := appendU64(append([]byte(nil), globalExpPrefix...), ordInt64(int64(now)/100+1))
+		hi := appendU64(append([]byte(nil), globalExpPrefix...), ordInt64(m/100+1))
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: globalExpPrefix, UpperBound: hi})
 		if err != nil {
 			return total, err

@@ -450,10 +450,7 @@ func (s *Store) scan(user, coll string, q *api.Query, emit func(r *record) bool)
 	mu := s.lock(user)
 	mu.RLock()
 	defer mu.RUnlock()
-	if now, err = s.clock.now(); err != nil {
-		return 0, err
-	}
-	st, err := s.state(user)
+	st, now, mono, err := s.readStamp(user)
 	if err != nil {
 		return 0, err
 	}
@@ -467,7 +464,7 @@ func (s *Store) scan(user, coll string, q *api.Query, emit func(r *record) bool)
 	sc := s.getScratch()
 	defer s.putScratch(sc)
 	e := &sc.q
-	*e = query{s: s, user: user, coll: coll, q: q, nowSec: int64(now) / 100, sc: sc, emit: emit, total: meta.count}
+	*e = query{s: s, user: user, coll: coll, q: q, nowSec: mono / 100, sc: sc, emit: emit, total: meta.count}
 	err = e.run()
 	*e = query{}
 	if err != nil {
@@ -532,7 +529,7 @@ func (s *Store) GetItem(ctx context.Context, user, coll, id string) (api.WBO, ap
 	mu := s.lock(user)
 	mu.RLock()
 	defer mu.RUnlock()
-	now, err := s.clock.now()
+	_, now, mono, err := s.readStamp(user)
 	if err != nil {
 		return api.WBO{}, 0, err
 	}
@@ -552,7 +549,7 @@ func (s *Store) GetItem(ctx context.Context, user, coll, id string) (api.WBO, ap
 	if err != nil {
 		return api.WBO{}, 0, fmt.Errorf("node: get %s/%s: %w", user, coll, err)
 	}
-	if h.exp != 0 && h.exp <= int64(now)/100 {
+	if h.exp != 0 && h.exp <= mono/100 {
 		return api.WBO{}, now, api.ErrNotFound
 	}
 	sc.k = dataKey(sc.k[:0], user, coll, h.seq)

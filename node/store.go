@@ -54,9 +54,14 @@ type Store struct {
 // committed.
 type userState struct {
 	nextSeq uint64
-	used    int64 // payload bytes over all collections
-	colls   map[string]collMeta
-	ref     atomic.Bool // recently used (clock eviction)
+	// last is the highest timestamp given to the user (a read's time or a
+	// write's stamp); the user's next write is stamped above it. Reads
+	// raise it under the shared lock (atomically, see raiseLast), writes
+	// set it under the exclusive lock.
+	last  atomic.Int64
+	used  int64 // payload bytes over all collections
+	colls map[string]collMeta
+	ref   atomic.Bool // recently used (clock eviction)
 }
 
 func (st *userState) hasTTL() bool {
@@ -71,6 +76,11 @@ func (st *userState) hasTTL() bool {
 type cacheShard struct {
 	mu sync.RWMutex
 	m  map[string]*userState
+	// floor covers the stamps given to evicted users that are not
+	// persisted: the largest min(last, mono) of an entry evicted from this
+	// shard. Such a stamp was at most the mono of its time, so floor never
+	// exceeds mono and does not drag other users ahead of wall time.
+	floor int64
 }
 
 // scratch holds reusable buffers of one request.
@@ -223,54 +233,62 @@ func (s *Store) lock(user string) *sync.RWMutex {
 // state returns the user's metadata, loading it with one range scan on a
 // cache miss. The caller holds the user's lock (shared or exclusive).
 func (s *Store) state(user string) (*userState, error) {
+	st, _, err := s.stateRaise(user, 0)
+	return st, err
+}
+
+// stateRaise is state that also raises the entry's last to at least m,
+// under the shard lock so that the entry cannot be evicted meanwhile (its
+// eviction then folds the raised value into the shard's floor), and
+// returns the raised last. An entry loaded from Pebble starts at the
+// shard's floor or above (see loadUser).
+func (s *Store) stateRaise(user string, m int64) (*userState, int64, error) {
 	sh := &s.shards[(s.hash(user)/numStripes)%numShards]
 	sh.mu.RLock()
 	st := sh.m[user]
+	var v int64
+	if st != nil {
+		v = raiseLast(st, m)
+	}
 	sh.mu.RUnlock()
 	if st != nil {
 		if !st.ref.Load() {
 			st.ref.Store(true)
 		}
-		return st, nil
+		return st, v, nil
 	}
 	st, err := s.loadUser(user)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if ex := sh.m[user]; ex != nil {
-		return ex, nil
+		return ex, raiseLast(ex, m), nil
 	}
 	if len(sh.m) >= s.perShard {
-		sh.evictLocked()
+		sh.evictLocked(s.clock.peek())
 	}
+	raiseLast(st, sh.floor)
 	sh.m[user] = st
-	return st, nil
+	return st, raiseLast(st, m), nil
 }
 
 // evictLocked drops one entry not used since the last sweep (a clock
 // algorithm over Go's randomised map order), or any entry after a short
-// sweep.
-func (sh *cacheShard) evictLocked() {
+// sweep, folding min(its last, mono) into the shard's floor (a last above
+// mono is a write stamp, persisted in the user meta).
+func (sh *cacheShard) evictLocked(mono int64) {
 	n := 0
 	for k, st := range sh.m {
 		if !st.ref.Load() || n >= 16 {
+			sh.floor = max(sh.floor, min(st.last.Load(), mono))
 			delete(sh.m, k)
 			return
 		}
 		st.ref.Store(false)
 		n++
 	}
-}
-
-// forget drops the user's cached metadata (after a failure that may have
-// left it out of step with Pebble). The caller holds the exclusive lock.
-func (s *Store) forget(user string) {
-	sh := &s.shards[(s.hash(user)/numStripes)%numShards]
-	sh.mu.Lock()
-	delete(sh.m, user)
-	sh.mu.Unlock()
 }
 
 func (s *Store) loadUser(user string) (*userState, error) {
@@ -284,6 +302,7 @@ func (s *Store) loadUser(user string) (*userState, error) {
 	}
 	defer it.Close()
 	st := &userState{nextSeq: 1, colls: make(map[string]collMeta)}
+	var last int64
 	plen := len(b.k)
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
@@ -292,7 +311,7 @@ func (s *Store) loadUser(user string) (*userState, error) {
 			return nil, fmt.Errorf("node: loading user: %w", err)
 		}
 		if len(k) == plen {
-			if st.nextSeq, err = decodeUserMeta(v); err != nil {
+			if st.nextSeq, last, err = decodeUserMeta(v); err != nil {
 				return nil, fmt.Errorf("node: user meta of %q: %w", user, err)
 			}
 			continue
@@ -303,10 +322,15 @@ func (s *Store) loadUser(user string) (*userState, error) {
 		}
 		st.colls[string(k[plen:])] = m
 		st.used += m.bytes
+		last = max(last, m.last)
 	}
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("node: loading user: %w", err)
 	}
+	// Write stamps above mono are persisted in the user meta (and
+	// collection lasts are write stamps); stateRaise adds the shard's
+	// floor, which covers the other stamps given before an eviction.
+	st.last.Store(last)
 	return st, nil
 }
 
@@ -338,11 +362,7 @@ func (s *Store) CollectionTimestamps(ctx context.Context, user string) (map[stri
 	mu := s.lock(user)
 	mu.RLock()
 	defer mu.RUnlock()
-	st, err := s.state(user)
-	if err != nil {
-		return nil, 0, err
-	}
-	now, err := s.clock.now()
+	st, now, _, err := s.readStamp(user)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -365,18 +385,13 @@ func (s *Store) liveInfo(user string, fn func(st *userState)) (api.Stamp, error)
 	defer s.leave()
 	mu := s.lock(user)
 	mu.RLock()
-	st, err := s.state(user)
-	if err != nil {
-		mu.RUnlock()
-		return 0, err
-	}
-	now, err := s.clock.now()
+	st, now, mono, err := s.readStamp(user)
 	if err != nil {
 		mu.RUnlock()
 		return 0, err
 	}
 	if st.hasTTL() {
-		exp, err := s.anyExpired(user, st, int64(now)/100)
+		exp, err := s.anyExpired(user, st, mono/100)
 		if err != nil {
 			mu.RUnlock()
 			return 0, err
@@ -388,10 +403,7 @@ func (s *Store) liveInfo(user string, fn func(st *userState)) (api.Stamp, error)
 			if _, err := s.purgeUserLocked(user, nil); err != nil {
 				return 0, err
 			}
-			if st, err = s.state(user); err != nil {
-				return 0, err
-			}
-			if now, err = s.clock.now(); err != nil {
+			if st, now, _, err = s.readStamp(user); err != nil {
 				return 0, err
 			}
 			fn(st)

@@ -20,7 +20,8 @@ type writer struct {
 	sc         *scratch
 	user, coll string
 	ts         int64
-	nowSec     int64
+	nowSec     int64 // mono in whole seconds: expiry is judged against it
+	last       int64 // the user's last stamp, persisted in the user meta
 	cm         collMeta
 	nextSeq    uint64
 	seqDirty   bool
@@ -32,10 +33,10 @@ type writer struct {
 	pendRecs []record
 }
 
-func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, coll string, ts api.Stamp) *writer {
+func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, coll string, t stamp) *writer {
 	return &writer{
 		s: s, b: b, sc: sc, user: user, coll: coll,
-		ts: int64(ts), nowSec: int64(ts) / 100,
+		ts: int64(t.ts), nowSec: t.mono / 100, last: max(int64(t.ts), st.last.Load()),
 		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
 	}
 }
@@ -264,7 +265,8 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 	return err
 }
 
-// finish stages the metadata keys of the collection and the user.
+// finish stages the metadata keys of the collection and the user (the
+// user meta in every batch: it carries the user's last stamp).
 func (w *writer) finish() error {
 	sc := w.sc
 	if w.cm.count > 0 && w.cm.last == 0 {
@@ -279,9 +281,9 @@ func (w *writer) finish() error {
 	} else {
 		err = w.b.Delete(sc.k, nil)
 	}
-	if err == nil && w.seqDirty {
+	if err == nil {
 		sc.k = metaKey(sc.k[:0], w.user, "")
-		sc.v = appendUserMeta(sc.v[:0], w.nextSeq)
+		sc.v = appendUserMeta(sc.v[:0], w.nextSeq, w.last)
 		err = w.b.Set(sc.k, sc.v, nil)
 	}
 	return err
@@ -344,8 +346,10 @@ func checkPre(st *userState, coll string, pre api.Precondition) error {
 }
 
 // writeLocked runs one write request: lock, load, checks, tick, stage,
-// commit, apply.
-func (s *Store) writeLocked(user string, check func(st *userState) (*userState, error), stage func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
+// commit, apply. A committing stage must persist the user meta (with the
+// stamp as last); a request that changes nothing still returns its stamp,
+// and persists it alone when it is above mono (nothing else covers it).
+func (s *Store) writeLocked(user string, check func(st *userState) (*userState, error), stage func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
 	mu := s.lock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -356,25 +360,41 @@ func (s *Store) writeLocked(user string, check func(st *userState) (*userState, 
 	if st, err = check(st); err != nil {
 		return 0, nil, err
 	}
-	ts, err := s.clock.tick()
+	t, err := s.tick(st)
 	if err != nil {
 		return 0, nil, err
 	}
+	ts := t.ts
 	b := s.db.NewBatch()
 	defer b.Close()
 	sc := s.getScratch()
 	defer s.putScratch(sc)
-	apply, err := stage(st, ts, b, sc)
+	apply, err := stage(st, t, b, sc)
 	if err != nil {
 		return 0, nil, fmt.Errorf("node: staging write: %w", err)
 	}
 	if apply == nil || b.Empty() {
+		if int64(ts) <= t.mono {
+			s.given(user, st, t)
+			return ts, st, nil
+		}
+		b.Reset()
+		sc.k = metaKey(sc.k[:0], user, "")
+		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(ts))
+		if err := b.Set(sc.k, sc.v, nil); err != nil {
+			return 0, nil, err
+		}
+		if err := s.commit(b); err != nil {
+			return 0, nil, err
+		}
+		s.given(user, st, t)
 		return ts, st, nil
 	}
 	if err := s.commit(b); err != nil {
 		return 0, nil, err
 	}
 	apply()
+	s.given(user, st, t)
 	return ts, st, nil
 }
 
@@ -422,8 +442,8 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 			return nil, err
 		}
 		return st, checkPre(st, coll, pre)
-	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
-		w := s.newWriter(b, sc, st, user, coll, ts)
+	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		w := s.newWriter(b, sc, st, user, coll, t)
 		var err error
 		if mod, err = w.put(&in); err != nil {
 			return nil, err
@@ -454,11 +474,11 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 			return nil, err
 		}
 		return s.checkQuotaLocked(user, st)
-	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		if len(ws) == 0 {
 			return nil, nil
 		}
-		w := s.newWriter(b, sc, st, user, coll, ts)
+		w := s.newWriter(b, sc, st, user, coll, t)
 		if len(ws) > 1 {
 			w.pending = make(map[string]int, len(ws))
 			w.pendRecs = make([]record, 0, len(ws))
@@ -499,8 +519,8 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 	defer s.leave()
 	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
 		return st, checkPre(st, coll, pre)
-	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
-		w := s.newWriter(b, sc, st, user, coll, ts)
+	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		w := s.newWriter(b, sc, st, user, coll, t)
 		h, _, ok, err := w.lookup(id)
 		if err != nil || !ok {
 			return nil, err
@@ -508,7 +528,7 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 		if err := w.remove(id, &h); err != nil {
 			return nil, err
 		}
-		w.cm.last = max(w.cm.last, int64(ts))
+		w.cm.last = max(w.cm.last, int64(t.ts))
 		if err := w.finish(); err != nil {
 			return nil, err
 		}
@@ -537,12 +557,12 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 	defer s.leave()
 	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
 		return st, checkPre(st, coll, pre)
-	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		cm, ok := st.colls[coll]
 		if !ok {
 			return nil, nil
 		}
-		w := s.newWriter(b, sc, st, user, coll, ts)
+		w := s.newWriter(b, sc, st, user, coll, t)
 		if unfiltered(q) {
 			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp} {
 				sc.k = collPrefix(sc.k[:0], user, tag, coll)
@@ -559,7 +579,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 				h  head
 			}
 			var victims []victim
-			e := query{s: s, user: user, coll: coll, q: q, nowSec: int64(ts) / 100, sc: sc, total: cm.count}
+			e := query{s: s, user: user, coll: coll, q: q, nowSec: t.mono / 100, sc: sc, total: cm.count}
 			e.emit = func(r *record) bool {
 				victims = append(victims, victim{id: strings.Clone(r.id), h: r.head()})
 				return true
@@ -575,7 +595,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 					return nil, err
 				}
 			}
-			w.cm.last = max(w.cm.last, int64(ts))
+			w.cm.last = max(w.cm.last, int64(t.ts))
 		}
 		if err := w.finish(); err != nil {
 			return nil, err
@@ -599,7 +619,7 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 	defer s.leave()
 	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
 		return st, nil
-	}, func(st *userState, ts api.Stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		if len(st.colls) == 0 {
 			return nil, nil
 		}
@@ -608,9 +628,10 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
 			return nil, err
 		}
-		// Keep the insertion counter so numbers are never reused.
+		// Keep the insertion counter so numbers are never reused, and
+		// the user's last stamp.
 		sc.k = metaKey(sc.k[:0], user, "")
-		sc.v = appendUserMeta(sc.v[:0], st.nextSeq)
+		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(t.ts))
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return nil, err
 		}
