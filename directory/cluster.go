@@ -70,6 +70,10 @@ func (d *Directory) startCluster(ctx context.Context) error {
 	d.bgCancel = cancel
 	d.bg.Add(1)
 	go d.livenessLoop(bg)
+	if d.host != nil {
+		d.bg.Add(1)
+		go d.voterRecordLoop(bg)
+	}
 	if !d.cfg.clustered() {
 		return nil
 	}
@@ -91,12 +95,12 @@ func (d *Directory) startCluster(ctx context.Context) error {
 			}
 		}
 		if joined {
-			if v, ok := d.fsm.voters()[d.cfg.ID]; ok && v.HTTPURL == d.cfg.HTTPURL {
+			if d.voterRecorded() {
 				return nil
 			}
 			if _, id := d.raft.LeaderWithID(); id != "" {
 				wctx, cancel := context.WithTimeout(ctx, time.Second)
-				err := d.write(wctx, SetVoter{ID: d.cfg.ID, HTTPURL: d.cfg.HTTPURL, RaftAddr: string(d.trans.LocalAddr())})
+				err := d.write(wctx, d.selfVoter())
 				cancel()
 				if err == nil {
 					continue

@@ -80,12 +80,31 @@ type SetSettings struct {
 }
 
 // SetVoter records a voter's HTTP URL and raft address (forwarding and
-// the admin status use it).
+// the admin status use it) and, from body version 2 on, its libp2p peer
+// ID and addresses (storage nodes reach the directory there). A SetVoter
+// without PeerID is encoded as version 1, which older voters read; on
+// apply it keeps the peer ID and addresses already recorded.
 type SetVoter struct {
+	ID       string   `json:"id"`
+	HTTPURL  string   `json:"url"`
+	RaftAddr string   `json:"raft"`
+	PeerID   string   `json:"peer,omitempty"`
+	P2PAddrs []string `json:"p2p,omitempty"`
+}
+
+// setVoterV1 is the version 1 body of SetVoter.
+type setVoterV1 struct {
 	ID       string `json:"id"`
 	HTTPURL  string `json:"url"`
 	RaftAddr string `json:"raft"`
 }
+
+// Type implements Command.
+func (setVoterV1) Type() CommandType { return CmdSetVoter }
+func (setVoterV1) version() uint8    { return commandV1 }
+
+// setVoterV2 is the body version of SetVoter carrying libp2p fields.
+const setVoterV2 = 2
 
 // Type implements Command.
 func (RegisterNode) Type() CommandType { return CmdRegisterNode }
@@ -114,7 +133,12 @@ func (SetNodeState) version() uint8 { return commandV1 }
 func (RetireNode) version() uint8   { return commandV1 }
 func (FinishDrain) version() uint8  { return commandV1 }
 func (SetSettings) version() uint8  { return commandV1 }
-func (SetVoter) version() uint8     { return commandV1 }
+func (c SetVoter) version() uint8 {
+	if c.PeerID != "" || len(c.P2PAddrs) > 0 {
+		return setVoterV2
+	}
+	return commandV1
+}
 
 // clusterCommandName names the cluster command types ("" if t is none).
 func clusterCommandName(t CommandType) string {
@@ -154,7 +178,11 @@ func decodeClusterCommand(t CommandType, body []byte) (c Command, err error, ok 
 	case CmdSetSettings:
 		c, err = decodeJSON[SetSettings](t, body)
 	case CmdSetVoter:
-		c, err = decodeJSON[SetVoter](t, body)
+		var v1 Command
+		if v1, err = decodeJSON[setVoterV1](t, body); err == nil {
+			o := v1.(setVoterV1)
+			c = SetVoter{ID: o.ID, HTTPURL: o.HTTPURL, RaftAddr: o.RaftAddr}
+		}
 	default:
 		return nil, nil, false
 	}
@@ -194,9 +222,11 @@ type nodeRecord struct {
 
 // VoterInfo is a directory voter as recorded by SetVoter.
 type VoterInfo struct {
-	ID       string `json:"id"`
-	HTTPURL  string `json:"url"`
-	RaftAddr string `json:"raft"`
+	ID       string   `json:"id"`
+	HTTPURL  string   `json:"url"`
+	RaftAddr string   `json:"raft"`
+	PeerID   string   `json:"peer,omitempty"`
+	P2PAddrs []string `json:"p2p,omitempty"`
 }
 
 // clusterState is the cluster part of the FSM; guarded by fsm.mu.
@@ -356,7 +386,13 @@ func (f *fsm) applyCluster(c Command) error {
 		if c.ID == "" {
 			return fmt.Errorf("%w: SetVoter without id", ErrMalformedCommand)
 		}
-		cl.Voters[c.ID] = VoterInfo{ID: c.ID, HTTPURL: c.HTTPURL, RaftAddr: c.RaftAddr}
+		v := VoterInfo{ID: c.ID, HTTPURL: c.HTTPURL, RaftAddr: c.RaftAddr,
+			PeerID: c.PeerID, P2PAddrs: slices.Clone(c.P2PAddrs)}
+		if c.PeerID == "" {
+			old := cl.Voters[c.ID]
+			v.PeerID, v.P2PAddrs = old.PeerID, old.P2PAddrs
+		}
+		cl.Voters[c.ID] = v
 		return nil
 	}
 	return fmt.Errorf("%w: %v cannot be applied here", ErrMalformedCommand, c.Type())
@@ -572,4 +608,16 @@ func (f *fsm) voters() map[string]VoterInfo {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return maps.Clone(f.cl.Voters)
+}
+
+// hasVoterPeer reports whether a recorded voter has libp2p peer ID id.
+func (f *fsm) hasVoterPeer(id string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, v := range f.cl.Voters {
+		if v.PeerID == id {
+			return true
+		}
+	}
+	return false
 }

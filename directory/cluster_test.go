@@ -47,13 +47,13 @@ type voter struct {
 func (v *voter) url() string { return "http://" + v.httpAddr }
 
 type testCluster struct {
-	t      *testing.T
+	t      testing.TB
 	ca     *raftls.CA
 	voters []*voter
 	tune   func(*Config)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func (c *testCluster) stop(v *voter) {
 	v.d = nil
 }
 
-func newTestCluster(t *testing.T, n int, tune func(*Config)) *testCluster {
+func newTestCluster(t testing.TB, n int, tune func(*Config)) *testCluster {
 	ca, err := raftls.NewCA("test directory CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)

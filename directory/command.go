@@ -238,6 +238,9 @@ func DecodeCommand(data []byte) (Command, error) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrMalformedCommand, len(data))
 	}
 	t, v, body := CommandType(data[0]), data[1], data[2:]
+	if t == CmdSetVoter && v == setVoterV2 {
+		return decodeJSON[SetVoter](t, body)
+	}
 	if v != commandV1 {
 		return nil, &UnknownCommandError{Type: t, Version: v}
 	}

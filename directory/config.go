@@ -207,6 +207,14 @@ type Config struct {
 	// LivenessTick is how often the leader checks heartbeats. Default
 	// DownAfter/5.
 	LivenessTick time.Duration
+	// P2PListen, when set, gives this voter a libp2p host listening on
+	// these multiaddresses (e.g. "/ip4/127.0.0.1/tcp/0"), with the
+	// identity kept in Dir (node/p2p.LoadOrCreateIdentity). The host
+	// serves the directory protocols to storage nodes (ServeP2P); its
+	// gater admits registered, non-retired nodes and the other voters.
+	// The voter records its peer ID and addresses in the FSM (SetVoter).
+	// Empty: no libp2p host.
+	P2PListen []string
 	// Placement tunes the allocation policy (zero fields: placement's
 	// defaults). Now is ignored: the FSM uses the raft index.
 	Placement placement.Policy

@@ -18,6 +18,8 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
+	"github.com/libp2p/go-libp2p/core/host"
+
 	"github.com/hce-sync/hce/api"
 )
 
@@ -71,6 +73,8 @@ type Directory struct {
 	bgCancel context.CancelFunc   // stops them
 
 	key localKey // this voter's token signing key (keys.go)
+
+	host host.Host // libp2p host (nil without Config.P2PListen); p2pvoter.go
 
 	queue   chan *proposal
 	quit    chan struct{} // closed by Close: committers stop
@@ -132,6 +136,10 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	for range committers {
 		d.wg.Add(1)
 		go d.commitLoop()
+	}
+	if err := d.startP2P(ctx); err != nil {
+		_ = d.Close()
+		return nil, err
 	}
 	if err := d.startCluster(ctx); err != nil {
 		_ = d.Close()
@@ -298,6 +306,11 @@ func (d *Directory) Close() error {
 			}
 		}
 		close(d.stopped)
+		if d.host != nil {
+			if err := d.host.Close(); err != nil {
+				d.log.Warn("directory: closing libp2p host", "err", err)
+			}
+		}
 		if d.bgCancel != nil {
 			d.bgCancel()
 		}

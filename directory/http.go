@@ -20,6 +20,7 @@ const maxInternalBody = 2 << 20
 //	POST /internal/v1/join               add a voter (admin token)
 //	POST /internal/v1/forward            apply a forwarded write (admin token)
 //	POST /internal/v1/nodes/register     signed storage-node registration
+//	GET  /internal/v1/p2p                voters' libp2p peer IDs and addresses (public)
 //	GET  /admin/v1/status[?linearizable=1]
 //	GET  /admin/v1/nodes
 //	GET  /admin/v1/users/{user}
@@ -33,6 +34,7 @@ func (d *Directory) HTTPHandler() http.Handler {
 	mux.HandleFunc("POST "+pathJoin, d.admin(d.handleJoin))
 	mux.HandleFunc("POST "+pathForward, d.admin(d.handleForward))
 	mux.HandleFunc("POST "+pathRegister, d.handleRegister)
+	mux.HandleFunc("GET "+PathP2P, d.handleP2PInfo)
 	mux.HandleFunc("GET /admin/v1/status", d.admin(d.handleStatus))
 	mux.HandleFunc("GET /admin/v1/nodes", d.admin(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"nodes": d.Nodes()})

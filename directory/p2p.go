@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/directory/placement"
 	"github.com/hce-sync/hce/node/p2p"
 )
 
@@ -32,6 +31,11 @@ const p2pTimeout = 10 * time.Second
 //     host's gater let in cannot use the directory as a password oracle.
 //   - p2p.ProtoKeys: PublicKeys, to any peer the gater admitted (the keys
 //     are public).
+//   - p2p.ProtoAssignment: a user's replica set (primary first) as node
+//     IDs, peer IDs and URLs, answered locally to admitted nodes only
+//     (p2p.CodeUnknownNode otherwise); an unknown user gets Exists false.
+//   - p2p.ProtoPeers: the peer IDs of active and draining nodes and of the
+//     voters, for the nodes' connection gaters.
 //
 // Requests are bounded by p2p.MaxMessageSize and decoded strictly. Which
 // peers may connect at all is the host's gater's business (the wiring
@@ -41,6 +45,8 @@ func (d *Directory) ServeP2P(h host.Host) {
 	p2p.Serve(h, p2p.ProtoHeartbeat, p2p.HandleJSON(d.p2pHeartbeat), cfg)
 	p2p.Serve(h, p2p.ProtoCheckPassword, p2p.HandleJSON(d.p2pCheckPassword), cfg)
 	p2p.Serve(h, p2p.ProtoKeys, p2p.HandleJSON(d.p2pKeys), cfg)
+	p2p.Serve(h, p2p.ProtoAssignment, p2p.HandleJSON(d.p2pAssignment), cfg)
+	p2p.Serve(h, p2p.ProtoPeers, p2p.HandleJSON(d.p2pPeers), cfg)
 }
 
 // p2pNode returns the registered node the peer is, by peer ID or hex key.
@@ -68,9 +74,8 @@ func (d *Directory) p2pHeartbeat(ctx context.Context, from peer.ID, r p2p.Heartb
 }
 
 func (d *Directory) p2pCheckPassword(ctx context.Context, from peer.ID, r p2p.CheckPasswordRequest) (p2p.CheckPasswordResponse, error) {
-	n, ok := d.p2pNode(from)
-	if !ok || n.State == placement.Pending.String() || n.State == placement.Retired.String() {
-		return p2p.CheckPasswordResponse{}, p2p.Errorf(p2p.CodeUnknownNode, "peer %s is not an admitted storage node", from)
+	if _, err := d.admittedNode(from); err != nil {
+		return p2p.CheckPasswordResponse{}, err
 	}
 	err := d.CheckPassword(ctx, r.User, r.Password)
 	switch {

@@ -21,6 +21,7 @@ Usage:
   hce serve [flags]   run a Weave server (user API + storage API) on one port
   hce load [flags]    measure a Weave server beside a minimal net/http handler
   hce directory ...   run a directory voter (or create its CA: hce directory init-ca)
+  hce node [flags]    run a storage node that registers with a directory
   hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes
 
 Run "hce <command> -h" for the flags of a command.
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runLoad(ctx, args[1:], stdout, stderr)
 	case "directory":
 		return runDirectory(ctx, args[1:], stdout, stderr)
+	case "node":
+		return runNode(ctx, args[1:], stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -41,10 +41,13 @@ const (
 	Get100 Scenario = "get100"
 	// Info GETs info/collections.
 	Info Scenario = "info"
+	// NodeWeave GETs user/1.0/{user}/node/weave from the user API (the
+	// directory's lookup; no authentication).
+	NodeWeave Scenario = "nodeweave"
 )
 
 // Scenarios lists every scenario in report order.
-var Scenarios = []Scenario{Post100, Get100, Info}
+var Scenarios = []Scenario{Post100, Get100, Info, NodeWeave}
 
 // ParseScenario checks a scenario name.
 func ParseScenario(s string) (Scenario, error) {
@@ -53,7 +56,7 @@ func ParseScenario(s string) (Scenario, error) {
 			return sc, nil
 		}
 	}
-	return "", fmt.Errorf("load: unknown scenario %q (want one of post100, get100, info)", s)
+	return "", fmt.Errorf("load: unknown scenario %q (want one of post100, get100, info, nodeweave)", s)
 }
 
 // Config configures a run. A zero field takes its default.
@@ -320,6 +323,8 @@ func (r *Runner) Run(ctx context.Context, sc Scenario) (Result, error) {
 				method, path, wbos = http.MethodPost, "1.1/"+u.name+"/storage/history", 100
 			case Get100:
 				path, wbos = "1.1/"+u.name+"/storage/bookmarks?full=1&limit=100", 100
+			case NodeWeave:
+				path = "user/1.0/" + u.name + "/node/weave"
 			}
 			// warm-up
 			var body []byte

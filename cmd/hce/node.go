@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hce-sync/hce/testnet"
+)
+
+// runNode runs `hce node`: a storage node that registers with the
+// directory and serves the users it assigns.
+func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./hce-node", "data folder (node key, Pebble store)")
+	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP listen address of the Weave storage API")
+	publicURL := fs.String("public-url", "", "base URL clients reach this node at, registered with the directory (default http://<http address>/)")
+	p2pAddr := fs.String("p2p", "127.0.0.1:0", "libp2p listen address (host:port or multiaddress)")
+	dirURL := fs.String("directory", "", "HTTP URL of any directory voter (required)")
+	operator := fs.String("operator", "", "who runs this node (replicas go to distinct operators)")
+	capacity := fs.Int("capacity", 1000, "most users this node accepts")
+	heartbeat := fs.Duration("heartbeat", 5*time.Second, "heartbeat interval")
+	quota := fs.Int64("quota", 0, "per-user storage quota in bytes (0: none)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dirURL == "" {
+		return errors.New("--directory is required")
+	}
+	logger, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	n, err := testnet.StartNode(sctx, testnet.NodeConfig{
+		Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, P2PAddr: *p2pAddr, Directory: *dirURL,
+		Operator: *operator, Capacity: *capacity, HeartbeatInterval: *heartbeat, QuotaBytes: *quota, Logger: logger,
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "HCE storage node %s ready at %s (data %s)\n", n.ID(), n.URL(), *data)
+	<-ctx.Done()
+	dctx, dcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer dcancel()
+	return n.Shutdown(dctx)
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var nodeReady = regexp.MustCompile(`storage node (\S+) ready at (http://\S+/)`)
+
+// TestNodeCLI runs one `hce directory` voter (auto-approve) and one
+// `hce node` as child processes and checks that `hce admin nodes` lists
+// the node as active.
+func TestNodeCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the hce binary")
+	}
+	bin, err := buildHCE()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	ca := filepath.Join(tmp, "ca")
+	if out, err := exec.Command(bin, "directory", "init-ca", "--ca", ca).CombinedOutput(); err != nil {
+		t.Fatalf("init-ca: %v %s", err, out)
+	}
+	const token = "cli-node-admin-token"
+	dir := startVoter(t, bin, "--id", "d1", "--data", filepath.Join(tmp, "d1"), "--http", freeAddr(t),
+		"--raft", freeAddr(t), "--p2p", "127.0.0.1:0", "--ca", ca, "--admin-token", token,
+		"--bootstrap", "--auto-approve")
+
+	cmd := exec.Command(bin, "node", "--log-level", "warn", "--data", filepath.Join(tmp, "n1"),
+		"--http", freeAddr(t), "--directory", dir, "--operator", "cli-op", "--capacity", "10", "--heartbeat", "500ms")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ids := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := nodeReady.FindStringSubmatch(sc.Text()); m != nil {
+				ids <- m[1]
+			}
+		}
+		close(ids)
+	}()
+	var id string
+	select {
+	case v, ok := <-ids:
+		if !ok {
+			t.Fatalf("hce node exited: %s", stderr.String())
+		}
+		id = v
+	case <-time.After(60 * time.Second):
+		t.Fatalf("hce node not ready: %s", stderr.String())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{"admin", "--directory", dir, "--token", token, "nodes"}, &out, &out)
+		if err == nil && strings.Contains(out.String(), id) && strings.Contains(out.String(), `"active"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin nodes does not list %s as active: %v %s", id, err, out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,273 @@
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory"
+	"github.com/hce-sync/hce/directory/raftls"
+)
+
+// VoterConfig configures a directory voter started by StartVoter. A zero
+// field takes its default.
+type VoterConfig struct {
+	// ID is the raft server ID and certificate identity. Default "dir1".
+	ID string
+	// Dir is the data folder (raft log, snapshots, signing key, libp2p
+	// identity, DIR/tls certificate). Required.
+	Dir string
+	// HTTPAddr is the HTTP listen address (user API, token endpoint, admin
+	// and voter-to-voter routes). Default 127.0.0.1:0.
+	HTTPAddr string
+	// PublicURL is the base URL other voters, nodes and clients reach the
+	// voter at. Default http://<HTTP listen address>/.
+	PublicURL string
+	// RaftAddr is the raft listen address (mutual TLS). Default
+	// 127.0.0.1:0.
+	RaftAddr string
+	// P2PAddr is the libp2p listen address, host:port or a multiaddress.
+	// Default 127.0.0.1:0.
+	P2PAddr string
+	// CA issues this voter's raft certificate into DIR/tls on first
+	// start. Required.
+	CA *raftls.CA
+	// Bootstrap makes this voter found a new cluster (first start only);
+	// Join is the HTTP URL of a voter of an existing cluster. Exclusive;
+	// exactly one is needed on first start.
+	Bootstrap bool
+	Join      string
+	// AdminToken protects the admin API and voter-to-voter routes; the
+	// same on every voter. Required.
+	AdminToken string
+	// AutoApprove admits registering nodes without an admin. Replicas is
+	// R (default 2). Both are written to the cluster settings when this
+	// voter leads after start.
+	AutoApprove bool
+	Replicas    int
+	// DownAfter is the heartbeat silence after which the leader marks a
+	// node down. Default: directory's (15 s).
+	DownAfter time.Duration
+	// Logger receives all logs. Default: discard.
+	Logger *slog.Logger
+	// Directory, when set, adjusts the directory configuration last.
+	Directory func(*directory.Config)
+}
+
+// Voter is a running directory voter: raft over mutual TLS, libp2p host
+// and HTTP server.
+type Voter struct {
+	dir  *directory.Directory
+	srv  *http.Server
+	id   string
+	url  string
+	done chan error
+	once sync.Once
+}
+
+// toMultiaddr turns host:port (or a multiaddress) into a TCP multiaddress.
+func toMultiaddr(addr string) (string, error) {
+	if strings.HasPrefix(addr, "/") {
+		if _, err := ma.NewMultiaddr(addr); err != nil {
+			return "", err
+		}
+		return addr, nil
+	}
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("testnet: p2p address %q: %w", addr, err)
+	}
+	ip := net.ParseIP(h)
+	switch {
+	case ip == nil:
+		return fmt.Sprintf("/dns/%s/tcp/%s", h, port), nil
+	case ip.To4() != nil:
+		return fmt.Sprintf("/ip4/%s/tcp/%s", h, port), nil
+	}
+	return fmt.Sprintf("/ip6/%s/tcp/%s", h, port), nil
+}
+
+// StartVoter starts a directory voter as `hce directory` runs it and
+// returns once it has joined (or founded) the cluster and serves HTTP.
+func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
+	if cfg.Dir == "" || cfg.CA == nil || cfg.AdminToken == "" {
+		return nil, errors.New("testnet: VoterConfig needs Dir, CA and AdminToken")
+	}
+	if cfg.ID == "" {
+		cfg.ID = "dir1"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:0"
+	}
+	if cfg.RaftAddr == "" {
+		cfg.RaftAddr = "127.0.0.1:0"
+	}
+	if cfg.P2PAddr == "" {
+		cfg.P2PAddr = "127.0.0.1:0"
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p2pAddr, err := toMultiaddr(cfg.P2PAddr)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("testnet: data folder: %w", err)
+	}
+	caPEM, certPEM, keyPEM, err := VoterTLS(cfg.CA, filepath.Join(cfg.Dir, "tls"), cfg.ID, cfg.RaftAddr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("testnet: listen: %w", err)
+	}
+	url := cfg.PublicURL
+	if url == "" {
+		url = "http://" + ln.Addr().String() + "/"
+	}
+	if !strings.HasSuffix(url, "/") {
+		url += "/"
+	}
+	dcfg := directory.DefaultConfig()
+	dcfg.ID = cfg.ID
+	dcfg.Dir = cfg.Dir
+	dcfg.Logger = logger.With("component", "directory", "voter", cfg.ID)
+	dcfg.Bootstrap = cfg.Bootstrap
+	dcfg.Join = cfg.Join
+	dcfg.RaftAddr = cfg.RaftAddr
+	dcfg.HTTPURL = url
+	dcfg.TLSCA, dcfg.TLSCert, dcfg.TLSKey = caPEM, certPEM, keyPEM
+	dcfg.AdminToken = cfg.AdminToken
+	dcfg.AutoApprove = cfg.AutoApprove
+	dcfg.DownAfter = cfg.DownAfter
+	dcfg.P2PListen = []string{p2pAddr}
+	if cfg.Directory != nil {
+		cfg.Directory(&dcfg)
+	}
+	d, err := directory.Open(ctx, dcfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if d.IsLeader() {
+		s := d.Settings()
+		want := cfg.Replicas
+		if want <= 0 {
+			want = s.Replicas
+		}
+		if s.Replicas != want || s.AutoApprove != cfg.AutoApprove {
+			s.Replicas, s.AutoApprove = want, cfg.AutoApprove
+			if err := d.SetSettings(ctx, s); err != nil {
+				logger.Warn("testnet: could not apply settings", "err", err)
+			}
+		}
+	}
+	srv, err := VoterHTTP(d)
+	if err != nil {
+		d.Close()
+		ln.Close()
+		return nil, err
+	}
+	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url, done: make(chan error, 1)}
+	go func() { v.done <- srv.Serve(ln) }()
+	return v, nil
+}
+
+// VoterHTTP returns the HTTP server of a voter: the Weave user API with
+// the token endpoint, and the directory's admin, internal and p2p routes.
+func VoterHTTP(d *directory.Directory) (*http.Server, error) {
+	ucfg := api.DefaultUserConfig()
+	ucfg.Accounts = d
+	ucfg.Tokens = d
+	users, err := api.NewUserHandler(ucfg)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Server{
+		Handler:           api.NewHandler(d.HTTPHandler(), users),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}, nil
+}
+
+// VoterTLS returns the CA certificate and a voter's certificate and key,
+// issuing them from ca into tlsDir on first start (the certificate names
+// the host of raftAddr).
+func VoterTLS(ca *raftls.CA, tlsDir, id, raftAddr string) (caPEM, certPEM, keyPEM []byte, err error) {
+	caPEM = ca.CertPEM()
+	certPath, keyPath := filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")
+	certPEM, err1 := os.ReadFile(certPath)
+	keyPEM, err2 := os.ReadFile(keyPath)
+	if err1 == nil && err2 == nil {
+		return caPEM, certPEM, keyPEM, nil
+	}
+	h, _, err := net.SplitHostPort(raftAddr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("testnet: raft address %q: %w", raftAddr, err)
+	}
+	certPEM, keyPEM, err = ca.Issue(id, []string{h}, 365*24*time.Hour)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return nil, nil, nil, err
+	}
+	return caPEM, certPEM, keyPEM, nil
+}
+
+// URL is the voter's HTTP base URL, ending in "/".
+func (v *Voter) URL() string { return v.url }
+
+// ID is the voter's raft server ID.
+func (v *Voter) ID() string { return v.id }
+
+// Directory is the voter's directory.
+func (v *Voter) Directory() *directory.Directory { return v.dir }
+
+// PeerID is the voter's libp2p peer ID.
+func (v *Voter) PeerID() peer.ID { return v.dir.P2PHost().ID() }
+
+// Shutdown stops serving HTTP (waiting for requests in flight until ctx
+// ends) and closes the directory.
+func (v *Voter) Shutdown(ctx context.Context) error {
+	var err error
+	v.once.Do(func() {
+		err = v.srv.Shutdown(ctx)
+		<-v.done
+		err = errors.Join(err, v.dir.Close())
+	})
+	return err
+}
+
+// Close stops the voter abruptly: connections are dropped, the directory
+// closed.
+func (v *Voter) Close() error {
+	var err error
+	v.once.Do(func() {
+		err = v.srv.Close()
+		<-v.done
+		err = errors.Join(err, v.dir.Close())
+	})
+	return err
+}
