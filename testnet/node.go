@@ -56,6 +56,9 @@ type NodeConfig struct {
 	MembershipTTL time.Duration
 	// QuotaBytes is the per-user quota; 0 turns quotas off.
 	QuotaBytes int64
+	// DisableBasic refuses HTTP Basic credentials: clients must bring a
+	// directory-signed token (operator policy).
+	DisableBasic bool
 	// Logger receives all logs. Default: discard.
 	Logger *slog.Logger
 	// Node, when set, adjusts the store configuration last.
@@ -278,6 +281,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	acfg.Keys = n.dc.Keys()
 	acfg.NodeID = id.String()
 	acfg.Membership = n.dc
+	acfg.DisableBasic = cfg.DisableBasic
 	auth, err := node.NewAuthenticator(acfg)
 	if err != nil {
 		ln.Close()

@@ -123,6 +123,13 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 
 	acfg := node.DefaultAuthConfig()
 	acfg.Checker = s.dir
+	// Bearer tokens from GET /user/1.0/{user}/token name this node by the
+	// directory's serve audience and are checked against its keys.
+	acfg.Keys = s.dir
+	acfg.NodeID = dcfg.ServeNodeID
+	if acfg.NodeID == "" {
+		acfg.NodeID = directory.DefaultServeNodeID
+	}
 	auth, err := node.NewAuthenticator(acfg)
 	if err != nil {
 		return nil, err
@@ -137,7 +144,8 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 		return nil, err
 	}
 	ucfg := api.DefaultUserConfig()
-	ucfg.Accounts = s.dir
+	ucfg.Accounts = accountsWithStorage{s.dir, s.store}
+	ucfg.Tokens = s.dir
 	ucfg.ResetCodeTTL = dcfg.ResetCodeTTL
 	ucfg.Logger = logger.With("component", "user-api")
 	if cfg.User != nil {
@@ -189,4 +197,20 @@ func (s *Standalone) closeComponents() error {
 		s.store = nil
 	}
 	return errors.Join(errs...)
+}
+
+// accountsWithStorage deletes a user's records with the account, so that a
+// later account of the same name (the same e-mail) starts empty.
+type accountsWithStorage struct {
+	*directory.Directory
+	store *node.Store
+}
+
+// DeleteUser wipes the user's storage, then deletes the account. A failed
+// wipe leaves the account in place, so the client can retry.
+func (a accountsWithStorage) DeleteUser(ctx context.Context, user string) error {
+	if _, err := a.store.DeleteStorage(ctx, user); err != nil {
+		return fmt.Errorf("testnet: deleting %s's records: %w", user, err)
+	}
+	return a.Directory.DeleteUser(ctx, user)
 }

@@ -25,6 +25,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	capacity := fs.Int("capacity", 1000, "most users this node accepts")
 	heartbeat := fs.Duration("heartbeat", 5*time.Second, "heartbeat interval")
 	quota := fs.Int64("quota", 0, "per-user storage quota in bytes (0: none)")
+	noBasic := fs.Bool("no-basic", false, "refuse HTTP Basic credentials; clients must use a directory-signed token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -39,7 +40,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	n, err := testnet.StartNode(sctx, testnet.NodeConfig{
 		Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, P2PAddr: *p2pAddr, Directory: *dirURL,
-		Operator: *operator, Capacity: *capacity, HeartbeatInterval: *heartbeat, QuotaBytes: *quota, Logger: logger,
+		Operator: *operator, Capacity: *capacity, HeartbeatInterval: *heartbeat, QuotaBytes: *quota, DisableBasic: *noBasic, Logger: logger,
 	})
 	cancel()
 	if err != nil {
