@@ -485,7 +485,7 @@ func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
 	case name == "":
 		writeResetPage(w, http.StatusOK, "", key, "Username not provided.")
 		return
-	case key == "" && pw == "":
+	case key == "" && onlyUsername(r.PostForm):
 		// Step one: only a user name; mail a reset key.
 		err := u.cfg.Accounts.RequestPasswordReset(r.Context(), user)
 		switch {
@@ -501,7 +501,8 @@ func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	case key == "":
-		writeResetPage(w, http.StatusOK, name, "", "Key not provided.")
+		// Anything besides the user name but no key is a malformed step two.
+		writeResetPage(w, http.StatusBadRequest, name, "", "Key not provided.")
 		return
 	case pw == "":
 		writeResetPage(w, http.StatusOK, name, key, "Password not provided.")
@@ -525,6 +526,22 @@ func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
 	default:
 		u.rs.writeError(w, r, err)
 	}
+}
+
+// onlyUsername reports whether the form carries a user name and nothing
+// else (fields present but empty do not count), which asks for a reset mail.
+func onlyUsername(form url.Values) bool {
+	for k, vs := range form {
+		if k == "username" {
+			continue
+		}
+		for _, v := range vs {
+			if v != "" {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // resetValidity renders a reset code lifetime for the form ("6 hours").
