@@ -1,6 +1,16 @@
-// Package testnet composes directories and storage nodes into running
-// systems on one machine: Standalone is what `hce serve` runs (one directory
-// voter and one storage node behind one HTTP port, the same code paths as a
-// federation). The tests of this package drive the composed system through
-// real HTTP, exactly as Sync clients do.
+// Package testnet composes directory voters and storage nodes into running
+// systems on one machine, with the same code paths as a real federation:
+//
+//   - Standalone is what `hce serve` runs: one directory voter and one
+//     storage node behind one HTTP port.
+//   - StartVoter and StartNode run one voter (raft over mutual TLS, libp2p)
+//     or one storage node (Pebble, libp2p, Weave storage API); `hce
+//     directory` and `hce node` are thin wrappers around them.
+//   - Testnet (Start, Attach) runs a whole federation of D voters and N
+//     nodes over named operators, in-process or as child `hce` processes,
+//     with Leader, Kill, Restart and Drain for fault injection; `hce testnet`
+//     drives it from the command line through DIR/testnet.json.
+//
+// The tests of this package drive these systems through real HTTP and real
+// libp2p, exactly as Sync clients and peers do.
 package testnet

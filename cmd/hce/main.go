@@ -23,6 +23,7 @@ Usage:
   hce directory ...   run a directory voter (or create its CA: hce directory init-ca)
   hce node [flags]    run a storage node that registers with a directory
   hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes
+  hce testnet ...     run a local federation (voters and nodes as child processes); status, kill, restart, drain
 
 Run "hce <command> -h" for the flags of a command.
 `
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runNode(ctx, args[1:], stdout, stderr)
 	case "admin":
 		return runAdmin(ctx, args[1:], stdout, stderr)
+	case "testnet":
+		return runTestnet(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

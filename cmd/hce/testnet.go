@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hce-sync/hce/testnet"
+)
+
+const testnetUsage = `Usage:
+  hce testnet up --dir DIR [--directories 3] [--nodes 4] [--operators 2] [--replicas 2]
+                                         run a local federation in the foreground (Ctrl-C stops it)
+  hce testnet status --dir DIR           voters, leader, nodes and their states
+  hce testnet kill --dir DIR <id>        SIGKILL a voter (d1..) or node (n1.. or its peer ID)
+  hce testnet restart --dir DIR <id>     start a killed voter or node again (same data and ports)
+  hce testnet drain --dir DIR <node-id>  drain a node
+
+DIR/testnet.json describes the running testnet (URLs, PIDs, data folders, admin token).
+`
+
+func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, testnetUsage)
+		return errors.New("no testnet command given")
+	}
+	switch args[0] {
+	case "up":
+		return runTestnetUp(ctx, args[1:], stdout, stderr)
+	case "status", "kill", "restart", "drain":
+		return runTestnetAct(ctx, args[0], args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, testnetUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, testnetUsage)
+	return fmt.Errorf("unknown testnet command %q", args[0])
+}
+
+func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testnet up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "./hce-testnet", "folder for the CA, data folders, logs (DIR/logs) and testnet.json; must not hold a testnet already")
+	dirs := fs.Int("directories", 3, "directory voters")
+	nodes := fs.Int("nodes", 4, "storage nodes")
+	ops := fs.Int("operators", 2, "operators the nodes are spread over (op1..opK)")
+	replicas := fs.Int("replicas", 2, "replica set size R")
+	downAfter := fs.Duration("down-after", 5*time.Second, "mark a node down after this much heartbeat silence")
+	heartbeat := fs.Duration("heartbeat", time.Second, "nodes' heartbeat interval")
+	level := fs.String("log-level", "warn", "log level of the voters and nodes (their logs go to DIR/logs)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(*dir, testnet.ManifestFile)); err == nil {
+		return fmt.Errorf("%s already holds a testnet (%s); remove the folder or choose another --dir", *dir, testnet.ManifestFile)
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	begin := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	tn, err := testnet.Start(sctx, testnet.Config{Dir: *dir, Directories: *dirs, Nodes: *nodes, Operators: *ops,
+		Replicas: *replicas, Mode: testnet.ChildProcess, Binary: bin, DownAfter: *downAfter, Heartbeat: *heartbeat,
+		ChildLogLevel: *level})
+	cancel()
+	if err != nil {
+		return err
+	}
+	took := time.Since(begin)
+	leaderID, leaderURL := tn.Leader()
+	fmt.Fprintf(stdout, "HCE testnet ready in %v: %s\n\n", took.Round(time.Millisecond), filepath.Join(tn.Dir(), testnet.ManifestFile))
+	st, _ := tn.Status(ctx)
+	printStatus(stdout, st)
+	if leaderURL == "" {
+		leaderURL = tn.Voters()[0].HTTP
+	}
+	d := tn.Dir()
+	fmt.Fprintf(stdout, `
+Try (leader %s; any voter takes users):
+  curl -X PUT -d '{"password":"correct horse battery","email":"me@example.com"}' %suser/1.0/%s
+  curl %suser/1.0/%s/node/weave
+  curl -u %s:'correct horse battery' -X PUT -d '{"payload":"hello"}' <node/weave URL>1.1/%s/storage/bookmarks/rec1
+  hce admin --directory %s --token %s user %s
+  hce testnet status --dir %s
+  hce testnet kill --dir %s <id from node/weave or n1..>
+  hce testnet restart --dir %s <id>
+
+Ctrl-C stops every voter and node.
+`, leaderID, leaderURL, exampleUser, leaderURL, exampleUser, exampleUser, exampleUser,
+		leaderURL, tn.AdminToken(), exampleUser, d, d, d)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "stopping the testnet")
+	if err := tn.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "testnet stopped")
+	return nil
+}
+
+func runTestnetAct(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testnet "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "./hce-testnet", "folder of the running testnet (holds testnet.json)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	// Accept the id before the flags too: `kill n1 --dir DIR`.
+	if len(rest) > 1 {
+		if err := fs.Parse(rest[1:]); err != nil {
+			return err
+		}
+		rest = append(rest[:1], fs.Args()...)
+	}
+	if (cmd == "status") != (len(rest) == 0) || len(rest) > 1 {
+		fmt.Fprint(stderr, testnetUsage)
+		return fmt.Errorf("testnet %s: wrong arguments", cmd)
+	}
+	tn, err := testnet.Attach(*dir)
+	if err != nil {
+		return err
+	}
+	defer tn.Close()
+	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	switch cmd {
+	case "status":
+		st, err := tn.Status(actx)
+		printStatus(stdout, st)
+		return err
+	case "kill":
+		if err := tn.Kill(rest[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "killed %s\n", rest[0])
+	case "restart":
+		if err := tn.Restart(actx, rest[0]); err != nil {
+			return err
+		}
+		for _, v := range tn.Voters() {
+			if v.ID == rest[0] {
+				fmt.Fprintf(stdout, "restarted %s (pid %d) at %s\n", v.ID, v.PID, v.HTTP)
+			}
+		}
+		for _, n := range tn.Nodes() {
+			if n.ID == rest[0] || n.Name == rest[0] {
+				fmt.Fprintf(stdout, "restarted %s (pid %d) at %s\n", n.Name, n.PID, n.HTTP)
+			}
+		}
+	case "drain":
+		if err := tn.Drain(actx, rest[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "draining %s\n", rest[0])
+	}
+	return nil
+}
+
+// printStatus writes the voters and nodes as two tables.
+func printStatus(w io.Writer, st testnet.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	run := func(b bool, pid int) string {
+		if b {
+			return fmt.Sprint(pid)
+		}
+		return "dead"
+	}
+	fmt.Fprintln(tw, "VOTER\tHTTP\tRAFT\tPID\tROLE")
+	for _, v := range st.Voters {
+		role := strings.ToLower(v.Suffrage)
+		if v.ID == st.Leader {
+			role = "leader"
+		}
+		if role == "" {
+			role = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.HTTP, v.Raft, run(v.Running, v.PID), role)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "NODE\tOPERATOR\tHTTP\tPID\tSTATE\tUSERS\tID")
+	for _, n := range st.Nodes {
+		state := n.State
+		if state == "" {
+			state = "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.Name, n.Operator, n.HTTP, run(n.Running, n.PID), state, n.Load, n.ID)
+	}
+	tw.Flush()
+}

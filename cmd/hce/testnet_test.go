@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hce-sync/hce/testnet"
+)
+
+// TestTestnetCLI runs `hce testnet up` (3 voters, 4 nodes as child
+// processes) and drives it from "another shell": status, kill of a node
+// (status shows it down), restart (a detached child the `up` process
+// adopts), and SIGINT to `up`, after which no child process is left.
+func TestTestnetCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the hce binary")
+	}
+	bin, err := buildHCE()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	up := exec.Command(bin, "testnet", "up", "--dir", dir, "--directories", "3", "--nodes", "4",
+		"--down-after", "2s", "--heartbeat", "250ms")
+	stdout, err := up.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	up.Stderr = &stderr
+	begin := time.Now()
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- up.Wait() }()
+	t.Cleanup(func() {
+		// On failure, leave nothing running.
+		_ = up.Process.Signal(syscall.SIGKILL)
+		if m, err := testnet.ReadManifest(dir); err == nil {
+			for _, v := range m.Directories {
+				if v.PID > 0 {
+					_ = syscall.Kill(v.PID, syscall.SIGKILL)
+				}
+			}
+			for _, n := range m.Nodes {
+				if n.PID > 0 {
+					_ = syscall.Kill(n.PID, syscall.SIGKILL)
+				}
+			}
+		}
+	})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "HCE testnet ready") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-exited:
+		t.Fatalf("hce testnet up exited: %v %s", err, stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("hce testnet up not ready: %s", stderr.String())
+	}
+	t.Logf("hce testnet up (3 directories, 4 nodes) ready %v after start", time.Since(begin))
+
+	m, err := testnet.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Directories) != 3 || len(m.Nodes) != 4 || m.AdminToken == "" {
+		t.Fatalf("testnet.json: %+v", m)
+	}
+	for _, n := range m.Nodes {
+		if n.PID <= 0 || n.ID == "" || n.HTTP == "" || n.Operator == "" || n.Data == "" || n.P2P == "" {
+			t.Fatalf("node entry %+v", n)
+		}
+	}
+	for _, v := range m.Directories {
+		if v.PID <= 0 || v.HTTP == "" || v.Raft == "" || v.P2P == "" || v.Data == "" {
+			t.Fatalf("voter entry %+v", v)
+		}
+	}
+	ctx := context.Background()
+	status := func() (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, []string{"testnet", "status", "--dir", dir}, &out, &out)
+		return out.String(), err
+	}
+	nodeLine := regexp.MustCompile(`(?m)^n1\s.*$`)
+	out, err := status()
+	if err != nil || !strings.Contains(out, "leader") || strings.Count(out, "active") != 4 {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+
+	// Kill n1: its process is gone at once and the directory marks it
+	// down after --down-after.
+	var killOut bytes.Buffer
+	if err := run(ctx, []string{"testnet", "kill", "--dir", dir, "n1"}, &killOut, &killOut); err != nil {
+		t.Fatalf("kill: %v %s", err, killOut.String())
+	}
+	if killed := m.Nodes[0].PID; syscall.Kill(killed, 0) == nil && !isZombie(killed) {
+		t.Fatalf("pid %d of n1 still runs", killed)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := status()
+		line := nodeLine.FindString(out)
+		if err == nil && strings.Contains(line, "dead") && strings.Contains(line, "down") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status does not show n1 down: %v\n%s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Restart n1 from "another shell"; it comes back active.
+	var rs bytes.Buffer
+	if err := run(ctx, []string{"testnet", "restart", "--dir", dir, "n1"}, &rs, &rs); err != nil {
+		t.Fatalf("restart: %v %s", err, rs.String())
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		out, err := status()
+		line := nodeLine.FindString(out)
+		if err == nil && !strings.Contains(line, "dead") && strings.Contains(line, "active") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status does not show n1 back: %v\n%s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m, err = testnet.ReadManifest(dir); err != nil {
+		t.Fatal(err)
+	}
+
+	// SIGINT stops `up` and every child, the restarted one included.
+	if err := up.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("hce testnet up: %v %s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("hce testnet up did not stop on SIGINT")
+	}
+	var pids []int
+	for _, v := range m.Directories {
+		pids = append(pids, v.PID)
+	}
+	for _, n := range m.Nodes {
+		pids = append(pids, n.PID)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d still runs after up stopped", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// isZombie says whether pid has exited but was not reaped yet.
+func isZombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}

@@ -1,0 +1,284 @@
+package testnet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The lines `hce directory` and `hce node` print once they serve.
+var (
+	voterReadyLine = regexp.MustCompile(`HCE directory voter (\S+) ready at (http://\S+/)`)
+	nodeReadyLine  = regexp.MustCompile(`HCE storage node (\S+) ready at (http://\S+/)`)
+)
+
+// child is a member's `hce` child process.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process is reaped
+	err  error         // Wait's result, set before done closes
+	data string
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL and waits until the process is reaped.
+func (c *child) kill() error {
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil && !c.exited() {
+		return fmt.Errorf("testnet: kill %d: %w", c.pid(), err)
+	}
+	<-c.done
+	return nil
+}
+
+// stop sends SIGINT and waits for the exit; SIGKILL once ctx ends.
+func (c *child) stop(ctx context.Context) error {
+	if c.exited() {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		_ = c.cmd.Process.Signal(syscall.SIGKILL)
+		<-c.done
+		return fmt.Errorf("testnet: pid %d ignored SIGINT; killed", c.pid())
+	}
+}
+
+// childArgs returns the command line of m's child (without the binary).
+func (t *Testnet) childArgs(m *member, join string, first bool, dirURL string) []string {
+	if m.voter {
+		args := []string{"directory", "--log-level", t.cfg.ChildLogLevel, "--id", m.id, "--data", m.data,
+			"--http", m.httpAddr, "--raft", m.raftAddr, "--p2p", m.p2pAddr, "--ca", filepath.Join(t.cfg.Dir, "ca"),
+			"--replicas", strconv.Itoa(t.cfg.Replicas), "--auto-approve", "--down-after", t.cfg.DownAfter.String()}
+		switch {
+		case first && join == "":
+			args = append(args, "--bootstrap")
+		case first:
+			args = append(args, "--join", join)
+		}
+		return args
+	}
+	return []string{"node", "--log-level", t.cfg.ChildLogLevel, "--data", m.data, "--http", m.httpAddr,
+		"--p2p", m.p2pAddr, "--directory", dirURL, "--operator", m.operator, "--heartbeat", t.cfg.Heartbeat.String()}
+}
+
+// spawn starts m as a child process writing to DIR/logs/<name>.log and
+// waits for its ready line; it returns the child and, for a node, its ID.
+// The admin token travels in the environment, not on the command line.
+// Children of an owning testnet get their own process group (a terminal's
+// Ctrl-C reaches only the parent, which stops them in order); detached
+// ones (Attach) their own session.
+func (t *Testnet) spawn(ctx context.Context, m *member, join string, first bool, dirURL string) (*child, string, error) {
+	logDir := filepath.Join(t.cfg.Dir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return nil, "", err
+	}
+	logPath := filepath.Join(logDir, m.name+".log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, "", err
+	}
+	defer lf.Close()
+	fi, err := lf.Stat()
+	if err != nil {
+		return nil, "", err
+	}
+	offset := fi.Size()
+	cmd := exec.Command(t.cfg.Binary, t.childArgs(m, join, first, dirURL)...)
+	cmd.Env = append(os.Environ(), "HCE_ADMIN_TOKEN="+t.token)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if t.owner {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("testnet: start %s: %w", m.name, err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{}), data: m.data}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	re := nodeReadyLine
+	if m.voter {
+		re = voterReadyLine
+	}
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		out := readFrom(logPath, offset)
+		if sub := re.FindSubmatch(out); sub != nil {
+			return c, string(sub[1]), nil
+		}
+		select {
+		case <-c.done:
+			return nil, "", fmt.Errorf("testnet: %s exited (%v): %s", m.name, c.err, tail(readFrom(logPath, offset)))
+		case <-ctx.Done():
+			_ = c.kill()
+			return nil, "", fmt.Errorf("testnet: %s not ready: %w: %s", m.name, ctx.Err(), tail(out))
+		case <-tick.C:
+		}
+	}
+}
+
+// readFrom returns the file's bytes after offset (nil on error).
+func readFrom(path string, offset int64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := f.Seek(offset, 0); err != nil {
+		return nil
+	}
+	_, _ = buf.ReadFrom(f)
+	return buf.Bytes()
+}
+
+// tail returns the last lines of a log for error messages.
+func tail(b []byte) string {
+	const max = 2000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// pidAlive says whether pid runs (a zombie does not) and, where /proc
+// shows command lines, is an hce child using data (a reused PID is not).
+func pidAlive(pid int, data string) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // no /proc: trust kill(0)
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return false
+	}
+	// An exiting process shows an empty command line until it is a zombie.
+	if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && data != "" && len(cl) > 0 {
+		return bytes.Contains(cl, []byte(data))
+	}
+	return true
+}
+
+// killPID sends SIGKILL to a member's process that is not our child and
+// waits until it is gone.
+func killPID(pid int, data string) error {
+	if !pidAlive(pid, data) {
+		return fmt.Errorf("%w: pid %d", ErrNotRunning, pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("testnet: kill %d: %w", pid, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return waitGone(ctx, pid, data)
+}
+
+// stopPID sends SIGINT to a member's process that is not our child and
+// waits for it to go; SIGKILL once ctx ends.
+func stopPID(ctx context.Context, pid int, data string) error {
+	if !pidAlive(pid, data) {
+		return nil
+	}
+	_ = syscall.Kill(pid, syscall.SIGINT)
+	if err := waitGone(ctx, pid, data); err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		return err
+	}
+	return nil
+}
+
+// waitGone polls until pid no longer runs or ctx ends.
+func waitGone(ctx context.Context, pid int, data string) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for pidAlive(pid, data) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("testnet: pid %d still runs: %w", pid, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// updateManifest rewrites DIR/testnet.json under an exclusive lock
+// (DIR/testnet.lock), so that kill and restart from several shells do
+// not lose each other's updates. With only set, just that member's entry
+// changes in the file as it is; otherwise the whole manifest is written.
+func (t *Testnet) updateManifest(only *member) error {
+	lock, err := os.OpenFile(filepath.Join(t.cfg.Dir, "testnet.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("testnet: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("testnet: lock: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	t.mu.Lock()
+	mine := t.manifestLocked()
+	t.mu.Unlock()
+	out := mine
+	if cur, err := ReadManifest(t.cfg.Dir); err == nil && only != nil {
+		out = cur
+		for i := range out.Directories {
+			if out.Directories[i].ID == only.name {
+				for _, v := range mine.Directories {
+					if v.ID == only.name {
+						out.Directories[i] = v
+					}
+				}
+			}
+		}
+		for i := range out.Nodes {
+			if out.Nodes[i].Name == only.name {
+				for _, n := range mine.Nodes {
+					if n.Name == only.name {
+						out.Nodes[i] = n
+					}
+				}
+			}
+		}
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(t.cfg.Dir, ManifestFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("testnet: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(t.cfg.Dir, ManifestFile)); err != nil {
+		return errors.Join(fmt.Errorf("testnet: %w", err), os.Remove(tmp))
+	}
+	return nil
+}
