@@ -1,9 +1,3 @@
-// Package client is a Weave 1.1 client: the user API (registration, node
-// lookup, password and e-mail changes) and the storage API (every call of
-// weave-api.md section 2), with HTTP Basic or Bearer credentials and the
-// Weave reassignment flow done right: when a storage node answers 401 the
-// client asks the directory's node/weave once for the user's current node
-// and retries there. It is shared by the tests, `hce load` and `hce client`.
 package client
 
 import (
@@ -19,23 +13,40 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hce-sync/hce/api"
 )
 
+// Sentinel errors of the client.
+var (
+	// ErrNoNode means the directory assigned the user no storage node
+	// (node/weave answered null) or no directory is configured to ask.
+	ErrNoNode = errors.New("weave: no storage node assigned")
+	// ErrNoPassword means a call needs the account password (Basic auth
+	// on the user API, or fetching a token) and none is configured.
+	ErrNoPassword = errors.New("weave: no password configured")
+)
+
 // Error is a non-2xx answer from a server.
 type Error struct {
+	// Status is the HTTP status code.
 	Status int
 	// Code is the Weave error code of a bare-number body, or 0.
 	Code int
+	// Body is the start of the response body (at most 4 KiB).
 	Body string
 }
 
+// Error describes the answer, with the Weave error code when there is one.
 func (e *Error) Error() string {
 	if e.Code != 0 {
 		return fmt.Sprintf("weave: HTTP %d, error code %d", e.Status, e.Code)
 	}
-	return fmt.Sprintf("weave: HTTP %d: %.200s", e.Status, e.Body)
+	if b := strings.TrimSpace(e.Body); b != "" {
+		return fmt.Sprintf("weave: HTTP %d: %.200s", e.Status, b)
+	}
+	return fmt.Sprintf("weave: HTTP %d", e.Status)
 }
 
 // StatusOf returns the HTTP status of an *Error in err's chain, or 0.
@@ -47,118 +58,313 @@ func StatusOf(err error) int {
 	return 0
 }
 
-// Config configures a Client.
+// CodeOf returns the Weave error code of an *Error in err's chain, or 0.
+func CodeOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return 0
+}
+
+// unreachableError marks a request that got no HTTP answer (connection
+// refused or reset, DNS failure, ...) while its context was still live.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return "weave: unreachable: " + e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// Unreachable reports whether err means a server gave no HTTP answer at
+// all (as opposed to an error status or a cancelled context).
+func Unreachable(err error) bool {
+	var u *unreachableError
+	return errors.As(err, &u)
+}
+
+// Config configures a Client. A zero field takes its default.
 type Config struct {
-	// Directory is the base URL of the user API (the directory, or `hce
-	// serve`), ending in "/".
+	// Directory is the base URL of the user API (a directory voter, or
+	// `hce serve`); a missing trailing "/" is added. It may be empty when
+	// the storage node is pinned with SetNode and a static Token or a
+	// password is set; the reassignment flow then cannot run.
 	Directory string
-	// User is the account name; Email, when User is empty, names the
-	// account by api.AccountName(Email).
-	User, Email string
-	// Password for Basic auth.
+	// User is the account name; when empty, Email names the account as
+	// api.AccountName(Email). One of the two is required.
+	User string
+	// Email is the account's e-mail address (sent on Register).
+	Email string
+	// Password is the account password: Basic auth on the user API and,
+	// without tokens, on the storage API.
 	Password string
-	// Token, when set, is sent as Bearer instead of Basic.
+	// Token, when set, is a bearer token sent to the storage node instead
+	// of Basic credentials. It is bound to one node; the client does not
+	// renew it.
 	Token string
-	// HTTP is the client used (default: a new http.Client).
+	// UseTokens makes the client fetch tokens itself with Password (GET
+	// /user/1.0/{user}/token), send them as Bearer to the node the token
+	// names, and fetch a new one before it expires or when a node answers
+	// 401.
+	UseTokens bool
+	// FailoverWait bounds how long a storage call keeps asking the
+	// directory for a new node while the user's node is unreachable.
+	// Default 30 s; negative turns the wait off (one node/weave look-up).
+	FailoverWait time.Duration
+	// Backoff is the first pause between those look-ups; it doubles up to
+	// 1 s. Default 100 ms.
+	Backoff time.Duration
+	// TokenSlack is how long before its expiry a token is renewed.
+	// Default 30 s.
+	TokenSlack time.Duration
+	// HTTP is the HTTP client used. Default: a new http.Client with no
+	// timeout (calls are bounded by their ctx).
 	HTTP *http.Client
 }
 
-// Client talks to one account's directory and storage node. It is safe for
-// concurrent use.
-type Client struct {
-	cfg  Config
-	http *http.Client
-
-	mu   sync.Mutex
-	node string // current storage node base URL, "" until looked up
+// DefaultConfig returns the defaults; Directory, User or Email and
+// Password still need to be set.
+func DefaultConfig() Config {
+	return Config{FailoverWait: 30 * time.Second, Backoff: 100 * time.Millisecond, TokenSlack: 30 * time.Second}
 }
 
-// New returns a client for cfg.
-func New(cfg Config) *Client {
-	if cfg.User == "" && cfg.Email != "" {
-		cfg.User = api.AccountName(cfg.Email)
+// Validate reports a configuration New cannot use.
+func (c Config) Validate() error {
+	switch {
+	case c.User == "" && c.Email == "":
+		return errors.New("weave: Config.User or Config.Email is required")
+	case c.User != "" && (strings.ContainsAny(c.User, "/?#% ") || c.User == "." || c.User == ".."):
+		return fmt.Errorf("weave: bad user name %q", c.User)
+	case c.UseTokens && c.Password == "":
+		return fmt.Errorf("%w: UseTokens needs Config.Password", ErrNoPassword)
+	case c.UseTokens && c.Token != "":
+		return errors.New("weave: Config.Token and Config.UseTokens are exclusive")
+	case c.UseTokens && c.Directory == "":
+		return errors.New("weave: UseTokens needs Config.Directory")
 	}
-	if cfg.Directory != "" && !strings.HasSuffix(cfg.Directory, "/") {
-		cfg.Directory += "/"
+	for _, u := range []string{c.Directory} {
+		if u == "" {
+			continue
+		}
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("weave: bad directory URL %q", u)
+		}
 	}
-	hc := cfg.HTTP
-	if hc == nil {
-		hc = &http.Client{}
+	return nil
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.User == "" {
+		c.User = api.AccountName(c.Email)
 	}
-	return &Client{cfg: cfg, http: hc}
+	if c.Directory != "" && !strings.HasSuffix(c.Directory, "/") {
+		c.Directory += "/"
+	}
+	if c.FailoverWait == 0 {
+		c.FailoverWait = d.FailoverWait
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = d.Backoff
+	}
+	if c.TokenSlack <= 0 {
+		c.TokenSlack = d.TokenSlack
+	}
+	if c.HTTP == nil {
+		c.HTTP = &http.Client{}
+	}
+	return c
+}
+
+// Client talks to one account's directory and storage node. It is safe for
+// concurrent use; credential and node changes made by one call are seen by
+// the calls that start after it.
+type Client struct {
+	cfg  Config // immutable after New except under mu: Password, Email, Token
+	http *http.Client
+
+	mu      sync.Mutex
+	node    string    // current storage node base URL, "" until looked up
+	expires time.Time // expiry of cfg.Token when fetched by UseTokens
+}
+
+// New returns a client for cfg, or the error of cfg.Validate.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Client{cfg: cfg, http: cfg.HTTP}, nil
 }
 
 // User is the account name.
 func (c *Client) User() string { return c.cfg.User }
 
-// SetNode pins the storage node base URL (skipping node/weave).
-func (c *Client) SetNode(base string) {
-	if !strings.HasSuffix(base, "/") {
-		base += "/"
-	}
+// Email is the account's e-mail address as last configured or changed.
+func (c *Client) Email() string {
 	c.mu.Lock()
-	c.node = base
+	defer c.mu.Unlock()
+	return c.cfg.Email
+}
+
+// SetNode pins the storage node base URL (skipping node/weave until a 401
+// or an unreachable node makes the client ask the directory again).
+func (c *Client) SetNode(base string) {
+	c.mu.Lock()
+	c.node = withSlash(base)
 	c.mu.Unlock()
 }
 
 // Node returns the storage node currently used ("" before the first
-// storage call or NodeWeave).
+// storage call, NodeWeave or Token).
 func (c *Client) Node() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.node
 }
 
+func withSlash(u string) string {
+	if u != "" && !strings.HasSuffix(u, "/") {
+		u += "/"
+	}
+	return u
+}
+
 func (c *Client) userURL(suffix string) string {
 	return c.cfg.Directory + "user/1.0/" + c.cfg.User + suffix
 }
 
+// auth says which credentials a request carries.
+type auth int
+
+const (
+	authNone    auth = iota
+	authBasic        // Basic with the password (user API)
+	authStorage      // Bearer when a token is set, else Basic
+)
+
+// userCall runs a user API request and returns the trimmed text body.
+func (c *Client) userCall(ctx context.Context, method, suffix string, body []byte, a auth, h http.Header) (string, error) {
+	if c.cfg.Directory == "" {
+		return "", errors.New("weave: no directory configured")
+	}
+	if a == authBasic && c.password() == "" {
+		return "", ErrNoPassword
+	}
+	var out []byte
+	err := c.send(ctx, method, c.userURL(suffix), body, a, h, func(resp *http.Response) error {
+		var err error
+		out, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return err
+	})
+	return strings.TrimSpace(string(out)), err
+}
+
+func (c *Client) password() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.Password
+}
+
 // Exists reports whether the account name is taken.
 func (c *Client) Exists(ctx context.Context) (bool, error) {
-	body, _, err := c.roundTrip(ctx, http.MethodGet, c.userURL(""), nil, false, nil)
+	body, err := c.userCall(ctx, http.MethodGet, "", nil, authNone, nil)
 	if err != nil {
 		return false, err
 	}
-	return strings.TrimSpace(string(body)) == "1", nil
+	switch body {
+	case "1":
+		return true, nil
+	case "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("weave: unexpected answer %.50q to a name check", body)
 }
 
 // Register creates the account with the configured password and e-mail.
 func (c *Client) Register(ctx context.Context) error {
+	c.mu.Lock()
 	req := map[string]string{"password": c.cfg.Password}
 	if c.cfg.Email != "" {
 		req["email"] = c.cfg.Email
 	}
-	b, _ := json.Marshal(req)
-	_, _, err := c.roundTrip(ctx, http.MethodPut, c.userURL(""), b, false, nil)
+	c.mu.Unlock()
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = c.userCall(ctx, http.MethodPut, "", b, authNone, nil)
 	return err
 }
 
-// DeleteAccount deletes the account.
+// DeleteAccount deletes the account (and, on our servers, its records).
 func (c *Client) DeleteAccount(ctx context.Context) error {
-	_, _, err := c.roundTrip(ctx, http.MethodDelete, c.userURL(""), nil, true, nil)
+	_, err := c.userCall(ctx, http.MethodDelete, "", nil, authBasic, nil)
 	return err
 }
 
 // NodeWeave asks the directory for the user's storage node, remembers it
-// and returns it ("" when none is assigned).
+// and returns it. It returns ErrNoNode when the directory answers null and
+// an *Error with Status 404 for an unknown user.
 func (c *Client) NodeWeave(ctx context.Context) (string, error) {
-	body, _, err := c.roundTrip(ctx, http.MethodGet, c.userURL("/node/weave"), nil, false, nil)
+	body, err := c.userCall(ctx, http.MethodGet, "/node/weave", nil, authNone, nil)
 	if err != nil {
 		return "", err
 	}
-	n := strings.TrimSpace(string(body))
-	if n == "null" {
-		n = ""
+	if body == "null" || body == "" {
+		return "", ErrNoNode
 	}
+	if u, perr := url.Parse(body); perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("weave: node/weave answered %.100q, not a URL", body)
+	}
+	n := withSlash(body)
 	c.mu.Lock()
 	c.node = n
 	c.mu.Unlock()
 	return n, nil
 }
 
+// Grant is a bearer token from GET /user/1.0/{user}/token.
+type Grant struct {
+	// Token is the bearer token; it is valid on Node only.
+	Token string `json:"token"`
+	// Node is the base URL of the storage node the token is for.
+	Node string `json:"node"`
+	// Expires is when the token stops being accepted.
+	Expires time.Time `json:"-"`
+}
+
+// Token asks the directory for a bearer token for the user's node (Basic
+// auth with the password). It does not change the client's credentials;
+// see UseToken.
+func (c *Client) Token(ctx context.Context) (Grant, error) {
+	body, err := c.userCall(ctx, http.MethodGet, "/token", nil, authBasic, nil)
+	if err != nil {
+		return Grant{}, err
+	}
+	var raw struct {
+		Token   string `json:"token"`
+		Node    string `json:"node"`
+		Expires int64  `json:"expires"`
+	}
+	if err := json.Unmarshal([]byte(body), &raw); err != nil || raw.Token == "" || raw.Node == "" {
+		return Grant{}, fmt.Errorf("weave: malformed token answer %.100q", body)
+	}
+	return Grant{Token: raw.Token, Node: withSlash(raw.Node), Expires: time.Unix(raw.Expires, 0)}, nil
+}
+
+// UseToken makes the client send g.Token as Bearer to g.Node from now on.
+func (c *Client) UseToken(g Grant) {
+	c.mu.Lock()
+	c.cfg.Token = g.Token
+	c.expires = g.Expires
+	c.node = withSlash(g.Node)
+	c.mu.Unlock()
+}
+
 // ChangePassword sets a new password and uses it from then on.
 func (c *Client) ChangePassword(ctx context.Context, password string) error {
-	_, _, err := c.roundTrip(ctx, http.MethodPost, c.userURL("/password"), []byte(password), true, nil)
+	_, err := c.userCall(ctx, http.MethodPost, "/password", []byte(password), authBasic, textPlain)
 	if err == nil {
 		c.mu.Lock()
 		c.cfg.Password = password
@@ -167,22 +373,37 @@ func (c *Client) ChangePassword(ctx context.Context, password string) error {
 	return err
 }
 
-// ChangeEmail sets a new e-mail address.
-func (c *Client) ChangeEmail(ctx context.Context, email string) error {
-	_, _, err := c.roundTrip(ctx, http.MethodPost, c.userURL("/email"), []byte(email), true, nil)
-	return err
+// ChangeEmail sets a new e-mail address and returns the address the
+// server stored.
+func (c *Client) ChangeEmail(ctx context.Context, email string) (string, error) {
+	body, err := c.userCall(ctx, http.MethodPost, "/email", []byte(email), authBasic, textPlain)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.cfg.Email = email
+	c.mu.Unlock()
+	return body, nil
 }
 
-// RequestPasswordReset asks the directory to mail a reset code.
+// RequestPasswordReset asks the directory to mail a reset code to the
+// address on file.
 func (c *Client) RequestPasswordReset(ctx context.Context) error {
-	_, _, err := c.roundTrip(ctx, http.MethodGet, c.userURL("/password_reset"), nil, false, nil)
+	_, err := c.userCall(ctx, http.MethodGet, "/password_reset", nil, authNone, nil)
 	return err
 }
 
-// ResetPassword sets a new password with a mailed reset code.
+// CancelPasswordReset clears a pending reset code (Basic auth).
+func (c *Client) CancelPasswordReset(ctx context.Context) error {
+	_, err := c.userCall(ctx, http.MethodDelete, "/password_reset", nil, authBasic, nil)
+	return err
+}
+
+// ResetPassword sets a new password with a mailed reset code and uses it
+// from then on.
 func (c *Client) ResetPassword(ctx context.Context, code, password string) error {
-	h := http.Header{"X-Weave-Password-Reset": {code}}
-	_, _, err := c.roundTrip(ctx, http.MethodPost, c.userURL("/password"), []byte(password), false, h)
+	h := http.Header{"X-Weave-Password-Reset": {code}, "Content-Type": {"text/plain; charset=utf-8"}}
+	_, err := c.userCall(ctx, http.MethodPost, "/password", []byte(password), authNone, h)
 	if err == nil {
 		c.mu.Lock()
 		c.cfg.Password = password
@@ -190,6 +411,8 @@ func (c *Client) ResetPassword(ctx context.Context, code, password string) error
 	}
 	return err
 }
+
+var textPlain = http.Header{"Content-Type": {"text/plain; charset=utf-8"}}
 
 // Meta is what a storage call reports besides its body.
 type Meta struct {
@@ -295,14 +518,14 @@ type Options = url.Values
 // IDs lists the ids matching opts.
 func (c *Client) IDs(ctx context.Context, coll string, opts Options) ([]string, Meta, error) {
 	var out []string
-	m, err := c.storageJSON(ctx, http.MethodGet, "storage/"+coll+query(opts, false), nil, nil, &out)
+	m, err := c.storageJSON(ctx, http.MethodGet, "storage/"+url.PathEscape(coll)+query(opts, false), nil, nil, &out)
 	return out, m, err
 }
 
 // Records fetches the full records matching opts.
 func (c *Client) Records(ctx context.Context, coll string, opts Options) ([]Record, Meta, error) {
 	var out []Record
-	m, err := c.storageJSON(ctx, http.MethodGet, "storage/"+coll+query(opts, true), nil, nil, &out)
+	m, err := c.storageJSON(ctx, http.MethodGet, "storage/"+url.PathEscape(coll)+query(opts, true), nil, nil, &out)
 	return out, m, err
 }
 
@@ -311,7 +534,7 @@ func (c *Client) Records(ctx context.Context, coll string, opts Options) ([]Reco
 func (c *Client) StreamRecords(ctx context.Context, coll string, opts Options, fn func(Record) error) (Meta, error) {
 	h := http.Header{"Accept": {"application/newlines"}}
 	var m Meta
-	err := c.storage(ctx, http.MethodGet, "storage/"+coll+query(opts, true), nil, h, func(resp *http.Response) error {
+	err := c.storage(ctx, http.MethodGet, "storage/"+url.PathEscape(coll)+query(opts, true), nil, h, func(resp *http.Response) error {
 		m = metaOf(resp.Header)
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 2<<20)
@@ -335,7 +558,7 @@ func (c *Client) StreamRecords(ctx context.Context, coll string, opts Options, f
 // Get fetches one record (an *Error with Status 404 when absent).
 func (c *Client) Get(ctx context.Context, coll, id string) (Record, Meta, error) {
 	var r Record
-	m, err := c.storageJSON(ctx, http.MethodGet, "storage/"+coll+"/"+url.PathEscape(id), nil, nil, &r)
+	m, err := c.storageJSON(ctx, http.MethodGet, "storage/"+url.PathEscape(coll)+"/"+url.PathEscape(id), nil, nil, &r)
 	return r, m, err
 }
 
@@ -346,7 +569,7 @@ func (c *Client) Put(ctx context.Context, coll string, r Record, ifUnmodifiedSin
 		return Meta{}, err
 	}
 	var ts json.RawMessage
-	return c.storageJSON(ctx, http.MethodPut, "storage/"+coll+"/"+url.PathEscape(r.ID), b, precondition(ifUnmodifiedSince), &ts)
+	return c.storageJSON(ctx, http.MethodPut, "storage/"+url.PathEscape(coll)+"/"+url.PathEscape(r.ID), b, precondition(ifUnmodifiedSince), &ts)
 }
 
 // PostResult is the answer to a POST.
@@ -367,7 +590,7 @@ func (c *Client) Post(ctx context.Context, coll string, rs []Record, ifUnmodifie
 		Success  []string            `json:"success"`
 		Failed   map[string][]string `json:"failed"`
 	}
-	m, err := c.storageJSON(ctx, http.MethodPost, "storage/"+coll, b, precondition(ifUnmodifiedSince), &out)
+	m, err := c.storageJSON(ctx, http.MethodPost, "storage/"+url.PathEscape(coll), b, precondition(ifUnmodifiedSince), &out)
 	if err != nil {
 		return PostResult{}, m, err
 	}
@@ -381,14 +604,14 @@ func (c *Client) Post(ctx context.Context, coll string, rs []Record, ifUnmodifie
 // Delete deletes one record.
 func (c *Client) Delete(ctx context.Context, coll, id string) (Meta, error) {
 	var ts json.RawMessage
-	return c.storageJSON(ctx, http.MethodDelete, "storage/"+coll+"/"+url.PathEscape(id), nil, nil, &ts)
+	return c.storageJSON(ctx, http.MethodDelete, "storage/"+url.PathEscape(coll)+"/"+url.PathEscape(id), nil, nil, &ts)
 }
 
 // DeleteCollection deletes the records of coll matching opts (all when
 // opts is empty).
 func (c *Client) DeleteCollection(ctx context.Context, coll string, opts Options) (Meta, error) {
 	var ts json.RawMessage
-	return c.storageJSON(ctx, http.MethodDelete, "storage/"+coll+query(opts, false), nil, nil, &ts)
+	return c.storageJSON(ctx, http.MethodDelete, "storage/"+url.PathEscape(coll)+query(opts, false), nil, nil, &ts)
 }
 
 // DeleteStorage deletes all of the user's records.
@@ -404,6 +627,8 @@ func query(opts Options, full bool) string {
 	}
 	if full {
 		v.Set("full", "1")
+	} else {
+		v.Del("full")
 	}
 	if len(v) == 0 {
 		return ""
@@ -424,53 +649,109 @@ func (c *Client) storageJSON(ctx context.Context, method, path string, body []by
 		m = metaOf(resp.Header)
 		dec := json.NewDecoder(resp.Body)
 		dec.UseNumber()
-		return dec.Decode(out)
+		if err := dec.Decode(out); err != nil {
+			return fmt.Errorf("weave: decoding %s %s: %w", method, path, err)
+		}
+		return nil
 	})
 	return m, err
 }
 
-// storage runs a storage call on the user's node, following the Weave
-// reassignment flow: on 401 it re-reads node/weave once and, if the node
-// changed, retries there.
-func (c *Client) storage(ctx context.Context, method, path string, body []byte, h http.Header, read func(*http.Response) error) error {
-	node := c.Node()
-	if node == "" {
-		if c.cfg.Directory == "" {
-			return errors.New("weave: no storage node and no directory to ask")
-		}
-		n, err := c.NodeWeave(ctx)
-		if err != nil {
-			return err
-		}
-		if n == "" {
-			return errors.New("weave: the directory assigned no storage node")
-		}
-		node = n
+// resolve returns the node to use: the remembered one, else (with
+// UseTokens) the node of a fresh token, else node/weave's answer. With
+// UseTokens it also renews a token that is about to expire.
+func (c *Client) resolve(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	node, tok, exp := c.node, c.cfg.Token, c.expires
+	c.mu.Unlock()
+	if c.cfg.UseTokens && (tok == "" || time.Until(exp) < c.cfg.TokenSlack) {
+		return c.renew(ctx)
 	}
-	err := c.send(ctx, method, node+"1.1/"+c.cfg.User+"/"+path, body, true, h, read)
-	if StatusOf(err) != http.StatusUnauthorized || c.cfg.Directory == "" {
-		return err
+	if node != "" {
+		return node, nil
 	}
-	n, lerr := c.NodeWeave(ctx)
-	if lerr != nil || n == "" || n == node {
-		return err
+	if c.cfg.Directory == "" {
+		return "", ErrNoNode
 	}
-	return c.send(ctx, method, n+"1.1/"+c.cfg.User+"/"+path, body, true, h, read)
+	return c.NodeWeave(ctx)
 }
 
-func (c *Client) roundTrip(ctx context.Context, method, u string, body []byte, auth bool, h http.Header) ([]byte, http.Header, error) {
-	var out []byte
-	var hdr http.Header
-	err := c.send(ctx, method, u, body, auth, h, func(resp *http.Response) error {
-		hdr = resp.Header
+// renew fetches and installs a new token (UseTokens) and returns its node.
+func (c *Client) renew(ctx context.Context) (string, error) {
+	g, err := c.Token(ctx)
+	if err != nil {
+		return "", err
+	}
+	c.UseToken(g)
+	return g.Node, nil
+}
+
+// relocate asks the directory again where the user lives after the
+// storage call on node failed with cause. It returns the node to retry
+// on, or "" when a retry is pointless. An unreachable node makes it poll,
+// with backoff, until the directory names another node, FailoverWait
+// passes or ctx ends.
+func (c *Client) relocate(ctx context.Context, node string, cause error) string {
+	unreachable := Unreachable(cause)
+	if c.cfg.Directory == "" || (!unreachable && StatusOf(cause) != http.StatusUnauthorized) {
+		return ""
+	}
+	deadline := time.Now().Add(c.cfg.FailoverWait)
+	pause := c.cfg.Backoff
+	for {
+		var n string
 		var err error
-		out, err = io.ReadAll(resp.Body)
-		return err
-	})
-	return out, hdr, err
+		if c.cfg.UseTokens {
+			// A token names its node; a new one is also the cure for a
+			// token the node no longer accepts.
+			n, err = c.renew(ctx)
+			if err == nil && (n != node || !unreachable) {
+				return n
+			}
+		} else {
+			n, err = c.NodeWeave(ctx)
+			if err == nil && n != node {
+				return n
+			}
+		}
+		// 401 from a node node/weave still names: the credentials are
+		// wrong (or the directory has not moved the user yet); report it.
+		if !unreachable || ctx.Err() != nil || c.cfg.FailoverWait < 0 || time.Now().Add(pause).After(deadline) {
+			return ""
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ""
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
+	}
 }
 
-func (c *Client) send(ctx context.Context, method, u string, body []byte, auth bool, h http.Header, read func(*http.Response) error) error {
+// storage runs a storage call on the user's node, following the Weave
+// reassignment flow (see the package documentation). read is called at
+// most once, with a 2xx answer.
+func (c *Client) storage(ctx context.Context, method, path string, body []byte, h http.Header, read func(*http.Response) error) error {
+	node, err := c.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	err = c.send(ctx, method, node+"1.1/"+c.cfg.User+"/"+path, body, authStorage, h, read)
+	if err == nil {
+		return nil
+	}
+	next := c.relocate(ctx, node, err)
+	if next == "" {
+		return err
+	}
+	return c.send(ctx, method, next+"1.1/"+c.cfg.User+"/"+path, body, authStorage, h, read)
+}
+
+// send runs one HTTP request. A 2xx answer goes to read; any other answer
+// becomes an *Error; no answer at all an unreachableError.
+func (c *Client) send(ctx context.Context, method, u string, body []byte, a auth, h http.Header, read func(*http.Response) error) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -485,19 +766,21 @@ func (c *Client) send(ctx context.Context, method, u string, body []byte, auth b
 	if body != nil && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if auth {
-		c.mu.Lock()
-		tok, pw := c.cfg.Token, c.cfg.Password
-		c.mu.Unlock()
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		} else {
-			req.SetBasicAuth(c.cfg.User, pw)
-		}
+	c.mu.Lock()
+	tok, pw := c.cfg.Token, c.cfg.Password
+	c.mu.Unlock()
+	switch {
+	case a == authStorage && tok != "":
+		req.Header.Set("Authorization", "Bearer "+tok)
+	case a == authStorage || a == authBasic:
+		req.SetBasicAuth(c.cfg.User, pw)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return fmt.Errorf("weave: %s %s: %w", method, u, ctx.Err())
+		}
+		return &unreachableError{err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {

@@ -24,6 +24,7 @@ Usage:
   hce node [flags]    run a storage node that registers with a directory
   hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes
   hce testnet ...     run a local federation (voters and nodes as child processes); status, kill, restart, drain
+  hce client ...      talk to a Weave server as one account: register, put, get, ids, delete, token
 
 Run "hce <command> -h" for the flags of a command.
 `
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAdmin(ctx, args[1:], stdout, stderr)
 	case "testnet":
 		return runTestnet(ctx, args[1:], stdout, stderr)
+	case "client":
+		return runClient(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
