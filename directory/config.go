@@ -150,6 +150,12 @@ type Config struct {
 	// apply goroutine: it must be quick and must not call back into the
 	// Directory. Storage nodes use it to drop cached Basic-auth answers.
 	CredentialsChanged func(user string)
+	// NotifyNodes makes the voter that handles a password change, a
+	// password reset or an account deletion tell the storage nodes of
+	// the user's replica set over libp2p (p2p.ProtoAccount; see
+	// notify.go), so they drop cached credentials and, on a deletion,
+	// the user's records. Needs P2PListen. Default off.
+	NotifyNodes bool
 	// Transport is raft's network transport. Nil means an in-memory
 	// transport, which is enough for a single voter that reaches no one.
 	Transport raft.Transport

@@ -74,7 +74,8 @@ type Directory struct {
 
 	key localKey // this voter's token signing key (keys.go)
 
-	host host.Host // libp2p host (nil without Config.P2PListen); p2pvoter.go
+	host  host.Host // libp2p host (nil without Config.P2PListen); p2pvoter.go
+	notes *notifier // account notifications in flight; notify.go
 
 	queue   chan *proposal
 	quit    chan struct{} // closed by Close: committers stop
@@ -119,6 +120,7 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 		log:     cfg.Logger,
 		fsm:     newFSM(cfg.Logger, cfg.CredentialsChanged),
 		hb:      make(map[string]heartbeat),
+		notes:   newNotifier(),
 		hasher:  h,
 		queue:   make(chan *proposal, 4*cfg.MaxBatch),
 		quit:    make(chan struct{}),
@@ -306,6 +308,7 @@ func (d *Directory) Close() error {
 			}
 		}
 		close(d.stopped)
+		d.notes.close()
 		if d.host != nil {
 			if err := d.host.Close(); err != nil {
 				d.log.Warn("directory: closing libp2p host", "err", err)
@@ -590,8 +593,25 @@ func (d *Directory) CreateUser(ctx context.Context, user, password, email string
 }
 
 // DeleteUser removes an account; api.ErrUserNotFound if there is none.
+// With Config.NotifyNodes, once the deletion is committed the nodes the
+// user was assigned to are told to delete the user's records; DeleteUser
+// waits up to a few seconds for them, and answers success anyway (a node
+// that cannot be reached is logged).
 func (d *Directory) DeleteUser(ctx context.Context, user string) error {
-	return d.write(ctx, DeleteUser{Name: user})
+	set, _, _ := d.fsm.assignment(user)
+	if err := d.write(ctx, DeleteUser{Name: user}); err != nil {
+		return err
+	}
+	done := d.notifyNodes(user, set, true)
+	t := time.NewTimer(deleteWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-t.C:
+		d.log.Warn("directory: nodes did not confirm an account deletion in time", "user", user, "wait", deleteWait)
+	}
+	return nil
 }
 
 // CheckPassword returns nil when password is the user's, else
@@ -651,7 +671,18 @@ func (d *Directory) SetPassword(ctx context.Context, user, password string) erro
 	if err != nil {
 		return err
 	}
-	return d.write(ctx, SetPassword{Name: user, Hash: hash})
+	if err := d.write(ctx, SetPassword{Name: user, Hash: hash}); err != nil {
+		return err
+	}
+	d.credentialsChanged(user)
+	return nil
+}
+
+// credentialsChanged tells the user's nodes (Config.NotifyNodes), in the
+// background, that the user's password changed.
+func (d *Directory) credentialsChanged(user string) {
+	set, _, _ := d.fsm.assignment(user)
+	d.notifyNodes(user, set, false)
 }
 
 // RequestPasswordReset stores a new random reset code (hashed, valid for
@@ -721,5 +752,9 @@ func (d *Directory) ResetPassword(ctx context.Context, user, code, password stri
 	if err != nil {
 		return err
 	}
-	return d.write(ctx, ResetPassword{Name: user, CodeHash: codeHash, Hash: hash, Now: now})
+	if err := d.write(ctx, ResetPassword{Name: user, CodeHash: codeHash, Hash: hash, Now: now}); err != nil {
+		return err
+	}
+	d.credentialsChanged(user)
+	return nil
 }

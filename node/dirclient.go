@@ -124,6 +124,8 @@ type DirectoryClient struct {
 
 	memMu sync.Mutex
 	mem   map[string]memEntry // user -> cached Holds answer
+
+	voters atomic.Pointer[map[peer.ID]struct{}] // voters of the last RefreshPeers
 }
 
 type memEntry struct {
@@ -334,6 +336,13 @@ func (c *DirectoryClient) RefreshPeers(ctx context.Context) error {
 		}
 		ids = append(ids, id)
 	}
+	vs := make(map[peer.ID]struct{}, len(resp.Voters))
+	for _, s := range resp.Voters {
+		if id, err := peer.Decode(s); err == nil {
+			vs[id] = struct{}{}
+		}
+	}
+	c.voters.Store(&vs)
 	old := c.cfg.Allowlist.List()
 	c.cfg.Allowlist.Replace(ids)
 	for _, id := range old {
@@ -342,6 +351,23 @@ func (c *DirectoryClient) RefreshPeers(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// IsVoter reports whether id is a directory voter this client knows: one
+// of the configured voters, or one the directory listed at the last
+// RefreshPeers. Storage nodes admit only voters to the protocols the
+// directory calls (p2p.ProtoAccount).
+func (c *DirectoryClient) IsVoter(id peer.ID) bool {
+	for _, v := range c.cfg.Directory {
+		if v.ID == id {
+			return true
+		}
+	}
+	if vs := c.voters.Load(); vs != nil {
+		_, ok := (*vs)[id]
+		return ok
+	}
+	return false
 }
 
 // Run fetches the keys and sends a heartbeat at once, then keeps doing so

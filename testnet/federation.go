@@ -100,7 +100,9 @@ func toMultiaddr(addr string) (string, error) {
 }
 
 // StartVoter starts a directory voter as `hce directory` runs it and
-// returns once it has joined (or founded) the cluster and serves HTTP.
+// returns once it has joined (or founded) the cluster and serves HTTP. It
+// tells the storage nodes of the password changes and account deletions
+// it handles (directory.Config.NotifyNodes).
 func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	if cfg.Dir == "" || cfg.CA == nil || cfg.AdminToken == "" {
 		return nil, errors.New("testnet: VoterConfig needs Dir, CA and AdminToken")
@@ -156,6 +158,7 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	dcfg.AutoApprove = cfg.AutoApprove
 	dcfg.DownAfter = cfg.DownAfter
 	dcfg.P2PListen = []string{p2pAddr}
+	dcfg.NotifyNodes = true
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}

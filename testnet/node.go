@@ -167,7 +167,9 @@ func retry(ctx context.Context, what string, fn func() error) error {
 // directory's HTTP URL, starts its libp2p host (gater: voters, then the
 // directory's active peers), registers with a signed request (retrying
 // until accepted), starts the directory client (heartbeats, keys, peers)
-// and serves the Weave storage API. ctx bounds the start.
+// and serves the Weave storage API and, to the voters, the account events
+// (node.ServeAccountEvents: credential changes and deletions). ctx bounds
+// the start.
 func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if cfg.Dir == "" || cfg.Directory == "" {
 		return nil, errors.New("testnet: NodeConfig needs Dir and Directory")
@@ -284,6 +286,15 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	acfg.DisableBasic = cfg.DisableBasic
 	auth, err := node.NewAuthenticator(acfg)
 	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	ecfg := node.DefaultAccountEventsConfig()
+	ecfg.Store = n.store
+	ecfg.Auth = auth
+	ecfg.IsVoter = n.dc.IsVoter
+	ecfg.Logger = logger.With("component", "account-events")
+	if err = node.ServeAccountEvents(n.host, ecfg); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -33,8 +33,20 @@ const (
 	ProtoPeers protocol.ID = "/hce/dir/1.0.0/peers"
 )
 
+// Protocols a storage node serves to the directory voters.
+const (
+	// ProtoAccount: AccountEvent -> {} (an empty JSON object). Only
+	// directory voters may call it (others get CodeForbidden); the node
+	// answers once it has acted on the event (for a deletion: once the
+	// user's records are durably gone).
+	ProtoAccount protocol.ID = "/hce/node/1.0.0/account"
+)
+
 // Error codes of the directory protocols.
 const (
+	// CodeForbidden: the calling peer may not use this protocol (for
+	// ProtoAccount: it is not a directory voter the node knows).
+	CodeForbidden = "forbidden"
 	// CodeNotLeader: the voter is not the raft leader (heartbeats go to
 	// the leader); try another voter.
 	CodeNotLeader = "not_leader"
@@ -190,6 +202,24 @@ func (r PeersResponse) Validate() error {
 		if id == "" || len(id) > MaxIDLen {
 			return fmt.Errorf("%w: peer id of %d bytes", ErrBadMessage, len(id))
 		}
+	}
+	return nil
+}
+
+// AccountEvent tells a storage node that the directory committed a
+// change to User's account: its credentials changed (password set or
+// reset; Deleted false), or the account was deleted (Deleted true). The
+// node drops its cached Basic-auth answers for User and, on a deletion,
+// deletes User's records.
+type AccountEvent struct {
+	User    string `json:"user"`
+	Deleted bool   `json:"deleted"`
+}
+
+// Validate implements Validator.
+func (e AccountEvent) Validate() error {
+	if e.User == "" || len(e.User) > MaxUserLen {
+		return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(e.User))
 	}
 	return nil
 }
