@@ -213,7 +213,37 @@ func (d *Directory) forward(ctx context.Context, enc []byte) error {
 		}
 		return fmt.Errorf("%w: forward to leader %s: %w", ErrOutcomeUnknown, id, err)
 	}
-	return decodeWireResult(resp)
+	index, err := decodeWireIndex(resp)
+	if err != nil {
+		return err
+	}
+	// Read your writes: the client that wrote through this voter reads
+	// through it next (node/weave right after registering), and reads
+	// answer from the local state, so wait until the write is applied
+	// here too.
+	return d.waitApplied(ctx, index)
+}
+
+// waitApplied waits until this voter has applied raft index i, or until
+// ApplyTimeout or ctx ends (then the write still succeeded: it answers
+// with the write's outcome and only the read-your-writes promise is lost,
+// which is logged).
+func (d *Directory) waitApplied(ctx context.Context, i uint64) error {
+	if i == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(d.cfg.ApplyTimeout)
+	for d.raft.AppliedIndex() < i {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			d.log.Warn("directory: forwarded write not yet applied locally", "index", i, "applied", d.raft.AppliedIndex())
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // wireErrors maps the errors a forwarded write can return to codes.
@@ -243,6 +273,9 @@ type wireResult struct {
 	OK      bool   `json:"ok"`
 	Error   string `json:"error,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Index is, for a forwarded write, the raft index the leader had
+	// applied when it answered (so the forwarding voter can wait for it).
+	Index uint64 `json:"index,omitempty"`
 }
 
 func errorCode(err error) string {
@@ -255,20 +288,27 @@ func errorCode(err error) string {
 }
 
 func decodeWireResult(resp *http.Response) error {
+	_, err := decodeWireIndex(resp)
+	return err
+}
+
+// decodeWireIndex is decodeWireResult that also returns the raft index the
+// leader had applied when it answered a successful write (0 if not sent).
+func decodeWireIndex(resp *http.Response) (uint64, error) {
 	defer resp.Body.Close()
 	var r wireResult
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&r); err != nil {
-		return fmt.Errorf("%w: leader answered %s: %w", ErrOutcomeUnknown, resp.Status, err)
+		return 0, fmt.Errorf("%w: leader answered %s: %w", ErrOutcomeUnknown, resp.Status, err)
 	}
 	if r.OK {
-		return nil
+		return r.Index, nil
 	}
 	for _, w := range wireErrors {
 		if w.code == r.Error {
-			return fmt.Errorf("%w (from leader: %s)", w.err, r.Message)
+			return 0, fmt.Errorf("%w (from leader: %s)", w.err, r.Message)
 		}
 	}
-	return fmt.Errorf("directory: leader: %s: %s", r.Error, r.Message)
+	return 0, fmt.Errorf("directory: leader: %s: %s", r.Error, r.Message)
 }
 
 // Assignment returns the user's primary node ID and the other members of

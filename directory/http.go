@@ -132,7 +132,11 @@ func (d *Directory) handleForward(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, err)
 		return
 	}
-	writeResult(w, d.writeLocal(r.Context(), enc))
+	if err := d.writeLocal(r.Context(), enc); err != nil {
+		writeResult(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wireResult{OK: true, Index: d.raft.AppliedIndex()})
 }
 
 func (d *Directory) handleRegister(w http.ResponseWriter, r *http.Request) {
