@@ -112,3 +112,29 @@ func allDigits(s string) bool {
 	}
 	return true
 }
+
+// MarshalJSON writes s in its wire form (a number with two decimals), or
+// null for the zero Stamp.
+func (s Stamp) MarshalJSON() ([]byte, error) {
+	if s == 0 {
+		return []byte("null"), nil
+	}
+	return s.AppendTo(nil), nil
+}
+
+// UnmarshalJSON reads a JSON number (or a numeric string) of seconds, or
+// null (the zero Stamp).
+func (s *Stamp) UnmarshalJSON(b []byte) error {
+	t := strings.TrimSpace(string(b))
+	if t == "null" {
+		*s = 0
+		return nil
+	}
+	t = strings.TrimSuffix(strings.TrimPrefix(t, `"`), `"`)
+	v, err := ParseStamp(t)
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
