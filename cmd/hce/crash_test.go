@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -41,38 +40,8 @@ var readyLine = regexp.MustCompile(`ready at (http://\S+/)`)
 // and returns its base URL once it is ready.
 func startServe(t *testing.T, bin, data string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--log-level", "warn")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	urls := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := readyLine.FindStringSubmatch(sc.Text()); m != nil {
-				urls <- m[1]
-			}
-		}
-		close(urls)
-	}()
-	select {
-	case u, ok := <-urls:
-		if !ok {
-			cmd.Wait()
-			t.Fatalf("hce serve exited before it was ready: %s", stderr.String())
-		}
-		return cmd, u
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("hce serve not ready after 60 s: %s", stderr.String())
-	}
-	return nil, ""
+	cmd, m := startChild(t, readyLine, bin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--log-level", "warn")
+	return cmd, m[1]
 }
 
 // TestCrashDurability SIGKILLs a child `hce serve` while concurrent clients

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +15,6 @@ import (
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/testnet"
 )
-
-var voterReady = regexp.MustCompile(`ready at (http://\S+/)`)
 
 // freeAddr returns a loopback address that was free a moment ago, away
 // from the ports other tests' listeners get (testnet.FreeAddr).
@@ -35,37 +31,8 @@ func freeAddr(t *testing.T) string {
 // prints its URL.
 func startVoter(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"directory", "--log-level", "warn"}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	urls := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := voterReady.FindStringSubmatch(sc.Text()); m != nil {
-				urls <- m[1]
-			}
-		}
-		close(urls)
-	}()
-	select {
-	case u, ok := <-urls:
-		if !ok {
-			t.Fatalf("hce directory exited: %s", stderr.String())
-		}
-		return u
-	case <-time.After(60 * time.Second):
-		t.Fatalf("hce directory not ready: %s", stderr.String())
-	}
-	return ""
+	_, m := startChild(t, readyLine, bin, append([]string{"directory", "--log-level", "warn"}, args...)...)
+	return m[1]
 }
 
 // TestDirectoryCLI builds a 3-voter directory from the command line (init-ca,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"os/exec"
@@ -35,38 +34,9 @@ func TestNodeCLI(t *testing.T) {
 		"--raft", freeAddr(t), "--p2p", "127.0.0.1:0", "--ca", ca, "--admin-token", token,
 		"--bootstrap", "--auto-approve")
 
-	cmd := exec.Command(bin, "node", "--log-level", "warn", "--data", filepath.Join(tmp, "n1"),
+	_, m := startChild(t, nodeReady, bin, "node", "--log-level", "warn", "--data", filepath.Join(tmp, "n1"),
 		"--http", freeAddr(t), "--directory", dir, "--operator", "cli-op", "--capacity", "10", "--heartbeat", "500ms")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ids := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := nodeReady.FindStringSubmatch(sc.Text()); m != nil {
-				ids <- m[1]
-			}
-		}
-		close(ids)
-	}()
-	var id string
-	select {
-	case v, ok := <-ids:
-		if !ok {
-			t.Fatalf("hce node exited: %s", stderr.String())
-		}
-		id = v
-	case <-time.After(60 * time.Second):
-		t.Fatalf("hce node not ready: %s", stderr.String())
-	}
+	id := m[1]
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var out bytes.Buffer
