@@ -134,16 +134,9 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL)
 	if err != nil {
-		return nil, fmt.Errorf("testnet: listen: %w", err)
-	}
-	url := cfg.PublicURL
-	if url == "" {
-		url = "http://" + ln.Addr().String() + "/"
-	}
-	if !strings.HasSuffix(url, "/") {
-		url += "/"
+		return nil, err
 	}
 	dcfg := directory.DefaultConfig()
 	dcfg.ID = cfg.ID

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -218,17 +217,11 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if n.store, err = node.Open(ncfg); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL)
 	if err != nil {
-		return nil, fmt.Errorf("testnet: listen: %w", err)
+		return nil, err
 	}
-	n.url = cfg.PublicURL
-	if n.url == "" {
-		n.url = "http://" + ln.Addr().String() + "/"
-	}
-	if !strings.HasSuffix(n.url, "/") {
-		n.url += "/"
-	}
+	n.url = url
 	hc := &http.Client{Timeout: 10 * time.Second}
 	var voters []peer.AddrInfo
 	if err = retry(ctx, "reading the directory's voters", func() (e error) {

@@ -71,16 +71,9 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("testnet: data folder: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, url, err := listenHTTP(cfg.Addr, cfg.PublicURL)
 	if err != nil {
-		return nil, fmt.Errorf("testnet: listen: %w", err)
-	}
-	url := cfg.PublicURL
-	if url == "" {
-		url = "http://" + ln.Addr().String() + "/"
-	}
-	if !strings.HasSuffix(url, "/") {
-		url += "/"
+		return nil, err
 	}
 	s := &Standalone{ln: ln, url: url, done: make(chan error, 1), logger: logger}
 	ok := false
@@ -213,4 +206,21 @@ func (a accountsWithStorage) DeleteUser(ctx context.Context, user string) error 
 		return fmt.Errorf("testnet: deleting %s's records: %w", user, err)
 	}
 	return a.Directory.DeleteUser(ctx, user)
+}
+
+// listenHTTP listens on addr and returns the listener with the base URL
+// clients reach it at: public, or http://<listen address>/, ending in "/".
+func listenHTTP(addr, public string) (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("testnet: listen: %w", err)
+	}
+	url := public
+	if url == "" {
+		url = "http://" + ln.Addr().String() + "/"
+	}
+	if !strings.HasSuffix(url, "/") {
+		url += "/"
+	}
+	return ln, url, nil
 }
