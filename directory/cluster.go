@@ -224,18 +224,20 @@ func (d *Directory) forward(ctx context.Context, enc []byte) error {
 	return d.waitApplied(ctx, index)
 }
 
-// waitApplied waits until this voter has applied raft index i, or until
-// ApplyTimeout or ctx ends (then the write still succeeded: it answers
-// with the write's outcome and only the read-your-writes promise is lost,
-// which is logged).
+// waitApplied waits until this voter's state machine has applied the
+// command entry at raft index i, or until ctx ends or a few seconds pass
+// (then the write still succeeded: it answers with the write's outcome and
+// only the read-your-writes promise is lost, which is logged; this happens
+// when the entry reached this voter inside a snapshot, which does not
+// advance the command index).
 func (d *Directory) waitApplied(ctx context.Context, i uint64) error {
 	if i == 0 {
 		return nil
 	}
-	deadline := time.Now().Add(d.cfg.ApplyTimeout)
-	for d.raft.AppliedIndex() < i {
+	deadline := time.Now().Add(min(d.cfg.ApplyTimeout, 3*time.Second))
+	for d.fsm.appliedIndex() < i {
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			d.log.Warn("directory: forwarded write not yet applied locally", "index", i, "applied", d.raft.AppliedIndex())
+			d.log.Warn("directory: forwarded write not yet applied locally", "index", i, "applied", d.fsm.appliedIndex())
 			return nil
 		}
 		select {

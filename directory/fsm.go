@@ -114,6 +114,16 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return f.applyOne(cmd)
 }
 
+// appliedIndex is the raft index of the last command entry this FSM has
+// applied. Unlike raft's AppliedIndex, which raft advances before its FSM
+// goroutine has run the entry, a reader that sees index i here also sees
+// the effects of entry i (Apply holds f.mu while it applies).
+func (f *fsm) appliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.index
+}
+
 // applyOne applies one non-batch command; f.mu is held.
 func (f *fsm) applyOne(c Command) error {
 	switch c := c.(type) {

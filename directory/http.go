@@ -136,7 +136,7 @@ func (d *Directory) handleForward(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wireResult{OK: true, Index: d.raft.AppliedIndex()})
+	writeJSON(w, http.StatusOK, wireResult{OK: true, Index: d.fsm.appliedIndex()})
 }
 
 func (d *Directory) handleRegister(w http.ResponseWriter, r *http.Request) {
