@@ -35,10 +35,12 @@ func startVoter(t *testing.T, bin string, args ...string) string {
 	return m[1]
 }
 
-// TestDirectoryCLI builds a 3-voter directory from the command line (init-ca,
-// one --bootstrap, two --join) and checks with `hce admin status` that
-// every voter is a member and that a voter's HTTP port serves the user API.
-func TestDirectoryCLI(t *testing.T) {
+// cliDirectory builds hce, creates a directory CA with `hce directory
+// init-ca` in a temp folder and returns the binary and a function that
+// starts a voter (child process) with that CA and admin token, returning
+// its URL. It skips the test under -short.
+func cliDirectory(t *testing.T, token string) (string, func(id string, extra ...string) string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the hce binary")
 	}
@@ -51,12 +53,19 @@ func TestDirectoryCLI(t *testing.T) {
 	if out, err := exec.Command(bin, "directory", "init-ca", "--ca", ca).CombinedOutput(); err != nil {
 		t.Fatalf("init-ca: %v %s", err, out)
 	}
-	const token = "cli-test-admin-token"
-	voter := func(id string, extra ...string) string {
+	return bin, func(id string, extra ...string) string {
 		args := []string{"--id", id, "--data", filepath.Join(tmp, id), "--http", freeAddr(t),
 			"--raft", freeAddr(t), "--ca", ca, "--admin-token", token}
 		return startVoter(t, bin, append(args, extra...)...)
 	}
+}
+
+// TestDirectoryCLI builds a 3-voter directory from the command line (init-ca,
+// one --bootstrap, two --join) and checks with `hce admin status` that
+// every voter is a member and that a voter's HTTP port serves the user API.
+func TestDirectoryCLI(t *testing.T) {
+	const token = "cli-test-admin-token"
+	_, voter := cliDirectory(t, token)
 	first := voter("d1", "--bootstrap")
 	voter("d2", "--join", first)
 	third := voter("d3", "--join", first)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,22 +16,10 @@ var nodeReady = regexp.MustCompile(`storage node (\S+) ready at (http://\S+/)`)
 // `hce node` as child processes and checks that `hce admin nodes` lists
 // the node as active.
 func TestNodeCLI(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	ca := filepath.Join(tmp, "ca")
-	if out, err := exec.Command(bin, "directory", "init-ca", "--ca", ca).CombinedOutput(); err != nil {
-		t.Fatalf("init-ca: %v %s", err, out)
-	}
 	const token = "cli-node-admin-token"
-	dir := startVoter(t, bin, "--id", "d1", "--data", filepath.Join(tmp, "d1"), "--http", freeAddr(t),
-		"--raft", freeAddr(t), "--p2p", "127.0.0.1:0", "--ca", ca, "--admin-token", token,
-		"--bootstrap", "--auto-approve")
+	bin, voter := cliDirectory(t, token)
+	dir := voter("d1", "--p2p", "127.0.0.1:0", "--bootstrap", "--auto-approve")
+	tmp := t.TempDir()
 
 	_, m := startChild(t, nodeReady, bin, "node", "--log-level", "warn", "--data", filepath.Join(tmp, "n1"),
 		"--http", freeAddr(t), "--directory", dir, "--operator", "cli-op", "--capacity", "10", "--heartbeat", "500ms")
