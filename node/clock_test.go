@@ -488,15 +488,19 @@ func TestClockRestartSetBackPerUser(t *testing.T) {
 }
 
 func TestUserMetaVersions(t *testing.T) {
-	seq, last, err := decodeUserMeta(appendUserMeta(nil, 42, 170000000012))
-	if err != nil || seq != 42 || last != 170000000012 {
-		t.Fatalf("v2: %d %d %v", seq, last, err)
+	seq, last, chg, err := decodeUserMeta(appendUserMeta(nil, 42, 170000000012, 9))
+	if err != nil || seq != 42 || last != 170000000012 || chg != 9 {
+		t.Fatalf("v3: %d %d %d %v", seq, last, chg, err)
+	}
+	v2 := binary.AppendVarint(binary.AppendUvarint([]byte{verUserMeta2}, 8), 5)
+	if seq, last, chg, err = decodeUserMeta(v2); err != nil || seq != 8 || last != 5 || chg != 0 {
+		t.Fatalf("v2: %d %d %d %v", seq, last, chg, err)
 	}
 	v1 := binary.AppendUvarint([]byte{verUserMeta1}, 7)
-	if seq, last, err = decodeUserMeta(v1); err != nil || seq != 7 || last != 0 {
+	if seq, last, _, err = decodeUserMeta(v1); err != nil || seq != 7 || last != 0 {
 		t.Fatalf("v1: %d %d %v", seq, last, err)
 	}
-	if _, _, err := decodeUserMeta([]byte{9, 1}); err != errCorrupt {
+	if _, _, _, err := decodeUserMeta([]byte{9, 1}); err != errCorrupt {
 		t.Fatalf("unknown version: %v", err)
 	}
 }

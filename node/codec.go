@@ -233,26 +233,32 @@ func decodeMeta(v []byte, m *collMeta) error {
 // The user meta (under the empty collection name) holds the next insertion
 // sequence number and the user's last write stamp (version 2; version 1,
 // written before the per-user clock, has no last and reads as 0).
+// Version 3 adds the user's last changes-feed sequence number.
 const (
-	verUserMeta  = 2
+	verUserMeta  = 3
+	verUserMeta2 = 2
 	verUserMeta1 = 1
 )
 
-func appendUserMeta(b []byte, nextSeq uint64, last int64) []byte {
+func appendUserMeta(b []byte, nextSeq uint64, last int64, chg uint64) []byte {
 	b = binary.AppendUvarint(append(b, verUserMeta), nextSeq)
-	return binary.AppendVarint(b, last)
+	b = binary.AppendVarint(b, last)
+	return binary.AppendUvarint(b, chg)
 }
 
-func decodeUserMeta(v []byte) (nextSeq uint64, last int64, err error) {
-	if len(v) < 1 || (v[0] != verUserMeta && v[0] != verUserMeta1) {
-		return 0, 0, errCorrupt
+func decodeUserMeta(v []byte) (nextSeq uint64, last int64, chg uint64, err error) {
+	if len(v) < 1 || v[0] < verUserMeta1 || v[0] > verUserMeta {
+		return 0, 0, 0, errCorrupt
 	}
 	d := decoder{b: v[1:]}
 	nextSeq = d.uvarint()
-	if v[0] == verUserMeta {
+	if v[0] >= verUserMeta2 {
 		last = d.varint()
 	}
-	return nextSeq, last, d.err
+	if v[0] >= verUserMeta {
+		chg = d.uvarint()
+	}
+	return nextSeq, last, chg, d.err
 }
 
 // alias returns a string sharing b's memory.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/hce-sync/hce/node/revtree"
 )
 
 // Default values of Config.
@@ -47,6 +49,13 @@ type Config struct {
 	// MemTableBytes is the size of one Pebble memtable in bytes. Default
 	// 8 MiB.
 	MemTableBytes int64
+	// NodeID names this node as the origin of the revisions its clients
+	// make (Body.Origin). Default: the store's UUID.
+	NodeID string
+	// RevsLimit is how many revisions each root-to-leaf path of a
+	// document's revision tree keeps (CouchDB's _revs_limit). Default
+	// 1000.
+	RevsLimit int
 
 	// fs replaces Pebble's file system (tests count fsyncs with it).
 	fs vfs.FS
@@ -80,6 +89,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: Config.CacheBytes %d is negative", c.CacheBytes)
 	case c.MemTableBytes < 0 || c.MemTableBytes >= 4<<30:
 		return fmt.Errorf("node: Config.MemTableBytes %d out of range", c.MemTableBytes)
+	case c.RevsLimit < 0 || c.RevsLimit > revtree.HardMaxPathLen/2:
+		return fmt.Errorf("node: Config.RevsLimit %d out of range", c.RevsLimit)
+	case len(c.NodeID) > MaxOriginLen:
+		return fmt.Errorf("node: Config.NodeID of %d bytes", len(c.NodeID))
 	}
 	return nil
 }
@@ -104,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MemTableBytes == 0 {
 		c.MemTableBytes = d.MemTableBytes
+	}
+	if c.RevsLimit == 0 {
+		c.RevsLimit = revtree.DefaultRevsLimit
 	}
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,14 +25,14 @@ const (
 	DefaultHeartbeatInterval    = 5 * time.Second
 	DefaultKeyRefresh           = time.Minute
 	DefaultDirectoryCallTimeout = 5 * time.Second
-	// DefaultMembershipTTL is how long a Holds answer, positive or
-	// negative, is reused. Short, so that after a failover or a drain a
+	// DefaultMembershipTTL is how long a user's replica set, as Holds and
+	// Replicas use it (a positive or negative Holds answer), is reused. Short, so that after a failover or a drain a
 	// node starts (or stops) serving a user within about two seconds of
 	// the directory's change, while a burst of requests of one user costs
 	// one directory call.
 	DefaultMembershipTTL = 2 * time.Second
-	// maxMembershipCache bounds the Holds cache (entries); when full it
-	// is emptied.
+	// maxMembershipCache bounds the replica set cache (entries); when
+	// full it is emptied.
 	maxMembershipCache = 100000
 )
 
@@ -61,8 +62,8 @@ type DirectoryClientConfig struct {
 	KeyRefresh time.Duration
 	// CallTimeout bounds one call to one voter. Default 5 s.
 	CallTimeout time.Duration
-	// MembershipTTL is how long Holds reuses an answer. Default
-	// DefaultMembershipTTL (2 s).
+	// MembershipTTL is how long Holds and Replicas reuse a user's replica
+	// set. Default DefaultMembershipTTL (2 s).
 	MembershipTTL time.Duration
 	// Allowlist, when set, is kept equal (by Run, every heartbeat
 	// interval) to the directory's active nodes plus the voters (those
@@ -109,7 +110,9 @@ func (c DirectoryClientConfig) Validate() error {
 
 // DirectoryClient is a storage node's link to the directory over libp2p.
 // It checks HTTP Basic passwords (it implements PasswordChecker), keeps the
-// directory's token verification keys (Keys) and sends heartbeats (Run).
+// directory's token verification keys (Keys), sends heartbeats (Run),
+// looks up replica sets (Holds, Replicas) and lists the users assigned to
+// this node (AssignedUsers).
 // Voters are tried in the configured order, starting with the last one
 // that answered: any voter answers password checks and key fetches, the
 // leader takes heartbeats. Safe for concurrent use.
@@ -123,13 +126,15 @@ type DirectoryClient struct {
 	hbFailed atomic.Bool  // the last heartbeat failed (log once)
 
 	memMu sync.Mutex
-	mem   map[string]memEntry // user -> cached Holds answer
+	mem   map[string]memEntry // user -> cached replica set
 
 	voters atomic.Pointer[map[peer.ID]struct{}] // voters of the last RefreshPeers
 }
 
+// memEntry is a cached replica set; nodes is never modified after the
+// entry is stored.
 type memEntry struct {
-	holds   bool
+	nodes   []p2p.AssignedNode
 	expires time.Time
 }
 
@@ -271,45 +276,100 @@ func (c *DirectoryClient) Heartbeat(ctx context.Context) error {
 	return err
 }
 
-// Holds implements Membership: it asks the directory for user's replica
-// set (p2p.ProtoAssignment) and reports whether this node (the host's
-// peer ID) is in it. Answers, positive and negative, are cached for
-// MembershipTTL. When no voter answers it returns an error wrapping
-// ErrDirectoryUnavailable.
+// Holds implements Membership: it reports whether this node (the host's
+// peer ID) is in user's replica set, as Replicas returns it (so answers,
+// positive and negative, are cached for MembershipTTL). A user name out of
+// bounds is held by no node. When no voter answers it returns an error
+// wrapping ErrDirectoryUnavailable.
 func (c *DirectoryClient) Holds(ctx context.Context, user string) (bool, error) {
+	nodes, err := c.replicas(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	self := c.cfg.Host.ID().String()
+	for _, n := range nodes {
+		if n.PeerID == self || n.ID == self {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Replicas returns user's replica set, primary first (p2p.ProtoAssignment);
+// it is empty when the user has none, does not exist, or has a name out of
+// bounds. Answers are cached for MembershipTTL, shared with Holds, so a
+// set may be that old; InvalidateUser drops the cached one. The caller
+// owns the returned slice. When no voter answers it returns an error
+// wrapping ErrDirectoryUnavailable. Safe for concurrent use; concurrent
+// misses of one user may each ask the directory.
+func (c *DirectoryClient) Replicas(ctx context.Context, user string) ([]p2p.AssignedNode, error) {
+	nodes, err := c.replicas(ctx, user)
+	return slices.Clone(nodes), err
+}
+
+// replicas is Replicas without the copy: the result is shared with the
+// cache and must not be modified.
+func (c *DirectoryClient) replicas(ctx context.Context, user string) ([]p2p.AssignedNode, error) {
 	now := time.Now()
 	c.memMu.Lock()
 	e, ok := c.mem[user]
 	c.memMu.Unlock()
 	if ok && now.Before(e.expires) {
-		return e.holds, nil
+		return e.nodes, nil
 	}
 	req := p2p.AssignmentRequest{User: user}
 	if err := req.Validate(); err != nil {
-		return false, nil
+		return nil, nil
 	}
 	resp, err := callDirectory[p2p.AssignmentResponse](ctx, c, &c.answered, p2p.ProtoAssignment, req)
 	if err != nil {
 		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
-			return false, err
+			return nil, err
 		}
-		return false, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
-	}
-	self := c.cfg.Host.ID().String()
-	holds := false
-	for _, n := range resp.Nodes {
-		if n.PeerID == self || n.ID == self {
-			holds = true
-			break
-		}
+		return nil, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
 	}
 	c.memMu.Lock()
 	if len(c.mem) >= maxMembershipCache {
 		clear(c.mem)
 	}
-	c.mem[user] = memEntry{holds: holds, expires: now.Add(c.cfg.MembershipTTL)}
+	c.mem[user] = memEntry{nodes: resp.Nodes, expires: now.Add(c.cfg.MembershipTTL)}
 	c.memMu.Unlock()
-	return holds, nil
+	return resp.Nodes, nil
+}
+
+// InvalidateUser drops the cached replica set of user, so that the next
+// Holds or Replicas asks the directory (for instance after a peer said
+// the set changed). An answer already in flight may still store the old
+// set.
+func (c *DirectoryClient) InvalidateUser(user string) {
+	c.memMu.Lock()
+	delete(c.mem, user)
+	c.memMu.Unlock()
+}
+
+// AssignedUsers returns one page of the users whose replica set contains
+// this node, each with its whole replica set (primary first), in
+// ascending byte order of name strictly after after ("" for the first
+// page); limit is the most wanted (0, or above p2p.MaxUsersPage, means
+// p2p.MaxUsersPage). more says the list goes on: ask again with after set
+// to the last user returned. version identifies the state of the list
+// (see p2p.UsersResponse.Version; 0 means unknown). The answer is not
+// cached and not merged into the Replicas cache. A refusal (this node is
+// not an admitted node) comes back as a *p2p.RemoteError; when no voter
+// answers the error wraps ErrDirectoryUnavailable.
+func (c *DirectoryClient) AssignedUsers(ctx context.Context, after string, limit int) (users []p2p.UserReplicas, more bool, version uint64, err error) {
+	req := p2p.UsersRequest{After: after, Limit: limit}
+	if err := req.Validate(); err != nil {
+		return nil, false, 0, err
+	}
+	resp, err := callDirectory[p2p.UsersResponse](ctx, c, &c.answered, p2p.ProtoUsers, req)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	if len(resp.Users) > 0 && resp.Users[0].User <= after {
+		return nil, false, 0, fmt.Errorf("%w: users page starts at %q, not after %q", p2p.ErrBadMessage, resp.Users[0].User, after)
+	}
+	return resp.Users, resp.More, resp.Version, nil
 }
 
 // RefreshPeers fetches the directory's active nodes and voters

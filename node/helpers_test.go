@@ -125,3 +125,13 @@ func rawPrefixKeys(t testing.TB, s *Store, lo []byte) int {
 func rawKeys(t testing.TB, s *Store, user string) int {
 	return rawPrefixKeys(t, s, userStart(nil, user))
 }
+
+// viewKeys counts the user's keys outside the revision keys (documents,
+// changes, checkpoints, _local documents): the Weave view and metadata.
+func viewKeys(t testing.TB, s *Store, user string) int {
+	n := rawKeys(t, s, user)
+	for _, tag := range []byte{tagDoc, tagChg, tagCkpt, tagLocal} {
+		n -= rawPrefixKeys(t, s, userTag(nil, user, tag))
+	}
+	return n
+}

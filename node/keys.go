@@ -13,7 +13,37 @@ const (
 	tagRec  = 'R' // user\0 R coll\0 id      -> head
 	tagIdx  = 'S' // user\0 S coll\0 ^si seq -> ""
 	tagExp  = 'X' // user\0 X coll\0 exp seq -> id
+
+	// Revision keys (not part of the Weave view: DELETE storage keeps them).
+	tagCkpt  = 'P' // user\0 P peer         -> replication checkpoint
+	tagChg   = 'Q' // user\0 Q seq          -> changes row (see appendChange)
+	tagDoc   = 'V' // user\0 V coll\0 id     -> document: revision tree + leaf bodies
+	tagLocal = 'W' // user\0 W id           -> _local document
 )
+
+// viewRanges are the tag ranges [lo, hi) holding the Weave view of a
+// user's documents (records, indexes, collection metadata), and nothing
+// else: DELETE storage range-deletes them.
+var viewRanges = [][2]byte{{tagMeta, 'N'}, {tagRec, 'T'}, {tagExp, 'Y'}}
+
+var keyUUID = []byte("\x00uuid")
+
+func docKey(b []byte, user, coll, id string) []byte {
+	b = collPrefix(b, user, tagDoc, coll)
+	return append(b, id...)
+}
+
+func chgKey(b []byte, user string, seq uint64) []byte {
+	return appendU64(userTag(b, user, tagChg), seq)
+}
+
+func localKey(b []byte, user, id string) []byte {
+	return append(userTag(b, user, tagLocal), id...)
+}
+
+func ckptKey(b []byte, user, peer string) []byte {
+	return append(userTag(b, user, tagCkpt), peer...)
+}
 
 var (
 	keyClock        = []byte("\x00clock")

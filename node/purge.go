@@ -103,6 +103,9 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 			if err := w.remove(v.id, &h); err != nil {
 				return 0, err
 			}
+			if err := w.dropDoc(v.id); err != nil {
+				return 0, err
+			}
 			removed++
 		}
 		if len(victims) > 0 {

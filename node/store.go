@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/revtree"
 )
 
 var (
@@ -46,6 +47,12 @@ type Store struct {
 	done    chan struct{}
 
 	bufs sync.Pool // *scratch
+
+	uuid   string
+	origin string
+	revCfg revtree.Config
+	notify atomic.Pointer[ChangeNotifier]
+	watch  watchers
 }
 
 // userState is the in-memory metadata of one user. Its fields are guarded
@@ -62,6 +69,10 @@ type userState struct {
 	used  int64 // payload bytes over all collections
 	colls map[string]collMeta
 	ref   atomic.Bool // recently used (clock eviction)
+	// chg is the user's last changes-feed sequence number (every change
+	// of a revision tree takes the next one); set under the exclusive
+	// lock after the commit, read atomically by UpdateSeq and waiters.
+	chg atomic.Uint64
 }
 
 func (st *userState) hasTTL() bool {
@@ -136,6 +147,16 @@ func Open(cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.uuid, err = s.loadUUID(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.origin = cfg.NodeID
+	if s.origin == "" {
+		s.origin = s.uuid
+	}
+	s.revCfg = revtree.Config{RevsLimit: cfg.RevsLimit, MaxPathLen: min(2*cfg.RevsLimit, revtree.HardMaxPathLen)}
+	s.watch.m = make(map[string]chan struct{})
 	s.clock = nodeClock{
 		wall:  cfg.Clock,
 		last:  bound,
@@ -311,9 +332,11 @@ func (s *Store) loadUser(user string) (*userState, error) {
 			return nil, fmt.Errorf("node: loading user: %w", err)
 		}
 		if len(k) == plen {
-			if st.nextSeq, last, err = decodeUserMeta(v); err != nil {
+			var chg uint64
+			if st.nextSeq, last, chg, err = decodeUserMeta(v); err != nil {
 				return nil, fmt.Errorf("node: user meta of %q: %w", user, err)
 			}
+			st.chg.Store(chg)
 			continue
 		}
 		var m collMeta

@@ -37,6 +37,9 @@ type writer struct {
 	// ops, when set, collects the record writes so that finish hands them
 	// to the batch in key order (see sortedOps).
 	ops *sortedOps
+	// rs holds the documents (revision trees) this request changes; the
+	// writers of one request share it.
+	rs *revSession
 }
 
 // sortedOps buffers the sets and deletes of one request so that they reach
@@ -175,7 +178,19 @@ func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, col
 		s: s, b: b, sc: sc, user: user, coll: coll,
 		ts: int64(t.ts), nowSec: t.mono / 100, last: max(int64(t.ts), st.last.Load()),
 		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
+		rs: s.newRevSession(st),
 	}
+}
+
+// next returns a writer for another collection of the same request: it
+// shares w's batch, scratch and documents and continues w's counters. w
+// must be finished first.
+func (w *writer) next(st *userState, coll string) *writer {
+	n := *w
+	n.coll, n.cm = coll, st.colls[coll]
+	n.seqDirty, n.usedDelta, n.lastGExp = false, 0, -1
+	n.pending, n.pendRecs, n.ops = nil, nil, nil
+	return &n
 }
 
 // lookup returns the current head of id, from this batch's earlier writes
@@ -326,6 +341,10 @@ func (w *writer) put(in *api.WBO, pre *known) (int64, error) {
 	if err := w.store(&nr, &oh, exists); err != nil {
 		return 0, err
 	}
+	x := w.rs.bodyOf(&nr, w.ts)
+	if err := w.edit(in.ID, false, &x); err != nil {
+		return 0, err
+	}
 	return nr.mod, nil
 }
 
@@ -415,6 +434,9 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 // user meta in every batch: it carries the user's last stamp).
 func (w *writer) finish() error {
 	sc := w.sc
+	if err := w.saveDocs(); err != nil {
+		return err
+	}
 	if w.ops != nil {
 		if err := w.ops.flush(w.b); err != nil {
 			return err
@@ -434,7 +456,7 @@ func (w *writer) finish() error {
 	}
 	if err == nil {
 		sc.k = metaKey(sc.k[:0], w.user, "")
-		sc.v = appendUserMeta(sc.v[:0], w.nextSeq, w.last)
+		sc.v = appendUserMeta(sc.v[:0], w.nextSeq, w.last, w.rs.chg)
 		err = w.b.Set(sc.k, sc.v, nil)
 	}
 	return err
@@ -449,6 +471,7 @@ func (w *writer) apply(st *userState) {
 	}
 	st.nextSeq = w.nextSeq
 	st.used += w.usedDelta
+	st.chg.Store(w.rs.chg)
 }
 
 func (s *Store) commit(b *pebble.Batch) error {
@@ -531,7 +554,7 @@ func (s *Store) writeLocked(user string, check func(st *userState) (*userState, 
 		}
 		b.Reset()
 		sc.k = metaKey(sc.k[:0], user, "")
-		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(ts))
+		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(ts), st.chg.Load())
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return 0, nil, err
 		}
@@ -541,11 +564,15 @@ func (s *Store) writeLocked(user string, check func(st *userState) (*userState, 
 		s.given(user, st, t)
 		return ts, st, nil
 	}
+	before := st.chg.Load()
 	if err := s.commit(b); err != nil {
 		return 0, nil, err
 	}
 	apply()
 	s.given(user, st, t)
+	if c := st.chg.Load(); c != before {
+		s.changed(user, c)
+	}
 	return ts, st, nil
 }
 
@@ -692,6 +719,9 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 		if err := w.remove(id, &h); err != nil {
 			return nil, err
 		}
+		if err := w.tombstone(id); err != nil {
+			return nil, err
+		}
 		w.cm.last = max(w.cm.last, int64(t.ts))
 		if err := w.finish(); err != nil {
 			return nil, err
@@ -728,6 +758,9 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 		}
 		w := s.newWriter(b, sc, st, user, coll, t)
 		if unfiltered(q) {
+			if err := w.tombstoneAll(); err != nil {
+				return nil, err
+			}
 			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp} {
 				sc.k = collPrefix(sc.k[:0], user, tag, coll)
 				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
@@ -756,6 +789,9 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 			}
 			for i := range victims {
 				if err := w.remove(victims[i].id, &victims[i].h); err != nil {
+					return nil, err
+				}
+				if err := w.tombstone(victims[i].id); err != nil {
 					return nil, err
 				}
 			}
@@ -787,21 +823,42 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 		if len(st.colls) == 0 {
 			return nil, nil
 		}
-		sc.k = userStart(sc.k[:0], user)
-		sc.k2 = userEnd(sc.k2[:0], user)
-		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
-			return nil, err
+		// Every live document gets a tombstone (so that peers cannot
+		// bring the records back), then the view goes in range deletes.
+		colls := make([]string, 0, len(st.colls))
+		for c := range st.colls {
+			colls = append(colls, c)
+		}
+		slices.Sort(colls)
+		rs := s.newRevSession(st)
+		for _, c := range colls {
+			w := s.newWriter(b, sc, st, user, c, t)
+			w.rs = rs
+			if err := w.tombstoneAll(); err != nil {
+				return nil, err
+			}
+			if err := w.saveDocs(); err != nil {
+				return nil, err
+			}
+		}
+		for _, r := range viewRanges {
+			sc.k = userTag(sc.k[:0], user, r[0])
+			sc.k2 = userTag(sc.k2[:0], user, r[1])
+			if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+				return nil, err
+			}
 		}
 		// Keep the insertion counter so numbers are never reused, and
 		// the user's last stamp.
 		sc.k = metaKey(sc.k[:0], user, "")
-		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(t.ts))
+		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(t.ts), rs.chg)
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return nil, err
 		}
 		return func() {
 			clear(st.colls)
 			st.used = 0
+			st.chg.Store(rs.chg)
 		}, nil
 	})
 	if err != nil {

@@ -155,7 +155,7 @@ func TestPurgeReclaims(t *testing.T) {
 	// The record and all its index entries are gone from Pebble.
 	for _, u := range []string{"u1", "u2", "u3"} {
 		keys := rawKeys(t, s, u)
-		if keys != 2*3+1+1+1 { // b,c: R D M; b: X; coll meta; user meta; a and its sortindex gone
+		if keys != 2*5+1+1+1 { // b,c: R D M V Q; b: X; coll meta; user meta; a (all its keys) gone
 			t.Fatalf("user %s has %d keys after purge", u, keys)
 		}
 	}
@@ -333,8 +333,18 @@ func TestDeletes(t *testing.T) {
 	}
 	ts, _, _ = s.CollectionTimestamps(ctx, "u")
 	used, _, _, _ := s.Quota(ctx, "u")
-	if len(ts) != 0 || used != 0 || rawKeys(t, s, "u") != 1 {
-		t.Fatalf("after DeleteStorage: %v used %d keys %d", ts, used, rawKeys(t, s, "u"))
+	if len(ts) != 0 || used != 0 || viewKeys(t, s, "u") != 1 {
+		t.Fatalf("after DeleteStorage: %v used %d keys %d", ts, used, viewKeys(t, s, "u"))
+	}
+	// Every document is a tombstone now, so peers cannot bring them back.
+	rows, _, err := s.Changes(ctx, "u", 0, 0)
+	if err != nil || len(rows) == 0 {
+		t.Fatalf("changes after DeleteStorage: %v %v", rows, err)
+	}
+	for _, r := range rows {
+		if !r.Deleted {
+			t.Fatalf("live document after DeleteStorage: %+v", r)
+		}
 	}
 	sameIDs(t, "other user", mustGet(t, s, "v", "c", api.Query{}), "keep")
 	// Insertion numbers are not reused after DeleteStorage.

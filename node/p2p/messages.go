@@ -31,6 +31,10 @@ const (
 	ProtoAssignment protocol.ID = "/hce/dir/1.0.0/assignment"
 	// ProtoPeers: empty request -> PeersResponse.
 	ProtoPeers protocol.ID = "/hce/dir/1.0.0/peers"
+	// ProtoUsers: UsersRequest -> UsersResponse, one page of the users
+	// whose replica set contains the calling node. Only admitted nodes
+	// may ask.
+	ProtoUsers protocol.ID = "/hce/dir/1.0.0/users"
 )
 
 // Protocols a storage node serves to the directory voters.
@@ -77,6 +81,9 @@ const (
 	// MaxIDLen bounds a node or peer ID; MaxURLLen a node URL.
 	MaxIDLen  = 256
 	MaxURLLen = 2048
+	// MaxUsersPage bounds UsersResponse.Users, and is the page size a
+	// UsersRequest gets when its Limit is 0 or larger.
+	MaxUsersPage = 500
 )
 
 // ErrBadMessage means a directory message is malformed or out of bounds.
@@ -181,6 +188,86 @@ func (r AssignmentResponse) Validate() error {
 	for _, n := range r.Nodes {
 		if len(n.ID) > MaxIDLen || len(n.PeerID) > MaxIDLen || len(n.URL) > MaxURLLen {
 			return fmt.Errorf("%w: oversized replica entry", ErrBadMessage)
+		}
+	}
+	return nil
+}
+
+// validateReplicas checks the bounds of a replica set.
+func validateReplicas(nodes []AssignedNode) error {
+	if len(nodes) > MaxReplicas {
+		return fmt.Errorf("%w: %d replicas", ErrBadMessage, len(nodes))
+	}
+	for _, n := range nodes {
+		if len(n.ID) > MaxIDLen || len(n.PeerID) > MaxIDLen || len(n.URL) > MaxURLLen {
+			return fmt.Errorf("%w: oversized replica entry", ErrBadMessage)
+		}
+	}
+	return nil
+}
+
+// UsersRequest asks for one page of the users assigned to the calling
+// node: those whose replica set contains it, in ascending byte order of
+// the user name, starting strictly after After ("" for the first page).
+// Limit is the most users wanted; 0, or a value above MaxUsersPage, means
+// MaxUsersPage.
+type UsersRequest struct {
+	After string `json:"after"`
+	Limit int    `json:"limit"`
+}
+
+// Validate implements Validator.
+func (r UsersRequest) Validate() error {
+	switch {
+	case len(r.After) > MaxUserLen:
+		return fmt.Errorf("%w: after of %d bytes", ErrBadMessage, len(r.After))
+	case r.Limit < 0:
+		return fmt.Errorf("%w: negative limit %d", ErrBadMessage, r.Limit)
+	}
+	return nil
+}
+
+// UserReplicas is one user of a UsersResponse with its whole replica set,
+// primary first.
+type UserReplicas struct {
+	User  string         `json:"user"`
+	Nodes []AssignedNode `json:"nodes"`
+}
+
+// UsersResponse answers a UsersRequest. Users are in strictly ascending
+// order of name, all after the request's After. More is true when the
+// voter stopped before the end of the list (the page reached the limit or
+// MaxMessageSize): ask again with After set to the last user.
+//
+// Version is a raft index at or after the last change to the calling
+// node's list (a user added or removed, a replica set of one of its users
+// changed, or a node's address changed), as the answering voter knows it.
+// A node that got the same non-zero Version on the first page of its last
+// full sweep has nothing new to learn; any other value means "sweep
+// again". 0 means "unknown": the voter restored a snapshot and has
+// applied no assignment change since. After a restore a voter reports the
+// index of its first such change for every node, so two voters may give
+// different Versions for the same list; that only costs a sweep.
+type UsersResponse struct {
+	Users   []UserReplicas `json:"users"`
+	More    bool           `json:"more"`
+	Version uint64         `json:"version"`
+}
+
+// Validate implements Validator.
+func (r UsersResponse) Validate() error {
+	if len(r.Users) > MaxUsersPage {
+		return fmt.Errorf("%w: %d users", ErrBadMessage, len(r.Users))
+	}
+	for i, u := range r.Users {
+		if u.User == "" || len(u.User) > MaxUserLen {
+			return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(u.User))
+		}
+		if i > 0 && r.Users[i-1].User >= u.User {
+			return fmt.Errorf("%w: users out of order at %d", ErrBadMessage, i)
+		}
+		if err := validateReplicas(u.Nodes); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -1,0 +1,403 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/hce-sync/hce/node/revtree"
+)
+
+// ChangeNotifier hears about every committed change of a user's revision
+// trees (a client write or replicated revisions): the replicator sends push
+// notices from it. Changed is called with the user's lock held, right after
+// the commit: it must not block or call back into the store.
+type ChangeNotifier interface {
+	Changed(user string, seq uint64)
+}
+
+// SetChangeNotifier installs n (nil removes it). Safe for concurrent use.
+func (s *Store) SetChangeNotifier(n ChangeNotifier) {
+	if n == nil {
+		s.notify.Store(nil)
+		return
+	}
+	s.notify.Store(&n)
+}
+
+// watchers wakes the callers of WaitChanges.
+type watchers struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+func (w *watchers) ch(user string) chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := w.m[user]
+	if c == nil {
+		c = make(chan struct{})
+		w.m[user] = c
+	}
+	return c
+}
+
+func (w *watchers) wake(user string) {
+	w.mu.Lock()
+	if c := w.m[user]; c != nil {
+		close(c)
+		delete(w.m, user)
+	}
+	w.mu.Unlock()
+}
+
+// changed runs after a commit that changed user's documents.
+func (s *Store) changed(user string, seq uint64) {
+	s.watch.wake(user)
+	if n := s.notify.Load(); n != nil {
+		(*n).Changed(user, seq)
+	}
+}
+
+// UUID returns the store's identity: a random UUID made when the store was
+// created and kept for its lifetime (the CouchDB server uuid; replication
+// checkpoints name the source store by it, so a wiped and recreated store
+// is replicated from scratch).
+func (s *Store) UUID() string { return s.uuid }
+
+// Origin returns the id this node writes as the origin of its revisions.
+func (s *Store) Origin() string { return s.origin }
+
+func (s *Store) loadUUID() (string, error) {
+	v, closer, err := s.db.Get(keyUUID)
+	if err == nil {
+		id := string(v)
+		closer.Close()
+		return id, nil
+	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return "", fmt.Errorf("node: reading uuid: %w", err)
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	id := h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	if err := s.db.Set(keyUUID, []byte(id), pebble.Sync); err != nil {
+		return "", fmt.Errorf("node: writing uuid: %w", err)
+	}
+	return id, nil
+}
+
+// UpdateSeq returns the user's last changes-feed number (0 before the first
+// change).
+func (s *Store) UpdateSeq(ctx context.Context, user string) (uint64, error) {
+	if err := checkNames(user); err != nil {
+		return 0, err
+	}
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	mu := s.lock(user)
+	mu.RLock()
+	defer mu.RUnlock()
+	st, err := s.state(user)
+	if err != nil {
+		return 0, err
+	}
+	return st.chg.Load(), nil
+}
+
+// WaitChanges returns nil as soon as the user's changes feed has a number
+// above since (at once if it has already), or ctx's error.
+func (s *Store) WaitChanges(ctx context.Context, user string, since uint64) error {
+	for {
+		c := s.watch.ch(user)
+		seq, err := s.UpdateSeq(ctx, user)
+		if err != nil {
+			return err
+		}
+		if seq > since {
+			return nil
+		}
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+			return ErrClosed
+		}
+	}
+}
+
+// Changes returns the user's changes feed after since: each document once,
+// at the number of its latest change, in ascending order, at most limit rows
+// (limit <= 0: no limit). Documents whose winner has expired are left out
+// (they are invisible and about to be purged). last is the number of the
+// last row scanned, skipped ones included, or since when there was none: a
+// replicator that got fewer than limit rows has everything up to last.
+// The feed is read from one consistent snapshot.
+func (s *Store) Changes(ctx context.Context, user string, since uint64, limit int) (rows []Change, last uint64, err error) {
+	if err := checkNames(user); err != nil {
+		return nil, 0, err
+	}
+	if err := s.enter(); err != nil {
+		return nil, 0, err
+	}
+	defer s.leave()
+	m, err := s.clock.mono()
+	if err != nil {
+		return nil, 0, err
+	}
+	nowSec := m / 100
+	lo := chgKey(nil, user, since+1)
+	if since == ^uint64(0) {
+		return nil, since, nil
+	}
+	hi := prefixEnd(nil, userTag(nil, user, tagChg))
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, 0, err
+	}
+	defer it.Close()
+	last = since
+	for ok := it.First(); ok; ok = it.Next() {
+		if limit > 0 && len(rows) >= limit {
+			break
+		}
+		k := it.Key()
+		if len(k) != len(lo) {
+			return nil, 0, errCorrupt
+		}
+		seq := tailU64(k, 0)
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, 0, err
+		}
+		last = seq
+		var c Change
+		if err := decodeChange(v, &c); err != nil {
+			return nil, 0, fmt.Errorf("node: changes row %d of %s: %w", seq, user, err)
+		}
+		if !c.Deleted && c.Expiry != 0 && c.Expiry <= nowSec {
+			continue
+		}
+		c.Seq = seq
+		rows = append(rows, c)
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, 0, err
+	}
+	return rows, last, nil
+}
+
+// GetDoc returns a copy of document coll/id of user, or ErrDocNotFound.
+func (s *Store) GetDoc(ctx context.Context, user, coll, id string) (*Doc, error) {
+	if err := checkNames(user, coll); err != nil {
+		return nil, err
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	v, closer, err := s.db.Get(docKey(nil, user, coll, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrDocNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	ds, err := decodeDoc(v, s.revCfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: document %s/%s of %s: %w", coll, id, user, err)
+	}
+	return &Doc{Coll: coll, ID: id, Seq: ds.seq, Tree: ds.tree, Bodies: ds.bodies}, nil
+}
+
+// RevsDiff returns, for the documents of q, the revisions the store does
+// not have anywhere in their trees (CouchDB's _revs_diff); documents with
+// nothing missing are left out. Invalid names count as missing documents.
+func (s *Store) RevsDiff(ctx context.Context, user string, q []DocRevs) ([]DocRevs, error) {
+	var out []DocRevs
+	for _, d := range q {
+		doc, err := s.GetDoc(ctx, user, d.Coll, d.ID)
+		if err != nil && !errors.Is(err, ErrDocNotFound) && !errors.Is(err, ErrBadName) {
+			return nil, err
+		}
+		var miss []revtree.Rev
+		for _, r := range d.Revs {
+			if doc == nil || !doc.Tree.Contains(r) {
+				miss = append(miss, r)
+			}
+		}
+		if len(miss) > 0 {
+			out = append(out, DocRevs{Coll: d.Coll, ID: d.ID, Revs: miss})
+		}
+	}
+	return out, nil
+}
+
+// GetCheckpoint returns how far this node has replicated user from peer
+// (the zero Checkpoint when it never did).
+func (s *Store) GetCheckpoint(ctx context.Context, user, peer string) (Checkpoint, error) {
+	if err := checkNames(user); err != nil {
+		return Checkpoint{}, err
+	}
+	if err := s.enter(); err != nil {
+		return Checkpoint{}, err
+	}
+	defer s.leave()
+	v, closer, err := s.db.Get(ckptKey(nil, user, peer))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Checkpoint{}, nil
+	}
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	defer closer.Close()
+	return decodeCheckpoint(v)
+}
+
+// SetCheckpoint records a checkpoint without revisions (a batch whose
+// revisions were all known already), synced.
+func (s *Store) SetCheckpoint(ctx context.Context, user, peer string, cp Checkpoint) error {
+	_, err := s.ApplyRevisions(ctx, user, nil, peer, &cp)
+	return err
+}
+
+// LocalDoc is a _local document: replication state a CouchDB replicator
+// keeps on this node. It is never replicated and never in the feed.
+type LocalDoc struct {
+	// Rev is "0-N", N counting the updates.
+	Rev string
+	// Body is the JSON object as stored (without _id and _rev).
+	Body json.RawMessage
+}
+
+// MaxLocalDocBytes bounds a _local document's body.
+const MaxLocalDocBytes = 64 << 10
+
+// GetLocal returns the _local document id of user or ErrDocNotFound.
+func (s *Store) GetLocal(ctx context.Context, user, id string) (LocalDoc, error) {
+	if err := checkNames(user); err != nil {
+		return LocalDoc{}, err
+	}
+	if err := s.enter(); err != nil {
+		return LocalDoc{}, err
+	}
+	defer s.leave()
+	return s.getLocal(user, id)
+}
+
+func (s *Store) getLocal(user, id string) (LocalDoc, error) {
+	v, closer, err := s.db.Get(localKey(nil, user, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return LocalDoc{}, ErrDocNotFound
+	}
+	if err != nil {
+		return LocalDoc{}, err
+	}
+	defer closer.Close()
+	if len(v) < 1 || v[0] != 1 {
+		return LocalDoc{}, errCorrupt
+	}
+	d := decoder{b: v[1:]}
+	n := d.uvarint()
+	body := append(json.RawMessage(nil), d.b...)
+	if d.err != nil {
+		return LocalDoc{}, errCorrupt
+	}
+	return LocalDoc{Rev: "0-" + strconv.FormatUint(n, 10), Body: body}, nil
+}
+
+// PutLocal stores the _local document id of user, synced. rev must be the
+// current revision ("" when the document does not exist yet; CouchDB's
+// PouchDB-style callers may also omit it for an existing one, which is
+// accepted as an overwrite), else ErrLocalConflict. It returns the new
+// revision.
+func (s *Store) PutLocal(ctx context.Context, user, id string, body json.RawMessage, rev string) (string, error) {
+	if err := checkNames(user); err != nil {
+		return "", err
+	}
+	if id == "" || len(id) > 1024 {
+		return "", fmt.Errorf("%w: local document id of %d bytes", ErrRevRejected, len(id))
+	}
+	if len(body) > MaxLocalDocBytes {
+		return "", fmt.Errorf("%w: local document of %d bytes", ErrRevRejected, len(body))
+	}
+	if err := s.enter(); err != nil {
+		return "", err
+	}
+	defer s.leave()
+	mu := s.lock(user)
+	mu.Lock()
+	defer mu.Unlock()
+	var n uint64
+	cur, err := s.getLocal(user, id)
+	switch {
+	case errors.Is(err, ErrDocNotFound):
+		if rev != "" && rev != "0-0" {
+			return "", ErrLocalConflict
+		}
+	case err != nil:
+		return "", err
+	default:
+		if rev != "" && rev != cur.Rev {
+			return "", ErrLocalConflict
+		}
+		n, _ = strconv.ParseUint(strings.TrimPrefix(cur.Rev, "0-"), 10, 64)
+	}
+	n++
+	v := append(binary.AppendUvarint([]byte{1}, n), body...)
+	if err := s.db.Set(localKey(nil, user, id), v, pebble.Sync); err != nil {
+		return "", fmt.Errorf("node: commit: %w", err)
+	}
+	return "0-" + strconv.FormatUint(n, 10), nil
+}
+
+// Users returns up to limit names of users with anything stored, in
+// ascending order, after the name after ("" = from the start).
+func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	lo := []byte{1}
+	if after != "" {
+		lo = userEnd(nil, after)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []string
+	for ok := it.First(); ok && (limit <= 0 || len(out) < limit); {
+		k := it.Key()
+		i := strings.IndexByte(string(k), 0)
+		if i <= 0 {
+			break
+		}
+		u := string(k[:i])
+		out = append(out, u)
+		ok = it.SeekGE(userEnd(nil, u))
+	}
+	return out, it.Error()
+}

@@ -1,0 +1,391 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/revtree"
+)
+
+// Revisions (see DESIGN.md, "Revisions"). Every version of a WBO is a
+// revision of the document (user, collection, id); the document's revision
+// tree and the bodies of its leaves live under the V key, and the Weave
+// records (R, D, M, S, X) are the view of each document's winning leaf.
+
+// Errors of the revision API.
+var (
+	// ErrDocNotFound: the store has no document with that collection and id.
+	ErrDocNotFound = errors.New("node: document not found")
+	// ErrRevRejected wraps the reason a revision offered to ApplyRevisions
+	// was refused (bad names, a body out of the protocol's bounds, a path
+	// that contradicts the tree, a hash that does not match its body).
+	// Nothing of a refused revision is stored.
+	ErrRevRejected = errors.New("node: revision rejected")
+	// ErrLocalConflict: PutLocal was given a revision that is not the
+	// local document's current one.
+	ErrLocalConflict = errors.New("node: local document update conflict")
+)
+
+// MaxOriginLen bounds Body.Origin.
+const MaxOriginLen = 256
+
+// Body is the replicated content of one revision of a WBO: the Weave fields
+// without modified (the time a change became visible, which every node
+// assigns itself) and with the expiry as an absolute time instead of a ttl,
+// so that replication does not restart the countdown. A tombstone's body
+// carries only the origin.
+type Body struct {
+	// Has says which of Payload, SortIndex, ParentID and PredecessorID are
+	// set (api.FieldPayload | FieldSortIndex | FieldParentID |
+	// FieldPredecessorID); other bits are refused.
+	Has           api.Field
+	Payload       string
+	SortIndex     int64
+	ParentID      string
+	PredecessorID string
+	// Expiry is when the record stops being visible, in Unix seconds; 0
+	// means never.
+	Expiry int64
+	// Origin is the id of the node that made the revision. Empty for a
+	// revision made by a CouchDB-protocol client (PouchDB, CouchDB): its
+	// hash is that client's and cannot be checked. A revision with an
+	// origin must hash to its id (see RevisionHash).
+	Origin string
+	// OriginTime is the origin's clock when it made the revision, in
+	// centiseconds: metadata for debugging, never used as modified.
+	OriginTime int64
+}
+
+// Revision is one revision of a document with its ancestry.
+type Revision struct {
+	// Coll and ID name the document (the Weave collection and record id).
+	Coll, ID string
+	// Path is the revision (Path.Leaf()) and its ancestors, newest first
+	// (CouchDB's _revisions); Path.Deleted marks a tombstone.
+	Path revtree.Path
+	// Body is the revision's content (zero for a tombstone apart from the
+	// origin).
+	Body Body
+}
+
+// Rev returns the revision's id.
+func (r *Revision) Rev() revtree.Rev { return r.Path.Leaf() }
+
+// Change is one row of a user's changes feed: a document at the local
+// sequence number of its latest change.
+type Change struct {
+	Seq      uint64
+	Coll, ID string
+	// Leaves are the document's open revisions, the winner first.
+	Leaves []revtree.Rev
+	// Deleted reports whether the winner is a tombstone.
+	Deleted bool
+	// Expiry is the winner's expiry (Unix seconds, 0 = never).
+	Expiry int64
+}
+
+// DocRevs names revisions of one document (the rows of _revs_diff).
+type DocRevs struct {
+	Coll, ID string
+	Revs     []revtree.Rev
+}
+
+// Doc is a document as stored: its revision tree and the bodies of its
+// leaves. It is a copy; changing it changes nothing in the store.
+type Doc struct {
+	Coll, ID string
+	// Seq is the local sequence number of the document's latest change.
+	Seq    uint64
+	Tree   *revtree.Tree
+	Bodies map[revtree.Rev]Body
+}
+
+// Winner returns the winning leaf (CouchDB's rule) and its body.
+func (d *Doc) Winner() (revtree.Leaf, Body) {
+	w, _ := d.Tree.Winner()
+	return w, d.Bodies[w.Rev]
+}
+
+// Revision returns the leaf r with its ancestry (at most maxPath ids; 0 =
+// all), or false when r is not a leaf of d (only leaves keep bodies).
+func (d *Doc) Revision(r revtree.Rev, maxPath int) (Revision, bool) {
+	if !d.Tree.IsLeaf(r) {
+		return Revision{}, false
+	}
+	if maxPath <= 0 {
+		maxPath = revtree.HardMaxPathLen
+	}
+	p, ok := d.Tree.PathTo(r, maxPath)
+	if !ok {
+		return Revision{}, false
+	}
+	return Revision{Coll: d.Coll, ID: d.ID, Path: p, Body: d.Bodies[r]}, true
+}
+
+// LeavesFrom returns the leaves that descend from r (r itself when it is a
+// leaf): the answer to a fetch with CouchDB's latest=true. It is empty when
+// r is not in the tree.
+func (d *Doc) LeavesFrom(r revtree.Rev) []revtree.Rev {
+	if !d.Tree.Contains(r) {
+		return nil
+	}
+	var out []revtree.Rev
+	for _, l := range d.Tree.Leaves() {
+		for cur := l.Rev; ; {
+			if cur == r {
+				out = append(out, l.Rev)
+				break
+			}
+			p, ok := d.Tree.Parent(cur)
+			if !ok || p.Pos < r.Pos {
+				break
+			}
+			cur = p
+		}
+	}
+	return out
+}
+
+// ValidateDocID reports whether coll and id are a valid Weave collection
+// name and record id, the document names the store accepts.
+func ValidateDocID(coll, id string) error {
+	if len(coll) == 0 || len(coll) > api.MaxCollectionName {
+		return fmt.Errorf("%w: collection name of %d bytes", ErrRevRejected, len(coll))
+	}
+	for i := 0; i < len(coll); i++ {
+		c := coll[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: collection name %q", ErrRevRejected, coll)
+		}
+	}
+	if id == "" || len(id) > api.MaxIDBytes || !utf8.ValidString(id) {
+		return fmt.Errorf("%w: record id of %d bytes", ErrRevRejected, len(id))
+	}
+	return nil
+}
+
+// validate checks b against the Weave limits; deleted bodies carry no
+// fields.
+func (b *Body) validate(deleted bool) error {
+	const fields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
+	switch {
+	case b.Has&^fields != 0:
+		return fmt.Errorf("%w: unknown field bits %#x", ErrRevRejected, b.Has)
+	case deleted && (b.Has != 0 || b.Payload != "" || b.ParentID != "" || b.PredecessorID != "" || b.SortIndex != 0 || b.Expiry != 0):
+		return fmt.Errorf("%w: a tombstone carries fields", ErrRevRejected)
+	case len(b.Payload) > api.MaxPayloadBytes || !utf8.ValidString(b.Payload):
+		return fmt.Errorf("%w: payload of %d bytes", ErrRevRejected, len(b.Payload))
+	case b.Has&api.FieldPayload == 0 && b.Payload != "":
+		return fmt.Errorf("%w: payload without its field bit", ErrRevRejected)
+	case b.SortIndex < api.MinSortIndex || b.SortIndex > api.MaxSortIndex:
+		return fmt.Errorf("%w: sortindex %d", ErrRevRejected, b.SortIndex)
+	case len(b.ParentID) > api.MaxIDBytes || !utf8.ValidString(b.ParentID):
+		return fmt.Errorf("%w: parentid", ErrRevRejected)
+	case len(b.PredecessorID) > api.MaxIDBytes || !utf8.ValidString(b.PredecessorID):
+		return fmt.Errorf("%w: predecessorid", ErrRevRejected)
+	case b.Expiry < 0:
+		return fmt.Errorf("%w: negative expiry", ErrRevRejected)
+	case len(b.Origin) > MaxOriginLen || !utf8.ValidString(b.Origin):
+		return fmt.Errorf("%w: origin of %d bytes", ErrRevRejected, len(b.Origin))
+	}
+	return nil
+}
+
+const verBody = 1
+
+// appendBody is the canonical encoding of a body, used both as stored and
+// (after the document's names) as the input of the revision hash.
+func appendBody(b []byte, x *Body) []byte {
+	b = append(b, verBody, byte(x.Has))
+	b = appendBytes(b, x.Payload)
+	b = binary.AppendVarint(b, x.SortIndex)
+	b = appendBytes(b, x.ParentID)
+	b = appendBytes(b, x.PredecessorID)
+	b = binary.AppendVarint(b, x.Expiry)
+	b = appendBytes(b, x.Origin)
+	return binary.AppendVarint(b, x.OriginTime)
+}
+
+func (d *decoder) body(x *Body) {
+	if len(d.b) < 2 || d.b[0] != verBody {
+		d.err = errCorrupt
+		return
+	}
+	x.Has = api.Field(d.b[1])
+	d.b = d.b[2:]
+	x.Payload = string(d.bytes())
+	x.SortIndex = d.varint()
+	x.ParentID = string(d.bytes())
+	x.PredecessorID = string(d.bytes())
+	x.Expiry = d.varint()
+	x.Origin = string(d.bytes())
+	x.OriginTime = d.varint()
+}
+
+// RevisionHash returns the hash of the edit that made a revision of coll/id
+// with the given parent (the zero Rev for a first edit), deleted flag and
+// body: revtree.NewRevHash over the canonical encoding of the names and the
+// body. Nodes compute it for their own edits and check it on revisions
+// with an origin that peers send.
+func RevisionHash(coll, id string, parent revtree.Rev, deleted bool, body *Body) [revtree.HashLen]byte {
+	buf := appendBytes(appendBytes(make([]byte, 0, 64+len(body.Payload)), coll), id)
+	return revtree.NewRevHash(parent, deleted, appendBody(buf, body))
+}
+
+// verify checks that a revision with an origin hashes to its id. A
+// revision whose path does not reach its parent (stemmed to one id above
+// position 1) cannot be checked and is accepted as it is.
+func (r *Revision) verify() error {
+	if r.Body.Origin == "" {
+		return nil
+	}
+	var parent revtree.Rev
+	switch {
+	case len(r.Path.IDs) >= 2:
+		parent = r.Path.Rev(1)
+	case r.Path.Start == 1:
+	default:
+		return nil
+	}
+	if RevisionHash(r.Coll, r.ID, parent, r.Path.Deleted, &r.Body) != r.Path.IDs[0] {
+		return fmt.Errorf("%w: %s/%s %s does not match its body", ErrRevRejected, r.Coll, r.ID, r.Path.Leaf())
+	}
+	return nil
+}
+
+// docState is a document being changed by one request.
+type docState struct {
+	seq    uint64 // changes seq of its latest change; 0 for a new document
+	tree   *revtree.Tree
+	bodies map[revtree.Rev]Body
+	dirty  bool
+	run    docRun
+}
+
+const verDoc = 1
+
+// appendDoc encodes a document: version, seq, tree, then the bodies of its
+// leaves in the tree's leaf order.
+func appendDoc(b []byte, d *docState) []byte {
+	b = binary.AppendUvarint(append(b, verDoc), d.seq)
+	tb := d.tree.Encode()
+	b = binary.AppendUvarint(b, uint64(len(tb)))
+	b = append(b, tb...)
+	leaves := d.tree.Leaves()
+	for _, l := range leaves {
+		x := d.bodies[l.Rev]
+		b = appendBody(b, &x)
+	}
+	return b
+}
+
+func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
+	if len(v) < 1 || v[0] != verDoc {
+		return nil, errCorrupt
+	}
+	d := decoder{b: v[1:]}
+	ds := &docState{seq: d.uvarint()}
+	tb := d.bytes()
+	if d.err != nil {
+		return nil, errCorrupt
+	}
+	t, err := revtree.Decode(tb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
+	}
+	if err := t.SetConfig(cfg); err != nil {
+		return nil, err
+	}
+	ds.tree = t
+	leaves := t.Leaves()
+	ds.bodies = make(map[revtree.Rev]Body, len(leaves))
+	for _, l := range leaves {
+		var x Body
+		d.body(&x)
+		ds.bodies[l.Rev] = x
+	}
+	if d.err != nil || len(d.b) != 0 {
+		return nil, errCorrupt
+	}
+	return ds, nil
+}
+
+// changeEntry is the value of a changes-index key: the document and what a
+// changes row needs, so the feed is a range scan.
+func appendChange(b []byte, coll, id string, ds *docState) []byte {
+	leaves := ds.tree.Leaves()
+	w := leaves[0]
+	b = append(b, 1)
+	b = appendBytes(b, coll)
+	b = appendBytes(b, id)
+	if w.Deleted {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	x := ds.bodies[w.Rev]
+	b = binary.AppendVarint(b, x.Expiry)
+	b = binary.AppendUvarint(b, uint64(len(leaves)))
+	for _, l := range leaves {
+		b = binary.AppendUvarint(b, l.Rev.Pos)
+		b = append(b, l.Rev.Hash[:]...)
+	}
+	return b
+}
+
+func decodeChange(v []byte, c *Change) error {
+	if len(v) < 1 || v[0] != 1 {
+		return errCorrupt
+	}
+	d := decoder{b: v[1:]}
+	c.Coll = string(d.bytes())
+	c.ID = string(d.bytes())
+	if d.err != nil || len(d.b) < 1 {
+		return errCorrupt
+	}
+	c.Deleted = d.b[0] == 1
+	d.b = d.b[1:]
+	c.Expiry = d.varint()
+	n := d.uvarint()
+	if d.err != nil || n == 0 || n > uint64(len(d.b)) {
+		return errCorrupt
+	}
+	c.Leaves = make([]revtree.Rev, 0, n)
+	for range n {
+		var r revtree.Rev
+		r.Pos = d.uvarint()
+		if d.err != nil || len(d.b) < revtree.HashLen {
+			return errCorrupt
+		}
+		copy(r.Hash[:], d.b)
+		d.b = d.b[revtree.HashLen:]
+		c.Leaves = append(c.Leaves, r)
+	}
+	return d.err
+}
+
+// winnerOf returns ds's winning leaf; ok is false for an empty tree.
+func (ds *docState) winner() (revtree.Leaf, bool) { return ds.tree.Winner() }
+
+// prune drops the bodies of revisions that are no longer leaves.
+func (ds *docState) prune() {
+	for r := range ds.bodies {
+		if !ds.tree.IsLeaf(r) {
+			delete(ds.bodies, r)
+		}
+	}
+}
+
+func (ds *docState) clone() *docState {
+	c := &docState{seq: ds.seq, tree: ds.tree.Clone(), bodies: make(map[revtree.Rev]Body, len(ds.bodies)), dirty: ds.dirty, run: ds.run}
+	for k, v := range ds.bodies {
+		c.bodies[k] = v
+	}
+	return c
+}
+
+func sortRevs(rs []revtree.Rev) { slices.SortFunc(rs, revtree.Compare) }

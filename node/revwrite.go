@@ -1,0 +1,453 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/revtree"
+)
+
+// revSession holds the documents one request changes, shared by the
+// request's writers; saveDocs writes them with fresh changes-feed numbers.
+type revSession struct {
+	s      *Store
+	origin string
+	chg    uint64 // the last changes-feed number given (the user's, then this request's)
+	docs   map[string]*docState
+	order  []string // keys of docs in first-use order
+}
+
+func (s *Store) newRevSession(st *userState) *revSession {
+	return &revSession{s: s, origin: s.origin, chg: st.chg.Load()}
+}
+
+// bodyOf is the body of the revision a client write makes of record r.
+func (rs *revSession) bodyOf(r *record, ts int64) Body {
+	const fields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
+	x := Body{Has: r.has & fields, Expiry: r.exp, Origin: rs.origin, OriginTime: ts}
+	if x.Has&api.FieldPayload != 0 {
+		x.Payload = r.payload
+	}
+	if x.Has&api.FieldSortIndex != 0 {
+		x.SortIndex = r.si
+	}
+	if x.Has&api.FieldParentID != 0 {
+		x.ParentID = r.parent
+	}
+	if x.Has&api.FieldPredecessorID != 0 {
+		x.PredecessorID = r.pred
+	}
+	return x
+}
+
+// docState extensions used while a request runs.
+type docRun struct {
+	orig    revtree.Leaf // the winner before this request
+	hadOrig bool
+	drop    bool // delete the document (expired)
+}
+
+func docMapKey(coll, id string) string { return coll + "\x00" + id }
+
+// doc returns the document id of w's collection, loading it on first use.
+func (w *writer) doc(id string) (*docState, error) {
+	rs := w.rs
+	k := docMapKey(w.coll, id)
+	if ds := rs.docs[k]; ds != nil {
+		return ds, nil
+	}
+	w.sc.k = docKey(w.sc.k[:0], w.user, w.coll, id)
+	v, closer, err := w.s.db.Get(w.sc.k)
+	var ds *docState
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		t, _ := revtree.New(w.s.revCfg)
+		ds = &docState{tree: t, bodies: map[revtree.Rev]Body{}}
+	case err != nil:
+		return nil, err
+	default:
+		ds, err = decodeDoc(v, w.s.revCfg)
+		closer.Close()
+		if err != nil {
+			return nil, fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
+		}
+	}
+	rs.add(k, ds)
+	return ds, nil
+}
+
+func (rs *revSession) add(k string, ds *docState) {
+	if rs.docs == nil {
+		rs.docs = make(map[string]*docState)
+	}
+	ds.run.orig, ds.run.hadOrig = ds.tree.Winner()
+	rs.docs[k] = ds
+	rs.order = append(rs.order, k)
+}
+
+// edit adds a local edit of document id: a child of its current winner
+// (a first revision for a new document) with body x. A tombstone of a
+// document that does not exist or whose winner is already deleted is a
+// no-op.
+func (w *writer) edit(id string, deleted bool, x *Body) error {
+	ds, err := w.doc(id)
+	if err != nil {
+		return err
+	}
+	parent, ok := ds.tree.Winner()
+	if deleted && (!ok || parent.Deleted) {
+		return nil
+	}
+	h := RevisionHash(w.coll, id, parent.Rev, deleted, x)
+	p := revtree.Path{Start: parent.Rev.Pos + 1, IDs: [][revtree.HashLen]byte{h}, Deleted: deleted}
+	if ok {
+		p.IDs = append(p.IDs, parent.Rev.Hash)
+	}
+	changed, err := ds.tree.Merge(p)
+	if err != nil {
+		return fmt.Errorf("node: local edit of %s/%s: %w", w.coll, id, err)
+	}
+	if !changed {
+		return nil // the identical edit on the same parent: already there
+	}
+	ds.bodies[p.Leaf()] = *x
+	w.s.settle(ds)
+	return nil
+}
+
+// settle prunes and stems a changed document and marks it for saving.
+func (s *Store) settle(ds *docState) {
+	ds.prune()
+	if ds.tree.Len() > s.revCfg.RevsLimit {
+		ds.tree.Stem(0)
+		ds.prune()
+	}
+	ds.dirty = true
+}
+
+// tombstone records the client's delete of id as a tombstone revision.
+func (w *writer) tombstone(id string) error {
+	x := Body{Origin: w.rs.origin, OriginTime: w.ts}
+	return w.edit(id, true, &x)
+}
+
+// tombstoneAll loads every document of w's collection and adds a tombstone
+// to each one whose winner is live.
+func (w *writer) tombstoneAll() error {
+	lo := collPrefix(nil, w.user, tagDoc, w.coll)
+	hi := prefixEnd(nil, lo)
+	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for ok := it.First(); ok; ok = it.Next() {
+		id := string(it.Key()[len(lo):])
+		if _, seen := w.rs.docs[docMapKey(w.coll, id)]; seen {
+			ids = append(ids, id)
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return err
+		}
+		ds, err := decodeDoc(v, w.s.revCfg)
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
+		}
+		if l, ok := ds.tree.Winner(); !ok || l.Deleted {
+			continue
+		}
+		w.rs.add(docMapKey(w.coll, id), ds)
+		ids = append(ids, id)
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := w.tombstone(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropDoc deletes document id entirely (its winner expired and was purged).
+func (w *writer) dropDoc(id string) error {
+	ds, err := w.doc(id)
+	if err != nil {
+		return err
+	}
+	ds.run.drop, ds.dirty = true, true
+	return nil
+}
+
+// saveDocs stages the changed documents of w's collection: each takes the
+// next changes-feed number, its old changes row goes.
+func (w *writer) saveDocs() error {
+	rs, sc := w.rs, w.sc
+	prefix := w.coll + "\x00"
+	for _, k := range rs.order {
+		ds := rs.docs[k]
+		if !ds.dirty || !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		id := k[len(prefix):]
+		if ds.seq != 0 {
+			sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+			if err := w.del(sc.k); err != nil {
+				return err
+			}
+		}
+		sc.k = docKey(sc.k[:0], w.user, w.coll, id)
+		if ds.run.drop {
+			ds.seq = 0
+			if err := w.del(sc.k); err != nil {
+				return err
+			}
+			ds.dirty = false
+			continue
+		}
+		rs.chg++
+		ds.seq = rs.chg
+		sc.v = appendDoc(sc.v[:0], ds)
+		if err := w.set(sc.k, sc.v); err != nil {
+			return err
+		}
+		sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+		sc.v = appendChange(sc.v[:0], w.coll, id, ds)
+		if err := w.set(sc.k, sc.v); err != nil {
+			return err
+		}
+		ds.dirty = false
+	}
+	return nil
+}
+
+// install makes body x (a replicated winner) the Weave record id, stamped
+// with the request's time.
+func (w *writer) install(id string, x *Body) error {
+	oh, _, exists, err := w.lookup(id)
+	if err != nil {
+		return err
+	}
+	nr := record{id: id, has: x.Has, si: x.SortIndex, parent: x.ParentID, pred: x.PredecessorID, exp: x.Expiry}
+	if x.Has&api.FieldPayload != 0 {
+		nr.payload = x.Payload
+		nr.mod = w.ts
+	}
+	if exists {
+		nr.seq = oh.seq
+	} else {
+		nr.seq = w.nextSeq
+		w.nextSeq++
+		w.seqDirty = true
+	}
+	return w.store(&nr, &oh, exists)
+}
+
+// unview removes the Weave record id (its winner became a tombstone).
+func (w *writer) unview(id string) error {
+	oh, _, exists, err := w.lookup(id)
+	if err != nil || !exists {
+		return err
+	}
+	if err := w.remove(id, &oh); err != nil {
+		return err
+	}
+	w.cm.last = max(w.cm.last, w.ts)
+	return nil
+}
+
+// Checkpoint is how far this node has replicated one user from one peer:
+// everything up to Seq of the peer's changes feed, as long as the peer's
+// store is still the one with UUID Source.
+type Checkpoint struct {
+	Source string
+	Seq    uint64
+}
+
+const verCkpt = 1
+
+// ApplyRevisions stores revisions received from a peer or a CouchDB
+// replicator with CouchDB's new_edits=false semantics: each revision's path
+// is merged into its document's tree as given (a revision the tree already
+// has is a no-op), bodies are kept for leaves only, trees are stemmed to
+// Config.RevsLimit. errs[i] is nil when revs[i] was stored or already known,
+// or wraps ErrRevRejected with the reason it was refused; refused revisions
+// change nothing and do not stop the others. A document whose winner
+// changes gets a fresh modified (the time the change became visible here)
+// and is updated in the Weave view; other revisions stay invisible to Weave
+// clients. Everything accepted, and cp for peer when it is not nil, is
+// committed in one synced batch, so a checkpoint never runs ahead of the
+// data. err is for failures of the store itself (then nothing was stored).
+func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision, peer string, cp *Checkpoint) (errs []error, err error) {
+	if err := checkNames(user); err != nil {
+		return nil, err
+	}
+	if cp != nil && (peer == "" || len(peer) > MaxOriginLen) {
+		return nil, fmt.Errorf("node: checkpoint peer of %d bytes", len(peer))
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	errs = make([]error, len(revs))
+	order := make([]int, 0, len(revs))
+	for i := range revs {
+		r := &revs[i]
+		if err := ValidateDocID(r.Coll, r.ID); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := r.Body.validate(r.Path.Deleted); err != nil {
+			errs[i] = err
+			continue
+		}
+		if len(r.Path.IDs) == 0 {
+			errs[i] = fmt.Errorf("%w: empty revision path", ErrRevRejected)
+			continue
+		}
+		if err := r.verify(); err != nil {
+			errs[i] = err
+			continue
+		}
+		order = append(order, i)
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		if c := strings.Compare(revs[a].Coll, revs[b].Coll); c != 0 {
+			return c
+		}
+		return strings.Compare(revs[a].ID, revs[b].ID)
+	})
+	if len(order) == 0 && cp == nil {
+		return errs, nil
+	}
+	_, _, err = s.writeLocked(user, func(st *userState) (*userState, error) { return st, nil },
+		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+			var writers []*writer
+			var w *writer
+			flush := func() error {
+				if w == nil {
+					return nil
+				}
+				if err := w.applyWinners(); err != nil {
+					return err
+				}
+				if err := w.finish(); err != nil {
+					return err
+				}
+				writers = append(writers, w)
+				return nil
+			}
+			for _, i := range order {
+				r := &revs[i]
+				if w == nil || w.coll != r.Coll {
+					if err := flush(); err != nil {
+						return nil, err
+					}
+					if w == nil {
+						w = s.newWriter(b, sc, st, user, r.Coll, t)
+					} else {
+						w = w.next(st, r.Coll)
+					}
+				}
+				ds, err := w.doc(r.ID)
+				if err != nil {
+					return nil, err
+				}
+				trial := ds.tree.Clone()
+				changed, merr := trial.Merge(r.Path)
+				if merr != nil {
+					errs[i] = fmt.Errorf("%w: %s/%s: %w", ErrRevRejected, r.Coll, r.ID, merr)
+					continue
+				}
+				if !changed {
+					continue
+				}
+				ds.tree = trial
+				if leaf := r.Path.Leaf(); ds.tree.IsLeaf(leaf) {
+					ds.bodies[leaf] = r.Body
+				}
+				s.settle(ds)
+			}
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			if cp != nil {
+				sc.k = ckptKey(sc.k[:0], user, peer)
+				sc.v = appendCheckpoint(sc.v[:0], cp)
+				if err := b.Set(sc.k, sc.v, nil); err != nil {
+					return nil, err
+				}
+			}
+			if len(writers) == 0 {
+				if b.Empty() {
+					return nil, nil
+				}
+				return func() {}, nil
+			}
+			return func() {
+				for _, w := range writers {
+					w.apply(st)
+				}
+			}, nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+// applyWinners updates the Weave view of w's collection's changed
+// documents whose winner changed in this request.
+func (w *writer) applyWinners() error {
+	prefix := w.coll + "\x00"
+	for _, k := range w.rs.order {
+		ds := w.rs.docs[k]
+		if !ds.dirty || ds.run.drop || !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		win, ok := ds.tree.Winner()
+		if !ok || (ds.run.hadOrig && win.Rev == ds.run.orig.Rev) {
+			continue
+		}
+		id := k[len(prefix):]
+		if win.Deleted {
+			if err := w.unview(id); err != nil {
+				return err
+			}
+			continue
+		}
+		x := ds.bodies[win.Rev]
+		if err := w.install(id, &x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func appendCheckpoint(b []byte, cp *Checkpoint) []byte {
+	b = appendBytes(append(b, verCkpt), cp.Source)
+	return appendU64(b, cp.Seq)
+}
+
+func decodeCheckpoint(v []byte) (Checkpoint, error) {
+	if len(v) < 1 || v[0] != verCkpt {
+		return Checkpoint{}, errCorrupt
+	}
+	d := decoder{b: v[1:]}
+	src := string(d.bytes())
+	if d.err != nil || len(d.b) != 8 {
+		return Checkpoint{}, errCorrupt
+	}
+	return Checkpoint{Source: src, Seq: tailU64(d.b, 0)}, nil
+}
