@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -235,6 +236,24 @@ type clusterState struct {
 	Assign   map[string][]string    `json:"assign"`
 	Settings Settings               `json:"settings"`
 	Voters   map[string]VoterInfo   `json:"voters"`
+
+	// The fields below are derived from Assign and never persisted
+	// (encoding/json skips unexported fields): validate rebuilds them on
+	// restore and setAssignment keeps them current.
+	//
+	// byNode lists each node's assigned users in order, so that a page
+	// of a node's users costs O(log n + page).
+	byNode map[string]*userSet
+	// changed is, per node, the raft index of the last change to its
+	// list (a user added or removed, or the set of one of its users
+	// changed). floor is the raft index of the last change to every list
+	// at once (a node's address changed, or the first cluster change
+	// after a restore). versionsUnknown is set by a restore until the
+	// next cluster change, because the snapshot does not say at which
+	// index the lists last changed.
+	changed         map[string]uint64
+	floor           uint64
+	versionsUnknown bool
 }
 
 func newClusterState() clusterState {
@@ -243,11 +262,14 @@ func newClusterState() clusterState {
 		Assign:   make(map[string][]string),
 		Settings: Settings{}.withDefaults(),
 		Voters:   make(map[string]VoterInfo),
+		byNode:   make(map[string]*userSet),
+		changed:  make(map[string]uint64),
 	}
 }
 
 // clone copies the maps and node records (assignment slices are never
-// modified in place, so they are shared).
+// modified in place, so they are shared). The clone is for encoding a
+// snapshot: it has none of the derived fields.
 func (c *clusterState) clone() clusterState {
 	out := clusterState{
 		Nodes:    make(map[string]*nodeRecord, len(c.Nodes)),
@@ -280,6 +302,7 @@ func (c *clusterState) validate() error {
 		}
 		n.Load = 0
 	}
+	byNode := make(map[string][]string)
 	for u, set := range c.Assign {
 		for _, id := range set {
 			n, ok := c.Nodes[id]
@@ -287,15 +310,33 @@ func (c *clusterState) validate() error {
 				return fmt.Errorf("directory: snapshot assigns %q to unknown node %q", u, id)
 			}
 			n.Load++
+			byNode[id] = append(byNode[id], u)
 		}
 	}
+	c.byNode = make(map[string]*userSet, len(byNode))
+	for id, users := range byNode {
+		slices.Sort(users)
+		c.byNode[id] = newUserSet(slices.Compact(users))
+	}
+	c.changed = make(map[string]uint64)
+	c.floor, c.versionsUnknown = 0, true
 	return nil
+}
+
+// touchVersions ends the unknown-versions state a restore leaves: f.mu
+// is held and a cluster change is being applied at f.index, which is
+// later than every change the restored snapshot holds.
+func (f *fsm) touchVersions() {
+	if f.cl.versionsUnknown {
+		f.cl.floor, f.cl.versionsUnknown = f.index, false
+	}
 }
 
 // applyCluster applies a cluster command; f.mu is held, f.index is the
 // entry's raft index.
 func (f *fsm) applyCluster(c Command) error {
 	cl := &f.cl
+	f.touchVersions()
 	switch c := c.(type) {
 	case RegisterNode:
 		if c.ID == "" || c.BaseURL == "" || len(c.PublicKey) == 0 {
@@ -314,6 +355,11 @@ func (f *fsm) applyCluster(c Command) error {
 				return ErrNodeRetired
 			}
 			n.State, n.Added, n.Load = old.State, old.Added, old.Load
+			if (old.BaseURL != n.BaseURL || !bytes.Equal(old.PublicKey, n.PublicKey)) && cl.byNode[c.ID] != nil {
+				// Its address is part of the entries of other nodes'
+				// lists.
+				cl.floor = f.index
+			}
 		}
 		cl.Nodes[c.ID] = n
 		if n.State == placement.Pending && (c.Approve || cl.Settings.AutoApprove) {
@@ -435,10 +481,33 @@ func (f *fsm) placementNodes() []placement.Node {
 	return out
 }
 
-// setAssignment stores user's new set and adjusts node loads (nil or
-// empty set removes the assignment).
+// setAssignment stores user's new set and adjusts node loads, the
+// per-node user index and list versions (nil or empty set removes the
+// assignment).
 func (f *fsm) setAssignment(user string, set []string) {
+	f.touchVersions()
 	old := f.cl.Assign[user]
+	if !slices.Equal(old, set) {
+		for _, id := range old {
+			if !slices.Contains(set, id) {
+				if s := f.cl.byNode[id]; s != nil && s.remove(user) && s.len() == 0 {
+					delete(f.cl.byNode, id)
+				}
+			}
+			f.cl.changed[id] = f.index
+		}
+		for _, id := range set {
+			if !slices.Contains(old, id) {
+				s := f.cl.byNode[id]
+				if s == nil {
+					s = newUserSet(nil)
+					f.cl.byNode[id] = s
+				}
+				s.insert(user)
+			}
+			f.cl.changed[id] = f.index
+		}
+	}
 	for _, id := range old {
 		if !slices.Contains(set, id) {
 			f.addLoad(id, -1)
@@ -466,6 +535,7 @@ func (f *fsm) addLoad(id string, d int) {
 // registered, or none able to take the user while fallback is set, the
 // user gets no set and the caller keeps fallback as its node.
 func (f *fsm) allocate(user, fallback string) error {
+	f.touchVersions()
 	if len(f.cl.Nodes) == 0 {
 		return nil
 	}
@@ -620,4 +690,156 @@ func (f *fsm) hasVoterPeer(id string) bool {
 		}
 	}
 	return false
+}
+
+// userAssignment is one user's replica set (node IDs, primary first).
+type userAssignment struct {
+	User string
+	Set  []string
+}
+
+// usersPage returns, in one consistent view, up to limit (> 0) users
+// whose set contains node id, in ascending order strictly after after,
+// with their sets; nodes holds the records of every node those sets
+// name; more says whether further users follow; version is the node's
+// list version (see p2p.UsersResponse: 0 while unknown after a restore).
+// It costs O(log n + limit) for a node of n users.
+func (f *fsm) usersPage(id, after string, limit int) (page []userAssignment, nodes map[string]NodeInfo, more bool, version uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if !f.cl.versionsUnknown {
+		version = max(f.cl.changed[id], f.cl.floor)
+	}
+	nodes = make(map[string]NodeInfo)
+	s := f.cl.byNode[id]
+	if s == nil {
+		return nil, nodes, false, version
+	}
+	users := s.after(after, limit+1)
+	if len(users) > limit {
+		users, more = users[:limit], true
+	}
+	page = make([]userAssignment, 0, len(users))
+	for _, u := range users {
+		set := f.cl.Assign[u] // never modified in place: safe to share
+		page = append(page, userAssignment{User: u, Set: set})
+		for _, nid := range set {
+			if _, ok := nodes[nid]; ok {
+				continue
+			}
+			if n, ok := f.cl.Nodes[nid]; ok {
+				nodes[nid] = n.info()
+			} else {
+				nodes[nid] = NodeInfo{ID: nid}
+			}
+		}
+	}
+	return page, nodes, more, version
+}
+
+// userSetBlock is the most names a userSet block holds before it splits.
+const userSetBlock = 512
+
+// userSet is an ordered set of user names: a list of sorted blocks, each
+// holding at most userSetBlock names, every name of a block less than
+// every name of the next. Lookups cost O(log n); an insert or removal
+// O(log n + userSetBlock + n/userSetBlock), which for a million users is
+// a few thousand word moves rather than a million. Not safe for
+// concurrent use; the FSM guards it with its lock.
+type userSet struct {
+	blocks [][]string // never empty blocks
+	n      int
+}
+
+// newUserSet returns a set of sorted, distinct names (which it keeps).
+func newUserSet(sorted []string) *userSet {
+	s := &userSet{n: len(sorted)}
+	for len(sorted) > 0 {
+		k := min(len(sorted), userSetBlock/2)
+		s.blocks = append(s.blocks, slices.Clip(sorted[:k]))
+		sorted = sorted[k:]
+	}
+	return s
+}
+
+func (s *userSet) len() int { return s.n }
+
+// block returns the index of the first block whose last name is at or
+// after name (len(s.blocks) if none).
+func (s *userSet) block(name string) int {
+	i, _ := slices.BinarySearchFunc(s.blocks, name, func(b []string, name string) int {
+		return strings.Compare(b[len(b)-1], name)
+	})
+	return i
+}
+
+// insert adds name; it reports whether name was new.
+func (s *userSet) insert(name string) bool {
+	if len(s.blocks) == 0 {
+		s.blocks = [][]string{{name}}
+		s.n = 1
+		return true
+	}
+	bi := min(s.block(name), len(s.blocks)-1)
+	b := s.blocks[bi]
+	j, found := slices.BinarySearch(b, name)
+	if found {
+		return false
+	}
+	b = slices.Insert(b, j, name)
+	s.n++
+	if len(b) <= userSetBlock {
+		s.blocks[bi] = b
+		return true
+	}
+	half := len(b) / 2
+	lo := slices.Clip(b[:half])
+	hi := slices.Clone(b[half:])
+	s.blocks[bi] = lo
+	s.blocks = slices.Insert(s.blocks, bi+1, hi)
+	return true
+}
+
+// remove deletes name; it reports whether name was there.
+func (s *userSet) remove(name string) bool {
+	bi := s.block(name)
+	if bi == len(s.blocks) {
+		return false
+	}
+	b := s.blocks[bi]
+	j, found := slices.BinarySearch(b, name)
+	if !found {
+		return false
+	}
+	b = slices.Delete(b, j, j+1)
+	s.n--
+	switch {
+	case len(b) == 0:
+		s.blocks = slices.Delete(s.blocks, bi, bi+1)
+	case len(b) < userSetBlock/4 && bi+1 < len(s.blocks) && len(b)+len(s.blocks[bi+1]) <= userSetBlock/2:
+		s.blocks[bi] = append(b, s.blocks[bi+1]...)
+		s.blocks = slices.Delete(s.blocks, bi+1, bi+2)
+	default:
+		s.blocks[bi] = b
+	}
+	return true
+}
+
+// after returns up to limit names strictly after name, in order (a new
+// slice; the names are shared).
+func (s *userSet) after(name string, limit int) []string {
+	var out []string
+	bi := s.block(name)
+	if bi == len(s.blocks) {
+		return nil
+	}
+	j, found := slices.BinarySearch(s.blocks[bi], name)
+	if found {
+		j++
+	}
+	for ; bi < len(s.blocks) && len(out) < limit; bi, j = bi+1, 0 {
+		b := s.blocks[bi][j:]
+		out = append(out, b[:min(len(b), limit-len(out))]...)
+	}
+	return out
 }

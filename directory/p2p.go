@@ -36,6 +36,11 @@ const p2pTimeout = 10 * time.Second
 //     (p2p.CodeUnknownNode otherwise); an unknown user gets Exists false.
 //   - p2p.ProtoPeers: the peer IDs of active and draining nodes and of the
 //     voters, for the nodes' connection gaters.
+//   - p2p.ProtoUsers: one page of the users whose replica set contains
+//     the calling node, each with its replica set, in user-name order,
+//     answered locally to admitted nodes only (p2p.CodeUnknownNode
+//     otherwise). A page costs O(log n + page size) for a node of n
+//     users, and is cut short (More set) to fit p2p.MaxMessageSize.
 //
 // Requests are bounded by p2p.MaxMessageSize and decoded strictly. Which
 // peers may connect at all is the host's gater's business (the wiring
@@ -47,6 +52,7 @@ func (d *Directory) ServeP2P(h host.Host) {
 	p2p.Serve(h, p2p.ProtoKeys, p2p.HandleJSON(d.p2pKeys), cfg)
 	p2p.Serve(h, p2p.ProtoAssignment, p2p.HandleJSON(d.p2pAssignment), cfg)
 	p2p.Serve(h, p2p.ProtoPeers, p2p.HandleJSON(d.p2pPeers), cfg)
+	p2p.Serve(h, p2p.ProtoUsers, p2p.HandleJSON(d.p2pUsers), cfg)
 }
 
 // p2pNode returns the registered node the peer is, by peer ID or hex key.

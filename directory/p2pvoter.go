@@ -3,6 +3,7 @@ package directory
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -191,6 +192,64 @@ func (d *Directory) p2pAssignment(_ context.Context, from peer.ID, r p2p.Assignm
 	out := p2p.AssignmentResponse{Exists: ok, Nodes: []p2p.AssignedNode{}}
 	for _, n := range set {
 		out.Nodes = append(out.Nodes, p2p.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL})
+	}
+	return out, nil
+}
+
+// usersEnvelope bounds the encoded size of a UsersResponse without its
+// users: the field names, a true More and the largest Version.
+var usersEnvelope = func() int {
+	b, err := p2p.Marshal(p2p.UsersResponse{Users: []p2p.UserReplicas{}, More: true, Version: ^uint64(0)})
+	if err != nil {
+		panic(err)
+	}
+	return len(b)
+}()
+
+// p2pUsers answers one page of the calling node's users from the local
+// FSM (any voter may answer; a lagging follower answers its older view,
+// with its older Version). The page ends early, with More set, where the
+// next user would take the encoded answer past p2p.MaxMessageSize; a
+// user whose entry alone is too big for a message gets CodeInternal,
+// since no page could carry it.
+func (d *Directory) p2pUsers(_ context.Context, from peer.ID, r p2p.UsersRequest) (p2p.UsersResponse, error) {
+	if d.closed.Load() {
+		return p2p.UsersResponse{}, p2pError(ErrClosed)
+	}
+	self, err := d.admittedNode(from)
+	if err != nil {
+		return p2p.UsersResponse{}, err
+	}
+	limit := r.Limit
+	if limit <= 0 || limit > p2p.MaxUsersPage {
+		limit = p2p.MaxUsersPage
+	}
+	page, nodes, more, version := d.fsm.usersPage(self.ID, r.After, limit)
+	wire := make(map[string]p2p.AssignedNode, len(nodes))
+	for id, n := range nodes {
+		wire[id] = p2p.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL}
+	}
+	out := p2p.UsersResponse{Users: make([]p2p.UserReplicas, 0, len(page)), More: more, Version: version}
+	size := usersEnvelope
+	for _, u := range page {
+		e := p2p.UserReplicas{User: u.User, Nodes: make([]p2p.AssignedNode, 0, len(u.Set))}
+		for _, id := range u.Set {
+			e.Nodes = append(e.Nodes, wire[id])
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return p2p.UsersResponse{}, p2p.Errorf(p2p.CodeInternal, "encode user %q: %v", u.User, err)
+		}
+		if size+len(b)+1 > p2p.MaxMessageSize { // +1: the comma before it
+			if len(out.Users) == 0 {
+				return p2p.UsersResponse{}, p2p.Errorf(p2p.CodeInternal,
+					"the entry of user %q (%d bytes) does not fit in a message", u.User, len(b))
+			}
+			out.More = true
+			break
+		}
+		size += len(b) + 1
+		out.Users = append(out.Users, e)
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -212,5 +213,162 @@ func TestDirectoryClientRun(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// serveAssignment makes v answer p2p.ProtoAssignment with *set for every
+// user but "nobody", counting the calls.
+func serveAssignment(v *fakeVoter, mu *sync.Mutex, set *[]p2p.AssignedNode, calls *atomic.Int32) {
+	p2p.Serve(v.h, p2p.ProtoAssignment, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r p2p.AssignmentRequest) (p2p.AssignmentResponse, error) {
+		calls.Add(1)
+		if r.User == "nobody" {
+			return p2p.AssignmentResponse{Nodes: []p2p.AssignedNode{}}, nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return p2p.AssignmentResponse{Exists: true, Nodes: *set}, nil
+	}), p2p.RPCConfig{})
+}
+
+func TestDirectoryClientReplicasCache(t *testing.T) {
+	v := newFakeVoter(t, true)
+	self := newP2PHost(t)
+	other := newP2PHost(t)
+	an := func(h host.Host) p2p.AssignedNode {
+		return p2p.AssignedNode{ID: h.ID().String(), PeerID: h.ID().String(), URL: "http://" + h.ID().String() + "/"}
+	}
+	var mu sync.Mutex
+	set := []p2p.AssignedNode{an(other), an(self)}
+	var calls atomic.Int32
+	serveAssignment(v, &mu, &set, &calls)
+	c, err := NewDirectoryClient(DirectoryClientConfig{Host: self, Directory: []peer.AddrInfo{v.info()}, MembershipTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	got, err := c.Replicas(ctx, "alice")
+	if err != nil || len(got) != 2 || got[0] != an(other) || got[1] != an(self) {
+		t.Fatalf("Replicas: %+v %v", got, err)
+	}
+	got[0].URL = "scribbled" // the caller's copy
+	if holds, err := c.Holds(ctx, "alice"); err != nil || !holds {
+		t.Fatalf("Holds: %v %v", holds, err)
+	}
+	if again, _ := c.Replicas(ctx, "alice"); again[0] != an(other) {
+		t.Fatalf("cache modified through a returned slice: %+v", again)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d directory calls for one user within the TTL, want 1", n)
+	}
+	// Unknown users and names out of bounds have no replicas; the latter
+	// never reach the directory.
+	if r, err := c.Replicas(ctx, "nobody"); err != nil || len(r) != 0 {
+		t.Fatalf("unknown user: %+v %v", r, err)
+	}
+	if holds, err := c.Holds(ctx, "nobody"); err != nil || holds {
+		t.Fatalf("Holds of an unknown user: %v %v", holds, err)
+	}
+	before := calls.Load()
+	if r, err := c.Replicas(ctx, ""); err != nil || r != nil {
+		t.Fatalf("empty user: %+v %v", r, err)
+	}
+	if r, err := c.Replicas(ctx, strings.Repeat("u", p2p.MaxUserLen+1)); err != nil || r != nil {
+		t.Fatalf("long user: %+v %v", r, err)
+	}
+	if calls.Load() != before {
+		t.Fatal("an invalid user name reached the directory")
+	}
+
+	// The set changes: the cache answers the old one until invalidated.
+	mu.Lock()
+	set = []p2p.AssignedNode{an(other)}
+	mu.Unlock()
+	if holds, _ := c.Holds(ctx, "alice"); !holds {
+		t.Fatal("cached Holds changed within the TTL")
+	}
+	c.InvalidateUser("alice")
+	if holds, err := c.Holds(ctx, "alice"); err != nil || holds {
+		t.Fatalf("Holds after InvalidateUser: %v %v", holds, err)
+	}
+	if r, _ := c.Replicas(ctx, "alice"); len(r) != 1 || r[0] != an(other) {
+		t.Fatalf("Replicas after InvalidateUser: %+v", r)
+	}
+
+	// With a short TTL the set is asked for again once it expires.
+	short, err := NewDirectoryClient(DirectoryClientConfig{Host: self, Directory: []peer.AddrInfo{v.info()}, MembershipTTL: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.Replicas(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	n := calls.Load()
+	waitFor(t, "a call after expiry", func() bool {
+		if _, err := short.Holds(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		return calls.Load() > n
+	})
+
+	// No voter: an uncached user is unavailable, never "not held".
+	v.h.Close()
+	if _, err := c.Replicas(ctx, "bob"); !errors.Is(err, ErrDirectoryUnavailable) {
+		t.Fatalf("Replicas without a directory: %v", err)
+	}
+	if _, err := c.Holds(ctx, "bob"); !errors.Is(err, ErrDirectoryUnavailable) {
+		t.Fatalf("Holds without a directory: %v", err)
+	}
+}
+
+func TestDirectoryClientAssignedUsers(t *testing.T) {
+	v := newFakeVoter(t, true)
+	all := []string{"a", "b", "c", "d", "e"}
+	var bad atomic.Bool // answer a page that ignores After
+	var last atomic.Pointer[p2p.UsersRequest]
+	p2p.Serve(v.h, p2p.ProtoUsers, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r p2p.UsersRequest) (p2p.UsersResponse, error) {
+		last.Store(&r)
+		out := p2p.UsersResponse{Users: []p2p.UserReplicas{}, Version: 9}
+		for _, u := range all {
+			if (u > r.After || bad.Load()) && len(out.Users) < r.Limit {
+				out.Users = append(out.Users, p2p.UserReplicas{User: u, Nodes: []p2p.AssignedNode{}})
+			}
+		}
+		out.More = len(out.Users) > 0 && out.Users[len(out.Users)-1].User != all[len(all)-1]
+		return out, nil
+	}), p2p.RPCConfig{})
+	c, err := NewDirectoryClient(DirectoryClientConfig{Host: newP2PHost(t), Directory: []peer.AddrInfo{v.info()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var got []string
+	after := ""
+	for {
+		users, more, version, err := c.AssignedUsers(ctx, after, 2)
+		if err != nil || version != 9 {
+			t.Fatalf("AssignedUsers(%q): %v version %d", after, err, version)
+		}
+		if r := last.Load(); r.After != after || r.Limit != 2 {
+			t.Fatalf("request %+v", *r)
+		}
+		for _, u := range users {
+			got = append(got, u.User)
+		}
+		if !more {
+			break
+		}
+		after = users[len(users)-1].User
+	}
+	if strings.Join(got, "") != "abcde" {
+		t.Fatalf("swept %v", got)
+	}
+	// A page that does not start after After is rejected.
+	bad.Store(true)
+	if _, _, _, err := c.AssignedUsers(ctx, "c", 2); !errors.Is(err, p2p.ErrBadMessage) {
+		t.Fatalf("page before After: %v", err)
+	}
+	if _, _, _, err := c.AssignedUsers(ctx, "", -1); !errors.Is(err, p2p.ErrBadMessage) {
+		t.Fatalf("negative limit: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -68,6 +69,93 @@ func FuzzAccountEvent(f *testing.F) {
 		var again AccountEvent
 		if err := Unmarshal(b, &again); err != nil || again != ev {
 			t.Fatalf("round trip: %+v -> %+v, %v", ev, again, err)
+		}
+	})
+}
+
+func TestUsersMessagesDecode(t *testing.T) {
+	long := strings.Repeat("u", MaxUserLen)
+	for _, tc := range []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"first page", `{"after":"","limit":0}`, true},
+		{"after", `{"after":"alice","limit":10}`, true},
+		{"empty", `{}`, true},
+		{"limit above the page", `{"limit":100000}`, true},
+		{"longest after", `{"after":"` + long + `"}`, true},
+		{"after too long", `{"after":"` + long + `u"}`, false},
+		{"negative limit", `{"limit":-1}`, false},
+		{"unknown field", `{"after":"","from":"x"}`, false},
+		{"limit as string", `{"limit":"5"}`, false},
+	} {
+		var r UsersRequest
+		if err := Unmarshal([]byte(tc.in), &r); (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrBadMessage)) {
+			t.Errorf("request %s: err = %v", tc.name, err)
+		}
+	}
+	node := `{"id":"n1","peer_id":"12D3KooW","url":"http://n1/"}`
+	for _, tc := range []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"empty", `{"users":[],"more":false,"version":0}`, true},
+		{"two", `{"users":[{"user":"a","nodes":[` + node + `]},{"user":"b","nodes":[]}],"more":true,"version":7}`, true},
+		{"out of order", `{"users":[{"user":"b","nodes":[]},{"user":"a","nodes":[]}],"more":false,"version":1}`, false},
+		{"duplicate", `{"users":[{"user":"a","nodes":[]},{"user":"a","nodes":[]}],"more":false,"version":1}`, false},
+		{"empty user", `{"users":[{"user":"","nodes":[]}],"more":false,"version":1}`, false},
+		{"user too long", `{"users":[{"user":"` + long + `u","nodes":[]}],"more":false,"version":1}`, false},
+		{"too many replicas", `{"users":[{"user":"a","nodes":[` + strings.Repeat(node+",", MaxReplicas) + node + `]}]}`, false},
+		{"oversized url", `{"users":[{"user":"a","nodes":[{"id":"n","peer_id":"p","url":"` + strings.Repeat("h", MaxURLLen+1) + `"}]}]}`, false},
+		{"negative version", `{"users":[],"version":-1}`, false},
+	} {
+		var r UsersResponse
+		if err := Unmarshal([]byte(tc.in), &r); (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrBadMessage)) {
+			t.Errorf("response %s: err = %v", tc.name, err)
+		}
+	}
+	// A page of MaxUsersPage users is valid; one more is not.
+	var r UsersResponse
+	for i := range MaxUsersPage + 1 {
+		r.Users = append(r.Users, UserReplicas{User: fmt.Sprintf("u%04d", i)})
+	}
+	if err := r.Validate(); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("%d users: %v", len(r.Users), err)
+	}
+	r.Users = r.Users[:MaxUsersPage]
+	if err := r.Validate(); err != nil {
+		t.Fatalf("%d users: %v", len(r.Users), err)
+	}
+}
+
+// FuzzUsersResponse checks that whatever UsersResponse decodes is within
+// bounds, in order, and survives a round trip.
+func FuzzUsersResponse(f *testing.F) {
+	f.Add([]byte(`{"users":[{"user":"a","nodes":[{"id":"n","peer_id":"p","url":"u"}]}],"more":true,"version":3}`))
+	f.Add([]byte(`{"users":[{"user":"b"},{"user":"a"}]}`))
+	f.Add([]byte(`{"users":null,"more":false}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var r UsersResponse
+		if err := Unmarshal(in, &r); err != nil {
+			if !errors.Is(err, ErrBadMessage) {
+				t.Fatalf("error not wrapping ErrBadMessage: %v", err)
+			}
+			return
+		}
+		for i, u := range r.Users {
+			if u.User == "" || len(u.User) > MaxUserLen || (i > 0 && r.Users[i-1].User >= u.User) || len(u.Nodes) > MaxReplicas {
+				t.Fatalf("accepted entry %d: %+v", i, u)
+			}
+		}
+		b, err := Marshal(r)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		var again UsersResponse
+		if err := Unmarshal(b, &again); err != nil {
+			t.Fatalf("round trip: %v", err)
 		}
 	})
 }
