@@ -92,18 +92,32 @@ func (rs *revSession) add(k string, ds *docState) {
 }
 
 // edit adds a local edit of document id: a child of its current winner
-// (a first revision for a new document) with body x. A tombstone of a
-// document that does not exist or whose winner is already deleted is a
-// no-op.
+// (a first revision for a new document) with body x; the child of the
+// winning leaf always wins. A delete (deleted set) puts a tombstone on
+// every live leaf, so that no conflicting branch a Weave client never saw
+// surfaces in place of the deleted record; it is a no-op for a document
+// that does not exist or has no live leaf.
 func (w *writer) edit(id string, deleted bool, x *Body) error {
 	ds, err := w.doc(id)
 	if err != nil {
 		return err
 	}
-	parent, ok := ds.tree.Winner()
-	if deleted && (!ok || parent.Deleted) {
+	if deleted {
+		for _, l := range ds.tree.Leaves() {
+			if !l.Deleted {
+				if err := w.editOn(ds, id, l, true, true, x); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
 	}
+	parent, ok := ds.tree.Winner()
+	return w.editOn(ds, id, parent, ok, false, x)
+}
+
+// editOn adds the child of parent (when ok; else a first revision).
+func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, deleted bool, x *Body) error {
 	h := RevisionHash(w.coll, id, parent.Rev, deleted, x)
 	p := revtree.Path{Start: parent.Rev.Pos + 1, IDs: [][revtree.HashLen]byte{h}, Deleted: deleted}
 	if ok {
