@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node/p2p"
 )
 
@@ -18,9 +17,10 @@ import (
 // (a deletion waits for the store).
 const DefaultAccountEventTimeout = 10 * time.Second
 
-// StorageWiper deletes every record of a user; *Store implements it.
+// StorageWiper removes everything stored for a user (records, documents,
+// tombstones); *Store implements it.
 type StorageWiper interface {
-	DeleteStorage(ctx context.Context, user string) (api.WriteResult, error)
+	WipeUser(ctx context.Context, user string) error
 }
 
 // CredentialCache drops cached credentials of a user; *Authenticator
@@ -77,7 +77,7 @@ func (c AccountEventsConfig) Validate() error {
 // p2p.CodeForbidden. On a credential change the node drops its cached
 // Basic-auth answers for the user (Auth.Forget), so the old password stops
 // working at once instead of after the cache TTL. On a deletion it drops
-// them, deletes the user's records (Store.DeleteStorage, synced to disk)
+// them, deletes the user's records (Store.WipeUser, synced to disk)
 // and drops them again (a request authenticated from the cache while the
 // wipe ran must not refill it), and answers only then, so an OK means the
 // records are durably gone. Requests are bounded by p2p.MaxMessageSize
@@ -110,7 +110,7 @@ func handleAccountEvent(ctx context.Context, cfg AccountEventsConfig, from peer.
 		cfg.Logger.Info("node: credentials changed at the directory", "user", ev.User, "voter", from)
 		return nil
 	}
-	if _, err := cfg.Store.DeleteStorage(ctx, ev.User); err != nil {
+	if err := cfg.Store.WipeUser(ctx, ev.User); err != nil {
 		if errors.Is(err, ErrBadName) {
 			return p2p.Errorf(p2p.CodeBadRequest, "user %q: %v", ev.User, err)
 		}

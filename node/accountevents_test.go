@@ -7,7 +7,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node/p2p"
 )
 
@@ -16,12 +15,12 @@ type fakeWiper struct {
 	err     error
 }
 
-func (f *fakeWiper) DeleteStorage(_ context.Context, user string) (api.WriteResult, error) {
+func (f *fakeWiper) WipeUser(_ context.Context, user string) error {
 	if f.err != nil {
-		return api.WriteResult{}, f.err
+		return f.err
 	}
 	f.deleted = append(f.deleted, user)
-	return api.WriteResult{}, nil
+	return nil
 }
 
 type fakeCache struct{ forgot []string }

@@ -216,6 +216,11 @@ func (s *Store) GetDoc(ctx context.Context, user, coll, id string) (*Doc, error)
 		return nil, err
 	}
 	defer s.leave()
+	// The shared lock keeps the document and its Weave record (which
+	// holds the live winner's fields) consistent with each other.
+	mu := s.lock(user)
+	mu.RLock()
+	defer mu.RUnlock()
 	v, closer, err := s.db.Get(docKey(nil, user, coll, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrDocNotFound
@@ -223,12 +228,49 @@ func (s *Store) GetDoc(ctx context.Context, user, coll, id string) (*Doc, error)
 	if err != nil {
 		return nil, err
 	}
-	defer closer.Close()
 	ds, err := decodeDoc(v, s.revCfg)
+	closer.Close()
 	if err != nil {
 		return nil, fmt.Errorf("node: document %s/%s of %s: %w", coll, id, user, err)
 	}
+	if ds.inView {
+		w, _ := ds.tree.Winner()
+		rec, err := s.viewRecord(user, coll, id)
+		if err != nil {
+			return nil, fmt.Errorf("node: document %s/%s of %s: %w", coll, id, user, err)
+		}
+		x := ds.bodies[w.Rev]
+		fillBody(&x, rec)
+		ds.bodies[w.Rev] = x
+	}
 	return &Doc{Coll: coll, ID: id, Seq: ds.seq, Tree: ds.tree, Bodies: ds.bodies}, nil
+}
+
+// viewRecord reads the Weave record coll/id of user (copied).
+func (s *Store) viewRecord(user, coll, id string) (*record, error) {
+	v, closer, err := s.db.Get(recKey(nil, user, coll, id))
+	if err != nil {
+		if errors.Is(err, pebble.ErrNotFound) {
+			return nil, fmt.Errorf("%w: live winner without a record", errCorrupt)
+		}
+		return nil, err
+	}
+	var h head
+	err = decodeHead(v, &h)
+	closer.Close()
+	if err != nil {
+		return nil, err
+	}
+	v, closer, err = s.db.Get(dataKey(nil, user, coll, h.seq))
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	rec := &record{}
+	if err := decodeRecord(v, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
 }
 
 // RevsDiff returns, for the documents of q, the revisions the store does
@@ -400,4 +442,38 @@ func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, e
 		ok = it.SeekGE(userEnd(nil, u))
 	}
 	return out, it.Error()
+}
+
+// WipeUser removes everything the node keeps for user — records,
+// documents and their tombstones, the changes feed, checkpoints and _local
+// documents — in one synced batch, without making tombstones: for an
+// account deleted at the directory, whose every replica is wiped the same
+// way and which no peer may replicate any more. The user's counters and
+// last stamp are kept, so numbers and stamps are never reissued.
+func (s *Store) WipeUser(ctx context.Context, user string) error {
+	if err := checkNames(user); err != nil {
+		return err
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	_, _, err := s.writeLocked(user, func(st *userState) (*userState, error) { return st, nil },
+		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+			sc.k = userStart(sc.k[:0], user)
+			sc.k2 = userEnd(sc.k2[:0], user)
+			if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+				return nil, err
+			}
+			sc.k = metaKey(sc.k[:0], user, "")
+			sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(t.ts), st.chg.Load())
+			if err := b.Set(sc.k, sc.v, nil); err != nil {
+				return nil, err
+			}
+			return func() {
+				clear(st.colls)
+				st.used = 0
+			}, nil
+		})
+	return err
 }

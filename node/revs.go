@@ -264,6 +264,10 @@ type docState struct {
 	bodies map[revtree.Rev]Body
 	dirty  bool
 	run    docRun
+	// inView: the live winner's body as decoded holds only its origin,
+	// origin time and expiry; the other fields are in the Weave record
+	// (viewBody reads them).
+	inView bool
 }
 
 const verDoc = 1
@@ -276,12 +280,28 @@ func appendDoc(b []byte, d *docState) []byte {
 	b = binary.AppendUvarint(b, uint64(len(tb)))
 	b = append(b, tb...)
 	leaves := d.tree.Leaves()
-	for _, l := range leaves {
+	for i, l := range leaves {
 		x := d.bodies[l.Rev]
+		if i == 0 && !l.Deleted {
+			// A live winner's fields are the Weave record's: only what
+			// the record lacks is kept here (see DESIGN.md).
+			b = append(b, bodyInView)
+			b = appendBytes(b, x.Origin)
+			b = binary.AppendVarint(b, x.OriginTime)
+			b = binary.AppendVarint(b, x.Expiry)
+			continue
+		}
+		b = append(b, bodyHere)
 		b = appendBody(b, &x)
 	}
 	return b
 }
+
+// Leaf body forms in a stored document.
+const (
+	bodyHere   = 0 // the whole body follows
+	bodyInView = 1 // the live winner: origin, origin time and expiry follow; the rest is the Weave record
+)
 
 func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 	if len(v) < 1 || v[0] != verDoc {
@@ -303,9 +323,24 @@ func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 	ds.tree = t
 	leaves := t.Leaves()
 	ds.bodies = make(map[revtree.Rev]Body, len(leaves))
-	for _, l := range leaves {
+	for i, l := range leaves {
 		var x Body
-		d.body(&x)
+		if len(d.b) < 1 {
+			return nil, errCorrupt
+		}
+		form := d.b[0]
+		d.b = d.b[1:]
+		switch {
+		case form == bodyHere:
+			d.body(&x)
+		case form == bodyInView && i == 0 && !l.Deleted:
+			x.Origin = string(d.bytes())
+			x.OriginTime = d.varint()
+			x.Expiry = d.varint()
+			ds.inView = true
+		default:
+			return nil, errCorrupt
+		}
 		ds.bodies[l.Rev] = x
 	}
 	if d.err != nil || len(d.b) != 0 {
@@ -381,7 +416,7 @@ func (ds *docState) prune() {
 }
 
 func (ds *docState) clone() *docState {
-	c := &docState{seq: ds.seq, tree: ds.tree.Clone(), bodies: make(map[revtree.Rev]Body, len(ds.bodies)), dirty: ds.dirty, run: ds.run}
+	c := &docState{seq: ds.seq, tree: ds.tree.Clone(), bodies: make(map[revtree.Rev]Body, len(ds.bodies)), dirty: ds.dirty, run: ds.run, inView: ds.inView}
 	for k, v := range ds.bodies {
 		c.bodies[k] = v
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -80,6 +81,46 @@ func (w *writer) doc(id string) (*docState, error) {
 	}
 	rs.add(k, ds)
 	return ds, nil
+}
+
+// prefetchDocs loads the documents of ids (sorted ascending, duplicates
+// allowed) with one iterator over w's collection's document keys, so that
+// a large POST does not pay one Get (a seek in every level) per record.
+// The caller holds the user's lock.
+func (w *writer) prefetchDocs(ids []string) error {
+	lo := collPrefix(nil, w.user, tagDoc, w.coll)
+	hi := prefixEnd(nil, lo)
+	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	key := append([]byte(nil), lo...)
+	for i, id := range ids {
+		if i > 0 && ids[i-1] == id {
+			continue
+		}
+		k := docMapKey(w.coll, id)
+		if _, ok := w.rs.docs[k]; ok {
+			continue
+		}
+		key = append(key[:len(lo)], id...)
+		var ds *docState
+		if it.SeekGE(key) && bytes.Equal(it.Key(), key) {
+			v, err := it.ValueAndErr()
+			if err == nil {
+				ds, err = decodeDoc(v, w.s.revCfg)
+			}
+			if err != nil {
+				it.Close()
+				return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
+			}
+		} else {
+			t, _ := revtree.New(w.s.revCfg)
+			ds = &docState{tree: t, bodies: map[revtree.Rev]Body{}}
+		}
+		w.rs.add(k, ds)
+	}
+	return it.Close()
 }
 
 func (rs *revSession) add(k string, ds *docState) {
@@ -435,6 +476,13 @@ func (w *writer) applyWinners() error {
 			continue
 		}
 		id := k[len(prefix):]
+		if ds.inView && ds.run.hadOrig && ds.tree.IsLeaf(ds.run.orig.Rev) {
+			// The old winner stays a (losing) leaf: its fields move from
+			// the Weave record into the document before it is replaced.
+			if err := w.fillFromView(ds, id, ds.run.orig.Rev); err != nil {
+				return err
+			}
+		}
 		if win.Deleted {
 			if err := w.unview(id); err != nil {
 				return err
@@ -464,4 +512,46 @@ func decodeCheckpoint(v []byte) (Checkpoint, error) {
 		return Checkpoint{}, errCorrupt
 	}
 	return Checkpoint{Source: src, Seq: tailU64(d.b, 0)}, nil
+}
+
+// fillFromView completes the body of leaf r (the live winner when ds was
+// loaded) from the Weave record id.
+func (w *writer) fillFromView(ds *docState, id string, r revtree.Rev) error {
+	h, pend, ok, err := w.lookup(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("node: document %s/%s of %s: %w: live winner without a record", w.coll, id, w.user, errCorrupt)
+	}
+	rec := pend
+	if rec == nil {
+		if rec, err = w.body(h.seq); err != nil {
+			return err
+		}
+	}
+	x := ds.bodies[r]
+	fillBody(&x, rec)
+	ds.bodies[r] = x
+	ds.inView = false
+	return nil
+}
+
+// fillBody copies the Weave fields of rec into x.
+func fillBody(x *Body, rec *record) {
+	const fields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
+	x.Has = rec.has & fields
+	x.Payload, x.SortIndex, x.ParentID, x.PredecessorID = "", 0, "", ""
+	if x.Has&api.FieldPayload != 0 {
+		x.Payload = strings.Clone(rec.payload)
+	}
+	if x.Has&api.FieldSortIndex != 0 {
+		x.SortIndex = rec.si
+	}
+	if x.Has&api.FieldParentID != 0 {
+		x.ParentID = strings.Clone(rec.parent)
+	}
+	if x.Has&api.FieldPredecessorID != 0 {
+		x.PredecessorID = strings.Clone(rec.pred)
+	}
 }

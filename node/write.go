@@ -138,6 +138,13 @@ func (w *writer) prefetch(ws []api.WBO) ([]known, error) {
 	}
 	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(ws[a].ID, ws[b].ID) })
 	res := make([]known, len(ws))
+	ids := make([]string, len(order))
+	for j, i := range order {
+		ids[j] = ws[i].ID
+	}
+	if err := w.prefetchDocs(ids); err != nil {
+		return nil, err
+	}
 	sc := w.sc
 	// The bounds must stay unchanged while the iterator lives; sc.v holds
 	// the seek key (it is free until store).
