@@ -386,7 +386,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 	if len(order) == 0 && cp == nil {
 		return errs, nil
 	}
-	_, _, err = s.writeLocked(user, func(st *userState) (*userState, error) { return st, nil },
+	_, _, err = s.writeLockedFrom(user, peer, func(st *userState) (*userState, error) { return st, nil },
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 			var writers []*writer
 			var w *writer
@@ -403,7 +403,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				writers = append(writers, w)
 				return nil
 			}
-			for _, i := range order {
+			for j, i := range order {
 				r := &revs[i]
 				if w == nil || w.coll != r.Coll {
 					if err := flush(); err != nil {
@@ -413,6 +413,9 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 						w = s.newWriter(b, sc, st, user, r.Coll, t)
 					} else {
 						w = w.next(st, r.Coll)
+					}
+					if err := w.prefetchGroup(revs, order[j:]); err != nil {
+						return nil, err
 					}
 				}
 				ds, err := w.doc(r.ID)
@@ -554,4 +557,38 @@ func fillBody(x *Body, rec *record) {
 	if x.Has&api.FieldPredecessorID != 0 {
 		x.PredecessorID = strings.Clone(rec.pred)
 	}
+}
+
+// prefetchGroup reads ahead, with one iterator each, the documents and
+// record heads of the revisions of w's collection at the start of order
+// (sorted by collection and id), when there are enough of them.
+func (w *writer) prefetchGroup(revs []Revision, order []int) error {
+	var ids []string
+	for _, i := range order {
+		if revs[i].Coll != w.coll {
+			break
+		}
+		if n := len(ids); n == 0 || ids[n-1] != revs[i].ID {
+			ids = append(ids, revs[i].ID)
+		}
+	}
+	if len(ids) < prefetchMin {
+		return nil
+	}
+	if err := w.prefetchDocs(ids); err != nil {
+		return err
+	}
+	ws := make([]api.WBO, len(ids))
+	for i, id := range ids {
+		ws[i].ID = id
+	}
+	ks, err := w.prefetch(ws)
+	if err != nil {
+		return err
+	}
+	w.heads = make(map[string]known, len(ids))
+	for i, id := range ids {
+		w.heads[id] = ks[i]
+	}
+	return nil
 }

@@ -40,6 +40,10 @@ type writer struct {
 	// rs holds the documents (revision trees) this request changes; the
 	// writers of one request share it.
 	rs *revSession
+	// heads, when set, holds record heads read ahead of time (as Pebble
+	// has them before this batch) for lookup; ids written by this batch
+	// must not be in it.
+	heads map[string]known
 }
 
 // sortedOps buffers the sets and deletes of one request so that they reach
@@ -196,7 +200,7 @@ func (w *writer) next(st *userState, coll string) *writer {
 	n := *w
 	n.coll, n.cm = coll, st.colls[coll]
 	n.seqDirty, n.usedDelta, n.lastGExp = false, 0, -1
-	n.pending, n.pendRecs, n.ops = nil, nil, nil
+	n.pending, n.pendRecs, n.ops, n.heads = nil, nil, nil, nil
 	return &n
 }
 
@@ -204,6 +208,11 @@ func (w *writer) next(st *userState, coll string) *writer {
 // (then pend is that record; it is valid until the next store) or from
 // Pebble (then pend is nil).
 func (w *writer) lookup(id string) (h head, pend *record, ok bool, err error) {
+	if w.heads != nil {
+		if k, found := w.heads[id]; found {
+			return w.lookupPre(id, &k)
+		}
+	}
 	return w.lookupPre(id, nil)
 }
 
@@ -531,6 +540,12 @@ func checkPre(st *userState, coll string, pre api.Precondition) error {
 // stamp as last); a request that changes nothing still returns its stamp,
 // and persists it alone when it is above mono (nothing else covers it).
 func (s *Store) writeLocked(user string, check func(st *userState) (*userState, error), stage func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
+	return s.writeLockedFrom(user, "", check, stage)
+}
+
+// writeLockedFrom is writeLocked for a change that came from peer from
+// ("" for a client's), which the change notice names.
+func (s *Store) writeLockedFrom(user, from string, check func(st *userState) (*userState, error), stage func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
 	mu := s.lock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -578,7 +593,7 @@ func (s *Store) writeLocked(user string, check func(st *userState) (*userState, 
 	apply()
 	s.given(user, st, t)
 	if c := st.chg.Load(); c != before {
-		s.changed(user, c)
+		s.changed(user, c, from)
 	}
 	return ts, st, nil
 }
