@@ -122,7 +122,12 @@ func NewHost(ctx context.Context, cfg Config) (host.Host, error) {
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Key),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// No SO_REUSEPORT: with it, two hosts dialling each other at the
+		// same moment from their listen ports make one TCP connection by
+		// simultaneous open, which both sides treat as outbound and the
+		// security handshake fails ("noise: message is too short"); seen
+		// when replicas pull from each other on loopback.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
