@@ -1,0 +1,160 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hce-sync/hce/api"
+)
+
+// BenchmarkLag measures the time from PutItem's return on node A to the
+// record's arrival in node B's changes feed, with A writing one record
+// every 5 ms, over libp2p on loopback. Reports p50 and p99 in ms.
+func BenchmarkLag(b *testing.B) {
+	c := newCluster(b, 2, clusterOpts{})
+	c.share("u", 0, 1)
+	a, bb := c.nodes[0].store, c.nodes[1].store
+	arrived := make([]time.Time, b.N)
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	done := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		var since uint64
+		seen := 0
+		for seen < b.N {
+			if err := bb.WaitChanges(ctx, "u", since); err != nil {
+				return
+			}
+			rows, last, err := bb.Changes(ctx, "u", since, 0)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			now := time.Now()
+			for _, r := range rows {
+				i, _ := strconv.Atoi(r.ID)
+				if arrived[i].IsZero() {
+					arrived[i] = now
+					seen++
+				}
+			}
+			since = last
+		}
+		close(done)
+	}()
+	written := make([]time.Time, b.N)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	b.ResetTimer()
+	for i := range b.N {
+		<-tick.C
+		if _, err := a.PutItem(bg, "u", "c", wbo(strconv.Itoa(i), "payload"), api.Precondition{}); err != nil {
+			b.Fatal(err)
+		}
+		written[i] = time.Now()
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		b.Fatal("records did not all arrive")
+	}
+	b.StopTimer()
+	cancel()
+	wg.Wait()
+	lags := make([]float64, b.N)
+	for i := range lags {
+		lags[i] = max(0, float64(arrived[i].Sub(written[i]))/1e6)
+	}
+	slices.Sort(lags)
+	b.ReportMetric(lags[len(lags)/2], "p50-ms")
+	b.ReportMetric(lags[len(lags)*99/100], "p99-ms")
+}
+
+// BenchmarkBackfill measures how fast a new replica pulls a user of
+// 20,000 records over libp2p (Sync from its only peer). Reports WBO/s.
+func BenchmarkBackfill(b *testing.B) {
+	const records = 20000
+	var elapsed time.Duration
+	for range b.N {
+		b.StopTimer()
+		c := newCluster(b, 2, clusterOpts{})
+		c.share("u", 0)
+		for k := 0; k < records; k += 1000 {
+			batch := make([]api.WBO, 1000)
+			for j := range batch {
+				batch[j] = wbo(fmt.Sprintf("r%06d", k+j), fmt.Sprintf(`{"ciphertext":"%064d","IV":"x","hmac":"y"}`, k+j))
+			}
+			if _, err := c.nodes[0].store.PostItems(bg, "u", "c", batch, api.Precondition{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		c.share("u", 0, 1)
+		b.StartTimer()
+		start := time.Now()
+		if err := c.nodes[1].repl.Sync(bg, "u"); err != nil {
+			b.Fatal(err)
+		}
+		elapsed += time.Since(start)
+		b.StopTimer()
+		ws, _, err := c.nodes[1].store.GetCollection(bg, "u", "c", nil)
+		if err != nil || len(ws) != records {
+			b.Fatalf("replica has %d records, %v", len(ws), err)
+		}
+	}
+	b.ReportMetric(float64(records*b.N)/elapsed.Seconds(), "wbo/s")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCPU50 measures the process CPU time over a 3 s window in which
+// node A takes 50 writes/s, once with replication to one live peer and
+// once with replication stopped; reports both in cores and their
+// difference (the cost of replication, both ends, as both nodes live in
+// this process).
+func BenchmarkCPU50(b *testing.B) {
+	const window = 3 * time.Second
+	run := func(replicate bool) float64 {
+		c := newCluster(b, 2, clusterOpts{})
+		c.share("u", 0, 1)
+		if !replicate {
+			for _, tn := range c.nodes {
+				tn.repl.Close()
+			}
+		}
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		start, cpu0 := time.Now(), cpuTime()
+		for i := 0; time.Since(start) < window; i++ {
+			<-tick.C
+			if _, err := c.nodes[0].store.PutItem(bg, "u", "c", wbo(strconv.Itoa(i%500), fmt.Sprintf("payload %d", i)), api.Precondition{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cores := float64(cpuTime()-cpu0) / float64(time.Since(start))
+		if replicate {
+			waitFor(b, 10*time.Second, func() string { return diff("u", c.nodes[0].store, c.nodes[1].store) })
+		}
+		return cores
+	}
+	var with, without float64
+	for range b.N {
+		without += run(false)
+		with += run(true)
+	}
+	b.ReportMetric(with/float64(b.N), "cores-with-repl")
+	b.ReportMetric(without/float64(b.N), "cores-writes-only")
+	b.ReportMetric((with-without)/float64(b.N), "cores-repl")
+}

@@ -1,0 +1,300 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node"
+	"github.com/hce-sync/hce/node/p2p"
+)
+
+var bg = context.Background()
+
+func testLogger() *slog.Logger {
+	if os.Getenv("HCE_REPL_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func openStore(t testing.TB, nodeID string) *node.Store {
+	t.Helper()
+	cfg := node.DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.CacheBytes = 16 << 20
+	cfg.MemTableBytes = 4 << 20
+	cfg.NodeID = nodeID
+	s, err := node.Open(cfg)
+	if err != nil {
+		t.Fatalf("node.Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// tnode is one node of a test cluster.
+type tnode struct {
+	id    peer.ID
+	store *node.Store
+	mem   *StaticMembership
+	tr    Transport
+	repl  *Replicator
+	host  host.Host
+	allow *p2p.StaticAllowlist
+}
+
+type clusterOpts struct {
+	mem           bool // in-memory transport instead of libp2p
+	sweepInterval time.Duration
+	noStart       bool
+	changesBatch  int
+	fetchBatch    int
+}
+
+type cluster struct {
+	t     testing.TB
+	nodes []*tnode
+	net   *MemNetwork
+}
+
+func newCluster(t testing.TB, n int, o clusterOpts) *cluster {
+	t.Helper()
+	c := &cluster{t: t}
+	if o.mem {
+		c.net = NewMemNetwork()
+	}
+	for i := range n {
+		key, id, err := p2p.LoadOrCreateIdentity(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn := &tnode{id: id, store: openStore(t, fmt.Sprintf("node%d", i)), mem: NewStaticMembership(id)}
+		if o.mem {
+			tn.tr = c.net.Transport(id)
+		} else {
+			tn.allow = p2p.NewStaticAllowlist()
+			cfg := p2p.DefaultConfig()
+			cfg.Key = key
+			cfg.Gater = p2p.NewGater(tn.allow, nil)
+			h, err := p2p.NewHost(bg, cfg)
+			if err != nil {
+				t.Fatalf("node %d: NewHost: %v", i, err)
+			}
+			t.Cleanup(func() { h.Close() })
+			tn.host = h
+			tn.tr = NewLibp2pTransport(h, 0, nil)
+		}
+		c.nodes = append(c.nodes, tn)
+	}
+	if !o.mem {
+		for _, a := range c.nodes {
+			for _, b := range c.nodes {
+				if a != b {
+					a.host.Peerstore().AddAddrs(b.id, b.host.Addrs(), peerstore.PermanentAddrTTL)
+					a.allow.Add(b.id)
+				}
+			}
+		}
+	}
+	for i, tn := range c.nodes {
+		cfg := DefaultConfig()
+		cfg.Store = tn.store
+		cfg.Membership = tn.mem
+		cfg.Transport = tn.tr
+		cfg.Logger = testLogger().With("node", i)
+		cfg.SweepInterval = o.sweepInterval
+		if cfg.SweepInterval == 0 {
+			cfg.SweepInterval = time.Hour
+		}
+		cfg.RetryMin = 20 * time.Millisecond
+		cfg.RetryMax = 200 * time.Millisecond
+		cfg.ChangesBatch = o.changesBatch
+		cfg.FetchBatch = o.fetchBatch
+		r, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn.repl = r
+		if o.noStart {
+			tn.tr.Listen(r)
+			continue
+		}
+		if err := r.Start(bg); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+	}
+	return c
+}
+
+// share makes the nodes idx the replica set of user on every node.
+func (c *cluster) share(user string, idx ...int) {
+	var ps []peer.ID
+	for _, i := range idx {
+		ps = append(ps, c.nodes[i].id)
+	}
+	for _, tn := range c.nodes {
+		tn.mem.Set(user, ps...)
+	}
+}
+
+// partition cuts nodes a and b apart (libp2p: gater and closed
+// connections; in memory: the network).
+func (c *cluster) partition(a, b int) {
+	na, nb := c.nodes[a], c.nodes[b]
+	if c.net != nil {
+		c.net.Partition(na.id, nb.id)
+		return
+	}
+	na.allow.Remove(nb.id)
+	nb.allow.Remove(na.id)
+	na.host.Network().ClosePeer(nb.id)
+	nb.host.Network().ClosePeer(na.id)
+}
+
+func (c *cluster) heal(a, b int) {
+	na, nb := c.nodes[a], c.nodes[b]
+	if c.net != nil {
+		c.net.Heal(na.id, nb.id)
+		return
+	}
+	na.allow.Add(nb.id)
+	nb.allow.Add(na.id)
+}
+
+// waitFor polls cond until it returns "" or the deadline passes.
+func waitFor(t testing.TB, d time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v: %s", d, msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// docs returns every document of user on s (Changes from 0), by coll/id.
+func docs(s *node.Store, user string) (map[string]*node.Doc, error) {
+	rows, _, err := s.Changes(bg, user, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*node.Doc, len(rows))
+	for _, r := range rows {
+		d, err := s.GetDoc(bg, user, r.Coll, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		out[r.Coll+"/"+r.ID] = d
+	}
+	return out, nil
+}
+
+// diff returns "" when user's documents are identical on every store of
+// ss (same trees, same winners and winner bodies), else a description.
+func diff(user string, ss ...*node.Store) string {
+	var ref map[string]*node.Doc
+	for i, s := range ss {
+		m, err := docs(s, user)
+		if err != nil {
+			return err.Error()
+		}
+		if i == 0 {
+			ref = m
+			continue
+		}
+		if len(m) != len(ref) {
+			return fmt.Sprintf("user %s: store %d has %d documents, store 0 has %d", user, i, len(m), len(ref))
+		}
+		for k, d := range ref {
+			o := m[k]
+			if o == nil {
+				return fmt.Sprintf("user %s: store %d lacks %s", user, i, k)
+			}
+			if !d.Tree.Equal(o.Tree) {
+				return fmt.Sprintf("user %s: %s trees differ between stores 0 and %d", user, k, i)
+			}
+			w1, b1 := d.Winner()
+			w2, b2 := o.Winner()
+			if w1 != w2 || b1 != b2 {
+				return fmt.Sprintf("user %s: %s winners differ between stores 0 and %d", user, k, i)
+			}
+		}
+	}
+	return ""
+}
+
+func wbo(id, payload string) api.WBO {
+	return api.WBO{ID: id, Has: api.FieldPayload, Payload: payload}
+}
+
+// ackLog records the revisions of acknowledged writes.
+type ackLog struct {
+	revs []ackRev
+}
+
+type ackRev struct {
+	user, coll, id string
+	doc            *node.Doc // the writer's document right after the write
+	payload        string
+}
+
+// put writes one record on s and remembers the leaf it made.
+func (a *ackLog) put(t testing.TB, s *node.Store, user, coll, id, payload string) {
+	t.Helper()
+	if _, err := s.PutItem(bg, user, coll, wbo(id, payload), api.Precondition{}); err != nil {
+		t.Fatalf("PutItem: %v", err)
+	}
+	a.note(t, s, user, coll, id, payload)
+}
+
+func (a *ackLog) note(t testing.TB, s *node.Store, user, coll, id, payload string) {
+	d, err := s.GetDoc(bg, user, coll, id)
+	if err != nil {
+		t.Fatalf("GetDoc after write: %v", err)
+	}
+	a.revs = append(a.revs, ackRev{user: user, coll: coll, id: id, doc: d, payload: payload})
+}
+
+// check verifies that every acknowledged write's revision is in the tree
+// of user's document on every store.
+func (a *ackLog) check(t testing.TB, ss ...*node.Store) {
+	t.Helper()
+	for _, w := range a.revs {
+		found := false
+		for r, b := range w.doc.Bodies {
+			if b.Payload == w.payload {
+				found = true
+				for _, s := range ss {
+					d, err := s.GetDoc(bg, w.user, w.coll, w.id)
+					if err != nil {
+						t.Fatalf("write %s/%s %q: %v", w.coll, w.id, w.payload, err)
+					}
+					if !d.Tree.Contains(r) {
+						t.Fatalf("write %s/%s %q (%v) lost", w.coll, w.id, w.payload, r)
+					}
+				}
+			}
+		}
+		_ = found // false: superseded before it could be read back (rare)
+	}
+}
+
+func isNotShared(err error) bool {
+	return errors.Is(err, ErrNotShared) || p2p.IsCode(err, CodeForbidden)
+}

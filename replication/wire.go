@@ -1,0 +1,592 @@
+package replication
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node"
+	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/node/revtree"
+)
+
+// WireVersion is the first byte of every message of ProtocolID.
+const WireVersion = 1
+
+// Bounds of the wire format. The decoder refuses anything beyond them
+// before allocating for it.
+const (
+	// MaxFrameSize bounds one frame (request or response). libp2p's
+	// resource manager grants a stream 16 MiB by default, so frames stay
+	// well below that.
+	MaxFrameSize = 8 << 20
+	// MaxResponseBytes is the size at which a server stops adding rows or
+	// revisions to a response (a response always carries at least one when
+	// there is one to send).
+	MaxResponseBytes = 4 << 20
+	// MaxRows bounds the rows of a ChangesResponse and the Limit of a
+	// ChangesRequest.
+	MaxRows = 1000
+	// MaxLeaves bounds the leaves of one changes row and the revisions
+	// asked for one document.
+	MaxLeaves = 1000
+	// MaxFetchDocs bounds the documents of a FetchRequest.
+	MaxFetchDocs = 1000
+	// MaxFetchRevs bounds the revisions of a FetchResponse.
+	MaxFetchRevs = 1000
+	// MaxUsers bounds the users of a SeqsRequest or a Notice.
+	MaxUsers = 1000
+	// MaxUserLen bounds a user name; MaxSourceLen a store UUID.
+	MaxUserLen   = p2p.MaxUserLen
+	MaxSourceLen = 256
+)
+
+// ErrBadMessage means a message is malformed, out of bounds, of an unknown
+// version or type, or followed by trailing bytes.
+var ErrBadMessage = errors.New("replication: bad message")
+
+// Message types (the second byte of a message).
+const (
+	typeChangesReq  = 1
+	typeChangesResp = 2
+	typeSeqsReq     = 3
+	typeSeqsResp    = 4
+	typeFetchReq    = 5
+	typeFetchResp   = 6
+	typeNotice      = 7
+	typeNoticeAck   = 8
+)
+
+// Message is one message of the replication protocol: a *ChangesRequest,
+// *ChangesResponse, *SeqsRequest, *SeqsResponse, *FetchRequest,
+// *FetchResponse, *Notice or *NoticeAck.
+type Message interface {
+	msgType() byte
+	appendTo(b []byte) []byte
+	decode(d *decoder)
+}
+
+// ChangesRequest asks for one user's changes feed after Since (the
+// source's _changes?style=all_docs&since=).
+type ChangesRequest struct {
+	User  string
+	Since uint64
+	// Limit is the most rows wanted (at most MaxRows; 0 means MaxRows).
+	Limit uint32
+}
+
+// ChangeRow is one document of a changes feed: its open revisions (winner
+// first) and whether the winner is a tombstone.
+type ChangeRow struct {
+	Coll, ID string
+	Leaves   []revtree.Rev
+	Deleted  bool
+}
+
+// ChangesResponse answers a ChangesRequest.
+type ChangesResponse struct {
+	// Source is the UUID of the answering store: checkpoints are valid
+	// only against the same store.
+	Source string
+	Rows   []ChangeRow
+	// Last is the sequence number up to which the rows are complete.
+	Last uint64
+	// More reports that the feed may have rows after Last.
+	More bool
+}
+
+// SeqsRequest asks for the current sequence numbers of users (the cheap
+// sweep that finds users with something to pull).
+type SeqsRequest struct {
+	Users []string
+}
+
+// SeqsResponse answers a SeqsRequest: Seqs[i] is the sequence number of
+// Users[i] of the request, 0 for users the source does not share with the
+// caller.
+type SeqsResponse struct {
+	Source string
+	Seqs   []uint64
+}
+
+// FetchDoc names the revisions wanted of one document.
+type FetchDoc struct {
+	Coll, ID string
+	Revs     []revtree.Rev
+}
+
+// FetchRequest asks for revisions with their ancestry (CouchDB's
+// _bulk_get?revs=true&latest=true): for each revision asked, the leaves
+// that descend from it.
+type FetchRequest struct {
+	User string
+	Docs []FetchDoc
+}
+
+// FetchResponse answers a FetchRequest.
+type FetchResponse struct {
+	// Done is how many of the request's documents were answered (in
+	// order); the caller asks again for the others. Revisions the source
+	// no longer has are simply absent.
+	Done      uint32
+	Revisions []node.Revision
+}
+
+// UserSeq names a user's sequence number on the sender.
+type UserSeq struct {
+	User string
+	Seq  uint64
+}
+
+// Notice tells a replica that users changed on the sender, so that it
+// pulls them now. It is answered with a NoticeAck.
+type Notice struct {
+	Users []UserSeq
+}
+
+// NoticeAck is the empty answer to a Notice.
+type NoticeAck struct{}
+
+func (*ChangesRequest) msgType() byte  { return typeChangesReq }
+func (*ChangesResponse) msgType() byte { return typeChangesResp }
+func (*SeqsRequest) msgType() byte     { return typeSeqsReq }
+func (*SeqsResponse) msgType() byte    { return typeSeqsResp }
+func (*FetchRequest) msgType() byte    { return typeFetchReq }
+func (*FetchResponse) msgType() byte   { return typeFetchResp }
+func (*Notice) msgType() byte          { return typeNotice }
+func (*NoticeAck) msgType() byte       { return typeNoticeAck }
+
+// Encode returns the encoding of m. The caller keeps m within the bounds
+// above (Decode refuses what is not).
+func Encode(m Message) []byte {
+	return m.appendTo([]byte{WireVersion, m.msgType()})
+}
+
+// Decode decodes one message strictly: a known version and type, every
+// count and length within bounds, names and revision paths valid, integers
+// minimally encoded and no trailing bytes. For a message that Decode
+// accepts, Encode gives back the same bytes.
+func Decode(b []byte) (Message, error) {
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrBadMessage, len(b))
+	}
+	if b[0] != WireVersion {
+		return nil, fmt.Errorf("%w: version %d", ErrBadMessage, b[0])
+	}
+	var m Message
+	switch b[1] {
+	case typeChangesReq:
+		m = &ChangesRequest{}
+	case typeChangesResp:
+		m = &ChangesResponse{}
+	case typeSeqsReq:
+		m = &SeqsRequest{}
+	case typeSeqsResp:
+		m = &SeqsResponse{}
+	case typeFetchReq:
+		m = &FetchRequest{}
+	case typeFetchResp:
+		m = &FetchResponse{}
+	case typeNotice:
+		m = &Notice{}
+	case typeNoticeAck:
+		m = &NoticeAck{}
+	default:
+		return nil, fmt.Errorf("%w: type %d", ErrBadMessage, b[1])
+	}
+	d := decoder{b: b[2:]}
+	m.decode(&d)
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return m, nil
+}
+
+// Minimal encoded sizes, used to refuse counts the remaining input cannot
+// hold before allocating.
+const (
+	minRev      = 1 + revtree.HashLen
+	minRow      = 2 + 2 + 1 + minRev + 1
+	minFetchDoc = 2 + 2 + 1 + minRev
+	minRevision = 2 + 2 + 1 + 1 + revtree.HashLen + 1 + 9
+	minUserSeq  = 2 + 1
+)
+
+func (m *ChangesRequest) appendTo(b []byte) []byte {
+	b = appendStr(b, m.User)
+	b = binary.AppendUvarint(b, m.Since)
+	return binary.AppendUvarint(b, uint64(m.Limit))
+}
+
+func (m *ChangesRequest) decode(d *decoder) {
+	m.User = d.user()
+	m.Since = d.uvarint()
+	m.Limit = uint32(d.count(MaxRows, 0))
+}
+
+func (m *ChangesResponse) appendTo(b []byte) []byte {
+	b = appendStr(b, m.Source)
+	b = binary.AppendUvarint(b, uint64(len(m.Rows)))
+	for i := range m.Rows {
+		r := &m.Rows[i]
+		b = appendStr(appendStr(b, r.Coll), r.ID)
+		b = appendBool(b, r.Deleted)
+		b = binary.AppendUvarint(b, uint64(len(r.Leaves)))
+		for _, l := range r.Leaves {
+			b = appendRev(b, l)
+		}
+	}
+	b = binary.AppendUvarint(b, m.Last)
+	return appendBool(b, m.More)
+}
+
+func (m *ChangesResponse) decode(d *decoder) {
+	m.Source = d.str(MaxSourceLen)
+	n := d.count(MaxRows, minRow)
+	if n > 0 {
+		m.Rows = make([]ChangeRow, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		r := &m.Rows[i]
+		r.Coll, r.ID = d.docID()
+		r.Deleted = d.bool()
+		k := d.count(MaxLeaves, minRev)
+		if d.err == nil && k == 0 {
+			d.fail("row without leaves")
+		}
+		r.Leaves = make([]revtree.Rev, 0, k)
+		for j := 0; j < k && d.err == nil; j++ {
+			r.Leaves = append(r.Leaves, d.rev())
+		}
+	}
+	m.Last = d.uvarint()
+	m.More = d.bool()
+}
+
+func (m *SeqsRequest) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(m.Users)))
+	for _, u := range m.Users {
+		b = appendStr(b, u)
+	}
+	return b
+}
+
+func (m *SeqsRequest) decode(d *decoder) {
+	n := d.count(MaxUsers, 2)
+	if n > 0 {
+		m.Users = make([]string, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Users = append(m.Users, d.user())
+	}
+}
+
+func (m *SeqsResponse) appendTo(b []byte) []byte {
+	b = appendStr(b, m.Source)
+	b = binary.AppendUvarint(b, uint64(len(m.Seqs)))
+	for _, s := range m.Seqs {
+		b = binary.AppendUvarint(b, s)
+	}
+	return b
+}
+
+func (m *SeqsResponse) decode(d *decoder) {
+	m.Source = d.str(MaxSourceLen)
+	n := d.count(MaxUsers, 1)
+	if n > 0 {
+		m.Seqs = make([]uint64, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Seqs = append(m.Seqs, d.uvarint())
+	}
+}
+
+func (m *FetchRequest) appendTo(b []byte) []byte {
+	b = appendStr(b, m.User)
+	b = binary.AppendUvarint(b, uint64(len(m.Docs)))
+	for i := range m.Docs {
+		x := &m.Docs[i]
+		b = appendStr(appendStr(b, x.Coll), x.ID)
+		b = binary.AppendUvarint(b, uint64(len(x.Revs)))
+		for _, r := range x.Revs {
+			b = appendRev(b, r)
+		}
+	}
+	return b
+}
+
+func (m *FetchRequest) decode(d *decoder) {
+	m.User = d.user()
+	n := d.count(MaxFetchDocs, minFetchDoc)
+	if n > 0 {
+		m.Docs = make([]FetchDoc, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		x := &m.Docs[i]
+		x.Coll, x.ID = d.docID()
+		k := d.count(MaxLeaves, minRev)
+		if d.err == nil && k == 0 {
+			d.fail("fetch of a document without revisions")
+		}
+		x.Revs = make([]revtree.Rev, 0, k)
+		for j := 0; j < k && d.err == nil; j++ {
+			x.Revs = append(x.Revs, d.rev())
+		}
+	}
+}
+
+func (m *FetchResponse) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(m.Done))
+	b = binary.AppendUvarint(b, uint64(len(m.Revisions)))
+	for i := range m.Revisions {
+		b = appendRevision(b, &m.Revisions[i])
+	}
+	return b
+}
+
+func (m *FetchResponse) decode(d *decoder) {
+	m.Done = uint32(d.count(MaxFetchDocs, 0))
+	n := d.count(MaxFetchRevs, minRevision)
+	if n > 0 {
+		m.Revisions = make([]node.Revision, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		d.revision(&m.Revisions[i])
+	}
+}
+
+func (m *Notice) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(m.Users)))
+	for _, u := range m.Users {
+		b = binary.AppendUvarint(appendStr(b, u.User), u.Seq)
+	}
+	return b
+}
+
+func (m *Notice) decode(d *decoder) {
+	n := d.count(MaxUsers, minUserSeq)
+	if n > 0 {
+		m.Users = make([]UserSeq, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		u := d.user()
+		m.Users = append(m.Users, UserSeq{User: u, Seq: d.uvarint()})
+	}
+}
+
+func (*NoticeAck) appendTo(b []byte) []byte { return b }
+func (*NoticeAck) decode(*decoder)          {}
+
+// Body field bits the wire accepts (node validates the rest).
+const bodyFields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
+
+func appendRevision(b []byte, r *node.Revision) []byte {
+	b = appendStr(appendStr(b, r.Coll), r.ID)
+	b = appendBool(b, r.Path.Deleted)
+	b = binary.AppendUvarint(b, r.Path.Start)
+	b = binary.AppendUvarint(b, uint64(len(r.Path.IDs)))
+	for _, h := range r.Path.IDs {
+		b = append(b, h[:]...)
+	}
+	x := &r.Body
+	b = append(b, byte(x.Has))
+	b = appendStr(b, x.Payload)
+	b = binary.AppendVarint(b, x.SortIndex)
+	b = appendStr(b, x.ParentID)
+	b = appendStr(b, x.PredecessorID)
+	b = binary.AppendVarint(b, x.Expiry)
+	b = appendStr(b, x.Origin)
+	return binary.AppendVarint(b, x.OriginTime)
+}
+
+func (d *decoder) revision(r *node.Revision) {
+	r.Coll, r.ID = d.docID()
+	r.Path.Deleted = d.bool()
+	r.Path.Start = d.uvarint()
+	n := d.count(revtree.HardMaxPathLen, revtree.HashLen)
+	switch {
+	case d.err != nil:
+		return
+	case n == 0:
+		d.fail("empty revision path")
+		return
+	case r.Path.Start < uint64(n) || r.Path.Start > revtree.MaxPos:
+		d.fail("path start %d with %d ids", r.Path.Start, n)
+		return
+	}
+	r.Path.IDs = make([][revtree.HashLen]byte, n)
+	for i := range r.Path.IDs {
+		copy(r.Path.IDs[i][:], d.b[:revtree.HashLen])
+		d.b = d.b[revtree.HashLen:]
+	}
+	x := &r.Body
+	if len(d.b) < 1 {
+		d.fail("truncated body")
+		return
+	}
+	x.Has = api.Field(d.b[0])
+	d.b = d.b[1:]
+	if x.Has&^bodyFields != 0 {
+		d.fail("unknown body field bits %#x", x.Has)
+		return
+	}
+	x.Payload = d.text(api.MaxPayloadBytes)
+	x.SortIndex = d.varint()
+	x.ParentID = d.text(api.MaxIDBytes)
+	x.PredecessorID = d.text(api.MaxIDBytes)
+	x.Expiry = d.varint()
+	x.Origin = d.text(node.MaxOriginLen)
+	x.OriginTime = d.varint()
+}
+
+func appendStr(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func appendRev(b []byte, r revtree.Rev) []byte {
+	return append(binary.AppendUvarint(b, r.Pos), r.Hash[:]...)
+}
+
+// decoder reads the fields of a message; the first error sticks and every
+// later read returns a zero value.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrBadMessage, fmt.Sprintf(format, args...))
+	}
+	d.b = nil
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	if n > 1 && d.b[n-1] == 0 {
+		d.fail("non-minimal varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) varint() int64 {
+	u := d.uvarint()
+	x := int64(u >> 1)
+	if u&1 != 0 {
+		x = ^x
+	}
+	return x
+}
+
+// count reads a count of at most max items of at least minSize bytes each.
+func (d *decoder) count(max, minSize int) int {
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(max) || n*uint64(minSize) > uint64(len(d.b)) {
+		d.fail("count %d out of bounds", n)
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) bool() bool {
+	if d.err != nil {
+		return false
+	}
+	if len(d.b) < 1 || d.b[0] > 1 {
+		d.fail("bad bool")
+		return false
+	}
+	v := d.b[0] == 1
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) str(max int) string {
+	n := d.count(max, 1)
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// text reads a string of at most max bytes of valid UTF-8.
+func (d *decoder) text(max int) string {
+	s := d.str(max)
+	if d.err == nil && !utf8.ValidString(s) {
+		d.fail("invalid UTF-8")
+	}
+	return s
+}
+
+func (d *decoder) user() string {
+	u := d.text(MaxUserLen)
+	if d.err == nil && !validUser(u) {
+		d.fail("bad user name")
+	}
+	return u
+}
+
+// validUser reports whether u is a user name a store accepts.
+func validUser(u string) bool {
+	if u == "" || len(u) > MaxUserLen || !utf8.ValidString(u) {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if u[i] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) docID() (coll, id string) {
+	coll = d.str(api.MaxCollectionName)
+	id = d.str(api.MaxIDBytes)
+	if d.err == nil {
+		if err := node.ValidateDocID(coll, id); err != nil {
+			d.fail("%v", err)
+		}
+	}
+	return coll, id
+}
+
+func (d *decoder) rev() revtree.Rev {
+	var r revtree.Rev
+	r.Pos = d.uvarint()
+	if d.err != nil {
+		return r
+	}
+	if r.Pos == 0 || r.Pos > revtree.MaxPos || len(d.b) < revtree.HashLen {
+		d.fail("bad revision")
+		return r
+	}
+	copy(r.Hash[:], d.b)
+	d.b = d.b[revtree.HashLen:]
+	return r
+}
