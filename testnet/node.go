@@ -300,6 +300,12 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		ln.Close()
 		return nil, err
 	}
+	stop := make(chan struct{})
+	handler, err := withCouch(n.store, auth, logger, stop, storage)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.runs.Add(1)
@@ -307,12 +313,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		defer n.runs.Done()
 		_ = n.dc.Run(runCtx)
 	}()
-	n.srv = &http.Server{
-		Handler:           storage,
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
-	}
+	n.srv = newHTTPServer(handler, stop)
 	go func() { n.done <- n.srv.Serve(ln) }()
 	logger.Info("storage node serving", "url", n.url, "peer", id, "p2p", addrs)
 	return n, nil
