@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -29,6 +30,47 @@ import (
 // the store.
 type ChangeNotifier interface {
 	Changed(user string, seq uint64, from string)
+}
+
+// ReplicaWaiter confirms that another replica holds a user's changes: the
+// replicator implements it. WaitReplicated returns nil once some other
+// node of the user's replica set has everything of the user's feed up to
+// seq (at once when the user has no other replica).
+type ReplicaWaiter interface {
+	WaitReplicated(ctx context.Context, user string, seq uint64) error
+}
+
+// SetReplicaWaiter makes every client write that changed documents wait,
+// after its commit and before it returns, until w confirms that another
+// replica holds it, at most timeout (nil w turns this off). A write whose
+// confirmation fails or times out (every other replica down or cut off)
+// is still acknowledged: it is durable here and replicates later; it is
+// counted in UnconfirmedWrites and logged. Call before serving.
+func (s *Store) SetReplicaWaiter(w ReplicaWaiter, timeout time.Duration) {
+	s.waiter, s.waitTimeout = w, timeout
+}
+
+// UnconfirmedWrites counts the client writes acknowledged without a
+// replica's confirmation (see SetReplicaWaiter).
+func (s *Store) UnconfirmedWrites() uint64 { return s.unconfirmed.Load() }
+
+// awaitReplicas runs the replica waiter after a client write of user whose
+// state entry is st (a write that changed nothing waits too: the replica
+// answers quickly, having nothing to pull).
+func (s *Store) awaitReplicas(ctx context.Context, user string, st *userState) {
+	if s.waiter == nil || st == nil {
+		return
+	}
+	seq := st.chg.Load()
+	if seq == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.waitTimeout)
+	defer cancel()
+	if err := s.waiter.WaitReplicated(wctx, user, seq); err != nil {
+		s.unconfirmed.Add(1)
+		s.log.Warn("write acknowledged without a replica's confirmation", "user", user, "seq", seq, "err", err)
+	}
 }
 
 // SetChangeNotifier installs n (nil removes it). Safe for concurrent use.

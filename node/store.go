@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -53,6 +54,10 @@ type Store struct {
 	revCfg revtree.Config
 	notify atomic.Pointer[ChangeNotifier]
 	watch  watchers
+
+	waiter      ReplicaWaiter
+	waitTimeout time.Duration
+	unconfirmed atomic.Uint64
 }
 
 // userState is the in-memory metadata of one user. Its fields are guarded

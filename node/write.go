@@ -656,6 +656,7 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 	if err != nil {
 		return api.WriteResult{}, err
 	}
+	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, Modified: api.Stamp(mod), QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -709,6 +710,9 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 	if err != nil {
 		return api.BatchResult{}, err
 	}
+	if len(ws) > 0 {
+		s.awaitReplicas(ctx, user, st)
+	}
 	res := api.BatchResult{
 		Timestamp:      ts,
 		Success:        make([]string, len(ws)),
@@ -753,6 +757,7 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 	if err != nil {
 		return api.WriteResult{}, err
 	}
+	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -827,6 +832,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 	if err != nil {
 		return api.WriteResult{}, err
 	}
+	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -886,5 +892,6 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 	if err != nil {
 		return api.WriteResult{}, err
 	}
+	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }

@@ -177,10 +177,13 @@ type Stats struct {
 	RequestsServed, RequestsRefused uint64
 	// Errors counts failed pulls, notices and sweeps of a peer.
 	Errors uint64
+	// SyncsServed counts SyncRequests answered (a peer waited for this
+	// node to hold its write before acknowledging it).
+	SyncsServed uint64
 }
 
 type counters struct {
-	pulls, pulled, refused, sent, received, noticeRefused, served, reqRefused, errors atomic.Uint64
+	pulls, pulled, refused, sent, received, noticeRefused, served, reqRefused, errors, syncs atomic.Uint64
 }
 
 // Replicator pulls the users this node holds from the other nodes of each
@@ -301,6 +304,7 @@ func (r *Replicator) Stats() Stats {
 		RequestsServed:   r.c.served.Load(),
 		RequestsRefused:  r.c.reqRefused.Load(),
 		Errors:           r.c.errors.Load(),
+		SyncsServed:      r.c.syncs.Load(),
 	}
 }
 
@@ -660,6 +664,8 @@ func (r *Replicator) Handle(ctx context.Context, from peer.ID, req []byte) ([]by
 		resp, err = r.serveSeqs(ctx, from, m)
 	case *Notice:
 		resp, err = r.serveNotice(ctx, from, m)
+	case *SyncRequest:
+		resp, err = r.serveSync(ctx, from, m)
 	default:
 		err = p2p.Errorf(CodeBadRequest, "message type %d is not a request", m.msgType())
 	}
@@ -802,6 +808,64 @@ func (r *Replicator) serveNotice(ctx context.Context, from peer.ID, m *Notice) (
 		}
 	}
 	return &NoticeAck{}, nil
+}
+
+// serveSync pulls the user from the caller through the caller's pull loop
+// and answers when that pull is done.
+func (r *Replicator) serveSync(ctx context.Context, from peer.ID, m *SyncRequest) (*SyncResponse, error) {
+	if err := r.checkShared(ctx, m.User, from); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	if err := r.mark(from, m.User, done); err != nil {
+		return nil, p2p.Errorf(p2p.CodeUnavailable, "%v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, p2p.Errorf(p2p.CodeUnavailable, "pull: %v", err)
+		}
+		r.c.syncs.Add(1)
+		return &SyncResponse{}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// WaitReplicated implements node.ReplicaWaiter: it asks every other node of
+// user's replica set to pull user now (SyncRequest) and returns nil as soon
+// as one of them holds everything up to seq, or the last error once all
+// failed (or ctx's). A user without other replicas returns nil at once.
+func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64) error {
+	ps, err := r.mem.Replicas(ctx, user)
+	if err != nil {
+		return err
+	}
+	others := make([]peer.ID, 0, len(ps))
+	for _, p := range ps {
+		if p != r.self {
+			others = append(others, p)
+		}
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	res := make(chan error, len(others))
+	for _, p := range others {
+		go func() {
+			_, err := call[*SyncResponse](ctx, r, p, &SyncRequest{User: user, Seq: seq})
+			res <- err
+		}()
+	}
+	var last error
+	for range others {
+		if last = <-res; last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("replication: no replica of %q confirmed seq %d: %w", user, seq, last)
 }
 
 // Changed implements node.ChangeNotifier: it queues a push notice of

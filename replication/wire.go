@@ -57,11 +57,13 @@ const (
 	typeFetchResp   = 6
 	typeNotice      = 7
 	typeNoticeAck   = 8
+	typeSyncReq     = 9
+	typeSyncResp    = 10
 )
 
 // Message is one message of the replication protocol: a *ChangesRequest,
 // *ChangesResponse, *SeqsRequest, *SeqsResponse, *FetchRequest,
-// *FetchResponse, *Notice or *NoticeAck.
+// *FetchResponse, *Notice, *NoticeAck, *SyncRequest or *SyncResponse.
 type Message interface {
 	msgType() byte
 	appendTo(b []byte) []byte
@@ -149,6 +151,18 @@ type Notice struct {
 // NoticeAck is the empty answer to a Notice.
 type NoticeAck struct{}
 
+// SyncRequest asks the receiver to pull User from the sender now and to
+// answer once it has everything up to the sender's feed number Seq (or
+// later): the sender acknowledges a client's write only when another
+// replica holds it.
+type SyncRequest struct {
+	User string
+	Seq  uint64
+}
+
+// SyncResponse answers a SyncRequest: the pull succeeded.
+type SyncResponse struct{}
+
 func (*ChangesRequest) msgType() byte  { return typeChangesReq }
 func (*ChangesResponse) msgType() byte { return typeChangesResp }
 func (*SeqsRequest) msgType() byte     { return typeSeqsReq }
@@ -157,6 +171,8 @@ func (*FetchRequest) msgType() byte    { return typeFetchReq }
 func (*FetchResponse) msgType() byte   { return typeFetchResp }
 func (*Notice) msgType() byte          { return typeNotice }
 func (*NoticeAck) msgType() byte       { return typeNoticeAck }
+func (*SyncRequest) msgType() byte     { return typeSyncReq }
+func (*SyncResponse) msgType() byte    { return typeSyncResp }
 
 // Encode returns the encoding of m. The caller keeps m within the bounds
 // above (Decode refuses what is not).
@@ -193,6 +209,10 @@ func Decode(b []byte) (Message, error) {
 		m = &Notice{}
 	case typeNoticeAck:
 		m = &NoticeAck{}
+	case typeSyncReq:
+		m = &SyncRequest{}
+	case typeSyncResp:
+		m = &SyncResponse{}
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrBadMessage, b[1])
 	}
@@ -381,6 +401,18 @@ func (m *Notice) decode(d *decoder) {
 
 func (*NoticeAck) appendTo(b []byte) []byte { return b }
 func (*NoticeAck) decode(*decoder)          {}
+
+func (m *SyncRequest) appendTo(b []byte) []byte {
+	return binary.AppendUvarint(appendStr(b, m.User), m.Seq)
+}
+
+func (m *SyncRequest) decode(d *decoder) {
+	m.User = d.user()
+	m.Seq = d.uvarint()
+}
+
+func (*SyncResponse) appendTo(b []byte) []byte { return b }
+func (*SyncResponse) decode(*decoder)          {}
 
 // Body field bits the wire accepts (node validates the rest).
 const bodyFields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID

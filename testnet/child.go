@@ -81,7 +81,8 @@ func (t *Testnet) childArgs(m *member, join string, first bool, dirURL string) [
 		return args
 	}
 	return []string{"node", "--log-level", t.cfg.ChildLogLevel, "--data", m.data, "--http", m.httpAddr,
-		"--p2p", m.p2pAddr, "--directory", dirURL, "--operator", m.operator, "--heartbeat", t.cfg.Heartbeat.String()}
+		"--p2p", m.p2pAddr, "--directory", dirURL, "--operator", m.operator, "--heartbeat", t.cfg.Heartbeat.String(),
+		"--sweep", t.cfg.Sweep.String(), "--blocklist", filepath.Join(m.data, BlocklistFile)}
 }
 
 // spawn starts m as a child process writing to DIR/logs/<name>.log and

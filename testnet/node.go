@@ -24,7 +24,11 @@ import (
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/replication"
 )
+
+// DefaultReplicaWait is NodeConfig.ReplicaWait's default.
+const DefaultReplicaWait = 2 * time.Second
 
 // NodeConfig configures a storage node started by StartNode. A zero field
 // takes its default.
@@ -62,6 +66,20 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// Node, when set, adjusts the store configuration last.
 	Node func(*node.Config)
+	// SweepInterval is how often the replicator compares every user it
+	// holds with the other replicas (catching up after lost notices and
+	// partitions, and backfilling new replicas). Default
+	// replication.DefaultSweepInterval.
+	SweepInterval time.Duration
+	// ReplicaWait is how long a client write waits, after its commit, for
+	// another replica of the user to confirm it holds it before the write
+	// is acknowledged anyway (node.Store.SetReplicaWaiter). Default 2 s;
+	// negative turns the wait off (acknowledge at once, replicate after).
+	ReplicaWait time.Duration
+	// Blocklist, when set, is a file of libp2p peer IDs (one per line)
+	// the node refuses and disconnects, reread every 100 ms: testnet
+	// partitions (see BlocklistFile).
+	Blocklist string
 }
 
 // Node is a running storage node: Pebble store, libp2p host with a gater
@@ -69,6 +87,8 @@ type NodeConfig struct {
 // storage API over HTTP.
 type Node struct {
 	store  *node.Store
+	repl   *replication.Replicator
+	deny   denyList
 	host   host.Host
 	dc     *node.DirectoryClient
 	allow  *p2p.StaticAllowlist
@@ -211,6 +231,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	ncfg.Dir = filepath.Join(cfg.Dir, "store")
 	ncfg.Logger = logger.With("component", "node")
 	ncfg.QuotaBytes = cfg.QuotaBytes
+	ncfg.NodeID = id.String()
 	if cfg.Node != nil {
 		cfg.Node(&ncfg)
 	}
@@ -240,7 +261,9 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	pcfg.Key = key
 	pcfg.ListenAddrs = []string{p2pAddr}
 	pcfg.Logger = logger.With("component", "p2p")
-	pcfg.Gater = p2p.NewGater(n.allow, pcfg.Logger)
+	pcfg.Gater = p2p.NewGater(p2p.AllowFunc(func(p peer.ID) bool {
+		return n.allow.Allowed(p) && !n.deny.blocked(p)
+	}), pcfg.Logger)
 	if n.host, err = p2p.NewHost(ctx, pcfg); err != nil {
 		ln.Close()
 		return nil, err
@@ -306,13 +329,42 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		ln.Close()
 		return nil, err
 	}
+	rcfg := replication.DefaultConfig()
+	rcfg.Store = n.store
+	rcfg.Membership = dirMembership{n.dc}
+	rcfg.Transport = replication.NewLibp2pTransport(n.host, rcfg.CallTimeout, logger.With("component", "replication"))
+	rcfg.Logger = logger.With("component", "replication")
+	if cfg.SweepInterval > 0 {
+		rcfg.SweepInterval = cfg.SweepInterval
+	}
+	if n.repl, err = replication.New(rcfg); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	if err = n.repl.Start(runCtx); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	switch {
+	case cfg.ReplicaWait == 0:
+		n.store.SetReplicaWaiter(n.repl, DefaultReplicaWait)
+	case cfg.ReplicaWait > 0:
+		n.store.SetReplicaWaiter(n.repl, cfg.ReplicaWait)
+	}
 	n.runs.Add(1)
 	go func() {
 		defer n.runs.Done()
 		_ = n.dc.Run(runCtx)
 	}()
+	if cfg.Blocklist != "" {
+		n.runs.Add(1)
+		go func() {
+			defer n.runs.Done()
+			watchBlocklist(runCtx, cfg.Blocklist, &n.deny, n.host, logger.With("component", "blocklist"))
+		}()
+	}
 	n.srv = newHTTPServer(handler, stop)
 	go func() { n.done <- n.srv.Serve(ln) }()
 	logger.Info("storage node serving", "url", n.url, "peer", id, "p2p", addrs)
@@ -330,6 +382,12 @@ func (n *Node) ID() string { return n.id.String() }
 
 // Host is the node's libp2p host.
 func (n *Node) Host() host.Host { return n.host }
+
+// Store is the node's store.
+func (n *Node) Store() *node.Store { return n.store }
+
+// Replicator is the node's replicator.
+func (n *Node) Replicator() *replication.Replicator { return n.repl }
 
 // Allowlist is the set of peers the node's gater admits.
 func (n *Node) Allowlist() *p2p.StaticAllowlist { return n.allow }
@@ -365,6 +423,9 @@ func (n *Node) Close() error {
 
 func (n *Node) closeAll() error {
 	var errs []error
+	if n.repl != nil {
+		errs = append(errs, n.repl.Close())
+	}
 	if n.cancel != nil {
 		n.cancel()
 		n.runs.Wait()

@@ -81,6 +81,10 @@ type Config struct {
 	DownAfter time.Duration
 	// Heartbeat is the nodes' heartbeat interval. Default 1 s.
 	Heartbeat time.Duration
+	// Sweep is the nodes' replication sweep interval (see
+	// NodeConfig.SweepInterval). Default 2 s: testnets are small, and a
+	// short sweep catches up quickly after a partition heals.
+	Sweep time.Duration
 	// AdminToken protects the admin API. Default: 32 random bytes, hex.
 	AdminToken string
 	// ChildLogLevel is the --log-level of child processes. Default "warn".
@@ -96,7 +100,7 @@ type Config struct {
 // DefaultConfig returns the defaults (Dir still needs to be set).
 func DefaultConfig() Config {
 	return Config{Directories: 3, Nodes: 4, Operators: 2, Replicas: 2, DownAfter: 5 * time.Second,
-		Heartbeat: time.Second, ChildLogLevel: "warn"}
+		Heartbeat: time.Second, Sweep: 2 * time.Second, ChildLogLevel: "warn"}
 }
 
 // withDefaults fills zero fields.
@@ -119,6 +123,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = d.Heartbeat
+	}
+	if c.Sweep <= 0 {
+		c.Sweep = d.Sweep
 	}
 	if c.ChildLogLevel == "" {
 		c.ChildLogLevel = d.ChildLogLevel
@@ -521,6 +528,7 @@ func (t *Testnet) start(ctx context.Context, m *member, first bool) error {
 		return nil
 	}
 	n, err := StartNode(ctx, NodeConfig{Dir: m.data, HTTPAddr: m.httpAddr, P2PAddr: m.p2pAddr, Directory: dirURL,
+		SweepInterval: t.cfg.Sweep, Blocklist: filepath.Join(m.data, BlocklistFile),
 		Operator: m.operator, HeartbeatInterval: t.cfg.Heartbeat, MembershipTTL: t.cfg.Heartbeat,
 		Logger: t.log.With("member", m.name)})
 	if err != nil {

@@ -27,6 +27,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	quota := fs.Int64("quota", 0, "per-user storage quota in bytes (0: none)")
 	noBasic := fs.Bool("no-basic", false, "refuse HTTP Basic credentials; clients must use a directory-signed token")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	sweep := fs.Duration("sweep", 0, "how often replication compares every user with the other replicas (default 1m)")
+	blocklist := fs.String("blocklist", "", "file of libp2p peer IDs to refuse, reread every 100 ms (testnet partitions)")
+	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for another replica to hold it before it is acknowledged anyway (negative: do not wait)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +44,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	n, err := testnet.StartNode(sctx, testnet.NodeConfig{
 		Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, P2PAddr: *p2pAddr, Directory: *dirURL,
 		Operator: *operator, Capacity: *capacity, HeartbeatInterval: *heartbeat, QuotaBytes: *quota, DisableBasic: *noBasic, Logger: logger,
+		SweepInterval: *sweep, Blocklist: *blocklist, ReplicaWait: *replicaWait,
 	})
 	cancel()
 	if err != nil {

@@ -22,6 +22,10 @@ const testnetUsage = `Usage:
   hce testnet kill --dir DIR <id>        SIGKILL a voter (d1..) or node (n1.. or its peer ID)
   hce testnet restart --dir DIR <id>     start a killed voter or node again (same data and ports)
   hce testnet drain --dir DIR <node-id>  drain a node
+  hce testnet partition --dir DIR n1,n2 n3,n4
+                                         cut the libp2p links between the node groups given
+                                         (a node in no group is cut off from all others)
+  hce testnet heal --dir DIR             end the partition
 
 DIR/testnet.json describes the running testnet (URLs, PIDs, data folders, admin token).
 `
@@ -36,6 +40,8 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return runTestnetUp(ctx, args[1:], stdout, stderr)
 	case "status", "kill", "restart", "drain":
 		return runTestnetAct(ctx, args[0], args[1:], stdout, stderr)
+	case "partition", "heal":
+		return runTestnetPartition(args[0], args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, testnetUsage)
 		return nil
@@ -161,6 +167,50 @@ func runTestnetAct(ctx context.Context, cmd string, args []string, stdout, stder
 		}
 		fmt.Fprintf(stdout, "draining %s\n", rest[0])
 	}
+	return nil
+}
+
+// runTestnetPartition runs `hce testnet partition|heal`.
+func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testnet "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "./hce-testnet", "folder of the running testnet (holds testnet.json)")
+	var groups []string
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		groups = append(groups, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if (cmd == "heal") != (len(groups) == 0) {
+		fmt.Fprint(stderr, testnetUsage)
+		return fmt.Errorf("testnet %s: wrong arguments", cmd)
+	}
+	tn, err := testnet.Attach(*dir)
+	if err != nil {
+		return err
+	}
+	defer tn.Close()
+	if cmd == "heal" {
+		if err := tn.Heal(); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "healed: every node reaches every other node again")
+		return nil
+	}
+	var gs [][]string
+	for _, g := range groups {
+		gs = append(gs, strings.Split(g, ","))
+	}
+	if err := tn.Partition(gs...); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "partitioned: %s\n", strings.Join(groups, " | "))
 	return nil
 }
 
