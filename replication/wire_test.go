@@ -41,6 +41,8 @@ func sampleMessages() []Message {
 		}},
 		&Notice{Users: []UserSeq{{User: "alice", Seq: 3}, {User: "bob", Seq: 0}}},
 		&NoticeAck{},
+		&SyncRequest{User: "alice", Seq: 42},
+		&SyncResponse{},
 	}
 }
 
