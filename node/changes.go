@@ -343,7 +343,7 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 			it.Close()
 			return nil, fmt.Errorf("node: document %s/%s of %s: %w", r.Coll, r.ID, user, err)
 		}
-		out[i] = &Doc{Coll: r.Coll, ID: r.ID, Seq: ds.seq, Tree: ds.tree, Bodies: ds.bodies}
+		out[i] = &Doc{Coll: r.Coll, ID: r.ID, Seq: ds.seq, Tree: ds.t(), Bodies: ds.bodies}
 		if ds.inView {
 			views = append(views, i)
 		}

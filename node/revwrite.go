@@ -68,8 +68,7 @@ func (w *writer) doc(id string) (*docState, error) {
 	var ds *docState
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		t, _ := revtree.New(w.s.revCfg)
-		ds = &docState{tree: t, bodies: map[revtree.Rev]Body{}}
+		ds = &docState{cfg: w.s.revCfg, bodies: map[revtree.Rev]Body{}}
 	case err != nil:
 		return nil, err
 	default:
@@ -115,8 +114,7 @@ func (w *writer) prefetchDocs(ids []string) error {
 				return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 			}
 		} else {
-			t, _ := revtree.New(w.s.revCfg)
-			ds = &docState{tree: t, bodies: map[revtree.Rev]Body{}}
+			ds = &docState{cfg: w.s.revCfg, bodies: map[revtree.Rev]Body{}}
 		}
 		w.rs.add(k, ds)
 	}
@@ -127,7 +125,7 @@ func (rs *revSession) add(k string, ds *docState) {
 	if rs.docs == nil {
 		rs.docs = make(map[string]*docState)
 	}
-	ds.run.orig, ds.run.hadOrig = ds.tree.Winner()
+	ds.run.orig, ds.run.hadOrig = ds.winner()
 	rs.docs[k] = ds
 	rs.order = append(rs.order, k)
 }
@@ -144,7 +142,7 @@ func (w *writer) edit(id string, deleted bool, x *Body) error {
 		return err
 	}
 	if deleted {
-		for _, l := range ds.tree.Leaves() {
+		for _, l := range ds.leaves() {
 			if !l.Deleted {
 				if err := w.editOn(ds, id, l, true, true, x); err != nil {
 					return err
@@ -153,18 +151,30 @@ func (w *writer) edit(id string, deleted bool, x *Body) error {
 		}
 		return nil
 	}
-	parent, ok := ds.tree.Winner()
+	parent, ok := ds.winner()
 	return w.editOn(ds, id, parent, ok, false, x)
 }
 
 // editOn adds the child of parent (when ok; else a first revision).
 func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, deleted bool, x *Body) error {
 	h := RevisionHash(w.coll, id, parent.Rev, deleted, x)
+	if ds.tree == nil && (ds.lin == nil) == !ok && (!ok || ds.lin.rev(0) == parent.Rev) {
+		// The fast path: a new document, or a child of the only leaf.
+		if ds.lin == nil {
+			ds.lin = &linPath{start: 1, deleted: deleted, ids: h[:]}
+		} else {
+			ds.lin.extend(h, deleted, w.s.revCfg.RevsLimit)
+		}
+		clear(ds.bodies)
+		ds.bodies[ds.lin.rev(0)] = *x
+		ds.dirty = true
+		return nil
+	}
 	p := revtree.Path{Start: parent.Rev.Pos + 1, IDs: [][revtree.HashLen]byte{h}, Deleted: deleted}
 	if ok {
 		p.IDs = append(p.IDs, parent.Rev.Hash)
 	}
-	changed, err := ds.tree.Merge(p)
+	changed, err := ds.t().Merge(p)
 	if err != nil {
 		return fmt.Errorf("node: local edit of %s/%s: %w", w.coll, id, err)
 	}
@@ -179,7 +189,7 @@ func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, delete
 // settle prunes and stems a changed document and marks it for saving.
 func (s *Store) settle(ds *docState) {
 	ds.prune()
-	if ds.tree.Len() > s.revCfg.RevsLimit {
+	if ds.tree != nil && ds.tree.Len() > s.revCfg.RevsLimit {
 		ds.tree.Stem(0)
 		ds.prune()
 	}
@@ -218,7 +228,7 @@ func (w *writer) tombstoneAll() error {
 			it.Close()
 			return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
-		if l, ok := ds.tree.Winner(); !ok || l.Deleted {
+		if l, ok := ds.winner(); !ok || l.Deleted {
 			continue
 		}
 		w.rs.add(docMapKey(w.coll, id), ds)
@@ -422,7 +432,13 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				if err != nil {
 					return nil, err
 				}
-				trial := ds.tree.Clone()
+				if done, changed := ds.applyLinear(r, s.revCfg); done {
+					if changed {
+						ds.dirty = true
+					}
+					continue
+				}
+				trial := ds.t().Clone()
 				changed, merr := trial.Merge(r.Path)
 				if merr != nil {
 					errs[i] = fmt.Errorf("%w: %s/%s: %w", ErrRevRejected, r.Coll, r.ID, merr)
@@ -432,7 +448,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 					continue
 				}
 				ds.tree = trial
-				if leaf := r.Path.Leaf(); ds.tree.IsLeaf(leaf) {
+				if leaf := r.Path.Leaf(); ds.isLeaf(leaf) {
 					ds.bodies[leaf] = r.Body
 				}
 				s.settle(ds)
@@ -474,12 +490,12 @@ func (w *writer) applyWinners() error {
 		if !ds.dirty || ds.run.drop || !strings.HasPrefix(k, prefix) {
 			continue
 		}
-		win, ok := ds.tree.Winner()
+		win, ok := ds.winner()
 		if !ok || (ds.run.hadOrig && win.Rev == ds.run.orig.Rev) {
 			continue
 		}
 		id := k[len(prefix):]
-		if ds.inView && ds.run.hadOrig && ds.tree.IsLeaf(ds.run.orig.Rev) {
+		if ds.inView && ds.run.hadOrig && ds.isLeaf(ds.run.orig.Rev) {
 			// The old winner stays a (losing) leaf: its fields move from
 			// the Weave record into the document before it is replaced.
 			if err := w.fillFromView(ds, id, ds.run.orig.Rev); err != nil {
@@ -591,4 +607,71 @@ func (w *writer) prefetchGroup(revs []Revision, order []int) error {
 		w.heads[id] = ks[i]
 	}
 	return nil
+}
+
+// applyLinear merges r into a single-path document without building a
+// tree when r's path extends the leaf (the common replicated update) or
+// names a revision already on the path. done is false when the general
+// merge must decide (a branch, a mismatch to report, a new document).
+func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed bool) {
+	l := ds.lin
+	if l == nil || ds.tree != nil {
+		return false, false
+	}
+	p := r.Path
+	const hl = revtree.HashLen
+	if len(p.IDs) == 0 || len(p.IDs) > cfg.MaxPathLen || p.Start > revtree.MaxPos || p.Start < uint64(len(p.IDs)) {
+		return false, false
+	}
+	if p.Start <= l.start {
+		// An ancestor of the leaf, or the leaf itself: known when the
+		// path agrees with ours where they overlap.
+		i := int(l.start - p.Start)
+		if i >= l.n() || len(p.IDs) > l.n()-i || !overlapAgrees(p.IDs, l.ids[i*hl:]) {
+			return false, false // (older ancestors we lack: the merge adds them)
+		}
+		if i == 0 && p.Deleted != l.deleted {
+			return false, false // the general merge reports the mismatch
+		}
+		return true, false
+	}
+	// p's leaf is newer: our leaf must be on p, with p agreeing below it.
+	i := p.Start - l.start
+	if i >= uint64(len(p.IDs)) || !overlapAgrees(p.IDs[i:], l.ids) {
+		return false, false
+	}
+	// Below the leaf, keep the longer of the two histories (they agree
+	// where both have one), as the tree merge would, then stem.
+	tail := l.n()
+	if k := len(p.IDs) - int(i); k > tail {
+		tail = k
+	}
+	n := min(int(i)+tail, cfg.RevsLimit)
+	ids := make([]byte, 0, n*hl)
+	for _, h := range p.IDs[:min(n, int(i))] {
+		ids = append(ids, h[:]...)
+	}
+	for k := int(i); len(ids) < n*hl; k++ {
+		if j := k - int(i); j < l.n() {
+			ids = append(ids, l.ids[j*hl:(j+1)*hl]...)
+		} else {
+			ids = append(ids, p.IDs[k][:]...)
+		}
+	}
+	ds.lin = &linPath{start: p.Start, deleted: p.Deleted, ids: ids}
+	clear(ds.bodies)
+	ds.bodies[p.Leaf()] = r.Body
+	return true, true
+}
+
+// overlapAgrees reports whether the hashes of a path (newest first) equal
+// the packed hashes b (newest first) over their common length.
+func overlapAgrees(ids [][revtree.HashLen]byte, b []byte) bool {
+	n := min(len(ids), len(b)/revtree.HashLen)
+	for k := range n {
+		if [revtree.HashLen]byte(b[k*revtree.HashLen:]) != ids[k] {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,107 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/revtree"
+)
+
+// TestApplyMatchesRevtree feeds random revision histories (mostly linear,
+// sometimes branching, with tombstones, stemmed at a small limit) to
+// ApplyRevisions in random order and checks that every document's tree is
+// exactly what merging the same paths into a revtree.Tree gives: the
+// single-path fast paths must not change the outcome.
+func TestApplyMatchesRevtree(t *testing.T) {
+	const limit = 6
+	for seed := uint64(1); seed <= 25; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 99))
+			cfg := DefaultConfig()
+			cfg.Dir = t.TempDir()
+			cfg.RevsLimit = limit
+			s, err := Open(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			oracle, _ := revtree.New(revtree.Config{RevsLimit: limit})
+			// Build a random history in a private tree.
+			hist, _ := revtree.New(revtree.Config{RevsLimit: 1000})
+			var nodes []revtree.Rev
+			var paths []revtree.Path
+			newHash := func() (h [revtree.HashLen]byte) {
+				for i := range h {
+					h[i] = byte(rng.IntN(256))
+				}
+				return h
+			}
+			for step := range 40 {
+				var parent revtree.Rev
+				if len(nodes) > 0 {
+					if rng.IntN(5) == 0 {
+						parent = nodes[rng.IntN(len(nodes))] // a branch
+					} else {
+						parent = nodes[len(nodes)-1] // extend the newest
+					}
+				}
+				r := revtree.Rev{Pos: parent.Pos + 1, Hash: newHash()}
+				p := revtree.Path{Start: r.Pos, IDs: [][revtree.HashLen]byte{r.Hash}, Deleted: rng.IntN(6) == 0 && step > 0}
+				if !parent.IsZero() {
+					pp, _ := hist.PathTo(parent, 0)
+					p.IDs = append(p.IDs, pp.IDs...)
+				}
+				if _, err := hist.Merge(p); err != nil {
+					t.Fatal(err)
+				}
+				nodes = append(nodes, r)
+				paths = append(paths, p)
+			}
+			// Deliver mostly in order, sometimes shuffled, sometimes twice,
+			// sometimes truncated (stemmed by the sender).
+			for i := range paths {
+				if rng.IntN(4) == 0 {
+					j := rng.IntN(len(paths))
+					paths[i], paths[j] = paths[j], paths[i]
+				}
+			}
+			for _, p := range paths {
+				if rng.IntN(5) == 0 && len(p.IDs) > 2 {
+					p.IDs = p.IDs[:2+rng.IntN(len(p.IDs)-2)]
+				}
+				rev := Revision{Coll: "c", ID: "d", Path: p}
+				if !p.Deleted {
+					rev.Body = Body{Has: api.FieldPayload, Payload: p.Leaf().String()}
+				}
+				errs, err := s.ApplyRevisions(ctx, "u", []Revision{rev}, "peer", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, merr := oracle.Merge(p); (merr == nil) != (errs[0] == nil) {
+					t.Fatalf("store says %v, revtree says %v", errs[0], merr)
+				}
+				if oracle.Len() > limit {
+					oracle.Stem(0)
+				}
+				d, err := s.GetDoc(ctx, "u", "c", "d")
+				if oracle.Len() == 0 && errors.Is(err, ErrDocNotFound) {
+					continue
+				}
+				if err != nil {
+					t.Fatalf("after %s (%v): %v", p.Leaf(), errs[0], err)
+				}
+				if !d.Tree.Equal(oracle) {
+					t.Fatalf("after %s: store tree %v, revtree %v", p.Leaf(), d.Tree.Leaves(), oracle.Leaves())
+				}
+				w, body := d.Winner()
+				ow, _ := oracle.Winner()
+				if w != ow || (!w.Deleted && body.Payload != w.Rev.String()) {
+					t.Fatalf("winner %v %q, revtree %v", w, body.Payload, ow)
+				}
+			}
+		})
+	}
+}
