@@ -35,7 +35,8 @@ const p2pTimeout = 10 * time.Second
 //     IDs, peer IDs and URLs, answered locally to admitted nodes only
 //     (p2p.CodeUnknownNode otherwise); an unknown user gets Exists false.
 //   - p2p.ProtoPeers: the peer IDs of active and draining nodes and of the
-//     voters, for the nodes' connection gaters.
+//     voters, for the nodes' connection gaters, with the nodes' registered
+//     libp2p addresses, for dialling each other (replication).
 //   - p2p.ProtoUsers: one page of the users whose replica set contains
 //     the calling node, each with its replica set, in user-name order,
 //     answered locally to admitted nodes only (p2p.CodeUnknownNode

@@ -258,10 +258,22 @@ func (d *Directory) p2pPeers(_ context.Context, from peer.ID, _ struct{}) (p2p.P
 	if d.closed.Load() {
 		return p2p.PeersResponse{}, p2pError(ErrClosed)
 	}
-	out := p2p.PeersResponse{Nodes: []string{}, Voters: []string{}}
+	out := p2p.PeersResponse{Nodes: []string{}, Voters: []string{}, Addrs: map[string][]string{}}
 	for _, n := range d.fsm.nodes() {
 		if n.State == placement.Active.String() || n.State == placement.Draining.String() {
-			out.Nodes = append(out.Nodes, nodePeerID(n))
+			pid := nodePeerID(n)
+			out.Nodes = append(out.Nodes, pid)
+			// The nodes dial each other (replication) at the addresses
+			// they registered; the bounds keep the answer valid.
+			var addrs []string
+			for _, a := range n.P2PAddrs {
+				if a != "" && len(a) <= p2p.MaxAddrLen && len(addrs) < p2p.MaxPeerAddrs {
+					addrs = append(addrs, a)
+				}
+			}
+			if len(addrs) > 0 {
+				out.Addrs[pid] = addrs
+			}
 		}
 	}
 	for _, v := range d.P2PVoters() {

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node/p2p"
@@ -374,8 +375,9 @@ func (c *DirectoryClient) AssignedUsers(ctx context.Context, after string, limit
 
 // RefreshPeers fetches the directory's active nodes and voters
 // (p2p.ProtoPeers) and makes them, with the configured voters, the whole
-// of Allowlist; connections to peers no longer listed are closed. A no-op
-// without Allowlist.
+// of Allowlist; connections to peers no longer listed are closed. The
+// listed nodes' registered addresses go into the host's peerstore (nodes
+// dial each other for replication). A no-op without Allowlist.
 func (c *DirectoryClient) RefreshPeers(ctx context.Context) error {
 	if c.cfg.Allowlist == nil {
 		return nil
@@ -405,6 +407,23 @@ func (c *DirectoryClient) RefreshPeers(ctx context.Context) error {
 	c.voters.Store(&vs)
 	old := c.cfg.Allowlist.List()
 	c.cfg.Allowlist.Replace(ids)
+	// The other nodes' registered addresses go into the peerstore, so
+	// that protocols between nodes (replication) can dial them.
+	for s, as := range resp.Addrs {
+		id, err := peer.Decode(s)
+		if err != nil || id == c.cfg.Host.ID() || !c.cfg.Allowlist.Allowed(id) {
+			continue
+		}
+		var addrs []ma.Multiaddr
+		for _, a := range as {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				addrs = append(addrs, m)
+			}
+		}
+		if len(addrs) > 0 {
+			c.cfg.Host.Peerstore().AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
+		}
+	}
 	for _, id := range old {
 		if !c.cfg.Allowlist.Allowed(id) {
 			_ = c.cfg.Host.Network().ClosePeer(id)

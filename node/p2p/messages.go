@@ -81,6 +81,10 @@ const (
 	// MaxIDLen bounds a node or peer ID; MaxURLLen a node URL.
 	MaxIDLen  = 256
 	MaxURLLen = 2048
+	// MaxPeerAddrs bounds the addresses PeersResponse.Addrs gives one
+	// peer; MaxAddrLen one multiaddress.
+	MaxPeerAddrs = 8
+	MaxAddrLen   = 256
 	// MaxUsersPage bounds UsersResponse.Users, and is the page size a
 	// UsersRequest gets when its Limit is 0 or larger.
 	MaxUsersPage = 500
@@ -278,6 +282,11 @@ func (r UsersResponse) Validate() error {
 type PeersResponse struct {
 	Nodes  []string `json:"nodes"`
 	Voters []string `json:"voters"`
+	// Addrs holds the libp2p multiaddresses the listed storage nodes
+	// registered, by peer ID, so that nodes can dial each other
+	// (replication). A node absent here can only be dialled at addresses
+	// learnt otherwise.
+	Addrs map[string][]string `json:"addrs,omitempty"`
 }
 
 // Validate implements Validator.
@@ -288,6 +297,19 @@ func (r PeersResponse) Validate() error {
 	for _, id := range append(slices.Clone(r.Nodes), r.Voters...) {
 		if id == "" || len(id) > MaxIDLen {
 			return fmt.Errorf("%w: peer id of %d bytes", ErrBadMessage, len(id))
+		}
+	}
+	if len(r.Addrs) > MaxPeers {
+		return fmt.Errorf("%w: addresses of %d peers", ErrBadMessage, len(r.Addrs))
+	}
+	for id, as := range r.Addrs {
+		if id == "" || len(id) > MaxIDLen || len(as) > MaxPeerAddrs {
+			return fmt.Errorf("%w: %d addresses for a peer id of %d bytes", ErrBadMessage, len(as), len(id))
+		}
+		for _, a := range as {
+			if a == "" || len(a) > MaxAddrLen {
+				return fmt.Errorf("%w: peer address of %d bytes", ErrBadMessage, len(a))
+			}
 		}
 	}
 	return nil
