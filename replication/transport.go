@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -81,7 +82,14 @@ func NewLibp2pTransport(h host.Host, timeout time.Duration, log *slog.Logger) *L
 func (t *Libp2pTransport) Self() peer.ID { return t.h.ID() }
 
 // Call implements Transport.
+//
+// Dials skip libp2p's dial backoff: after a peer was down or cut off, the
+// swarm would refuse to dial it again for seconds to minutes (the backoff
+// grows with every failure), stalling replication and write
+// acknowledgements long after the peer came back. The replicator keeps
+// its own, shorter backoff (Config.RetryMin..RetryMax).
 func (t *Libp2pTransport) Call(ctx context.Context, p peer.ID, req []byte) ([]byte, error) {
+	ctx = network.WithForceDirectDial(ctx, "replication has its own backoff")
 	return p2p.CallWith(ctx, t.rpc, t.h, p, ProtocolID, req)
 }
 
