@@ -193,17 +193,7 @@ func TestFederation(t *testing.T) {
 	}
 
 	// The gater: a peer the directory does not list cannot connect.
-	key, _, err := p2p.LoadOrCreateIdentity(filepath.Join(tmp, "stranger"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := p2p.DefaultConfig()
-	hc.Key = key
-	stranger, err := p2p.NewHost(ctx, hc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stranger.Close()
+	stranger := strangerHost(t, ctx, filepath.Join(tmp, "stranger"))
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 	// The dialer may finish its half of the handshake before the node's
 	// gater refuses the connection, so the proof is that no stream opens

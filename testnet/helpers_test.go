@@ -19,7 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
+
 	"github.com/hce-sync/hce/directory"
+	"github.com/hce-sync/hce/node/p2p"
 )
 
 // The helpers below drive a real Standalone over real HTTP, the way Sync
@@ -454,3 +457,21 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 
 // versions are the storage API path prefixes served identically.
 var versions = []string{"1.0", "1", "1.1"}
+
+// strangerHost starts a libp2p host with a fresh identity in dir that no
+// directory lists; it is closed when the test ends.
+func strangerHost(t *testing.T, ctx context.Context, dir string) host.Host {
+	t.Helper()
+	key, _, err := p2p.LoadOrCreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := p2p.DefaultConfig()
+	hc.Key = key
+	h, err := p2p.NewHost(ctx, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
