@@ -22,8 +22,9 @@ import (
 )
 
 // ChangeNotifier hears about every committed change of a user's revision
-// trees (a client write or replicated revisions): the replicator sends push
-// notices from it. from is the peer argument of the ApplyRevisions call
+// trees (a client write or replicated revisions; client writes only when no
+// ReplicaWaiter is set, since the waiter reaches the replicas itself): the
+// replicator sends push notices from it. from is the peer argument of the ApplyRevisions call
 // that made the change ("" for a client write), so the notice need not go
 // back where the revisions came from. Changed is called with the user's
 // lock held, right after the commit: it must not block or call back into
@@ -111,6 +112,12 @@ func (w *watchers) wake(user string) {
 // changed runs after a commit that changed user's documents.
 func (s *Store) changed(user string, seq uint64, from string) {
 	s.watch.wake(user)
+	if from == "" && s.waiter != nil {
+		// A client write: the replica waiter contacts every other
+		// replica right after the commit (awaitReplicas); a notice would
+		// only make them pull twice.
+		return
+	}
 	if n := s.notify.Load(); n != nil {
 		(*n).Changed(user, seq, from)
 	}

@@ -56,6 +56,14 @@ func (e *evil) Handle(ctx context.Context, from peer.ID, req []byte) ([]byte, er
 			return []byte{WireVersion, typeFetchResp, 0xff}, nil
 		}
 	case *ChangesResponse:
+		if mode == "inline" {
+			// Forged inline revisions: the store's hash check refuses them.
+			for i := range m.Revisions {
+				m.Revisions[i].Body.Payload += " (forged)"
+			}
+		} else {
+			m.Revisions = nil // the fetch answers are the ones tampered with
+		}
 		if mode == "rows" && len(m.Rows) > 0 {
 			for len(m.Rows) <= DefaultChangesBatch {
 				m.Rows = append(m.Rows, m.Rows[0])
@@ -140,12 +148,12 @@ func TestBadInput(t *testing.T) {
 	if _, err := e.store.PutItem(bg, "v", "c", wbo("r1", "honest"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{"tamper", "rows", "huge", "garbage", "extra"} {
+	for _, mode := range []string{"tamper", "inline", "rows", "huge", "garbage", "extra"} {
 		ev.set(mode)
 		refused := a.repl.Stats().RefusedRevisions
 		err := a.repl.pull(bg, e.id, "v")
 		switch mode {
-		case "tamper":
+		case "tamper", "inline":
 			if err != nil || a.repl.Stats().RefusedRevisions == refused {
 				t.Errorf("%s: pull %v, refused %d", mode, err, a.repl.Stats().RefusedRevisions-refused)
 			}
@@ -163,7 +171,7 @@ func TestBadInput(t *testing.T) {
 		if ds, _ := docs(a.store, "v"); len(ds) != 0 {
 			t.Fatalf("%s: a stored %d documents of v", mode, len(ds))
 		}
-		if cp, _ := a.store.GetCheckpoint(bg, "v", e.id.String()); mode != "tamper" && cp.Seq != 0 {
+		if cp, _ := a.store.GetCheckpoint(bg, "v", e.id.String()); mode != "tamper" && mode != "inline" && cp.Seq != 0 {
 			t.Errorf("%s: checkpoint moved to %d", mode, cp.Seq)
 		}
 		// Reset the checkpoint so that the next mode is tried on the same

@@ -120,19 +120,24 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkCPU50 measures the process CPU time over a 3 s window in which
-// node A takes 50 writes/s, once with replication to one live peer and
-// once with replication stopped; reports both in cores and their
-// difference (the cost of replication, both ends, as both nodes live in
-// this process).
+// node A takes 50 writes/s: with replication stopped, with replication to
+// one live peer (push notices), and with replication as hce node runs it
+// (each write waits for the peer to hold it); reports them in cores and
+// the differences (the cost of replication, both ends, as both nodes live
+// in this process).
 func BenchmarkCPU50(b *testing.B) {
 	const window = 3 * time.Second
-	run := func(replicate bool) float64 {
+	run := func(replicate, acked bool) float64 {
 		c := newCluster(b, 2, clusterOpts{})
 		c.share("u", 0, 1)
 		if !replicate {
 			for _, tn := range c.nodes {
 				tn.repl.Close()
 			}
+		}
+		if acked {
+			// As hce node runs: a write returns once the replica has it.
+			c.nodes[0].store.SetReplicaWaiter(c.nodes[0].repl, 2*time.Second)
 		}
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
@@ -149,12 +154,14 @@ func BenchmarkCPU50(b *testing.B) {
 		}
 		return cores
 	}
-	var with, without float64
+	var with, acked, without float64
 	for range b.N {
-		without += run(false)
-		with += run(true)
+		without += run(false, false)
+		with += run(true, false)
+		acked += run(true, true)
 	}
 	b.ReportMetric(with/float64(b.N), "cores-with-repl")
 	b.ReportMetric(without/float64(b.N), "cores-writes-only")
 	b.ReportMetric((with-without)/float64(b.N), "cores-repl")
+	b.ReportMetric((acked-without)/float64(b.N), "cores-repl-acked")
 }

@@ -512,7 +512,7 @@ func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 	}
 	since := cp.Seq
 	for {
-		resp, err := call[*ChangesResponse](ctx, r, p, &ChangesRequest{User: user, Since: since, Limit: uint32(r.cfg.ChangesBatch)})
+		resp, err := call[*ChangesResponse](ctx, r, p, &ChangesRequest{User: user, Since: since, Limit: uint32(r.cfg.ChangesBatch), InlineBytes: inlineBytes})
 		if err != nil {
 			return err
 		}
@@ -544,6 +544,10 @@ func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 					return err
 				}
 			}
+		} else if revs, ok := r.inlined(p, user, missing, resp.Revisions); ok {
+			if err := r.applyBatch(ctx, p, user, revs, &next); err != nil {
+				return err
+			}
 		} else if err := r.fetchApply(ctx, p, user, missing, next); err != nil {
 			return err
 		}
@@ -558,7 +562,6 @@ func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 // fetchApply fetches the missing revisions from p in batches and applies
 // them; the last batch carries the checkpoint next.
 func (r *Replicator) fetchApply(ctx context.Context, p peer.ID, user string, missing []node.DocRevs, next node.Checkpoint) error {
-	ps := p.String()
 	for start := 0; start < len(missing); {
 		end := min(start+r.cfg.FetchBatch, len(missing))
 		req := &FetchRequest{User: user, Docs: make([]FetchDoc, 0, end-start)}
@@ -585,24 +588,78 @@ func (r *Replicator) fetchApply(ctx context.Context, p peer.ID, user string, mis
 		if len(revs) == 0 && cp == nil {
 			continue
 		}
-		errs, err := r.st.ApplyRevisions(ctx, user, revs, ps, cp)
-		if err != nil {
+		if err := r.applyBatch(ctx, p, user, revs, cp); err != nil {
 			return err
 		}
-		var refused int
-		for i, e := range errs {
-			if e == nil {
-				continue
-			}
-			refused++
-			if refused <= 3 {
-				r.log.Warn("replication: revision refused", "peer", p, "user", user, "collection", revs[i].Coll, "id", revs[i].ID, "rev", revs[i].Rev().String(), "err", e)
-			}
-		}
-		r.c.pulled.Add(uint64(len(revs) - refused))
-		r.c.refused.Add(uint64(refused))
 	}
 	return nil
+}
+
+// applyBatch applies revisions pulled from p, with the checkpoint cp when
+// it is not nil, and counts the refused ones.
+func (r *Replicator) applyBatch(ctx context.Context, p peer.ID, user string, revs []node.Revision, cp *node.Checkpoint) error {
+	errs, err := r.st.ApplyRevisions(ctx, user, revs, p.String(), cp)
+	if err != nil {
+		return err
+	}
+	var refused int
+	for i, e := range errs {
+		if e == nil {
+			continue
+		}
+		refused++
+		if refused <= 3 {
+			r.log.Warn("replication: revision refused", "peer", p, "user", user, "collection", revs[i].Coll, "id", revs[i].ID, "rev", revs[i].Rev().String(), "err", e)
+		}
+	}
+	r.c.pulled.Add(uint64(len(revs) - refused))
+	r.c.refused.Add(uint64(refused))
+	return nil
+}
+
+// inlineBytes is how much of a changes answer may be inlined revisions.
+const inlineBytes = 1 << 20
+
+// inlined returns the revisions of a changes answer that cover every
+// missing revision (each missing one is the leaf of, or on the path of, an
+// inlined revision of its document), vetted like a fetch answer; ok is
+// false when something is not covered (then the puller fetches).
+func (r *Replicator) inlined(p peer.ID, user string, missing []node.DocRevs, got []node.Revision) ([]node.Revision, bool) {
+	if len(got) == 0 {
+		return nil, false
+	}
+	// The answer carries every row's leaves; keep those of the missing
+	// revisions (the others are known here already, not an offence).
+	want := make(map[[2]string][]revtree.Rev, len(missing))
+	for _, m := range missing {
+		want[[2]string{m.Coll, m.ID}] = m.Revs
+	}
+	var revs []node.Revision
+	for _, x := range got {
+		if ws, ok := want[[2]string{x.Coll, x.ID}]; ok && pathHasAny(x.Path, ws) {
+			revs = append(revs, x)
+		}
+	}
+	byDoc := make(map[[2]string][]revtree.Path, len(revs))
+	for _, x := range revs {
+		k := [2]string{x.Coll, x.ID}
+		byDoc[k] = append(byDoc[k], x.Path)
+	}
+	for _, m := range missing {
+		for _, want := range m.Revs {
+			covered := false
+			for _, pth := range byDoc[[2]string{m.Coll, m.ID}] {
+				if pathHasAny(pth, []revtree.Rev{want}) {
+					covered = true
+					break
+				}
+			}
+			if !covered {
+				return nil, false
+			}
+		}
+	}
+	return revs, true
 }
 
 // vet keeps the revisions of a fetch answer that were asked for: each
@@ -718,7 +775,49 @@ func (r *Replicator) serveChanges(ctx context.Context, from peer.ID, m *ChangesR
 		}
 		resp.Rows = append(resp.Rows, ChangeRow{Coll: c.Coll, ID: c.ID, Leaves: leaves, Deleted: c.Deleted})
 	}
+	if m.InlineBytes > 0 && len(resp.Rows) > 0 && len(resp.Rows) <= maxInlineRows {
+		if err := r.inline(ctx, m.User, resp, int(m.InlineBytes)); err != nil {
+			return nil, err
+		}
+	}
 	return resp, nil
+}
+
+// maxInlineRows bounds the rows whose revisions a changes answer carries:
+// inlining is for live replication (a few rows); backfills fetch.
+const maxInlineRows = 64
+
+// inline adds the rows' open revisions with their paths to resp when they
+// all fit in max bytes (else none: the puller fetches).
+func (r *Replicator) inline(ctx context.Context, user string, resp *ChangesResponse, max int) error {
+	refs := make([]node.DocRef, len(resp.Rows))
+	for i, row := range resp.Rows {
+		refs[i] = node.DocRef{Coll: row.Coll, ID: row.ID}
+	}
+	docs, err := r.st.GetDocs(ctx, user, refs)
+	if err != nil {
+		return err
+	}
+	size := 0
+	var revs []node.Revision
+	for i, d := range docs {
+		if d == nil {
+			continue
+		}
+		for _, l := range resp.Rows[i].Leaves {
+			x, ok := d.Revision(l, 0)
+			if !ok {
+				continue // changed since the feed was read: the puller fetches
+			}
+			size += revisionSize(&x)
+			if size > max || len(revs) >= MaxFetchRevs {
+				return nil
+			}
+			revs = append(revs, x)
+		}
+	}
+	resp.Revisions = revs
+	return nil
 }
 
 func revisionSize(x *node.Revision) int {
@@ -869,10 +968,13 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 }
 
 // syncOnce sends a SyncRequest to every peer in parallel and returns nil
-// at the first success, else the last error.
+// at the first success, else the last error. The other requests go on
+// (bounded by CallTimeout): every replica should pull the write, and the
+// store sends no separate notice for it.
 func (r *Replicator) syncOnce(ctx context.Context, peers []peer.ID, user string, seq uint64) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	if len(peers) > 1 {
+		ctx = context.WithoutCancel(ctx)
+	}
 	res := make(chan error, len(peers))
 	for _, p := range peers {
 		go func() {

@@ -77,6 +77,11 @@ type ChangesRequest struct {
 	Since uint64
 	// Limit is the most rows wanted (at most MaxRows; 0 means MaxRows).
 	Limit uint32
+	// InlineBytes, when not 0, asks the source to send the rows' open
+	// revisions with their paths in the answer when they fit in this many
+	// bytes (at most MaxResponseBytes): live replication then needs no
+	// fetch round trip.
+	InlineBytes uint32
 }
 
 // ChangeRow is one document of a changes feed: its open revisions (winner
@@ -97,6 +102,9 @@ type ChangesResponse struct {
 	Last uint64
 	// More reports that the feed may have rows after Last.
 	More bool
+	// Revisions are the rows' open revisions with their paths, when the
+	// request asked for them and they fit; otherwise empty.
+	Revisions []node.Revision
 }
 
 // SeqsRequest asks for the current sequence numbers of users (the cheap
@@ -240,13 +248,15 @@ const (
 func (m *ChangesRequest) appendTo(b []byte) []byte {
 	b = appendStr(b, m.User)
 	b = binary.AppendUvarint(b, m.Since)
-	return binary.AppendUvarint(b, uint64(m.Limit))
+	b = binary.AppendUvarint(b, uint64(m.Limit))
+	return binary.AppendUvarint(b, uint64(m.InlineBytes))
 }
 
 func (m *ChangesRequest) decode(d *decoder) {
 	m.User = d.user()
 	m.Since = d.uvarint()
 	m.Limit = uint32(d.count(MaxRows, 0))
+	m.InlineBytes = uint32(d.count(MaxResponseBytes, 0))
 }
 
 func (m *ChangesResponse) appendTo(b []byte) []byte {
@@ -262,7 +272,12 @@ func (m *ChangesResponse) appendTo(b []byte) []byte {
 		}
 	}
 	b = binary.AppendUvarint(b, m.Last)
-	return appendBool(b, m.More)
+	b = appendBool(b, m.More)
+	b = binary.AppendUvarint(b, uint64(len(m.Revisions)))
+	for i := range m.Revisions {
+		b = appendRevision(b, &m.Revisions[i])
+	}
+	return b
 }
 
 func (m *ChangesResponse) decode(d *decoder) {
@@ -286,6 +301,13 @@ func (m *ChangesResponse) decode(d *decoder) {
 	}
 	m.Last = d.uvarint()
 	m.More = d.bool()
+	k := d.count(MaxFetchRevs, minRevision)
+	if k > 0 {
+		m.Revisions = make([]node.Revision, k)
+	}
+	for i := 0; i < k && d.err == nil; i++ {
+		d.revision(&m.Revisions[i])
+	}
 }
 
 func (m *SeqsRequest) appendTo(b []byte) []byte {
