@@ -24,4 +24,15 @@
 // Expired records (ttl) are invisible at once, purged lazily before counts,
 // usage and quota are answered, and purged in the background every
 // Config.PurgeInterval.
+//
+// Every record is also a document with a CouchDB revision tree
+// (node/revtree): client writes make revisions, deletes make tombstones,
+// and the records are the view of each document's winning revision. The
+// revision API (Changes, GetDocs, RevsDiff, ApplyRevisions with
+// new_edits=false semantics, checkpoints, _local documents, WaitChanges)
+// is what the replication package and the CouchDB endpoint (node/couch)
+// build on; a replicated revision that changes a winner becomes visible
+// with a fresh local timestamp. The node reaches replication only through
+// the interfaces it owns: ChangeNotifier (push notices) and ReplicaWaiter
+// (a write is acknowledged once another replica holds it).
 package node
