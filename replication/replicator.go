@@ -222,7 +222,18 @@ type peerLoop struct {
 	id    peer.ID
 	dirty map[string][]chan error
 	wake  chan struct{}
+	// refusals counts, per user, the peer's consecutive "not shared"
+	// answers (owned by the loop's goroutine).
+	refusals map[string]int
 }
+
+// maxRefusals is how many times a pull the peer refused as not shared is
+// retried (with the loop's backoff: about 3 s in all at the defaults). The
+// two nodes' views of a replica set converge within the membership cache's
+// TTL (2 s by default) after the directory moves a user, so a new replica
+// refused by a peer with a stale view gets its backfill now, not at the
+// next sweep.
+const maxRefusals = 5
 
 // New returns a Replicator for cfg. It does nothing until Start.
 func New(cfg Config) (*Replicator, error) {
@@ -430,11 +441,25 @@ func (r *Replicator) run(l *peerLoop) {
 				w <- err
 			}
 			if err == nil || ctx.Err() != nil {
+				delete(l.refusals, user)
 				continue
 			}
 			r.c.errors.Add(1)
 			r.log.Warn("replication: pull failed", "peer", l.id, "user", user, "err", err)
-			if !errors.Is(err, ErrNotShared) && !p2p.IsCode(err, CodeForbidden) {
+			switch {
+			case errors.Is(err, ErrNotShared):
+				// This node's own view: the user is not (or no longer)
+				// shared with the peer; the next sweep looks again.
+			case p2p.IsCode(err, CodeForbidden):
+				if l.refusals == nil {
+					l.refusals = map[string]int{}
+				}
+				if l.refusals[user]++; l.refusals[user] <= maxRefusals {
+					failed = append(failed, user)
+				} else {
+					delete(l.refusals, user)
+				}
+			default:
 				failed = append(failed, user)
 			}
 		}

@@ -66,3 +66,29 @@ func TestWriteWaitsForAReplica(t *testing.T) {
 		t.Fatalf("the unconfirmed write did not replicate after the heal: %+v %v", got, err)
 	}
 }
+
+// TestStaleViewRetried: a new replica whose peer still has the old replica
+// set (its membership cache has not expired yet) is refused at first; the
+// pull is retried and succeeds once the peer's view catches up, without
+// waiting for a sweep (the cluster's sweeps are an hour apart).
+func TestStaleViewRetried(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{})
+	a, b := c.nodes[0], c.nodes[1]
+	a.mem.Set("u", a.id)
+	if _, err := a.store.PutItem(bg, "u", "c", wbo("r", "p"), api.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	// b learns it is a replica; a does not know yet.
+	b.mem.Set("u", a.id, b.id)
+	done := make(chan error, 1)
+	go func() { done <- b.repl.Sync(bg, "u") }()
+	waitFor(t, 5*time.Second, func() string {
+		if a.repl.Stats().RequestsRefused == 0 {
+			return "a has not refused b yet"
+		}
+		return ""
+	})
+	a.mem.Set("u", a.id, b.id)
+	waitFor(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
+	<-done // the first attempt's answer (refused): Sync reports it
+}
