@@ -350,6 +350,12 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 			it.Close()
 			return nil, fmt.Errorf("node: document %s/%s of %s: %w", r.Coll, r.ID, user, err)
 		}
+		if ds.lin != nil && !ds.lin.loaded {
+			if err := s.loadHist(user, r.Coll, r.ID, ds.lin); err != nil {
+				it.Close()
+				return nil, err
+			}
+		}
 		out[i] = &Doc{Coll: r.Coll, ID: r.ID, Seq: ds.seq, Tree: ds.t(), Bodies: ds.bodies}
 		if ds.inView {
 			views = append(views, i)

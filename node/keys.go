@@ -15,6 +15,7 @@ const (
 	tagExp  = 'X' // user\0 X coll\0 exp seq -> id
 
 	// Revision keys (not part of the Weave view: DELETE storage keeps them).
+	tagHist  = 'O' // user\0 O coll\0 id     -> older revision hashes of a single-path document
 	tagCkpt  = 'P' // user\0 P peer         -> replication checkpoint
 	tagChg   = 'Q' // user\0 Q seq          -> changes row (see appendChange)
 	tagDoc   = 'V' // user\0 V coll\0 id     -> document: revision tree + leaf bodies
@@ -30,6 +31,11 @@ var keyUUID = []byte("\x00uuid")
 
 func docKey(b []byte, user, coll, id string) []byte {
 	b = collPrefix(b, user, tagDoc, coll)
+	return append(b, id...)
+}
+
+func histKey(b []byte, user, coll, id string) []byte {
+	b = collPrefix(b, user, tagHist, coll)
 	return append(b, id...)
 }
 

@@ -17,6 +17,10 @@ import (
 // single-path fast paths must not change the outcome.
 func TestApplyMatchesRevtree(t *testing.T) {
 	const limit = 6
+	// A tiny window makes documents spill to their history keys all the
+	// time.
+	defer func(w int) { histWindow = w }(histWindow)
+	histWindow = 1
 	for seed := uint64(1); seed <= 25; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 99))
@@ -103,5 +107,78 @@ func TestApplyMatchesRevtree(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHistorySpills: with a small window, a document updated many times
+// keeps its recent hashes in the document and the rest in its history key;
+// the full path survives restarts, replication and stemming, and the
+// history key goes with the document.
+func TestHistorySpills(t *testing.T) {
+	defer func(w int) { histWindow = w }(histWindow)
+	histWindow = 2
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.RevsLimit = 20
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 37 {
+		mustPut(t, s, "u", "c", api.WBO{ID: "r", Has: api.FieldPayload | api.FieldTTL, Payload: fmt.Sprint(i), TTL: 3600})
+	}
+	check := func(s *Store, what string) *Doc {
+		t.Helper()
+		d, err := s.GetDoc(ctx, "u", "c", "r")
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		w, body := d.Winner()
+		rv, _ := d.Revision(w.Rev, 0)
+		if w.Rev.Pos != 37 || len(rv.Path.IDs) != 20 || d.Tree.Len() != 20 || body.Payload != "36" {
+			t.Fatalf("%s: winner %s, path %d, tree %d, payload %q", what, w.Rev, len(rv.Path.IDs), d.Tree.Len(), body.Payload)
+		}
+		if err := rv.verify(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return d
+	}
+	d1 := check(s, "after the updates")
+	if n := rawPrefixKeys(t, s, userTag(nil, "u", tagHist)); n != 1 {
+		t.Fatalf("%d history keys, want 1", n)
+	}
+	s.Close()
+	s, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s, "after a restart")
+	// A replica gets the same tree, and extends it the same way.
+	bcfg := cfg
+	bcfg.Dir = t.TempDir()
+	b, err := Open(bcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	pull(t, s, b, "u")
+	d2, _ := b.GetDoc(ctx, "u", "c", "r")
+	if !d1.Tree.Equal(d2.Tree) {
+		t.Fatalf("replica's tree differs")
+	}
+	mustPut(t, s, "u", "c", wbo("r", "more"))
+	pull(t, s, b, "u")
+	sameDocs(t, "u", s, b)
+	// The purge of an expired document removes its history key too.
+	if _, err := s.DeleteItem(ctx, "u", "c", "r", api.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WipeUser(ctx, "u"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rawKeys(t, s, "u"); n != 1 {
+		t.Fatalf("%d keys after the wipe, want the user meta only", n)
 	}
 }

@@ -278,14 +278,28 @@ type docState struct {
 }
 
 // linPath is a document's revisions when they form a single path: the
-// leaf at position start and its ancestors.
+// leaf at position start and its ancestors. The newest nRecent hashes are
+// stored in the document, the more older ones in its history key (tagHist),
+// which the hot paths never read: a client edit prepends to the recent
+// part, and saveDocs moves all but histWindow of them to the history key
+// once more than 2*histWindow have accumulated.
 type linPath struct {
 	start   uint64
 	deleted bool
-	ids     []byte // hashes, newest (the leaf) first, revtree.HashLen each
+	// ids are the hashes, newest (the leaf) first, revtree.HashLen each:
+	// the recent ones, followed by the older ones when loaded.
+	ids      []byte
+	nRecent  int  // hashes stored in the document
+	more     int  // hashes stored in the history key
+	loaded   bool // ids holds the older ones too (or there are none)
+	oldDirty bool // the history key must be rewritten
 }
 
-func (l *linPath) n() int { return len(l.ids) / revtree.HashLen }
+// histWindow is how many recent hashes a document keeps after a spill to
+// its history key (a variable so tests can exercise spills).
+var histWindow = 16
+
+func (l *linPath) n() int { return l.nRecent + l.more }
 
 func (l *linPath) rev(i int) revtree.Rev {
 	r := revtree.Rev{Pos: l.start - uint64(i)}
@@ -294,6 +308,9 @@ func (l *linPath) rev(i int) revtree.Rev {
 }
 
 func (l *linPath) path(max int) revtree.Path {
+	if !l.loaded {
+		panic("node: path of a document whose history is not loaded")
+	}
 	n := l.n()
 	if max > 0 && n > max {
 		n = max
@@ -306,7 +323,8 @@ func (l *linPath) path(max int) revtree.Path {
 }
 
 // t returns the document's tree, building it from lin if needed (lin is
-// then dropped). An empty document gets an empty tree.
+// then dropped; its history must be loaded). An empty document gets an
+// empty tree.
 func (ds *docState) t() *revtree.Tree {
 	if ds.tree == nil {
 		ds.tree, _ = revtree.New(ds.cfg)
@@ -362,28 +380,40 @@ func (ds *docState) linearize() {
 	if len(p.IDs) != ds.tree.Len() {
 		return // several roots (stemmed branches)
 	}
-	l := &linPath{start: p.Start, deleted: ls[0].Deleted, ids: make([]byte, 0, len(p.IDs)*revtree.HashLen)}
+	l := &linPath{start: p.Start, deleted: ls[0].Deleted, ids: make([]byte, 0, len(p.IDs)*revtree.HashLen),
+		nRecent: len(p.IDs), loaded: true, oldDirty: true}
 	for _, h := range p.IDs {
 		l.ids = append(l.ids, h[:]...)
 	}
 	ds.lin, ds.tree = l, nil
 }
 
+// newLin returns the single-path document of path p (ids newest first),
+// with all its hashes loaded.
+func newLin(start uint64, deleted bool, ids []byte) *linPath {
+	n := len(ids) / revtree.HashLen
+	return &linPath{start: start, deleted: deleted, ids: ids, nRecent: n, loaded: true, oldDirty: true}
+}
+
 // extend makes the leaf of lin the parent of a new leaf h (deleted or
-// not), keeping at most limit revisions.
+// not), keeping at most limit revisions. It needs no history: the oldest
+// ones are dropped by lowering the count of those kept in the history key.
 func (l *linPath) extend(h [revtree.HashLen]byte, deleted bool, limit int) {
-	keep := min(l.n(), limit-1) * revtree.HashLen
-	ids := make([]byte, revtree.HashLen+keep, revtree.HashLen*(1+min(l.n()+1, limit)))
+	have := len(l.ids) / revtree.HashLen
+	keep := min(have, limit-1) * revtree.HashLen
+	ids := make([]byte, revtree.HashLen+keep, revtree.HashLen*(1+min(have+1, limit)))
 	copy(ids, h[:])
 	copy(ids[revtree.HashLen:], l.ids[:keep])
 	l.ids, l.start, l.deleted = ids, l.start+1, deleted
+	l.nRecent = min(l.nRecent+1, limit)
+	l.more = max(0, min(l.more, limit-l.nRecent))
 }
 
 // Stored document forms.
 const (
-	verDoc   = 2 // seq, form, revisions, leaf bodies
+	verDoc   = 3 // seq, form, revisions, leaf bodies
 	formTree = 0 // revtree encoding follows
-	formLin  = 1 // leaf position, deleted, count, hashes newest first
+	formLin  = 1 // leaf position, deleted, count, recent hashes newest first, count in the history key
 )
 
 // appendDoc encodes a document: version, seq, its revisions (a single
@@ -400,8 +430,9 @@ func appendDoc(b []byte, d *docState) []byte {
 		} else {
 			b = append(b, 0)
 		}
-		b = binary.AppendUvarint(b, uint64(l.n()))
-		b = append(b, l.ids...)
+		b = binary.AppendUvarint(b, uint64(l.nRecent))
+		b = append(b, l.ids[:l.nRecent*revtree.HashLen]...)
+		b = binary.AppendUvarint(b, uint64(l.more))
 	} else {
 		tb := d.tree.Encode()
 		b = append(b, formTree)
@@ -458,6 +489,11 @@ func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 		}
 		l.ids = append([]byte(nil), d.b[:n*revtree.HashLen]...)
 		d.b = d.b[n*revtree.HashLen:]
+		more := d.uvarint()
+		if d.err != nil || more > revtree.HardMaxPathLen || n+more > l.start {
+			return nil, errCorrupt
+		}
+		l.nRecent, l.more, l.loaded = int(n), int(more), more == 0
 		ds.lin = l
 	case formTree:
 		tb := d.bytes()

@@ -161,7 +161,8 @@ func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, delete
 	if ds.tree == nil && (ds.lin == nil) == !ok && (!ok || ds.lin.rev(0) == parent.Rev) {
 		// The fast path: a new document, or a child of the only leaf.
 		if ds.lin == nil {
-			ds.lin = &linPath{start: 1, deleted: deleted, ids: h[:]}
+			ds.lin = newLin(1, deleted, h[:])
+			ds.lin.oldDirty = false
 		} else {
 			ds.lin.extend(h, deleted, w.s.revCfg.RevsLimit)
 		}
@@ -272,15 +273,23 @@ func (w *writer) saveDocs() error {
 				return err
 			}
 		}
-		sc.k = docKey(sc.k[:0], w.user, w.coll, id)
 		if ds.run.drop {
 			ds.seq = 0
+			sc.k = docKey(sc.k[:0], w.user, w.coll, id)
+			if err := w.del(sc.k); err != nil {
+				return err
+			}
+			sc.k = histKey(sc.k[:0], w.user, w.coll, id)
 			if err := w.del(sc.k); err != nil {
 				return err
 			}
 			ds.dirty = false
 			continue
 		}
+		if err := w.saveHistory(ds, id); err != nil {
+			return err
+		}
+		sc.k = docKey(sc.k[:0], w.user, w.coll, id)
 		rs.chg++
 		ds.seq = rs.chg
 		sc.v = appendDoc(sc.v[:0], ds)
@@ -295,6 +304,57 @@ func (w *writer) saveDocs() error {
 		ds.dirty = false
 	}
 	return nil
+}
+
+// loadHistory completes a single-path document's hashes from its history
+// key (a no-op when they are loaded or there are none).
+func (w *writer) loadHistory(ds *docState, id string) error {
+	if ds.lin == nil || ds.lin.loaded {
+		return nil
+	}
+	return w.s.loadHist(w.user, w.coll, id, ds.lin)
+}
+
+// loadHist reads the history key of coll/id into l.
+func (s *Store) loadHist(user, coll, id string, l *linPath) error {
+	v, closer, err := s.db.Get(histKey(nil, user, coll, id))
+	if err != nil {
+		return fmt.Errorf("node: history of %s/%s of %s: %w", coll, id, user, err)
+	}
+	defer closer.Close()
+	if len(v) < l.more*revtree.HashLen {
+		return fmt.Errorf("node: history of %s/%s of %s: %w", coll, id, user, errCorrupt)
+	}
+	ids := make([]byte, 0, (l.nRecent+l.more)*revtree.HashLen)
+	ids = append(ids, l.ids[:l.nRecent*revtree.HashLen]...)
+	l.ids = append(ids, v[:l.more*revtree.HashLen]...)
+	l.loaded = true
+	return nil
+}
+
+// saveHistory stages a single-path document's history key when it must
+// change: after a rebuild (oldDirty), or when more than 2*histWindow recent
+// hashes have accumulated (all but histWindow of them move to the key, so
+// the key is rewritten once every histWindow updates at most).
+func (w *writer) saveHistory(ds *docState, id string) error {
+	ds.linearize()
+	l := ds.lin
+	if l == nil || (!l.oldDirty && l.nRecent <= 2*histWindow) {
+		return nil
+	}
+	if err := w.loadHistory(ds, id); err != nil {
+		return err
+	}
+	total := l.n()
+	w.sc.k = histKey(w.sc.k[:0], w.user, w.coll, id)
+	if total <= 2*histWindow {
+		l.nRecent, l.more = total, 0
+		l.oldDirty = false
+		return w.del(w.sc.k)
+	}
+	l.nRecent, l.more = histWindow, total-histWindow
+	l.oldDirty = false
+	return w.set(w.sc.k, l.ids[histWindow*revtree.HashLen:total*revtree.HashLen])
 }
 
 // install makes body x (a replicated winner) the Weave record id, stamped
@@ -430,6 +490,9 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				}
 				ds, err := w.doc(r.ID)
 				if err != nil {
+					return nil, err
+				}
+				if err := w.loadHistory(ds, r.ID); err != nil {
 					return nil, err
 				}
 				if done, changed := ds.applyLinear(r, s.revCfg); done {
@@ -658,7 +721,14 @@ func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed 
 			ids = append(ids, p.IDs[k][:]...)
 		}
 	}
-	ds.lin = &linPath{start: p.Start, deleted: p.Deleted, ids: ids}
+	nl := newLin(p.Start, p.Deleted, ids)
+	if tail == l.n() && !l.oldDirty {
+		// Our history below the old leaf is kept as stored: the new
+		// revisions are recent, the history key stays as it is.
+		nl.nRecent = min(int(i)+l.nRecent, n)
+		nl.more, nl.oldDirty = n-nl.nRecent, false
+	}
+	ds.lin = nl
 	clear(ds.bodies)
 	ds.bodies[p.Leaf()] = r.Body
 	return true, true
