@@ -271,6 +271,8 @@ type docState struct {
 	bodies map[revtree.Rev]Body
 	dirty  bool
 	run    docRun
+	// hadHist: the document has a history key in the store.
+	hadHist bool
 	// inView: the live winner's body as decoded holds only its origin,
 	// origin time and expiry; the other fields are in the Weave record
 	// (viewBody reads them).
@@ -494,7 +496,7 @@ func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 			return nil, errCorrupt
 		}
 		l.nRecent, l.more, l.loaded = int(n), int(more), more == 0
-		ds.lin = l
+		ds.lin, ds.hadHist = l, more > 0
 	case formTree:
 		tb := d.bytes()
 		if d.err != nil {

@@ -350,10 +350,15 @@ func (w *writer) saveHistory(ds *docState, id string) error {
 	if total <= 2*histWindow {
 		l.nRecent, l.more = total, 0
 		l.oldDirty = false
+		if !ds.hadHist {
+			return nil
+		}
+		ds.hadHist = false
 		return w.del(w.sc.k)
 	}
 	l.nRecent, l.more = histWindow, total-histWindow
 	l.oldDirty = false
+	ds.hadHist = true
 	return w.set(w.sc.k, l.ids[histWindow*revtree.HashLen:total*revtree.HashLen])
 }
 
@@ -677,14 +682,23 @@ func (w *writer) prefetchGroup(revs []Revision, order []int) error {
 // names a revision already on the path. done is false when the general
 // merge must decide (a branch, a mismatch to report, a new document).
 func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed bool) {
-	l := ds.lin
-	if l == nil || ds.tree != nil {
-		return false, false
-	}
 	p := r.Path
 	const hl = revtree.HashLen
-	if len(p.IDs) == 0 || len(p.IDs) > cfg.MaxPathLen || p.Start > revtree.MaxPos || p.Start < uint64(len(p.IDs)) {
-		return false, false
+	if ds.tree != nil || !validPath(p, cfg.MaxPathLen) {
+		return false, false // the general merge decides, and reports
+	}
+	l := ds.lin
+	if l == nil {
+		// A new document (a backfill): the path, stemmed, is the document.
+		n := min(len(p.IDs), cfg.RevsLimit)
+		ids := make([]byte, 0, n*hl)
+		for _, h := range p.IDs[:n] {
+			ids = append(ids, h[:]...)
+		}
+		ds.lin = newLin(p.Start, p.Deleted, ids)
+		clear(ds.bodies)
+		ds.bodies[p.Leaf()] = r.Body
+		return true, true
 	}
 	if p.Start <= l.start {
 		// An ancestor of the leaf, or the leaf itself: known when the
@@ -732,6 +746,25 @@ func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed 
 	clear(ds.bodies)
 	ds.bodies[p.Leaf()] = r.Body
 	return true, true
+}
+
+// validPath applies revtree's checks of a path from a peer: ids present,
+// at most max of them, positions in range, no hash twice.
+func validPath(p revtree.Path, max int) bool {
+	n := len(p.IDs)
+	if n == 0 || n > max || p.Start > revtree.MaxPos || p.Start < uint64(n) {
+		return false
+	}
+	if n > 1 {
+		seen := make(map[[revtree.HashLen]byte]struct{}, n)
+		for _, id := range p.IDs {
+			if _, dup := seen[id]; dup {
+				return false
+			}
+			seen[id] = struct{}{}
+		}
+	}
+	return true
 }
 
 // overlapAgrees reports whether the hashes of a path (newest first) equal

@@ -50,8 +50,8 @@ var (
 // Defaults of Config.
 const (
 	DefaultSweepInterval = time.Minute
-	DefaultChangesBatch  = 500
-	DefaultFetchBatch    = 500
+	DefaultChangesBatch  = 1000
+	DefaultFetchBatch    = 1000
 	DefaultSeqsBatch     = 500
 	DefaultIdleTimeout   = time.Minute
 	DefaultRetryMin      = 100 * time.Millisecond
@@ -74,10 +74,10 @@ type Config struct {
 	// peers' sequence numbers (the catch-up after lost notices, and the
 	// backfill of a new replica). Default 1 minute.
 	SweepInterval time.Duration
-	// ChangesBatch is the rows asked per changes request. Default 500, at
+	// ChangesBatch is the rows asked per changes request. Default 1000, at
 	// most MaxRows.
 	ChangesBatch int
-	// FetchBatch is the documents asked per fetch request. Default 500, at
+	// FetchBatch is the documents asked per fetch request. Default 1000, at
 	// most MaxFetchDocs.
 	FetchBatch int
 	// SeqsBatch is the users asked per sequence-number request of a sweep.
