@@ -314,111 +314,144 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 		}
 		return strings.Compare(refs[a].ID, refs[b].ID)
 	})
-	lo := userTag(nil, user, tagDoc)
-	hi := prefixEnd(nil, lo)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, err
-	}
-	var k []byte
-	var views []int
+	// Distinct refs in key order; duplicates are copied at the end.
+	uniq := order[:0:0]
 	for j, i := range order {
+		if j == 0 || refs[order[j-1]] != refs[i] {
+			uniq = append(uniq, i)
+		}
+	}
+	seqs := make(map[int]uint64, len(uniq)) // ref -> its record's insertion number
+	var views, inV []int
+	add := func(i int, ds *docState) error {
 		r := refs[i]
-		if j > 0 && refs[order[j-1]] == r {
-			if prev := out[order[j-1]]; prev != nil {
-				c := *prev
-				c.Tree = prev.Tree.Clone()
-				c.Bodies = maps.Clone(prev.Bodies)
-				out[i] = &c
-				if slices.Contains(views, order[j-1]) {
-					views = append(views, i)
-				}
-			}
-			continue
-		}
-		k = docKey(k[:0], user, r.Coll, r.ID)
-		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
-			continue
-		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			it.Close()
-			return nil, err
-		}
-		ds, err := decodeDoc(v, s.revCfg)
-		if err != nil {
-			it.Close()
-			return nil, fmt.Errorf("node: document %s/%s of %s: %w", r.Coll, r.ID, user, err)
-		}
 		if ds.lin != nil && !ds.lin.loaded {
 			if err := s.loadHist(user, r.Coll, r.ID, ds.lin); err != nil {
-				it.Close()
-				return nil, err
+				return err
 			}
 		}
 		out[i] = &Doc{Coll: r.Coll, ID: r.ID, Seq: ds.seq, Tree: ds.t(), Bodies: ds.bodies}
 		if ds.inView {
 			views = append(views, i)
 		}
+		return nil
 	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return nil, err
-	}
-	if !fill || len(views) == 0 {
-		return out, nil
-	}
-	// Live winners: heads in key order, then records in key order.
-	lo = userTag(lo[:0], user, tagRec)
-	hi = prefixEnd(hi[:0], lo)
-	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, err
-	}
-	type want struct {
-		i   int
-		key []byte
-	}
-	wants := make([]want, 0, len(views))
-	for _, i := range views {
-		d := out[i]
-		k = recKey(k[:0], user, d.Coll, d.ID)
-		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
-			it.Close()
-			return nil, fmt.Errorf("node: document %s/%s of %s: %w: live winner without a record", d.Coll, d.ID, user, errCorrupt)
-		}
+	// Record heads first: documents embedded there, and the records'
+	// numbers for the live winners' fields.
+	var k []byte
+	err := s.scanKeys(userTag(nil, user, tagRec), uniq, func(i int) []byte {
+		k = recKey(k[:0], user, refs[i].Coll, refs[i].ID)
+		return k
+	}, func(i int, v []byte) error {
 		var h head
-		if err := decodeHead(it.Value(), &h); err != nil {
-			it.Close()
-			return nil, err
+		rest, err := splitHead(v, &h)
+		if err != nil {
+			return err
 		}
-		wants = append(wants, want{i: i, key: dataKey(nil, user, d.Coll, h.seq)})
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(wants, func(a, b want) int { return bytes.Compare(a.key, b.key) })
-	lo = userTag(lo[:0], user, tagData)
-	hi = prefixEnd(hi[:0], lo)
-	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		seqs[i] = h.seq
+		if len(rest) == 0 {
+			inV = append(inV, i)
+			return nil
+		}
+		ds, err := decodeDoc(rest, s.revCfg)
+		if err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
+		}
+		return add(i, ds)
+	}, func(i int) { inV = append(inV, i) })
 	if err != nil {
 		return nil, err
 	}
-	defer it.Close()
-	var rec record
-	for _, w := range wants {
-		d := out[w.i]
-		if !it.SeekGE(w.key) || !bytes.Equal(it.Key(), w.key) {
-			return nil, fmt.Errorf("node: document %s/%s of %s: %w: record missing", d.Coll, d.ID, user, errCorrupt)
+	err = s.scanKeys(userTag(nil, user, tagDoc), inV, func(i int) []byte {
+		k = docKey(k[:0], user, refs[i].Coll, refs[i].ID)
+		return k
+	}, func(i int, v []byte) error {
+		ds, err := decodeDoc(v, s.revCfg)
+		if err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
 		}
-		if err := decodeRecord(it.Value(), &rec); err != nil {
+		return add(i, ds)
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if fill && len(views) > 0 {
+		// Live winners' fields, from the records in key order.
+		slices.SortFunc(views, func(a, b int) int {
+			return bytes.Compare(dataKey(nil, user, refs[a].Coll, seqs[a]), dataKey(nil, user, refs[b].Coll, seqs[b]))
+		})
+		var rec record
+		var missErr error
+		err = s.scanKeys(userTag(nil, user, tagData), views, func(i int) []byte {
+			if _, ok := seqs[i]; !ok {
+				return nil
+			}
+			k = dataKey(k[:0], user, refs[i].Coll, seqs[i])
+			return k
+		}, func(i int, v []byte) error {
+			if err := decodeRecord(v, &rec); err != nil {
+				return err
+			}
+			d := out[i]
+			win, _ := d.Tree.Winner()
+			x := d.Bodies[win.Rev]
+			fillBody(&x, &rec)
+			d.Bodies[win.Rev] = x
+			return nil
+		}, func(i int) {
+			if missErr == nil {
+				missErr = fmt.Errorf("node: document %s/%s of %s: %w: live winner without a record", refs[i].Coll, refs[i].ID, user, errCorrupt)
+			}
+		})
+		if err = errors.Join(err, missErr); err != nil {
 			return nil, err
 		}
-		win, _ := d.Tree.Winner()
-		x := d.Bodies[win.Rev]
-		fillBody(&x, &rec)
-		d.Bodies[win.Rev] = x
 	}
-	return out, it.Error()
+	for j, i := range order {
+		if j > 0 && refs[order[j-1]] == refs[i] {
+			if prev := out[order[j-1]]; prev != nil {
+				c := *prev
+				c.Tree = prev.Tree.Clone()
+				c.Bodies = maps.Clone(prev.Bodies)
+				out[i] = &c
+			}
+		}
+	}
+	return out, nil
+}
+
+// scanKeys seeks, with one iterator bounded by prefix, the key of each of
+// idx (in ascending key order; a nil key is skipped) and calls found with
+// the value, or missing (when not nil) for keys that are absent.
+func (s *Store) scanKeys(prefix []byte, idx []int, key func(i int) []byte, found func(i int, v []byte) error, missing func(i int)) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(nil, prefix)})
+	if err != nil {
+		return err
+	}
+	for _, i := range idx {
+		k := key(i)
+		if k == nil {
+			continue
+		}
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			if missing != nil {
+				missing(i)
+			}
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err == nil {
+			err = found(i, v)
+		}
+		if err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return errors.Join(it.Error(), it.Close())
 }
 
 // RevsDiff returns, for the documents of q, the revisions the store does

@@ -52,8 +52,16 @@ func appendHead(b []byte, h *head) []byte {
 }
 
 func decodeHead(v []byte, h *head) error {
+	_, err := splitHead(v, h)
+	return err
+}
+
+// splitHead decodes the head at the start of a record key's value and
+// returns what follows it: the record's document when it is embedded
+// there (see DESIGN.md, "Revisions"), else nothing.
+func splitHead(v []byte, h *head) ([]byte, error) {
 	if len(v) < 2 || v[0] != verHead {
-		return errCorrupt
+		return nil, errCorrupt
 	}
 	h.flags = v[1]
 	d := decoder{b: v[2:]}
@@ -62,7 +70,7 @@ func decodeHead(v []byte, h *head) error {
 	h.exp = d.varint()
 	h.si = d.varint()
 	h.plen = int64(d.uvarint())
-	return d.err
+	return d.b, d.err
 }
 
 // record is one stored WBO. When decoded from Pebble its strings alias the

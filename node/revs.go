@@ -273,6 +273,12 @@ type docState struct {
 	run    docRun
 	// hadHist: the document has a history key in the store.
 	hadHist bool
+	// inR: the document is stored embedded in its record's head; inV: in
+	// its document key. head: the record head this request wrote for the
+	// document's record, written by saveDocs (with the document embedded
+	// when it is a single path with a live winner).
+	inR, inV bool
+	head     *head
 	// inView: the live winner's body as decoded holds only its origin,
 	// origin time and expiry; the other fields are in the Weave record
 	// (viewBody reads them).

@@ -63,8 +63,26 @@ func (w *writer) doc(id string) (*docState, error) {
 	if ds := rs.docs[k]; ds != nil {
 		return ds, nil
 	}
-	w.sc.k = docKey(w.sc.k[:0], w.user, w.coll, id)
+	// Embedded in the record's head?
+	w.sc.k = recKey(w.sc.k[:0], w.user, w.coll, id)
 	v, closer, err := w.s.db.Get(w.sc.k)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		ds, err := w.s.embeddedDoc(v)
+		closer.Close()
+		if err != nil {
+			return nil, fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
+		}
+		if ds != nil {
+			rs.add(k, ds)
+			return ds, nil
+		}
+	}
+	w.sc.k = docKey(w.sc.k[:0], w.user, w.coll, id)
+	v, closer, err = w.s.db.Get(w.sc.k)
 	var ds *docState
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
@@ -77,15 +95,33 @@ func (w *writer) doc(id string) (*docState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
+		ds.inV = true
 	}
 	rs.add(k, ds)
 	return ds, nil
 }
 
+// embeddedDoc decodes the document embedded in a record key's value, or
+// returns nil when the value holds only the head.
+func (s *Store) embeddedDoc(v []byte) (*docState, error) {
+	var h head
+	rest, err := splitHead(v, &h)
+	if err != nil || len(rest) == 0 {
+		return nil, err
+	}
+	ds, err := decodeDoc(rest, s.revCfg)
+	if err != nil {
+		return nil, err
+	}
+	ds.inR = true
+	return ds, nil
+}
+
 // prefetchDocs loads the documents of ids (sorted ascending, duplicates
-// allowed) with one iterator over w's collection's document keys, so that
-// a large POST does not pay one Get (a seek in every level) per record.
-// The caller holds the user's lock.
+// allowed) that are not loaded yet (prefetch took those embedded in record
+// heads) with one iterator over w's collection's document keys, so that a
+// large POST does not pay one Get (a seek in every level) per record. The
+// caller holds the user's lock.
 func (w *writer) prefetchDocs(ids []string) error {
 	lo := collPrefix(nil, w.user, tagDoc, w.coll)
 	hi := prefixEnd(nil, lo)
@@ -113,6 +149,7 @@ func (w *writer) prefetchDocs(ids []string) error {
 				it.Close()
 				return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 			}
+			ds.inV = true
 		} else {
 			ds = &docState{cfg: w.s.revCfg, bodies: map[revtree.Rev]Body{}}
 		}
@@ -203,20 +240,21 @@ func (w *writer) tombstone(id string) error {
 	return w.edit(id, true, &x)
 }
 
-// tombstoneAll loads every document of w's collection and adds a tombstone
-// to each one whose winner is live.
+// tombstoneAll loads every document of w's collection with a live winner
+// (exactly those with a record: it walks the record keys) and adds a
+// tombstone to each.
 func (w *writer) tombstoneAll() error {
-	lo := collPrefix(nil, w.user, tagDoc, w.coll)
+	lo := collPrefix(nil, w.user, tagRec, w.coll)
 	hi := prefixEnd(nil, lo)
 	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
-	var ids []string
+	var ids, inV []string
 	for ok := it.First(); ok; ok = it.Next() {
 		id := string(it.Key()[len(lo):])
+		ids = append(ids, id)
 		if _, seen := w.rs.docs[docMapKey(w.coll, id)]; seen {
-			ids = append(ids, id)
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -224,18 +262,21 @@ func (w *writer) tombstoneAll() error {
 			it.Close()
 			return err
 		}
-		ds, err := decodeDoc(v, w.s.revCfg)
+		ds, err := w.s.embeddedDoc(v)
 		if err != nil {
 			it.Close()
 			return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
-		if l, ok := ds.winner(); !ok || l.Deleted {
+		if ds == nil {
+			inV = append(inV, id)
 			continue
 		}
 		w.rs.add(docMapKey(w.coll, id), ds)
-		ids = append(ids, id)
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	if err := w.prefetchDocs(inV); err != nil {
 		return err
 	}
 	for _, id := range ids {
@@ -263,17 +304,17 @@ func (w *writer) saveDocs() error {
 	prefix := w.coll + "\x00"
 	for _, k := range rs.order {
 		ds := rs.docs[k]
-		if !ds.dirty || !strings.HasPrefix(k, prefix) {
+		if (!ds.dirty && ds.head == nil) || !strings.HasPrefix(k, prefix) {
 			continue
 		}
 		id := k[len(prefix):]
-		if ds.seq != 0 {
-			sc.k = chgKey(sc.k[:0], w.user, ds.seq)
-			if err := w.del(sc.k); err != nil {
-				return err
-			}
-		}
 		if ds.run.drop {
+			if ds.seq != 0 {
+				sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+				if err := w.del(sc.k); err != nil {
+					return err
+				}
+			}
 			ds.seq = 0
 			sc.k = docKey(sc.k[:0], w.user, w.coll, id)
 			if err := w.del(sc.k); err != nil {
@@ -283,26 +324,89 @@ func (w *writer) saveDocs() error {
 			if err := w.del(sc.k); err != nil {
 				return err
 			}
-			ds.dirty = false
+			ds.dirty, ds.head, ds.inR, ds.inV = false, nil, false, false
 			continue
 		}
 		if err := w.saveHistory(ds, id); err != nil {
 			return err
 		}
-		sc.k = docKey(sc.k[:0], w.user, w.coll, id)
-		rs.chg++
-		ds.seq = rs.chg
-		sc.v = appendDoc(sc.v[:0], ds)
-		if err := w.set(sc.k, sc.v); err != nil {
+		if ds.dirty {
+			if ds.seq != 0 {
+				sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+				if err := w.del(sc.k); err != nil {
+					return err
+				}
+			}
+			rs.chg++
+			ds.seq = rs.chg
+		}
+		if err := w.placeDoc(ds, id); err != nil {
 			return err
 		}
-		sc.k = chgKey(sc.k[:0], w.user, ds.seq)
-		sc.v = appendChange(sc.v[:0], w.coll, id, ds)
-		if err := w.set(sc.k, sc.v); err != nil {
-			return err
+		if ds.dirty {
+			sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+			sc.v = appendChange(sc.v[:0], w.coll, id, ds)
+			if err := w.set(sc.k, sc.v); err != nil {
+				return err
+			}
 		}
 		ds.dirty = false
 	}
+	return nil
+}
+
+// placeDoc stages a document where it belongs: a single path with a live
+// winner goes into its record's head (the head this request wrote, or the
+// stored one), so that the next update of the record reads and writes one
+// key; any other document goes to its document key, and a head that held
+// it is rewritten without it.
+func (w *writer) placeDoc(ds *docState, id string) error {
+	sc := w.sc
+	win, ok := ds.winner()
+	live := ok && !win.Deleted
+	if live && ds.head == nil && ds.inR {
+		// The document changed under an unchanged record (a losing
+		// replicated revision): the head is rewritten with it.
+		h, _, found, err := w.lookup(id)
+		if err != nil {
+			return err
+		}
+		if found {
+			ds.head = &h
+		}
+	}
+	if live && ds.lin != nil && ds.head != nil {
+		sc.k = recKey(sc.k[:0], w.user, w.coll, id)
+		sc.v = appendDoc(appendHead(sc.v[:0], ds.head), ds)
+		if err := w.set(sc.k, sc.v); err != nil {
+			return err
+		}
+		if ds.inV {
+			sc.k = docKey(sc.k[:0], w.user, w.coll, id)
+			if err := w.del(sc.k); err != nil {
+				return err
+			}
+		}
+		ds.inR, ds.inV, ds.head = true, false, nil
+		return nil
+	}
+	if ds.head != nil {
+		sc.k = recKey(sc.k[:0], w.user, w.coll, id)
+		sc.v = appendHead(sc.v[:0], ds.head)
+		if err := w.set(sc.k, sc.v); err != nil {
+			return err
+		}
+	}
+	if !ds.dirty && ds.inV {
+		ds.head, ds.inR = nil, false
+		return nil
+	}
+	sc.k = docKey(sc.k[:0], w.user, w.coll, id)
+	sc.v = appendDoc(sc.v[:0], ds)
+	if err := w.set(sc.k, sc.v); err != nil {
+		return err
+	}
+	ds.head, ds.inR, ds.inV = nil, false, true
 	return nil
 }
 
@@ -658,9 +762,6 @@ func (w *writer) prefetchGroup(revs []Revision, order []int) error {
 	}
 	if len(ids) < prefetchMin {
 		return nil
-	}
-	if err := w.prefetchDocs(ids); err != nil {
-		return err
 	}
 	ws := make([]api.WBO, len(ids))
 	for i, id := range ids {

@@ -146,9 +146,6 @@ func (w *writer) prefetch(ws []api.WBO) ([]known, error) {
 	for j, i := range order {
 		ids[j] = ws[i].ID
 	}
-	if err := w.prefetchDocs(ids); err != nil {
-		return nil, err
-	}
 	sc := w.sc
 	// The bounds must stay unchanged while the iterator lives; sc.v holds
 	// the seek key (it is free until store).
@@ -169,8 +166,18 @@ func (w *writer) prefetch(ws []api.WBO) ([]known, error) {
 			continue
 		}
 		v, err := it.ValueAndErr()
+		var rest []byte
 		if err == nil {
-			err = decodeHead(v, &res[i].h)
+			rest, err = splitHead(v, &res[i].h)
+		}
+		if err == nil && len(rest) > 0 {
+			if k := docMapKey(w.coll, id); w.rs.docs[k] == nil {
+				var ds *docState
+				if ds, err = decodeDoc(rest, w.s.revCfg); err == nil {
+					ds.inR = true
+					w.rs.add(k, ds)
+				}
+			}
 		}
 		if err != nil {
 			it.Close()
@@ -179,6 +186,9 @@ func (w *writer) prefetch(ws []api.WBO) ([]known, error) {
 		res[i].ok = true
 	}
 	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	if err := w.prefetchDocs(ids); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -299,6 +309,9 @@ func (w *writer) put(in *api.WBO, pre *known) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if _, err := w.doc(in.ID); err != nil {
+		return 0, err
+	}
 	if exists && oh.exp != 0 && oh.exp <= w.nowSec {
 		// An expired record is gone for the client: start afresh.
 		if err := w.remove(in.ID, &oh); err != nil {
@@ -379,9 +392,15 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 			err = w.del(k)
 		}
 	}
-	sc.k = recKey(sc.k[:0], w.user, w.coll, nr.id)
-	sc.v = appendHead(sc.v[:0], &nh)
-	set(sc.k, sc.v)
+	if ds := w.rs.docs[docMapKey(w.coll, nr.id)]; ds != nil {
+		// saveDocs writes the head, with the document embedded.
+		h := nh
+		ds.head = &h
+	} else {
+		sc.k = recKey(sc.k[:0], w.user, w.coll, nr.id)
+		sc.v = appendHead(sc.v[:0], &nh)
+		set(sc.k, sc.v)
+	}
 	sc.k = dataKey(sc.k[:0], w.user, w.coll, nr.seq)
 	sc.v = appendRecord(sc.v[:0], nr)
 	set(sc.k, sc.v)
