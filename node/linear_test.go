@@ -182,3 +182,40 @@ func TestHistorySpills(t *testing.T) {
 		t.Fatalf("%d keys after the wipe, want the user meta only", n)
 	}
 }
+
+// TestRepeatedHashFromPeer: a peer's path whose new revision repeats the
+// hash of an older one (at another position: a distinct revision) is
+// stored as a tree, never as a single path, and reading the document
+// back works.
+func TestRepeatedHashFromPeer(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil, 0)
+	h := func(b byte) (x [revtree.HashLen]byte) { x[0] = b; return x }
+	body := Body{Has: api.FieldPayload, Payload: "p"}
+	apply := func(p revtree.Path) error {
+		errs, err := s.ApplyRevisions(ctx, "u", []Revision{{Coll: "c", ID: "d", Path: p, Body: body}}, "peer", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return errs[0]
+	}
+	if err := apply(revtree.Path{Start: 2, IDs: [][revtree.HashLen]byte{h(2), h(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	// 3-A extends 2-B, and A is also the hash of 1-A.
+	if err := apply(revtree.Path{Start: 3, IDs: [][revtree.HashLen]byte{h(1), h(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.GetDoc(ctx, "u", "c", "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := d.Winner()
+	if w.Rev.Pos != 3 || d.Tree.Len() != 3 {
+		t.Fatalf("winner %s, tree of %d", w.Rev, d.Tree.Len())
+	}
+	// And a local edit on top of it.
+	mustPut(t, s, "u", "c", wbo("d", "local"))
+	if d, err = s.GetDoc(ctx, "u", "c", "d"); err != nil || d.Tree.Len() != 4 {
+		t.Fatalf("after a local edit: %v", err)
+	}
+}

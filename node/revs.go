@@ -281,7 +281,7 @@ type docState struct {
 	head     *head
 	// inView: the live winner's body as decoded holds only its origin,
 	// origin time and expiry; the other fields are in the Weave record
-	// (viewBody reads them).
+	// (fillFromView and GetDocs complete it).
 	inView bool
 }
 
@@ -337,8 +337,19 @@ func (ds *docState) t() *revtree.Tree {
 	if ds.tree == nil {
 		ds.tree, _ = revtree.New(ds.cfg)
 		if ds.lin != nil {
-			if _, err := ds.tree.Merge(ds.lin.path(0)); err != nil {
-				panic(fmt.Sprintf("node: linear document does not form a path: %v", err))
+			p := ds.lin.path(0)
+			if _, err := ds.tree.Merge(p); err != nil {
+				// A hash repeats along the path (linearize and
+				// applyLinear never store one; only a damaged value
+				// could): link it pair by pair instead, leaving a
+				// pair of equal hashes unlinked.
+				ds.tree, _ = revtree.New(ds.cfg)
+				for i := len(p.IDs) - 1; i >= 1; i-- {
+					_, _ = ds.tree.Merge(revtree.Path{Start: p.Start - uint64(i-1), IDs: p.IDs[i-1 : i+1], Deleted: i == 1 && p.Deleted})
+				}
+				if len(p.IDs) == 1 {
+					_, _ = ds.tree.Merge(p)
+				}
 			}
 			ds.lin = nil
 		}
@@ -387,6 +398,9 @@ func (ds *docState) linearize() {
 	p, _ := ds.tree.PathTo(ls[0].Rev, 0)
 	if len(p.IDs) != ds.tree.Len() {
 		return // several roots (stemmed branches)
+	}
+	if !validPath(p, revtree.HardMaxPathLen) {
+		return // a hash repeats at two positions: only a tree holds that
 	}
 	l := &linPath{start: p.Start, deleted: ls[0].Deleted, ids: make([]byte, 0, len(p.IDs)*revtree.HashLen),
 		nRecent: len(p.IDs), loaded: true, oldDirty: true}

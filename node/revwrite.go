@@ -813,10 +813,19 @@ func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed 
 		}
 		return true, false
 	}
-	// p's leaf is newer: our leaf must be on p, with p agreeing below it.
+	// p's leaf is newer: our leaf must be on p, with p agreeing below it,
+	// and p's new hashes must not repeat one of ours (a single path never
+	// holds a hash twice; the tree handles such crafted input).
 	i := p.Start - l.start
 	if i >= uint64(len(p.IDs)) || !overlapAgrees(p.IDs[i:], l.ids) {
 		return false, false
+	}
+	for _, h := range p.IDs[:i] {
+		for k := 0; k < len(l.ids); k += hl {
+			if [revtree.HashLen]byte(l.ids[k:]) == h {
+				return false, false
+			}
+		}
 	}
 	// Below the leaf, keep the longer of the two histories (they agree
 	// where both have one), as the tree merge would, then stem.
