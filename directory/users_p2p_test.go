@@ -162,22 +162,29 @@ func checkSweep(t *testing.T, d *Directory, users []string, nodes map[string]use
 	}
 }
 
-func TestUsersP2PPaging(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+// usersDirectory opens a directory (auto-approve) serving the libp2p
+// protocols on a voter host and registers n storage nodes with it.
+func usersDirectory(t *testing.T, ctx context.Context, n int) (*Directory, host.Host, map[string]usersNode, []usersNode) {
+	t.Helper()
 	cfg := testConfig(t, t.TempDir())
 	cfg.AutoApprove = true
 	d := openDir(t, cfg)
 	voter := newTestP2PHost(t, nil)
 	d.ServeP2P(voter)
-
 	nodes := make(map[string]usersNode)
 	var order []usersNode
-	for i := range 4 {
-		n := registerUsersNode(t, ctx, d, i)
-		nodes[n.id] = n
-		order = append(order, n)
+	for i := range n {
+		un := registerUsersNode(t, ctx, d, i)
+		nodes[un.id] = un
+		order = append(order, un)
 	}
+	return d, voter, nodes, order
+}
+
+func TestUsersP2PPaging(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d, voter, nodes, order := usersDirectory(t, ctx, 4)
 	var users []string
 	for i := range 90 {
 		users = append(users, fmt.Sprintf("user-%03d", i))
@@ -263,18 +270,7 @@ func TestUsersP2PPaging(t *testing.T) {
 func TestUsersP2PMessageBound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := testConfig(t, t.TempDir())
-	cfg.AutoApprove = true
-	d := openDir(t, cfg)
-	voter := newTestP2PHost(t, nil)
-	d.ServeP2P(voter)
-	nodes := make(map[string]usersNode)
-	var order []usersNode
-	for i := range 2 {
-		n := registerUsersNode(t, ctx, d, i)
-		nodes[n.id] = n
-		order = append(order, n)
-	}
+	d, voter, nodes, order := usersDirectory(t, ctx, 2)
 	// 150 users of about 1,000 bytes each: more than 64 KiB of names.
 	var users []string
 	for i := range 150 {
@@ -318,18 +314,7 @@ func TestUsersP2PMessageBound(t *testing.T) {
 func TestUsersP2PReplicasCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := testConfig(t, t.TempDir())
-	cfg.AutoApprove = true
-	d := openDir(t, cfg)
-	voter := newTestP2PHost(t, nil)
-	d.ServeP2P(voter)
-	nodes := make(map[string]usersNode)
-	var order []usersNode
-	for i := range 3 {
-		n := registerUsersNode(t, ctx, d, i)
-		nodes[n.id] = n
-		order = append(order, n)
-	}
+	d, voter, _, order := usersDirectory(t, ctx, 3)
 	createUsers(t, ctx, d, []string{"alice"})
 	set := func() []string {
 		primary, replicas, err := d.Assignment("alice")
