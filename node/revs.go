@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"unicode/utf8"
 
 	"github.com/hce-sync/hce/api"
@@ -623,5 +622,3 @@ func (ds *docState) prune() {
 		}
 	}
 }
-
-func sortRevs(rs []revtree.Rev) { slices.SortFunc(rs, revtree.Compare) }
