@@ -246,7 +246,18 @@ func (w *writer) lookupPre(id string, pre *known) (h head, pend *record, ok bool
 	if err != nil {
 		return head{}, nil, false, err
 	}
-	err = decodeHead(v, &h)
+	rest, err := splitHead(v, &h)
+	if err == nil && len(rest) > 0 {
+		// The record carries its document: keep it, so that the write's
+		// document load (writer.doc) does not read the key again.
+		if k := docMapKey(w.coll, id); w.rs.docs[k] == nil {
+			var ds *docState
+			if ds, err = decodeDoc(rest, w.s.revCfg); err == nil {
+				ds.inR = true
+				w.rs.add(k, ds)
+			}
+		}
+	}
 	closer.Close()
 	return h, nil, err == nil, err
 }
