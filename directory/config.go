@@ -152,7 +152,7 @@ type Config struct {
 	CredentialsChanged func(user string)
 	// NotifyNodes makes the voter that handles a password change, a
 	// password reset or an account deletion tell the storage nodes of
-	// the user's replica set over libp2p (p2p.ProtoAccount; see
+	// the user's replica set over libp2p (dirproto.ProtoAccount; see
 	// notify.go), so they drop cached credentials and, on a deletion,
 	// the user's records. Needs P2PListen. Default off.
 	NotifyNodes bool
@@ -215,7 +215,7 @@ type Config struct {
 	LivenessTick time.Duration
 	// P2PListen, when set, gives this voter a libp2p host listening on
 	// these multiaddresses (e.g. "/ip4/127.0.0.1/tcp/0"), with the
-	// identity kept in Dir (node/p2p.LoadOrCreateIdentity). The host
+	// identity kept in Dir (api/p2p.LoadOrCreateIdentity). The host
 	// serves the directory protocols to storage nodes (ServeP2P); its
 	// gater admits registered, non-retired nodes and the other voters.
 	// The voter records its peer ID and addresses in the FSM (SetVoter).

@@ -9,7 +9,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 // Bounds of the account notifications (Config.NotifyNodes).
@@ -70,7 +71,7 @@ func (n *notifier) close() {
 func (d *Directory) notifying() bool { return d.cfg.NotifyNodes && d.host != nil }
 
 // notifyNodes tells each node of set (a user's replica set) about a
-// committed account event over p2p.ProtoAccount, in the background: each
+// committed account event over dirproto.ProtoAccount, in the background: each
 // node gets up to notifyTries calls within notifyWindow. It runs on the
 // voter that handled the API call, after the write committed; a follower
 // forwards the write to the leader and notifies once it is committed. The
@@ -90,7 +91,7 @@ func (d *Directory) notifyNodes(user string, set []NodeInfo, deleted bool) <-cha
 		wg.Add(1)
 		if !d.notes.start(func(ctx context.Context) {
 			defer wg.Done()
-			d.notifyNode(ctx, n, p2p.AccountEvent{User: user, Deleted: deleted})
+			d.notifyNode(ctx, n, dirproto.AccountEvent{User: user, Deleted: deleted})
 		}) {
 			wg.Done()
 		}
@@ -104,7 +105,7 @@ func (d *Directory) notifyNodes(user string, set []NodeInfo, deleted bool) <-cha
 
 // notifyNode sends ev to node n, retrying transport failures and
 // "unavailable"-like answers.
-func (d *Directory) notifyNode(ctx context.Context, n NodeInfo, ev p2p.AccountEvent) {
+func (d *Directory) notifyNode(ctx context.Context, n NodeInfo, ev dirproto.AccountEvent) {
 	ctx, cancel := context.WithTimeout(ctx, notifyWindow)
 	defer cancel()
 	log := d.log.With("user", ev.User, "deleted", ev.Deleted, "node", n.ID)
@@ -125,7 +126,7 @@ func (d *Directory) notifyNode(ctx context.Context, n NodeInfo, ev p2p.AccountEv
 	rpc := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: notifyCallTimeout, Logger: d.log}
 	pause := notifyBackoff
 	for try := 1; ; try++ {
-		err = p2p.CallJSON(ctx, rpc, d.host, id, p2p.ProtoAccount, ev, nil)
+		err = p2p.CallJSON(ctx, rpc, d.host, id, dirproto.ProtoAccount, ev, nil)
 		if err == nil {
 			log.Debug("directory: node notified of an account event")
 			return

@@ -10,7 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 // p2pTimeout bounds one directory RPC served over libp2p; a password
@@ -20,26 +21,26 @@ const p2pTimeout = 10 * time.Second
 // ServeP2P serves the directory protocols of package p2p to storage nodes
 // on h (which the caller owns and closes):
 //
-//   - p2p.ProtoHeartbeat: Heartbeat for the calling peer, whose ID is the
+//   - dirproto.ProtoHeartbeat: Heartbeat for the calling peer, whose ID is the
 //     node's ID (the hex form of its key is tried when the peer ID is not
 //     registered). Only the leader takes heartbeats; other voters answer
-//     p2p.CodeNotLeader and the node tries the next voter. Unknown and
-//     retired nodes get p2p.CodeUnknownNode and p2p.CodeRetired.
-//   - p2p.ProtoCheckPassword: CheckPassword, answered by any voter from
+//     dirproto.CodeNotLeader and the node tries the next voter. Unknown and
+//     retired nodes get dirproto.CodeUnknownNode and dirproto.CodeRetired.
+//   - dirproto.ProtoCheckPassword: CheckPassword, answered by any voter from
 //     its local state. Only registered nodes that are neither pending nor
-//     retired may ask (others get p2p.CodeUnknownNode), so that a peer the
+//     retired may ask (others get dirproto.CodeUnknownNode), so that a peer the
 //     host's gater let in cannot use the directory as a password oracle.
-//   - p2p.ProtoKeys: PublicKeys, to any peer the gater admitted (the keys
+//   - dirproto.ProtoKeys: PublicKeys, to any peer the gater admitted (the keys
 //     are public).
-//   - p2p.ProtoAssignment: a user's replica set (primary first) as node
+//   - dirproto.ProtoAssignment: a user's replica set (primary first) as node
 //     IDs, peer IDs and URLs, answered locally to admitted nodes only
-//     (p2p.CodeUnknownNode otherwise); an unknown user gets Exists false.
-//   - p2p.ProtoPeers: the peer IDs of active and draining nodes and of the
+//     (dirproto.CodeUnknownNode otherwise); an unknown user gets Exists false.
+//   - dirproto.ProtoPeers: the peer IDs of active and draining nodes and of the
 //     voters, for the nodes' connection gaters, with the nodes' registered
 //     libp2p addresses, for dialling each other (replication).
-//   - p2p.ProtoUsers: one page of the users whose replica set contains
+//   - dirproto.ProtoUsers: one page of the users whose replica set contains
 //     the calling node, each with its replica set, in user-name order,
-//     answered locally to admitted nodes only (p2p.CodeUnknownNode
+//     answered locally to admitted nodes only (dirproto.CodeUnknownNode
 //     otherwise). A page costs O(log n + page size) for a node of n
 //     users, and is cut short (More set) to fit p2p.MaxMessageSize.
 //
@@ -48,12 +49,12 @@ const p2pTimeout = 10 * time.Second
 // admits registered nodes and the other voters).
 func (d *Directory) ServeP2P(h host.Host) {
 	cfg := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: p2pTimeout, Logger: d.log}
-	p2p.Serve(h, p2p.ProtoHeartbeat, p2p.HandleJSON(d.p2pHeartbeat), cfg)
-	p2p.Serve(h, p2p.ProtoCheckPassword, p2p.HandleJSON(d.p2pCheckPassword), cfg)
-	p2p.Serve(h, p2p.ProtoKeys, p2p.HandleJSON(d.p2pKeys), cfg)
-	p2p.Serve(h, p2p.ProtoAssignment, p2p.HandleJSON(d.p2pAssignment), cfg)
-	p2p.Serve(h, p2p.ProtoPeers, p2p.HandleJSON(d.p2pPeers), cfg)
-	p2p.Serve(h, p2p.ProtoUsers, p2p.HandleJSON(d.p2pUsers), cfg)
+	p2p.Serve(h, dirproto.ProtoHeartbeat, p2p.HandleJSON(d.p2pHeartbeat), cfg)
+	p2p.Serve(h, dirproto.ProtoCheckPassword, p2p.HandleJSON(d.p2pCheckPassword), cfg)
+	p2p.Serve(h, dirproto.ProtoKeys, p2p.HandleJSON(d.p2pKeys), cfg)
+	p2p.Serve(h, dirproto.ProtoAssignment, p2p.HandleJSON(d.p2pAssignment), cfg)
+	p2p.Serve(h, dirproto.ProtoPeers, p2p.HandleJSON(d.p2pPeers), cfg)
+	p2p.Serve(h, dirproto.ProtoUsers, p2p.HandleJSON(d.p2pUsers), cfg)
 }
 
 // p2pNode returns the registered node the peer is, by peer ID or hex key.
@@ -72,7 +73,7 @@ func (d *Directory) p2pNode(from peer.ID) (NodeInfo, bool) {
 	return d.fsm.nodeByID(hex.EncodeToString(raw))
 }
 
-func (d *Directory) p2pHeartbeat(ctx context.Context, from peer.ID, r p2p.HeartbeatRequest) (struct{}, error) {
+func (d *Directory) p2pHeartbeat(ctx context.Context, from peer.ID, r dirproto.HeartbeatRequest) (struct{}, error) {
 	id := from.String()
 	if n, ok := d.p2pNode(from); ok {
 		id = n.ID
@@ -80,26 +81,26 @@ func (d *Directory) p2pHeartbeat(ctx context.Context, from peer.ID, r p2p.Heartb
 	return struct{}{}, p2pError(d.Heartbeat(ctx, id, r.Load))
 }
 
-func (d *Directory) p2pCheckPassword(ctx context.Context, from peer.ID, r p2p.CheckPasswordRequest) (p2p.CheckPasswordResponse, error) {
+func (d *Directory) p2pCheckPassword(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
 	if _, err := d.admittedNode(from); err != nil {
-		return p2p.CheckPasswordResponse{}, err
+		return dirproto.CheckPasswordResponse{}, err
 	}
 	err := d.CheckPassword(ctx, r.User, r.Password)
 	switch {
 	case err == nil:
-		return p2p.CheckPasswordResponse{OK: true}, nil
+		return dirproto.CheckPasswordResponse{OK: true}, nil
 	case errors.Is(err, api.ErrUnauthorized):
-		return p2p.CheckPasswordResponse{OK: false}, nil
+		return dirproto.CheckPasswordResponse{OK: false}, nil
 	}
-	return p2p.CheckPasswordResponse{}, p2pError(err)
+	return dirproto.CheckPasswordResponse{}, p2pError(err)
 }
 
-func (d *Directory) p2pKeys(context.Context, peer.ID, struct{}) (p2p.KeysResponse, error) {
+func (d *Directory) p2pKeys(context.Context, peer.ID, struct{}) (dirproto.KeysResponse, error) {
 	if d.closed.Load() {
-		return p2p.KeysResponse{}, p2pError(ErrClosed)
+		return dirproto.KeysResponse{}, p2pError(ErrClosed)
 	}
 	keys := d.PublicKeys()
-	out := p2p.KeysResponse{Keys: make(map[string][]byte, len(keys))}
+	out := dirproto.KeysResponse{Keys: make(map[string][]byte, len(keys))}
 	for kid, k := range keys {
 		out.Keys[kid] = k
 	}
@@ -112,11 +113,11 @@ func p2pError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, ErrNotLeader):
-		return &p2p.RemoteError{Code: p2p.CodeNotLeader, Message: err.Error()}
+		return &p2p.RemoteError{Code: dirproto.CodeNotLeader, Message: err.Error()}
 	case errors.Is(err, ErrUnknownNode):
-		return &p2p.RemoteError{Code: p2p.CodeUnknownNode, Message: err.Error()}
+		return &p2p.RemoteError{Code: dirproto.CodeUnknownNode, Message: err.Error()}
 	case errors.Is(err, ErrNodeRetired):
-		return &p2p.RemoteError{Code: p2p.CodeRetired, Message: err.Error()}
+		return &p2p.RemoteError{Code: dirproto.CodeRetired, Message: err.Error()}
 	}
 	return &p2p.RemoteError{Code: p2p.CodeUnavailable, Message: err.Error()}
 }

@@ -11,8 +11,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node/dirclient"
 )
 
 func newTestP2PHost(t *testing.T, key crypto.PrivKey) host.Host {
@@ -31,9 +32,9 @@ func newTestP2PHost(t *testing.T, key crypto.PrivKey) host.Host {
 	return h
 }
 
-func newDirClient(t *testing.T, h, voter host.Host) *node.DirectoryClient {
+func newDirClient(t *testing.T, h, voter host.Host) *dirclient.Client {
 	t.Helper()
-	c, err := node.NewDirectoryClient(node.DirectoryClientConfig{
+	c, err := dirclient.New(dirclient.Config{
 		Host:      h,
 		Directory: []peer.AddrInfo{{ID: voter.ID(), Addrs: voter.Addrs()}},
 		Logger:    testLogger(t),
@@ -115,7 +116,7 @@ func TestServeP2P(t *testing.T) {
 	}
 
 	// Heartbeats reach the leader under the node's id.
-	c2, err := node.NewDirectoryClient(node.DirectoryClientConfig{
+	c2, err := dirclient.New(dirclient.Config{
 		Host: nh, Directory: []peer.AddrInfo{{ID: voter.ID()}}, Load: func() int { return 3 },
 	})
 	if err != nil {
@@ -138,10 +139,10 @@ func TestServeP2P(t *testing.T) {
 		t.Fatalf("stranger keys: %v", err)
 	}
 	err = stranger.CheckPassword(ctx, "alice", "correct horse")
-	if !errors.Is(err, api.ErrUnavailable) || !p2p.IsCode(err, p2p.CodeUnknownNode) {
+	if !errors.Is(err, api.ErrUnavailable) || !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("stranger password check: %v", err)
 	}
-	if err := stranger.Heartbeat(ctx); !p2p.IsCode(err, p2p.CodeUnknownNode) {
+	if err := stranger.Heartbeat(ctx); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("stranger heartbeat: %v", err)
 	}
 
@@ -149,10 +150,10 @@ func TestServeP2P(t *testing.T) {
 	if err := d.RetireNode(ctx, nodeID.String()); err != nil {
 		t.Fatalf("RetireNode: %v", err)
 	}
-	if err := c.CheckPassword(ctx, "alice", "correct horse"); !p2p.IsCode(err, p2p.CodeUnknownNode) {
+	if err := c.CheckPassword(ctx, "alice", "correct horse"); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("retired node password check: %v", err)
 	}
-	if err := c2.Heartbeat(ctx); !p2p.IsCode(err, p2p.CodeRetired) {
+	if err := c2.Heartbeat(ctx); !p2p.IsCode(err, dirproto.CodeRetired) {
 		t.Fatalf("retired node heartbeat: %v", err)
 	}
 }

@@ -14,8 +14,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/directory/placement"
-	"github.com/hce-sync/hce/node/p2p"
 )
 
 // PathP2P is the public endpoint listing the voters' libp2p identities
@@ -172,26 +173,26 @@ func nodePeerID(n NodeInfo) string {
 }
 
 // admittedNode returns the calling node if it is registered and neither
-// pending nor retired, else a p2p.CodeUnknownNode error.
+// pending nor retired, else a dirproto.CodeUnknownNode error.
 func (d *Directory) admittedNode(from peer.ID) (NodeInfo, error) {
 	n, ok := d.p2pNode(from)
 	if !ok || n.State == placement.Pending.String() || n.State == placement.Retired.String() {
-		return NodeInfo{}, p2p.Errorf(p2p.CodeUnknownNode, "peer %s is not an admitted storage node", from)
+		return NodeInfo{}, p2p.Errorf(dirproto.CodeUnknownNode, "peer %s is not an admitted storage node", from)
 	}
 	return n, nil
 }
 
-func (d *Directory) p2pAssignment(_ context.Context, from peer.ID, r p2p.AssignmentRequest) (p2p.AssignmentResponse, error) {
+func (d *Directory) p2pAssignment(_ context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
 	if d.closed.Load() {
-		return p2p.AssignmentResponse{}, p2pError(ErrClosed)
+		return dirproto.AssignmentResponse{}, p2pError(ErrClosed)
 	}
 	if _, err := d.admittedNode(from); err != nil {
-		return p2p.AssignmentResponse{}, err
+		return dirproto.AssignmentResponse{}, err
 	}
 	set, _, ok := d.fsm.assignment(r.User)
-	out := p2p.AssignmentResponse{Exists: ok, Nodes: []p2p.AssignedNode{}}
+	out := dirproto.AssignmentResponse{Exists: ok, Nodes: []dirproto.AssignedNode{}}
 	for _, n := range set {
-		out.Nodes = append(out.Nodes, p2p.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL})
+		out.Nodes = append(out.Nodes, dirproto.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL})
 	}
 	return out, nil
 }
@@ -199,7 +200,7 @@ func (d *Directory) p2pAssignment(_ context.Context, from peer.ID, r p2p.Assignm
 // usersEnvelope bounds the encoded size of a UsersResponse without its
 // users: the field names, a true More and the largest Version.
 var usersEnvelope = func() int {
-	b, err := p2p.Marshal(p2p.UsersResponse{Users: []p2p.UserReplicas{}, More: true, Version: ^uint64(0)})
+	b, err := p2p.Marshal(dirproto.UsersResponse{Users: []dirproto.UserReplicas{}, More: true, Version: ^uint64(0)})
 	if err != nil {
 		panic(err)
 	}
@@ -212,37 +213,37 @@ var usersEnvelope = func() int {
 // next user would take the encoded answer past p2p.MaxMessageSize; a
 // user whose entry alone is too big for a message gets CodeInternal,
 // since no page could carry it.
-func (d *Directory) p2pUsers(_ context.Context, from peer.ID, r p2p.UsersRequest) (p2p.UsersResponse, error) {
+func (d *Directory) p2pUsers(_ context.Context, from peer.ID, r dirproto.UsersRequest) (dirproto.UsersResponse, error) {
 	if d.closed.Load() {
-		return p2p.UsersResponse{}, p2pError(ErrClosed)
+		return dirproto.UsersResponse{}, p2pError(ErrClosed)
 	}
 	self, err := d.admittedNode(from)
 	if err != nil {
-		return p2p.UsersResponse{}, err
+		return dirproto.UsersResponse{}, err
 	}
 	limit := r.Limit
-	if limit <= 0 || limit > p2p.MaxUsersPage {
-		limit = p2p.MaxUsersPage
+	if limit <= 0 || limit > dirproto.MaxUsersPage {
+		limit = dirproto.MaxUsersPage
 	}
 	page, nodes, more, version := d.fsm.usersPage(self.ID, r.After, limit)
-	wire := make(map[string]p2p.AssignedNode, len(nodes))
+	wire := make(map[string]dirproto.AssignedNode, len(nodes))
 	for id, n := range nodes {
-		wire[id] = p2p.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL}
+		wire[id] = dirproto.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL}
 	}
-	out := p2p.UsersResponse{Users: make([]p2p.UserReplicas, 0, len(page)), More: more, Version: version}
+	out := dirproto.UsersResponse{Users: make([]dirproto.UserReplicas, 0, len(page)), More: more, Version: version}
 	size := usersEnvelope
 	for _, u := range page {
-		e := p2p.UserReplicas{User: u.User, Nodes: make([]p2p.AssignedNode, 0, len(u.Set))}
+		e := dirproto.UserReplicas{User: u.User, Nodes: make([]dirproto.AssignedNode, 0, len(u.Set))}
 		for _, id := range u.Set {
 			e.Nodes = append(e.Nodes, wire[id])
 		}
 		b, err := json.Marshal(e)
 		if err != nil {
-			return p2p.UsersResponse{}, p2p.Errorf(p2p.CodeInternal, "encode user %q: %v", u.User, err)
+			return dirproto.UsersResponse{}, p2p.Errorf(p2p.CodeInternal, "encode user %q: %v", u.User, err)
 		}
 		if size+len(b)+1 > p2p.MaxMessageSize { // +1: the comma before it
 			if len(out.Users) == 0 {
-				return p2p.UsersResponse{}, p2p.Errorf(p2p.CodeInternal,
+				return dirproto.UsersResponse{}, p2p.Errorf(p2p.CodeInternal,
 					"the entry of user %q (%d bytes) does not fit in a message", u.User, len(b))
 			}
 			out.More = true
@@ -254,11 +255,11 @@ func (d *Directory) p2pUsers(_ context.Context, from peer.ID, r p2p.UsersRequest
 	return out, nil
 }
 
-func (d *Directory) p2pPeers(_ context.Context, from peer.ID, _ struct{}) (p2p.PeersResponse, error) {
+func (d *Directory) p2pPeers(_ context.Context, from peer.ID, _ struct{}) (dirproto.PeersResponse, error) {
 	if d.closed.Load() {
-		return p2p.PeersResponse{}, p2pError(ErrClosed)
+		return dirproto.PeersResponse{}, p2pError(ErrClosed)
 	}
-	out := p2p.PeersResponse{Nodes: []string{}, Voters: []string{}, Addrs: map[string][]string{}}
+	out := dirproto.PeersResponse{Nodes: []string{}, Voters: []string{}, Addrs: map[string][]string{}}
 	for _, n := range d.fsm.nodes() {
 		if n.State == placement.Active.String() || n.State == placement.Draining.String() {
 			pid := nodePeerID(n)
@@ -267,7 +268,7 @@ func (d *Directory) p2pPeers(_ context.Context, from peer.ID, _ struct{}) (p2p.P
 			// they registered; the bounds keep the answer valid.
 			var addrs []string
 			for _, a := range n.P2PAddrs {
-				if a != "" && len(a) <= p2p.MaxAddrLen && len(addrs) < p2p.MaxPeerAddrs {
+				if a != "" && len(a) <= dirproto.MaxAddrLen && len(addrs) < dirproto.MaxPeerAddrs {
 					addrs = append(addrs, a)
 				}
 			}

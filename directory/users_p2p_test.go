@@ -17,9 +17,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/directory/placement"
-	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/node/dirclient"
 )
 
 // usersNode is a registered storage node with its libp2p host.
@@ -103,9 +104,9 @@ func expectedUsers(t *testing.T, d *Directory, users []string, id string) map[st
 // sweep pages through the calling node's users with limit and checks
 // order and the version's stability; it returns the users and the
 // version of the first page.
-func sweep(t *testing.T, ctx context.Context, c *node.DirectoryClient, limit int) ([]p2p.UserReplicas, uint64) {
+func sweep(t *testing.T, ctx context.Context, c *dirclient.Client, limit int) ([]dirproto.UserReplicas, uint64) {
 	t.Helper()
-	var all []p2p.UserReplicas
+	var all []dirproto.UserReplicas
 	after := ""
 	var first uint64
 	for page := 0; ; page++ {
@@ -139,7 +140,7 @@ func sweep(t *testing.T, ctx context.Context, c *node.DirectoryClient, limit int
 }
 
 // checkSweep compares a sweep of n's users with the directory's state.
-func checkSweep(t *testing.T, d *Directory, users []string, nodes map[string]usersNode, n usersNode, got []p2p.UserReplicas) {
+func checkSweep(t *testing.T, d *Directory, users []string, nodes map[string]usersNode, n usersNode, got []dirproto.UserReplicas) {
 	t.Helper()
 	want := expectedUsers(t, d, users, n.id)
 	if len(got) != len(want) {
@@ -191,13 +192,13 @@ func TestUsersP2PPaging(t *testing.T) {
 	}
 	createUsers(t, ctx, d, users)
 
-	clients := make(map[string]*node.DirectoryClient)
+	clients := make(map[string]*dirclient.Client)
 	total := 0
 	versions := make(map[string]uint64)
 	for _, n := range order {
 		c := newDirClient(t, n.host, voter)
 		clients[n.id] = c
-		for _, limit := range []int{1, 7, 0, p2p.MaxUsersPage + 1} {
+		for _, limit := range []int{1, 7, 0, dirproto.MaxUsersPage + 1} {
 			got, v := sweep(t, ctx, c, limit)
 			checkSweep(t, d, users, nodes, n, got)
 			if v == 0 {
@@ -251,14 +252,14 @@ func TestUsersP2PPaging(t *testing.T) {
 
 	// A peer that is not a registered node is refused.
 	stranger := newDirClient(t, newTestP2PHost(t, nil), voter)
-	if _, _, _, err := stranger.AssignedUsers(ctx, "", 10); !p2p.IsCode(err, p2p.CodeUnknownNode) {
+	if _, _, _, err := stranger.AssignedUsers(ctx, "", 10); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("stranger: %v", err)
 	}
 	// So is a retired node.
 	if err := d.RetireNode(ctx, order[1].id); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := clients[order[1].id].AssignedUsers(ctx, "", 10); !p2p.IsCode(err, p2p.CodeUnknownNode) {
+	if _, _, _, err := clients[order[1].id].AssignedUsers(ctx, "", 10); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("retired node: %v", err)
 	}
 	// A request out of bounds is refused before it leaves the node.
@@ -274,7 +275,7 @@ func TestUsersP2PMessageBound(t *testing.T) {
 	// 150 users of about 1,000 bytes each: more than 64 KiB of names.
 	var users []string
 	for i := range 150 {
-		users = append(users, fmt.Sprintf("u%04d-%s", i, strings.Repeat("x", p2p.MaxUserLen-6)))
+		users = append(users, fmt.Sprintf("u%04d-%s", i, strings.Repeat("x", dirproto.MaxUserLen-6)))
 	}
 	createUsers(t, ctx, d, users)
 
@@ -288,7 +289,7 @@ func TestUsersP2PMessageBound(t *testing.T) {
 		t.Fatalf("first page: %d users, more %v; want a page cut short", len(got), more)
 	}
 	// The page is as full as the bound allows: one more entry would not fit.
-	b, err := p2p.Marshal(p2p.UsersResponse{Users: got, More: true, Version: ^uint64(0)})
+	b, err := p2p.Marshal(dirproto.UsersResponse{Users: got, More: true, Version: ^uint64(0)})
 	if err != nil {
 		t.Fatalf("page does not fit in a message: %v", err)
 	}
@@ -297,7 +298,7 @@ func TestUsersP2PMessageBound(t *testing.T) {
 		t.Fatalf("page of %d bytes stopped although another %d-byte entry fits", len(b), len(entry))
 	}
 	// The handler itself never builds an oversized answer, whatever the limit.
-	resp, err := d.p2pUsers(ctx, n.host.ID(), p2p.UsersRequest{Limit: p2p.MaxUsersPage})
+	resp, err := d.p2pUsers(ctx, n.host.ID(), dirproto.UsersRequest{Limit: dirproto.MaxUsersPage})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,9 +331,9 @@ func TestUsersP2PReplicasCache(t *testing.T) {
 	before := set()
 
 	// Clients of every node, with a TTL that outlives the test.
-	clients := make(map[string]*node.DirectoryClient)
+	clients := make(map[string]*dirclient.Client)
 	for _, n := range order {
-		c, err := node.NewDirectoryClient(node.DirectoryClientConfig{
+		c, err := dirclient.New(dirclient.Config{
 			Host:          n.host,
 			Directory:     []peer.AddrInfo{{ID: voter.ID(), Addrs: voter.Addrs()}},
 			Logger:        testLogger(t),
@@ -343,7 +344,7 @@ func TestUsersP2PReplicasCache(t *testing.T) {
 		}
 		clients[n.id] = c
 	}
-	ids := func(ns []p2p.AssignedNode) []string {
+	ids := func(ns []dirproto.AssignedNode) []string {
 		var out []string
 		for _, n := range ns {
 			out = append(out, n.ID)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 var bg = context.Background()

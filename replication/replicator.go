@@ -13,7 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/node/revtree"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 // ProtocolID is the libp2p protocol of replication: one request and one

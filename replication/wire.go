@@ -7,8 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/p2p"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -39,7 +39,7 @@ const (
 	// MaxUsers bounds the users of a SeqsRequest or a Notice.
 	MaxUsers = 1000
 	// MaxUserLen bounds a user name; MaxSourceLen a store UUID.
-	MaxUserLen   = p2p.MaxUserLen
+	MaxUserLen   = dirproto.MaxUserLen
 	MaxSourceLen = 256
 )
 

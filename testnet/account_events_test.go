@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/directory/raftls"
-	"github.com/hce-sync/hce/node/p2p"
 )
 
 // TestAccountEvents checks the directory's account notifications to
-// storage nodes (p2p.ProtoAccount): a password change makes the old
+// storage nodes (dirproto.ProtoAccount): a password change makes the old
 // password fail on the user's nodes at once, well within the nodes'
 // 60 s Basic-auth cache; a deletion removes the user's records from every
 // node that held them; and a peer that is not a voter cannot send events.
@@ -129,8 +130,8 @@ func TestAccountEvents(t *testing.T) {
 		return ""
 	})
 	other.Host().Peerstore().AddAddrs(vheld[0].PeerID(), vheld[0].Host().Addrs(), time.Minute)
-	err = p2p.CallJSON(ctx, p2p.RPCConfig{}, other.Host(), vheld[0].PeerID(), p2p.ProtoAccount,
-		p2p.AccountEvent{User: victim, Deleted: true}, nil)
+	err = p2p.CallJSON(ctx, p2p.RPCConfig{}, other.Host(), vheld[0].PeerID(), dirproto.ProtoAccount,
+		dirproto.AccountEvent{User: victim, Deleted: true}, nil)
 	if !p2p.IsCode(err, p2p.CodeForbidden) {
 		t.Fatalf("account event from a storage node: err = %v, want %s", err, p2p.CodeForbidden)
 	}

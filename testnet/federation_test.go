@@ -14,9 +14,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/directory/raftls"
-	"github.com/hce-sync/hce/node/p2p"
 )
 
 const fedToken = "federation-test-admin-token"
@@ -201,7 +201,7 @@ func TestFederation(t *testing.T) {
 	err = stranger.Connect(cctx, peer.AddrInfo{ID: replica.PeerID(), Addrs: replica.Host().Addrs()})
 	if err == nil {
 		var st interface{ Close() error }
-		st, err = stranger.NewStream(cctx, replica.PeerID(), p2p.ProtoKeys)
+		st, err = stranger.NewStream(cctx, replica.PeerID(), dirproto.ProtoKeys)
 		if err == nil {
 			st.Close()
 		}

@@ -21,9 +21,10 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/node/dirclient"
 	"github.com/hce-sync/hce/replication"
 )
 
@@ -52,10 +53,10 @@ type NodeConfig struct {
 	Operator string
 	Capacity int
 	// HeartbeatInterval is the period of heartbeats and peer-list
-	// refreshes. Default node.DefaultHeartbeatInterval.
+	// refreshes. Default dirclient.DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 	// MembershipTTL is how long "do I hold this user" answers are reused.
-	// Default node.DefaultMembershipTTL.
+	// Default dirclient.DefaultMembershipTTL.
 	MembershipTTL time.Duration
 	// QuotaBytes is the per-user quota; 0 turns quotas off.
 	QuotaBytes int64
@@ -90,7 +91,7 @@ type Node struct {
 	repl   *replication.Replicator
 	deny   denyList
 	host   host.Host
-	dc     *node.DirectoryClient
+	dc     *dirclient.Client
 	allow  *p2p.StaticAllowlist
 	srv    *http.Server
 	url    string
@@ -187,7 +188,7 @@ func retry(ctx context.Context, what string, fn func() error) error {
 // directory's active peers), registers with a signed request (retrying
 // until accepted), starts the directory client (heartbeats, keys, peers)
 // and serves the Weave storage API and, to the voters, the account events
-// (node.ServeAccountEvents: credential changes and deletions). ctx bounds
+// (dirclient.ServeAccountEvents: credential changes and deletions). ctx bounds
 // the start.
 func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if cfg.Dir == "" || cfg.Directory == "" {
@@ -279,7 +280,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		ln.Close()
 		return nil, err
 	}
-	dcc := node.DefaultDirectoryClientConfig()
+	dcc := dirclient.DefaultConfig()
 	dcc.Host = n.host
 	dcc.Directory = voters
 	dcc.Logger = logger.With("component", "dirclient")
@@ -290,7 +291,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if cfg.MembershipTTL > 0 {
 		dcc.MembershipTTL = cfg.MembershipTTL
 	}
-	if n.dc, err = node.NewDirectoryClient(dcc); err != nil {
+	if n.dc, err = dirclient.New(dcc); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -305,12 +306,12 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		ln.Close()
 		return nil, err
 	}
-	ecfg := node.DefaultAccountEventsConfig()
+	ecfg := dirclient.DefaultAccountEventsConfig()
 	ecfg.Store = n.store
 	ecfg.Auth = auth
 	ecfg.IsVoter = n.dc.IsVoter
 	ecfg.Logger = logger.With("component", "account-events")
-	if err = node.ServeAccountEvents(n.host, ecfg); err != nil {
+	if err = dirclient.ServeAccountEvents(n.host, ecfg); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -5,19 +5,19 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/node/dirclient"
 	"github.com/hce-sync/hce/replication"
 )
 
 // dirMembership is replication.Membership over the node's directory
 // client: replica sets from the assignment protocol (cached for the
 // membership TTL), assigned users from the users protocol.
-type dirMembership struct{ dc *node.DirectoryClient }
+type dirMembership struct{ dc *dirclient.Client }
 
 var _ replication.Membership = dirMembership{}
 
-func peersOf(ns []p2p.AssignedNode) []peer.ID {
+func peersOf(ns []dirproto.AssignedNode) []peer.ID {
 	out := make([]peer.ID, 0, len(ns))
 	for _, n := range ns {
 		s := n.PeerID

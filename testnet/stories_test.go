@@ -21,7 +21,7 @@ import (
 
 	"github.com/hce-sync/hce/api/client"
 	"github.com/hce-sync/hce/directory"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/replication"
 )
 

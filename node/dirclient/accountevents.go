@@ -1,4 +1,4 @@
-package node
+package dirclient
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node"
 )
 
 // DefaultAccountEventTimeout bounds the handling of one account event
@@ -38,7 +40,7 @@ type AccountEventsConfig struct {
 	// Required.
 	Auth CredentialCache
 	// IsVoter admits callers: only peers it reports as directory voters
-	// may send events (DirectoryClient.IsVoter). Required.
+	// may send events (Client.IsVoter). Required.
 	IsVoter func(peer.ID) bool
 	// Logger receives each event handled (info) and refused (debug).
 	// Default: discard.
@@ -60,18 +62,18 @@ func DefaultAccountEventsConfig() AccountEventsConfig {
 func (c AccountEventsConfig) Validate() error {
 	switch {
 	case c.Store == nil:
-		return errors.New("node: AccountEventsConfig.Store is required")
+		return errors.New("dirclient: AccountEventsConfig.Store is required")
 	case c.Auth == nil:
-		return errors.New("node: AccountEventsConfig.Auth is required")
+		return errors.New("dirclient: AccountEventsConfig.Auth is required")
 	case c.IsVoter == nil:
-		return errors.New("node: AccountEventsConfig.IsVoter is required")
+		return errors.New("dirclient: AccountEventsConfig.IsVoter is required")
 	case c.Timeout < 0:
-		return fmt.Errorf("node: AccountEventsConfig.Timeout %v is negative", c.Timeout)
+		return fmt.Errorf("dirclient: AccountEventsConfig.Timeout %v is negative", c.Timeout)
 	}
 	return nil
 }
 
-// ServeAccountEvents serves p2p.ProtoAccount on h: a directory voter
+// ServeAccountEvents serves dirproto.ProtoAccount on h: a directory voter
 // tells this node that a user's credentials changed or that the account
 // was deleted. Callers that cfg.IsVoter does not admit get
 // p2p.CodeForbidden. On a credential change the node drops its cached
@@ -94,29 +96,29 @@ func ServeAccountEvents(h host.Host, cfg AccountEventsConfig) error {
 		cfg.Timeout = d.Timeout
 	}
 	rpc := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: cfg.Timeout, Logger: cfg.Logger}
-	p2p.Serve(h, p2p.ProtoAccount, p2p.HandleJSON(func(ctx context.Context, from peer.ID, ev p2p.AccountEvent) (struct{}, error) {
+	p2p.Serve(h, dirproto.ProtoAccount, p2p.HandleJSON(func(ctx context.Context, from peer.ID, ev dirproto.AccountEvent) (struct{}, error) {
 		return struct{}{}, handleAccountEvent(ctx, cfg, from, ev)
 	}), rpc)
 	return nil
 }
 
-func handleAccountEvent(ctx context.Context, cfg AccountEventsConfig, from peer.ID, ev p2p.AccountEvent) error {
+func handleAccountEvent(ctx context.Context, cfg AccountEventsConfig, from peer.ID, ev dirproto.AccountEvent) error {
 	if !cfg.IsVoter(from) {
-		cfg.Logger.Debug("node: account event from a peer that is not a voter", "peer", from)
+		cfg.Logger.Debug("dirclient: account event from a peer that is not a voter", "peer", from)
 		return p2p.Errorf(p2p.CodeForbidden, "peer %s is not a directory voter", from)
 	}
 	cfg.Auth.Forget(ev.User)
 	if !ev.Deleted {
-		cfg.Logger.Info("node: credentials changed at the directory", "user", ev.User, "voter", from)
+		cfg.Logger.Info("dirclient: credentials changed at the directory", "user", ev.User, "voter", from)
 		return nil
 	}
 	if err := cfg.Store.WipeUser(ctx, ev.User); err != nil {
-		if errors.Is(err, ErrBadName) {
+		if errors.Is(err, node.ErrBadName) {
 			return p2p.Errorf(p2p.CodeBadRequest, "user %q: %v", ev.User, err)
 		}
-		return fmt.Errorf("node: delete records of %q: %w", ev.User, err)
+		return fmt.Errorf("dirclient: delete records of %q: %w", ev.User, err)
 	}
 	cfg.Auth.Forget(ev.User)
-	cfg.Logger.Info("node: account deleted at the directory, records removed", "user", ev.User, "voter", from)
+	cfg.Logger.Info("dirclient: account deleted at the directory, records removed", "user", ev.User, "voter", from)
 	return nil
 }

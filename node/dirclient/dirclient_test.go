@@ -1,4 +1,4 @@
-package node
+package dirclient
 
 import (
 	"context"
@@ -15,7 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 // fakeVoter is a directory voter stand-in serving the directory protocols
@@ -46,17 +47,17 @@ func newP2PHost(t *testing.T) host.Host {
 func newFakeVoter(t *testing.T, leader bool) *fakeVoter {
 	v := &fakeVoter{h: newP2PHost(t), keys: map[string][]byte{}, beats: map[peer.ID]int{}}
 	v.leader.Store(leader)
-	p2p.Serve(v.h, p2p.ProtoCheckPassword, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r p2p.CheckPasswordRequest) (p2p.CheckPasswordResponse, error) {
-		return p2p.CheckPasswordResponse{OK: r.User == "alice" && r.Password == "s3cret"}, nil
+	p2p.Serve(v.h, dirproto.ProtoCheckPassword, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
+		return dirproto.CheckPasswordResponse{OK: r.User == "alice" && r.Password == "s3cret"}, nil
 	}), p2p.RPCConfig{})
-	p2p.Serve(v.h, p2p.ProtoKeys, p2p.HandleJSON(func(context.Context, peer.ID, struct{}) (p2p.KeysResponse, error) {
+	p2p.Serve(v.h, dirproto.ProtoKeys, p2p.HandleJSON(func(context.Context, peer.ID, struct{}) (dirproto.KeysResponse, error) {
 		v.mu.Lock()
 		defer v.mu.Unlock()
-		return p2p.KeysResponse{Keys: v.keys}, nil
+		return dirproto.KeysResponse{Keys: v.keys}, nil
 	}), p2p.RPCConfig{})
-	p2p.Serve(v.h, p2p.ProtoHeartbeat, p2p.HandleJSON(func(_ context.Context, from peer.ID, r p2p.HeartbeatRequest) (struct{}, error) {
+	p2p.Serve(v.h, dirproto.ProtoHeartbeat, p2p.HandleJSON(func(_ context.Context, from peer.ID, r dirproto.HeartbeatRequest) (struct{}, error) {
 		if !v.leader.Load() {
-			return struct{}{}, p2p.Errorf(p2p.CodeNotLeader, "ask another voter")
+			return struct{}{}, p2p.Errorf(dirproto.CodeNotLeader, "ask another voter")
 		}
 		v.mu.Lock()
 		defer v.mu.Unlock()
@@ -92,18 +93,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestDirectoryClientConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	h := newP2PHost(t)
 	for _, tc := range []struct {
 		name string
-		cfg  DirectoryClientConfig
+		cfg  Config
 		ok   bool
 	}{
-		{"ok", DirectoryClientConfig{Host: h, Directory: []peer.AddrInfo{{ID: h.ID()}}}, true},
-		{"no host", DirectoryClientConfig{Directory: []peer.AddrInfo{{ID: h.ID()}}}, false},
-		{"no voters", DirectoryClientConfig{Host: h}, false},
-		{"empty id", DirectoryClientConfig{Host: h, Directory: []peer.AddrInfo{{}}}, false},
-		{"negative interval", DirectoryClientConfig{Host: h, Directory: []peer.AddrInfo{{ID: h.ID()}}, HeartbeatInterval: -1}, false},
+		{"ok", Config{Host: h, Directory: []peer.AddrInfo{{ID: h.ID()}}}, true},
+		{"no host", Config{Directory: []peer.AddrInfo{{ID: h.ID()}}}, false},
+		{"no voters", Config{Host: h}, false},
+		{"empty id", Config{Host: h, Directory: []peer.AddrInfo{{}}}, false},
+		{"negative interval", Config{Host: h, Directory: []peer.AddrInfo{{ID: h.ID()}}, HeartbeatInterval: -1}, false},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%s: Validate() = %v", tc.name, err)
@@ -113,7 +114,7 @@ func TestDirectoryClientConfigValidate(t *testing.T) {
 
 func TestDirectoryClientCheckPassword(t *testing.T) {
 	v1, v2 := newFakeVoter(t, false), newFakeVoter(t, true)
-	c, err := NewDirectoryClient(DirectoryClientConfig{
+	c, err := New(Config{
 		Host: newP2PHost(t), Directory: []peer.AddrInfo{v1.info(), v2.info()}, CallTimeout: 2 * time.Second,
 	})
 	if err != nil {
@@ -128,7 +129,7 @@ func TestDirectoryClientCheckPassword(t *testing.T) {
 		{"wrong", "alice", "nope", api.ErrUnauthorized},
 		{"unknown user", "bob", "s3cret", api.ErrUnauthorized},
 		{"empty user", "", "x", api.ErrUnauthorized},
-		{"overlong password", "alice", string(make([]byte, p2p.MaxPasswordLen+1)), api.ErrUnauthorized},
+		{"overlong password", "alice", string(make([]byte, dirproto.MaxPasswordLen+1)), api.ErrUnauthorized},
 	} {
 		if err := c.CheckPassword(ctx, tc.user, tc.pw); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
@@ -167,7 +168,7 @@ func TestDirectoryClientRun(t *testing.T) {
 	node := newP2PHost(t)
 	var load atomic.Int64
 	load.Store(42)
-	c, err := NewDirectoryClient(DirectoryClientConfig{
+	c, err := New(Config{
 		Host:              node,
 		Directory:         []peer.AddrInfo{follower.info(), leader.info()},
 		HeartbeatInterval: 20 * time.Millisecond,
@@ -216,17 +217,17 @@ func TestDirectoryClientRun(t *testing.T) {
 	}
 }
 
-// serveAssignment makes v answer p2p.ProtoAssignment with *set for every
+// serveAssignment makes v answer dirproto.ProtoAssignment with *set for every
 // user but "nobody", counting the calls.
-func serveAssignment(v *fakeVoter, mu *sync.Mutex, set *[]p2p.AssignedNode, calls *atomic.Int32) {
-	p2p.Serve(v.h, p2p.ProtoAssignment, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r p2p.AssignmentRequest) (p2p.AssignmentResponse, error) {
+func serveAssignment(v *fakeVoter, mu *sync.Mutex, set *[]dirproto.AssignedNode, calls *atomic.Int32) {
+	p2p.Serve(v.h, dirproto.ProtoAssignment, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
 		calls.Add(1)
 		if r.User == "nobody" {
-			return p2p.AssignmentResponse{Nodes: []p2p.AssignedNode{}}, nil
+			return dirproto.AssignmentResponse{Nodes: []dirproto.AssignedNode{}}, nil
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		return p2p.AssignmentResponse{Exists: true, Nodes: *set}, nil
+		return dirproto.AssignmentResponse{Exists: true, Nodes: *set}, nil
 	}), p2p.RPCConfig{})
 }
 
@@ -234,14 +235,14 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 	v := newFakeVoter(t, true)
 	self := newP2PHost(t)
 	other := newP2PHost(t)
-	an := func(h host.Host) p2p.AssignedNode {
-		return p2p.AssignedNode{ID: h.ID().String(), PeerID: h.ID().String(), URL: "http://" + h.ID().String() + "/"}
+	an := func(h host.Host) dirproto.AssignedNode {
+		return dirproto.AssignedNode{ID: h.ID().String(), PeerID: h.ID().String(), URL: "http://" + h.ID().String() + "/"}
 	}
 	var mu sync.Mutex
-	set := []p2p.AssignedNode{an(other), an(self)}
+	set := []dirproto.AssignedNode{an(other), an(self)}
 	var calls atomic.Int32
 	serveAssignment(v, &mu, &set, &calls)
-	c, err := NewDirectoryClient(DirectoryClientConfig{Host: self, Directory: []peer.AddrInfo{v.info()}, MembershipTTL: time.Hour})
+	c, err := New(Config{Host: self, Directory: []peer.AddrInfo{v.info()}, MembershipTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +274,7 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 	if r, err := c.Replicas(ctx, ""); err != nil || r != nil {
 		t.Fatalf("empty user: %+v %v", r, err)
 	}
-	if r, err := c.Replicas(ctx, strings.Repeat("u", p2p.MaxUserLen+1)); err != nil || r != nil {
+	if r, err := c.Replicas(ctx, strings.Repeat("u", dirproto.MaxUserLen+1)); err != nil || r != nil {
 		t.Fatalf("long user: %+v %v", r, err)
 	}
 	if calls.Load() != before {
@@ -282,7 +283,7 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 
 	// The set changes: the cache answers the old one until invalidated.
 	mu.Lock()
-	set = []p2p.AssignedNode{an(other)}
+	set = []dirproto.AssignedNode{an(other)}
 	mu.Unlock()
 	if holds, _ := c.Holds(ctx, "alice"); !holds {
 		t.Fatal("cached Holds changed within the TTL")
@@ -296,7 +297,7 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 	}
 
 	// With a short TTL the set is asked for again once it expires.
-	short, err := NewDirectoryClient(DirectoryClientConfig{Host: self, Directory: []peer.AddrInfo{v.info()}, MembershipTTL: time.Millisecond})
+	short, err := New(Config{Host: self, Directory: []peer.AddrInfo{v.info()}, MembershipTTL: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,19 +326,19 @@ func TestDirectoryClientAssignedUsers(t *testing.T) {
 	v := newFakeVoter(t, true)
 	all := []string{"a", "b", "c", "d", "e"}
 	var bad atomic.Bool // answer a page that ignores After
-	var last atomic.Pointer[p2p.UsersRequest]
-	p2p.Serve(v.h, p2p.ProtoUsers, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r p2p.UsersRequest) (p2p.UsersResponse, error) {
+	var last atomic.Pointer[dirproto.UsersRequest]
+	p2p.Serve(v.h, dirproto.ProtoUsers, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r dirproto.UsersRequest) (dirproto.UsersResponse, error) {
 		last.Store(&r)
-		out := p2p.UsersResponse{Users: []p2p.UserReplicas{}, Version: 9}
+		out := dirproto.UsersResponse{Users: []dirproto.UserReplicas{}, Version: 9}
 		for _, u := range all {
 			if (u > r.After || bad.Load()) && len(out.Users) < r.Limit {
-				out.Users = append(out.Users, p2p.UserReplicas{User: u, Nodes: []p2p.AssignedNode{}})
+				out.Users = append(out.Users, dirproto.UserReplicas{User: u, Nodes: []dirproto.AssignedNode{}})
 			}
 		}
 		out.More = len(out.Users) > 0 && out.Users[len(out.Users)-1].User != all[len(all)-1]
 		return out, nil
 	}), p2p.RPCConfig{})
-	c, err := NewDirectoryClient(DirectoryClientConfig{Host: newP2PHost(t), Directory: []peer.AddrInfo{v.info()}})
+	c, err := New(Config{Host: newP2PHost(t), Directory: []peer.AddrInfo{v.info()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,13 @@
-package p2p
+package dirproto
 
 import (
-	"bytes"
-	"context"
 	"crypto/ed25519"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 
-	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 // Protocols a directory voter serves to storage nodes. The version is part
@@ -46,11 +41,9 @@ const (
 	ProtoAccount protocol.ID = "/hce/node/1.0.0/account"
 )
 
-// Error codes of the directory protocols.
+// Error codes of the directory protocols (besides p2p.CodeForbidden,
+// p2p.CodeUnavailable and the RPC layer's codes).
 const (
-	// CodeForbidden: the calling peer may not use this protocol (for
-	// ProtoAccount: it is not a directory voter the node knows).
-	CodeForbidden = "forbidden"
 	// CodeNotLeader: the voter is not the raft leader (heartbeats go to
 	// the leader); try another voter.
 	CodeNotLeader = "not_leader"
@@ -58,15 +51,10 @@ const (
 	CodeUnknownNode = "unknown_node"
 	// CodeRetired: the calling node is retired.
 	CodeRetired = "retired"
-	// CodeUnavailable: the voter cannot answer now (closing, no quorum);
-	// try another voter.
-	CodeUnavailable = "unavailable"
 )
 
 // Bounds of the directory messages.
 const (
-	// MaxMessageSize bounds an encoded directory message.
-	MaxMessageSize = 64 << 10
 	// MaxUserLen and MaxPasswordLen bound CheckPasswordRequest fields.
 	MaxUserLen     = 1024
 	MaxPasswordLen = 4096
@@ -75,7 +63,7 @@ const (
 	MaxKidLen = 256
 	// MaxReplicas bounds AssignmentResponse.Nodes.
 	MaxReplicas = 16
-	// MaxPeers bounds each list of PeersResponse (MaxMessageSize is the
+	// MaxPeers bounds each list of PeersResponse (p2p.MaxMessageSize is the
 	// tighter bound in practice: about 1,000 peer IDs in all).
 	MaxPeers = 4096
 	// MaxIDLen bounds a node or peer ID; MaxURLLen a node URL.
@@ -90,9 +78,6 @@ const (
 	MaxUsersPage = 500
 )
 
-// ErrBadMessage means a directory message is malformed or out of bounds.
-var ErrBadMessage = errors.New("p2p: bad message")
-
 // HeartbeatRequest tells the directory a node is alive.
 type HeartbeatRequest struct {
 	// Load is the number of users the node serves.
@@ -104,7 +89,7 @@ type HeartbeatRequest struct {
 // Validate implements Validator.
 func (r HeartbeatRequest) Validate() error {
 	if r.Load < 0 {
-		return fmt.Errorf("%w: negative load %d", ErrBadMessage, r.Load)
+		return fmt.Errorf("%w: negative load %d", p2p.ErrBadMessage, r.Load)
 	}
 	return nil
 }
@@ -119,9 +104,9 @@ type CheckPasswordRequest struct {
 func (r CheckPasswordRequest) Validate() error {
 	switch {
 	case r.User == "" || len(r.User) > MaxUserLen:
-		return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(r.User))
+		return fmt.Errorf("%w: user name of %d bytes", p2p.ErrBadMessage, len(r.User))
 	case len(r.Password) > MaxPasswordLen:
-		return fmt.Errorf("%w: password of %d bytes", ErrBadMessage, len(r.Password))
+		return fmt.Errorf("%w: password of %d bytes", p2p.ErrBadMessage, len(r.Password))
 	}
 	return nil
 }
@@ -141,14 +126,14 @@ type KeysResponse struct {
 // Validate implements Validator.
 func (r KeysResponse) Validate() error {
 	if len(r.Keys) > MaxKeys {
-		return fmt.Errorf("%w: %d keys", ErrBadMessage, len(r.Keys))
+		return fmt.Errorf("%w: %d keys", p2p.ErrBadMessage, len(r.Keys))
 	}
 	for kid, k := range r.Keys {
 		if kid == "" || len(kid) > MaxKidLen {
-			return fmt.Errorf("%w: key id of %d bytes", ErrBadMessage, len(kid))
+			return fmt.Errorf("%w: key id of %d bytes", p2p.ErrBadMessage, len(kid))
 		}
 		if len(k) != ed25519.PublicKeySize {
-			return fmt.Errorf("%w: key %q has %d bytes", ErrBadMessage, kid, len(k))
+			return fmt.Errorf("%w: key %q has %d bytes", p2p.ErrBadMessage, kid, len(k))
 		}
 	}
 	return nil
@@ -162,7 +147,7 @@ type AssignmentRequest struct {
 // Validate implements Validator.
 func (r AssignmentRequest) Validate() error {
 	if r.User == "" || len(r.User) > MaxUserLen {
-		return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(r.User))
+		return fmt.Errorf("%w: user name of %d bytes", p2p.ErrBadMessage, len(r.User))
 	}
 	return nil
 }
@@ -187,11 +172,11 @@ type AssignmentResponse struct {
 // Validate implements Validator.
 func (r AssignmentResponse) Validate() error {
 	if len(r.Nodes) > MaxReplicas {
-		return fmt.Errorf("%w: %d replicas", ErrBadMessage, len(r.Nodes))
+		return fmt.Errorf("%w: %d replicas", p2p.ErrBadMessage, len(r.Nodes))
 	}
 	for _, n := range r.Nodes {
 		if len(n.ID) > MaxIDLen || len(n.PeerID) > MaxIDLen || len(n.URL) > MaxURLLen {
-			return fmt.Errorf("%w: oversized replica entry", ErrBadMessage)
+			return fmt.Errorf("%w: oversized replica entry", p2p.ErrBadMessage)
 		}
 	}
 	return nil
@@ -200,11 +185,11 @@ func (r AssignmentResponse) Validate() error {
 // validateReplicas checks the bounds of a replica set.
 func validateReplicas(nodes []AssignedNode) error {
 	if len(nodes) > MaxReplicas {
-		return fmt.Errorf("%w: %d replicas", ErrBadMessage, len(nodes))
+		return fmt.Errorf("%w: %d replicas", p2p.ErrBadMessage, len(nodes))
 	}
 	for _, n := range nodes {
 		if len(n.ID) > MaxIDLen || len(n.PeerID) > MaxIDLen || len(n.URL) > MaxURLLen {
-			return fmt.Errorf("%w: oversized replica entry", ErrBadMessage)
+			return fmt.Errorf("%w: oversized replica entry", p2p.ErrBadMessage)
 		}
 	}
 	return nil
@@ -224,9 +209,9 @@ type UsersRequest struct {
 func (r UsersRequest) Validate() error {
 	switch {
 	case len(r.After) > MaxUserLen:
-		return fmt.Errorf("%w: after of %d bytes", ErrBadMessage, len(r.After))
+		return fmt.Errorf("%w: after of %d bytes", p2p.ErrBadMessage, len(r.After))
 	case r.Limit < 0:
-		return fmt.Errorf("%w: negative limit %d", ErrBadMessage, r.Limit)
+		return fmt.Errorf("%w: negative limit %d", p2p.ErrBadMessage, r.Limit)
 	}
 	return nil
 }
@@ -241,7 +226,7 @@ type UserReplicas struct {
 // UsersResponse answers a UsersRequest. Users are in strictly ascending
 // order of name, all after the request's After. More is true when the
 // voter stopped before the end of the list (the page reached the limit or
-// MaxMessageSize): ask again with After set to the last user.
+// p2p.MaxMessageSize): ask again with After set to the last user.
 //
 // Version is a raft index at or after the last change to the calling
 // node's list (a user added or removed, a replica set of one of its users
@@ -261,14 +246,14 @@ type UsersResponse struct {
 // Validate implements Validator.
 func (r UsersResponse) Validate() error {
 	if len(r.Users) > MaxUsersPage {
-		return fmt.Errorf("%w: %d users", ErrBadMessage, len(r.Users))
+		return fmt.Errorf("%w: %d users", p2p.ErrBadMessage, len(r.Users))
 	}
 	for i, u := range r.Users {
 		if u.User == "" || len(u.User) > MaxUserLen {
-			return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(u.User))
+			return fmt.Errorf("%w: user name of %d bytes", p2p.ErrBadMessage, len(u.User))
 		}
 		if i > 0 && r.Users[i-1].User >= u.User {
-			return fmt.Errorf("%w: users out of order at %d", ErrBadMessage, i)
+			return fmt.Errorf("%w: users out of order at %d", p2p.ErrBadMessage, i)
 		}
 		if err := validateReplicas(u.Nodes); err != nil {
 			return err
@@ -292,23 +277,23 @@ type PeersResponse struct {
 // Validate implements Validator.
 func (r PeersResponse) Validate() error {
 	if len(r.Nodes) > MaxPeers || len(r.Voters) > MaxPeers {
-		return fmt.Errorf("%w: %d nodes, %d voters", ErrBadMessage, len(r.Nodes), len(r.Voters))
+		return fmt.Errorf("%w: %d nodes, %d voters", p2p.ErrBadMessage, len(r.Nodes), len(r.Voters))
 	}
 	for _, id := range append(slices.Clone(r.Nodes), r.Voters...) {
 		if id == "" || len(id) > MaxIDLen {
-			return fmt.Errorf("%w: peer id of %d bytes", ErrBadMessage, len(id))
+			return fmt.Errorf("%w: peer id of %d bytes", p2p.ErrBadMessage, len(id))
 		}
 	}
 	if len(r.Addrs) > MaxPeers {
-		return fmt.Errorf("%w: addresses of %d peers", ErrBadMessage, len(r.Addrs))
+		return fmt.Errorf("%w: addresses of %d peers", p2p.ErrBadMessage, len(r.Addrs))
 	}
 	for id, as := range r.Addrs {
 		if id == "" || len(id) > MaxIDLen || len(as) > MaxPeerAddrs {
-			return fmt.Errorf("%w: %d addresses for a peer id of %d bytes", ErrBadMessage, len(as), len(id))
+			return fmt.Errorf("%w: %d addresses for a peer id of %d bytes", p2p.ErrBadMessage, len(as), len(id))
 		}
 		for _, a := range as {
 			if a == "" || len(a) > MaxAddrLen {
-				return fmt.Errorf("%w: peer address of %d bytes", ErrBadMessage, len(a))
+				return fmt.Errorf("%w: peer address of %d bytes", p2p.ErrBadMessage, len(a))
 			}
 		}
 	}
@@ -328,90 +313,7 @@ type AccountEvent struct {
 // Validate implements Validator.
 func (e AccountEvent) Validate() error {
 	if e.User == "" || len(e.User) > MaxUserLen {
-		return fmt.Errorf("%w: user name of %d bytes", ErrBadMessage, len(e.User))
+		return fmt.Errorf("%w: user name of %d bytes", p2p.ErrBadMessage, len(e.User))
 	}
 	return nil
-}
-
-// Validator is a message that checks its own bounds.
-type Validator interface {
-	Validate() error
-}
-
-// Marshal encodes a directory message.
-func Marshal(v any) ([]byte, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("p2p: encode %T: %w", v, err)
-	}
-	if len(b) > MaxMessageSize {
-		return nil, fmt.Errorf("%w: %T of %d bytes", ErrBadMessage, v, len(b))
-	}
-	return b, nil
-}
-
-// Unmarshal decodes a directory message strictly: at most MaxMessageSize
-// bytes, one JSON value with no unknown fields and nothing after it, and,
-// when v is a Validator, valid. Errors wrap ErrBadMessage.
-func Unmarshal(data []byte, v any) error {
-	if len(data) > MaxMessageSize {
-		return fmt.Errorf("%w: %d bytes", ErrBadMessage, len(data))
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %T: %v", ErrBadMessage, v, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: %T: trailing data", ErrBadMessage, v)
-	}
-	if val, ok := v.(Validator); ok {
-		return val.Validate()
-	}
-	return nil
-}
-
-// HandleJSON adapts a typed handler to Handler: the request is decoded
-// with Unmarshal (an empty request decodes as the zero Req, for protocols
-// without a request body), a bad one is answered with CodeBadRequest, and
-// the response is encoded with Marshal.
-func HandleJSON[Req, Resp any](fn func(ctx context.Context, from peer.ID, req Req) (Resp, error)) Handler {
-	return func(ctx context.Context, from peer.ID, raw []byte) ([]byte, error) {
-		var req Req
-		if len(raw) > 0 {
-			if err := Unmarshal(raw, &req); err != nil {
-				return nil, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
-			}
-		} else if val, ok := any(&req).(Validator); ok {
-			if err := val.Validate(); err != nil {
-				return nil, &RemoteError{Code: CodeBadRequest, Message: err.Error()}
-			}
-		}
-		resp, err := fn(ctx, from, req)
-		if err != nil {
-			return nil, err
-		}
-		return Marshal(resp)
-	}
-}
-
-// CallJSON encodes req (nil: an empty request), calls p over proto with
-// cfg (see CallWith) and decodes the response into resp (nil: the response
-// is ignored) with Unmarshal.
-func CallJSON(ctx context.Context, cfg RPCConfig, h host.Host, p peer.ID, proto protocol.ID, req, resp any) error {
-	var raw []byte
-	if req != nil {
-		var err error
-		if raw, err = Marshal(req); err != nil {
-			return err
-		}
-	}
-	out, err := CallWith(ctx, cfg, h, p, proto, raw)
-	if err != nil {
-		return err
-	}
-	if resp == nil {
-		return nil
-	}
-	return Unmarshal(out, resp)
 }

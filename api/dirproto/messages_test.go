@@ -1,10 +1,20 @@
-package p2p
+package dirproto
 
 import (
+	"bytes"
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 func TestAccountEventDecode(t *testing.T) {
@@ -26,20 +36,20 @@ func TestAccountEventDecode(t *testing.T) {
 		{"trailing", `{"user":"alice"} {}`, AccountEvent{}, false},
 		{"not an object", `["alice"]`, AccountEvent{}, false},
 		{"truncated", `{"user":"alice"`, AccountEvent{}, false},
-		{"too big", `{"user":"` + strings.Repeat("a", MaxMessageSize) + `"}`, AccountEvent{}, false},
+		{"too big", `{"user":"` + strings.Repeat("a", p2p.MaxMessageSize) + `"}`, AccountEvent{}, false},
 	} {
 		var got AccountEvent
-		err := Unmarshal([]byte(tc.in), &got)
+		err := p2p.Unmarshal([]byte(tc.in), &got)
 		switch {
 		case tc.ok && err != nil:
 			t.Errorf("%s: %v", tc.name, err)
 		case tc.ok && got != tc.want:
 			t.Errorf("%s: got %+v, want %+v", tc.name, got, tc.want)
-		case !tc.ok && !errors.Is(err, ErrBadMessage):
-			t.Errorf("%s: err = %v, want ErrBadMessage", tc.name, err)
+		case !tc.ok && !errors.Is(err, p2p.ErrBadMessage):
+			t.Errorf("%s: err = %v, want p2p.ErrBadMessage", tc.name, err)
 		}
 	}
-	if _, err := Marshal(AccountEvent{User: "alice", Deleted: true}); err != nil {
+	if _, err := p2p.Marshal(AccountEvent{User: "alice", Deleted: true}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -53,21 +63,21 @@ func FuzzAccountEvent(f *testing.F) {
 	f.Add([]byte(`{"user":"\u0000"} `))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var ev AccountEvent
-		if err := Unmarshal(in, &ev); err != nil {
-			if !errors.Is(err, ErrBadMessage) {
-				t.Fatalf("error not wrapping ErrBadMessage: %v", err)
+		if err := p2p.Unmarshal(in, &ev); err != nil {
+			if !errors.Is(err, p2p.ErrBadMessage) {
+				t.Fatalf("error not wrapping p2p.ErrBadMessage: %v", err)
 			}
 			return
 		}
 		if ev.User == "" || len(ev.User) > MaxUserLen {
 			t.Fatalf("accepted user of %d bytes", len(ev.User))
 		}
-		b, err := Marshal(ev)
+		b, err := p2p.Marshal(ev)
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
 		var again AccountEvent
-		if err := Unmarshal(b, &again); err != nil || again != ev {
+		if err := p2p.Unmarshal(b, &again); err != nil || again != ev {
 			t.Fatalf("round trip: %+v -> %+v, %v", ev, again, err)
 		}
 	})
@@ -91,7 +101,7 @@ func TestUsersMessagesDecode(t *testing.T) {
 		{"limit as string", `{"limit":"5"}`, false},
 	} {
 		var r UsersRequest
-		if err := Unmarshal([]byte(tc.in), &r); (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrBadMessage)) {
+		if err := p2p.Unmarshal([]byte(tc.in), &r); (err == nil) != tc.ok || (err != nil && !errors.Is(err, p2p.ErrBadMessage)) {
 			t.Errorf("request %s: err = %v", tc.name, err)
 		}
 	}
@@ -112,7 +122,7 @@ func TestUsersMessagesDecode(t *testing.T) {
 		{"negative version", `{"users":[],"version":-1}`, false},
 	} {
 		var r UsersResponse
-		if err := Unmarshal([]byte(tc.in), &r); (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrBadMessage)) {
+		if err := p2p.Unmarshal([]byte(tc.in), &r); (err == nil) != tc.ok || (err != nil && !errors.Is(err, p2p.ErrBadMessage)) {
 			t.Errorf("response %s: err = %v", tc.name, err)
 		}
 	}
@@ -121,7 +131,7 @@ func TestUsersMessagesDecode(t *testing.T) {
 	for i := range MaxUsersPage + 1 {
 		r.Users = append(r.Users, UserReplicas{User: fmt.Sprintf("u%04d", i)})
 	}
-	if err := r.Validate(); !errors.Is(err, ErrBadMessage) {
+	if err := r.Validate(); !errors.Is(err, p2p.ErrBadMessage) {
 		t.Fatalf("%d users: %v", len(r.Users), err)
 	}
 	r.Users = r.Users[:MaxUsersPage]
@@ -138,9 +148,9 @@ func FuzzUsersResponse(f *testing.F) {
 	f.Add([]byte(`{"users":null,"more":false}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var r UsersResponse
-		if err := Unmarshal(in, &r); err != nil {
-			if !errors.Is(err, ErrBadMessage) {
-				t.Fatalf("error not wrapping ErrBadMessage: %v", err)
+		if err := p2p.Unmarshal(in, &r); err != nil {
+			if !errors.Is(err, p2p.ErrBadMessage) {
+				t.Fatalf("error not wrapping p2p.ErrBadMessage: %v", err)
 			}
 			return
 		}
@@ -149,13 +159,84 @@ func FuzzUsersResponse(f *testing.F) {
 				t.Fatalf("accepted entry %d: %+v", i, u)
 			}
 		}
-		b, err := Marshal(r)
+		b, err := p2p.Marshal(r)
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
 		var again UsersResponse
-		if err := Unmarshal(b, &again); err != nil {
+		if err := p2p.Unmarshal(b, &again); err != nil {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+func TestJSONMessages(t *testing.T) {
+	srv, cli := newTestHost(t), newTestHost(t)
+	know(cli, srv)
+	p2p.Serve(srv, ProtoCheckPassword, p2p.HandleJSON(func(_ context.Context, from peer.ID, r CheckPasswordRequest) (CheckPasswordResponse, error) {
+		return CheckPasswordResponse{OK: r.User == "alice" && r.Password == "pw" && from == cli.ID()}, nil
+	}), p2p.RPCConfig{})
+	ctx := context.Background()
+	var resp CheckPasswordResponse
+	if err := p2p.CallJSON(ctx, p2p.RPCConfig{}, cli, srv.ID(), ProtoCheckPassword, CheckPasswordRequest{User: "alice", Password: "pw"}, &resp); err != nil || !resp.OK {
+		t.Fatalf("right password: %v %v", resp, err)
+	}
+	if err := p2p.CallJSON(ctx, p2p.RPCConfig{}, cli, srv.ID(), ProtoCheckPassword, CheckPasswordRequest{User: "alice", Password: "no"}, &resp); err != nil || resp.OK {
+		t.Fatalf("wrong password: %v %v", resp, err)
+	}
+	for _, raw := range []string{`{"user":"alice","password":"pw","x":1}`, `{"user":""}`, `{"user":"a"} {}`, `[`} {
+		if _, err := p2p.Call(ctx, cli, srv.ID(), ProtoCheckPassword, []byte(raw)); !p2p.IsCode(err, p2p.CodeBadRequest) {
+			t.Errorf("%s: err = %v, want bad_request", raw, err)
+		}
+	}
+	// An empty request decodes as the zero value, which is invalid here.
+	if _, err := p2p.Call(ctx, cli, srv.ID(), ProtoCheckPassword, nil); !p2p.IsCode(err, p2p.CodeBadRequest) {
+		t.Errorf("empty request: %v", err)
+	}
+}
+
+func TestUnmarshalStrict(t *testing.T) {
+	key := make([]byte, 32)
+	good, _ := p2p.Marshal(KeysResponse{Keys: map[string][]byte{"k1": key}})
+	for _, tc := range []struct {
+		name string
+		in   string
+		v    any
+		ok   bool
+	}{
+		{"keys", string(good), &KeysResponse{}, true},
+		{"short key", `{"keys":{"k1":"AAAA"}}`, &KeysResponse{}, false},
+		{"empty kid", `{"keys":{"":"` + string(good[13:57]) + `"}}`, &KeysResponse{}, false},
+		{"heartbeat", `{"load":3,"time":5}`, &HeartbeatRequest{}, true},
+		{"negative load", `{"load":-1,"time":5}`, &HeartbeatRequest{}, false},
+		{"unknown field", `{"load":1,"extra":true}`, &HeartbeatRequest{}, false},
+		{"trailing", `{"load":1} 1`, &HeartbeatRequest{}, false},
+		{"too big", `{"user":"` + string(bytes.Repeat([]byte{'a'}, p2p.MaxMessageSize)) + `"}`, &CheckPasswordRequest{}, false},
+		{"long password", `{"user":"u","password":"` + string(bytes.Repeat([]byte{'a'}, MaxPasswordLen+1)) + `"}`, &CheckPasswordRequest{}, false},
+	} {
+		err := p2p.Unmarshal([]byte(tc.in), tc.v)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, p2p.ErrBadMessage)) {
+			t.Errorf("%s: err = %v", tc.name, err)
+		}
+	}
+}
+
+// newTestHost starts a loopback libp2p host without a gater.
+func newTestHost(t *testing.T) host.Host {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := p2p.NewHost(context.Background(), p2p.Config{Key: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// know makes a's peerstore hold b's addresses.
+func know(a, b host.Host) {
+	a.Peerstore().AddAddrs(b.ID(), b.Addrs(), peerstore.PermanentAddrTTL)
 }

@@ -1,4 +1,4 @@
-package node
+package dirclient
 
 import (
 	"context"
@@ -18,10 +18,12 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node"
 )
 
-// Defaults of DirectoryClientConfig.
+// Defaults of Config.
 const (
 	DefaultHeartbeatInterval    = 5 * time.Second
 	DefaultKeyRefresh           = time.Minute
@@ -39,11 +41,11 @@ const (
 
 // ErrDirectoryUnavailable means no directory voter could answer; it wraps
 // api.ErrUnavailable, so the storage API answers 503.
-var ErrDirectoryUnavailable = fmt.Errorf("node: directory unreachable: %w", api.ErrUnavailable)
+var ErrDirectoryUnavailable = fmt.Errorf("dirclient: directory unreachable: %w", api.ErrUnavailable)
 
-// DirectoryClientConfig configures a DirectoryClient. A zero field means
+// Config configures a Client. A zero field means
 // "use the default".
-type DirectoryClientConfig struct {
+type Config struct {
 	// Host is this node's libp2p host (p2p.NewHost). Its gater, if any,
 	// must admit the directory voters. Required.
 	Host host.Host
@@ -73,10 +75,10 @@ type DirectoryClientConfig struct {
 	Allowlist *p2p.StaticAllowlist
 }
 
-// DefaultDirectoryClientConfig returns a DirectoryClientConfig with the
+// DefaultConfig returns a Config with the
 // defaults filled in; Host and Directory must still be set.
-func DefaultDirectoryClientConfig() DirectoryClientConfig {
-	return DirectoryClientConfig{
+func DefaultConfig() Config {
+	return Config{
 		Logger:            slog.New(slog.DiscardHandler),
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		KeyRefresh:        DefaultKeyRefresh,
@@ -86,41 +88,41 @@ func DefaultDirectoryClientConfig() DirectoryClientConfig {
 }
 
 // Validate reports whether c is usable.
-func (c DirectoryClientConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case c.Host == nil:
-		return errors.New("node: DirectoryClientConfig.Host is required")
+		return errors.New("dirclient: Config.Host is required")
 	case len(c.Directory) == 0:
-		return errors.New("node: DirectoryClientConfig.Directory is empty")
+		return errors.New("dirclient: Config.Directory is empty")
 	case c.HeartbeatInterval < 0:
-		return fmt.Errorf("node: DirectoryClientConfig.HeartbeatInterval %v is negative", c.HeartbeatInterval)
+		return fmt.Errorf("dirclient: Config.HeartbeatInterval %v is negative", c.HeartbeatInterval)
 	case c.KeyRefresh < 0:
-		return fmt.Errorf("node: DirectoryClientConfig.KeyRefresh %v is negative", c.KeyRefresh)
+		return fmt.Errorf("dirclient: Config.KeyRefresh %v is negative", c.KeyRefresh)
 	case c.MembershipTTL < 0:
-		return fmt.Errorf("node: DirectoryClientConfig.MembershipTTL %v is negative", c.MembershipTTL)
+		return fmt.Errorf("dirclient: Config.MembershipTTL %v is negative", c.MembershipTTL)
 	case c.CallTimeout < 0:
-		return fmt.Errorf("node: DirectoryClientConfig.CallTimeout %v is negative", c.CallTimeout)
+		return fmt.Errorf("dirclient: Config.CallTimeout %v is negative", c.CallTimeout)
 	}
 	for i, v := range c.Directory {
 		if err := v.ID.Validate(); err != nil {
-			return fmt.Errorf("node: directory voter %d: %w", i, err)
+			return fmt.Errorf("dirclient: directory voter %d: %w", i, err)
 		}
 	}
 	return nil
 }
 
-// DirectoryClient is a storage node's link to the directory over libp2p.
-// It checks HTTP Basic passwords (it implements PasswordChecker), keeps the
+// Client is a storage node's link to the directory over libp2p.
+// It checks HTTP Basic passwords (it implements node.PasswordChecker), keeps the
 // directory's token verification keys (Keys), sends heartbeats (Run),
 // looks up replica sets (Holds, Replicas) and lists the users assigned to
 // this node (AssignedUsers).
 // Voters are tried in the configured order, starting with the last one
 // that answered: any voter answers password checks and key fetches, the
 // leader takes heartbeats. Safe for concurrent use.
-type DirectoryClient struct {
-	cfg  DirectoryClientConfig
+type Client struct {
+	cfg  Config
 	rpc  p2p.RPCConfig
-	keys StaticKeys
+	keys node.StaticKeys
 
 	answered atomic.Int32 // index of the voter that answered last
 	leader   atomic.Int32 // index of the voter that took the last heartbeat
@@ -135,22 +137,22 @@ type DirectoryClient struct {
 // memEntry is a cached replica set; nodes is never modified after the
 // entry is stored.
 type memEntry struct {
-	nodes   []p2p.AssignedNode
+	nodes   []dirproto.AssignedNode
 	expires time.Time
 }
 
 var (
-	_ PasswordChecker = (*DirectoryClient)(nil)
-	_ Membership      = (*DirectoryClient)(nil)
+	_ node.PasswordChecker = (*Client)(nil)
+	_ node.Membership      = (*Client)(nil)
 )
 
-// NewDirectoryClient returns a client for cfg and records the voters'
+// New returns a client for cfg and records the voters'
 // addresses in the host's peerstore.
-func NewDirectoryClient(cfg DirectoryClientConfig) (*DirectoryClient, error) {
+func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := DefaultDirectoryClientConfig()
+	d := DefaultConfig()
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger
 	}
@@ -172,7 +174,7 @@ func NewDirectoryClient(cfg DirectoryClientConfig) (*DirectoryClient, error) {
 			cfg.Host.Peerstore().AddAddrs(v.ID, v.Addrs, peerstore.PermanentAddrTTL)
 		}
 	}
-	return &DirectoryClient{
+	return &Client{
 		mem: make(map[string]memEntry),
 		cfg: cfg,
 		rpc: p2p.RPCConfig{Timeout: cfg.CallTimeout, MaxFrameSize: p2p.MaxMessageSize, Logger: cfg.Logger},
@@ -187,7 +189,7 @@ func retryable(err error) bool {
 		return true
 	}
 	switch re.Code {
-	case p2p.CodeNotLeader, p2p.CodeUnavailable, p2p.CodeInternal:
+	case dirproto.CodeNotLeader, p2p.CodeUnavailable, p2p.CodeInternal:
 		return true
 	}
 	return false
@@ -196,7 +198,7 @@ func retryable(err error) bool {
 // callDirectory sends req over proto to the voters in order, from the
 // one at *start, until one answers or fails for good; it records the one
 // that answered in *start. Each attempt decodes into a fresh Resp.
-func callDirectory[Resp any](ctx context.Context, c *DirectoryClient, start *atomic.Int32, proto protocol.ID, req any) (Resp, error) {
+func callDirectory[Resp any](ctx context.Context, c *Client, start *atomic.Int32, proto protocol.ID, req any) (Resp, error) {
 	n := len(c.cfg.Directory)
 	first := int(start.Load())
 	var errs []error
@@ -210,7 +212,7 @@ func callDirectory[Resp any](ctx context.Context, c *DirectoryClient, start *ato
 		}
 		var zero Resp
 		if ctx.Err() != nil {
-			return zero, fmt.Errorf("node: directory %s: %w", proto, ctx.Err())
+			return zero, fmt.Errorf("dirclient: directory %s: %w", proto, ctx.Err())
 		}
 		if !retryable(err) {
 			return zero, err
@@ -226,12 +228,12 @@ func callDirectory[Resp any](ctx context.Context, c *DirectoryClient, start *ato
 // (or the user is unknown, or the credentials are out of bounds), and one
 // wrapping ErrDirectoryUnavailable (so api.ErrUnavailable: 503) when no
 // voter could answer.
-func (c *DirectoryClient) CheckPassword(ctx context.Context, user, password string) error {
-	req := p2p.CheckPasswordRequest{User: user, Password: password}
+func (c *Client) CheckPassword(ctx context.Context, user, password string) error {
+	req := dirproto.CheckPasswordRequest{User: user, Password: password}
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("node: credentials of %q: %v: %w", user, err, api.ErrUnauthorized)
 	}
-	resp, err := callDirectory[p2p.CheckPasswordResponse](ctx, c, &c.answered, p2p.ProtoCheckPassword, req)
+	resp, err := callDirectory[dirproto.CheckPasswordResponse](ctx, c, &c.answered, dirproto.ProtoCheckPassword, req)
 	if err != nil {
 		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
 			return err
@@ -247,12 +249,12 @@ func (c *DirectoryClient) CheckPassword(ctx context.Context, user, password stri
 // Keys returns the directory's token verification keys as last fetched
 // (by RefreshKeys or Run), for AuthConfig.Keys. It is empty until the
 // first successful fetch, so bearer tokens are refused until then.
-func (c *DirectoryClient) Keys() KeySource { return &c.keys }
+func (c *Client) Keys() node.KeySource { return &c.keys }
 
 // RefreshKeys fetches the directory's published keys and makes them the
 // whole set Keys returns (retired keys disappear).
-func (c *DirectoryClient) RefreshKeys(ctx context.Context) error {
-	resp, err := callDirectory[p2p.KeysResponse](ctx, c, &c.answered, p2p.ProtoKeys, nil)
+func (c *Client) RefreshKeys(ctx context.Context) error {
+	resp, err := callDirectory[dirproto.KeysResponse](ctx, c, &c.answered, dirproto.ProtoKeys, nil)
 	if err != nil {
 		return err
 	}
@@ -267,22 +269,22 @@ func (c *DirectoryClient) RefreshKeys(ctx context.Context) error {
 // Heartbeat sends one heartbeat with the current load to the directory
 // leader, trying the voters in turn. A remote refusal (this node is
 // unknown or retired) comes back as a *p2p.RemoteError.
-func (c *DirectoryClient) Heartbeat(ctx context.Context) error {
+func (c *Client) Heartbeat(ctx context.Context) error {
 	load := 0
 	if c.cfg.Load != nil {
 		load = c.cfg.Load()
 	}
-	req := p2p.HeartbeatRequest{Load: max(load, 0), Time: time.Now().UnixMilli()}
-	_, err := callDirectory[struct{}](ctx, c, &c.leader, p2p.ProtoHeartbeat, req)
+	req := dirproto.HeartbeatRequest{Load: max(load, 0), Time: time.Now().UnixMilli()}
+	_, err := callDirectory[struct{}](ctx, c, &c.leader, dirproto.ProtoHeartbeat, req)
 	return err
 }
 
-// Holds implements Membership: it reports whether this node (the host's
+// Holds implements node.Membership: it reports whether this node (the host's
 // peer ID) is in user's replica set, as Replicas returns it (so answers,
 // positive and negative, are cached for MembershipTTL). A user name out of
 // bounds is held by no node. When no voter answers it returns an error
 // wrapping ErrDirectoryUnavailable.
-func (c *DirectoryClient) Holds(ctx context.Context, user string) (bool, error) {
+func (c *Client) Holds(ctx context.Context, user string) (bool, error) {
 	nodes, err := c.replicas(ctx, user)
 	if err != nil {
 		return false, err
@@ -296,21 +298,21 @@ func (c *DirectoryClient) Holds(ctx context.Context, user string) (bool, error) 
 	return false, nil
 }
 
-// Replicas returns user's replica set, primary first (p2p.ProtoAssignment);
+// Replicas returns user's replica set, primary first (dirproto.ProtoAssignment);
 // it is empty when the user has none, does not exist, or has a name out of
 // bounds. Answers are cached for MembershipTTL, shared with Holds, so a
 // set may be that old; InvalidateUser drops the cached one. The caller
 // owns the returned slice. When no voter answers it returns an error
 // wrapping ErrDirectoryUnavailable. Safe for concurrent use; concurrent
 // misses of one user may each ask the directory.
-func (c *DirectoryClient) Replicas(ctx context.Context, user string) ([]p2p.AssignedNode, error) {
+func (c *Client) Replicas(ctx context.Context, user string) ([]dirproto.AssignedNode, error) {
 	nodes, err := c.replicas(ctx, user)
 	return slices.Clone(nodes), err
 }
 
 // replicas is Replicas without the copy: the result is shared with the
 // cache and must not be modified.
-func (c *DirectoryClient) replicas(ctx context.Context, user string) ([]p2p.AssignedNode, error) {
+func (c *Client) replicas(ctx context.Context, user string) ([]dirproto.AssignedNode, error) {
 	now := time.Now()
 	c.memMu.Lock()
 	e, ok := c.mem[user]
@@ -318,11 +320,11 @@ func (c *DirectoryClient) replicas(ctx context.Context, user string) ([]p2p.Assi
 	if ok && now.Before(e.expires) {
 		return e.nodes, nil
 	}
-	req := p2p.AssignmentRequest{User: user}
+	req := dirproto.AssignmentRequest{User: user}
 	if err := req.Validate(); err != nil {
 		return nil, nil
 	}
-	resp, err := callDirectory[p2p.AssignmentResponse](ctx, c, &c.answered, p2p.ProtoAssignment, req)
+	resp, err := callDirectory[dirproto.AssignmentResponse](ctx, c, &c.answered, dirproto.ProtoAssignment, req)
 	if err != nil {
 		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
 			return nil, err
@@ -342,7 +344,7 @@ func (c *DirectoryClient) replicas(ctx context.Context, user string) ([]p2p.Assi
 // Holds or Replicas asks the directory (for instance after a peer said
 // the set changed). An answer already in flight may still store the old
 // set.
-func (c *DirectoryClient) InvalidateUser(user string) {
+func (c *Client) InvalidateUser(user string) {
 	c.memMu.Lock()
 	delete(c.mem, user)
 	c.memMu.Unlock()
@@ -351,19 +353,19 @@ func (c *DirectoryClient) InvalidateUser(user string) {
 // AssignedUsers returns one page of the users whose replica set contains
 // this node, each with its whole replica set (primary first), in
 // ascending byte order of name strictly after after ("" for the first
-// page); limit is the most wanted (0, or above p2p.MaxUsersPage, means
-// p2p.MaxUsersPage). more says the list goes on: ask again with after set
+// page); limit is the most wanted (0, or above dirproto.MaxUsersPage, means
+// dirproto.MaxUsersPage). more says the list goes on: ask again with after set
 // to the last user returned. version identifies the state of the list
-// (see p2p.UsersResponse.Version; 0 means unknown). The answer is not
+// (see dirproto.UsersResponse.Version; 0 means unknown). The answer is not
 // cached and not merged into the Replicas cache. A refusal (this node is
 // not an admitted node) comes back as a *p2p.RemoteError; when no voter
 // answers the error wraps ErrDirectoryUnavailable.
-func (c *DirectoryClient) AssignedUsers(ctx context.Context, after string, limit int) (users []p2p.UserReplicas, more bool, version uint64, err error) {
-	req := p2p.UsersRequest{After: after, Limit: limit}
+func (c *Client) AssignedUsers(ctx context.Context, after string, limit int) (users []dirproto.UserReplicas, more bool, version uint64, err error) {
+	req := dirproto.UsersRequest{After: after, Limit: limit}
 	if err := req.Validate(); err != nil {
 		return nil, false, 0, err
 	}
-	resp, err := callDirectory[p2p.UsersResponse](ctx, c, &c.answered, p2p.ProtoUsers, req)
+	resp, err := callDirectory[dirproto.UsersResponse](ctx, c, &c.answered, dirproto.ProtoUsers, req)
 	if err != nil {
 		return nil, false, 0, err
 	}
@@ -374,15 +376,15 @@ func (c *DirectoryClient) AssignedUsers(ctx context.Context, after string, limit
 }
 
 // RefreshPeers fetches the directory's active nodes and voters
-// (p2p.ProtoPeers) and makes them, with the configured voters, the whole
+// (dirproto.ProtoPeers) and makes them, with the configured voters, the whole
 // of Allowlist; connections to peers no longer listed are closed. The
 // listed nodes' registered addresses go into the host's peerstore (nodes
 // dial each other for replication). A no-op without Allowlist.
-func (c *DirectoryClient) RefreshPeers(ctx context.Context) error {
+func (c *Client) RefreshPeers(ctx context.Context) error {
 	if c.cfg.Allowlist == nil {
 		return nil
 	}
-	resp, err := callDirectory[p2p.PeersResponse](ctx, c, &c.answered, p2p.ProtoPeers, nil)
+	resp, err := callDirectory[dirproto.PeersResponse](ctx, c, &c.answered, dirproto.ProtoPeers, nil)
 	if err != nil {
 		return err
 	}
@@ -435,8 +437,8 @@ func (c *DirectoryClient) RefreshPeers(ctx context.Context) error {
 // IsVoter reports whether id is a directory voter this client knows: one
 // of the configured voters, or one the directory listed at the last
 // RefreshPeers. Storage nodes admit only voters to the protocols the
-// directory calls (p2p.ProtoAccount).
-func (c *DirectoryClient) IsVoter(id peer.ID) bool {
+// directory calls (dirproto.ProtoAccount).
+func (c *Client) IsVoter(id peer.ID) bool {
 	for _, v := range c.cfg.Directory {
 		if v.ID == id {
 			return true
@@ -453,7 +455,7 @@ func (c *DirectoryClient) IsVoter(id peer.ID) bool {
 // every KeyRefresh and HeartbeatInterval, until ctx is done; it then
 // returns nil. With an Allowlist it also refreshes the peers at every
 // heartbeat. Failures are logged, never fatal.
-func (c *DirectoryClient) Run(ctx context.Context) error {
+func (c *Client) Run(ctx context.Context) error {
 	log := c.cfg.Logger
 	keysOK := true
 	refresh := func() time.Duration {

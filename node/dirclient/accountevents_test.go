@@ -1,4 +1,4 @@
-package node
+package dirclient
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/hce-sync/hce/node/p2p"
+	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node"
 )
 
 type fakeWiper struct {
@@ -54,17 +56,17 @@ func TestHandleAccountEvent(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		from       peer.ID
-		ev         p2p.AccountEvent
+		ev         dirproto.AccountEvent
 		wipeErr    error
 		wantCode   string // "" for success, "internal" for a plain error
 		wantWiped  int
 		wantForgot int
 	}{
-		{"password change", voter, p2p.AccountEvent{User: "u"}, nil, "", 0, 1},
-		{"deletion", voter, p2p.AccountEvent{User: "u", Deleted: true}, nil, "", 1, 2},
-		{"not a voter", stranger, p2p.AccountEvent{User: "u", Deleted: true}, nil, p2p.CodeForbidden, 0, 0},
-		{"bad name", voter, p2p.AccountEvent{User: "u", Deleted: true}, ErrBadName, p2p.CodeBadRequest, 0, 1},
-		{"store failure", voter, p2p.AccountEvent{User: "u", Deleted: true}, errors.New("disk"), "internal", 0, 1},
+		{"password change", voter, dirproto.AccountEvent{User: "u"}, nil, "", 0, 1},
+		{"deletion", voter, dirproto.AccountEvent{User: "u", Deleted: true}, nil, "", 1, 2},
+		{"not a voter", stranger, dirproto.AccountEvent{User: "u", Deleted: true}, nil, p2p.CodeForbidden, 0, 0},
+		{"bad name", voter, dirproto.AccountEvent{User: "u", Deleted: true}, node.ErrBadName, p2p.CodeBadRequest, 0, 1},
+		{"store failure", voter, dirproto.AccountEvent{User: "u", Deleted: true}, errors.New("disk"), "internal", 0, 1},
 	} {
 		w, c := &fakeWiper{err: tc.wipeErr}, &fakeCache{}
 		cfg := DefaultAccountEventsConfig()

@@ -1,0 +1,11 @@
+// Package dirproto is the wire protocol between storage nodes and
+// directory voters over libp2p: the protocol ids (each carrying its
+// version), their request and response messages with their bounds, and the
+// directory's error codes. Messages are JSON, decoded strictly by
+// p2p.Unmarshal (unknown fields and trailing data are refused) and checked
+// by their Validate methods; p2p.HandleJSON and p2p.CallJSON carry them.
+//
+// Voters serve ProtoHeartbeat, ProtoCheckPassword, ProtoKeys,
+// ProtoAssignment, ProtoPeers and ProtoUsers; storage nodes serve
+// ProtoAccount to the voters.
+package dirproto
