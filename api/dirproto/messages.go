@@ -27,9 +27,18 @@ const (
 	// ProtoPeers: empty request -> PeersResponse.
 	ProtoPeers protocol.ID = "/hce/dir/1.0.0/peers"
 	// ProtoUsers: UsersRequest -> UsersResponse, one page of the users
-	// whose replica set contains the calling node. Only admitted nodes
-	// may ask.
+	// whose replica set contains the calling node (as a member or as a
+	// leaving member that still owes a handoff). Only admitted nodes may
+	// ask.
 	ProtoUsers protocol.ID = "/hce/dir/1.0.0/users"
+	// ProtoReport: ReportRequest -> ReportResponse. A node reports what
+	// its replication did for users it holds: writes it acknowledged
+	// without every other member's confirmation, completed backfills,
+	// completed handoffs. The answering voter commits them through raft
+	// (a follower forwards to the leader) before it answers. Only
+	// admitted nodes may report, and only about users whose set (or
+	// leaving list) names them.
+	ProtoReport protocol.ID = "/hce/dir/1.0.0/report"
 )
 
 // Protocols a storage node serves to the directory voters.
@@ -39,6 +48,10 @@ const (
 	// answers once it has acted on the event (for a deletion: once the
 	// user's records are durably gone).
 	ProtoAccount protocol.ID = "/hce/node/1.0.0/account"
+	// ProtoMembership: MembershipEvent -> {}. Only directory voters may
+	// call it; the node answers once it has dropped its cached replica
+	// sets of the users named.
+	ProtoMembership protocol.ID = "/hce/node/1.0.0/membership"
 )
 
 // Error codes of the directory protocols (besides p2p.CodeForbidden,
@@ -78,20 +91,126 @@ const (
 	MaxUsersPage = 500
 )
 
-// HeartbeatRequest tells the directory a node is alive.
+// HeartbeatRequest tells the directory a node is alive. Any voter takes
+// it: a follower passes it on to the leader. A voter that cannot (no
+// leader known) answers CodeNotLeader with the leader's peer ID, if it
+// knows one, as the error message.
 type HeartbeatRequest struct {
 	// Load is the number of users the node serves.
 	Load int `json:"load"`
 	// Time is the node's clock, Unix milliseconds (for skew diagnostics).
 	Time int64 `json:"time"`
+	// Unconfirmed counts the writes this node acknowledged, since it
+	// started, without every other member's confirmation (each was
+	// reported first, see ReportRequest.Unconfirmed).
+	Unconfirmed uint64 `json:"unconfirmed,omitempty"`
+	// HandoffBacklog is the number of users this node holds data of as a
+	// leaving member, not yet handed off.
+	HandoffBacklog int `json:"handoff_backlog,omitempty"`
 }
 
 // Validate implements Validator.
 func (r HeartbeatRequest) Validate() error {
-	if r.Load < 0 {
-		return fmt.Errorf("%w: negative load %d", p2p.ErrBadMessage, r.Load)
+	if r.Load < 0 || r.HandoffBacklog < 0 {
+		return fmt.Errorf("%w: negative load %d or backlog %d", p2p.ErrBadMessage, r.Load, r.HandoffBacklog)
 	}
 	return nil
+}
+
+// MaxReportItems bounds the items of one ReportRequest, all lists
+// together.
+const MaxReportItems = 512
+
+// ReportRequest carries a node's replication reports (the node is the
+// calling peer). Each list may be empty; together they hold at most
+// MaxReportItems items. The directory applies each item on its own, in
+// order, in one raft entry, and ignores items that no longer apply (a
+// stale epoch, a user no longer held); an ignored item is not an error.
+type ReportRequest struct {
+	// Unconfirmed: the caller is about to acknowledge a write of each
+	// user that some members did not confirm in time. Every member of
+	// the set other than the caller and those in Confirmed becomes
+	// filling (its epoch increases). The caller acknowledges the write
+	// only after this report is committed (and, when Notified is false
+	// in the response, after waiting the membership cache lifetime).
+	Unconfirmed []UnconfirmedWrite `json:"unconfirmed,omitempty"`
+	// Filled: the caller, a filling member, completed a pull of the
+	// user from Source, a member that was current, which it started
+	// after it learnt Epoch (see AssignedNode.Epoch). The directory makes
+	// the caller current if its epoch is still Epoch and Source is still
+	// a current member.
+	Filled []Filled `json:"filled,omitempty"`
+	// HandedOff: the caller, a current member, completed a pull of the
+	// user from Source, a leaving member that answered as final (it no
+	// longer takes writes of the user). The directory removes Source
+	// from the user's leaving list.
+	HandedOff []HandedOff `json:"handed_off,omitempty"`
+}
+
+// UnconfirmedWrite is one item of ReportRequest.Unconfirmed.
+type UnconfirmedWrite struct {
+	User string `json:"user"`
+	// Confirmed are the IDs of the members that did confirm the write.
+	Confirmed []string `json:"confirmed,omitempty"`
+}
+
+// Filled is one item of ReportRequest.Filled.
+type Filled struct {
+	User   string `json:"user"`
+	Epoch  uint64 `json:"epoch"`
+	Source string `json:"source"`
+}
+
+// HandedOff is one item of ReportRequest.HandedOff.
+type HandedOff struct {
+	User   string `json:"user"`
+	Source string `json:"source"`
+}
+
+// Validate implements Validator.
+func (r ReportRequest) Validate() error {
+	if n := len(r.Unconfirmed) + len(r.Filled) + len(r.HandedOff); n > MaxReportItems {
+		return fmt.Errorf("%w: %d report items", p2p.ErrBadMessage, n)
+	}
+	bad := func(user string, ids ...string) error {
+		if user == "" || len(user) > MaxUserLen {
+			return fmt.Errorf("%w: user name of %d bytes", p2p.ErrBadMessage, len(user))
+		}
+		for _, id := range ids {
+			if id == "" || len(id) > MaxIDLen {
+				return fmt.Errorf("%w: node id of %d bytes", p2p.ErrBadMessage, len(id))
+			}
+		}
+		return nil
+	}
+	for _, u := range r.Unconfirmed {
+		if len(u.Confirmed) > MaxReplicas {
+			return fmt.Errorf("%w: %d confirmations", p2p.ErrBadMessage, len(u.Confirmed))
+		}
+		if err := bad(u.User, u.Confirmed...); err != nil {
+			return err
+		}
+	}
+	for _, f := range r.Filled {
+		if err := bad(f.User, f.Source); err != nil {
+			return err
+		}
+	}
+	for _, h := range r.HandedOff {
+		if err := bad(h.User, h.Source); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReportResponse answers a ReportRequest once its items are committed.
+// Notified is true when every member that became filling through an
+// Unconfirmed item was told so at once (ProtoMembership) and dropped its
+// cached view; when false, the caller waits the membership cache
+// lifetime before it acknowledges.
+type ReportResponse struct {
+	Notified bool `json:"notified"`
 }
 
 // CheckPasswordRequest asks whether Password is User's password.
@@ -152,34 +271,50 @@ func (r AssignmentRequest) Validate() error {
 	return nil
 }
 
-// AssignedNode is one member of a replica set.
+// AssignedNode is one member of a replica set (or one leaving member).
 type AssignedNode struct {
 	// ID is the node's directory ID; PeerID its libp2p peer ID (usually
 	// the same string); URL its Weave base URL.
 	ID     string `json:"id"`
 	PeerID string `json:"peer_id"`
 	URL    string `json:"url"`
+	// Filling is true while the member may lack acknowledged writes: it
+	// was added and has not yet confirmed its backfill, or a write was
+	// acknowledged without its confirmation. A filling member serves no
+	// client of the user (it answers 401) and is never made primary; it
+	// replicates, confirms writes and reports its backfill
+	// (ReportRequest.Filled) to become current.
+	Filling bool `json:"filling,omitempty"`
+	// Epoch counts how often this member became filling. A Filled report
+	// names the epoch it was made under; one for an older epoch is
+	// ignored. A member waits at least the membership cache lifetime after
+	// it learnt an epoch before it starts the pull it reports for it, so
+	// every writer of the user knows it as a member by then.
+	Epoch uint64 `json:"epoch,omitempty"`
+	// Down is true when the directory considers the node down (it is
+	// kept in the set because it may hold the user's only current copy).
+	Down bool `json:"down,omitempty"`
 }
 
 // AssignmentResponse answers an AssignmentRequest: Nodes is the user's
 // replica set, primary first (empty when the user has none), and Exists
-// says whether the user exists at all.
+// says whether the user exists at all. Leaving lists nodes that left the
+// set and still owe a handoff: the members pull from them until one
+// current member reports the handoff done (ReportRequest.HandedOff).
+// The primary is always a current (non-filling) member when one is alive;
+// when none is, the set is left as it was and clients wait.
 type AssignmentResponse struct {
-	Exists bool           `json:"exists"`
-	Nodes  []AssignedNode `json:"nodes"`
+	Exists  bool           `json:"exists"`
+	Nodes   []AssignedNode `json:"nodes"`
+	Leaving []AssignedNode `json:"leaving,omitempty"`
 }
 
 // Validate implements Validator.
 func (r AssignmentResponse) Validate() error {
-	if len(r.Nodes) > MaxReplicas {
-		return fmt.Errorf("%w: %d replicas", p2p.ErrBadMessage, len(r.Nodes))
+	if err := validateReplicas(r.Nodes); err != nil {
+		return err
 	}
-	for _, n := range r.Nodes {
-		if len(n.ID) > MaxIDLen || len(n.PeerID) > MaxIDLen || len(n.URL) > MaxURLLen {
-			return fmt.Errorf("%w: oversized replica entry", p2p.ErrBadMessage)
-		}
-	}
-	return nil
+	return validateReplicas(r.Leaving)
 }
 
 // validateReplicas checks the bounds of a replica set.
@@ -217,10 +352,11 @@ func (r UsersRequest) Validate() error {
 }
 
 // UserReplicas is one user of a UsersResponse with its whole replica set,
-// primary first.
+// primary first, and its leaving members (as in AssignmentResponse).
 type UserReplicas struct {
-	User  string         `json:"user"`
-	Nodes []AssignedNode `json:"nodes"`
+	User    string         `json:"user"`
+	Nodes   []AssignedNode `json:"nodes"`
+	Leaving []AssignedNode `json:"leaving,omitempty"`
 }
 
 // UsersResponse answers a UsersRequest. Users are in strictly ascending
@@ -258,6 +394,9 @@ func (r UsersResponse) Validate() error {
 		if err := validateReplicas(u.Nodes); err != nil {
 			return err
 		}
+		if err := validateReplicas(u.Leaving); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -268,9 +407,10 @@ type PeersResponse struct {
 	Nodes  []string `json:"nodes"`
 	Voters []string `json:"voters"`
 	// Addrs holds the libp2p multiaddresses the listed storage nodes
-	// registered, by peer ID, so that nodes can dial each other
-	// (replication). A node absent here can only be dialled at addresses
-	// learnt otherwise.
+	// registered and the voters recorded, by peer ID, so that nodes can
+	// dial each other (replication) and every voter, including voters
+	// that joined after the node started. A peer absent here can only be
+	// dialled at addresses learnt otherwise.
 	Addrs map[string][]string `json:"addrs,omitempty"`
 }
 
@@ -295,6 +435,27 @@ func (r PeersResponse) Validate() error {
 			if a == "" || len(a) > MaxAddrLen {
 				return fmt.Errorf("%w: peer address of %d bytes", p2p.ErrBadMessage, len(a))
 			}
+		}
+	}
+	return nil
+}
+
+// MembershipEvent tells a storage node that the replica sets of Users
+// changed (a member became filling or current, a primary moved, a
+// member left): the node drops its cached view of those users and asks
+// again. Served by nodes over ProtoMembership to voters only.
+type MembershipEvent struct {
+	Users []string `json:"users"`
+}
+
+// Validate implements Validator.
+func (e MembershipEvent) Validate() error {
+	if len(e.Users) == 0 || len(e.Users) > MaxUsersPage {
+		return fmt.Errorf("%w: %d users", p2p.ErrBadMessage, len(e.Users))
+	}
+	for _, u := range e.Users {
+		if u == "" || len(u) > MaxUserLen {
+			return fmt.Errorf("%w: user name of %d bytes", p2p.ErrBadMessage, len(u))
 		}
 	}
 	return nil
