@@ -202,6 +202,12 @@ func (d *Directory) shutdownRaft() error {
 func (d *Directory) closeStores() error {
 	var errs []error
 	if d.stores.ownTr && d.stores.trans != nil {
+		// raft's NetworkTransport keeps its pooled outbound connections
+		// open on Close, and each peer's handler of one would wait on it
+		// for as long as this process lives: close them.
+		if s, ok := d.stores.trans.(interface{ CloseStreams() }); ok {
+			s.CloseStreams()
+		}
 		if c, ok := d.stores.trans.(raft.WithClose); ok {
 			_ = c.Close()
 		}
