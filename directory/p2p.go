@@ -22,7 +22,7 @@ import (
 // check waits for the hasher, a heartbeat may commit a state change.
 const p2pTimeout = 10 * time.Second
 
-// ServeP2P serves the directory protocols of package p2p to storage nodes
+// ServeP2P serves the directory protocols of api/dirproto to storage nodes
 // on h (which the caller owns and closes):
 //
 //   - dirproto.ProtoHeartbeat: Heartbeat for the calling peer, whose ID is the

@@ -161,7 +161,9 @@ func (d *Directory) waitReady(ctx context.Context) error {
 	return nil
 }
 
-// awaitFuture waits for f or for ctx, whichever comes first.
+// awaitFuture waits for f or for ctx, whichever comes first. The
+// goroutine that waits on f ends when raft answers it, at the latest when
+// raft shuts down (Close), which answers every future it holds.
 func awaitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
