@@ -7,18 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/directory/placement"
-	"github.com/hce-sync/hce/directory/raftls"
+	"github.com/hce-sync/hce/directory/state"
 )
 
 // Paths of the voter-to-voter endpoints served by HTTPHandler.
@@ -31,29 +28,6 @@ const (
 	headerForwarded = "X-Hce-Forwarded"
 )
 
-// newTLSTransport listens on cfg.RaftAddr with a mutual-TLS stream layer.
-func newTLSTransport(cfg Config, rlog hclog.Logger) (raft.Transport, error) {
-	tlsCfg, err := raftls.ServerClientTLS(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.ID)
-	if err != nil {
-		return nil, fmt.Errorf("directory: raft TLS: %w", err)
-	}
-	scfg := raftls.DefaultConfig()
-	scfg.TLS = tlsCfg
-	scfg.Logger = cfg.Logger.With("component", "raftls")
-	if cfg.RaftAdvertise != "" {
-		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
-		if err != nil {
-			return nil, fmt.Errorf("directory: RaftAdvertise: %w", err)
-		}
-		scfg.Advertise = adv
-	}
-	stream, err := raftls.Listen(cfg.RaftAddr, scfg)
-	if err != nil {
-		return nil, fmt.Errorf("directory: raft listen: %w", err)
-	}
-	return raftls.NewTransport(stream, raftls.TransportConfig{Logger: rlog.Named("transport")}), nil
-}
-
 // joinRequest is the body of POST /internal/v1/join.
 type joinRequest struct {
 	ID       string `json:"id"`
@@ -61,28 +35,24 @@ type joinRequest struct {
 	HTTPURL  string `json:"http_url"`
 }
 
-// startCluster runs after raft started: it joins an existing cluster on
-// first start (Config.Join), makes sure this voter's HTTP URL is recorded,
-// and starts the liveness loop. In single-voter mode it only starts the
-// liveness loop.
+// startCluster runs after raft started: it starts the liveness loop (and,
+// with a libp2p host, the voter-record loop), then, on the first start of
+// a cluster voter, joins the cluster (Cluster.Join) and waits until this
+// voter's record is committed. ctx bounds the wait.
 func (d *Directory) startCluster(ctx context.Context) error {
-	bg, cancel := context.WithCancel(context.Background())
-	d.bgCancel = cancel
-	d.bg.Add(1)
-	go d.livenessLoop(bg)
+	d.spawn(d.beats.run)
 	if d.host != nil {
-		d.bg.Add(1)
-		go d.voterRecordLoop(bg)
+		d.spawn(d.voterRecordLoop)
 	}
 	if !d.cfg.clustered() {
 		return nil
 	}
-	if !d.fresh && !d.cfg.Bootstrap {
+	if !d.stores.fresh && !d.cfg.Cluster.Bootstrap {
 		// A restarted voter: it catches up from the current leader in the
 		// background; Open does not wait for a quorum.
 		return nil
 	}
-	joined := d.cfg.Join == ""
+	joined := d.cfg.Cluster.Join == ""
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -91,7 +61,7 @@ func (d *Directory) startCluster(ctx context.Context) error {
 			if err == nil {
 				joined = true
 			} else {
-				d.log.Debug("directory: join failed, retrying", "via", d.cfg.Join, "err", err)
+				d.log.Debug("directory: join failed, retrying", "via", d.cfg.Cluster.Join, "err", err)
 			}
 		}
 		if joined {
@@ -115,10 +85,10 @@ func (d *Directory) startCluster(ctx context.Context) error {
 	}
 }
 
-// join asks the voter at Config.Join to add this one.
+// join asks the voter at Cluster.Join to add this one.
 func (d *Directory) join(ctx context.Context) error {
-	body, _ := json.Marshal(joinRequest{ID: d.cfg.ID, RaftAddr: string(d.trans.LocalAddr()), HTTPURL: d.cfg.HTTPURL})
-	resp, err := d.internalPost(ctx, d.cfg.Join+pathJoin, "application/json", body, false)
+	body, _ := json.Marshal(joinRequest{ID: d.cfg.ID, RaftAddr: string(d.stores.trans.LocalAddr()), HTTPURL: d.cfg.Cluster.HTTPURL})
+	resp, err := d.internalPost(ctx, d.cfg.Cluster.Join+pathJoin, "application/json", body, false)
 	if err != nil {
 		return err
 	}
@@ -127,7 +97,7 @@ func (d *Directory) join(ctx context.Context) error {
 
 // internalPost sends an authenticated voter-to-voter POST.
 func (d *Directory) internalPost(ctx context.Context, url, ctype string, body []byte, forwarded bool) (*http.Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Raft.ApplyTimeout)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		cancel()
@@ -138,7 +108,7 @@ func (d *Directory) internalPost(ctx context.Context, url, ctype string, body []
 	if forwarded {
 		req.Header.Set(headerForwarded, "1")
 	}
-	resp, err := d.cfg.HTTPClient.Do(req)
+	resp, err := d.cfg.Cluster.HTTPClient.Do(req)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -166,20 +136,12 @@ func (d *Directory) addVoter(ctx context.Context, j joinRequest) error {
 	if d.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	f := d.raft.AddVoter(raft.ServerID(j.ID), raft.ServerAddress(j.RaftAddr), 0, d.cfg.ApplyTimeout)
+	f := d.raft.AddVoter(raft.ServerID(j.ID), raft.ServerAddress(j.RaftAddr), 0, d.cfg.Raft.ApplyTimeout)
 	if err := awaitFuture(ctx, f); err != nil {
 		return mapRaftErr(err)
 	}
 	d.log.Info("directory: voter added", "id", j.ID, "raft", j.RaftAddr, "http", j.HTTPURL)
-	return d.writeLocal(ctx, mustEncode(SetVoter{ID: j.ID, HTTPURL: strings.TrimSuffix(j.HTTPURL, "/"), RaftAddr: j.RaftAddr}))
-}
-
-func mustEncode(c Command) []byte {
-	enc, err := EncodeCommand(c)
-	if err != nil {
-		panic(err) // only called with commands that always encode
-	}
-	return enc
+	return d.writeLocal(ctx, mustEncode(state.SetVoter{ID: j.ID, HTTPURL: strings.TrimSuffix(j.HTTPURL, "/"), RaftAddr: j.RaftAddr}))
 }
 
 // Leader returns the current leader's voter ID and HTTP URL as this voter
@@ -190,10 +152,10 @@ func (d *Directory) Leader() (id, httpURL string) {
 		return "", ""
 	}
 	id = string(lid)
-	if id == d.cfg.ID && d.cfg.HTTPURL != "" {
-		return id, d.cfg.HTTPURL
+	if id == d.cfg.ID && d.cfg.Cluster.HTTPURL != "" {
+		return id, d.cfg.Cluster.HTTPURL
 	}
-	return id, d.fsm.voters()[id].HTTPURL
+	return id, d.state.Voters()[id].HTTPURL
 }
 
 // IsLeader reports whether this voter is the raft leader.
@@ -234,10 +196,10 @@ func (d *Directory) waitApplied(ctx context.Context, i uint64) error {
 	if i == 0 {
 		return nil
 	}
-	deadline := time.Now().Add(min(d.cfg.ApplyTimeout, 3*time.Second))
-	for d.fsm.appliedIndex() < i {
+	deadline := time.Now().Add(min(d.cfg.Raft.ApplyTimeout, 3*time.Second))
+	for d.state.AppliedIndex() < i {
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			d.log.Warn("directory: forwarded write not yet applied locally", "index", i, "applied", d.fsm.appliedIndex())
+			d.log.Warn("directory: forwarded write not yet applied locally", "index", i, "applied", d.state.AppliedIndex())
 			return nil
 		}
 		select {
@@ -313,150 +275,6 @@ func decodeWireIndex(resp *http.Response) (uint64, error) {
 	return 0, fmt.Errorf("directory: leader: %s: %s", r.Error, r.Message)
 }
 
-// Assignment returns the user's primary node ID and the other members of
-// its replica set in promotion order. A user created before any storage
-// node was registered has no set: primary is "" and replicas is empty
-// (StorageNode then answers Config.NodeURL). api.ErrUserNotFound.
-func (d *Directory) Assignment(user string) (primary string, replicas []NodeInfo, err error) {
-	set, _, ok := d.fsm.assignment(user)
-	if !ok {
-		return "", nil, api.ErrUserNotFound
-	}
-	if len(set) == 0 {
-		return "", nil, nil
-	}
-	return set[0].ID, set[1:], nil
-}
-
-// Nodes returns every registered storage node, sorted by ID, from the
-// local state.
-func (d *Directory) Nodes() []NodeInfo { return d.fsm.nodes() }
-
-// Settings returns the cluster settings from the local state.
-func (d *Directory) Settings() Settings { return d.fsm.settings() }
-
-// SetSettings replaces the cluster settings (a raft write).
-func (d *Directory) SetSettings(ctx context.Context, s Settings) error {
-	return d.write(ctx, SetSettings{Settings: s})
-}
-
-// ApproveNode makes a pending storage node active.
-func (d *Directory) ApproveNode(ctx context.Context, id string) error {
-	return d.write(ctx, ApproveNode{ID: id})
-}
-
-// RetireNode retires a storage node for good; its users' sets are
-// repaired.
-func (d *Directory) RetireNode(ctx context.Context, id string) error {
-	return d.write(ctx, RetireNode{ID: id})
-}
-
-// DrainNode moves every user off a storage node in two committed steps:
-// first each user's set gains its replacement replicas (the node stays
-// listed), then the node is dropped from every set. Users that cannot be
-// moved (no capacity elsewhere) stay on it.
-func (d *Directory) DrainNode(ctx context.Context, id string) error {
-	if err := d.write(ctx, SetNodeState{ID: id, State: placement.Draining}); err != nil {
-		return err
-	}
-	return d.write(ctx, FinishDrain{ID: id})
-}
-
-// heartbeat is the last heartbeat of a node seen by the leader.
-type heartbeat struct {
-	at   time.Time
-	load int
-}
-
-// Heartbeat records that storage node nodeID is alive with the given load
-// (users it serves). Only the leader tracks heartbeats (ErrNotLeader
-// elsewhere); a node marked down is marked active again by committing
-// SetNodeState. ErrUnknownNode, ErrNodeRetired.
-func (d *Directory) Heartbeat(ctx context.Context, nodeID string, load int) error {
-	if d.closed.Load() {
-		return ErrClosed
-	}
-	if d.raft.State() != raft.Leader {
-		return ErrNotLeader
-	}
-	n, ok := d.fsm.nodeByID(nodeID)
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownNode, nodeID)
-	}
-	d.hbMu.Lock()
-	d.hb[nodeID] = heartbeat{at: d.cfg.Clock(), load: load}
-	d.hbMu.Unlock()
-	switch n.State {
-	case placement.Retired.String():
-		return ErrNodeRetired
-	case placement.Down.String():
-		d.log.Info("directory: storage node is back", "node", nodeID)
-		return d.writeLocal(ctx, mustEncode(SetNodeState{ID: nodeID, State: placement.Active}))
-	}
-	return nil
-}
-
-// downAfter is the current silence limit.
-func (d *Directory) downAfter() time.Duration {
-	if ms := d.fsm.settings().DownAfterMS; ms > 0 {
-		return time.Duration(ms) * time.Millisecond
-	}
-	return d.cfg.DownAfter
-}
-
-// livenessLoop runs on every voter and acts while it leads: an active or
-// draining node whose last heartbeat is older than the silence limit
-// (counted at the earliest from when this leader first saw it live) is
-// marked down by a raft write. Heartbeats bring it back (Heartbeat).
-func (d *Directory) livenessLoop(ctx context.Context) {
-	defer d.bg.Done()
-	tick := time.NewTicker(d.cfg.LivenessTick)
-	defer tick.Stop()
-	// seen is when this voter, as leader, first saw each node live: after
-	// an election, an approval or a comeback a node gets a full silence
-	// limit for its first heartbeat here.
-	seen := make(map[string]time.Time)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if d.raft.State() != raft.Leader {
-			clear(seen)
-			continue
-		}
-		now := d.cfg.Clock()
-		limit := d.downAfter()
-		for _, n := range d.fsm.nodes() {
-			if n.State != placement.Active.String() && n.State != placement.Draining.String() {
-				delete(seen, n.ID)
-				continue
-			}
-			first, ok := seen[n.ID]
-			if !ok {
-				first = now
-				seen[n.ID] = now
-			}
-			d.hbMu.Lock()
-			last := d.hb[n.ID].at
-			d.hbMu.Unlock()
-			if last.Before(first) {
-				last = first
-			}
-			if now.Sub(last) <= limit {
-				continue
-			}
-			d.log.Warn("directory: storage node silent, marking it down", "node", n.ID, "silent", now.Sub(last))
-			wctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
-			if err := d.writeLocal(wctx, mustEncode(SetNodeState{ID: n.ID, State: placement.Down})); err != nil {
-				d.log.Warn("directory: marking node down failed", "node", n.ID, "err", err)
-			}
-			cancel()
-		}
-	}
-}
-
 // VoterStatus describes one raft voter in Status.
 type VoterStatus struct {
 	ID       string `json:"id"`
@@ -492,7 +310,7 @@ func (d *Directory) Status(ctx context.Context, linearizable bool) (Status, erro
 		if err := awaitFuture(ctx, d.raft.VerifyLeader()); err != nil {
 			return Status{}, mapRaftErr(err)
 		}
-		if err := awaitFuture(ctx, d.raft.Barrier(d.cfg.ApplyTimeout)); err != nil {
+		if err := awaitFuture(ctx, d.raft.Barrier(d.cfg.Raft.ApplyTimeout)); err != nil {
 			return Status{}, mapRaftErr(err)
 		}
 	}
@@ -501,19 +319,19 @@ func (d *Directory) Status(ctx context.Context, linearizable bool) (Status, erro
 	s.State = d.raft.State().String()
 	s.Leader.ID, s.Leader.URL = d.Leader()
 	s.AppliedIndex = d.raft.AppliedIndex()
-	s.Users = d.fsm.count()
-	s.Nodes = len(d.fsm.nodes())
-	s.Settings = d.fsm.settings()
+	s.Users = d.state.Accounts()
+	s.Nodes = len(d.state.Nodes())
+	s.Settings = d.state.Settings()
 	cf := d.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return Status{}, mapRaftErr(err)
 	}
-	voters := d.fsm.voters()
+	voters := d.state.Voters()
 	for _, sv := range cf.Configuration().Servers {
 		v := VoterStatus{ID: string(sv.ID), RaftAddr: string(sv.Address), Suffrage: sv.Suffrage.String()}
 		v.URL = voters[v.ID].HTTPURL
-		if v.ID == d.cfg.ID && d.cfg.HTTPURL != "" {
-			v.URL = d.cfg.HTTPURL
+		if v.ID == d.cfg.ID && d.cfg.Cluster.HTTPURL != "" {
+			v.URL = d.cfg.Cluster.HTTPURL
 		}
 		s.Voters = append(s.Voters, v)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/directory/raftls"
 )
 
@@ -53,31 +54,20 @@ type testCluster struct {
 	tune   func(*Config)
 }
 
-func freeAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func (c *testCluster) config(v *voter, bootstrap bool, join string) Config {
 	cfg := testConfig(c.t, v.dir)
 	cfg.ID = v.id
-	cfg.NodeURL = ""
-	cfg.Bootstrap = bootstrap
-	cfg.Join = join
-	cfg.RaftAddr = v.raftAddr
-	cfg.HTTPURL = v.url()
-	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = c.ca.CertPEM(), v.cert, v.key
+	cfg.Accounts.NodeURL = ""
+	cfg.Cluster.Bootstrap = bootstrap
+	cfg.Cluster.Join = join
+	cfg.Cluster.RaftAddr = v.raftAddr
+	cfg.Cluster.HTTPURL = v.url()
+	cfg.Cluster.TLSCA, cfg.Cluster.TLSCert, cfg.Cluster.TLSKey = c.ca.CertPEM(), v.cert, v.key
 	cfg.AdminToken = testAdminToken
-	cfg.Raft = RaftTuning{
-		HeartbeatTimeout:   400 * time.Millisecond,
-		ElectionTimeout:    400 * time.Millisecond,
-		LeaderLeaseTimeout: 200 * time.Millisecond,
-		CommitTimeout:      10 * time.Millisecond,
-	}
+	cfg.Raft.HeartbeatTimeout = 400 * time.Millisecond
+	cfg.Raft.ElectionTimeout = 400 * time.Millisecond
+	cfg.Raft.LeaderLeaseTimeout = 200 * time.Millisecond
+	cfg.Raft.CommitTimeout = 10 * time.Millisecond
 	if c.tune != nil {
 		c.tune(&cfg)
 	}
@@ -126,7 +116,7 @@ func newTestCluster(t testing.TB, n int, tune func(*Config)) *testCluster {
 	c := &testCluster{t: t, ca: ca, tune: tune}
 	for i := range n {
 		v := &voter{id: fmt.Sprintf("v%d", i+1), dir: filepath.Join(t.TempDir(), "v"),
-			httpAddr: freeAddr(t), raftAddr: freeAddr(t)}
+			httpAddr: testkit.FreeAddr(t), raftAddr: testkit.FreeAddr(t)}
 		if v.cert, v.key, err = ca.Issue(v.id, []string{"127.0.0.1"}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +140,7 @@ func newTestCluster(t testing.TB, n int, tune func(*Config)) *testCluster {
 func (c *testCluster) leader() *voter {
 	c.t.Helper()
 	var l *voter
-	poll(c.t, 10*time.Second, "a leader", func() bool {
+	testkit.WaitFor(c.t, 10*time.Second, "a leader", func() bool {
 		for _, v := range c.voters {
 			if v.d != nil && v.d.IsLeader() {
 				l = v
@@ -170,18 +160,6 @@ func (c *testCluster) live() []*voter {
 		}
 	}
 	return out
-}
-
-// poll calls cond until it holds or the deadline passes.
-func poll(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // adminDo sends an admin request and decodes the JSON answer into out.
@@ -251,7 +229,7 @@ func postRegistration(t testing.TB, baseURL string, body []byte, sig string) int
 }
 
 func TestClusterElectionForwardingAdmin(t *testing.T) {
-	c := newTestCluster(t, 3, func(cfg *Config) { cfg.AutoApprove = true })
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.Nodes.AutoApprove = true })
 	l := c.leader()
 	var followers []*voter
 	for _, v := range c.voters {
@@ -301,7 +279,7 @@ func TestClusterElectionForwardingAdmin(t *testing.T) {
 		t.Fatalf("second create via follower: %v, want ErrUserExists", err)
 	}
 	for _, v := range c.voters {
-		poll(t, 5*time.Second, v.id+" sees nodes and alice", func() bool {
+		testkit.WaitFor(t, 5*time.Second, v.id+" sees nodes and alice", func() bool {
 			p, reps, err := v.d.Assignment("alice")
 			return len(v.d.Nodes()) == 3 && err == nil && p != "" && len(reps) == 1
 		})
@@ -325,7 +303,7 @@ func TestClusterLeaderKillAndCatchUp(t *testing.T) {
 		cfg.Raft.SnapshotThreshold = 64
 		cfg.Raft.TrailingLogs = 16
 		cfg.Raft.SnapshotInterval = 100 * time.Millisecond
-		cfg.MaxBatch = 8
+		cfg.Raft.MaxBatch = 8
 	})
 	var (
 		mu     sync.Mutex
@@ -365,7 +343,7 @@ func TestClusterLeaderKillAndCatchUp(t *testing.T) {
 			}
 		}()
 	}
-	poll(t, 10*time.Second, "first registrations", func() bool { return ackedCount() >= 40 })
+	testkit.WaitFor(t, 10*time.Second, "first registrations", func() bool { return ackedCount() >= 40 })
 	old := c.leader()
 	killed.Store(old)
 	// Writers skip the killed voter from now on; give in-flight calls on it
@@ -375,7 +353,7 @@ func TestClusterLeaderKillAndCatchUp(t *testing.T) {
 	before := ackedCount()
 	start := time.Now()
 	// Election timeout is 400 ms: allow a few elections plus -race slowness.
-	poll(t, 6*time.Second, "writes on a new leader", func() bool { return ackedCount() >= before+40 })
+	testkit.WaitFor(t, 6*time.Second, "writes on a new leader", func() bool { return ackedCount() >= before+40 })
 	t.Logf("writes resumed %v after the leader was closed", time.Since(start))
 	cancel()
 	wg.Wait()
@@ -384,7 +362,7 @@ func TestClusterLeaderKillAndCatchUp(t *testing.T) {
 	all := slices.Clone(acked)
 	mu.Unlock()
 	for _, v := range c.live() {
-		poll(t, 5*time.Second, v.id+" has every acknowledged user", func() bool {
+		testkit.WaitFor(t, 5*time.Second, v.id+" has every acknowledged user", func() bool {
 			for _, u := range all {
 				if ok, _ := v.d.UserExists(context.Background(), u); !ok {
 					return false
@@ -410,7 +388,7 @@ func TestClusterLeaderKillAndCatchUp(t *testing.T) {
 		t.Fatal("leader took no snapshot")
 	}
 	c.start(old, false, "")
-	poll(t, 10*time.Second, "restarted voter catches up", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "restarted voter catches up", func() bool {
 		for _, u := range all {
 			if ok, _ := old.d.UserExists(context.Background(), u); !ok {
 				return false
@@ -421,7 +399,7 @@ func TestClusterLeaderKillAndCatchUp(t *testing.T) {
 	// It was down when the leader's snapshot was taken, so holding a
 	// snapshot at or past that index means it installed the leader's.
 	// (raft records the index just after the FSM restore, so poll.)
-	poll(t, 5*time.Second, "restarted voter installed the leader's snapshot", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "restarted voter installed the leader's snapshot", func() bool {
 		got, _ := strconv.ParseUint(old.d.raft.Stats()["last_snapshot_index"], 10, 64)
 		return got >= leaderSnap
 	})

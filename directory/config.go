@@ -12,7 +12,9 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/directory/placement"
+	"github.com/hce-sync/hce/directory/state"
 )
 
 // HashParams are the argon2id parameters used for new password hashes.
@@ -75,9 +77,128 @@ func (p HashParams) validate() error {
 	return nil
 }
 
-// RaftTuning holds the raft timings and snapshot policy. A zero field means
-// raft's default (see raft.DefaultConfig).
-type RaftTuning struct {
+// Defaults that the command line reuses for its flags.
+const (
+	// DefaultID is the default raft server ID of a voter.
+	DefaultID = "dir1"
+	// DefaultResetCodeTTL is how long a password reset code stays valid.
+	DefaultResetCodeTTL = 6 * time.Hour
+	// DefaultTokenTTL is the default lifetime of issued tokens.
+	DefaultTokenTTL = 30 * time.Minute
+	// DefaultServeNodeID is the default audience of tokens when users are
+	// not assigned to registered storage nodes (serve mode).
+	DefaultServeNodeID = "local"
+	// DefaultDownAfter is how long the leader waits without a heartbeat
+	// before it marks a storage node down.
+	DefaultDownAfter = 15 * time.Second
+	// DefaultReplicas is the default replica set size R of the cluster
+	// settings (Settings.Replicas).
+	DefaultReplicas = state.DefaultReplicas
+)
+
+// Config configures a Directory. A zero field means "use the default".
+// Dir is the only field without a default; the sub-structs group the
+// settings of one concern each.
+type Config struct {
+	// ID is the raft server ID of this voter. Default DefaultID.
+	ID string
+	// Dir is the data folder. It holds raft.db (raft-boltdb log and stable
+	// store), snapshots/, the token signing key and, with Nodes.P2PListen,
+	// the libp2p identity. Required. Created (0700) if missing.
+	Dir string
+	// Logger receives the directory's and raft's logs. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// Clock returns the current time; it stamps commands before they are
+	// proposed (the state machine never reads a clock), checks reset code
+	// expiry, times tokens and heartbeats. Default time.Now.
+	Clock func() time.Time
+	// AdminToken protects the admin API and the voter-to-voter internal
+	// endpoints (join, forward); every voter of a cluster needs the same
+	// one. Empty disables those endpoints (401). Required in cluster mode.
+	AdminToken string
+
+	// Accounts configures the account API.
+	Accounts AccountConfig
+	// Tokens configures the bearer tokens IssueToken signs.
+	Tokens TokenConfig
+	// Raft configures raft, its stores and the write path into it.
+	Raft RaftConfig
+	// Cluster configures the multi-voter mode. When Bootstrap, Join and
+	// RaftAddr are all empty the directory runs as one self-bootstrapped
+	// voter on Raft.Transport (or an in-memory transport), as `hce serve`
+	// does.
+	Cluster ClusterConfig
+	// Nodes configures how storage nodes are admitted, watched, placed
+	// and served over libp2p.
+	Nodes NodeConfig
+}
+
+// AccountConfig configures the account API: hashing, password resets and
+// the storage node of users created while none is registered.
+type AccountConfig struct {
+	// NodeURL is the base URL of the storage node a new account gets when
+	// no storage node is registered (the serve case). A missing trailing
+	// "/" is added. Empty means no node (StorageNode answers "").
+	NodeURL string
+	// PasswordHash are the argon2id parameters for new hashes. Default
+	// DefaultHashParams(). Tests may lower them.
+	PasswordHash HashParams
+	// HashConcurrency bounds how many argon2 computations run at once
+	// (each takes PasswordHash.MemoryKiB of memory). Default GOMAXPROCS.
+	HashConcurrency int
+	// ResetCodeTTL is how long a password reset code stays valid.
+	// Default DefaultResetCodeTTL (6 h).
+	ResetCodeTTL time.Duration
+	// ResetURL, when set, is put into reset mails as
+	// ResetURL?username=<user>&key=<code>. Optional.
+	ResetURL string
+	// Mailer sends password reset codes. Default LogMailer over Logger
+	// (development only: it logs the code).
+	Mailer Mailer
+	// CredentialsChanged, when set, is called after a committed command
+	// that invalidates a user's credentials (account deleted, password
+	// changed or reset), with the account name, and with "" after a
+	// snapshot restore (any account may have changed). It runs on raft's
+	// apply goroutine: it must be quick and must not call back into the
+	// Directory. Storage nodes use it to drop cached Basic-auth answers.
+	CredentialsChanged func(user string)
+}
+
+// TokenConfig configures the bearer tokens of IssueToken.
+type TokenConfig struct {
+	// TTL is the lifetime of the tokens IssueToken signs. Default
+	// DefaultTokenTTL (30 min); at most api.MaxTokenLifetime (1 h).
+	TTL time.Duration
+	// ServeNodeID is the token audience (node id) for users not assigned
+	// to registered storage nodes, as in serve mode. Default
+	// DefaultServeNodeID.
+	ServeNodeID string
+}
+
+// RaftConfig configures raft and the write path into it. A zero timing
+// field means raft's default (see raft.DefaultConfig).
+type RaftConfig struct {
+	// Transport is raft's network transport in single-voter mode. Nil
+	// means an in-memory transport, which is enough for a voter that
+	// reaches no one. Cluster mode makes its own (mutual TLS).
+	Transport raft.Transport
+	// LogLevel is the level raft's own log is filtered at (raft's default
+	// would be DEBUG). Default slog.LevelInfo.
+	LogLevel slog.Level
+	// ApplyTimeout bounds how long a write may wait to be enqueued into
+	// raft, and one voter-to-voter request; a caller's ctx bounds the
+	// total wait. Default 10 s.
+	ApplyTimeout time.Duration
+	// MaxBatch is the most commands the group-commit loop puts into one
+	// raft entry. Default 128, at most state.MaxBatchCommands.
+	MaxBatch int
+	// SnapshotOnClose takes a raft snapshot in Close when there are log
+	// entries since the last one, so the next start replays less.
+	SnapshotOnClose bool
+	// SnapshotRetain: number of snapshots kept on disk. Default 2.
+	SnapshotRetain int
+
 	// HeartbeatTimeout: how long a follower waits without contact from a
 	// leader before it stands for election. Raft default 1 s.
 	HeartbeatTimeout time.Duration
@@ -98,83 +219,11 @@ type RaftTuning struct {
 	// TrailingLogs: log entries kept after a snapshot, so a lagging
 	// follower can catch up without a snapshot. Raft default 10240.
 	TrailingLogs uint64
-	// SnapshotRetain: number of snapshots kept on disk. Default 2.
-	SnapshotRetain int
 }
 
-// Config configures a Directory. A zero field means "use the default".
-// Dir is the only field without a default.
-type Config struct {
-	// ID is the raft server ID of this voter. Default "dir1".
-	ID string
-	// Dir is the data folder. It holds raft.db (raft-boltdb log and stable
-	// store) and snapshots/. Required. Created (0700) if missing.
-	Dir string
-	// Logger receives the directory's and raft's logs. Default slog.Default().
-	Logger *slog.Logger
-	// RaftLogLevel is the level raft's own log is filtered at (raft's
-	// default would be DEBUG). Default slog.LevelInfo.
-	RaftLogLevel slog.Level
-	// NodeURL is the base URL of the storage node every new account is
-	// assigned to. A missing trailing "/" is added. Empty means no node can
-	// be assigned (StorageNode answers "").
-	NodeURL string
-	// Mailer sends password reset codes. Default LogMailer over Logger
-	// (development only: it logs the code).
-	Mailer Mailer
-	// PasswordHash are the argon2id parameters for new hashes. Default
-	// DefaultHashParams(). Tests may lower them.
-	PasswordHash HashParams
-	// HashConcurrency bounds how many argon2 computations run at once
-	// (each takes PasswordHash.MemoryKiB of memory). Default GOMAXPROCS.
-	HashConcurrency int
-	// ResetCodeTTL is how long a password reset code stays valid.
-	// Default 1 h.
-	ResetCodeTTL time.Duration
-	// ResetURL, when set, is put into reset mails as
-	// ResetURL?username=<user>&key=<code>. Optional.
-	ResetURL string
-	// ApplyTimeout bounds how long a write may wait to be enqueued into
-	// raft; a caller's ctx bounds the total wait. Default 10 s.
-	ApplyTimeout time.Duration
-	// MaxBatch is the most commands the group-commit loop puts into one
-	// raft entry. Default 128.
-	MaxBatch int
-	// Clock returns the current time; it stamps commands before they are
-	// proposed (the FSM never reads a clock). Default time.Now.
-	Clock func() time.Time
-	// CredentialsChanged, when set, is called after a committed command
-	// that invalidates a user's credentials (account deleted, password
-	// changed or reset), with the account name, and with "" after a
-	// snapshot restore (any account may have changed). It runs on raft's
-	// apply goroutine: it must be quick and must not call back into the
-	// Directory. Storage nodes use it to drop cached Basic-auth answers.
-	CredentialsChanged func(user string)
-	// NotifyNodes makes the voter that handles a password change, a
-	// password reset or an account deletion tell the storage nodes of
-	// the user's replica set over libp2p (dirproto.ProtoAccount; see
-	// notify.go), so they drop cached credentials and, on a deletion,
-	// the user's records. Needs P2PListen. Default off.
-	NotifyNodes bool
-	// Transport is raft's network transport. Nil means an in-memory
-	// transport, which is enough for a single voter that reaches no one.
-	Transport raft.Transport
-	// Raft tunes raft timings and snapshots.
-	Raft RaftTuning
-	// SnapshotOnClose takes a raft snapshot in Close when there are log
-	// entries since the last one, so the next start replays less.
-	SnapshotOnClose bool
-	// TokenTTL is the lifetime of the bearer tokens IssueToken signs.
-	// Default 30 min; at most 1 h (api.MaxTokenLifetime).
-	TokenTTL time.Duration
-	// ServeNodeID is the token audience (node id) for users not assigned
-	// to registered storage nodes, as in serve mode. Default "local".
-	ServeNodeID string
-
-	// Cluster mode. When Bootstrap, Join and RaftAddr are all empty the
-	// directory runs as one self-bootstrapped voter on Transport (or an
-	// in-memory transport), as `hce serve` does.
-
+// ClusterConfig configures a voter of a multi-voter cluster: raft over
+// mutual TLS, joining, and forwarding writes to the leader.
+type ClusterConfig struct {
 	// Bootstrap makes this voter create a new cluster with itself as the
 	// only member on first start (ignored when raft state exists).
 	Bootstrap bool
@@ -189,26 +238,27 @@ type Config struct {
 	// listener's address.
 	RaftAdvertise string
 	// HTTPURL is this voter's advertised HTTP base URL, where HTTPHandler
-	// is served; other voters forward writes to it. Required with
-	// Bootstrap or Join.
+	// is served; other voters forward writes to it. Required in cluster
+	// mode.
 	HTTPURL string
 	// TLSCA, TLSCert and TLSKey are PEM: the directory CA certificate and
 	// this voter's certificate and key issued by it (raftls.CA.Issue).
-	// Required with RaftAddr.
+	// Required in cluster mode.
 	TLSCA, TLSCert, TLSKey []byte
-	// AdminToken protects the admin API and the voter-to-voter internal
-	// endpoints (join, forward); every voter of a cluster needs the same
-	// one. Empty disables those endpoints (401).
-	AdminToken string
 	// HTTPClient is used to forward writes and to join. Default: a client
 	// with a 10 s timeout.
 	HTTPClient *http.Client
+}
+
+// NodeConfig configures the directory's side of the storage nodes.
+type NodeConfig struct {
 	// AutoApprove makes registered storage nodes active at once, without
-	// an admin's approval (serve and testnet). The FSM setting of the same
-	// name has the same effect.
+	// an admin's approval (serve and testnet). The cluster setting of the
+	// same name (Settings.AutoApprove) has the same effect.
 	AutoApprove bool
 	// DownAfter is how long the leader waits without a heartbeat before it
-	// marks a storage node down. Default 15 s.
+	// marks a storage node down. Default DefaultDownAfter (15 s); the
+	// cluster setting Settings.DownAfterMS overrides it.
 	DownAfter time.Duration
 	// LivenessTick is how often the leader checks heartbeats. Default
 	// DownAfter/5.
@@ -218,33 +268,47 @@ type Config struct {
 	// identity kept in Dir (api/p2p.LoadOrCreateIdentity). The host
 	// serves the directory protocols to storage nodes (ServeP2P); its
 	// gater admits registered, non-retired nodes and the other voters.
-	// The voter records its peer ID and addresses in the FSM (SetVoter).
+	// The voter records its peer ID and addresses in the state (SetVoter).
 	// Empty: no libp2p host.
 	P2PListen []string
+	// NotifyNodes makes the voter that handles a password change, a
+	// password reset or an account deletion tell the storage nodes of
+	// the user's replica set over libp2p (dirproto.ProtoAccount; see
+	// notify.go), so they drop cached credentials and, on a deletion,
+	// the user's records. Needs P2PListen. Default off.
+	NotifyNodes bool
 	// Placement tunes the allocation policy (zero fields: placement's
-	// defaults). Now is ignored: the FSM uses the raft index.
+	// defaults). Now is ignored: the state machine uses the raft index.
 	Placement placement.Policy
 }
 
-// DefaultConfig returns a Config with every default filled in except Dir,
-// Logger (slog.Default()) and Mailer (LogMailer over the logger), which
-// Open fills from the final Logger.
+// DefaultConfig returns a Config with the defaults filled in, except Dir
+// (required), the ones Open derives from other fields (Logger:
+// slog.Default(); Accounts.Mailer: a LogMailer over the logger;
+// Cluster.HTTPClient; Nodes.LivenessTick: DownAfter/5) and the optional
+// ones (empty means off).
 func DefaultConfig() Config {
 	return Config{
-		ID:              "dir1",
-		RaftLogLevel:    slog.LevelInfo,
-		PasswordHash:    DefaultHashParams(),
-		HashConcurrency: runtime.GOMAXPROCS(0),
-		ResetCodeTTL:    6 * time.Hour,
-		ApplyTimeout:    10 * time.Second,
-		MaxBatch:        128,
-		Clock:           time.Now,
-		Raft:            RaftTuning{SnapshotRetain: 2},
+		ID:    DefaultID,
+		Clock: time.Now,
+		Accounts: AccountConfig{
+			PasswordHash:    DefaultHashParams(),
+			HashConcurrency: runtime.GOMAXPROCS(0),
+			ResetCodeTTL:    DefaultResetCodeTTL,
+		},
+		Tokens: TokenConfig{TTL: DefaultTokenTTL, ServeNodeID: DefaultServeNodeID},
+		Raft: RaftConfig{
+			LogLevel:       slog.LevelInfo,
+			ApplyTimeout:   10 * time.Second,
+			MaxBatch:       128,
+			SnapshotRetain: 2,
+		},
+		Nodes: NodeConfig{DownAfter: DefaultDownAfter},
 	}
 }
 
-// withDefaults returns c with zero fields replaced by defaults and NodeURL
-// normalised to end in "/".
+// withDefaults returns c with zero fields replaced by defaults and the
+// URLs normalised (NodeURL ends in "/", HTTPURL and Join do not).
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.ID == "" {
@@ -253,49 +317,58 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Mailer == nil {
-		c.Mailer = &LogMailer{Logger: c.Logger}
-	}
-	c.PasswordHash = c.PasswordHash.withDefaults()
-	if c.HashConcurrency <= 0 {
-		c.HashConcurrency = d.HashConcurrency
-	}
-	if c.ResetCodeTTL <= 0 {
-		c.ResetCodeTTL = d.ResetCodeTTL
-	}
-	if c.ApplyTimeout <= 0 {
-		c.ApplyTimeout = d.ApplyTimeout
-	}
-	if c.MaxBatch <= 0 {
-		c.MaxBatch = d.MaxBatch
-	}
 	if c.Clock == nil {
 		c.Clock = d.Clock
 	}
-	if c.Raft.SnapshotRetain <= 0 {
-		c.Raft.SnapshotRetain = d.Raft.SnapshotRetain
+	a := &c.Accounts
+	if a.Mailer == nil {
+		a.Mailer = &LogMailer{Logger: c.Logger}
 	}
-	if c.NodeURL != "" && !strings.HasSuffix(c.NodeURL, "/") {
-		c.NodeURL += "/"
+	a.PasswordHash = a.PasswordHash.withDefaults()
+	if a.HashConcurrency <= 0 {
+		a.HashConcurrency = d.Accounts.HashConcurrency
 	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	if a.ResetCodeTTL <= 0 {
+		a.ResetCodeTTL = d.Accounts.ResetCodeTTL
 	}
-	if c.DownAfter <= 0 {
-		c.DownAfter = 15 * time.Second
+	if a.NodeURL != "" && !strings.HasSuffix(a.NodeURL, "/") {
+		a.NodeURL += "/"
 	}
-	if c.LivenessTick <= 0 {
-		c.LivenessTick = c.DownAfter / 5
+	// A negative TTL is kept for Validate to refuse.
+	if c.Tokens.TTL == 0 {
+		c.Tokens.TTL = d.Tokens.TTL
 	}
-	c.HTTPURL = strings.TrimSuffix(c.HTTPURL, "/")
-	c.Join = strings.TrimSuffix(c.Join, "/")
+	if c.Tokens.ServeNodeID == "" {
+		c.Tokens.ServeNodeID = d.Tokens.ServeNodeID
+	}
+	r := &c.Raft
+	if r.ApplyTimeout <= 0 {
+		r.ApplyTimeout = d.Raft.ApplyTimeout
+	}
+	if r.MaxBatch <= 0 {
+		r.MaxBatch = d.Raft.MaxBatch
+	}
+	if r.SnapshotRetain <= 0 {
+		r.SnapshotRetain = d.Raft.SnapshotRetain
+	}
+	if c.Cluster.HTTPClient == nil {
+		c.Cluster.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	c.Cluster.HTTPURL = strings.TrimSuffix(c.Cluster.HTTPURL, "/")
+	c.Cluster.Join = strings.TrimSuffix(c.Cluster.Join, "/")
+	if c.Nodes.DownAfter <= 0 {
+		c.Nodes.DownAfter = d.Nodes.DownAfter
+	}
+	if c.Nodes.LivenessTick <= 0 {
+		c.Nodes.LivenessTick = c.Nodes.DownAfter / 5
+	}
 	return c
 }
 
 // clustered reports whether c asks for a multi-voter cluster over
 // mutual TLS rather than the single self-bootstrapped voter.
 func (c Config) clustered() bool {
-	return c.Bootstrap || c.Join != "" || c.RaftAddr != ""
+	return c.Cluster.Bootstrap || c.Cluster.Join != "" || c.Cluster.RaftAddr != ""
 }
 
 // Validate reports whether the configuration (after defaults) is usable.
@@ -304,45 +377,49 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("directory: Config.Dir is required")
 	}
-	if err := c.PasswordHash.validate(); err != nil {
+	if err := c.Accounts.PasswordHash.validate(); err != nil {
 		return err
 	}
-	if c.NodeURL != "" {
-		u, err := url.Parse(c.NodeURL)
+	if c.Accounts.NodeURL != "" {
+		u, err := url.Parse(c.Accounts.NodeURL)
 		if err != nil {
 			return fmt.Errorf("directory: NodeURL: %w", err)
 		}
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("directory: NodeURL %q is not an absolute http(s) URL", c.NodeURL)
+			return fmt.Errorf("directory: NodeURL %q is not an absolute http(s) URL", c.Accounts.NodeURL)
 		}
 	}
-	if c.ResetURL != "" {
-		if u, err := url.Parse(c.ResetURL); err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("directory: ResetURL %q is not an absolute URL", c.ResetURL)
+	if c.Accounts.ResetURL != "" {
+		if u, err := url.Parse(c.Accounts.ResetURL); err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("directory: ResetURL %q is not an absolute URL", c.Accounts.ResetURL)
 		}
 	}
 	if c.clustered() {
-		if c.RaftAddr == "" || c.HTTPURL == "" {
+		cl := c.Cluster
+		if cl.RaftAddr == "" || cl.HTTPURL == "" {
 			return errors.New("directory: cluster mode needs RaftAddr and HTTPURL")
 		}
-		if len(c.TLSCA) == 0 || len(c.TLSCert) == 0 || len(c.TLSKey) == 0 {
+		if len(cl.TLSCA) == 0 || len(cl.TLSCert) == 0 || len(cl.TLSKey) == 0 {
 			return errors.New("directory: cluster mode needs TLSCA, TLSCert and TLSKey")
 		}
 		if c.AdminToken == "" {
 			return errors.New("directory: cluster mode needs AdminToken (join and forwarding use it)")
 		}
-		if c.Bootstrap && c.Join != "" {
+		if cl.Bootstrap && cl.Join != "" {
 			return errors.New("directory: Bootstrap and Join are exclusive")
 		}
-		if c.Transport != nil {
-			return errors.New("directory: Transport cannot be combined with RaftAddr")
+		if c.Raft.Transport != nil {
+			return errors.New("directory: Raft.Transport cannot be combined with RaftAddr")
 		}
 	}
-	if err := c.validateTokens(); err != nil {
-		return err
+	if c.Tokens.TTL > api.MaxTokenLifetime {
+		return fmt.Errorf("directory: Tokens.TTL %v above %v", c.Tokens.TTL, api.MaxTokenLifetime)
 	}
-	if c.MaxBatch > maxBatchCommands {
-		return fmt.Errorf("directory: MaxBatch %d above %d", c.MaxBatch, maxBatchCommands)
+	if c.Tokens.TTL < 0 {
+		return fmt.Errorf("directory: Tokens.TTL %v is negative", c.Tokens.TTL)
+	}
+	if c.Raft.MaxBatch > state.MaxBatchCommands {
+		return fmt.Errorf("directory: MaxBatch %d above %d", c.Raft.MaxBatch, state.MaxBatchCommands)
 	}
 	if c.Raft.LeaderLeaseTimeout > 0 && c.Raft.HeartbeatTimeout > 0 &&
 		c.Raft.LeaderLeaseTimeout > c.Raft.HeartbeatTimeout {

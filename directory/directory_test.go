@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,24 +16,22 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/directory/state"
 )
 
 // cheapHash keeps argon2 fast in tests.
 var cheapHash = HashParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 func testConfig(t testing.TB, dir string) Config {
-	return Config{
-		Dir:          dir,
-		Logger:       testLogger(t),
-		NodeURL:      "http://node1.example:8080",
-		PasswordHash: cheapHash,
-		Raft: RaftTuning{
-			HeartbeatTimeout:   50 * time.Millisecond,
-			ElectionTimeout:    50 * time.Millisecond,
-			LeaderLeaseTimeout: 50 * time.Millisecond,
-			CommitTimeout:      5 * time.Millisecond,
-		},
-	}
+	cfg := Config{Dir: dir, Logger: testkit.Logger(t, slog.LevelWarn)}
+	cfg.Accounts.NodeURL = "http://node1.example:8080"
+	cfg.Accounts.PasswordHash = cheapHash
+	cfg.Raft.HeartbeatTimeout = 50 * time.Millisecond
+	cfg.Raft.ElectionTimeout = 50 * time.Millisecond
+	cfg.Raft.LeaderLeaseTimeout = 50 * time.Millisecond
+	cfg.Raft.CommitTimeout = 5 * time.Millisecond
+	return cfg
 }
 
 func openDir(t testing.TB, cfg Config) *Directory {
@@ -103,7 +100,7 @@ func TestAccountLifecycle(t *testing.T) {
 	ctx := context.Background()
 	mailer := &captureMailer{}
 	cfg := testConfig(t, t.TempDir())
-	cfg.Mailer = mailer
+	cfg.Accounts.Mailer = mailer
 	d := openDir(t, cfg)
 
 	ok, err := d.UserExists(ctx, "alice")
@@ -185,8 +182,8 @@ func TestResetCodeExpires(t *testing.T) {
 	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Unix())
 	mailer := &captureMailer{}
 	cfg := testConfig(t, t.TempDir())
-	cfg.Mailer = mailer
-	cfg.ResetCodeTTL = time.Hour
+	cfg.Accounts.Mailer = mailer
+	cfg.Accounts.ResetCodeTTL = time.Hour
 	cfg.Clock = func() time.Time { return time.Unix(now.Load(), 0) }
 	d := openDir(t, cfg)
 
@@ -300,7 +297,7 @@ func checkPopulated(t *testing.T, d *Directory, prefix, resetUser, code string) 
 	if node, err := d.StorageNode(ctx, prefix+"07"); err != nil || node != "http://node1.example:8080/" {
 		t.Fatalf("node = %q, %v", node, err)
 	}
-	a, _ := d.fsm.get(prefix + "04")
+	a, _ := d.state.Account(prefix + "04")
 	if a.Email != "changed@example.org" || a.Created == 0 {
 		t.Fatalf("account %+v", a)
 	}
@@ -313,7 +310,7 @@ func TestRestartRestoresState(t *testing.T) {
 	dir := t.TempDir()
 	mailer := &captureMailer{}
 	cfg := testConfig(t, dir)
-	cfg.Mailer = mailer
+	cfg.Accounts.Mailer = mailer
 	open := func() *Directory {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -327,7 +324,7 @@ func TestRestartRestoresState(t *testing.T) {
 	// 1. From log replay only.
 	d := open()
 	ru, code := populate(t, d, "log", mailer)
-	if snaps, _ := d.snaps.List(); len(snaps) != 0 {
+	if snaps, _ := d.stores.snaps.List(); len(snaps) != 0 {
 		t.Fatalf("unexpected snapshots %v", snaps)
 	}
 	before := d.Stats().Users
@@ -345,7 +342,7 @@ func TestRestartRestoresState(t *testing.T) {
 	if err := d.Snapshot(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	snaps, err := d.snaps.List()
+	snaps, err := d.stores.snaps.List()
 	if err != nil || len(snaps) != 1 {
 		t.Fatalf("snapshots = %v, %v", snaps, err)
 	}
@@ -361,7 +358,7 @@ func TestRestartRestoresState(t *testing.T) {
 	}
 	checkPopulated(t, d, "snap", ru2, code2)
 	checkPopulated(t, d, "tail", ru3, code3)
-	a, _ := d.fsm.get("log00")
+	a, _ := d.state.Account("log00")
 	if a.Name != "log00" {
 		t.Fatal("state from before the first restart lost")
 	}
@@ -371,15 +368,15 @@ func TestRestartFromSnapshotOnClose(t *testing.T) {
 	dir := t.TempDir()
 	mailer := &captureMailer{}
 	cfg := testConfig(t, dir)
-	cfg.Mailer = mailer
-	cfg.SnapshotOnClose = true
+	cfg.Accounts.Mailer = mailer
+	cfg.Raft.SnapshotOnClose = true
 	d := openDir(t, cfg)
 	ru, code := populate(t, d, "c", mailer)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
 	d = openDir(t, cfg)
-	if snaps, _ := d.snaps.List(); len(snaps) != 1 {
+	if snaps, _ := d.stores.snaps.List(); len(snaps) != 1 {
 		t.Fatalf("snapshots after close = %d, want 1", len(snaps))
 	}
 	checkPopulated(t, d, "c", ru, code)
@@ -410,7 +407,8 @@ func TestContextAndClose(t *testing.T) {
 func TestOpenRespectsContext(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	// Slow elections: the context ends before leadership.
-	cfg.Raft = RaftTuning{HeartbeatTimeout: 10 * time.Second, ElectionTimeout: 10 * time.Second}
+	cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout = 10*time.Second, 10*time.Second
+	cfg.Raft.LeaderLeaseTimeout, cfg.Raft.CommitTimeout = 0, 0
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if d, err := Open(ctx, cfg); !errors.Is(err, context.DeadlineExceeded) {
@@ -431,16 +429,16 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"defaults", func(*Config) {}, true},
 		{"no dir", func(c *Config) { c.Dir = "" }, false},
-		{"node url without slash", func(c *Config) { c.NodeURL = "https://n.example" }, true},
-		{"node url relative", func(c *Config) { c.NodeURL = "n.example/" }, false},
-		{"node url ftp", func(c *Config) { c.NodeURL = "ftp://n.example/" }, false},
-		{"reset url relative", func(c *Config) { c.ResetURL = "/reset" }, false},
-		{"tiny salt", func(c *Config) { c.PasswordHash.SaltLen = 4 }, false},
-		{"huge argon2 time", func(c *Config) { c.PasswordHash.Time = 1000 }, false},
+		{"node url without slash", func(c *Config) { c.Accounts.NodeURL = "https://n.example" }, true},
+		{"node url relative", func(c *Config) { c.Accounts.NodeURL = "n.example/" }, false},
+		{"node url ftp", func(c *Config) { c.Accounts.NodeURL = "ftp://n.example/" }, false},
+		{"reset url relative", func(c *Config) { c.Accounts.ResetURL = "/reset" }, false},
+		{"tiny salt", func(c *Config) { c.Accounts.PasswordHash.SaltLen = 4 }, false},
+		{"huge argon2 time", func(c *Config) { c.Accounts.PasswordHash.Time = 1000 }, false},
 		{"lease above heartbeat", func(c *Config) {
 			c.Raft.HeartbeatTimeout, c.Raft.LeaderLeaseTimeout = time.Second, 2*time.Second
 		}, false},
-		{"batch too big", func(c *Config) { c.MaxBatch = 5000 }, false},
+		{"batch too big", func(c *Config) { c.Raft.MaxBatch = 5000 }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -452,7 +450,7 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	if got := (Config{NodeURL: "http://a"}).withDefaults().NodeURL; got != "http://a/" {
+	if got := (Config{Accounts: AccountConfig{NodeURL: "http://a"}}).withDefaults().Accounts.NodeURL; got != "http://a/" {
 		t.Fatalf("NodeURL normalised to %q", got)
 	}
 }
@@ -485,7 +483,7 @@ func BenchmarkCreateUser(b *testing.B) {
 }
 
 func TestCloseLeavesNoGoroutines(t *testing.T) {
-	base := runtime.NumGoroutine()
+	leaks := testkit.NoLeaks(t)
 	cfg := testConfig(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -508,15 +506,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-		}
-		runtime.Gosched()
-		time.Sleep(10 * time.Millisecond) // polling interval, not a synchronisation sleep
-	}
+	leaks()
 }
 
 func TestUnknownEntryThroughRaft(t *testing.T) {
@@ -526,11 +516,11 @@ func TestUnknownEntryThroughRaft(t *testing.T) {
 	d := openDir(t, cfg)
 	ctx := context.Background()
 	wantErr(t, "create", d.CreateUser(ctx, "before", "password", ""), nil)
-	f := d.raft.Apply([]byte{byte(CmdCreateUser), 9, '{', '}'}, time.Second)
+	f := d.raft.Apply([]byte{byte(state.CmdCreateUser), 9, '{', '}'}, time.Second)
 	if err := f.Error(); err != nil {
 		t.Fatal(err)
 	}
-	var ue *UnknownCommandError
+	var ue *state.UnknownCommandError
 	if err, _ := f.Response().(error); !errors.As(err, &ue) || ue.Version != 9 {
 		t.Fatalf("response %#v, want UnknownCommandError", f.Response())
 	}

@@ -1,47 +1,46 @@
-// Package directory is HCE's account directory: the database of Weave
-// accounts (name, argon2id password hash, e-mail, creation time, pending
-// password reset code), of storage nodes (identity key, operator, URLs,
-// capacity, state) and of each user's replica set of nodes, replicated
-// with hashicorp/raft.
+// Package directory is HCE's account directory: who the users are
+// (name, argon2id password hash, e-mail, pending reset code), which
+// storage nodes exist (identity key, operator, URLs, capacity, state),
+// which nodes hold each user, and which keys sign the users' bearer
+// tokens, replicated with hashicorp/raft.
 //
-// Open starts one raft voter whose log and stable store is raft-boltdb
-// (raft.db) and whose snapshots live in a raft.FileSnapshotStore
-// (snapshots/), both under Config.Dir. Later starts restore the latest
-// snapshot and replay the log after it. Two modes:
+// The replicated state itself is package directory/state: a deterministic
+// raft FSM with typed, versioned commands and its snapshot format, which
+// reads no clock and does no IO. This package is everything around it,
+// one concern per file:
 //
-//   - Single voter (Bootstrap, Join and RaftAddr empty; what `hce serve`
-//     uses): it bootstraps itself on Config.Transport or an in-memory
-//     transport, and Open returns once it leads.
-//   - Cluster: raft runs over mutual TLS (directory/raftls) on RaftAddr.
-//     The first voter bootstraps (Bootstrap); the others Join through the
-//     HTTP endpoint of any voter, authenticated by the admin token.
+//   - directory.go: Directory, Open and Close. Every background goroutine
+//     runs under one root context; Close cancels it and waits for them.
+//   - config.go: Config, grouped by concern (Accounts, Tokens, Raft,
+//     Cluster, Nodes), DefaultConfig and Validate.
+//   - raft.go: raft over raft-boltdb (raft.db) and a file snapshot store
+//     (snapshots/) in Config.Dir, on raftls (mutual TLS) in cluster mode
+//     or an in-memory transport for a single voter; hclog.go adapts raft's
+//     logger to slog.
+//   - commit.go: the write path. Commands are proposed through a group
+//     commit that packs whatever is queued into one Batch entry, so one
+//     fsync serves many writes; a follower forwards them to the leader.
+//   - cluster.go: joining a cluster, forwarding, leader and Status.
+//   - accounts.go, password.go, mailer.go: the api.Accounts methods,
+//     argon2id hashing before proposing, and reset-code mail (SMTPMailer,
+//     or LogMailer for development).
+//   - nodes.go, register.go, liveness.go: signed node registration,
+//     admin actions (approve, drain, retire), and the leader's heartbeat
+//     watch that marks silent nodes down.
+//   - keys.go, signer.go: each voter's token signing key, published in
+//     the state, and IssueToken (api.TokenIssuer).
+//   - p2p.go, p2pvoter.go, notify.go: the voter's libp2p host, the
+//     directory protocols it serves to storage nodes (api/dirproto), and
+//     account-event notifications to them.
+//   - http.go: the internal (join, forward, register) and admin routes.
 //
-// *Directory implements api.Accounts for the user API and the
-// CheckPassword method the storage node's Basic-auth check needs. Reads are
-// answered from the local state machine; writes are typed, versioned
-// commands (see EncodeCommand) proposed through raft and acknowledged only
-// once committed and applied; a follower forwards them once to the leader.
-// Concurrent writes are group-committed: a small loop packs whatever is
-// queued into one Batch entry, so one fsync serves many registrations.
-// Passwords are hashed before proposing, never inside the state machine,
-// which does no IO and reads no clock.
-//
-// Allocation is decided inside Apply with directory/placement, using the
-// raft index as its clock: CreateUser gets R nodes on distinct operators
-// where possible (StorageNode answers the primary), a node that goes down
-// or retires has its users' sets repaired (primary to a live replica, a new
-// replica added), and a drain moves users in two committed steps so none is
-// ever without a node. Storage nodes register with a request signed by
-// their Ed25519 key (SignRegistration, RegisterNode); they stay pending
-// until an admin approves them unless auto-approval is on. The leader
-// tracks Heartbeat calls in memory and commits only down/up changes.
-// HTTPHandler serves the internal (join, forward, register) and admin
-// routes.
-//
-// Password reset codes are mailed through a Mailer: SMTPMailer for
-// production, LogMailer (which logs the code) for development.
+// Open runs either one self-bootstrapped voter (what `hce serve` uses) or
+// a voter of a 3- or 5-voter cluster that bootstraps it or joins through
+// any voter's HTTP endpoint. Reads answer from the local state; writes
+// return once committed and applied. Allocation of replica sets is
+// decided inside the state machine with directory/placement.
 //
 // DESIGN.md in this folder states the invariants, the command and snapshot
-// formats and their versioning rules, the cluster protocol, and the
-// failure modes.
+// formats and their versioning rules, the cluster and node protocols, and
+// the failure modes.
 package directory

@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory/state"
 )
 
 // maxInternalBody bounds the bodies of internal requests.
@@ -30,26 +31,30 @@ const maxInternalBody = 2 << 20
 // <Config.AdminToken>" (compared in constant time; 401 otherwise, and
 // always 401 when no token is configured).
 func (d *Directory) HTTPHandler() http.Handler {
+	a := &httpAPI{d: d}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+pathJoin, d.admin(d.handleJoin))
-	mux.HandleFunc("POST "+pathForward, d.admin(d.handleForward))
-	mux.HandleFunc("POST "+pathRegister, d.handleRegister)
-	mux.HandleFunc("GET "+PathP2P, d.handleP2PInfo)
-	mux.HandleFunc("GET /admin/v1/status", d.admin(d.handleStatus))
-	mux.HandleFunc("GET /admin/v1/nodes", d.admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+pathJoin, a.admin(a.join))
+	mux.HandleFunc("POST "+pathForward, a.admin(a.forward))
+	mux.HandleFunc("POST "+pathRegister, a.register)
+	mux.HandleFunc("GET "+PathP2P, a.p2pInfo)
+	mux.HandleFunc("GET /admin/v1/status", a.admin(a.status))
+	mux.HandleFunc("GET /admin/v1/nodes", a.admin(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"nodes": d.Nodes()})
 	}))
-	mux.HandleFunc("GET /admin/v1/users/{user}", d.admin(d.handleUser))
-	mux.HandleFunc("POST /admin/v1/nodes/{id}/{action}", d.admin(d.handleNodeAction))
+	mux.HandleFunc("GET /admin/v1/users/{user}", a.admin(a.user))
+	mux.HandleFunc("POST /admin/v1/nodes/{id}/{action}", a.admin(a.nodeAction))
 	return mux
 }
 
+// httpAPI serves HTTPHandler's routes for a Directory.
+type httpAPI struct{ d *Directory }
+
 // admin wraps h with the admin-token check.
-func (d *Directory) admin(h http.HandlerFunc) http.HandlerFunc {
-	want := []byte("Bearer " + d.cfg.AdminToken)
+func (a *httpAPI) admin(h http.HandlerFunc) http.HandlerFunc {
+	want := []byte("Bearer " + a.d.cfg.AdminToken)
 	return func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
-		if d.cfg.AdminToken == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+		if a.d.cfg.AdminToken == "" || subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hce-directory"`)
 			writeJSON(w, http.StatusUnauthorized, wireResult{Error: "unauthorized", Message: "admin token required"})
 			return
@@ -92,7 +97,7 @@ func writeResult(w http.ResponseWriter, err error) {
 	writeJSON(w, statusOf(err), wireResult{Error: errorCode(err), Message: err.Error()})
 }
 
-func (d *Directory) handleJoin(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) join(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxInternalBody))
 	if err != nil {
 		writeResult(w, err)
@@ -103,14 +108,14 @@ func (d *Directory) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, errors.Join(ErrMalformedCommand, err))
 		return
 	}
-	if !d.IsLeader() {
+	if !a.d.IsLeader() {
 		// Forward once to the leader.
-		id, url := d.Leader()
+		id, url := a.d.Leader()
 		if r.Header.Get(headerForwarded) != "" || id == "" || url == "" {
 			writeResult(w, ErrNotLeader)
 			return
 		}
-		resp, err := d.internalPost(r.Context(), url+pathJoin, "application/json", body, true)
+		resp, err := a.d.internalPost(r.Context(), url+pathJoin, "application/json", body, true)
 		if err != nil {
 			writeResult(w, errors.Join(ErrNotLeader, err))
 			return
@@ -118,34 +123,34 @@ func (d *Directory) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, decodeWireResult(resp))
 		return
 	}
-	writeResult(w, d.addVoter(r.Context(), j))
+	writeResult(w, a.d.addVoter(r.Context(), j))
 }
 
-// handleForward applies a write another voter forwarded; never forwards.
-func (d *Directory) handleForward(w http.ResponseWriter, r *http.Request) {
+// forward applies a write another voter forwarded; never forwards.
+func (a *httpAPI) forward(w http.ResponseWriter, r *http.Request) {
 	enc, err := io.ReadAll(io.LimitReader(r.Body, maxInternalBody))
 	if err != nil {
 		writeResult(w, err)
 		return
 	}
-	if _, err := DecodeCommand(enc); err != nil {
+	if _, err := state.DecodeCommand(enc); err != nil {
 		writeResult(w, err)
 		return
 	}
-	if err := d.writeLocal(r.Context(), enc); err != nil {
+	if err := a.d.writeLocal(r.Context(), enc); err != nil {
 		writeResult(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wireResult{OK: true, Index: d.fsm.appliedIndex()})
+	writeJSON(w, http.StatusOK, wireResult{OK: true, Index: a.d.state.AppliedIndex()})
 }
 
-func (d *Directory) handleRegister(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) register(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	if err != nil {
 		writeResult(w, errors.Join(ErrBadRegistration, err))
 		return
 	}
-	n, err := d.RegisterNode(r.Context(), body, r.Header.Get(SignatureHeader))
+	n, err := a.d.RegisterNode(r.Context(), body, r.Header.Get(SignatureHeader))
 	if err != nil {
 		writeResult(w, err)
 		return
@@ -153,11 +158,11 @@ func (d *Directory) handleRegister(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, n)
 }
 
-func (d *Directory) handleStatus(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) status(w http.ResponseWriter, r *http.Request) {
 	lin := r.URL.Query().Get("linearizable")
-	s, err := d.Status(r.Context(), lin == "1" || lin == "true")
+	s, err := a.d.Status(r.Context(), lin == "1" || lin == "true")
 	if err != nil {
-		id, url := d.Leader()
+		id, url := a.d.Leader()
 		writeJSON(w, statusOf(err), map[string]any{
 			"error": errorCode(err), "message": err.Error(),
 			"leader": map[string]string{"id": id, "url": url},
@@ -173,9 +178,9 @@ type nodeRef struct {
 	URL string `json:"url"`
 }
 
-func (d *Directory) handleUser(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) user(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("user")
-	set, fallback, ok := d.fsm.assignment(user)
+	set, fallback, ok := a.d.state.Assignment(user)
 	if !ok {
 		writeResult(w, api.ErrUserNotFound)
 		return
@@ -195,19 +200,23 @@ func (d *Directory) handleUser(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (d *Directory) handleNodeAction(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) nodeAction(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var err error
 	switch r.PathValue("action") {
 	case "approve":
-		err = d.ApproveNode(r.Context(), id)
+		err = a.d.ApproveNode(r.Context(), id)
 	case "drain":
-		err = d.DrainNode(r.Context(), id)
+		err = a.d.DrainNode(r.Context(), id)
 	case "retire":
-		err = d.RetireNode(r.Context(), id)
+		err = a.d.RetireNode(r.Context(), id)
 	default:
 		http.NotFound(w, r)
 		return
 	}
 	writeResult(w, err)
+}
+
+func (a *httpAPI) p2pInfo(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, P2PInfo{Voters: a.d.P2PVoters()})
 }

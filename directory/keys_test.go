@@ -6,153 +6,21 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node"
+	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/directory/state"
 )
 
 func seedKey(b byte) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, ed25519.SeedSize))
-}
-
-func publishOf(priv ed25519.PrivateKey, owner string) PublishKey {
-	pub := priv.Public().(ed25519.PublicKey)
-	return PublishKey{Kid: KeyID(pub), PublicKey: pub, Owner: owner, Created: 100}
-}
-
-func TestKeyCommandCodec(t *testing.T) {
-	for _, c := range []Command{publishOf(seedKey(1), "dir1"), RetireKey{Kid: "abc"}} {
-		enc, err := EncodeCommand(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := DecodeCommand(enc)
-		if err != nil {
-			t.Fatalf("decode %v: %v", c.Type(), err)
-		}
-		ge, _ := EncodeCommand(got)
-		if !bytes.Equal(ge, enc) {
-			t.Fatalf("round trip of %v changed it", c.Type())
-		}
-	}
-	if CmdPublishKey.String() != "PublishKey" || CmdRetireKey.String() != "RetireKey" {
-		t.Fatal("command names")
-	}
-	if _, err := DecodeCommand(append([]byte{byte(CmdRetireKey), commandV1}, `{"kid":"a","x":1}`...)); !errors.Is(err, ErrMalformedCommand) {
-		t.Fatalf("unknown field: %v", err)
-	}
-	if _, err := DecodeCommand([]byte{byte(CmdPublishKey), 2, '{', '}'}); !errors.Is(err, ErrUnknownCommand) {
-		t.Fatalf("unknown version: %v", err)
-	}
-	if KeyID(seedKey(1).Public().(ed25519.PublicKey)) == KeyID(seedKey(2).Public().(ed25519.PublicKey)) ||
-		len(KeyID(seedKey(1).Public().(ed25519.PublicKey))) != 16 {
-		t.Fatal("KeyID")
-	}
-}
-
-func TestFSMKeys(t *testing.T) {
-	f := newFSM(testLogger(t), nil)
-	good := publishOf(seedKey(1), "dir1")
-	badKid := good
-	badKid.Kid = "0000000000000000"
-	short := good
-	short.PublicKey = good.PublicKey[:10]
-	noOwner := good
-	noOwner.Owner = ""
-	tests := []struct {
-		name string
-		cmd  Command
-		want error
-	}{
-		{"publish", good, nil},
-		{"again", good, nil},
-		{"bad kid", badKid, ErrBadKey},
-		{"short key", short, ErrBadKey},
-		{"no owner", noOwner, ErrBadKey},
-		{"publish 2", publishOf(seedKey(2), "dir2"), nil},
-		{"retire 2", RetireKey{Kid: publishOf(seedKey(2), "").Kid}, nil},
-		{"retire unknown", RetireKey{Kid: "nope"}, nil},
-	}
-	for i, tt := range tests {
-		enc, err := EncodeCommand(tt.cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: enc})
-		err, _ = res.(error)
-		if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
-			t.Fatalf("%s: %v, want %v", tt.name, err, tt.want)
-		}
-	}
-	if ks := f.signingKeys(); len(ks) != 1 || ks[0].Kid != good.Kid {
-		t.Fatalf("keys %+v", ks)
-	}
-
-	// Snapshot and restore keep the keys.
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := snap.(*fsmSnapshot).write(&buf); err != nil {
-		t.Fatal(err)
-	}
-	g := newFSM(testLogger(t), nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
-		t.Fatalf("restore: %v\n%s", err, buf.String())
-	}
-	if k, ok := g.signingKeyInfo(good.Kid); !ok || !bytes.Equal(k.PublicKey, good.PublicKey) || k.Owner != "dir1" {
-		t.Fatalf("restored key %+v %v", k, ok)
-	}
-
-	// A snapshot without keys (version 1) restores, with no keys.
-	old := `{"format":"hce-directory","version":1,"accounts":1}` + "\n" +
-		`{"name":"alice","hash":"h","created":1}` + "\n"
-	if err := g.Restore(io.NopCloser(strings.NewReader(old))); err != nil {
-		t.Fatalf("restore v1: %v", err)
-	}
-	if len(g.signingKeys()) != 0 {
-		t.Fatal("v1 restore kept keys")
-	}
-	// Version 1 cannot carry keys; a bad key in a snapshot is refused.
-	for _, bad := range []string{
-		`{"format":"hce-directory","version":1,"accounts":0,"keys":1}` + "\n",
-		`{"format":"hce-directory","version":2,"accounts":0,"keys":1}` + "\n" + `{"kid":"x","pk":"AAAA","owner":"d","created":1}` + "\n",
-	} {
-		if err := g.Restore(io.NopCloser(strings.NewReader(bad))); err == nil {
-			t.Fatalf("restored %q", bad)
-		}
-	}
-}
-
-// testClock is an adjustable clock shared by a Directory and an
-// Authenticator.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func TestSigningKeyFile(t *testing.T) {
@@ -184,37 +52,49 @@ func TestSigningKeyFile(t *testing.T) {
 		t.Fatalf("retiring the key in use: %v", err)
 	}
 	bad := cfg
-	bad.TokenTTL = 2 * time.Hour
+	bad.Tokens.TTL = 2 * time.Hour
 	if err := bad.Validate(); err == nil {
 		t.Fatal("TokenTTL of 2 h accepted")
 	}
 }
 
+// tokenChecker checks a bearer token as a storage node does: api.VerifyToken
+// with the directory's published keys, this node's id as the audience and
+// the node's clock, then the token's subject against the request's user.
+type tokenChecker struct {
+	keys   func(kid string) (ed25519.PublicKey, bool)
+	nodeID string
+	now    func() time.Time
+}
+
+func (c tokenChecker) check(user, tok string) error {
+	cl, err := api.VerifyToken(tok, c.keys, c.nodeID, c.now())
+	if err != nil {
+		return err
+	}
+	if cl.Sub != user {
+		return fmt.Errorf("token is for %q, not %q: %w", cl.Sub, user, api.ErrUnauthorized)
+	}
+	return nil
+}
+
 // TestTokenEndToEnd issues tokens from a real Directory and checks them
-// with a node.Authenticator using the Directory as its KeySource.
+// as a storage node does, with the Directory as the source of keys.
 func TestTokenEndToEnd(t *testing.T) {
 	ctx := context.Background()
-	clk := &testClock{now: time.Unix(1_800_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	cfg := testConfig(t, t.TempDir())
 	cfg.Clock = clk.Now
-	cfg.TokenTTL = 20 * time.Minute
+	cfg.Tokens.TTL = 20 * time.Minute
 	d := openDir(t, cfg)
 	for _, u := range []string{"alice", "bob"} {
 		if err := d.CreateUser(ctx, u, u+"-password", ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	auth := func(nodeID string) *node.Authenticator {
-		a, err := node.NewAuthenticator(node.AuthConfig{DisableBasic: true, Keys: d, NodeID: nodeID, Clock: clk.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	local, other := auth(DefaultServeNodeID), auth("node-2")
-	check := func(a *node.Authenticator, user, tok string) error {
-		return a.Authenticate(ctx, user, api.Credentials{Scheme: "bearer", Token: tok})
-	}
+	local := tokenChecker{keys: d.PublicKey, nodeID: DefaultServeNodeID, now: clk.Now}
+	other := tokenChecker{keys: d.PublicKey, nodeID: "node-2", now: clk.Now}
+	check := func(c tokenChecker, user, tok string) error { return c.check(user, tok) }
 
 	if _, _, _, err := d.IssueToken(ctx, "alice", "wrong", ""); !errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("wrong password: %v", err)
@@ -241,12 +121,12 @@ func TestTokenEndToEnd(t *testing.T) {
 	forged, _ := api.SignToken(seedKey(7), c)
 	// Unknown kid: a key that was never published.
 	u := c
-	u.Kid = KeyID(seedKey(7).Public().(ed25519.PublicKey))
+	u.Kid = state.KeyID(seedKey(7).Public().(ed25519.PublicKey))
 	unknown, _ := api.SignToken(seedKey(7), u)
 
 	refusals := []struct {
 		name string
-		a    *node.Authenticator
+		a    tokenChecker
 		user string
 		tok  string
 		want error
@@ -292,7 +172,7 @@ func TestTokenEndToEnd(t *testing.T) {
 		}
 	}
 	// Too early to retire: nothing changes.
-	if err := d.retireExpiredKeys(ctx); err != nil {
+	if err := d.signer.retireExpired(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := d.PublicKey(oldKid); !ok {
@@ -300,18 +180,15 @@ func TestTokenEndToEnd(t *testing.T) {
 	}
 	// After TokenTTL + skew the old key is retired; its (still unexpired
 	// by a lenient node clock) tokens are refused.
-	clk.Add(cfg.TokenTTL + api.TokenClockSkew)
-	if err := d.retireExpiredKeys(ctx); err != nil {
+	clk.Add(cfg.Tokens.TTL + api.TokenClockSkew)
+	if err := d.signer.retireExpired(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := d.PublicKey(oldKid); ok {
 		t.Fatal("old key still published")
 	}
-	lenient, err := node.NewAuthenticator(node.AuthConfig{DisableBasic: true, Keys: d, NodeID: DefaultServeNodeID,
-		Clock: func() time.Time { return clk.Now().Add(-cfg.TokenTTL - api.TokenClockSkew) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	lenient := tokenChecker{keys: d.PublicKey, nodeID: DefaultServeNodeID,
+		now: func() time.Time { return clk.Now().Add(-cfg.Tokens.TTL - api.TokenClockSkew) }}
 	if err := check(lenient, "alice", before); !errors.Is(err, api.ErrTokenUnknownKey) {
 		t.Fatalf("token of a retired key: %v", err)
 	}
@@ -375,11 +252,8 @@ func TestTokenEndpoint(t *testing.T) {
 	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
 		t.Fatal(err)
 	}
-	a, err := node.NewAuthenticator(node.AuthConfig{DisableBasic: true, Keys: d, NodeID: DefaultServeNodeID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Authenticate(ctx, "alice", api.Credentials{Scheme: "bearer", Token: body.Token}); err != nil {
+	a := tokenChecker{keys: d.PublicKey, nodeID: DefaultServeNodeID, now: time.Now}
+	if err := a.check("alice", body.Token); err != nil {
 		t.Fatalf("token from the endpoint refused: %v", err)
 	}
 	if body.Node != "http://node1.example:8080/" || body.Expires <= time.Now().Unix() {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/mail"
 	"net/smtp"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -171,6 +172,24 @@ func (m *SMTPMailer) Send(ctx context.Context, to, subject, body string) (err er
 		return fmt.Errorf("directory: smtp QUIT: %w", err)
 	}
 	return nil
+}
+
+// resetMail renders the mail carrying a password reset code; with
+// resetURL set it also holds a link to the reset page.
+func resetMail(resetURL, user, code string, expires time.Time) (subject, body string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Someone (hopefully you) asked to reset the password of the Weave account %q.\n\n", user)
+	fmt.Fprintf(&b, "Your reset code is: %s\n", code)
+	if resetURL != "" {
+		sep := "?"
+		if strings.Contains(resetURL, "?") {
+			sep = "&"
+		}
+		fmt.Fprintf(&b, "Or open: %s%susername=%s&key=%s\n", resetURL, sep, url.QueryEscape(user), code)
+	}
+	fmt.Fprintf(&b, "\nThe code expires at %s. If you did not ask for this, ignore this mail.\n",
+		expires.UTC().Format(time.RFC1123))
+	return "Weave password reset", b.String()
 }
 
 // buildMessage renders a text/plain UTF-8 message with quoted-printable

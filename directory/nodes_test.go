@@ -1,19 +1,17 @@
 package directory
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"io"
 	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/directory/placement"
 )
 
@@ -173,9 +171,9 @@ func checkSets(t *testing.T, d *Directory, users []string, r int) map[string][]s
 }
 
 func TestAllocationThroughCreateUser(t *testing.T) {
-	d, url := openServed(t, func(c *Config) { c.AutoApprove = true })
+	d, url := openServed(t, func(c *Config) { c.Nodes.AutoApprove = true })
 	ctx := context.Background()
-	// Before any node exists, users get Config.NodeURL (the serve case).
+	// Before any node exists, users get Accounts.NodeURL (the serve case).
 	if err := d.CreateUser(ctx, "early", "password", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -237,9 +235,9 @@ func TestFailoverOnSilence(t *testing.T) {
 	const downAfter = 400 * time.Millisecond
 	const tick = 50 * time.Millisecond
 	d, url := openServed(t, func(c *Config) {
-		c.AutoApprove = true
-		c.DownAfter = downAfter
-		c.LivenessTick = tick
+		c.Nodes.AutoApprove = true
+		c.Nodes.DownAfter = downAfter
+		c.Nodes.LivenessTick = tick
 	})
 	ctx := context.Background()
 	nodes := registerNodes(t, d, url, []string{"opA", "opB", "opC"}, 100)
@@ -273,7 +271,7 @@ func TestFailoverOnSilence(t *testing.T) {
 	alive = alive[1:]
 	mu.Unlock()
 	silent := time.Now()
-	poll(t, downAfter+tick+2*time.Second, "victim marked down and its users moved", func() bool {
+	testkit.WaitFor(t, downAfter+tick+2*time.Second, "victim marked down and its users moved", func() bool {
 		if nodeState(t, d, victim) != "down" {
 			return false
 		}
@@ -299,14 +297,14 @@ func TestFailoverOnSilence(t *testing.T) {
 	mu.Lock()
 	alive = append(alive, victim)
 	mu.Unlock()
-	poll(t, 2*time.Second, "victim active again", func() bool { return nodeState(t, d, victim) == "active" })
+	testkit.WaitFor(t, 2*time.Second, "victim active again", func() bool { return nodeState(t, d, victim) == "active" })
 	if err := d.Heartbeat(ctx, "nosuch", 0); err == nil {
 		t.Fatal("heartbeat of unknown node accepted")
 	}
 }
 
 func TestDrainMovesEveryUser(t *testing.T) {
-	d, url := openServed(t, func(c *Config) { c.AutoApprove = true })
+	d, url := openServed(t, func(c *Config) { c.Nodes.AutoApprove = true })
 	ctx := context.Background()
 	nodes := registerNodes(t, d, url, []string{"opA", "opB", "opC", "opD"}, 100)
 	var users []string
@@ -349,131 +347,21 @@ func TestDrainMovesEveryUser(t *testing.T) {
 	}
 }
 
-// TestFSMClusterDeterministic applies the same entries to two FSMs and
-// compares snapshot bytes, then restores one into a third.
-func TestFSMClusterDeterministic(t *testing.T) {
-	var snaps [][]byte
-	for range 2 {
-		f := newFSM(testLogger(t), nil)
-		idx := uint64(0)
-		apply := func(c Command) any { idx++; return applyCmd(t, f, idx, c) }
-		apply(SetSettings{Settings: Settings{Replicas: 2, AutoApprove: true}})
-		for i, op := range []string{"a", "b", "c", "a"} {
-			apply(RegisterNode{ID: fmt.Sprintf("n%d", i), Operator: op, BaseURL: "http://n/", Capacity: 10, PublicKey: []byte{1}})
-		}
-		for i := range 8 {
-			apply(CreateUser{Name: fmt.Sprintf("u%d", i), Hash: "h"})
-		}
-		apply(SetNodeState{ID: "n1", State: placement.Down})
-		apply(SetNodeState{ID: "n2", State: placement.Draining})
-		apply(FinishDrain{ID: "n2"})
-		s, _ := f.Snapshot()
-		var sink memSink
-		if err := s.Persist(&sink); err != nil {
-			t.Fatal(err)
-		}
-		snaps = append(snaps, sink.Bytes())
-	}
-	if string(snaps[0]) != string(snaps[1]) {
-		t.Fatal("equal logs gave different snapshots")
-	}
-	g := newFSM(testLogger(t), nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(snaps[0]))); err != nil {
-		t.Fatal(err)
-	}
-	s, _ := g.Snapshot()
-	var sink memSink
-	_ = s.Persist(&sink)
-	if string(sink.Bytes()) != string(snaps[0]) {
-		t.Fatal("restored state snapshots differently")
-	}
-}
-
-func TestClusterCommandsRoundTrip(t *testing.T) {
-	cmds := []Command{
-		RegisterNode{ID: "n", Operator: "op", BaseURL: "http://n/", P2PAddrs: []string{"/ip4/1.2.3.4/tcp/1"}, Capacity: 3, PublicKey: []byte{1, 2}, Approve: true},
-		ApproveNode{ID: "n"},
-		SetNodeState{ID: "n", State: placement.Down},
-		RetireNode{ID: "n"},
-		FinishDrain{ID: "n"},
-		SetSettings{Settings: Settings{Replicas: 3, AutoApprove: true, DownAfterMS: 100}},
-		SetVoter{ID: "v1", HTTPURL: "http://v1", RaftAddr: "127.0.0.1:1"},
-	}
-	for _, c := range cmds {
-		enc, err := EncodeCommand(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := DecodeCommand(enc)
-		if err != nil {
-			t.Fatalf("%v: %v", c.Type(), err)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(c) {
-			t.Fatalf("%v: got %+v, want %+v", c.Type(), got, c)
-		}
-		if c.Type().String() == fmt.Sprintf("CommandType(%d)", uint8(c.Type())) {
-			t.Fatalf("%d has no name", c.Type())
-		}
-		if _, err := DecodeCommand(append(enc[:len(enc)-1:len(enc)-1], []byte(`,"zz":1}`)...)); err == nil {
-			t.Fatalf("%v: unknown field accepted", c.Type())
-		}
-	}
-}
-
-func TestFSMNodeStateRules(t *testing.T) {
-	f := newFSM(testLogger(t), nil)
-	idx := uint64(0)
-	apply := func(c Command) error {
-		idx++
-		err, _ := applyCmd(t, f, idx, c).(error)
-		return err
-	}
-	reg := RegisterNode{ID: "n1", Operator: "a", BaseURL: "http://n1", Capacity: 5, PublicKey: []byte{1}}
-	steps := []struct {
-		cmd  Command
-		want error
-	}{
-		{RegisterNode{ID: "", BaseURL: "http://x/", PublicKey: []byte{1}}, ErrMalformedCommand},
-		{reg, nil},
-		{SetNodeState{ID: "n1", State: placement.Down}, ErrBadNodeState}, // pending
-		{ApproveNode{ID: "nosuch"}, ErrUnknownNode},
-		{ApproveNode{ID: "n1"}, nil},
-		{ApproveNode{ID: "n1"}, nil}, // idempotent
-		{SetNodeState{ID: "n1", State: placement.Pending}, ErrBadNodeState},
-		{SetNodeState{ID: "n1", State: placement.Down}, nil},
-		{ApproveNode{ID: "n1"}, ErrBadNodeState}, // down: comes back by heartbeat
-		{SetNodeState{ID: "n1", State: placement.Active}, nil},
-		{FinishDrain{ID: "n1"}, ErrBadNodeState}, // not draining
-		{RetireNode{ID: "n1"}, nil},
-		{SetNodeState{ID: "n1", State: placement.Active}, ErrNodeRetired},
-		{reg, ErrNodeRetired},
-		{SetVoter{}, ErrMalformedCommand},
-	}
-	for i, s := range steps {
-		if err := apply(s.cmd); !errors.Is(err, s.want) || (s.want == nil && err != nil) {
-			t.Fatalf("step %d %v: %v, want %v", i, s.cmd.Type(), err, s.want)
-		}
-	}
-	n, _ := f.nodeByID("n1")
-	if n.URL != "http://n1/" || n.State != "retired" || n.Added != 5 {
-		t.Fatalf("node = %+v", n)
-	}
-}
-
 func TestConfigValidateCluster(t *testing.T) {
 	base := func() Config {
-		return Config{Dir: t.TempDir(), Bootstrap: true, RaftAddr: "127.0.0.1:0", HTTPURL: "http://127.0.0.1:1",
-			TLSCA: []byte("x"), TLSCert: []byte("x"), TLSKey: []byte("x"), AdminToken: "t"}
+		return Config{Dir: t.TempDir(), AdminToken: "t", Cluster: ClusterConfig{
+			Bootstrap: true, RaftAddr: "127.0.0.1:0", HTTPURL: "http://127.0.0.1:1",
+			TLSCA: []byte("x"), TLSCert: []byte("x"), TLSKey: []byte("x")}}
 	}
 	if err := base().Validate(); err != nil {
 		t.Fatalf("valid cluster config: %v", err)
 	}
 	for name, mod := range map[string]func(*Config){
-		"no raft addr":       func(c *Config) { c.RaftAddr = "" },
-		"no http url":        func(c *Config) { c.HTTPURL = "" },
-		"no tls":             func(c *Config) { c.TLSKey = nil },
+		"no raft addr":       func(c *Config) { c.Cluster.RaftAddr = "" },
+		"no http url":        func(c *Config) { c.Cluster.HTTPURL = "" },
+		"no tls":             func(c *Config) { c.Cluster.TLSKey = nil },
 		"no admin token":     func(c *Config) { c.AdminToken = "" },
-		"bootstrap and join": func(c *Config) { c.Join = "http://x" },
+		"bootstrap and join": func(c *Config) { c.Cluster.Join = "http://x" },
 	} {
 		c := base()
 		mod(&c)

@@ -2,9 +2,11 @@ package directory
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
@@ -13,7 +15,7 @@ import (
 	"github.com/hce-sync/hce/api/p2p"
 )
 
-// Bounds of the account notifications (Config.NotifyNodes).
+// Bounds of the account notifications (Nodes.NotifyNodes).
 const (
 	// notifyTries is how many times a node is called about one event.
 	notifyTries = 3
@@ -28,105 +30,76 @@ const (
 	deleteWait = 3 * time.Second
 )
 
-// notifier tracks the notifications in flight, so Close can stop them.
+// notifier tells storage nodes about committed account events over
+// libp2p (Nodes.NotifyNodes). A nil host means notifications are off.
 type notifier struct {
-	mu     sync.Mutex
-	closed bool
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	host host.Host
+	// spawn runs a notification in the background under the Directory's
+	// root context (Directory.spawn), so Close stops it.
+	spawn func(fn func(ctx context.Context)) bool
+	log   *slog.Logger
 }
 
-func newNotifier() *notifier {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &notifier{ctx: ctx, cancel: cancel}
-}
-
-// start runs fn in the background unless the notifier is closed; it
-// reports whether fn runs.
-func (n *notifier) start(fn func(ctx context.Context)) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return false
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		fn(n.ctx)
-	}()
-	return true
-}
-
-// close stops the notifications in flight and waits for them.
-func (n *notifier) close() {
-	n.mu.Lock()
-	n.closed = true
-	n.mu.Unlock()
-	n.cancel()
-	n.wg.Wait()
-}
-
-// notifying reports whether this voter tells nodes about account events.
-func (d *Directory) notifying() bool { return d.cfg.NotifyNodes && d.host != nil }
-
-// notifyNodes tells each node of set (a user's replica set) about a
-// committed account event over dirproto.ProtoAccount, in the background: each
-// node gets up to notifyTries calls within notifyWindow. It runs on the
-// voter that handled the API call, after the write committed; a follower
-// forwards the write to the leader and notifies once it is committed. The
-// returned channel is closed when every node has answered or been given
-// up on (at once when there is nothing to do). A node that cannot be
-// reached is logged: it drops the user's cached Basic-auth answers only
-// when they expire (node.DefaultCacheTTL), and a deleted user's records
-// stay on it.
-func (d *Directory) notifyNodes(user string, set []NodeInfo, deleted bool) <-chan struct{} {
+// notify tells each node of set (a user's replica set) about a
+// committed account event over dirproto.ProtoAccount, in the background:
+// each node gets up to notifyTries calls within notifyWindow, and Close
+// stops them. It runs on the voter that handled the API call, after the
+// write committed; a follower forwards the write to the leader and
+// notifies once it is committed. The returned channel is closed when
+// every node has answered or been given up on (at once when there is
+// nothing to do). A node that cannot be reached is logged: it drops the
+// user's cached Basic-auth answers only when they expire
+// (node.DefaultCacheTTL), and a deleted user's records stay on it.
+func (n *notifier) notify(user string, set []NodeInfo, deleted bool) <-chan struct{} {
 	done := make(chan struct{})
-	if !d.notifying() || len(set) == 0 {
+	if n.host == nil || len(set) == 0 {
 		close(done)
 		return done
 	}
 	var wg sync.WaitGroup
-	for _, n := range set {
+	for _, node := range set {
 		wg.Add(1)
-		if !d.notes.start(func(ctx context.Context) {
+		if !n.spawn(func(ctx context.Context) {
 			defer wg.Done()
-			d.notifyNode(ctx, n, dirproto.AccountEvent{User: user, Deleted: deleted})
+			n.notifyNode(ctx, node, dirproto.AccountEvent{User: user, Deleted: deleted})
 		}) {
 			wg.Done()
 		}
 	}
-	go func() {
+	if !n.spawn(func(context.Context) {
 		wg.Wait()
 		close(done)
-	}()
+	}) {
+		wg.Wait() // Close has begun: the notifications end at once
+		close(done)
+	}
 	return done
 }
 
-// notifyNode sends ev to node n, retrying transport failures and
+// notifyNode sends ev to node, retrying transport failures and
 // "unavailable"-like answers.
-func (d *Directory) notifyNode(ctx context.Context, n NodeInfo, ev dirproto.AccountEvent) {
+func (n *notifier) notifyNode(ctx context.Context, node NodeInfo, ev dirproto.AccountEvent) {
 	ctx, cancel := context.WithTimeout(ctx, notifyWindow)
 	defer cancel()
-	log := d.log.With("user", ev.User, "deleted", ev.Deleted, "node", n.ID)
-	id, err := peer.Decode(nodePeerID(n))
+	log := n.log.With("user", ev.User, "deleted", ev.Deleted, "node", node.ID)
+	id, err := peer.Decode(nodePeerID(node))
 	if err != nil {
 		log.Warn("directory: cannot notify a node without a peer id; its cached credentials expire on their own", "err", err)
 		return
 	}
 	var addrs []ma.Multiaddr
-	for _, s := range n.P2PAddrs {
+	for _, s := range node.P2PAddrs {
 		if a, err := ma.NewMultiaddr(s); err == nil {
 			addrs = append(addrs, a)
 		}
 	}
 	if len(addrs) > 0 {
-		d.host.Peerstore().AddAddrs(id, addrs, peerstore.TempAddrTTL)
+		n.host.Peerstore().AddAddrs(id, addrs, peerstore.TempAddrTTL)
 	}
-	rpc := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: notifyCallTimeout, Logger: d.log}
+	rpc := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: notifyCallTimeout, Logger: n.log}
 	pause := notifyBackoff
 	for try := 1; ; try++ {
-		err = p2p.CallJSON(ctx, rpc, d.host, id, dirproto.ProtoAccount, ev, nil)
+		err = p2p.CallJSON(ctx, rpc, n.host, id, dirproto.ProtoAccount, ev, nil)
 		if err == nil {
 			log.Debug("directory: node notified of an account event")
 			return

@@ -2,7 +2,9 @@ package directory
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -12,13 +14,15 @@ import (
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/directory/placement"
+	"github.com/hce-sync/hce/directory/state"
 )
 
 // p2pTimeout bounds one directory RPC served over libp2p; a password
 // check waits for the hasher, a heartbeat may commit a state change.
 const p2pTimeout = 10 * time.Second
 
-// ServeP2P serves the directory protocols of package p2p to storage nodes
+// ServeP2P serves the directory protocols of api/dirproto to storage nodes
 // on h (which the caller owns and closes):
 //
 //   - dirproto.ProtoHeartbeat: Heartbeat for the calling peer, whose ID is the
@@ -48,18 +52,23 @@ const p2pTimeout = 10 * time.Second
 // peers may connect at all is the host's gater's business (the wiring
 // admits registered nodes and the other voters).
 func (d *Directory) ServeP2P(h host.Host) {
+	s := &p2pServer{d: d}
 	cfg := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: p2pTimeout, Logger: d.log}
-	p2p.Serve(h, dirproto.ProtoHeartbeat, p2p.HandleJSON(d.p2pHeartbeat), cfg)
-	p2p.Serve(h, dirproto.ProtoCheckPassword, p2p.HandleJSON(d.p2pCheckPassword), cfg)
-	p2p.Serve(h, dirproto.ProtoKeys, p2p.HandleJSON(d.p2pKeys), cfg)
-	p2p.Serve(h, dirproto.ProtoAssignment, p2p.HandleJSON(d.p2pAssignment), cfg)
-	p2p.Serve(h, dirproto.ProtoPeers, p2p.HandleJSON(d.p2pPeers), cfg)
-	p2p.Serve(h, dirproto.ProtoUsers, p2p.HandleJSON(d.p2pUsers), cfg)
+	p2p.Serve(h, dirproto.ProtoHeartbeat, p2p.HandleJSON(s.heartbeat), cfg)
+	p2p.Serve(h, dirproto.ProtoCheckPassword, p2p.HandleJSON(s.checkPassword), cfg)
+	p2p.Serve(h, dirproto.ProtoKeys, p2p.HandleJSON(s.keys), cfg)
+	p2p.Serve(h, dirproto.ProtoAssignment, p2p.HandleJSON(s.assignment), cfg)
+	p2p.Serve(h, dirproto.ProtoPeers, p2p.HandleJSON(s.peers), cfg)
+	p2p.Serve(h, dirproto.ProtoUsers, p2p.HandleJSON(s.users), cfg)
 }
 
-// p2pNode returns the registered node the peer is, by peer ID or hex key.
-func (d *Directory) p2pNode(from peer.ID) (NodeInfo, bool) {
-	if n, ok := d.fsm.nodeByID(from.String()); ok {
+// p2pServer answers the directory protocols for a Directory.
+type p2pServer struct{ d *Directory }
+
+// nodeOfPeer returns the registered node the peer is, by peer ID or hex
+// key.
+func nodeOfPeer(st *state.FSM, from peer.ID) (NodeInfo, bool) {
+	if n, ok := st.Node(from.String()); ok {
 		return n, true
 	}
 	pk, err := from.ExtractPublicKey()
@@ -70,22 +79,43 @@ func (d *Directory) p2pNode(from peer.ID) (NodeInfo, bool) {
 	if err != nil {
 		return NodeInfo{}, false
 	}
-	return d.fsm.nodeByID(hex.EncodeToString(raw))
+	return st.Node(hex.EncodeToString(raw))
 }
 
-func (d *Directory) p2pHeartbeat(ctx context.Context, from peer.ID, r dirproto.HeartbeatRequest) (struct{}, error) {
+// admittedNode returns the calling node if it is registered and neither
+// pending nor retired, else a dirproto.CodeUnknownNode error.
+func (s *p2pServer) admittedNode(from peer.ID) (NodeInfo, error) {
+	n, ok := nodeOfPeer(s.d.state, from)
+	if !ok || n.State == placement.Pending.String() || n.State == placement.Retired.String() {
+		return NodeInfo{}, p2p.Errorf(dirproto.CodeUnknownNode, "peer %s is not an admitted storage node", from)
+	}
+	return n, nil
+}
+
+// nodePeerID returns the libp2p peer ID of a registered node: from its
+// public key, or its ID when the key is missing.
+func nodePeerID(n NodeInfo) string {
+	if len(n.PublicKey) == ed25519.PublicKeySize {
+		if id, err := p2p.PeerIDFromEd25519(ed25519.PublicKey(n.PublicKey)); err == nil {
+			return id.String()
+		}
+	}
+	return n.ID
+}
+
+func (s *p2pServer) heartbeat(ctx context.Context, from peer.ID, r dirproto.HeartbeatRequest) (struct{}, error) {
 	id := from.String()
-	if n, ok := d.p2pNode(from); ok {
+	if n, ok := nodeOfPeer(s.d.state, from); ok {
 		id = n.ID
 	}
-	return struct{}{}, p2pError(d.Heartbeat(ctx, id, r.Load))
+	return struct{}{}, p2pError(s.d.Heartbeat(ctx, id, r.Load))
 }
 
-func (d *Directory) p2pCheckPassword(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
-	if _, err := d.admittedNode(from); err != nil {
+func (s *p2pServer) checkPassword(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
+	if _, err := s.admittedNode(from); err != nil {
 		return dirproto.CheckPasswordResponse{}, err
 	}
-	err := d.CheckPassword(ctx, r.User, r.Password)
+	err := s.d.CheckPassword(ctx, r.User, r.Password)
 	switch {
 	case err == nil:
 		return dirproto.CheckPasswordResponse{OK: true}, nil
@@ -95,14 +125,115 @@ func (d *Directory) p2pCheckPassword(ctx context.Context, from peer.ID, r dirpro
 	return dirproto.CheckPasswordResponse{}, p2pError(err)
 }
 
-func (d *Directory) p2pKeys(context.Context, peer.ID, struct{}) (dirproto.KeysResponse, error) {
-	if d.closed.Load() {
+func (s *p2pServer) keys(context.Context, peer.ID, struct{}) (dirproto.KeysResponse, error) {
+	if s.d.closed.Load() {
 		return dirproto.KeysResponse{}, p2pError(ErrClosed)
 	}
-	keys := d.PublicKeys()
+	keys := s.d.PublicKeys()
 	out := dirproto.KeysResponse{Keys: make(map[string][]byte, len(keys))}
 	for kid, k := range keys {
 		out.Keys[kid] = k
+	}
+	return out, nil
+}
+
+func (s *p2pServer) assignment(_ context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
+	if s.d.closed.Load() {
+		return dirproto.AssignmentResponse{}, p2pError(ErrClosed)
+	}
+	if _, err := s.admittedNode(from); err != nil {
+		return dirproto.AssignmentResponse{}, err
+	}
+	set, _, ok := s.d.state.Assignment(r.User)
+	out := dirproto.AssignmentResponse{Exists: ok, Nodes: []dirproto.AssignedNode{}}
+	for _, n := range set {
+		out.Nodes = append(out.Nodes, dirproto.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL})
+	}
+	return out, nil
+}
+
+// usersEnvelope bounds the encoded size of a UsersResponse without its
+// users: the field names, a true More and the largest Version.
+var usersEnvelope = func() int {
+	b, err := p2p.Marshal(dirproto.UsersResponse{Users: []dirproto.UserReplicas{}, More: true, Version: ^uint64(0)})
+	if err != nil {
+		panic(err)
+	}
+	return len(b)
+}()
+
+// users answers one page of the calling node's users from the local
+// state (any voter may answer; a lagging follower answers its older view,
+// with its older Version). The page ends early, with More set, where the
+// next user would take the encoded answer past p2p.MaxMessageSize; a
+// user whose entry alone is too big for a message gets CodeInternal,
+// since no page could carry it.
+func (s *p2pServer) users(_ context.Context, from peer.ID, r dirproto.UsersRequest) (dirproto.UsersResponse, error) {
+	if s.d.closed.Load() {
+		return dirproto.UsersResponse{}, p2pError(ErrClosed)
+	}
+	self, err := s.admittedNode(from)
+	if err != nil {
+		return dirproto.UsersResponse{}, err
+	}
+	limit := r.Limit
+	if limit <= 0 || limit > dirproto.MaxUsersPage {
+		limit = dirproto.MaxUsersPage
+	}
+	page, nodes, more, version := s.d.state.UsersPage(self.ID, r.After, limit)
+	wire := make(map[string]dirproto.AssignedNode, len(nodes))
+	for id, n := range nodes {
+		wire[id] = dirproto.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL}
+	}
+	out := dirproto.UsersResponse{Users: make([]dirproto.UserReplicas, 0, len(page)), More: more, Version: version}
+	size := usersEnvelope
+	for _, u := range page {
+		e := dirproto.UserReplicas{User: u.User, Nodes: make([]dirproto.AssignedNode, 0, len(u.Set))}
+		for _, id := range u.Set {
+			e.Nodes = append(e.Nodes, wire[id])
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return dirproto.UsersResponse{}, p2p.Errorf(p2p.CodeInternal, "encode user %q: %v", u.User, err)
+		}
+		if size+len(b)+1 > p2p.MaxMessageSize { // +1: the comma before it
+			if len(out.Users) == 0 {
+				return dirproto.UsersResponse{}, p2p.Errorf(p2p.CodeInternal,
+					"the entry of user %q (%d bytes) does not fit in a message", u.User, len(b))
+			}
+			out.More = true
+			break
+		}
+		size += len(b) + 1
+		out.Users = append(out.Users, e)
+	}
+	return out, nil
+}
+
+func (s *p2pServer) peers(_ context.Context, from peer.ID, _ struct{}) (dirproto.PeersResponse, error) {
+	if s.d.closed.Load() {
+		return dirproto.PeersResponse{}, p2pError(ErrClosed)
+	}
+	out := dirproto.PeersResponse{Nodes: []string{}, Voters: []string{}, Addrs: map[string][]string{}}
+	for _, n := range s.d.state.Nodes() {
+		if n.State == placement.Active.String() || n.State == placement.Draining.String() {
+			pid := nodePeerID(n)
+			out.Nodes = append(out.Nodes, pid)
+			// The nodes dial each other (replication) at the addresses
+			// they registered; the bounds keep the answer valid.
+			var addrs []string
+			for _, a := range n.P2PAddrs {
+				if a != "" && len(a) <= dirproto.MaxAddrLen && len(addrs) < dirproto.MaxPeerAddrs {
+					addrs = append(addrs, a)
+				}
+			}
+			if len(addrs) > 0 {
+				out.Addrs[pid] = addrs
+			}
+		}
+	}
+	for _, v := range s.d.P2PVoters() {
+		out.Voters = append(out.Voters, v.PeerID)
 	}
 	return out, nil
 }

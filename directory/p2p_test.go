@@ -2,18 +2,20 @@ package directory
 
 import (
 	"context"
-	"errors"
+	"crypto/ed25519"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/p2p"
-	"github.com/hce-sync/hce/node/dirclient"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 func newTestP2PHost(t *testing.T, key crypto.PrivKey) host.Host {
@@ -32,24 +34,46 @@ func newTestP2PHost(t *testing.T, key crypto.PrivKey) host.Host {
 	return h
 }
 
-func newDirClient(t *testing.T, h, voter host.Host) *dirclient.Client {
-	t.Helper()
-	c, err := dirclient.New(dirclient.Config{
-		Host:      h,
-		Directory: []peer.AddrInfo{{ID: voter.ID(), Addrs: voter.Addrs()}},
-		Logger:    testLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+// dirCaller makes raw calls of the directory protocols (api/dirproto)
+// from a peer's host to one voter, as a storage node's client would.
+type dirCaller struct {
+	h, voter host.Host
+	rpc      p2p.RPCConfig
+}
+
+func newDirCaller(t *testing.T, h, voter host.Host) *dirCaller {
+	h.Peerstore().AddAddrs(voter.ID(), voter.Addrs(), peerstore.PermanentAddrTTL)
+	return &dirCaller{h: h, voter: voter,
+		rpc: p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Logger: testkit.Logger(t, slog.LevelWarn)}}
+}
+
+// call sends req over proto and decodes the answer into resp (strictly,
+// validated: see p2p.Unmarshal).
+func (c *dirCaller) call(ctx context.Context, proto protocol.ID, req, resp any) error {
+	return p2p.CallJSON(ctx, c.rpc, c.h, c.voter.ID(), proto, req, resp)
+}
+
+func (c *dirCaller) checkPassword(ctx context.Context, user, password string) (bool, error) {
+	var resp dirproto.CheckPasswordResponse
+	err := c.call(ctx, dirproto.ProtoCheckPassword, dirproto.CheckPasswordRequest{User: user, Password: password}, &resp)
+	return resp.OK, err
+}
+
+func (c *dirCaller) heartbeat(ctx context.Context, load int) error {
+	return c.call(ctx, dirproto.ProtoHeartbeat, dirproto.HeartbeatRequest{Load: load, Time: time.Now().UnixMilli()}, nil)
+}
+
+func (c *dirCaller) keys(ctx context.Context) (map[string][]byte, error) {
+	var resp dirproto.KeysResponse
+	err := c.call(ctx, dirproto.ProtoKeys, nil, &resp)
+	return resp.Keys, err
 }
 
 func TestServeP2P(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg := testConfig(t, t.TempDir())
-	cfg.AutoApprove = true
+	cfg.Nodes.AutoApprove = true
 	d := openDir(t, cfg)
 	voter := newTestP2PHost(t, nil)
 	d.ServeP2P(voter)
@@ -81,68 +105,61 @@ func TestServeP2P(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	nh := newTestP2PHost(t, nodeKey)
-	c := newDirClient(t, nh, voter)
+	c := newDirCaller(t, newTestP2PHost(t, nodeKey), voter)
 
 	// Basic credentials, checked by the directory over libp2p.
-	if err := c.CheckPassword(ctx, "alice", "correct horse"); err != nil {
-		t.Fatalf("right password: %v", err)
+	if ok, err := c.checkPassword(ctx, "alice", "correct horse"); err != nil || !ok {
+		t.Fatalf("right password: %v %v", ok, err)
 	}
 	for _, tc := range []struct{ user, pw string }{{"alice", "wrong"}, {"bob", "correct horse"}} {
-		if err := c.CheckPassword(ctx, tc.user, tc.pw); !errors.Is(err, api.ErrUnauthorized) {
-			t.Fatalf("%s/%s: %v, want unauthorized", tc.user, tc.pw, err)
+		if ok, err := c.checkPassword(ctx, tc.user, tc.pw); err != nil || ok {
+			t.Fatalf("%s/%s: %v %v, want refused", tc.user, tc.pw, ok, err)
 		}
 	}
 
 	// Keys: the node's copy matches the directory's published keys, and a
-	// token the directory issues for this node verifies offline.
-	waitCond(t, "a published key", func() bool { return len(d.PublicKeys()) > 0 })
-	if err := c.RefreshKeys(ctx); err != nil {
+	// token the directory issues for this node verifies offline with it.
+	testkit.WaitFor(t, 10*time.Second, "a published key", func() bool { return len(d.PublicKeys()) > 0 })
+	got, err := c.keys(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	want := d.PublicKeys()
+	if len(got) != len(want) {
+		t.Fatalf("%d keys over libp2p, %d published", len(got), len(want))
+	}
 	for kid, k := range want {
-		got, ok := c.Keys().PublicKey(kid)
-		if !ok || !got.Equal(k) {
-			t.Fatalf("key %s: got %x, want %x", kid, got, k)
+		if !k.Equal(ed25519.PublicKey(got[kid])) {
+			t.Fatalf("key %s: got %x, want %x", kid, got[kid], k)
 		}
 	}
 	tok, _, _, err := d.IssueToken(ctx, "alice", "correct horse", nodeID.String())
 	if err != nil {
 		t.Fatalf("IssueToken: %v", err)
 	}
-	if cl, err := api.VerifyToken(tok, c.Keys().PublicKey, nodeID.String(), time.Now()); err != nil || cl.Sub != "alice" {
+	fetched := func(kid string) (ed25519.PublicKey, bool) { k, ok := got[kid]; return k, ok }
+	if cl, err := api.VerifyToken(tok, fetched, nodeID.String(), time.Now()); err != nil || cl.Sub != "alice" {
 		t.Fatalf("VerifyToken with fetched keys: %+v %v", cl, err)
 	}
 
 	// Heartbeats reach the leader under the node's id.
-	c2, err := dirclient.New(dirclient.Config{
-		Host: nh, Directory: []peer.AddrInfo{{ID: voter.ID()}}, Load: func() int { return 3 },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c2.Heartbeat(ctx); err != nil {
+	if err := c.heartbeat(ctx, 3); err != nil {
 		t.Fatalf("Heartbeat: %v", err)
 	}
-	d.hbMu.Lock()
-	hb, ok := d.hb[nodeID.String()]
-	d.hbMu.Unlock()
-	if !ok || hb.load != 3 {
-		t.Fatalf("heartbeat recorded: %v %+v", ok, hb)
+	if hb := d.beats.lastBeat(nodeID.String()); hb.at.IsZero() || hb.load != 3 {
+		t.Fatalf("heartbeat recorded: %+v", hb)
 	}
 
 	// A peer that is not a registered node may fetch the public keys but
 	// neither check passwords nor send heartbeats.
-	stranger := newDirClient(t, newTestP2PHost(t, nil), voter)
-	if err := stranger.RefreshKeys(ctx); err != nil {
+	stranger := newDirCaller(t, newTestP2PHost(t, nil), voter)
+	if _, err := stranger.keys(ctx); err != nil {
 		t.Fatalf("stranger keys: %v", err)
 	}
-	err = stranger.CheckPassword(ctx, "alice", "correct horse")
-	if !errors.Is(err, api.ErrUnavailable) || !p2p.IsCode(err, dirproto.CodeUnknownNode) {
+	if _, err := stranger.checkPassword(ctx, "alice", "correct horse"); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("stranger password check: %v", err)
 	}
-	if err := stranger.Heartbeat(ctx); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
+	if err := stranger.heartbeat(ctx, 0); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("stranger heartbeat: %v", err)
 	}
 
@@ -150,21 +167,10 @@ func TestServeP2P(t *testing.T) {
 	if err := d.RetireNode(ctx, nodeID.String()); err != nil {
 		t.Fatalf("RetireNode: %v", err)
 	}
-	if err := c.CheckPassword(ctx, "alice", "correct horse"); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
+	if _, err := c.checkPassword(ctx, "alice", "correct horse"); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("retired node password check: %v", err)
 	}
-	if err := c2.Heartbeat(ctx); !p2p.IsCode(err, dirproto.CodeRetired) {
+	if err := c.heartbeat(ctx, 3); !p2p.IsCode(err, dirproto.CodeRetired) {
 		t.Fatalf("retired node heartbeat: %v", err)
-	}
-}
-
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

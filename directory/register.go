@@ -12,6 +12,8 @@ import (
 	"math/big"
 	"net/url"
 	"time"
+
+	"github.com/hce-sync/hce/directory/state"
 )
 
 // Errors of node registration.
@@ -121,20 +123,20 @@ func VerifyRegistration(body []byte, sig string, now time.Time) (Registration, e
 
 // RegisterNode verifies a signed registration (see VerifyRegistration)
 // and records the node through raft: pending until approved, unless auto
-// approval is on (Config.AutoApprove or the AutoApprove setting). A known
+// approval is on (Nodes.AutoApprove or the AutoApprove setting). A known
 // node's addresses, operator and capacity are updated.
 func (d *Directory) RegisterNode(ctx context.Context, body []byte, sig string) (NodeInfo, error) {
 	r, pub, err := VerifyRegistration(body, sig, d.cfg.Clock())
 	if err != nil {
 		return NodeInfo{}, err
 	}
-	if err := d.write(ctx, RegisterNode{
+	if err := d.write(ctx, state.RegisterNode{
 		ID: r.ID, Operator: r.Operator, BaseURL: r.BaseURL, P2PAddrs: r.P2PAddrs,
-		Capacity: r.Capacity, PublicKey: pub, Approve: d.cfg.AutoApprove,
+		Capacity: r.Capacity, PublicKey: pub, Approve: d.cfg.Nodes.AutoApprove,
 	}); err != nil {
 		return NodeInfo{}, err
 	}
-	n, _ := d.fsm.nodeByID(r.ID)
+	n, _ := d.state.Node(r.ID)
 	return n, nil
 }
 

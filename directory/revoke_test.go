@@ -14,8 +14,8 @@ func TestCredentialsChanged(t *testing.T) {
 	var got []string
 	mailer := &captureMailer{}
 	cfg := testConfig(t, t.TempDir())
-	cfg.Mailer = mailer
-	cfg.CredentialsChanged = func(user string) {
+	cfg.Accounts.Mailer = mailer
+	cfg.Accounts.CredentialsChanged = func(user string) {
 		mu.Lock()
 		got = append(got, user)
 		mu.Unlock()

@@ -33,7 +33,7 @@ func TestClientFailover(t *testing.T) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		tn, err = Start(ctx, Config{Dir: t.TempDir(), Directories: 1, Nodes: 4, DownAfter: downAfter, Heartbeat: hb,
-			Directory: func(c *directory.Config) { tuneDirectory(c); c.LivenessTick = 100 * time.Millisecond }})
+			Directory: func(c *directory.Config) { tuneDirectory(c); c.Nodes.LivenessTick = 100 * time.Millisecond }})
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			break
 		}

@@ -44,7 +44,7 @@ func TestClientStandalone(t *testing.T) {
 	s := startServer(t, func(c *StandaloneConfig) {
 		c.Directory = func(d *directory.Config) {
 			tuneDirectory(d)
-			d.Mailer = mailer
+			d.Accounts.Mailer = mailer
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

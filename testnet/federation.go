@@ -102,7 +102,7 @@ func toMultiaddr(addr string) (string, error) {
 // StartVoter starts a directory voter as `hce directory` runs it and
 // returns once it has joined (or founded) the cluster and serves HTTP. It
 // tells the storage nodes of the password changes and account deletions
-// it handles (directory.Config.NotifyNodes).
+// it handles (directory.NodeConfig.NotifyNodes).
 func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	if cfg.Dir == "" || cfg.CA == nil || cfg.AdminToken == "" {
 		return nil, errors.New("testnet: VoterConfig needs Dir, CA and AdminToken")
@@ -142,16 +142,16 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	dcfg.ID = cfg.ID
 	dcfg.Dir = cfg.Dir
 	dcfg.Logger = logger.With("component", "directory", "voter", cfg.ID)
-	dcfg.Bootstrap = cfg.Bootstrap
-	dcfg.Join = cfg.Join
-	dcfg.RaftAddr = cfg.RaftAddr
-	dcfg.HTTPURL = url
-	dcfg.TLSCA, dcfg.TLSCert, dcfg.TLSKey = caPEM, certPEM, keyPEM
+	dcfg.Cluster.Bootstrap = cfg.Bootstrap
+	dcfg.Cluster.Join = cfg.Join
+	dcfg.Cluster.RaftAddr = cfg.RaftAddr
+	dcfg.Cluster.HTTPURL = url
+	dcfg.Cluster.TLSCA, dcfg.Cluster.TLSCert, dcfg.Cluster.TLSKey = caPEM, certPEM, keyPEM
 	dcfg.AdminToken = cfg.AdminToken
-	dcfg.AutoApprove = cfg.AutoApprove
-	dcfg.DownAfter = cfg.DownAfter
-	dcfg.P2PListen = []string{p2pAddr}
-	dcfg.NotifyNodes = true
+	dcfg.Nodes.AutoApprove = cfg.AutoApprove
+	dcfg.Nodes.DownAfter = cfg.DownAfter
+	dcfg.Nodes.P2PListen = []string{p2pAddr}
+	dcfg.Nodes.NotifyNodes = true
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}

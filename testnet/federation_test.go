@@ -84,7 +84,7 @@ func TestFederation(t *testing.T) {
 	v, err := StartVoter(ctx, VoterConfig{
 		ID: "d1", Dir: filepath.Join(tmp, "d1"), CA: ca, Bootstrap: true, AdminToken: fedToken,
 		AutoApprove: true, Replicas: 2, DownAfter: downAfter,
-		Directory: func(c *directory.Config) { tuneDirectory(c); c.LivenessTick = 100 * time.Millisecond },
+		Directory: func(c *directory.Config) { tuneDirectory(c); c.Nodes.LivenessTick = 100 * time.Millisecond },
 	})
 	if err != nil {
 		t.Fatal(err)

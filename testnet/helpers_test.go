@@ -31,7 +31,7 @@ import (
 // cheapHash lowers the directory's argon2 cost so that registrations and
 // Basic auth checks in tests are fast.
 func cheapHash(c *directory.Config) {
-	c.PasswordHash = directory.HashParams{Time: 1, MemoryKiB: 64, Threads: 1}
+	c.Accounts.PasswordHash = directory.HashParams{Time: 1, MemoryKiB: 64, Threads: 1}
 }
 
 // tuneDirectory makes the directory fast for tests: cheap password hashes

@@ -100,11 +100,11 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	dcfg := directory.DefaultConfig()
 	dcfg.Dir = filepath.Join(cfg.DataDir, "directory")
 	dcfg.Logger = logger.With("component", "directory")
-	dcfg.NodeURL = url
+	dcfg.Accounts.NodeURL = url
 	// The node's Basic-auth cache must forget a user's answers as soon as
 	// the directory commits a password change or an account deletion.
 	var authRef atomic.Pointer[node.Authenticator]
-	dcfg.CredentialsChanged = func(user string) {
+	dcfg.Accounts.CredentialsChanged = func(user string) {
 		if a := authRef.Load(); a != nil {
 			a.Forget(user)
 		}
@@ -121,7 +121,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	// Bearer tokens from GET /user/1.0/{user}/token name this node by the
 	// directory's serve audience and are checked against its keys.
 	acfg.Keys = s.dir
-	acfg.NodeID = dcfg.ServeNodeID
+	acfg.NodeID = dcfg.Tokens.ServeNodeID
 	if acfg.NodeID == "" {
 		acfg.NodeID = directory.DefaultServeNodeID
 	}
@@ -141,7 +141,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	ucfg := api.DefaultUserConfig()
 	ucfg.Accounts = accountsWithStorage{s.dir, s.store}
 	ucfg.Tokens = s.dir
-	ucfg.ResetCodeTTL = dcfg.ResetCodeTTL
+	ucfg.ResetCodeTTL = dcfg.Accounts.ResetCodeTTL
 	ucfg.Logger = logger.With("component", "user-api")
 	if cfg.User != nil {
 		cfg.User(&ucfg)

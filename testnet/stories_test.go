@@ -55,7 +55,7 @@ func storyNet(t *testing.T, ctx context.Context, nodes int, mod func(*Config)) *
 		extra := cfg.Directory
 		cfg.Directory = func(c *directory.Config) {
 			tuneDirectory(c)
-			c.LivenessTick = 100 * time.Millisecond
+			c.Nodes.LivenessTick = 100 * time.Millisecond
 			if extra != nil {
 				extra(c)
 			}
@@ -523,7 +523,7 @@ func TestStoryCommunityNodeJoins(t *testing.T) {
 	// The voter's configuration does not auto-approve; the settings
 	// (written by the testnet) do until the test turns them off.
 	tn := storyNet(t, ctx, 3, func(c *Config) {
-		c.Directory = func(d *directory.Config) { d.AutoApprove = false }
+		c.Directory = func(d *directory.Config) { d.Nodes.AutoApprove = false }
 	})
 	leader := tn.voters[0].v
 	s := leader.Directory().Settings()

@@ -23,7 +23,7 @@ func TestTestnetInProcess(t *testing.T) {
 	const hb = 250 * time.Millisecond
 	begin := time.Now()
 	tn, err := Start(ctx, Config{Dir: t.TempDir(), DownAfter: downAfter, Heartbeat: hb,
-		Directory: func(c *directory.Config) { tuneDirectory(c); c.LivenessTick = 100 * time.Millisecond }})
+		Directory: func(c *directory.Config) { tuneDirectory(c); c.Nodes.LivenessTick = 100 * time.Millisecond }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func TestUserAPI(t *testing.T) {
 	s := startServer(t, func(c *StandaloneConfig) {
 		c.Directory = func(d *directory.Config) {
 			tuneDirectory(d)
-			d.Mailer = mailer
+			d.Accounts.Mailer = mailer
 		}
 	})
 
@@ -356,7 +356,7 @@ func TestUserAPINoNode(t *testing.T) {
 	s := startServer(t, func(c *StandaloneConfig) {
 		c.Directory = func(d *directory.Config) {
 			tuneDirectory(d)
-			d.NodeURL = ""
+			d.Accounts.NodeURL = ""
 		}
 	})
 	email := uniqueEmail(t)
@@ -375,7 +375,7 @@ func TestUserAPICaptcha(t *testing.T) {
 	s := startServer(t, func(c *StandaloneConfig) {
 		c.Directory = func(d *directory.Config) {
 			tuneDirectory(d)
-			d.Mailer = mailer
+			d.Accounts.Mailer = mailer
 		}
 		c.User = func(u *api.UserConfig) {
 			u.Captcha = fakeCaptcha{}
@@ -483,7 +483,7 @@ func TestUserAPIMailFailure(t *testing.T) {
 	s := startServer(t, func(c *StandaloneConfig) {
 		c.Directory = func(d *directory.Config) {
 			tuneDirectory(d)
-			d.Mailer = failingMailer{}
+			d.Accounts.Mailer = failingMailer{}
 		}
 	})
 	a := s.newAccount(t)

@@ -18,19 +18,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-)
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+	"github.com/hce-sync/hce/api/testkit"
+)
 
 // issueCustom signs a certificate with arbitrary role URIs (to forge
 // non-voter certificates under the real CA).
@@ -190,7 +180,7 @@ func TestRefusedPeers(t *testing.T) {
 			if err == nil {
 				t.Fatal("connection was not refused")
 			}
-			waitFor(t, 5*time.Second, "rejection counted", func() bool { return srv.Rejected() > before })
+			testkit.WaitFor(t, 5*time.Second, "rejection counted", func() bool { return srv.Rejected() > before })
 		})
 	}
 
@@ -249,7 +239,7 @@ func TestGarbageDoesNotBreakListener(t *testing.T) {
 		_, _ = c.Write(j)
 		_ = c.Close()
 	}
-	waitFor(t, 5*time.Second, "garbage connections refused", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "garbage connections refused", func() bool {
 		return srv.Rejected() >= before+uint64(len(junk))+1
 	})
 	// While all that happened, and after, a voter still gets through.
@@ -382,7 +372,7 @@ func TestRaftClusterOverMutualTLS(t *testing.T) {
 	}
 
 	var leader *voter
-	waitFor(t, 10*time.Second, "a leader", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a leader", func() bool {
 		for _, v := range voters {
 			if v.r.State() == raft.Leader {
 				leader = v
@@ -401,7 +391,7 @@ func TestRaftClusterOverMutualTLS(t *testing.T) {
 			t.Fatalf("apply %d: %v", i, err)
 		}
 	}
-	waitFor(t, 10*time.Second, "replication to every voter", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "replication to every voter", func() bool {
 		for _, v := range voters {
 			if sum, k := v.fsm.get(); sum != want || k != entries {
 				return false

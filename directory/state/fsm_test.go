@@ -1,4 +1,4 @@
-package directory
+package state
 
 import (
 	"bytes"
@@ -12,22 +12,11 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/directory/placement"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func applyCmd(t *testing.T, f *fsm, idx uint64, c Command) any {
+func applyCmd(t *testing.T, f *FSM, idx uint64, c Command) any {
 	t.Helper()
 	enc, err := EncodeCommand(c)
 	if err != nil {
@@ -37,7 +26,7 @@ func applyCmd(t *testing.T, f *fsm, idx uint64, c Command) any {
 }
 
 func TestFSMApply(t *testing.T) {
-	f := newFSM(testLogger(t), nil)
+	f := testFSM(t)
 	steps := []struct {
 		cmd  Command
 		want error
@@ -67,21 +56,21 @@ func TestFSMApply(t *testing.T) {
 			t.Fatalf("step %d %#v: got %v, want %v", i, s.cmd, err, s.want)
 		}
 	}
-	got, ok := f.get("a")
-	want := account{Name: "a", Hash: "h5", Email: "b@x", Created: 10, Node: "http://n/"}
+	got, ok := f.Account("a")
+	want := Account{Name: "a", Hash: "h5", Email: "b@x", Created: 10, Node: "http://n/"}
 	if !ok || got != want {
 		t.Fatalf("account = %+v, want %+v", got, want)
 	}
 	if res := applyCmd(t, f, 100, DeleteUser{Name: "a"}); res != nil {
 		t.Fatalf("delete: %v", res)
 	}
-	if f.count() != 0 {
-		t.Fatalf("count = %d after delete", f.count())
+	if f.Accounts() != 0 {
+		t.Fatalf("count = %d after delete", f.Accounts())
 	}
 }
 
 func TestFSMApplyBatch(t *testing.T) {
-	f := newFSM(testLogger(t), nil)
+	f := testFSM(t)
 	res := applyCmd(t, f, 1, Batch{Commands: []Command{
 		CreateUser{Name: "x", Hash: "h"},
 		CreateUser{Name: "x", Hash: "h"},
@@ -97,22 +86,22 @@ func TestFSMApplyBatch(t *testing.T) {
 			t.Errorf("result %d = %v, want %v", i, errs[i], want)
 		}
 	}
-	if f.count() != 2 {
-		t.Fatalf("count = %d, want 2", f.count())
+	if f.Accounts() != 2 {
+		t.Fatalf("count = %d, want 2", f.Accounts())
 	}
 }
 
 func TestFSMApplyUnknownEntry(t *testing.T) {
 	var logs bytes.Buffer
-	f := newFSM(slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	f := New(slog.New(slog.NewTextHandler(&logs, nil)), placement.Policy{}, nil)
 	res := f.Apply(&raft.Log{Index: 7, Term: 2, Type: raft.LogCommand, Data: []byte{250, 1, '{', '}'}})
 	err, _ := res.(error)
 	var ue *UnknownCommandError
 	if !errors.As(err, &ue) || ue.Type != 250 || ue.Version != 1 {
 		t.Fatalf("result = %#v, want UnknownCommandError{250, 1}", res)
 	}
-	if f.unknown.Load() != 1 {
-		t.Fatalf("unknown counter = %d", f.unknown.Load())
+	if f.Undecodable() != 1 {
+		t.Fatalf("unknown counter = %d", f.Undecodable())
 	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "index=7") {
 		t.Fatalf("not logged loudly: %q", logs.String())
@@ -129,12 +118,14 @@ type memSink struct {
 	closed, cancelled bool
 }
 
-func (s *memSink) ID() string    { return "mem" }
-func (s *memSink) Close() error  { s.closed = true; return nil }
+func (s *memSink) ID() string { return "mem" }
+
+func (s *memSink) Close() error { s.closed = true; return nil }
+
 func (s *memSink) Cancel() error { s.cancelled = true; return nil }
 
 func TestFSMSnapshotRestore(t *testing.T) {
-	f := newFSM(testLogger(t), nil)
+	f := testFSM(t)
 	for i, name := range []string{"zed", "amy", "ünï"} {
 		applyCmd(t, f, uint64(i+1), CreateUser{Name: name, Hash: "h-" + name, Email: name + "@x", Created: int64(i), Node: "http://n/"})
 	}
@@ -157,20 +148,20 @@ func TestFSMSnapshotRestore(t *testing.T) {
 		t.Fatalf("snapshot lines not header + sorted accounts:\n%s", sink.String())
 	}
 
-	g := newFSM(testLogger(t), nil)
+	g := testFSM(t)
 	applyCmd(t, g, 1, CreateUser{Name: "other", Hash: "h"})
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := g.get("other"); ok {
+	if _, ok := g.Account("other"); ok {
 		t.Fatal("restore did not replace the state")
 	}
-	amy, _ := g.get("amy")
-	if want := (account{Name: "amy", Hash: "h-amy", Email: "amy@x", Created: 1, Node: "http://n/", ResetCodeHash: "c", ResetExpires: 9}); amy != want {
+	amy, _ := g.Account("amy")
+	if want := (Account{Name: "amy", Hash: "h-amy", Email: "amy@x", Created: 1, Node: "http://n/", ResetCodeHash: "c", ResetExpires: 9}); amy != want {
 		t.Fatalf("amy = %+v, want %+v", amy, want)
 	}
-	if g.count() != 3 {
-		t.Fatalf("count = %d, want 3", g.count())
+	if g.Accounts() != 3 {
+		t.Fatalf("count = %d, want 3", g.Accounts())
 	}
 	// Snapshots of equal states are byte-identical.
 	s2, _ := g.Snapshot()
@@ -195,12 +186,12 @@ func TestFSMRestoreRejectsBadSnapshots(t *testing.T) {
 		"no name":       header + acct + `{"hash":"h"}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			f := newFSM(testLogger(t), nil)
+			f := testFSM(t)
 			applyCmd(t, f, 1, CreateUser{Name: "keep", Hash: "h"})
 			if err := f.Restore(io.NopCloser(strings.NewReader(data))); err == nil {
 				t.Fatal("restore succeeded")
 			}
-			if _, ok := f.get("keep"); !ok || f.count() != 1 {
+			if _, ok := f.Account("keep"); !ok || f.Accounts() != 1 {
 				t.Fatal("failed restore changed the state")
 			}
 		})
@@ -210,12 +201,93 @@ func TestFSMRestoreRejectsBadSnapshots(t *testing.T) {
 func TestFSMSnapshotIsolation(t *testing.T) {
 	// Values in the map are immutable: a snapshot taken before an update
 	// still sees the old record.
-	f := newFSM(testLogger(t), nil)
+	f := testFSM(t)
 	applyCmd(t, f, 1, CreateUser{Name: "a", Hash: "h1"})
 	snap, _ := f.Snapshot()
 	applyCmd(t, f, 2, SetPassword{Name: "a", Hash: "h2"})
 	accts := snap.(*fsmSnapshot).accounts
-	if !reflect.DeepEqual(*accts[0], account{Name: "a", Hash: "h1"}) {
+	if !reflect.DeepEqual(*accts[0], Account{Name: "a", Hash: "h1"}) {
 		t.Fatalf("snapshot saw a later update: %+v", *accts[0])
 	}
+}
+
+func TestFSMKeys(t *testing.T) {
+	f := testFSM(t)
+	good := publishOf(seedKey(1), "dir1")
+	badKid := good
+	badKid.Kid = "0000000000000000"
+	short := good
+	short.PublicKey = good.PublicKey[:10]
+	noOwner := good
+	noOwner.Owner = ""
+	tests := []struct {
+		name string
+		cmd  Command
+		want error
+	}{
+		{"publish", good, nil},
+		{"again", good, nil},
+		{"bad kid", badKid, ErrBadKey},
+		{"short key", short, ErrBadKey},
+		{"no owner", noOwner, ErrBadKey},
+		{"publish 2", publishOf(seedKey(2), "dir2"), nil},
+		{"retire 2", RetireKey{Kid: publishOf(seedKey(2), "").Kid}, nil},
+		{"retire unknown", RetireKey{Kid: "nope"}, nil},
+	}
+	for i, tt := range tests {
+		enc, err := EncodeCommand(tt.cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: enc})
+		err, _ = res.(error)
+		if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+			t.Fatalf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if ks := f.SigningKeys(); len(ks) != 1 || ks[0].Kid != good.Kid {
+		t.Fatalf("keys %+v", ks)
+	}
+
+	// Snapshot and restore keep the keys.
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := snap.(*fsmSnapshot).write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	g := testFSM(t)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+		t.Fatalf("restore: %v\n%s", err, buf.String())
+	}
+	if k, ok := g.SigningKey(good.Kid); !ok || !bytes.Equal(k.PublicKey, good.PublicKey) || k.Owner != "dir1" {
+		t.Fatalf("restored key %+v %v", k, ok)
+	}
+
+	// A snapshot without keys (version 1) restores, with no keys.
+	old := `{"format":"hce-directory","version":1,"accounts":1}` + "\n" +
+		`{"name":"alice","hash":"h","created":1}` + "\n"
+	if err := g.Restore(io.NopCloser(strings.NewReader(old))); err != nil {
+		t.Fatalf("restore v1: %v", err)
+	}
+	if len(g.SigningKeys()) != 0 {
+		t.Fatal("v1 restore kept keys")
+	}
+	// Version 1 cannot carry keys; a bad key in a snapshot is refused.
+	for _, bad := range []string{
+		`{"format":"hce-directory","version":1,"accounts":0,"keys":1}` + "\n",
+		`{"format":"hce-directory","version":2,"accounts":0,"keys":1}` + "\n" + `{"kid":"x","pk":"AAAA","owner":"d","created":1}` + "\n",
+	} {
+		if err := g.Restore(io.NopCloser(strings.NewReader(bad))); err == nil {
+			t.Fatalf("restored %q", bad)
+		}
+	}
+}
+
+// testFSM returns an empty FSM with the default placement policy that
+// logs warnings to the test log.
+func testFSM(t testing.TB) *FSM {
+	return New(testkit.Logger(t, slog.LevelWarn), placement.Policy{}, nil)
 }

@@ -1,4 +1,4 @@
-package directory
+package state
 
 import (
 	"bytes"
@@ -13,8 +13,11 @@ import (
 // writes. Values are never reused; a retired type stays reserved.
 type CommandType uint8
 
-// The command types. Each has its own version (the second byte of an
-// entry); see DESIGN.md for the rules on changing them.
+// The command types, in families: accounts from 1, the cluster (storage
+// nodes, assignments, settings, voters) from 20, token signing keys from
+// 40, so that each family can grow without clashing. Each type has its own
+// version (the second byte of an entry); see DESIGN.md for the rules on
+// changing them.
 const (
 	CmdCreateUser     CommandType = 1
 	CmdDeleteUser     CommandType = 2
@@ -24,40 +27,72 @@ const (
 	CmdClearResetCode CommandType = 6
 	CmdResetPassword  CommandType = 7
 	CmdBatch          CommandType = 8
+
+	CmdRegisterNode CommandType = 20
+	CmdApproveNode  CommandType = 21
+	CmdSetNodeState CommandType = 22
+	CmdRetireNode   CommandType = 23
+	CmdSetSettings  CommandType = 24
+	CmdFinishDrain  CommandType = 25
+	CmdSetVoter     CommandType = 26
+
+	CmdPublishKey CommandType = 40
+	CmdRetireKey  CommandType = 41
 )
 
-// commandV1 is the only body version of every command type so far.
+// commandV1 is the body version of every command type except SetVoter
+// with libp2p fields (setVoterV2).
 const commandV1 = 1
 
-// maxBatchCommands bounds the commands of one Batch entry, so a decoder
+// MaxBatchCommands bounds the commands of one Batch entry, so a decoder
 // never allocates for more than this.
-const maxBatchCommands = 1024
+const MaxBatchCommands = 1024
+
+// codec names a command type and decodes its bodies, by version.
+type codec struct {
+	name   string
+	decode map[uint8]func(body []byte) (Command, error)
+}
+
+// v1 is the codec of a type whose only body version is 1, a strict JSON
+// object of T.
+func v1[T Command](name string) codec {
+	return codec{name: name, decode: map[uint8]func([]byte) (Command, error){commandV1: decodeJSON[T]}}
+}
+
+// codecs lists every type but Batch, which DecodeCommand handles itself
+// (its decoder calls DecodeCommand).
+var codecs = map[CommandType]codec{
+	CmdCreateUser:     v1[CreateUser]("CreateUser"),
+	CmdDeleteUser:     v1[DeleteUser]("DeleteUser"),
+	CmdSetPassword:    v1[SetPassword]("SetPassword"),
+	CmdSetEmail:       v1[SetEmail]("SetEmail"),
+	CmdSetResetCode:   v1[SetResetCode]("SetResetCode"),
+	CmdClearResetCode: v1[ClearResetCode]("ClearResetCode"),
+	CmdResetPassword:  v1[ResetPassword]("ResetPassword"),
+
+	CmdRegisterNode: v1[RegisterNode]("RegisterNode"),
+	CmdApproveNode:  v1[ApproveNode]("ApproveNode"),
+	CmdSetNodeState: v1[SetNodeState]("SetNodeState"),
+	CmdRetireNode:   v1[RetireNode]("RetireNode"),
+	CmdSetSettings:  v1[SetSettings]("SetSettings"),
+	CmdFinishDrain:  v1[FinishDrain]("FinishDrain"),
+	CmdSetVoter: {name: "SetVoter", decode: map[uint8]func([]byte) (Command, error){
+		commandV1:  decodeSetVoterV1,
+		setVoterV2: decodeJSON[SetVoter],
+	}},
+
+	CmdPublishKey: v1[PublishKey]("PublishKey"),
+	CmdRetireKey:  v1[RetireKey]("RetireKey"),
+}
 
 // String returns the command type's name.
 func (t CommandType) String() string {
-	switch t {
-	case CmdCreateUser:
-		return "CreateUser"
-	case CmdDeleteUser:
-		return "DeleteUser"
-	case CmdSetPassword:
-		return "SetPassword"
-	case CmdSetEmail:
-		return "SetEmail"
-	case CmdSetResetCode:
-		return "SetResetCode"
-	case CmdClearResetCode:
-		return "ClearResetCode"
-	case CmdResetPassword:
-		return "ResetPassword"
-	case CmdBatch:
+	if t == CmdBatch {
 		return "Batch"
 	}
-	if n := clusterCommandName(t); n != "" {
-		return n
-	}
-	if n := keyCommandName(t); n != "" {
-		return n
+	if c, ok := codecs[t]; ok {
+		return c.name
 	}
 	return fmt.Sprintf("CommandType(%d)", uint8(t))
 }
@@ -97,64 +132,6 @@ type Command interface {
 	version() uint8
 }
 
-// CreateUser creates an account. Fails with api.ErrUserExists if Name is
-// taken.
-type CreateUser struct {
-	Name string `json:"n"`
-	// Hash is the encoded argon2id hash of the password.
-	Hash  string `json:"h"`
-	Email string `json:"e,omitempty"`
-	// Created is the proposer's clock in Unix seconds.
-	Created int64 `json:"c"`
-	// Node is the storage node base URL assigned to the account.
-	Node string `json:"node,omitempty"`
-}
-
-// DeleteUser removes an account. Fails with api.ErrUserNotFound.
-type DeleteUser struct {
-	Name string `json:"n"`
-}
-
-// SetPassword replaces an account's hash and drops any pending reset
-// code. Fails with api.ErrUserNotFound.
-type SetPassword struct {
-	Name string `json:"n"`
-	Hash string `json:"h"`
-}
-
-// SetEmail replaces an account's e-mail address. Fails with
-// api.ErrUserNotFound.
-type SetEmail struct {
-	Name  string `json:"n"`
-	Email string `json:"e"`
-}
-
-// SetResetCode stores the SHA-256 (hex) of a new reset code and its expiry
-// (Unix seconds), replacing any earlier code. Fails with
-// api.ErrUserNotFound.
-type SetResetCode struct {
-	Name     string `json:"n"`
-	CodeHash string `json:"ch"`
-	Expires  int64  `json:"x"`
-}
-
-// ClearResetCode drops a pending reset code (no-op when none). Fails with
-// api.ErrUserNotFound.
-type ClearResetCode struct {
-	Name string `json:"n"`
-}
-
-// ResetPassword sets Hash as the account's password and clears the reset
-// code, if CodeHash is the pending code's hash and it has not expired at
-// Now (Unix seconds, the proposer's clock). Fails with api.ErrUserNotFound
-// or api.ErrBadResetCode.
-type ResetPassword struct {
-	Name     string `json:"n"`
-	CodeHash string `json:"ch"`
-	Hash     string `json:"h"`
-	Now      int64  `json:"now"`
-}
-
 // Batch carries several commands in one raft entry. Each is applied in
 // order with its own result; one failing does not stop the others.
 // Batches do not nest.
@@ -163,37 +140,8 @@ type Batch struct {
 }
 
 // Type implements Command.
-func (CreateUser) Type() CommandType { return CmdCreateUser }
-
-// Type implements Command.
-func (DeleteUser) Type() CommandType { return CmdDeleteUser }
-
-// Type implements Command.
-func (SetPassword) Type() CommandType { return CmdSetPassword }
-
-// Type implements Command.
-func (SetEmail) Type() CommandType { return CmdSetEmail }
-
-// Type implements Command.
-func (SetResetCode) Type() CommandType { return CmdSetResetCode }
-
-// Type implements Command.
-func (ClearResetCode) Type() CommandType { return CmdClearResetCode }
-
-// Type implements Command.
-func (ResetPassword) Type() CommandType { return CmdResetPassword }
-
-// Type implements Command.
 func (Batch) Type() CommandType { return CmdBatch }
-
-func (CreateUser) version() uint8     { return commandV1 }
-func (DeleteUser) version() uint8     { return commandV1 }
-func (SetPassword) version() uint8    { return commandV1 }
-func (SetEmail) version() uint8       { return commandV1 }
-func (SetResetCode) version() uint8   { return commandV1 }
-func (ClearResetCode) version() uint8 { return commandV1 }
-func (ResetPassword) version() uint8  { return commandV1 }
-func (Batch) version() uint8          { return commandV1 }
+func (Batch) version() uint8    { return commandV1 }
 
 // EncodeCommand returns the log entry for c: the type byte, the version
 // byte, then the body (JSON, or for Batch a count and length-prefixed
@@ -203,7 +151,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 		return nil, fmt.Errorf("%w: nil command", ErrMalformedCommand)
 	}
 	if b, ok := c.(Batch); ok {
-		if len(b.Commands) == 0 || len(b.Commands) > maxBatchCommands {
+		if len(b.Commands) == 0 || len(b.Commands) > MaxBatchCommands {
 			return nil, fmt.Errorf("%w: batch of %d commands", ErrMalformedCommand, len(b.Commands))
 		}
 		encs := make([][]byte, len(b.Commands))
@@ -217,7 +165,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 			}
 			encs[i] = enc
 		}
-		return encodeBatch(encs), nil
+		return EncodeBatch(encs), nil
 	}
 	out := []byte{byte(c.Type()), c.version()}
 	body, err := json.Marshal(c)
@@ -225,6 +173,24 @@ func EncodeCommand(c Command) ([]byte, error) {
 		return nil, fmt.Errorf("directory: encode %v: %w", c.Type(), err)
 	}
 	return append(out, body...), nil
+}
+
+// EncodeBatch builds a Batch entry from already encoded (non-batch)
+// commands: the encoding EncodeCommand gives a Batch of them. The caller
+// keeps to 1..MaxBatchCommands commands.
+func EncodeBatch(encs [][]byte) []byte {
+	n := 2 + binary.MaxVarintLen64
+	for _, e := range encs {
+		n += binary.MaxVarintLen64 + len(e)
+	}
+	out := make([]byte, 0, n)
+	out = append(out, byte(CmdBatch), commandV1)
+	out = binary.AppendUvarint(out, uint64(len(encs)))
+	for _, e := range encs {
+		out = binary.AppendUvarint(out, uint64(len(e)))
+		out = append(out, e...)
+	}
+	return out
 }
 
 // DecodeCommand parses a log entry written by EncodeCommand. It returns
@@ -238,58 +204,35 @@ func DecodeCommand(data []byte) (Command, error) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrMalformedCommand, len(data))
 	}
 	t, v, body := CommandType(data[0]), data[1], data[2:]
-	if t == CmdSetVoter && v == setVoterV2 {
-		return decodeJSON[SetVoter](t, body)
-	}
-	if v != commandV1 {
-		return nil, &UnknownCommandError{Type: t, Version: v}
-	}
-	switch t {
-	case CmdCreateUser:
-		return decodeJSON[CreateUser](t, body)
-	case CmdDeleteUser:
-		return decodeJSON[DeleteUser](t, body)
-	case CmdSetPassword:
-		return decodeJSON[SetPassword](t, body)
-	case CmdSetEmail:
-		return decodeJSON[SetEmail](t, body)
-	case CmdSetResetCode:
-		return decodeJSON[SetResetCode](t, body)
-	case CmdClearResetCode:
-		return decodeJSON[ClearResetCode](t, body)
-	case CmdResetPassword:
-		return decodeJSON[ResetPassword](t, body)
-	case CmdBatch:
+	if t == CmdBatch && v == commandV1 {
 		return decodeBatch(body)
 	}
-	if c, err, ok := decodeClusterCommand(t, body); ok {
-		return c, err
+	decode, ok := codecs[t].decode[v]
+	if !ok {
+		return nil, &UnknownCommandError{Type: t, Version: v}
 	}
-	if c, err, ok := decodeKeyCommand(t, body); ok {
-		return c, err
-	}
-	return nil, &UnknownCommandError{Type: t, Version: v}
+	return decode(body)
 }
 
 // decodeJSON decodes one JSON object strictly: unknown fields and trailing
 // data are errors, so a body change without a version bump is caught
 // instead of silently dropping a field on older voters.
-func decodeJSON[T Command](t CommandType, body []byte) (Command, error) {
+func decodeJSON[T Command](body []byte) (Command, error) {
 	var c T
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %v body: %v", ErrMalformedCommand, t, err)
+		return nil, fmt.Errorf("%w: %v body: %v", ErrMalformedCommand, c.Type(), err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: %v body: trailing data", ErrMalformedCommand, t)
+		return nil, fmt.Errorf("%w: %v body: trailing data", ErrMalformedCommand, c.Type())
 	}
 	return c, nil
 }
 
 func decodeBatch(body []byte) (Command, error) {
 	n, k := binary.Uvarint(body)
-	if k <= 0 || n == 0 || n > maxBatchCommands || n > uint64(len(body)) {
+	if k <= 0 || n == 0 || n > MaxBatchCommands || n > uint64(len(body)) {
 		return nil, fmt.Errorf("%w: bad batch count", ErrMalformedCommand)
 	}
 	body = body[k:]

@@ -1,9 +1,14 @@
-package directory
+package state
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/hce-sync/hce/directory/placement"
 )
 
 func sampleCommands() []Command {
@@ -51,7 +56,7 @@ func TestDecodeCommandRejects(t *testing.T) {
 		b, _ := EncodeCommand(CreateUser{Name: "a", Hash: "h"})
 		return b
 	}
-	batchOf := func(encs ...[]byte) []byte { return encodeBatch(encs) }
+	batchOf := func(encs ...[]byte) []byte { return EncodeBatch(encs) }
 	tests := []struct {
 		name    string
 		data    []byte
@@ -102,6 +107,112 @@ func TestEncodeCommandRejects(t *testing.T) {
 		if _, err := EncodeCommand(c); !errors.Is(err, ErrMalformedCommand) {
 			t.Errorf("EncodeCommand(%#v) err = %v, want ErrMalformedCommand", c, err)
 		}
+	}
+}
+
+func TestClusterCommandsRoundTrip(t *testing.T) {
+	cmds := []Command{
+		RegisterNode{ID: "n", Operator: "op", BaseURL: "http://n/", P2PAddrs: []string{"/ip4/1.2.3.4/tcp/1"}, Capacity: 3, PublicKey: []byte{1, 2}, Approve: true},
+		ApproveNode{ID: "n"},
+		SetNodeState{ID: "n", State: placement.Down},
+		RetireNode{ID: "n"},
+		FinishDrain{ID: "n"},
+		SetSettings{Settings: Settings{Replicas: 3, AutoApprove: true, DownAfterMS: 100}},
+		SetVoter{ID: "v1", HTTPURL: "http://v1", RaftAddr: "127.0.0.1:1"},
+	}
+	for _, c := range cmds {
+		enc, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeCommand(enc)
+		if err != nil {
+			t.Fatalf("%v: %v", c.Type(), err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c) {
+			t.Fatalf("%v: got %+v, want %+v", c.Type(), got, c)
+		}
+		if c.Type().String() == fmt.Sprintf("CommandType(%d)", uint8(c.Type())) {
+			t.Fatalf("%d has no name", c.Type())
+		}
+		if _, err := DecodeCommand(append(enc[:len(enc)-1:len(enc)-1], []byte(`,"zz":1}`)...)); err == nil {
+			t.Fatalf("%v: unknown field accepted", c.Type())
+		}
+	}
+}
+
+// TestSetVoterVersions checks that SetVoter without libp2p fields stays a
+// version 1 entry (readable by older voters), that one with them is
+// version 2, and that both decode back.
+func TestSetVoterVersions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    SetVoter
+		ver  byte
+	}{
+		{"v1", SetVoter{ID: "d1", HTTPURL: "http://a", RaftAddr: "127.0.0.1:1"}, 1},
+		{"v2", SetVoter{ID: "d1", HTTPURL: "http://a", RaftAddr: "127.0.0.1:1", PeerID: "12D3KooWx", P2PAddrs: []string{"/ip4/127.0.0.1/tcp/9"}}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc, err := EncodeCommand(tc.c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if enc[1] != tc.ver {
+				t.Fatalf("version %d, want %d", enc[1], tc.ver)
+			}
+			got, err := DecodeCommand(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.c) {
+				t.Fatalf("decoded %+v, want %+v", got, tc.c)
+			}
+		})
+	}
+	// A v1 body carrying v2 fields is malformed (strict decoding).
+	bad := append([]byte{byte(CmdSetVoter), 1}, []byte(`{"id":"d1","url":"","raft":"","peer":"x"}`)...)
+	if _, err := DecodeCommand(bad); err == nil {
+		t.Fatal("v1 body with a peer field decoded")
+	}
+}
+
+func seedKey(b byte) ed25519.PrivateKey {
+	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, ed25519.SeedSize))
+}
+
+func publishOf(priv ed25519.PrivateKey, owner string) PublishKey {
+	pub := priv.Public().(ed25519.PublicKey)
+	return PublishKey{Kid: KeyID(pub), PublicKey: pub, Owner: owner, Created: 100}
+}
+
+func TestKeyCommandCodec(t *testing.T) {
+	for _, c := range []Command{publishOf(seedKey(1), "dir1"), RetireKey{Kid: "abc"}} {
+		enc, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeCommand(enc)
+		if err != nil {
+			t.Fatalf("decode %v: %v", c.Type(), err)
+		}
+		ge, _ := EncodeCommand(got)
+		if !bytes.Equal(ge, enc) {
+			t.Fatalf("round trip of %v changed it", c.Type())
+		}
+	}
+	if CmdPublishKey.String() != "PublishKey" || CmdRetireKey.String() != "RetireKey" {
+		t.Fatal("command names")
+	}
+	if _, err := DecodeCommand(append([]byte{byte(CmdRetireKey), commandV1}, `{"kid":"a","x":1}`...)); !errors.Is(err, ErrMalformedCommand) {
+		t.Fatalf("unknown field: %v", err)
+	}
+	if _, err := DecodeCommand([]byte{byte(CmdPublishKey), 2, '{', '}'}); !errors.Is(err, ErrUnknownCommand) {
+		t.Fatalf("unknown version: %v", err)
+	}
+	if KeyID(seedKey(1).Public().(ed25519.PublicKey)) == KeyID(seedKey(2).Public().(ed25519.PublicKey)) ||
+		len(KeyID(seedKey(1).Public().(ed25519.PublicKey))) != 16 {
+		t.Fatal("KeyID")
 	}
 }
 

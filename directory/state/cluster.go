@@ -1,4 +1,4 @@
-package directory
+package state
 
 import (
 	"bytes"
@@ -10,19 +10,6 @@ import (
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/directory/placement"
-)
-
-// Command types of the cluster state (storage nodes, assignments,
-// settings, voters). They start at 20 so that other command families can
-// take the numbers below without clashing.
-const (
-	CmdRegisterNode CommandType = 20
-	CmdApproveNode  CommandType = 21
-	CmdSetNodeState CommandType = 22
-	CmdRetireNode   CommandType = 23
-	CmdSetSettings  CommandType = 24
-	CmdFinishDrain  CommandType = 25
-	CmdSetVoter     CommandType = 26
 )
 
 // Errors of the cluster commands.
@@ -141,53 +128,14 @@ func (c SetVoter) version() uint8 {
 	return commandV1
 }
 
-// clusterCommandName names the cluster command types ("" if t is none).
-func clusterCommandName(t CommandType) string {
-	switch t {
-	case CmdRegisterNode:
-		return "RegisterNode"
-	case CmdApproveNode:
-		return "ApproveNode"
-	case CmdSetNodeState:
-		return "SetNodeState"
-	case CmdRetireNode:
-		return "RetireNode"
-	case CmdFinishDrain:
-		return "FinishDrain"
-	case CmdSetSettings:
-		return "SetSettings"
-	case CmdSetVoter:
-		return "SetVoter"
+// decodeSetVoterV1 decodes a version 1 SetVoter body (no libp2p fields).
+func decodeSetVoterV1(body []byte) (Command, error) {
+	c, err := decodeJSON[setVoterV1](body)
+	if err != nil {
+		return nil, err
 	}
-	return ""
-}
-
-// decodeClusterCommand decodes a v1 cluster command body; ok is false
-// when t is not a cluster command type.
-func decodeClusterCommand(t CommandType, body []byte) (c Command, err error, ok bool) {
-	switch t {
-	case CmdRegisterNode:
-		c, err = decodeJSON[RegisterNode](t, body)
-	case CmdApproveNode:
-		c, err = decodeJSON[ApproveNode](t, body)
-	case CmdSetNodeState:
-		c, err = decodeJSON[SetNodeState](t, body)
-	case CmdRetireNode:
-		c, err = decodeJSON[RetireNode](t, body)
-	case CmdFinishDrain:
-		c, err = decodeJSON[FinishDrain](t, body)
-	case CmdSetSettings:
-		c, err = decodeJSON[SetSettings](t, body)
-	case CmdSetVoter:
-		var v1 Command
-		if v1, err = decodeJSON[setVoterV1](t, body); err == nil {
-			o := v1.(setVoterV1)
-			c = SetVoter{ID: o.ID, HTTPURL: o.HTTPURL, RaftAddr: o.RaftAddr}
-		}
-	default:
-		return nil, nil, false
-	}
-	return c, err, true
+	o := c.(setVoterV1)
+	return SetVoter{ID: o.ID, HTTPURL: o.HTTPURL, RaftAddr: o.RaftAddr}, nil
 }
 
 // Settings are the cluster-wide settings kept in the FSM.
@@ -196,13 +144,17 @@ type Settings struct {
 	Replicas int `json:"replicas"`
 	// AutoApprove makes newly registered nodes Active at once.
 	AutoApprove bool `json:"auto_approve"`
-	// DownAfterMS, when positive, overrides Config.DownAfter (ms).
+	// DownAfterMS, when positive, overrides the directory's configured
+	// silence limit (directory.NodeConfig.DownAfter), in milliseconds.
 	DownAfterMS int64 `json:"down_after_ms,omitempty"`
 }
 
+// DefaultReplicas is the default of Settings.Replicas.
+const DefaultReplicas = 2
+
 func (s Settings) withDefaults() Settings {
 	if s.Replicas <= 0 {
-		s.Replicas = 2
+		s.Replicas = DefaultReplicas
 	}
 	return s
 }
@@ -230,7 +182,7 @@ type VoterInfo struct {
 	P2PAddrs []string `json:"p2p,omitempty"`
 }
 
-// clusterState is the cluster part of the FSM; guarded by fsm.mu.
+// clusterState is the cluster part of the FSM; guarded by FSM.mu.
 type clusterState struct {
 	Nodes    map[string]*nodeRecord `json:"nodes"`
 	Assign   map[string][]string    `json:"assign"`
@@ -326,7 +278,7 @@ func (c *clusterState) validate() error {
 // touchVersions ends the unknown-versions state a restore leaves: f.mu
 // is held and a cluster change is being applied at f.index, which is
 // later than every change the restored snapshot holds.
-func (f *fsm) touchVersions() {
+func (f *FSM) touchVersions() {
 	if f.cl.versionsUnknown {
 		f.cl.floor, f.cl.versionsUnknown = f.index, false
 	}
@@ -334,7 +286,7 @@ func (f *fsm) touchVersions() {
 
 // applyCluster applies a cluster command; f.mu is held, f.index is the
 // entry's raft index.
-func (f *fsm) applyCluster(c Command) error {
+func (f *FSM) applyCluster(c Command) error {
 	cl := &f.cl
 	f.touchVersions()
 	switch c := c.(type) {
@@ -368,7 +320,7 @@ func (f *fsm) applyCluster(c Command) error {
 		}
 		return nil
 	case ApproveNode:
-		n, err := f.node(c.ID)
+		n, err := f.liveNode(c.ID)
 		if err != nil {
 			return err
 		}
@@ -383,7 +335,7 @@ func (f *fsm) applyCluster(c Command) error {
 		f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
 		return nil
 	case SetNodeState:
-		n, err := f.node(c.ID)
+		n, err := f.liveNode(c.ID)
 		if err != nil {
 			return err
 		}
@@ -407,7 +359,7 @@ func (f *fsm) applyCluster(c Command) error {
 		}
 		return nil
 	case FinishDrain:
-		n, err := f.node(c.ID)
+		n, err := f.liveNode(c.ID)
 		if err != nil {
 			return err
 		}
@@ -417,7 +369,7 @@ func (f *fsm) applyCluster(c Command) error {
 		f.drainStep(c.ID, true)
 		return nil
 	case RetireNode:
-		n, err := f.node(c.ID)
+		n, err := f.liveNode(c.ID)
 		if err != nil {
 			return err
 		}
@@ -444,7 +396,9 @@ func (f *fsm) applyCluster(c Command) error {
 	return fmt.Errorf("%w: %v cannot be applied here", ErrMalformedCommand, c.Type())
 }
 
-func (f *fsm) node(id string) (*nodeRecord, error) {
+// liveNode returns the record of node id unless it is unknown
+// (ErrUnknownNode) or retired (ErrNodeRetired); f.mu is held.
+func (f *FSM) liveNode(id string) (*nodeRecord, error) {
 	n, ok := f.cl.Nodes[id]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownNode, id)
@@ -456,21 +410,21 @@ func (f *fsm) node(id string) (*nodeRecord, error) {
 }
 
 // setNode stores a modified copy of n.
-func (f *fsm) setNode(n *nodeRecord, fn func(*nodeRecord)) {
+func (f *FSM) setNode(n *nodeRecord, fn func(*nodeRecord)) {
 	cp := *n
 	fn(&cp)
 	f.cl.Nodes[n.ID] = &cp
 }
 
 // policy returns the placement policy at the current entry.
-func (f *fsm) policy() placement.Policy {
+func (f *FSM) policy() placement.Policy {
 	p := f.placement
 	p.Now = f.index
 	return p
 }
 
 // placementNodes lists the nodes with their current loads.
-func (f *fsm) placementNodes() []placement.Node {
+func (f *FSM) placementNodes() []placement.Node {
 	out := make([]placement.Node, 0, len(f.cl.Nodes))
 	for _, n := range f.cl.Nodes {
 		out = append(out, placement.Node{
@@ -484,7 +438,7 @@ func (f *fsm) placementNodes() []placement.Node {
 // setAssignment stores user's new set and adjusts node loads, the
 // per-node user index and list versions (nil or empty set removes the
 // assignment).
-func (f *fsm) setAssignment(user string, set []string) {
+func (f *FSM) setAssignment(user string, set []string) {
 	f.touchVersions()
 	old := f.cl.Assign[user]
 	if !slices.Equal(old, set) {
@@ -525,7 +479,7 @@ func (f *fsm) setAssignment(user string, set []string) {
 	f.cl.Assign[user] = slices.Clone(set)
 }
 
-func (f *fsm) addLoad(id string, d int) {
+func (f *FSM) addLoad(id string, d int) {
 	if n, ok := f.cl.Nodes[id]; ok {
 		f.setNode(n, func(n *nodeRecord) { n.Load += d })
 	}
@@ -534,7 +488,7 @@ func (f *fsm) addLoad(id string, d int) {
 // allocate gives a new user its replica set. With no storage node
 // registered, or none able to take the user while fallback is set, the
 // user gets no set and the caller keeps fallback as its node.
-func (f *fsm) allocate(user, fallback string) error {
+func (f *FSM) allocate(user, fallback string) error {
 	f.touchVersions()
 	if len(f.cl.Nodes) == 0 {
 		return nil
@@ -552,7 +506,7 @@ func (f *fsm) allocate(user, fallback string) error {
 
 // usersWhere returns the assigned users whose set matches, sorted (the
 // order of repairs decides loads, so it must not depend on map order).
-func (f *fsm) usersWhere(match func(set []string) bool) []string {
+func (f *FSM) usersWhere(match func(set []string) bool) []string {
 	var users []string
 	for u, set := range f.cl.Assign {
 		if match(set) {
@@ -564,7 +518,7 @@ func (f *fsm) usersWhere(match func(set []string) bool) []string {
 }
 
 // repairWhere repairs the sets that match, in user order.
-func (f *fsm) repairWhere(match func(set []string) bool) {
+func (f *FSM) repairWhere(match func(set []string) bool) {
 	r := f.cl.Settings.Replicas
 	for _, u := range f.usersWhere(match) {
 		a := placement.Assignment{User: u, Nodes: f.cl.Assign[u]}
@@ -577,7 +531,7 @@ func (f *fsm) repairWhere(match func(set []string) bool) {
 // drainStep moves the users of node id: step 1 (final false) adds the
 // replacements, step 2 drops the node. A user that cannot be moved safely
 // keeps its set.
-func (f *fsm) drainStep(id string, final bool) {
+func (f *FSM) drainStep(id string, final bool) {
 	r := f.cl.Settings.Replicas
 	for _, u := range f.usersWhere(func(set []string) bool { return slices.Contains(set, id) }) {
 		a := placement.Assignment{User: u, Nodes: f.cl.Assign[u]}
@@ -594,7 +548,7 @@ func (f *fsm) drainStep(id string, final bool) {
 	}
 }
 
-// nodeInfo converts a record for callers.
+// info converts a record for callers.
 func (n *nodeRecord) info() NodeInfo {
 	return NodeInfo{
 		ID: n.ID, Operator: n.Operator, URL: n.BaseURL, P2PAddrs: slices.Clone(n.P2PAddrs),
@@ -624,8 +578,8 @@ type NodeInfo struct {
 	PublicKey []byte `json:"public_key,omitempty"`
 }
 
-// nodes returns every node, sorted by ID.
-func (f *fsm) nodes() []NodeInfo {
+// Nodes returns every storage node, sorted by ID.
+func (f *FSM) Nodes() []NodeInfo {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := make([]NodeInfo, 0, len(f.cl.Nodes))
@@ -636,8 +590,8 @@ func (f *fsm) nodes() []NodeInfo {
 	return out
 }
 
-// nodeByID returns one node.
-func (f *fsm) nodeByID(id string) (NodeInfo, bool) {
+// Node returns the storage node id.
+func (f *FSM) Node(id string) (NodeInfo, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	n, ok := f.cl.Nodes[id]
@@ -647,9 +601,10 @@ func (f *fsm) nodeByID(id string) (NodeInfo, bool) {
 	return n.info(), true
 }
 
-// assignment returns the user's set as node infos (primary first), the
-// account's fallback node URL, and whether the user exists.
-func (f *fsm) assignment(user string) (set []NodeInfo, fallback string, ok bool) {
+// Assignment returns the user's replica set as node infos (primary
+// first; a node missing from the state appears with its ID only), the
+// account's fallback node URL (Account.Node), and whether the user exists.
+func (f *FSM) Assignment(user string) (set []NodeInfo, fallback string, ok bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	a, ok := f.accounts[user]
@@ -666,22 +621,22 @@ func (f *fsm) assignment(user string) (set []NodeInfo, fallback string, ok bool)
 	return set, a.Node, true
 }
 
-// settings returns the current settings.
-func (f *fsm) settings() Settings {
+// Settings returns the cluster settings.
+func (f *FSM) Settings() Settings {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.cl.Settings
 }
 
-// voters returns the recorded voters.
-func (f *fsm) voters() map[string]VoterInfo {
+// Voters returns the recorded voters by raft ID (a copy).
+func (f *FSM) Voters() map[string]VoterInfo {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return maps.Clone(f.cl.Voters)
 }
 
-// hasVoterPeer reports whether a recorded voter has libp2p peer ID id.
-func (f *fsm) hasVoterPeer(id string) bool {
+// HasVoterPeer reports whether a recorded voter has libp2p peer ID id.
+func (f *FSM) HasVoterPeer(id string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	for _, v := range f.cl.Voters {
@@ -692,19 +647,21 @@ func (f *fsm) hasVoterPeer(id string) bool {
 	return false
 }
 
-// userAssignment is one user's replica set (node IDs, primary first).
-type userAssignment struct {
+// UserAssignment is one user's replica set.
+type UserAssignment struct {
 	User string
-	Set  []string
+	// Set lists node IDs, primary first. It is shared with the FSM and
+	// must not be modified.
+	Set []string
 }
 
-// usersPage returns, in one consistent view, up to limit (> 0) users
+// UsersPage returns, in one consistent view, up to limit (> 0) users
 // whose set contains node id, in ascending order strictly after after,
 // with their sets; nodes holds the records of every node those sets
 // name; more says whether further users follow; version is the node's
-// list version (see p2p.UsersResponse: 0 while unknown after a restore).
-// It costs O(log n + limit) for a node of n users.
-func (f *fsm) usersPage(id, after string, limit int) (page []userAssignment, nodes map[string]NodeInfo, more bool, version uint64) {
+// list version (see dirproto.UsersResponse: 0 while unknown after a
+// restore). It costs O(log n + limit) for a node of n users.
+func (f *FSM) UsersPage(id, after string, limit int) (page []UserAssignment, nodes map[string]NodeInfo, more bool, version uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if !f.cl.versionsUnknown {
@@ -719,10 +676,10 @@ func (f *fsm) usersPage(id, after string, limit int) (page []userAssignment, nod
 	if len(users) > limit {
 		users, more = users[:limit], true
 	}
-	page = make([]userAssignment, 0, len(users))
+	page = make([]UserAssignment, 0, len(users))
 	for _, u := range users {
 		set := f.cl.Assign[u] // never modified in place: safe to share
-		page = append(page, userAssignment{User: u, Set: set})
+		page = append(page, UserAssignment{User: u, Set: set})
 		for _, nid := range set {
 			if _, ok := nodes[nid]; ok {
 				continue
@@ -735,111 +692,4 @@ func (f *fsm) usersPage(id, after string, limit int) (page []userAssignment, nod
 		}
 	}
 	return page, nodes, more, version
-}
-
-// userSetBlock is the most names a userSet block holds before it splits.
-const userSetBlock = 512
-
-// userSet is an ordered set of user names: a list of sorted blocks, each
-// holding at most userSetBlock names, every name of a block less than
-// every name of the next. Lookups cost O(log n); an insert or removal
-// O(log n + userSetBlock + n/userSetBlock), which for a million users is
-// a few thousand word moves rather than a million. Not safe for
-// concurrent use; the FSM guards it with its lock.
-type userSet struct {
-	blocks [][]string // never empty blocks
-	n      int
-}
-
-// newUserSet returns a set of sorted, distinct names (which it keeps).
-func newUserSet(sorted []string) *userSet {
-	s := &userSet{n: len(sorted)}
-	for len(sorted) > 0 {
-		k := min(len(sorted), userSetBlock/2)
-		s.blocks = append(s.blocks, slices.Clip(sorted[:k]))
-		sorted = sorted[k:]
-	}
-	return s
-}
-
-func (s *userSet) len() int { return s.n }
-
-// block returns the index of the first block whose last name is at or
-// after name (len(s.blocks) if none).
-func (s *userSet) block(name string) int {
-	i, _ := slices.BinarySearchFunc(s.blocks, name, func(b []string, name string) int {
-		return strings.Compare(b[len(b)-1], name)
-	})
-	return i
-}
-
-// insert adds name; it reports whether name was new.
-func (s *userSet) insert(name string) bool {
-	if len(s.blocks) == 0 {
-		s.blocks = [][]string{{name}}
-		s.n = 1
-		return true
-	}
-	bi := min(s.block(name), len(s.blocks)-1)
-	b := s.blocks[bi]
-	j, found := slices.BinarySearch(b, name)
-	if found {
-		return false
-	}
-	b = slices.Insert(b, j, name)
-	s.n++
-	if len(b) <= userSetBlock {
-		s.blocks[bi] = b
-		return true
-	}
-	half := len(b) / 2
-	lo := slices.Clip(b[:half])
-	hi := slices.Clone(b[half:])
-	s.blocks[bi] = lo
-	s.blocks = slices.Insert(s.blocks, bi+1, hi)
-	return true
-}
-
-// remove deletes name; it reports whether name was there.
-func (s *userSet) remove(name string) bool {
-	bi := s.block(name)
-	if bi == len(s.blocks) {
-		return false
-	}
-	b := s.blocks[bi]
-	j, found := slices.BinarySearch(b, name)
-	if !found {
-		return false
-	}
-	b = slices.Delete(b, j, j+1)
-	s.n--
-	switch {
-	case len(b) == 0:
-		s.blocks = slices.Delete(s.blocks, bi, bi+1)
-	case len(b) < userSetBlock/4 && bi+1 < len(s.blocks) && len(b)+len(s.blocks[bi+1]) <= userSetBlock/2:
-		s.blocks[bi] = append(b, s.blocks[bi+1]...)
-		s.blocks = slices.Delete(s.blocks, bi+1, bi+2)
-	default:
-		s.blocks[bi] = b
-	}
-	return true
-}
-
-// after returns up to limit names strictly after name, in order (a new
-// slice; the names are shared).
-func (s *userSet) after(name string, limit int) []string {
-	var out []string
-	bi := s.block(name)
-	if bi == len(s.blocks) {
-		return nil
-	}
-	j, found := slices.BinarySearch(s.blocks[bi], name)
-	if found {
-		j++
-	}
-	for ; bi < len(s.blocks) && len(out) < limit; bi, j = bi+1, 0 {
-		b := s.blocks[bi][j:]
-		out = append(out, b[:min(len(b), limit-len(out))]...)
-	}
-	return out
 }

@@ -1,0 +1,59 @@
+package directory
+
+import (
+	"context"
+
+	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory/placement"
+	"github.com/hce-sync/hce/directory/state"
+)
+
+// Assignment returns the user's primary node ID and the other members of
+// its replica set in promotion order. A user created before any storage
+// node was registered has no set: primary is "" and replicas is empty
+// (StorageNode then answers the account's fallback URL, Accounts.NodeURL).
+// api.ErrUserNotFound.
+func (d *Directory) Assignment(user string) (primary string, replicas []NodeInfo, err error) {
+	set, _, ok := d.state.Assignment(user)
+	if !ok {
+		return "", nil, api.ErrUserNotFound
+	}
+	if len(set) == 0 {
+		return "", nil, nil
+	}
+	return set[0].ID, set[1:], nil
+}
+
+// Nodes returns every registered storage node, sorted by ID, from the
+// local state.
+func (d *Directory) Nodes() []NodeInfo { return d.state.Nodes() }
+
+// Settings returns the cluster settings from the local state.
+func (d *Directory) Settings() Settings { return d.state.Settings() }
+
+// SetSettings replaces the cluster settings (a raft write).
+func (d *Directory) SetSettings(ctx context.Context, s Settings) error {
+	return d.write(ctx, state.SetSettings{Settings: s})
+}
+
+// ApproveNode makes a pending storage node active.
+func (d *Directory) ApproveNode(ctx context.Context, id string) error {
+	return d.write(ctx, state.ApproveNode{ID: id})
+}
+
+// RetireNode retires a storage node for good; its users' sets are
+// repaired.
+func (d *Directory) RetireNode(ctx context.Context, id string) error {
+	return d.write(ctx, state.RetireNode{ID: id})
+}
+
+// DrainNode moves every user off a storage node in two committed steps:
+// first each user's set gains its replacement replicas (the node stays
+// listed), then the node is dropped from every set. Users that cannot be
+// moved (no capacity elsewhere) stay on it.
+func (d *Directory) DrainNode(ctx context.Context, id string) error {
+	if err := d.write(ctx, state.SetNodeState{ID: id, State: placement.Draining}); err != nil {
+		return err
+	}
+	return d.write(ctx, state.FinishDrain{ID: id})
+}

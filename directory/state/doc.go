@@ -1,0 +1,23 @@
+// Package state is the directory's replicated state machine: the raft FSM
+// (FSM) with its typed, versioned commands (Command, EncodeCommand,
+// DecodeCommand) and its snapshot format.
+//
+// The state is the accounts (Account: name, argon2id hash, e-mail,
+// creation time, pending reset code), the cluster (storage nodes with
+// their identity key, operator, URLs, capacity and placement.State; each
+// user's replica set; the cluster Settings; the voters' URLs and libp2p
+// identities) and the published token signing keys (SigningKey).
+//
+// Apply is deterministic: it depends only on the state and the entry. It
+// reads no clock (times travel in commands, and directory/placement runs
+// with the raft index as its clock), draws no random numbers and does no
+// IO, so every voter that applies the same log holds the same state and
+// writes the same snapshot bytes. Checks that decide an outcome (a name is
+// taken, a reset code is valid) are made here, so racing proposers cannot
+// both win. What needs IO or a clock — password hashing, signatures,
+// raft, HTTP, libp2p — is package directory's, which proposes the
+// commands and reads the state through the FSM's read methods.
+//
+// ../DESIGN.md describes the command and snapshot formats and their
+// versioning rules.
+package state

@@ -1,0 +1,180 @@
+package state
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/raft"
+)
+
+// Snapshot format: JSON lines. A snapshotHeader, then exactly
+// header.Accounts account objects sorted by name, then (when
+// header.Cluster) one clusterState object, then header.Keys signing keys
+// sorted by kid, then EOF. See DESIGN.md.
+const (
+	snapshotFormat  = "hce-directory"
+	snapshotVersion = 2
+)
+
+// snapshotHeader starts a snapshot. Version 2 adds Cluster and Keys;
+// version 1 (accounts only) stays readable.
+type snapshotHeader struct {
+	Format   string `json:"format"`
+	Version  int    `json:"version"`
+	Accounts int    `json:"accounts"`
+	// Cluster (version 2) says one clusterState object follows the
+	// accounts.
+	Cluster bool `json:"cluster,omitempty"`
+	// Keys (version 2) is the number of published signing keys that
+	// follow the cluster state (or the accounts); absent means none.
+	Keys int `json:"keys,omitempty"`
+}
+
+// Snapshot captures the state in O(accounts) pointer copies under the
+// read lock; the records themselves are shared (they are immutable) and
+// encoded later by Persist, concurrently with further applies.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	accts := make([]*Account, 0, len(f.accounts))
+	for _, a := range f.accounts {
+		accts = append(accts, a)
+	}
+	cl := f.cl.clone()
+	keys := sortedKeys(f.keys)
+	f.mu.RUnlock()
+	return &fsmSnapshot{accounts: accts, cl: &cl, keys: keys}, nil
+}
+
+// Restore replaces the whole state with the snapshot read from rc and
+// calls the revoked hook with "" (any account may have changed). On
+// error the state is left unchanged.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	accts, cl, keys, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.accounts = accts
+	f.cl = cl
+	f.keys = keys
+	f.mu.Unlock()
+	if f.revoked != nil {
+		f.revoked("")
+	}
+	return nil
+}
+
+func readSnapshot(r io.Reader) (map[string]*Account, clusterState, map[string]*SigningKey, error) {
+	cl := newClusterState()
+	keys := make(map[string]*SigningKey)
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
+	dec.DisallowUnknownFields()
+	var h snapshotHeader
+	if err := dec.Decode(&h); err != nil {
+		return nil, cl, nil, fmt.Errorf("directory: snapshot header: %w", err)
+	}
+	if h.Format != snapshotFormat || h.Version < 1 || h.Version > snapshotVersion || h.Accounts < 0 ||
+		(h.Cluster && h.Version < 2) || (h.Keys != 0 && h.Version < 2) {
+		return nil, cl, nil, fmt.Errorf("directory: unsupported snapshot %q version %d", h.Format, h.Version)
+	}
+	accts := make(map[string]*Account, min(h.Accounts, 1<<20))
+	for i := 0; i < h.Accounts; i++ {
+		a := new(Account)
+		if err := dec.Decode(a); err != nil {
+			return nil, cl, nil, fmt.Errorf("directory: snapshot account %d of %d: %w", i, h.Accounts, err)
+		}
+		if a.Name == "" {
+			return nil, cl, nil, fmt.Errorf("directory: snapshot account %d has no name", i)
+		}
+		if _, dup := accts[a.Name]; dup {
+			return nil, cl, nil, fmt.Errorf("directory: snapshot account %q twice", a.Name)
+		}
+		accts[a.Name] = a
+	}
+	if h.Cluster {
+		if err := dec.Decode(&cl); err != nil {
+			return nil, cl, nil, fmt.Errorf("directory: snapshot cluster state: %w", err)
+		}
+		if err := cl.validate(); err != nil {
+			return nil, cl, nil, err
+		}
+		for u := range cl.Assign {
+			if _, ok := accts[u]; !ok {
+				return nil, cl, nil, fmt.Errorf("directory: snapshot assigns unknown user %q", u)
+			}
+		}
+	}
+	if h.Keys < 0 || h.Keys > MaxPublishedKeys {
+		return nil, cl, nil, fmt.Errorf("directory: snapshot announces %d signing keys", h.Keys)
+	}
+	for i := range h.Keys {
+		k := new(SigningKey)
+		if err := dec.Decode(k); err != nil {
+			return nil, cl, nil, fmt.Errorf("directory: snapshot key %d of %d: %w", i, h.Keys, err)
+		}
+		if err := k.validate(); err != nil {
+			return nil, cl, nil, fmt.Errorf("directory: snapshot key %d: %w", i, err)
+		}
+		if _, dup := keys[k.Kid]; dup {
+			return nil, cl, nil, fmt.Errorf("directory: snapshot key %q twice", k.Kid)
+		}
+		keys[k.Kid] = k
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, cl, nil, errors.New("directory: snapshot has data after the announced accounts")
+	}
+	return accts, cl, keys, nil
+}
+
+// fsmSnapshot is a point-in-time view of the state.
+type fsmSnapshot struct {
+	accounts []*Account
+	cl       *clusterState // nil: no cluster section
+	keys     []*SigningKey // published signing keys, sorted by kid
+}
+
+// Persist streams the snapshot to sink as JSON lines, sorted so that
+// equal states give equal bytes.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("directory: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) write(w io.Writer) error {
+	slices.SortFunc(s.accounts, func(a, b *Account) int { return strings.Compare(a.Name, b.Name) })
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: snapshotVersion,
+		Accounts: len(s.accounts), Cluster: s.cl != nil, Keys: len(s.keys)}); err != nil {
+		return err
+	}
+	for _, a := range s.accounts {
+		if err := enc.Encode(a); err != nil {
+			return err
+		}
+	}
+	if s.cl != nil {
+		// encoding/json sorts map keys, so equal states give equal bytes.
+		if err := enc.Encode(s.cl); err != nil {
+			return err
+		}
+	}
+	for _, k := range s.keys {
+		if err := enc.Encode(k); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// Release implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Release() {}
