@@ -45,10 +45,10 @@
 // directory's signing key. Compromise of a node's private key exposes the
 // Hawk keys of ids sealed to that node, which that node could read anyway.
 //
-// The costs: ids are about 400 bytes (389 with short names) instead of about 200 (well within
-// Hawk's 4096-byte header limit), and opening costs one X25519 operation
-// per request (tens of microseconds; a node may cache opened keys by id
-// for the id's lifetime). The directory still knows every Hawk key it
-// issued, as in any tokenserver design: it is the party that
-// authenticates the user.
+// The costs: ids are about 400 bytes (389 with short names) instead of
+// about 200 (well within Hawk's 4096-byte header limit), and opening costs
+// one X25519 operation per request (tens of microseconds; a node may cache
+// opened keys by id for the id's lifetime). The directory still knows
+// every Hawk key it issued, as in any tokenserver design: it is the party
+// that authenticates the user.
 package hawkid
