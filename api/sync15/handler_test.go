@@ -482,12 +482,12 @@ func TestGetCollection(t *testing.T) {
 	}
 	expect(t, c.do("GET", "/storage/col?ids=r1", "", "Accept: application/newlines"), 200, "\"r1\"\n")
 	for accept, want := range map[string]string{
-		"application/json":                            `["r1"]`,
-		"*/*":                                         `["r1"]`,
-		"text/html, application/*;q=0.5":              `["r1"]`,
+		"application/json":               `["r1"]`,
+		"*/*":                            `["r1"]`,
+		"text/html, application/*;q=0.5": `["r1"]`,
 		"application/newlines;q=0.9, application/json": `["r1"]`,
 		"application/json;q=0.5, application/newlines": "\"r1\"\n",
-		"application/json, application/newlines":      `["r1"]`,
+		"application/json, application/newlines":       `["r1"]`,
 	} {
 		expect(t, c.do("GET", "/storage/col?ids=r1", "", "Accept: "+accept), 200, want)
 	}

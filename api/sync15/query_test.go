@@ -40,7 +40,7 @@ func TestParseQuery(t *testing.T) {
 		{"limit=4294967296", Query{}, true},
 		{"sort=whatever", Query{}, true},
 		{"sort=", Query{}, true},
-		{"offset=" + tok, Query{}, true},                        // token of another sort
+		{"offset=" + tok, Query{}, true},                          // token of another sort
 		{"sort=newest&offset=" + tok + "&newer=6", Query{}, true}, // position below newer
 		{"sort=newest&offset=" + tok + "&older=4", Query{}, true}, // position above older
 		{"sort=newest&offset=abc", Query{}, true},
