@@ -18,6 +18,11 @@
 // timestamp is only reported (with WWW-Authenticate) after the MAC verified,
 // so only a holder of the key learns the server's time through a tsm.
 //
+// The replay cache is fixed-size and time-bucketed: one bucket of nonce
+// fingerprints per second of the 2*skew window, 8 MiB in all by default
+// (see Config.ReplayCacheSize for the bound and the request rate it
+// allows).
+//
 // Every authentication failure wraps api.ErrUnauthorized (a storage API
 // answers 401); a full nonce cache wraps api.ErrUnavailable (503: the node is
 // taking more authenticated requests per second than it was sized for).

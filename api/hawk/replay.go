@@ -18,11 +18,14 @@ import (
 // fingerprints (a keyed hash of id and nonce; zero marks a free slot) with
 // linear probing, filled to at most 3/4.
 //
-// Memory bound: n * slots * 8 bytes, allocated per bucket on first use and
-// never more than the size given to newReplayCache times 8 bytes. The rate
-// bound that comes with it: at most slots*3/4 distinct nonces per second
-// of client timestamp; beyond that Add fails with ErrReplayCacheFull (the
-// request is refused, not let through unrecorded).
+// Memory bound: n * slots * 8 bytes, allocated per bucket on first use,
+// where slots is the largest power of two <= size/n but at least 16: so
+// at most size*8 bytes unless size < 16*n. The rate bound that comes with
+// it: at most slots*3/4 distinct nonces per second of client timestamp;
+// beyond that add fails with ErrReplayCacheFull (the request is refused,
+// not let through unrecorded). Replay protection must remember every nonce
+// of the last 2*skew seconds, so a larger skew needs a proportionally
+// larger size for the same request rate.
 //
 // A false "replay" needs two distinct (id, nonce) pairs of the same second
 // with equal 64-bit fingerprints under a per-process random key: about

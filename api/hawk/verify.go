@@ -20,9 +20,12 @@ type Config struct {
 	// Clock returns the server time; nil means time.Now.
 	Clock func() time.Time
 	// ReplayCacheSize is the number of nonce fingerprints the replay cache
-	// holds in all (8 bytes each). Zero means the default, 1<<20 (8 MiB),
-	// which with the default skew accepts up to 6144 authenticated
-	// requests per second of client timestamp.
+	// holds in all (8 bytes each), spread over 2*Skew+2 one-second
+	// buckets. Zero means the default, 1<<20 (8 MiB), which with the
+	// default skew accepts up to 6144 authenticated requests per second of
+	// client timestamp; beyond that requests get ErrReplayCacheFull (503).
+	// Raise it with Skew: the cache must hold every nonce of 2*Skew
+	// seconds (a bucket never has fewer than 16 slots).
 	ReplayCacheSize int
 	// Host and Port, when set, are the host and port every request is
 	// taken to address (a server behind a proxy that rewrites Host).
