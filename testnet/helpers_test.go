@@ -21,8 +21,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 
-	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/directory"
 )
 
 // The helpers below drive a real Standalone over real HTTP, the way Sync

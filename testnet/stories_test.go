@@ -20,8 +20,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/hce-sync/hce/api/client"
-	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/replication"
 )
 
