@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/directory"
@@ -75,28 +72,6 @@ type Voter struct {
 	url  string
 	done chan error
 	once sync.Once
-}
-
-// toMultiaddr turns host:port (or a multiaddress) into a TCP multiaddress.
-func toMultiaddr(addr string) (string, error) {
-	if strings.HasPrefix(addr, "/") {
-		if _, err := ma.NewMultiaddr(addr); err != nil {
-			return "", err
-		}
-		return addr, nil
-	}
-	h, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("testnet: p2p address %q: %w", addr, err)
-	}
-	ip := net.ParseIP(h)
-	switch {
-	case ip == nil:
-		return fmt.Sprintf("/dns/%s/tcp/%s", h, port), nil
-	case ip.To4() != nil:
-		return fmt.Sprintf("/ip4/%s/tcp/%s", h, port), nil
-	}
-	return fmt.Sprintf("/ip6/%s/tcp/%s", h, port), nil
 }
 
 // StartVoter starts a directory voter as `hce directory` runs it and
@@ -199,37 +174,6 @@ func VoterHTTP(d *directory.Directory) (*http.Server, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}, nil
-}
-
-// VoterTLS returns the CA certificate and a voter's certificate and key,
-// issuing them from ca into tlsDir on first start (the certificate names
-// the host of raftAddr).
-func VoterTLS(ca *raftls.CA, tlsDir, id, raftAddr string) (caPEM, certPEM, keyPEM []byte, err error) {
-	caPEM = ca.CertPEM()
-	certPath, keyPath := filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")
-	certPEM, err1 := os.ReadFile(certPath)
-	keyPEM, err2 := os.ReadFile(keyPath)
-	if err1 == nil && err2 == nil {
-		return caPEM, certPEM, keyPEM, nil
-	}
-	h, _, err := net.SplitHostPort(raftAddr)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("testnet: raft address %q: %w", raftAddr, err)
-	}
-	certPEM, keyPEM, err = ca.Issue(id, []string{h}, 365*24*time.Hour)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
-		return nil, nil, nil, err
-	}
-	return caPEM, certPEM, keyPEM, nil
 }
 
 // URL is the voter's HTTP base URL, ending in "/".
