@@ -10,12 +10,16 @@ import (
 	"github.com/hce-sync/hce/directory/raftls"
 )
 
+// DefaultCAValidity is how long a new directory CA is valid: the testnet's
+// and `hce directory init-ca`'s.
+const DefaultCAValidity = 10 * 365 * 24 * time.Hour
+
 // loadOrCreateCA loads DIR from an earlier run or creates a new CA there.
 func loadOrCreateCA(dir string) (*raftls.CA, error) {
 	if _, err := os.Stat(filepath.Join(dir, "ca.pem")); err == nil {
 		return raftls.LoadCA(dir)
 	}
-	ca, err := raftls.NewCA("HCE testnet CA", 10*365*24*time.Hour)
+	ca, err := raftls.NewCA("HCE testnet CA", DefaultCAValidity)
 	if err != nil {
 		return nil, err
 	}

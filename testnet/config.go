@@ -29,36 +29,61 @@ func (m Mode) String() string {
 	return "in-process"
 }
 
-// Config configures a Testnet. A zero field takes its default.
+// Defaults of Config (Replicas: DefaultReplicas).
+const (
+	// DefaultDirectories is the number of directory voters D.
+	DefaultDirectories = 3
+	// DefaultNodes is the number of storage nodes N.
+	DefaultNodes = 4
+	// DefaultOperators is the number of operators the nodes are spread
+	// over.
+	DefaultOperators = 2
+	// DefaultDownAfter is the heartbeat silence after which a testnet's
+	// directory marks a node down (shorter than a production voter's
+	// DefaultVoterDownAfter, so failovers show quickly).
+	DefaultDownAfter = 5 * time.Second
+	// DefaultHeartbeat is a testnet's nodes' heartbeat interval.
+	DefaultHeartbeat = time.Second
+	// DefaultSweep is a testnet's nodes' replication sweep interval.
+	DefaultSweep = 2 * time.Second
+	// DefaultChildLogLevel is the --log-level of child processes.
+	DefaultChildLogLevel = "warn"
+)
+
+// Config configures a Testnet. A zero field takes its default
+// (DefaultConfig).
 type Config struct {
 	// Dir holds the CA (DIR/ca), every member's data folder (DIR/d1,
 	// DIR/n1, ...), child logs (DIR/logs) and DIR/testnet.json. Required.
 	Dir string
-	// Directories is the number of directory voters D. Default 3.
+	// Directories is the number of directory voters D. Default
+	// DefaultDirectories (3).
 	Directories int
-	// Nodes is the number of storage nodes N. Default 4.
+	// Nodes is the number of storage nodes N. Default DefaultNodes (4).
 	Nodes int
 	// Operators is the number of operators (op1..opK) the nodes are
-	// spread over round-robin. Default 2.
+	// spread over round-robin. Default DefaultOperators (2).
 	Operators int
-	// Replicas is the replica set size R. Default 2.
+	// Replicas is the replica set size R. Default DefaultReplicas (2).
 	Replicas int
 	// Mode is InProcess (default) or ChildProcess.
 	Mode Mode
 	// Binary is the path of the hce binary; required with ChildProcess.
 	Binary string
 	// DownAfter is the heartbeat silence after which a node is marked
-	// down. Default 5 s.
+	// down. Default DefaultDownAfter (5 s).
 	DownAfter time.Duration
-	// Heartbeat is the nodes' heartbeat interval. Default 1 s.
+	// Heartbeat is the nodes' heartbeat interval. Default
+	// DefaultHeartbeat (1 s).
 	Heartbeat time.Duration
 	// Sweep is the nodes' replication sweep interval (see
-	// NodeConfig.SweepInterval). Default 2 s: testnets are small, and a
-	// short sweep catches up quickly after a partition heals.
+	// NodeConfig.SweepInterval). Default DefaultSweep (2 s): testnets are
+	// small, and a short sweep catches up quickly after a partition heals.
 	Sweep time.Duration
 	// AdminToken protects the admin API. Default: 32 random bytes, hex.
 	AdminToken string
-	// ChildLogLevel is the --log-level of child processes. Default "warn".
+	// ChildLogLevel is the --log-level of child processes. Default
+	// DefaultChildLogLevel ("warn").
 	ChildLogLevel string
 	// Logger receives the testnet's logs (and, in process, the members').
 	// Default: discard.
@@ -70,8 +95,16 @@ type Config struct {
 
 // DefaultConfig returns the defaults (Dir still needs to be set).
 func DefaultConfig() Config {
-	return Config{Directories: 3, Nodes: 4, Operators: 2, Replicas: 2, DownAfter: 5 * time.Second,
-		Heartbeat: time.Second, Sweep: 2 * time.Second, ChildLogLevel: "warn"}
+	return Config{
+		Directories:   DefaultDirectories,
+		Nodes:         DefaultNodes,
+		Operators:     DefaultOperators,
+		Replicas:      DefaultReplicas,
+		DownAfter:     DefaultDownAfter,
+		Heartbeat:     DefaultHeartbeat,
+		Sweep:         DefaultSweep,
+		ChildLogLevel: DefaultChildLogLevel,
+	}
 }
 
 // withDefaults fills zero fields.

@@ -16,6 +16,10 @@ import (
 	"github.com/hce-sync/hce/node/couch"
 )
 
+// DefaultListenAddr is the default of every listen address of StartVoter
+// and StartNode (HTTP, raft, libp2p): a free loopback port.
+const DefaultListenAddr = "127.0.0.1:0"
+
 // listenHTTP listens on addr and returns the listener with the base URL
 // clients reach it at: public, or http://<listen address>/, ending in "/".
 func listenHTTP(addr, public string) (net.Listener, string, error) {
