@@ -3,6 +3,7 @@ package testnet
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -217,14 +218,17 @@ func stopPID(ctx context.Context, pid int, data string) error {
 
 // waitGone polls until pid no longer runs or ctx ends.
 func waitGone(ctx context.Context, pid int, data string) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for pidAlive(pid, data) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("testnet: pid %d still runs: %w", pid, ctx.Err())
-		case <-tick.C:
+	err, _ := pollUntil(ctx, 20*time.Millisecond, func() error {
+		if pidAlive(pid, data) {
+			return errStillRuns
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("testnet: pid %d still runs: %w", pid, err)
 	}
 	return nil
 }
+
+// errStillRuns is waitGone's check failing.
+var errStillRuns = errors.New("still runs")

@@ -79,20 +79,3 @@ func register(ctx context.Context, c *http.Client, dirURL string, key ed25519.Pr
 	}
 	return nil
 }
-
-// retry calls fn every 100 ms until it succeeds or ctx ends.
-func retry(ctx context.Context, what string, fn func() error) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("testnet: %s: %w (last error: %v)", what, ctx.Err(), err)
-		case <-tick.C:
-		}
-	}
-}

@@ -120,19 +120,16 @@ func (t *Testnet) nodeStates(ctx context.Context, leaderURL string) (map[string]
 // WaitHealthy polls the admin API until the directory has a leader and
 // every voter as a member, and every node is active, or ctx ends.
 func (t *Testnet) WaitHealthy(ctx context.Context) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		why := t.unhealthy(ctx)
-		if why == "" {
-			return nil
+	err, why := pollUntil(ctx, 50*time.Millisecond, func() error {
+		if why := t.unhealthy(ctx); why != "" {
+			return errors.New(why)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %s (%w)", ErrNotReady, why, ctx.Err())
-		case <-tick.C:
-		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s (%w)", ErrNotReady, why, err)
 	}
+	return nil
 }
 
 // unhealthy says why the testnet is not healthy yet, or "".
