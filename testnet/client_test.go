@@ -11,7 +11,6 @@ import (
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/client"
-	"github.com/hce-sync/hce/directory"
 )
 
 // newClient returns an api/client Client for a fresh e-mail on base.
@@ -20,7 +19,7 @@ func newClient(t *testing.T, base string, mod func(*client.Config)) *client.Clie
 	cfg := client.DefaultConfig()
 	cfg.Directory = base
 	cfg.Email = uniqueEmail(t)
-	cfg.Password = "client library password"
+	cfg.Password = storyPassword
 	cfg.HTTP = &http.Client{Timeout: 20 * time.Second}
 	if mod != nil {
 		mod(&cfg)
@@ -41,12 +40,7 @@ func i64p(n int64) *int64   { return &n }
 func TestClientStandalone(t *testing.T) {
 	t.Parallel()
 	mailer := &captureMailer{}
-	s := startServer(t, func(c *StandaloneConfig) {
-		c.Directory = func(d *directory.Config) {
-			tuneDirectory(d)
-			d.Mailer = mailer
-		}
-	})
+	s := startServer(t, withMailer(mailer))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := newClient(t, s.s.URL(), nil)
