@@ -22,11 +22,6 @@ var (
 	portUsed = map[int]bool{}
 )
 
-// FreeAddr returns a loopback host:port that was free a moment ago, drawn
-// below the kernel's ephemeral port range (see freePort). Tests that start
-// child processes on fixed ports use it.
-func FreeAddr() (string, error) { return freePort() }
-
 // freePort returns a loopback host:port that was free a moment ago.
 func freePort() (string, error) {
 	portMu.Lock()
