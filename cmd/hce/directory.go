@@ -43,11 +43,7 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	replicas := fs.Int("replicas", testnet.DefaultReplicas, "replica set size R for new users")
 	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval")
 	downAfter := fs.Duration("down-after", testnet.DefaultVoterDownAfter, "mark a storage node down after this much heartbeat silence")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	logger, err := newLogger(stderr, *level)
+	logger, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
 		return err
 	}

@@ -31,13 +31,7 @@ func startVoter(t *testing.T, bin string, args ...string) string {
 // returning its URL. It skips the test under -short.
 func cliDirectory(t *testing.T, token string) (string, func(id string, extra ...string) string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := hceBinary(t)
 	tmp := t.TempDir()
 	ca := filepath.Join(tmp, "ca")
 	if out, err := exec.Command(bin, "directory", "init-ca", "--ca", ca).CombinedOutput(); err != nil {

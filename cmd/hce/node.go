@@ -28,19 +28,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	heartbeat := fs.Duration("heartbeat", dirclient.DefaultHeartbeatInterval, "heartbeat interval")
 	quota := fs.Int64("quota", 0, "per-user storage quota in bytes (0: none)")
 	noBasic := fs.Bool("no-basic", false, "refuse HTTP Basic credentials; clients must use a directory-signed token")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	sweep := fs.Duration("sweep", replication.DefaultSweepInterval, "how often replication compares every user with the other replicas")
 	blocklist := fs.String("blocklist", "", "file of libp2p peer IDs to refuse, reread every 100 ms (testnet partitions)")
 	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for another replica to hold it before it is acknowledged anyway (negative: do not wait)")
-	if err := fs.Parse(args); err != nil {
+	logger, err := parseWithLogger(fs, args, stderr)
+	if err != nil {
 		return err
 	}
 	if *dirURL == "" {
 		return errors.New("--directory is required")
-	}
-	logger, err := newLogger(stderr, *level)
-	if err != nil {
-		return err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	n, err := testnet.StartNode(sctx, testnet.NodeConfig{

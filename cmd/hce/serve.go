@@ -19,11 +19,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/)")
 	quota := fs.Int64("quota-kb", 0, "per-user storage quota in KB (0 = no quota)")
 	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses captchas on registration")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	logger, err := newLogger(stderr, *level)
+	logger, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
 		return err
 	}

@@ -22,13 +22,7 @@ import (
 // (status shows it down), restart (a detached child the `up` process
 // adopts), and SIGINT to `up`, after which no child process is left.
 func TestTestnetCLI(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := hceBinary(t)
 	dir := t.TempDir()
 	up := exec.Command(bin, "testnet", "up", "--dir", dir, "--directories", "3", "--nodes", "4",
 		"--down-after", "2s", "--heartbeat", "250ms")
