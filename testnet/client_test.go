@@ -251,22 +251,3 @@ func TestClientStandalone(t *testing.T) {
 		t.Fatalf("Exists after DeleteAccount: %v %v", ok, err)
 	}
 }
-
-// TestClientConfig checks Validate's refusals.
-func TestClientConfig(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  client.Config
-	}{
-		{"no user", client.Config{Directory: "http://x/"}},
-		{"bad user", client.Config{User: "a/b"}},
-		{"tokens without password", client.Config{User: "u", Directory: "http://x/", UseTokens: true}},
-		{"tokens and a static token", client.Config{User: "u", Directory: "http://x/", Password: "p", Token: "t", UseTokens: true}},
-		{"tokens without directory", client.Config{User: "u", Password: "p", UseTokens: true}},
-		{"bad directory", client.Config{User: "u", Directory: "ftp://x/"}},
-	} {
-		if _, err := client.New(tc.cfg); err == nil {
-			t.Errorf("%s: New accepted %+v", tc.name, tc.cfg)
-		}
-	}
-}
