@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hce-sync/hce/directory"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/hce-sync/hce/directory"
 )
 
 // FetchVoters reads the directory voters' libp2p identities from
