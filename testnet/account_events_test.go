@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/p2p"
-	"github.com/hce-sync/hce/directory/raftls"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // TestAccountEvents checks the directory's account notifications to
@@ -21,43 +20,10 @@ import (
 func TestAccountEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tmp := t.TempDir()
-	ca, err := raftls.NewCA("test CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := StartVoter(ctx, VoterConfig{
-		ID: "d1", Dir: filepath.Join(tmp, "d1"), CA: ca, Bootstrap: true, AdminToken: fedToken,
-		AutoApprove: true, Replicas: 2, Directory: tuneDirectory,
+	fed := startFederation(t, ctx, []string{"alpha", "beta"}, nil, func(c *NodeConfig) {
+		c.HeartbeatInterval = 250 * time.Millisecond
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Shutdown(context.Background())
-	byID := map[string]*Node{}
-	var nodes []*Node
-	for i, op := range []string{"alpha", "beta"} {
-		n, err := StartNode(ctx, NodeConfig{Dir: filepath.Join(tmp, fmt.Sprintf("n%d", i)), Directory: v.URL(),
-			Operator: op, Capacity: 100, HeartbeatInterval: 250 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
-		byID[n.ID()] = n
-		nodes = append(nodes, n)
-	}
-	poll(t, 10*time.Second, func() string {
-		ns := v.Directory().Nodes()
-		for _, n := range ns {
-			if n.State != "active" {
-				return fmt.Sprintf("node %s is %s", n.ID, n.State)
-			}
-		}
-		if len(ns) != 2 {
-			return fmt.Sprintf("%d nodes registered", len(ns))
-		}
-		return ""
-	})
+	v, nodes, byID := fed.v, fed.nodes, fed.byID
 
 	// newUser registers an account and returns its name, password and
 	// the nodes holding it (primary first).
@@ -89,7 +55,7 @@ func TestAccountEvents(t *testing.T) {
 
 	user, pw, held := newUser()
 	for _, n := range held {
-		if code := put(n, user, "a", basic(user, pw)); code != 200 {
+		if code := put(n, user, "a", testkit.BasicAuth(user, pw)); code != 200 {
 			t.Fatalf("basic write on %s: %d", n.ID(), code)
 		}
 	}
@@ -98,39 +64,39 @@ func TestAccountEvents(t *testing.T) {
 	// Password change: the primary has the old password cached (60 s),
 	// yet refuses it at once.
 	newPw := "account-events-password-2"
-	if code, body := fedCall(t, "POST", v.URL()+"user/1.0/"+user+"/password", basic(user, pw), []byte(newPw)); code != 200 {
+	if code, body := fedCall(t, "POST", v.URL()+"user/1.0/"+user+"/password", testkit.BasicAuth(user, pw), []byte(newPw)); code != 200 {
 		t.Fatalf("change password: %d %s", code, body)
 	}
 	changed := time.Now()
-	poll(t, 3*time.Second, func() string {
-		if code := put(primary, user, "b", basic(user, pw)); code != 401 {
+	testkit.Eventually(t, 3*time.Second, func() string {
+		if code := put(primary, user, "b", testkit.BasicAuth(user, pw)); code != 401 {
 			return fmt.Sprintf("old password on the primary: %d, want 401", code)
 		}
 		return ""
 	})
 	t.Logf("old password refused %v after the change", time.Since(changed))
-	if code := put(primary, user, "b", basic(user, newPw)); code != 200 {
+	if code := put(primary, user, "b", testkit.BasicAuth(user, newPw)); code != 200 {
 		t.Fatalf("new password on the primary: %d", code)
 	}
 
 	// A peer that is not a voter (another storage node, which the gater
 	// admits) may not send account events.
 	victim, vpw, vheld := newUser()
-	if code := put(vheld[0], victim, "v", basic(victim, vpw)); code != 200 {
+	if code := put(vheld[0], victim, "v", testkit.BasicAuth(victim, vpw)); code != 200 {
 		t.Fatalf("victim write: %d", code)
 	}
 	other := nodes[0]
 	if other == vheld[0] {
 		other = nodes[1]
 	}
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		if !other.Allowlist().Allowed(vheld[0].PeerID()) || !vheld[0].Allowlist().Allowed(other.PeerID()) {
 			return "nodes do not admit each other yet"
 		}
 		return ""
 	})
 	other.Host().Peerstore().AddAddrs(vheld[0].PeerID(), vheld[0].Host().Addrs(), time.Minute)
-	err = p2p.CallJSON(ctx, p2p.RPCConfig{}, other.Host(), vheld[0].PeerID(), dirproto.ProtoAccount,
+	err := p2p.CallJSON(ctx, p2p.RPCConfig{}, other.Host(), vheld[0].PeerID(), dirproto.ProtoAccount,
 		dirproto.AccountEvent{User: victim, Deleted: true}, nil)
 	if !p2p.IsCode(err, p2p.CodeForbidden) {
 		t.Fatalf("account event from a storage node: err = %v, want %s", err, p2p.CodeForbidden)
@@ -140,10 +106,10 @@ func TestAccountEvents(t *testing.T) {
 	}
 
 	// Deletion: the records go from every node that held the user.
-	if code, body := fedCall(t, "DELETE", v.URL()+"user/1.0/"+user, basic(user, newPw), nil); code != 200 {
+	if code, body := fedCall(t, "DELETE", v.URL()+"user/1.0/"+user, testkit.BasicAuth(user, newPw), nil); code != 200 {
 		t.Fatalf("delete user: %d %s", code, body)
 	}
-	poll(t, 3*time.Second, func() string {
+	testkit.Eventually(t, 3*time.Second, func() string {
 		for _, n := range held {
 			if hasRecords(n, user) {
 				return fmt.Sprintf("node %s still holds records of the deleted user", n.ID())
@@ -151,7 +117,7 @@ func TestAccountEvents(t *testing.T) {
 		}
 		return ""
 	})
-	if code := put(primary, user, "c", basic(user, newPw)); code != 401 {
+	if code := put(primary, user, "c", testkit.BasicAuth(user, newPw)); code != 401 {
 		t.Fatalf("deleted user's password on the primary: %d, want 401", code)
 	}
 	if !hasRecords(vheld[0], victim) {

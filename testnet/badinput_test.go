@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // Bad input: every malformed, oversized or unauthenticated request gets
@@ -218,8 +220,8 @@ func TestBadInput(t *testing.T) {
 		// 3.1: missing/wrong credentials and the wrong user in the path.
 		for _, hdr := range [][]string{
 			nil,
-			{"Authorization", basic(a.Name, "bad password")},
-			{"Authorization", basic(other.Name, other.Password)},
+			{"Authorization", testkit.BasicAuth(a.Name, "bad password")},
+			{"Authorization", testkit.BasicAuth(other.Name, other.Password)},
 			{"Authorization", "Basic " + strings.Repeat("A", 10000)},
 		} {
 			r := s.do(t, "PUT", a.path("storage/keep/one"), map[string]any{"payload": "evil"}, hdr...)
@@ -234,7 +236,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("huge_header", func(t *testing.T) {
 		// Headers above 64 KiB are refused (431 or 400), nothing stored.
 		r, err := s.tryDo("PUT", a.path("storage/keep/one"), strings.NewReader(`{"payload": "huge header"}`),
-			"Authorization", basic(a.Name, a.Password), "X-Junk", strings.Repeat("h", 100<<10))
+			"Authorization", testkit.BasicAuth(a.Name, a.Password), "X-Junk", strings.Repeat("h", 100<<10))
 		if err != nil {
 			t.Fatalf("huge header: transport error instead of an answer: %v", err)
 		}
@@ -257,7 +259,7 @@ func TestBadInput(t *testing.T) {
 			{"POST", "storage/huge", post},
 			{"PUT", "storage/huge", post},
 		} {
-			r, err := s.tryDo(c.method, a.path(c.rel), bytes.NewReader(c.body), "Authorization", basic(a.Name, a.Password), "Content-Type", "application/json")
+			r, err := s.tryDo(c.method, a.path(c.rel), bytes.NewReader(c.body), "Authorization", testkit.BasicAuth(a.Name, a.Password), "Content-Type", "application/json")
 			if err != nil {
 				t.Errorf("%s %s with 21 MiB: transport error instead of 413/400: %v", c.method, c.rel, err)
 				continue
@@ -307,7 +309,7 @@ func TestRestart(t *testing.T) {
 	want(t, a.do(t, "DELETE", "storage/gone", nil), 200)
 	last := b.put(t, "tabs", "t", map[string]any{"payload": "t"})
 	// Password change before the restart must survive it.
-	r = s.do(t, "POST", "/user/1.0/"+b.Name+"/password", "changed before restart", "Authorization", basic(b.Name, b.Password))
+	r = s.do(t, "POST", "/user/1.0/"+b.Name+"/password", "changed before restart", "Authorization", testkit.BasicAuth(b.Name, b.Password))
 	want(t, r, 200)
 	b.Password = "changed before restart"
 	snapA, snapB := takeSnapshot(t, a), takeSnapshot(t, b)
@@ -328,7 +330,7 @@ func TestRestart(t *testing.T) {
 		eq(t, "exists", s2.do(t, "GET", "/user/1.0/"+u.Name, nil).body(), "1")
 		eq(t, "node", s2.do(t, "GET", "/user/1.0/"+u.Name+"/node/weave", nil).body(), url1)
 	}
-	want(t, s2.do(t, "GET", b.path("info/collections"), nil, "Authorization", basic(b.Name, "correct horse battery")), 401)
+	want(t, s2.do(t, "GET", b.path("info/collections"), nil, "Authorization", testkit.BasicAuth(b.Name, "correct horse battery")), 401)
 	// Timestamps keep increasing across the restart.
 	next := b.put(t, "tabs", "t2", map[string]any{"payload": "t2"})
 	if stampCS(t, next) <= stampCS(t, last) {

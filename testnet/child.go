@@ -3,7 +3,6 @@ package testnet
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -219,67 +218,17 @@ func stopPID(ctx context.Context, pid int, data string) error {
 
 // waitGone polls until pid no longer runs or ctx ends.
 func waitGone(ctx context.Context, pid int, data string) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for pidAlive(pid, data) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("testnet: pid %d still runs: %w", pid, ctx.Err())
-		case <-tick.C:
+	err, _ := pollUntil(ctx, 20*time.Millisecond, func() error {
+		if pidAlive(pid, data) {
+			return errStillRuns
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("testnet: pid %d still runs: %w", pid, err)
 	}
 	return nil
 }
 
-// updateManifest rewrites DIR/testnet.json under an exclusive lock
-// (DIR/testnet.lock), so that kill and restart from several shells do
-// not lose each other's updates. With only set, just that member's entry
-// changes in the file as it is; otherwise the whole manifest is written.
-func (t *Testnet) updateManifest(only *member) error {
-	lock, err := os.OpenFile(filepath.Join(t.cfg.Dir, "testnet.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("testnet: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("testnet: lock: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	t.mu.Lock()
-	mine := t.manifestLocked()
-	t.mu.Unlock()
-	out := mine
-	if cur, err := ReadManifest(t.cfg.Dir); err == nil && only != nil {
-		out = cur
-		for i := range out.Directories {
-			if out.Directories[i].ID == only.name {
-				for _, v := range mine.Directories {
-					if v.ID == only.name {
-						out.Directories[i] = v
-					}
-				}
-			}
-		}
-		for i := range out.Nodes {
-			if out.Nodes[i].Name == only.name {
-				for _, n := range mine.Nodes {
-					if n.Name == only.name {
-						out.Nodes[i] = n
-					}
-				}
-			}
-		}
-	}
-	b, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(t.cfg.Dir, ManifestFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("testnet: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(t.cfg.Dir, ManifestFile)); err != nil {
-		return errors.Join(fmt.Errorf("testnet: %w", err), os.Remove(tmp))
-	}
-	return nil
-}
+// errStillRuns is waitGone's check failing.
+var errStillRuns = errors.New("still runs")

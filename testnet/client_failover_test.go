@@ -1,15 +1,12 @@
 package testnet
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hce-sync/hce/api/client"
-	"github.com/hce-sync/hce/directory"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // TestClientFailover runs api/client against an in-process federation
@@ -20,38 +17,10 @@ import (
 // node/weave again. Records written before a failover are not expected on
 // the new node: replication is not part of this test.
 func TestClientFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a federation")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	const downAfter = 1500 * time.Millisecond
-	const hb = 250 * time.Millisecond
-	// Start picks free ports before it listens on them; another test may
-	// take one in between (EADDRINUSE), so a few attempts are allowed.
-	var tn *Testnet
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		tn, err = Start(ctx, Config{Dir: t.TempDir(), Directories: 1, Nodes: 4, DownAfter: downAfter, Heartbeat: hb,
-			Directory: func(c *directory.Config) { tuneDirectory(c); c.Nodes.LivenessTick = 100 * time.Millisecond }})
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			break
-		}
-		t.Logf("attempt %d: %v", attempt+1, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := tn.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	}()
+	ctx := storyContext(t, 90*time.Second)
+	tn := storyNet(t, ctx, 4, nil)
 	_, dir := tn.Leader()
-	basicC := newClient(t, dir, func(c *client.Config) { c.FailoverWait = 20 * time.Second })
-	if err := basicC.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	basicC := storyUser(t, ctx, tn)
 	tokenC := newClient(t, dir, func(c *client.Config) {
 		c.Email, c.User, c.UseTokens, c.FailoverWait = "", basicC.User(), true, 20*time.Second
 	})
@@ -66,7 +35,7 @@ func TestClientFailover(t *testing.T) {
 	}
 	// onNode reads coll/id directly from the node at url.
 	onNode := func(url, coll, id string) int {
-		code, _ := fedCall(t, "GET", url+"1.1/"+basicC.User()+"/storage/"+coll+"/"+id, basic(basicC.User(), "client library password"), nil)
+		code, _ := fedCall(t, "GET", url+"1.1/"+basicC.User()+"/storage/"+coll+"/"+id, testkit.BasicAuth(basicC.User(), storyPassword), nil)
 		return code
 	}
 	put := func(c *client.Client, id string) {
@@ -110,7 +79,7 @@ func TestClientFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	poll(t, 15*time.Second, func() string {
+	testkit.Eventually(t, 15*time.Second, func() string {
 		n++
 		put(basicC, fmt.Sprintf("after-drain-%d", n))
 		if basicC.Node() == second {

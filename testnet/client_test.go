@@ -11,7 +11,6 @@ import (
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/client"
-	"github.com/hce-sync/hce/directory"
 )
 
 // newClient returns an api/client Client for a fresh e-mail on base.
@@ -20,7 +19,7 @@ func newClient(t *testing.T, base string, mod func(*client.Config)) *client.Clie
 	cfg := client.DefaultConfig()
 	cfg.Directory = base
 	cfg.Email = uniqueEmail(t)
-	cfg.Password = "client library password"
+	cfg.Password = storyPassword
 	cfg.HTTP = &http.Client{Timeout: 20 * time.Second}
 	if mod != nil {
 		mod(&cfg)
@@ -41,12 +40,7 @@ func i64p(n int64) *int64   { return &n }
 func TestClientStandalone(t *testing.T) {
 	t.Parallel()
 	mailer := &captureMailer{}
-	s := startServer(t, func(c *StandaloneConfig) {
-		c.Directory = func(d *directory.Config) {
-			tuneDirectory(d)
-			d.Accounts.Mailer = mailer
-		}
-	})
+	s := startServer(t, withMailer(mailer))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := newClient(t, s.s.URL(), nil)
@@ -255,24 +249,5 @@ func TestClientStandalone(t *testing.T) {
 	}
 	if ok, err := c.Exists(ctx); err != nil || ok {
 		t.Fatalf("Exists after DeleteAccount: %v %v", ok, err)
-	}
-}
-
-// TestClientConfig checks Validate's refusals.
-func TestClientConfig(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  client.Config
-	}{
-		{"no user", client.Config{Directory: "http://x/"}},
-		{"bad user", client.Config{User: "a/b"}},
-		{"tokens without password", client.Config{User: "u", Directory: "http://x/", UseTokens: true}},
-		{"tokens and a static token", client.Config{User: "u", Directory: "http://x/", Password: "p", Token: "t", UseTokens: true}},
-		{"tokens without directory", client.Config{User: "u", Password: "p", UseTokens: true}},
-		{"bad directory", client.Config{User: "u", Directory: "ftp://x/"}},
-	} {
-		if _, err := client.New(tc.cfg); err == nil {
-			t.Errorf("%s: New accepted %+v", tc.name, tc.cfg)
-		}
 	}
 }

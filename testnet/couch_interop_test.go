@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // The PouchDB interop test: a real PouchDB 9 (installed from npm during the
@@ -488,7 +490,7 @@ func TestCouchShutdownEndsFeeds(t *testing.T) {
 	srv := startServer(t)
 	a := srv.newAccount(t)
 	req, _ := http.NewRequest("GET", srv.base+"/couch/"+a.Name+"/_changes?feed=continuous&heartbeat=100&timeout=600000", nil)
-	req.Header.Set("Authorization", basic(a.Name, a.Password))
+	req.Header.Set("Authorization", testkit.BasicAuth(a.Name, a.Password))
 	res, err := srv.client.Do(req)
 	if err != nil {
 		t.Fatal(err)

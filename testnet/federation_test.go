@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/directory/raftls"
 )
@@ -43,20 +44,64 @@ func fedCall(t *testing.T, method, url, auth string, body []byte) (int, []byte) 
 	return resp.StatusCode, b
 }
 
-// poll calls fn until it returns "" or the deadline passes.
-func poll(t *testing.T, within time.Duration, fn func() string) {
+// federation is a voter that bootstrapped a cluster and storage nodes,
+// started one by one with StartVoter and StartNode (not as a Testnet) for
+// tests that reach into them.
+type federation struct {
+	v     *Voter
+	nodes []*Node // in the order of their operators
+	byID  map[string]*Node
+}
+
+// startFederation starts a voter (admin token fedToken, auto-approve,
+// R = 2, tuneDirectory) and one storage node of capacity 100 per entry of
+// ops, run by that operator, and waits until the directory has every node
+// active. voter and node, when set, adjust the configurations. Everything
+// is closed when the test ends, the nodes first.
+func startFederation(t *testing.T, ctx context.Context, ops []string, voter func(*VoterConfig), node func(*NodeConfig)) federation {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		msg := fn()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, msg)
-		}
-		time.Sleep(25 * time.Millisecond)
+	tmp := t.TempDir()
+	ca, err := raftls.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
+	vcfg := VoterConfig{ID: "d1", Dir: filepath.Join(tmp, "d1"), CA: ca, Bootstrap: true, AdminToken: fedToken,
+		AutoApprove: true, Replicas: 2, Directory: tuneDirectory}
+	if voter != nil {
+		voter(&vcfg)
+	}
+	v, err := StartVoter(ctx, vcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Shutdown(context.Background()) })
+	f := federation{v: v, byID: map[string]*Node{}}
+	for i, op := range ops {
+		ncfg := NodeConfig{Dir: filepath.Join(tmp, fmt.Sprintf("n%d", i)), Directory: v.URL(), Operator: op, Capacity: 100}
+		if node != nil {
+			node(&ncfg)
+		}
+		n, err := StartNode(ctx, ncfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		f.nodes = append(f.nodes, n)
+		f.byID[n.ID()] = n
+	}
+	testkit.Eventually(t, 10*time.Second, func() string {
+		ns := v.Directory().Nodes()
+		for _, n := range ns {
+			if n.State != "active" {
+				return fmt.Sprintf("node %s is %s", n.ID, n.State)
+			}
+		}
+		if len(ns) != len(ops) {
+			return fmt.Sprintf("%d nodes registered", len(ns))
+		}
+		return ""
+	})
+	return f
 }
 
 type userSet struct {
@@ -74,47 +119,15 @@ type userSet struct {
 func TestFederation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	defer cancel()
-	tmp := t.TempDir()
-	ca, err := raftls.NewCA("test CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const downAfter = 1500 * time.Millisecond
 	const hbEvery = 250 * time.Millisecond
-	v, err := StartVoter(ctx, VoterConfig{
-		ID: "d1", Dir: filepath.Join(tmp, "d1"), CA: ca, Bootstrap: true, AdminToken: fedToken,
-		AutoApprove: true, Replicas: 2, DownAfter: downAfter,
-		Directory: func(c *directory.Config) { tuneDirectory(c); c.Nodes.LivenessTick = 100 * time.Millisecond },
+	fed := startFederation(t, ctx, []string{"alpha", "alpha", "beta"}, func(c *VoterConfig) {
+		c.DownAfter = downAfter
+		c.Directory = func(c *directory.Config) { tuneDirectory(c); c.Nodes.LivenessTick = 100 * time.Millisecond }
+	}, func(c *NodeConfig) {
+		c.HeartbeatInterval, c.MembershipTTL = hbEvery, 200*time.Millisecond
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Shutdown(context.Background())
-
-	ops := []string{"alpha", "alpha", "beta"}
-	nodes := make([]*Node, len(ops))
-	byID := map[string]*Node{}
-	for i, op := range ops {
-		n, err := StartNode(ctx, NodeConfig{Dir: filepath.Join(tmp, fmt.Sprintf("n%d", i)), Directory: v.URL(),
-			Operator: op, Capacity: 100, HeartbeatInterval: hbEvery, MembershipTTL: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close()
-		nodes[i] = n
-		byID[n.ID()] = n
-	}
-	poll(t, 10*time.Second, func() string {
-		for _, n := range v.Directory().Nodes() {
-			if n.State != "active" {
-				return fmt.Sprintf("node %s is %s", n.ID, n.State)
-			}
-		}
-		if got := len(v.Directory().Nodes()); got != 3 {
-			return fmt.Sprintf("%d nodes registered", got)
-		}
-		return ""
-	})
+	v, nodes, byID := fed.v, fed.nodes, fed.byID
 
 	// A user gets R=2 nodes on distinct operators.
 	email := uniqueEmail(t)
@@ -154,7 +167,7 @@ func TestFederation(t *testing.T) {
 	if got := weave(); got != primary.URL() {
 		t.Fatalf("node/weave = %q, want the primary %q", got, primary.URL())
 	}
-	auth := basic(user, pw)
+	auth := testkit.BasicAuth(user, pw)
 	put := func(base, id, authz string) (int, []byte) {
 		return fedCall(t, "PUT", base+"1.1/"+user+"/storage/bookmarks/"+id, authz, []byte(`{"payload":"x"}`))
 	}
@@ -162,7 +175,7 @@ func TestFederation(t *testing.T) {
 	if code, body := put(primary.URL(), "a", auth); code != 200 {
 		t.Fatalf("basic write on primary: %d %s", code, body)
 	}
-	if code, _ := put(primary.URL(), "a", basic(user, "wrong-password")); code != 401 {
+	if code, _ := put(primary.URL(), "a", testkit.BasicAuth(user, "wrong-password")); code != 401 {
 		t.Fatalf("wrong password: %d", code)
 	}
 	var outsider *Node
@@ -181,7 +194,7 @@ func TestFederation(t *testing.T) {
 	if code != 200 || json.Unmarshal(body, &tok) != nil || tok.Token == "" {
 		t.Fatalf("token: %d %s", code, body)
 	}
-	poll(t, 10*time.Second, func() string {
+	testkit.Eventually(t, 10*time.Second, func() string {
 		if code, body := put(primary.URL(), "t", "Bearer "+tok.Token); code != 200 {
 			return fmt.Sprintf("token on the aud node: %d %s", code, body)
 		}
@@ -193,12 +206,12 @@ func TestFederation(t *testing.T) {
 	}
 
 	// The gater: a peer the directory does not list cannot connect.
-	stranger := strangerHost(t, ctx, filepath.Join(tmp, "stranger"))
+	stranger := strangerHost(t, ctx, t.TempDir())
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 	// The dialer may finish its half of the handshake before the node's
 	// gater refuses the connection, so the proof is that no stream opens
 	// and the node holds no connection to the stranger.
-	err = stranger.Connect(cctx, peer.AddrInfo{ID: replica.PeerID(), Addrs: replica.Host().Addrs()})
+	err := stranger.Connect(cctx, peer.AddrInfo{ID: replica.PeerID(), Addrs: replica.Host().Addrs()})
 	if err == nil {
 		var st interface{ Close() error }
 		st, err = stranger.NewStream(cctx, replica.PeerID(), dirproto.ProtoKeys)
@@ -214,7 +227,7 @@ func TestFederation(t *testing.T) {
 		t.Fatalf("node holds %d connections to an unlisted peer", n)
 	}
 	// Nodes learn each other from the directory's peer list.
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		if !replica.Allowlist().Allowed(primary.PeerID()) {
 			return "replica's allowlist lacks the primary"
 		}
@@ -226,7 +239,7 @@ func TestFederation(t *testing.T) {
 	// takes the user's writes.
 	crashed := time.Now()
 	primary.Close()
-	poll(t, downAfter+hbEvery+2*time.Second, func() string {
+	testkit.Eventually(t, downAfter+hbEvery+2*time.Second, func() string {
 		if got := weave(); got == primary.URL() || got == "" {
 			return "node/weave still " + got
 		}
@@ -238,7 +251,7 @@ func TestFederation(t *testing.T) {
 	if newPrimary == nil || newPrimary == primary || weave() != newPrimary.URL() {
 		t.Fatalf("after failover: set %+v, node/weave %q", s, weave())
 	}
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		if code, body := put(newPrimary.URL(), "b", auth); code != 200 {
 			return fmt.Sprintf("write on the new primary: %d %s", code, body)
 		}
@@ -260,7 +273,7 @@ func TestFederation(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("drain: %d %s", code, body)
 	}
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		if code, _ := put(drained.URL(), "d", auth); code != 401 {
 			return fmt.Sprintf("drained node answers %d", code)
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/base32"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,8 +20,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 
-	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/directory"
 )
 
 // The helpers below drive a real Standalone over real HTTP, the way Sync
@@ -102,17 +102,12 @@ func (s *server) stop() { s.stopFn() }
 // waitHealthy polls the heartbeat until it answers 200.
 func (s *server) waitHealthy(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r := s.do(t, "GET", "/__heartbeat__", nil)
-		if r.Status == http.StatusOK {
-			return
+	testkit.Eventually(t, 20*time.Second, func() string {
+		if r := s.do(t, "GET", "/__heartbeat__", nil); r.Status != http.StatusOK {
+			return fmt.Sprintf("server not healthy: %v", r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server never became healthy: %v", r)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return ""
+	})
 }
 
 // reply is one HTTP answer.
@@ -185,11 +180,6 @@ func (s *server) do(t testing.TB, method, path string, body any, hdr ...string) 
 	return reply{Status: resp.StatusCode, StatusLine: resp.Status, Header: resp.Header, Body: data, req: method + " " + path}
 }
 
-// basic returns the Authorization header value for user:password.
-func basic(user, password string) string {
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
-}
-
 // accountName is the Weave account name of an e-mail address:
 // lowercase(base32(sha1(lowercase(email)))) (weave-api.md 4.1).
 func accountName(email string) string {
@@ -246,7 +236,7 @@ func (a *account) path(rel string) string {
 // /{ver}/{user}/.
 func (a *account) do(t testing.TB, method, rel string, body any, hdr ...string) reply {
 	t.Helper()
-	return a.s.do(t, method, a.path(rel), body, append([]string{"Authorization", basic(a.Name, a.Password)}, hdr...)...)
+	return a.s.do(t, method, a.path(rel), body, append([]string{"Authorization", testkit.BasicAuth(a.Name, a.Password)}, hdr...)...)
 }
 
 // put writes one record and returns its timestamp string.
@@ -440,18 +430,6 @@ func eq(t testing.TB, what string, got, wantV any) {
 	t.Helper()
 	if !reflect.DeepEqual(got, wantV) {
 		t.Fatalf("%s: got %#v, want %#v", what, got, wantV)
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
 	}
 }
 

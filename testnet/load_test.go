@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/testnet/load"
 )
 
@@ -13,15 +12,8 @@ import (
 // WBOs it should.
 func TestLoadGenerator(t *testing.T) {
 	ctx := context.Background()
-	srv, err := StartStandalone(ctx, StandaloneConfig{
-		Addr: "127.0.0.1:0", DataDir: t.TempDir(),
-		Directory: func(c *directory.Config) { cheapHash(c) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(ctx)
-	r := load.NewRunner(load.Config{URL: srv.URL(), Users: 2, Requests: 10})
+	s := startServer(t)
+	r := load.NewRunner(load.Config{URL: s.s.URL(), Users: 2, Requests: 10})
 	defer r.Close()
 	if err := r.Prepare(ctx); err != nil {
 		t.Fatal(err)

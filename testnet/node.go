@@ -1,24 +1,20 @@
 package testnet
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/p2p"
@@ -28,28 +24,34 @@ import (
 	"github.com/hce-sync/hce/replication"
 )
 
-// DefaultReplicaWait is NodeConfig.ReplicaWait's default.
-const DefaultReplicaWait = 2 * time.Second
+// Defaults of NodeConfig (see also DefaultListenAddr).
+const (
+	// DefaultCapacity is NodeConfig.Capacity's default: the most users a
+	// node takes.
+	DefaultCapacity = 1000
+	// DefaultReplicaWait is NodeConfig.ReplicaWait's default.
+	DefaultReplicaWait = 2 * time.Second
+)
 
 // NodeConfig configures a storage node started by StartNode. A zero field
-// takes its default.
+// takes its default (DefaultNodeConfig).
 type NodeConfig struct {
 	// Dir is the data folder: libp2p identity (node.key) and the Pebble
 	// store (DIR/store). Required.
 	Dir string
 	// HTTPAddr is the Weave storage API listen address. Default
-	// 127.0.0.1:0.
+	// DefaultListenAddr (127.0.0.1:0).
 	HTTPAddr string
 	// PublicURL is the base URL registered with the directory (what
 	// node/weave hands out). Default http://<HTTP listen address>/.
 	PublicURL string
 	// P2PAddr is the libp2p listen address, host:port or a multiaddress.
-	// Default 127.0.0.1:0.
+	// Default DefaultListenAddr (127.0.0.1:0).
 	P2PAddr string
 	// Directory is the HTTP URL of any directory voter. Required.
 	Directory string
 	// Operator names who runs the node; Capacity is the most users it
-	// takes. Capacity default 1000.
+	// takes. Capacity default DefaultCapacity (1000).
 	Operator string
 	Capacity int
 	// HeartbeatInterval is the period of heartbeats and peer-list
@@ -74,13 +76,75 @@ type NodeConfig struct {
 	SweepInterval time.Duration
 	// ReplicaWait is how long a client write waits, after its commit, for
 	// another replica of the user to confirm it holds it before the write
-	// is acknowledged anyway (node.Store.SetReplicaWaiter). Default 2 s;
-	// negative turns the wait off (acknowledge at once, replicate after).
+	// is acknowledged anyway (node.Store.SetReplicaWaiter). Default
+	// DefaultReplicaWait (2 s); negative turns the wait off (acknowledge
+	// at once, replicate after).
 	ReplicaWait time.Duration
 	// Blocklist, when set, is a file of libp2p peer IDs (one per line)
 	// the node refuses and disconnects, reread every 100 ms: testnet
 	// partitions (see BlocklistFile).
 	Blocklist string
+}
+
+// DefaultNodeConfig returns the defaults; Dir and Directory still need
+// to be set.
+func DefaultNodeConfig() NodeConfig {
+	return NodeConfig{
+		HTTPAddr:          DefaultListenAddr,
+		P2PAddr:           DefaultListenAddr,
+		Capacity:          DefaultCapacity,
+		HeartbeatInterval: dirclient.DefaultHeartbeatInterval,
+		MembershipTTL:     dirclient.DefaultMembershipTTL,
+		SweepInterval:     replication.DefaultSweepInterval,
+		ReplicaWait:       DefaultReplicaWait,
+	}
+}
+
+// Validate reports a configuration StartNode cannot run.
+func (c NodeConfig) Validate() error {
+	if c.Dir == "" || c.Directory == "" {
+		return errors.New("testnet: NodeConfig needs Dir and Directory")
+	}
+	if c.QuotaBytes < 0 {
+		return fmt.Errorf("testnet: NodeConfig.QuotaBytes %d is negative", c.QuotaBytes)
+	}
+	if c.P2PAddr != "" {
+		if _, err := toMultiaddr(c.P2PAddr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withDefaults fills zero (and negative, where only positive values make
+// sense) fields.
+func (c NodeConfig) withDefaults() NodeConfig {
+	d := DefaultNodeConfig()
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = d.HTTPAddr
+	}
+	if c.P2PAddr == "" {
+		c.P2PAddr = d.P2PAddr
+	}
+	if c.Capacity <= 0 {
+		c.Capacity = d.Capacity
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.MembershipTTL <= 0 {
+		c.MembershipTTL = d.MembershipTTL
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = d.SweepInterval
+	}
+	if c.ReplicaWait == 0 {
+		c.ReplicaWait = d.ReplicaWait
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Node is a running storage node: Pebble store, libp2p host with a gater
@@ -102,86 +166,6 @@ type Node struct {
 	once   sync.Once
 }
 
-// FetchVoters reads the directory voters' libp2p identities from
-// GET <dirURL>/internal/v1/p2p.
-func FetchVoters(ctx context.Context, c *http.Client, dirURL string) ([]peer.AddrInfo, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(dirURL, "/")+directory.PathP2P, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("testnet: %s answered %s", directory.PathP2P, resp.Status)
-	}
-	var info directory.P2PInfo
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
-		return nil, fmt.Errorf("testnet: %s: %w", directory.PathP2P, err)
-	}
-	var out []peer.AddrInfo
-	for _, v := range info.Voters {
-		id, err := peer.Decode(v.PeerID)
-		if err != nil {
-			continue
-		}
-		ai := peer.AddrInfo{ID: id}
-		for _, a := range v.Addrs {
-			if m, err := ma.NewMultiaddr(a); err == nil {
-				ai.Addrs = append(ai.Addrs, m)
-			}
-		}
-		out = append(out, ai)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("testnet: the directory lists no voter with a libp2p identity yet")
-	}
-	return out, nil
-}
-
-// register posts a signed registration; it returns nil once accepted.
-func register(ctx context.Context, c *http.Client, dirURL string, key ed25519.PrivateKey, r directory.Registration) error {
-	body, sig, err := directory.SignRegistration(key, r, time.Now())
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(dirURL, "/")+"/internal/v1/nodes/register", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(directory.SignatureHeader, sig)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("testnet: registration answered %s: %s", resp.Status, bytes.TrimSpace(msg))
-	}
-	return nil
-}
-
-// retry calls fn every 100 ms until it succeeds or ctx ends.
-func retry(ctx context.Context, what string, fn func() error) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("testnet: %s: %w (last error: %v)", what, ctx.Err(), err)
-		case <-tick.C:
-		}
-	}
-}
-
 // StartNode starts a storage node as `hce node` runs it: it opens the
 // store and identity, learns the voters' libp2p addresses from the
 // directory's HTTP URL, starts its libp2p host (gater: voters, then the
@@ -191,26 +175,11 @@ func retry(ctx context.Context, what string, fn func() error) error {
 // (dirclient.ServeAccountEvents: credential changes and deletions). ctx bounds
 // the start.
 func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
-	if cfg.Dir == "" || cfg.Directory == "" {
-		return nil, errors.New("testnet: NodeConfig needs Dir and Directory")
-	}
-	if cfg.HTTPAddr == "" {
-		cfg.HTTPAddr = "127.0.0.1:0"
-	}
-	if cfg.P2PAddr == "" {
-		cfg.P2PAddr = "127.0.0.1:0"
-	}
-	if cfg.Capacity <= 0 {
-		cfg.Capacity = 1000
-	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	p2pAddr, err := toMultiaddr(cfg.P2PAddr)
-	if err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("testnet: data folder: %w", err)
 	}
@@ -218,40 +187,80 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	edKey, err := p2p.Ed25519Key(key)
-	if err != nil {
-		return nil, err
-	}
 	n := &Node{id: id, done: make(chan error, 1)}
+	var ln net.Listener
 	defer func() {
 		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
 			n.closeAll()
 		}
 	}()
-	ncfg := node.DefaultConfig()
-	ncfg.Dir = filepath.Join(cfg.Dir, "store")
-	ncfg.Logger = logger.With("component", "node")
-	ncfg.QuotaBytes = cfg.QuotaBytes
-	ncfg.NodeID = id.String()
-	if cfg.Node != nil {
-		cfg.Node(&ncfg)
-	}
-	if n.store, err = node.Open(ncfg); err != nil {
+	if err = n.openStore(cfg); err != nil {
 		return nil, err
 	}
-	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL)
-	if err != nil {
+	if ln, n.url, err = listenHTTP(cfg.HTTPAddr, cfg.PublicURL); err != nil {
 		return nil, err
 	}
-	n.url = url
 	hc := &http.Client{Timeout: 10 * time.Second}
 	var voters []peer.AddrInfo
 	if err = retry(ctx, "reading the directory's voters", func() (e error) {
 		voters, e = FetchVoters(ctx, hc, cfg.Directory)
 		return e
 	}); err != nil {
-		ln.Close()
 		return nil, err
+	}
+	if err = n.startHost(ctx, cfg, key, voters); err != nil {
+		return nil, err
+	}
+	if err = n.register(ctx, cfg, hc, key); err != nil {
+		return nil, err
+	}
+	if err = n.startDirClient(cfg, voters); err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	handler, err := n.handler(cfg, stop)
+	if err != nil {
+		return nil, err
+	}
+	// The replicator, the directory client and the blocklist watcher run
+	// until Close cancels runCtx.
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if err = n.startReplication(runCtx, cfg); err != nil {
+		return nil, err
+	}
+	n.runBackground(runCtx, cfg)
+	n.srv = newHTTPServer(handler, stop)
+	go func() { n.done <- n.srv.Serve(ln) }()
+	log.Info("storage node serving", "url", n.url, "peer", id, "p2p", n.p2pAddrs())
+	return n, nil
+}
+
+// openStore opens the node's Pebble store in DIR/store.
+func (n *Node) openStore(cfg NodeConfig) error {
+	ncfg := node.DefaultConfig()
+	ncfg.Dir = filepath.Join(cfg.Dir, "store")
+	ncfg.Logger = cfg.Logger.With("component", "node")
+	ncfg.QuotaBytes = cfg.QuotaBytes
+	ncfg.NodeID = n.id.String()
+	if cfg.Node != nil {
+		cfg.Node(&ncfg)
+	}
+	var err error
+	n.store, err = node.Open(ncfg)
+	return err
+}
+
+// startHost starts the node's libp2p host. Its gater admits the voters
+// (the allowlist the directory client later extends with the directory's
+// active peers) minus the peers a partition blocks.
+func (n *Node) startHost(ctx context.Context, cfg NodeConfig, key crypto.PrivKey, voters []peer.AddrInfo) error {
+	listen, err := toMultiaddr(cfg.P2PAddr)
+	if err != nil {
+		return err
 	}
 	var vids []peer.ID
 	for _, v := range voters {
@@ -260,116 +269,124 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	n.allow = p2p.NewStaticAllowlist(vids...)
 	pcfg := p2p.DefaultConfig()
 	pcfg.Key = key
-	pcfg.ListenAddrs = []string{p2pAddr}
-	pcfg.Logger = logger.With("component", "p2p")
+	pcfg.ListenAddrs = []string{listen}
+	pcfg.Logger = cfg.Logger.With("component", "p2p")
 	pcfg.Gater = p2p.NewGater(p2p.AllowFunc(func(p peer.ID) bool {
 		return n.allow.Allowed(p) && !n.deny.blocked(p)
 	}), pcfg.Logger)
-	if n.host, err = p2p.NewHost(ctx, pcfg); err != nil {
-		ln.Close()
-		return nil, err
-	}
+	n.host, err = p2p.NewHost(ctx, pcfg)
+	return err
+}
+
+// p2pAddrs lists the host's listen addresses.
+func (n *Node) p2pAddrs() []string {
 	var addrs []string
 	for _, a := range n.host.Addrs() {
 		addrs = append(addrs, a.String())
 	}
-	reg := directory.Registration{BaseURL: n.url, P2PAddrs: addrs, Operator: cfg.Operator, Capacity: cfg.Capacity}
-	if err = retry(ctx, "registering with the directory", func() error {
-		return register(ctx, hc, cfg.Directory, edKey, reg)
-	}); err != nil {
-		ln.Close()
-		return nil, err
+	return addrs
+}
+
+// register registers the node with the directory (a request signed with
+// the node's key), retrying every 100 ms until accepted or ctx ends.
+func (n *Node) register(ctx context.Context, cfg NodeConfig, hc *http.Client, key crypto.PrivKey) error {
+	edKey, err := p2p.Ed25519Key(key)
+	if err != nil {
+		return err
 	}
+	reg := directory.Registration{BaseURL: n.url, P2PAddrs: n.p2pAddrs(), Operator: cfg.Operator, Capacity: cfg.Capacity}
+	return retry(ctx, "registering with the directory", func() error {
+		return register(ctx, hc, cfg.Directory, edKey, reg)
+	})
+}
+
+// startDirClient creates the directory client (heartbeats, keys, peers,
+// replica sets); runBackground runs it.
+func (n *Node) startDirClient(cfg NodeConfig, voters []peer.AddrInfo) error {
 	dcc := dirclient.DefaultConfig()
 	dcc.Host = n.host
 	dcc.Directory = voters
-	dcc.Logger = logger.With("component", "dirclient")
+	dcc.Logger = cfg.Logger.With("component", "dirclient")
 	dcc.Allowlist = n.allow
-	if cfg.HeartbeatInterval > 0 {
-		dcc.HeartbeatInterval = cfg.HeartbeatInterval
-	}
-	if cfg.MembershipTTL > 0 {
-		dcc.MembershipTTL = cfg.MembershipTTL
-	}
-	if n.dc, err = dirclient.New(dcc); err != nil {
-		ln.Close()
-		return nil, err
-	}
+	dcc.HeartbeatInterval = cfg.HeartbeatInterval
+	dcc.MembershipTTL = cfg.MembershipTTL
+	var err error
+	n.dc, err = dirclient.New(dcc)
+	return err
+}
+
+// handler builds the node's HTTP handler: the Weave storage API and the
+// CouchDB endpoint behind an authenticator over the directory client, and
+// serves the voters' account events on the host. Closing stop ends the
+// CouchDB endpoint's waiting feeds.
+func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, error) {
 	acfg := node.DefaultAuthConfig()
 	acfg.Checker = n.dc
 	acfg.Keys = n.dc.Keys()
-	acfg.NodeID = id.String()
+	acfg.NodeID = n.id.String()
 	acfg.Membership = n.dc
 	acfg.DisableBasic = cfg.DisableBasic
 	auth, err := node.NewAuthenticator(acfg)
 	if err != nil {
-		ln.Close()
 		return nil, err
 	}
 	ecfg := dirclient.DefaultAccountEventsConfig()
 	ecfg.Store = n.store
 	ecfg.Auth = auth
 	ecfg.IsVoter = n.dc.IsVoter
-	ecfg.Logger = logger.With("component", "account-events")
-	if err = dirclient.ServeAccountEvents(n.host, ecfg); err != nil {
-		ln.Close()
+	ecfg.Logger = cfg.Logger.With("component", "account-events")
+	if err := dirclient.ServeAccountEvents(n.host, ecfg); err != nil {
 		return nil, err
 	}
 	scfg := api.DefaultStorageConfig()
 	scfg.Store = n.store
 	scfg.Auth = auth
-	scfg.Logger = logger.With("component", "storage-api")
+	scfg.Logger = cfg.Logger.With("component", "storage-api")
 	storage, err := api.NewStorageHandler(scfg)
 	if err != nil {
-		ln.Close()
 		return nil, err
 	}
-	stop := make(chan struct{})
-	handler, err := withCouch(n.store, auth, logger, stop, storage)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
+	return withCouch(n.store, auth, cfg.Logger, stop, storage)
+}
+
+// startReplication starts the replicator and makes client writes wait
+// for a replica (cfg.ReplicaWait).
+func (n *Node) startReplication(ctx context.Context, cfg NodeConfig) error {
+	rlog := cfg.Logger.With("component", "replication")
 	rcfg := replication.DefaultConfig()
 	rcfg.Store = n.store
 	rcfg.Membership = dirMembership{n.dc}
-	rcfg.Transport = replication.NewLibp2pTransport(n.host, rcfg.CallTimeout, logger.With("component", "replication"))
-	rcfg.Logger = logger.With("component", "replication")
-	if cfg.SweepInterval > 0 {
-		rcfg.SweepInterval = cfg.SweepInterval
-	}
+	rcfg.Transport = replication.NewLibp2pTransport(n.host, rcfg.CallTimeout, rlog)
+	rcfg.Logger = rlog
+	rcfg.SweepInterval = cfg.SweepInterval
+	var err error
 	if n.repl, err = replication.New(rcfg); err != nil {
-		ln.Close()
-		return nil, err
+		return err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	if err = n.repl.Start(runCtx); err != nil {
-		ln.Close()
-		return nil, err
+	if err := n.repl.Start(ctx); err != nil {
+		return err
 	}
-	switch {
-	case cfg.ReplicaWait == 0:
-		n.store.SetReplicaWaiter(n.repl, DefaultReplicaWait)
-	case cfg.ReplicaWait > 0:
+	if cfg.ReplicaWait > 0 {
 		n.store.SetReplicaWaiter(n.repl, cfg.ReplicaWait)
 	}
+	return nil
+}
+
+// runBackground runs the directory client and, with cfg.Blocklist, the
+// blocklist watcher until ctx ends; closeAll waits for them.
+func (n *Node) runBackground(ctx context.Context, cfg NodeConfig) {
 	n.runs.Add(1)
 	go func() {
 		defer n.runs.Done()
-		_ = n.dc.Run(runCtx)
+		_ = n.dc.Run(ctx)
 	}()
 	if cfg.Blocklist != "" {
 		n.runs.Add(1)
 		go func() {
 			defer n.runs.Done()
-			watchBlocklist(runCtx, cfg.Blocklist, &n.deny, n.host, logger.With("component", "blocklist"))
+			watchBlocklist(ctx, cfg.Blocklist, &n.deny, n.host, cfg.Logger.With("component", "blocklist"))
 		}()
 	}
-	n.srv = newHTTPServer(handler, stop)
-	go func() { n.done <- n.srv.Serve(ln) }()
-	logger.Info("storage node serving", "url", n.url, "peer", id, "p2p", addrs)
-	return n, nil
 }
 
 // URL is the node's Weave base URL, ending in "/".

@@ -232,20 +232,11 @@ func (t *Testnet) feed(ctx context.Context, base, user, password string) (feedSt
 // with the same open revisions and winners' deleted flags over its CouchDB
 // endpoint, or ctx ends. It reads with the user's password (Basic auth).
 func (t *Testnet) WaitConverged(ctx context.Context, user, password string) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		last = t.converged(ctx, user, password)
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("testnet: %s not converged: %w (last: %v)", user, ctx.Err(), last)
-		case <-tick.C:
-		}
+	err, last := pollUntil(ctx, 50*time.Millisecond, func() error { return t.converged(ctx, user, password) })
+	if err != nil {
+		return fmt.Errorf("testnet: %s not converged: %w (last: %v)", user, err, last)
 	}
+	return nil
 }
 
 func (t *Testnet) converged(ctx context.Context, user, password string) error {

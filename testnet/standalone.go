@@ -9,39 +9,71 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/node"
-	"github.com/hce-sync/hce/node/couch"
+)
+
+// Defaults of StandaloneConfig: what `hce serve` runs with.
+const (
+	// DefaultStandaloneAddr is StandaloneConfig.Addr's default.
+	DefaultStandaloneAddr = "127.0.0.1:8080"
+	// DefaultDataDir is StandaloneConfig.DataDir's default.
+	DefaultDataDir = "./hce-data"
 )
 
 // StandaloneConfig configures a Standalone server. A zero field takes its
-// default.
+// default (DefaultStandaloneConfig).
 type StandaloneConfig struct {
-	// Addr is the HTTP listen address (default 127.0.0.1:8080; use
-	// 127.0.0.1:0 for a free port).
+	// Addr is the HTTP listen address (default DefaultStandaloneAddr,
+	// 127.0.0.1:8080; use 127.0.0.1:0 for a free port).
 	Addr string
 	// PublicURL is the base URL node/weave hands to clients (default
 	// http://<listen address>/).
 	PublicURL string
 	// DataDir holds the directory's raft state (DataDir/directory) and the
-	// node's store (DataDir/node). Default ./hce-data.
+	// node's store (DataDir/node). Default DefaultDataDir (./hce-data).
 	DataDir string
 	// QuotaBytes is the per-user storage quota in bytes; 0 turns quotas off.
 	QuotaBytes int64
 	// Logger receives all logs (default: discard).
 	Logger *slog.Logger
-	// Directory, Node and Auth, when non-nil, adjust the component
+	// Directory, Node and User, when non-nil, adjust the component
 	// configurations after the defaults are filled in (tests lower the
 	// password hashing cost this way).
 	Directory func(*directory.Config)
 	Node      func(*node.Config)
 	User      func(*api.UserConfig)
+}
+
+// DefaultStandaloneConfig returns the defaults.
+func DefaultStandaloneConfig() StandaloneConfig {
+	return StandaloneConfig{Addr: DefaultStandaloneAddr, DataDir: DefaultDataDir}
+}
+
+// Validate reports a configuration StartStandalone cannot run.
+func (c StandaloneConfig) Validate() error {
+	if c.QuotaBytes < 0 {
+		return fmt.Errorf("testnet: StandaloneConfig.QuotaBytes %d is negative", c.QuotaBytes)
+	}
+	return nil
+}
+
+// withDefaults fills zero fields.
+func (c StandaloneConfig) withDefaults() StandaloneConfig {
+	d := DefaultStandaloneConfig()
+	if c.Addr == "" {
+		c.Addr = d.Addr
+	}
+	if c.DataDir == "" {
+		c.DataDir = d.DataDir
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Standalone is one directory voter and one storage node serving the Weave
@@ -60,16 +92,11 @@ type Standalone struct {
 // voter and the node and begins serving HTTP. It returns once the server
 // accepts requests.
 func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:8080"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = "hce-data"
-	}
+	cfg = cfg.withDefaults()
 	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("testnet: data folder: %w", err)
 	}
@@ -86,24 +113,51 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 		}
 	}()
 
+	if err := s.openStore(cfg); err != nil {
+		return nil, err
+	}
+	// The node's Basic-auth cache must forget a user's answers as soon as
+	// the directory commits a password change or an account deletion; the
+	// authenticator is built after the directory it checks against.
+	var authRef atomic.Pointer[node.Authenticator]
+	dcfg, err := s.openDirectory(ctx, cfg, &authRef)
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	handler, err := s.handler(cfg, dcfg, &authRef, stop)
+	if err != nil {
+		return nil, err
+	}
+	s.srv = newHTTPServer(handler, stop)
+	go func() { s.done <- s.srv.Serve(ln) }()
+	ok = true
+	logger.Info("serving", "url", url, "data", cfg.DataDir)
+	return s, nil
+}
+
+// openStore opens the node's store in DataDir/node.
+func (s *Standalone) openStore(cfg StandaloneConfig) error {
 	ncfg := node.DefaultConfig()
 	ncfg.Dir = filepath.Join(cfg.DataDir, "node")
-	ncfg.Logger = logger.With("component", "node")
+	ncfg.Logger = cfg.Logger.With("component", "node")
 	ncfg.QuotaBytes = cfg.QuotaBytes
 	if cfg.Node != nil {
 		cfg.Node(&ncfg)
 	}
-	if s.store, err = node.Open(ncfg); err != nil {
-		return nil, err
-	}
+	var err error
+	s.store, err = node.Open(ncfg)
+	return err
+}
 
+// openDirectory opens the single-voter directory in DataDir/directory,
+// naming s.url as every user's node; its credential changes reach the
+// authenticator authRef holds by then. It returns the configuration used.
+func (s *Standalone) openDirectory(ctx context.Context, cfg StandaloneConfig, authRef *atomic.Pointer[node.Authenticator]) (directory.Config, error) {
 	dcfg := directory.DefaultConfig()
 	dcfg.Dir = filepath.Join(cfg.DataDir, "directory")
-	dcfg.Logger = logger.With("component", "directory")
-	dcfg.Accounts.NodeURL = url
-	// The node's Basic-auth cache must forget a user's answers as soon as
-	// the directory commits a password change or an account deletion.
-	var authRef atomic.Pointer[node.Authenticator]
+	dcfg.Logger = cfg.Logger.With("component", "directory")
+	dcfg.Accounts.NodeURL = s.url
 	dcfg.Accounts.CredentialsChanged = func(user string) {
 		if a := authRef.Load(); a != nil {
 			a.Forget(user)
@@ -112,10 +166,16 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
-	if s.dir, err = directory.Open(ctx, dcfg); err != nil {
-		return nil, err
-	}
+	var err error
+	s.dir, err = directory.Open(ctx, dcfg)
+	return dcfg, err
+}
 
+// handler builds the HTTP handler: the Weave storage API and the CouchDB
+// endpoint behind an authenticator over the directory (stored in
+// authRef), and the Weave user API. Closing stop ends the CouchDB
+// endpoint's waiting feeds.
+func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRef *atomic.Pointer[node.Authenticator], stop <-chan struct{}) (http.Handler, error) {
 	acfg := node.DefaultAuthConfig()
 	acfg.Checker = s.dir
 	// Bearer tokens from GET /user/1.0/{user}/token name this node by the
@@ -133,7 +193,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	scfg := api.DefaultStorageConfig()
 	scfg.Store = s.store
 	scfg.Auth = auth
-	scfg.Logger = logger.With("component", "storage-api")
+	scfg.Logger = cfg.Logger.With("component", "storage-api")
 	storage, err := api.NewStorageHandler(scfg)
 	if err != nil {
 		return nil, err
@@ -142,7 +202,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	ucfg.Accounts = accountsWithStorage{s.dir, s.store}
 	ucfg.Tokens = s.dir
 	ucfg.ResetCodeTTL = dcfg.Accounts.ResetCodeTTL
-	ucfg.Logger = logger.With("component", "user-api")
+	ucfg.Logger = cfg.Logger.With("component", "user-api")
 	if cfg.User != nil {
 		cfg.User(&ucfg)
 	}
@@ -150,16 +210,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	if err != nil {
 		return nil, err
 	}
-	stop := make(chan struct{})
-	handler, err := withCouch(s.store, auth, logger, stop, api.NewHandler(storage, users))
-	if err != nil {
-		return nil, err
-	}
-	s.srv = newHTTPServer(handler, stop)
-	go func() { s.done <- s.srv.Serve(ln) }()
-	ok = true
-	logger.Info("serving", "url", url, "data", cfg.DataDir)
-	return s, nil
+	return withCouch(s.store, auth, cfg.Logger, stop, api.NewHandler(storage, users))
 }
 
 // URL is the server's base URL, ending in "/".
@@ -208,58 +259,4 @@ func (a accountsWithStorage) DeleteUser(ctx context.Context, user string) error 
 		return fmt.Errorf("testnet: deleting %s's records: %w", user, err)
 	}
 	return a.Directory.DeleteUser(ctx, user)
-}
-
-// listenHTTP listens on addr and returns the listener with the base URL
-// clients reach it at: public, or http://<listen address>/, ending in "/".
-func listenHTTP(addr, public string) (net.Listener, string, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, "", fmt.Errorf("testnet: listen: %w", err)
-	}
-	url := public
-	if url == "" {
-		url = "http://" + ln.Addr().String() + "/"
-	}
-	if !strings.HasSuffix(url, "/") {
-		url += "/"
-	}
-	return ln, url, nil
-}
-
-// withCouch serves the store's CouchDB replication endpoint (package
-// node/couch) under /couch beside next, with the same authenticator as the
-// Weave storage API. Closing stop ends its waiting _changes feeds.
-func withCouch(store *node.Store, auth api.Authenticator, logger *slog.Logger, stop <-chan struct{}, next http.Handler) (http.Handler, error) {
-	ccfg := couch.DefaultConfig()
-	ccfg.Store = store
-	ccfg.Auth = auth
-	ccfg.Logger = logger.With("component", "couch")
-	ccfg.Stop = stop
-	ch, err := couch.NewHandler(ccfg)
-	if err != nil {
-		return nil, err
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := r.URL.Path; p == ccfg.Prefix || strings.HasPrefix(p, ccfg.Prefix+"/") {
-			ch.ServeHTTP(w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	}), nil
-}
-
-// newHTTPServer returns the HTTP server of a node. Its Shutdown closes
-// stop, which ends long-lived CouchDB _changes feeds instead of letting
-// them hold Shutdown until their timeout.
-func newHTTPServer(h http.Handler, stop chan struct{}) *http.Server {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		IdleTimeout:       2 * time.Minute,
-	}
-	var once sync.Once
-	srv.RegisterOnShutdown(func() { once.Do(func() { close(stop) }) })
-	return srv
 }

@@ -20,8 +20,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/hce-sync/hce/api/client"
-	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/replication"
 )
 
@@ -33,6 +34,18 @@ import (
 
 // storyPassword is the password newClient gives every account.
 const storyPassword = "client library password"
+
+// storyContext skips a story under -short (it starts a federation) and
+// returns its context, bounded by d and ended when the test ends.
+func storyContext(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a federation")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // storyNet starts an in-process testnet for a story: one voter tuned for
 // tests (cheap password hashes, short raft timeouts, 100 ms liveness
@@ -167,8 +180,6 @@ func storyListing(ctx context.Context, base, user, password, coll, newer string)
 	return out, r.hdr, nil
 }
 
-// storyUser registers a fresh account through the directory with
-// api/client and returns the client.
 // storyUserOn starts a story testnet of nodes storage nodes, registers a
 // user and returns the user's replica set (two nodes, primary first).
 func storyUserOn(t *testing.T, ctx context.Context, nodes int) (*Testnet, *client.Client, string, []string) {
@@ -182,6 +193,8 @@ func storyUserOn(t *testing.T, ctx context.Context, nodes int) (*Testnet, *clien
 	return tn, c, c.User(), set
 }
 
+// storyUser registers a fresh account through the directory with
+// api/client and returns the client.
 func storyUser(t *testing.T, ctx context.Context, tn *Testnet) *client.Client {
 	t.Helper()
 	_, dir := tn.Leader()
@@ -231,11 +244,7 @@ func storyPost(t *testing.T, ctx context.Context, c *client.Client, coll string,
 // acknowledged only after a replica held it), with identical payloads; a
 // record delete and a collection delete reach the replica the same way.
 func TestStoryReadOnOtherReplica(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a federation")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := storyContext(t, 60*time.Second)
 	tn, c, user, set := storyUserOn(t, ctx, 4)
 	node, err := c.NodeWeave(ctx)
 	if err != nil || node != set[0] {
@@ -311,11 +320,7 @@ func TestStoryReadOnOtherReplica(t *testing.T) {
 // with newer=<its last X-Weave-Timestamp> before the heal receives, after
 // it, the records that arrived by replication.
 func TestStoryPartitionHeal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a federation")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := storyContext(t, 60*time.Second)
 	tn, c, user, set := storyUserOn(t, ctx, 4)
 	a, aName := tn.inProcess(t, set[0])
 	b, bName := tn.inProcess(t, set[1])
@@ -326,7 +331,7 @@ func TestStoryPartitionHeal(t *testing.T) {
 	if err := tn.Partition([]string{aName}, []string{bName}); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		if !a.deny.blocked(b.PeerID()) || !b.deny.blocked(a.PeerID()) {
 			return "partition not applied yet"
 		}
@@ -407,7 +412,7 @@ func TestStoryPartitionHeal(t *testing.T) {
 
 	// The client that saw lastSeen on A before the heal gets B's records
 	// with newer=lastSeen, and not A's own older ones.
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		got, _, err := storyListing(ctx, set[0], user, storyPassword, "forms", lastSeen)
 		if err != nil {
 			return err.Error()
@@ -431,11 +436,7 @@ func TestStoryPartitionHeal(t *testing.T) {
 // the directory moves them, every record is readable on every node of
 // each user's new replica set, and the drained node answers 401 for them.
 func TestStoryDrain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a federation")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := storyContext(t, 60*time.Second)
 	tn := storyNet(t, ctx, 4, nil)
 	type acct struct {
 		c    *client.Client
@@ -472,7 +473,7 @@ func TestStoryDrain(t *testing.T) {
 		a := accts[i]
 		user := a.c.User()
 		var set []string
-		poll(t, 10*time.Second, func() string {
+		testkit.Eventually(t, 10*time.Second, func() string {
 			var err error
 			if set, err = tn.ReplicaSet(ctx, user); err != nil {
 				return err.Error()
@@ -491,7 +492,7 @@ func TestStoryDrain(t *testing.T) {
 				t.Fatalf("user %d on %s after the drain: %v (%d of %d records)", i, base, err, len(got), len(a.data))
 			}
 		}
-		poll(t, 5*time.Second, func() string {
+		testkit.Eventually(t, 5*time.Second, func() string {
 			r, err := storyCall(ctx, http.MethodGet, drained+"1.1/"+user+"/storage/tabs", user, storyPassword, nil)
 			if err != nil || r.code != 401 {
 				return fmt.Sprintf("drained node answers %d %v for user %d", r.code, err, i)
@@ -514,11 +515,7 @@ func TestStoryDrain(t *testing.T) {
 // replica onto the community node, which backfills their data (the
 // replicator's sweep) and serves it.
 func TestStoryCommunityNodeJoins(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a federation")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := storyContext(t, 60*time.Second)
 	// n1 op1, n2 op2, n3 op1: every user has n2 (distinct operators).
 	// The voter's configuration does not auto-approve; the settings
 	// (written by the testnet) do until the test turns them off.
@@ -579,7 +576,7 @@ func TestStoryCommunityNodeJoins(t *testing.T) {
 	if st := state(); st != "active" {
 		t.Fatalf("community node is %q after approval", st)
 	}
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		for _, name := range []string{"n1", "n2", "n3"} {
 			n, _ := tn.inProcess(t, name)
 			if !n.Allowlist().Allowed(cn.PeerID()) {
@@ -598,7 +595,7 @@ func TestStoryCommunityNodeJoins(t *testing.T) {
 	}
 	for i, a := range accts {
 		user := a.c.User()
-		poll(t, 10*time.Second, func() string {
+		testkit.Eventually(t, 10*time.Second, func() string {
 			set, err := tn.ReplicaSet(ctx, user)
 			if err != nil {
 				return err.Error()
@@ -608,7 +605,7 @@ func TestStoryCommunityNodeJoins(t *testing.T) {
 			}
 			return ""
 		})
-		poll(t, 15*time.Second, func() string {
+		testkit.Eventually(t, 15*time.Second, func() string {
 			got, _, err := storyListing(ctx, cn.URL(), user, storyPassword, "passwords", "")
 			if err != nil {
 				return err.Error()
@@ -636,11 +633,7 @@ func TestStoryCommunityNodeJoins(t *testing.T) {
 // by the replicator (forbidden). Meanwhile the node keeps replicating the
 // user's writes to its real replica.
 func TestStoryUnlistedPeerRefused(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a federation")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx := storyContext(t, 60*time.Second)
 	tn, c, user, set := storyUserOn(t, ctx, 3)
 	storyPost(t, ctx, c, "prefs", storyBatch("p", 5))
 	primary, pname := tn.inProcess(t, set[0])

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/directory"
 )
 
@@ -87,7 +88,7 @@ func TestTestnetInProcess(t *testing.T) {
 		return string(b)
 	}
 	// The follower applies the registration shortly after the leader.
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		if w := weave(); w != set.Primary.URL {
 			return fmt.Sprintf("node/weave %q, want %q", w, set.Primary.URL)
 		}
@@ -102,7 +103,7 @@ func TestTestnetInProcess(t *testing.T) {
 	if err := tn.Kill(set.Primary.ID); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("second kill: %v", err)
 	}
-	poll(t, downAfter+hb+3*time.Second, func() string {
+	testkit.Eventually(t, downAfter+hb+3*time.Second, func() string {
 		if w := weave(); w == set.Primary.URL || w == "" {
 			return "node/weave still " + w
 		}
@@ -114,7 +115,7 @@ func TestTestnetInProcess(t *testing.T) {
 	if err := tn.Restart(ctx, set.Primary.ID); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 15*time.Second, func() string {
+	testkit.Eventually(t, 15*time.Second, func() string {
 		st, err := tn.Status(ctx)
 		if err != nil {
 			return err.Error()
@@ -132,7 +133,7 @@ func TestTestnetInProcess(t *testing.T) {
 	if err := tn.Drain(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		st, err := tn.Status(ctx)
 		if err != nil {
 			return err.Error()

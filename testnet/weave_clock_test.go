@@ -4,32 +4,19 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/node"
 )
-
-// fakeClock is a wall clock tests move by hand.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock(t time.Time) *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(t.UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // TestTTLBoundary checks 1.1's exact expiry rule with an injected node
 // clock: expiry = int(now) + ttl, visible while expiry > int(now).
 func TestTTLBoundary(t *testing.T) {
 	t.Parallel()
 	start := time.Unix(1800000000, 500_000_000) // x.5 s
-	clk := newFakeClock(start)
+	clk := testkit.NewClock(start)
 	s := startServer(t, func(c *StandaloneConfig) {
 		c.Node = func(n *node.Config) { n.Clock = clk.Now }
 	})
@@ -47,7 +34,7 @@ func TestTTLBoundary(t *testing.T) {
 	eq(t, "count", string(decodeObject(t, a.do(t, "GET", "info/collection_counts", nil))["ttl"]), "1")
 
 	// No ttl never expires (stored as year 2036+).
-	clk.Advance(5 * 365 * 24 * time.Hour)
+	clk.Add(5 * 365 * 24 * time.Hour)
 	want(t, a.do(t, "GET", "storage/ttl/forever", nil), 200)
 }
 
@@ -56,14 +43,14 @@ func TestTTLBoundary(t *testing.T) {
 // last, including across a restart.
 func TestClockStepBack(t *testing.T) {
 	t.Parallel()
-	clk := newFakeClock(time.Unix(1800000000, 0))
+	clk := testkit.NewClock(time.Unix(1800000000, 0))
 	s := startServer(t, func(c *StandaloneConfig) {
 		c.Node = func(n *node.Config) { n.Clock = clk.Now }
 	})
 	a := s.newAccount(t)
 	t1 := a.put(t, "c", "a", map[string]any{"payload": "1"})
 	eq(t, "first stamp", t1, "1800000000.00")
-	clk.Advance(-time.Hour)
+	clk.Add(-time.Hour)
 	t2 := a.put(t, "c", "b", map[string]any{"payload": "2"})
 	if stampCS(t, t2) <= stampCS(t, t1) {
 		t.Fatalf("after a clock step back: %s not after %s", t2, t1)
@@ -73,7 +60,7 @@ func TestClockStepBack(t *testing.T) {
 	s.stop()
 	cfg := s.cfg
 	cfg.Addr = "127.0.0.1:0"
-	clk.Advance(-time.Hour)
+	clk.Add(-time.Hour)
 	s2 := startServerConfig(t, cfg)
 	a.s = s2
 	t3 := a.put(t, "c", "c", map[string]any{"payload": "3"})
@@ -106,7 +93,7 @@ func TestConcurrentWrites(t *testing.T) {
 				id := strconv.Itoa(w) + "-" + strconv.Itoa(i)
 				// tryDo, not a.do: t.Fatal must not run off the test goroutine.
 				r, err := s.tryDo("PUT", a.path("storage/conc/"+id), strings.NewReader(`{"payload": "`+id+`"}`),
-					"Authorization", basic(a.Name, a.Password))
+					"Authorization", testkit.BasicAuth(a.Name, a.Password))
 				if err != nil {
 					errs <- err.Error()
 					return

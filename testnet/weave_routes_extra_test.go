@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // TestDoubleSlashPrefix checks that "//1.0/..." (an old client joining the
@@ -13,7 +15,7 @@ func TestDoubleSlashPrefix(t *testing.T) {
 	s := startServer(t)
 	a := s.newAccount(t)
 	a.put(t, "bookmarks", "x", map[string]any{"payload": "p"})
-	r := s.do(t, http.MethodGet, "/"+a.path("storage/bookmarks/x"), nil, "Authorization", basic(a.Name, a.Password))
+	r := s.do(t, http.MethodGet, "/"+a.path("storage/bookmarks/x"), nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 	want(t, r, http.StatusOK)
 	r = s.do(t, http.MethodGet, "//user/1.0/"+a.Name, nil)
 	want(t, r, http.StatusOK)
@@ -25,7 +27,7 @@ func TestServeTokens(t *testing.T) {
 	s := startServer(t)
 	a := s.newAccount(t)
 	b := s.newAccount(t)
-	r := s.do(t, http.MethodGet, "/user/1.0/"+a.Name+"/token", nil, "Authorization", basic(a.Name, a.Password))
+	r := s.do(t, http.MethodGet, "/user/1.0/"+a.Name+"/token", nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 	want(t, r, http.StatusOK)
 	var tok struct {
 		Token string `json:"token"`
@@ -39,7 +41,7 @@ func TestServeTokens(t *testing.T) {
 	want(t, s.do(t, http.MethodGet, "/1.1/"+b.Name+"/info/collections", nil, "Authorization", bearer), http.StatusUnauthorized)
 	want(t, s.do(t, http.MethodGet, a.path("storage/c/x"), nil, "Authorization", bearer+"x"), http.StatusUnauthorized)
 	// No token without the right password.
-	want(t, s.do(t, http.MethodGet, "/user/1.0/"+a.Name+"/token", nil, "Authorization", basic(a.Name, "wrong password")), http.StatusUnauthorized)
+	want(t, s.do(t, http.MethodGet, "/user/1.0/"+a.Name+"/token", nil, "Authorization", testkit.BasicAuth(a.Name, "wrong password")), http.StatusUnauthorized)
 }
 
 // TestDeleteAccountDeletesRecords checks that a deleted account's records
@@ -48,7 +50,7 @@ func TestDeleteAccountDeletesRecords(t *testing.T) {
 	s := startServer(t)
 	a := s.newAccount(t)
 	a.put(t, "bookmarks", "x", map[string]any{"payload": "secret"})
-	want(t, s.do(t, http.MethodDelete, "/user/1.0/"+a.Name, nil, "Authorization", basic(a.Name, a.Password)), http.StatusOK)
+	want(t, s.do(t, http.MethodDelete, "/user/1.0/"+a.Name, nil, "Authorization", testkit.BasicAuth(a.Name, a.Password)), http.StatusOK)
 	reg := map[string]string{"password": "another password 1", "email": a.Email}
 	want(t, s.do(t, http.MethodPut, "/user/1.0/"+a.Name, reg), http.StatusOK)
 	a.Password = "another password 1"

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // End-to-end tests of the Weave storage API (weave-api.md sections 1 and
@@ -256,7 +258,7 @@ func TestTTLExpiry(t *testing.T) {
 	a.put(t, "t", "gone", map[string]any{"payload": "g", "ttl": 1})
 	a.put(t, "t", "keep", map[string]any{"payload": "k", "ttl": 1})
 	a.put(t, "t", "keep", map[string]any{"payload": "k2"})
-	waitFor(t, 5*time.Second, "ttl=1 record to expire", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "ttl=1 record to expire", func() bool {
 		return a.do(t, "GET", "storage/t/gone", nil).Status == 404
 	})
 	// Expired records never returned by any query.
@@ -431,7 +433,7 @@ func TestCollections(t *testing.T) {
 
 	t.Run("user_name_in_path", func(t *testing.T) {
 		// 1.3: user name in storage paths [a-zA-Z0-9._-]+; anything else is no route.
-		r := s.do(t, "GET", "/1.1/bad!user/info/collections", nil, "Authorization", basic(a.Name, a.Password))
+		r := s.do(t, "GET", "/1.1/bad!user/info/collections", nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		if r.Status != 404 && r.Status != 400 && r.Status != 401 {
 			t.Errorf("bad user name in path: want 404/400/401: %v", r)
 		}
@@ -532,11 +534,11 @@ func TestRouting(t *testing.T) {
 			"/1.1/" + a.Name + "/info/bogus",
 			"/1.1/" + a.Name + "/storage/c/id/extra",
 		} {
-			want(t, s.do(t, "GET", p, nil, "Authorization", basic(a.Name, a.Password)), 404)
+			want(t, s.do(t, "GET", p, nil, "Authorization", testkit.BasicAuth(a.Name, a.Password)), 404)
 		}
 		// [Otest testAdd_EmptyCollection]: PUT /{ver}/{user}/storage/ -> 404.
 		for _, ver := range versions {
-			want(t, s.do(t, "PUT", "/"+ver+"/"+a.Name+"/storage/", map[string]any{"payload": "x"}, "Authorization", basic(a.Name, a.Password)), 404)
+			want(t, s.do(t, "PUT", "/"+ver+"/"+a.Name+"/storage/", map[string]any{"payload": "x"}, "Authorization", testkit.BasicAuth(a.Name, a.Password)), 404)
 		}
 	})
 
@@ -563,7 +565,7 @@ func TestRouting(t *testing.T) {
 	t.Run("head_user_root", func(t *testing.T) {
 		// [Otest testBadMethod]: HEAD /{ver}/{user} -> any 4xx/5xx.
 		r := a.do(t, "HEAD", "", nil)
-		r2 := s.do(t, "HEAD", "/1.0/"+a.Name, nil, "Authorization", basic(a.Name, a.Password))
+		r2 := s.do(t, "HEAD", "/1.0/"+a.Name, nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		for _, x := range []reply{r, r2} {
 			if x.Status < 400 {
 				t.Errorf("HEAD user root: want an error status: %v", x)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/directory"
 )
 
@@ -32,6 +33,17 @@ func (m *captureMailer) Send(ctx context.Context, to, subject, body string) erro
 	defer m.mu.Unlock()
 	m.mails = append(m.mails, capturedMail{to, subject, body})
 	return nil
+}
+
+// withMailer makes a Standalone's directory (tuned for tests) send its
+// mails to m.
+func withMailer(m *captureMailer) func(*StandaloneConfig) {
+	return func(c *StandaloneConfig) {
+		c.Directory = func(d *directory.Config) {
+			tuneDirectory(d)
+			d.Accounts.Mailer = m
+		}
+	}
 }
 
 // count returns the number of mails sent so far.
@@ -84,12 +96,7 @@ func createBody(email, password string) map[string]string {
 func TestUserAPI(t *testing.T) {
 	t.Parallel()
 	mailer := &captureMailer{}
-	s := startServer(t, func(c *StandaloneConfig) {
-		c.Directory = func(d *directory.Config) {
-			tuneDirectory(d)
-			d.Accounts.Mailer = mailer
-		}
-	})
+	s := startServer(t, withMailer(mailer))
 
 	t.Run("account_name", func(t *testing.T) {
 		// 4.1: lowercase(base32(sha1(lowercase(email)))), 32 characters.
@@ -161,7 +168,7 @@ func TestUserAPI(t *testing.T) {
 		want(t, r, 200)
 		eq(t, "body", r.body(), name)
 		for _, u := range []string{email, strings.ToLower(email), name} {
-			want(t, s.do(t, "GET", "/1.1/"+name+"/info/collections", nil, "Authorization", basic(u, "a good password")), 200)
+			want(t, s.do(t, "GET", "/1.1/"+name+"/info/collections", nil, "Authorization", testkit.BasicAuth(u, "a good password")), 200)
 		}
 	})
 
@@ -193,7 +200,7 @@ func TestUserAPI(t *testing.T) {
 			}
 		}
 		// The node it names serves the user's storage under {node}1.1/{u}/.
-		r := s.do(t, "GET", "/1.1/"+a.Name+"/info/collections", nil, "Authorization", basic(a.Name, a.Password))
+		r := s.do(t, "GET", "/1.1/"+a.Name+"/info/collections", nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		want(t, r, 200)
 		r = s.do(t, "GET", "/user/1.0/"+accountName(uniqueEmail(t))+"/node/weave", nil)
 		want(t, r, 404)
@@ -208,10 +215,10 @@ func TestUserAPI(t *testing.T) {
 		p := "/user/1.0/" + a.Name
 		r := s.do(t, "DELETE", p, nil)
 		want(t, r, 401)
-		want(t, s.do(t, "DELETE", p, nil, "Authorization", basic(a.Name, "wrong password")), 401)
-		want(t, s.do(t, "DELETE", p, nil, "Authorization", basic(other.Name, other.Password)), 401)
+		want(t, s.do(t, "DELETE", p, nil, "Authorization", testkit.BasicAuth(a.Name, "wrong password")), 401)
+		want(t, s.do(t, "DELETE", p, nil, "Authorization", testkit.BasicAuth(other.Name, other.Password)), 401)
 		eq(t, "still exists", s.do(t, "GET", p, nil).body(), "1")
-		r = s.do(t, "DELETE", p, nil, "Authorization", basic(a.Name, a.Password))
+		r = s.do(t, "DELETE", p, nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		want(t, r, 200)
 		eq(t, "delete body", r.body(), "1")
 		eq(t, "exists after delete", s.do(t, "GET", p, nil).body(), "0")
@@ -225,10 +232,10 @@ func TestUserAPI(t *testing.T) {
 		a := s.newAccount(t)
 		p := "/user/1.0/" + a.Name + "/email"
 		want(t, s.do(t, "POST", p, "new@example.com"), 401)
-		want(t, s.do(t, "POST", p, "new@example.com", "Authorization", basic(a.Name, "wrong password")), 401)
-		wantCode(t, s.do(t, "POST", p, "bademailhere", "Authorization", basic(a.Name, a.Password)), 400, 12)
+		want(t, s.do(t, "POST", p, "new@example.com", "Authorization", testkit.BasicAuth(a.Name, "wrong password")), 401)
+		wantCode(t, s.do(t, "POST", p, "bademailhere", "Authorization", testkit.BasicAuth(a.Name, a.Password)), 400, 12)
 		newEmail := "changed-" + a.Email
-		r := s.do(t, "POST", p, newEmail, "Authorization", basic(a.Name, a.Password))
+		r := s.do(t, "POST", p, newEmail, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		want(t, r, 200)
 		eq(t, "email body", r.body(), newEmail)
 		// Reset mails now go to the new address.
@@ -242,12 +249,12 @@ func TestUserAPI(t *testing.T) {
 		a := s.newAccount(t)
 		p := "/user/1.0/" + a.Name + "/password"
 		want(t, s.do(t, "POST", p, "a brand new password"), 401)
-		want(t, s.do(t, "POST", p, "a brand new password", "Authorization", basic(a.Name, "wrong password")), 401)
-		r := s.do(t, "POST", p, "short", "Authorization", basic(a.Name, a.Password))
+		want(t, s.do(t, "POST", p, "a brand new password", "Authorization", testkit.BasicAuth(a.Name, "wrong password")), 401)
+		r := s.do(t, "POST", p, "short", "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		want(t, r, 400)
 		want(t, a.do(t, "GET", "info/collections", nil), 200)
 		newPw := "a brand new pässword"
-		r = s.do(t, "POST", p, newPw, "Authorization", basic(a.Name, a.Password))
+		r = s.do(t, "POST", p, newPw, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		want(t, r, 200)
 		eq(t, "body", r.body(), "success")
 		want(t, a.do(t, "GET", "info/collections", nil), 401)
@@ -282,7 +289,7 @@ func TestUserAPI(t *testing.T) {
 
 		// Row 6: DELETE password_reset (Basic) clears the pending code.
 		want(t, s.do(t, "DELETE", base+"/password_reset", nil), 401)
-		r = s.do(t, "DELETE", base+"/password_reset", nil, "Authorization", basic(a.Name, a.Password))
+		r = s.do(t, "DELETE", base+"/password_reset", nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 		want(t, r, 200)
 		eq(t, "clear body", r.body(), "success")
 		wantCode(t, s.do(t, "POST", base+"/password", "a reset password", "X-Weave-Password-Reset", code), 400, 10)
@@ -372,11 +379,7 @@ func TestUserAPINoNode(t *testing.T) {
 func TestUserAPICaptcha(t *testing.T) {
 	t.Parallel()
 	mailer := &captureMailer{}
-	s := startServer(t, func(c *StandaloneConfig) {
-		c.Directory = func(d *directory.Config) {
-			tuneDirectory(d)
-			d.Accounts.Mailer = mailer
-		}
+	s := startServer(t, withMailer(mailer), func(c *StandaloneConfig) {
 		c.User = func(u *api.UserConfig) {
 			u.Captcha = fakeCaptcha{}
 			u.CaptchaPublicKey = "pubkey"
@@ -416,7 +419,7 @@ func TestUserAPICaptcha(t *testing.T) {
 
 	// 4.2 row 6: DELETE password_reset checks the captcha too.
 	a := &account{s: s, Name: accountName(e1), Password: "a good password", Ver: "1.1"}
-	cred := []string{"Authorization", basic(a.Name, a.Password)}
+	cred := []string{"Authorization", testkit.BasicAuth(a.Name, a.Password)}
 	wantCode(t, s.do(t, "DELETE", p, nil, cred...), 400, 2)
 	r = s.do(t, "DELETE", p+"?captcha-challenge=c&captcha-response=good", nil, cred...)
 	want(t, r, 200)
@@ -524,10 +527,10 @@ func TestAuth(t *testing.T) {
 			"Basic !!!notbase64!!!",
 			"Basic " + "bm9jb2xvbg==", // "nocolon"
 			"Basic",
-			basic(a.Name, "wrong password"),
-			basic(a.Name, ""),
-			basic(a.Name, a.Password+"x"),
-			basic(a.Name, strings.ToUpper(a.Password)),
+			testkit.BasicAuth(a.Name, "wrong password"),
+			testkit.BasicAuth(a.Name, ""),
+			testkit.BasicAuth(a.Name, a.Password+"x"),
+			testkit.BasicAuth(a.Name, strings.ToUpper(a.Password)),
 		} {
 			r := s.do(t, "GET", path, nil, "Authorization", h)
 			if r.Status != 401 {
@@ -535,13 +538,13 @@ func TestAuth(t *testing.T) {
 			}
 		}
 		unknown := accountName(uniqueEmail(t))
-		want(t, s.do(t, "GET", "/1.1/"+unknown+"/info/collections", nil, "Authorization", basic(unknown, "whatever pass")), 401)
+		want(t, s.do(t, "GET", "/1.1/"+unknown+"/info/collections", nil, "Authorization", testkit.BasicAuth(unknown, "whatever pass")), 401)
 	})
 
 	t.Run("user_path_mismatch", func(t *testing.T) {
 		// 3.1: auth user != path user -> 401 (1.1).
 		for _, ver := range versions {
-			r := s.do(t, "GET", "/"+ver+"/"+b.Name+"/storage/secret/y", nil, "Authorization", basic(a.Name, a.Password))
+			r := s.do(t, "GET", "/"+ver+"/"+b.Name+"/storage/secret/y", nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
 			if r.Status != 401 && !(ver == "1.0" && r.Status == 400 && strings.TrimSpace(r.body()) == "5") {
 				t.Errorf("%s: A reading B's record: want 401: %v", ver, r)
 			}
@@ -550,10 +553,10 @@ func TestAuth(t *testing.T) {
 
 	t.Run("email_as_user", func(t *testing.T) {
 		// 3.1: a user name with @ is an e-mail, hashed to the account name.
-		want(t, s.do(t, "GET", path, nil, "Authorization", basic(a.Email, a.Password)), 200)
-		want(t, s.do(t, "GET", path, nil, "Authorization", basic(strings.ToUpper(a.Email), a.Password)), 200)
-		want(t, s.do(t, "GET", path, nil, "Authorization", basic(b.Email, b.Password)), 401)
-		want(t, s.do(t, "GET", path, nil, "Authorization", basic(a.Email, "wrong password")), 401)
+		want(t, s.do(t, "GET", path, nil, "Authorization", testkit.BasicAuth(a.Email, a.Password)), 200)
+		want(t, s.do(t, "GET", path, nil, "Authorization", testkit.BasicAuth(strings.ToUpper(a.Email), a.Password)), 200)
+		want(t, s.do(t, "GET", path, nil, "Authorization", testkit.BasicAuth(b.Email, b.Password)), 401)
+		want(t, s.do(t, "GET", path, nil, "Authorization", testkit.BasicAuth(a.Email, "wrong password")), 401)
 	})
 
 	t.Run("colon_in_password", func(t *testing.T) {
@@ -562,12 +565,12 @@ func TestAuth(t *testing.T) {
 		c := &account{s: s, Name: accountName(email), Email: email, Password: "pass:word:with:colons", Ver: "1.1"}
 		want(t, s.do(t, "PUT", "/user/1.0/"+c.Name, createBody(email, c.Password)), 200)
 		want(t, c.do(t, "GET", "info/collections", nil), 200)
-		want(t, s.do(t, "GET", c.path("info/collections"), nil, "Authorization", basic(c.Name, "pass")), 401)
+		want(t, s.do(t, "GET", c.path("info/collections"), nil, "Authorization", testkit.BasicAuth(c.Name, "pass")), 401)
 	})
 
 	t.Run("isolation", func(t *testing.T) {
 		// One user can never read or change another's data.
-		cred := []string{"Authorization", basic(a.Name, a.Password)}
+		cred := []string{"Authorization", testkit.BasicAuth(a.Name, a.Password)}
 		for _, c := range []struct {
 			method, rel string
 			body        any

@@ -1,13 +1,15 @@
 // Package testkit holds the helpers HCE's tests share: polling with a
 // deadline instead of sleeping (WaitFor), free loopback addresses
 // (FreeAddr), a clock tests move by hand (Clock), a logger that writes to
-// the test log (Logger) and a goroutine-leak check (VerifyNoLeaks).
+// the test log (Logger), HTTP Basic credentials (BasicAuth) and
+// goroutine-leak checks (NoLeaks, VerifyTestMain).
 //
 // It lives under api because every package may import api; it imports
 // none of HCE's packages. Production code never imports it.
 package testkit
 
 import (
+	"encoding/base64"
 	"log/slog"
 	"net"
 	"os"
@@ -116,6 +118,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// BasicAuth returns the Authorization header value of HTTP Basic
+// credentials user:password (RFC 7617; no validation, so tests can send
+// what a client should not).
+func BasicAuth(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
 // Discard is a logger that drops everything.

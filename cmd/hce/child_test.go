@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sync"
 	"testing"
@@ -69,4 +72,41 @@ func startChild(t *testing.T, ready *regexp.Regexp, bin string, args ...string) 
 		t.Fatalf("hce %s not ready after 60 s: %s", args[0], stderr)
 	}
 	return nil, nil
+}
+
+// buildHCE compiles the hce binary once per test binary run.
+var buildHCE = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "hce-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "hce")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// hceBinary skips the test under -short and returns the hce binary.
+func hceBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the hce binary")
+	}
+	bin, err := buildHCE()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+var readyLine = regexp.MustCompile(`ready at (http://\S+/)`)
+
+// startServe runs `hce serve` as a child process on a free loopback port
+// and returns its base URL once it is ready.
+func startServe(t *testing.T, bin, data string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd, m := startChild(t, readyLine, bin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--log-level", "warn")
+	return cmd, m[1]
 }

@@ -16,13 +16,7 @@ import (
 // `hce serve`: register, put, get, ids, post, info, token, delete,
 // passwd, and a failing call's exit status and Weave error.
 func TestClientCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := hceBinary(t)
 	srv, base := startServe(t, bin, t.TempDir())
 	defer func() {
 		srv.Process.Kill()

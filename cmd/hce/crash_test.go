@@ -7,10 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,41 +16,11 @@ import (
 	"github.com/hce-sync/hce/api"
 )
 
-// buildHCE compiles the hce binary once per test binary run.
-var buildHCE = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "hce-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "hce")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
-var readyLine = regexp.MustCompile(`ready at (http://\S+/)`)
-
-// startServe runs `hce serve` as a child process on a free loopback port
-// and returns its base URL once it is ready.
-func startServe(t *testing.T, bin, data string) (*exec.Cmd, string) {
-	t.Helper()
-	cmd, m := startChild(t, readyLine, bin, "serve", "--addr", "127.0.0.1:0", "--data", data, "--log-level", "warn")
-	return cmd, m[1]
-}
-
 // TestCrashDurability SIGKILLs a child `hce serve` while concurrent clients
 // POST records, restarts it on the same data folder and checks that every
 // record whose POST was answered 200 is there, byte for byte.
 func TestCrashDurability(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := hceBinary(t)
 	data := t.TempDir()
 	cmd, base := startServe(t, bin, data)
 	defer func() {

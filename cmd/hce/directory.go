@@ -30,24 +30,20 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fs := flag.NewFlagSet("directory", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	id := fs.String("id", "dir1", "voter id (raft server id; also the certificate's identity)")
+	id := fs.String("id", testnet.DefaultVoterID, "voter id (raft server id; also the certificate's identity)")
 	data := fs.String("data", "./hce-directory", "data folder (raft log, snapshots, signing key, TLS certificate)")
 	httpAddr := fs.String("http", "127.0.0.1:8090", "HTTP listen address: user API, token endpoint, admin API, voter-to-voter endpoints")
 	publicURL := fs.String("public-url", "", "base URL other voters and clients reach this voter at (default http://<http address>/)")
 	raftAddr := fs.String("raft", "127.0.0.1:8091", "raft listen address (mutual TLS)")
-	p2pAddr := fs.String("p2p", "127.0.0.1:0", "libp2p listen address (host:port or multiaddress); nodes learn it from GET /internal/v1/p2p")
+	p2pAddr := fs.String("p2p", testnet.DefaultListenAddr, "libp2p listen address (host:port or multiaddress); nodes learn it from GET /internal/v1/p2p")
 	caDir := fs.String("ca", "", "directory CA folder (from `hce directory init-ca`); this voter's certificate is issued from it into DATA/tls on first start")
 	bootstrap := fs.Bool("bootstrap", false, "bootstrap a new cluster with this voter as its first member (once)")
 	join := fs.String("join", "", "HTTP URL of any voter of the cluster to join")
 	token := fs.String("admin-token", os.Getenv("HCE_ADMIN_TOKEN"), "admin token (admin API, join, forwarding); the same on every voter (env HCE_ADMIN_TOKEN)")
-	replicas := fs.Int("replicas", 2, "replica set size R for new users")
+	replicas := fs.Int("replicas", testnet.DefaultReplicas, "replica set size R for new users")
 	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval")
-	downAfter := fs.Duration("down-after", 15*time.Second, "mark a storage node down after this much heartbeat silence")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	logger, err := newLogger(stderr, *level)
+	downAfter := fs.Duration("down-after", testnet.DefaultVoterDownAfter, "mark a storage node down after this much heartbeat silence")
+	logger, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -81,7 +77,7 @@ func runInitCA(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	dir := fs.String("ca", "./hce-ca", "folder to write ca.pem and ca-key.pem (0600) into")
 	name := fs.String("name", "HCE directory CA", "CA common name")
-	validity := fs.Duration("validity", 10*365*24*time.Hour, "CA validity")
+	validity := fs.Duration("validity", testnet.DefaultCAValidity, "CA validity")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -13,19 +13,8 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/testnet"
+	"github.com/hce-sync/hce/api/testkit"
 )
-
-// freeAddr returns a loopback address that was free a moment ago, away
-// from the ports other tests' listeners get (testnet.FreeAddr).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	a, err := testnet.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
 
 // startVoter runs `hce directory` as a child process and waits until it
 // prints its URL.
@@ -37,25 +26,20 @@ func startVoter(t *testing.T, bin string, args ...string) string {
 
 // cliDirectory builds hce, creates a directory CA with `hce directory
 // init-ca` in a temp folder and returns the binary and a function that
-// starts a voter (child process) with that CA and admin token, returning
-// its URL. It skips the test under -short.
+// starts a voter (child process) with that CA and admin token on free
+// ports (port 0: the voter binds them and advertises what it got),
+// returning its URL. It skips the test under -short.
 func cliDirectory(t *testing.T, token string) (string, func(id string, extra ...string) string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := hceBinary(t)
 	tmp := t.TempDir()
 	ca := filepath.Join(tmp, "ca")
 	if out, err := exec.Command(bin, "directory", "init-ca", "--ca", ca).CombinedOutput(); err != nil {
 		t.Fatalf("init-ca: %v %s", err, out)
 	}
 	return bin, func(id string, extra ...string) string {
-		args := []string{"--id", id, "--data", filepath.Join(tmp, id), "--http", freeAddr(t),
-			"--raft", freeAddr(t), "--ca", ca, "--admin-token", token}
+		args := []string{"--id", id, "--data", filepath.Join(tmp, id), "--http", "127.0.0.1:0",
+			"--raft", "127.0.0.1:0", "--ca", ca, "--admin-token", token}
 		return startVoter(t, bin, append(args, extra...)...)
 	}
 }
@@ -71,8 +55,7 @@ func TestDirectoryCLI(t *testing.T) {
 	third := voter("d3", "--join", first)
 
 	ctx := context.Background()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.Eventually(t, 60*time.Second, func() string {
 		var out bytes.Buffer
 		err := run(ctx, []string{"admin", "--directory", third, "--token", token, "status"}, &out, &out)
 		var st struct {
@@ -80,13 +63,10 @@ func TestDirectoryCLI(t *testing.T) {
 			Voters []struct{ ID string }
 		}
 		if err == nil && json.Unmarshal(out.Bytes(), &st) == nil && len(st.Voters) == 3 && st.Leader.ID != "" {
-			break
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster of 3 not formed: %v %s", err, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Sprintf("cluster of 3 not formed: %v %s", err, out.String())
+	})
 	var out bytes.Buffer
 	if err := run(ctx, []string{"admin", "--directory", third, "--token", "wrong", "status"}, &out, &out); err == nil {
 		t.Fatal("admin status with a wrong token succeeded")

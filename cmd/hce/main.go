@@ -68,6 +68,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
+// parseWithLogger adds --log-level to fs, parses args and returns the
+// process logger at that level, writing to w.
+func parseWithLogger(fs *flag.FlagSet, args []string, w io.Writer) (*slog.Logger, error) {
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return newLogger(w, *level)
+}
+
 // newLogger builds the process logger from a level name.
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level

@@ -8,6 +8,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/hce-sync/hce/node/dirclient"
+	"github.com/hce-sync/hce/replication"
 	"github.com/hce-sync/hce/testnet"
 )
 
@@ -19,26 +21,22 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	data := fs.String("data", "./hce-node", "data folder (node key, Pebble store)")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP listen address of the Weave storage API")
 	publicURL := fs.String("public-url", "", "base URL clients reach this node at, registered with the directory (default http://<http address>/)")
-	p2pAddr := fs.String("p2p", "127.0.0.1:0", "libp2p listen address (host:port or multiaddress)")
+	p2pAddr := fs.String("p2p", testnet.DefaultListenAddr, "libp2p listen address (host:port or multiaddress)")
 	dirURL := fs.String("directory", "", "HTTP URL of any directory voter (required)")
 	operator := fs.String("operator", "", "who runs this node (replicas go to distinct operators)")
-	capacity := fs.Int("capacity", 1000, "most users this node accepts")
-	heartbeat := fs.Duration("heartbeat", 5*time.Second, "heartbeat interval")
+	capacity := fs.Int("capacity", testnet.DefaultCapacity, "most users this node accepts")
+	heartbeat := fs.Duration("heartbeat", dirclient.DefaultHeartbeatInterval, "heartbeat interval")
 	quota := fs.Int64("quota", 0, "per-user storage quota in bytes (0: none)")
 	noBasic := fs.Bool("no-basic", false, "refuse HTTP Basic credentials; clients must use a directory-signed token")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	sweep := fs.Duration("sweep", 0, "how often replication compares every user with the other replicas (default 1m)")
+	sweep := fs.Duration("sweep", replication.DefaultSweepInterval, "how often replication compares every user with the other replicas")
 	blocklist := fs.String("blocklist", "", "file of libp2p peer IDs to refuse, reread every 100 ms (testnet partitions)")
 	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for another replica to hold it before it is acknowledged anyway (negative: do not wait)")
-	if err := fs.Parse(args); err != nil {
+	logger, err := parseWithLogger(fs, args, stderr)
+	if err != nil {
 		return err
 	}
 	if *dirURL == "" {
 		return errors.New("--directory is required")
-	}
-	logger, err := newLogger(stderr, *level)
-	if err != nil {
-		return err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	n, err := testnet.StartNode(sctx, testnet.NodeConfig{

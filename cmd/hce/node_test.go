@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 var nodeReady = regexp.MustCompile(`storage node (\S+) ready at (http://\S+/)`)
@@ -22,18 +25,14 @@ func TestNodeCLI(t *testing.T) {
 	tmp := t.TempDir()
 
 	_, m := startChild(t, nodeReady, bin, "node", "--log-level", "warn", "--data", filepath.Join(tmp, "n1"),
-		"--http", freeAddr(t), "--directory", dir, "--operator", "cli-op", "--capacity", "10", "--heartbeat", "500ms")
+		"--http", "127.0.0.1:0", "--directory", dir, "--operator", "cli-op", "--capacity", "10", "--heartbeat", "500ms")
 	id := m[1]
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, func() string {
 		var out bytes.Buffer
 		err := run(context.Background(), []string{"admin", "--directory", dir, "--token", token, "nodes"}, &out, &out)
 		if err == nil && strings.Contains(out.String(), id) && strings.Contains(out.String(), `"active"`) {
-			return
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admin nodes does not list %s as active: %v %s", id, err, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Sprintf("admin nodes does not list %s as active: %v %s", id, err, out.String())
+	})
 }

@@ -14,16 +14,12 @@ import (
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:8080", "HTTP listen address (user API and storage API)")
-	data := fs.String("data", "./hce-data", "data folder (directory raft state and node store)")
+	addr := fs.String("addr", testnet.DefaultStandaloneAddr, "HTTP listen address (user API and storage API)")
+	data := fs.String("data", testnet.DefaultDataDir, "data folder (directory raft state and node store)")
 	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/)")
 	quota := fs.Int64("quota-kb", 0, "per-user storage quota in KB (0 = no quota)")
 	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses captchas on registration")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	logger, err := newLogger(stderr, *level)
+	logger, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
 		return err
 	}

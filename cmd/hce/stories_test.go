@@ -59,18 +59,13 @@ func storyListing(ctx context.Context, hc *http.Client, base, user, password, co
 // primary and, once the replicas converge, on every node of the user's
 // new replica set.
 func TestStoryPrimaryKilledMidStream(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := hceBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	const downAfter = 2 * time.Second
 	begin := time.Now()
 	var tn *testnet.Testnet
+	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
 		tn, err = testnet.Start(ctx, testnet.Config{Dir: t.TempDir(), Mode: testnet.ChildProcess, Binary: bin,
 			Directories: 1, Nodes: 3, DownAfter: downAfter, Heartbeat: 250 * time.Millisecond})

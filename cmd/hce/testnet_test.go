@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/testnet"
 )
 
@@ -21,13 +22,7 @@ import (
 // (status shows it down), restart (a detached child the `up` process
 // adopts), and SIGINT to `up`, after which no child process is left.
 func TestTestnetCLI(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the hce binary")
-	}
-	bin, err := buildHCE()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := hceBinary(t)
 	dir := t.TempDir()
 	up := exec.Command(bin, "testnet", "up", "--dir", dir, "--directories", "3", "--nodes", "4",
 		"--down-after", "2s", "--heartbeat", "250ms")
@@ -115,36 +110,28 @@ func TestTestnetCLI(t *testing.T) {
 	if killed := m.Nodes[0].PID; syscall.Kill(killed, 0) == nil && !isZombie(killed) {
 		t.Fatalf("pid %d of n1 still runs", killed)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testkit.Eventually(t, 15*time.Second, func() string {
 		out, err := status()
 		line := nodeLine.FindString(out)
 		if err == nil && strings.Contains(line, "dead") && strings.Contains(line, "down") {
-			break
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status does not show n1 down: %v\n%s", err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Sprintf("status does not show n1 down: %v\n%s", err, out)
+	})
 
 	// Restart n1 from "another shell"; it comes back active.
 	var rs bytes.Buffer
 	if err := run(ctx, []string{"testnet", "restart", "--dir", dir, "n1"}, &rs, &rs); err != nil {
 		t.Fatalf("restart: %v %s", err, rs.String())
 	}
-	deadline = time.Now().Add(15 * time.Second)
-	for {
+	testkit.Eventually(t, 15*time.Second, func() string {
 		out, err := status()
 		line := nodeLine.FindString(out)
 		if err == nil && !strings.Contains(line, "dead") && strings.Contains(line, "active") {
-			break
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status does not show n1 back: %v\n%s", err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Sprintf("status does not show n1 back: %v\n%s", err, out)
+	})
 	if m, err = testnet.ReadManifest(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -168,15 +155,14 @@ func TestTestnetCLI(t *testing.T) {
 	for _, n := range m.Nodes {
 		pids = append(pids, n.PID)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for _, pid := range pids {
-		for syscall.Kill(pid, 0) == nil && !isZombie(pid) {
-			if time.Now().After(deadline) {
-				t.Fatalf("pid %d still runs after up stopped", pid)
+	testkit.Eventually(t, 10*time.Second, func() string {
+		for _, pid := range pids {
+			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+				return fmt.Sprintf("pid %d still runs after up stopped", pid)
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
+		return ""
+	})
 }
 
 // isZombie says whether pid has exited but was not reaped yet.

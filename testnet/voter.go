@@ -5,41 +5,53 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/directory/raftls"
 )
 
+// Defaults of VoterConfig (see also DefaultListenAddr). The directory
+// keeps its own defaults as literals in directory.Config today; these
+// repeat them so that `hce directory`'s flags can show them.
+const (
+	// DefaultVoterID is VoterConfig.ID's default (directory.Config.ID's).
+	DefaultVoterID = directory.DefaultID
+	// DefaultReplicas is the replica set size R of a new cluster (the
+	// directory's initial setting) and of a testnet.
+	DefaultReplicas = directory.DefaultReplicas
+	// DefaultVoterDownAfter is VoterConfig.DownAfter's default
+	// (directory.Config.DownAfter's).
+	DefaultVoterDownAfter = directory.DefaultDownAfter
+)
+
 // VoterConfig configures a directory voter started by StartVoter. A zero
-// field takes its default.
+// field takes its default (DefaultVoterConfig).
 type VoterConfig struct {
-	// ID is the raft server ID and certificate identity. Default "dir1".
+	// ID is the raft server ID and certificate identity. Default
+	// DefaultVoterID ("dir1").
 	ID string
 	// Dir is the data folder (raft log, snapshots, signing key, libp2p
 	// identity, DIR/tls certificate). Required.
 	Dir string
 	// HTTPAddr is the HTTP listen address (user API, token endpoint, admin
-	// and voter-to-voter routes). Default 127.0.0.1:0.
+	// and voter-to-voter routes). Default DefaultListenAddr (127.0.0.1:0).
 	HTTPAddr string
 	// PublicURL is the base URL other voters, nodes and clients reach the
 	// voter at. Default http://<HTTP listen address>/.
 	PublicURL string
 	// RaftAddr is the raft listen address (mutual TLS). Default
-	// 127.0.0.1:0.
+	// DefaultListenAddr (127.0.0.1:0).
 	RaftAddr string
 	// P2PAddr is the libp2p listen address, host:port or a multiaddress.
-	// Default 127.0.0.1:0.
+	// Default DefaultListenAddr (127.0.0.1:0).
 	P2PAddr string
 	// CA issues this voter's raft certificate into DIR/tls on first
 	// start. Required.
@@ -53,17 +65,69 @@ type VoterConfig struct {
 	// same on every voter. Required.
 	AdminToken string
 	// AutoApprove admits registering nodes without an admin. Replicas is
-	// R (default 2). Both are written to the cluster settings when this
-	// voter leads after start.
+	// R; zero keeps the cluster's setting (DefaultReplicas on a new
+	// cluster). Both are written to the cluster settings when this voter
+	// leads after start.
 	AutoApprove bool
 	Replicas    int
 	// DownAfter is the heartbeat silence after which the leader marks a
-	// node down. Default: directory's (15 s).
+	// node down. Default DefaultVoterDownAfter (15 s).
 	DownAfter time.Duration
 	// Logger receives all logs. Default: discard.
 	Logger *slog.Logger
 	// Directory, when set, adjusts the directory configuration last.
 	Directory func(*directory.Config)
+}
+
+// DefaultVoterConfig returns the defaults; Dir, CA and AdminToken still
+// need to be set, and Bootstrap or Join on a voter's first start.
+func DefaultVoterConfig() VoterConfig {
+	return VoterConfig{
+		ID:        DefaultVoterID,
+		HTTPAddr:  DefaultListenAddr,
+		RaftAddr:  DefaultListenAddr,
+		P2PAddr:   DefaultListenAddr,
+		Replicas:  DefaultReplicas,
+		DownAfter: DefaultVoterDownAfter,
+	}
+}
+
+// Validate reports a configuration StartVoter cannot run.
+func (c VoterConfig) Validate() error {
+	if c.Dir == "" || c.CA == nil || c.AdminToken == "" {
+		return errors.New("testnet: VoterConfig needs Dir, CA and AdminToken")
+	}
+	if c.P2PAddr != "" {
+		if _, err := toMultiaddr(c.P2PAddr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withDefaults fills zero fields (Replicas stays zero: keep the cluster's
+// setting).
+func (c VoterConfig) withDefaults() VoterConfig {
+	d := DefaultVoterConfig()
+	if c.ID == "" {
+		c.ID = d.ID
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = d.HTTPAddr
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = d.RaftAddr
+	}
+	if c.P2PAddr == "" {
+		c.P2PAddr = d.P2PAddr
+	}
+	if c.DownAfter <= 0 {
+		c.DownAfter = d.DownAfter
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Voter is a running directory voter: raft over mutual TLS, libp2p host
@@ -77,71 +141,61 @@ type Voter struct {
 	once sync.Once
 }
 
-// toMultiaddr turns host:port (or a multiaddress) into a TCP multiaddress.
-func toMultiaddr(addr string) (string, error) {
-	if strings.HasPrefix(addr, "/") {
-		if _, err := ma.NewMultiaddr(addr); err != nil {
-			return "", err
-		}
-		return addr, nil
-	}
-	h, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("testnet: p2p address %q: %w", addr, err)
-	}
-	ip := net.ParseIP(h)
-	switch {
-	case ip == nil:
-		return fmt.Sprintf("/dns/%s/tcp/%s", h, port), nil
-	case ip.To4() != nil:
-		return fmt.Sprintf("/ip4/%s/tcp/%s", h, port), nil
-	}
-	return fmt.Sprintf("/ip6/%s/tcp/%s", h, port), nil
-}
-
 // StartVoter starts a directory voter as `hce directory` runs it and
 // returns once it has joined (or founded) the cluster and serves HTTP. It
 // tells the storage nodes of the password changes and account deletions
-// it handles (directory.NodeConfig.NotifyNodes).
+// it handles (directory.Config.NotifyNodes).
 func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
-	if cfg.Dir == "" || cfg.CA == nil || cfg.AdminToken == "" {
-		return nil, errors.New("testnet: VoterConfig needs Dir, CA and AdminToken")
-	}
-	if cfg.ID == "" {
-		cfg.ID = "dir1"
-	}
-	if cfg.HTTPAddr == "" {
-		cfg.HTTPAddr = "127.0.0.1:0"
-	}
-	if cfg.RaftAddr == "" {
-		cfg.RaftAddr = "127.0.0.1:0"
-	}
-	if cfg.P2PAddr == "" {
-		cfg.P2PAddr = "127.0.0.1:0"
-	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	p2pAddr, err := toMultiaddr(cfg.P2PAddr)
-	if err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("testnet: data folder: %w", err)
-	}
-	caPEM, certPEM, keyPEM, err := VoterTLS(cfg.CA, filepath.Join(cfg.Dir, "tls"), cfg.ID, cfg.RaftAddr)
-	if err != nil {
-		return nil, err
 	}
 	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL)
 	if err != nil {
 		return nil, err
 	}
+	dcfg, err := directoryConfig(cfg, url)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	d, err := directory.Open(ctx, dcfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	applySettings(ctx, d, cfg)
+	srv, err := VoterHTTP(d)
+	if err != nil {
+		d.Close()
+		ln.Close()
+		return nil, err
+	}
+	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url, done: make(chan error, 1)}
+	go func() { v.done <- srv.Serve(ln) }()
+	return v, nil
+}
+
+// directoryConfig is the directory configuration of the voter cfg
+// describes, serving HTTP at url: raft over mutual TLS with the
+// certificate from DIR/tls (issued from cfg.CA on first start), libp2p on
+// cfg.P2PAddr, account events to the nodes; cfg.Directory adjusts it last.
+func directoryConfig(cfg VoterConfig, url string) (directory.Config, error) {
+	caPEM, certPEM, keyPEM, err := VoterTLS(cfg.CA, filepath.Join(cfg.Dir, "tls"), cfg.ID, cfg.RaftAddr)
+	if err != nil {
+		return directory.Config{}, err
+	}
+	p2pAddr, err := toMultiaddr(cfg.P2PAddr)
+	if err != nil {
+		return directory.Config{}, err
+	}
 	dcfg := directory.DefaultConfig()
 	dcfg.ID = cfg.ID
 	dcfg.Dir = cfg.Dir
-	dcfg.Logger = logger.With("component", "directory", "voter", cfg.ID)
+	dcfg.Logger = cfg.Logger.With("component", "directory", "voter", cfg.ID)
 	dcfg.Cluster.Bootstrap = cfg.Bootstrap
 	dcfg.Cluster.Join = cfg.Join
 	dcfg.Cluster.RaftAddr = cfg.RaftAddr
@@ -155,33 +209,28 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
-	d, err := directory.Open(ctx, dcfg)
-	if err != nil {
-		ln.Close()
-		return nil, err
+	return dcfg, nil
+}
+
+// applySettings writes cfg's replica set size and auto-approval into the
+// cluster settings when this voter leads; a failure is logged (another
+// voter's start, or an admin, may set them later).
+func applySettings(ctx context.Context, d *directory.Directory, cfg VoterConfig) {
+	if !d.IsLeader() {
+		return
 	}
-	if d.IsLeader() {
-		s := d.Settings()
-		want := cfg.Replicas
-		if want <= 0 {
-			want = s.Replicas
-		}
-		if s.Replicas != want || s.AutoApprove != cfg.AutoApprove {
-			s.Replicas, s.AutoApprove = want, cfg.AutoApprove
-			if err := d.SetSettings(ctx, s); err != nil {
-				logger.Warn("testnet: could not apply settings", "err", err)
-			}
-		}
+	s := d.Settings()
+	want := cfg.Replicas
+	if want <= 0 {
+		want = s.Replicas
 	}
-	srv, err := VoterHTTP(d)
-	if err != nil {
-		d.Close()
-		ln.Close()
-		return nil, err
+	if s.Replicas == want && s.AutoApprove == cfg.AutoApprove {
+		return
 	}
-	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url, done: make(chan error, 1)}
-	go func() { v.done <- srv.Serve(ln) }()
-	return v, nil
+	s.Replicas, s.AutoApprove = want, cfg.AutoApprove
+	if err := d.SetSettings(ctx, s); err != nil {
+		cfg.Logger.Warn("testnet: could not apply settings", "err", err)
+	}
 }
 
 // VoterHTTP returns the HTTP server of a voter: the Weave user API with
@@ -199,37 +248,6 @@ func VoterHTTP(d *directory.Directory) (*http.Server, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}, nil
-}
-
-// VoterTLS returns the CA certificate and a voter's certificate and key,
-// issuing them from ca into tlsDir on first start (the certificate names
-// the host of raftAddr).
-func VoterTLS(ca *raftls.CA, tlsDir, id, raftAddr string) (caPEM, certPEM, keyPEM []byte, err error) {
-	caPEM = ca.CertPEM()
-	certPath, keyPath := filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")
-	certPEM, err1 := os.ReadFile(certPath)
-	keyPEM, err2 := os.ReadFile(keyPath)
-	if err1 == nil && err2 == nil {
-		return caPEM, certPEM, keyPEM, nil
-	}
-	h, _, err := net.SplitHostPort(raftAddr)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("testnet: raft address %q: %w", raftAddr, err)
-	}
-	certPEM, keyPEM, err = ca.Issue(id, []string{h}, 365*24*time.Hour)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := os.WriteFile(keyPath, keyPEM, 0o600); err != nil {
-		return nil, nil, nil, err
-	}
-	return caPEM, certPEM, keyPEM, nil
 }
 
 // URL is the voter's HTTP base URL, ending in "/".
