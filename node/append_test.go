@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/bincode"
 )
 
 // encodeList encodes ws as the storage handler's GetCollection path does.
@@ -105,7 +106,7 @@ func TestRecordCodecVersions(t *testing.T) {
 	v1 = binary.AppendVarint(v1, r.exp)
 	v1 = binary.AppendVarint(v1, r.si)
 	for _, s := range []string{r.id, r.payload, r.parent, r.pred} {
-		v1 = appendBytes(v1, s)
+		v1 = bincode.AppendString(v1, s)
 	}
 	var old record
 	if err := decodeRecord(v1, &old); err != nil {

@@ -50,7 +50,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 			errs[i] = fmt.Errorf("%w: empty revision path", ErrRevRejected)
 			continue
 		}
-		if err := r.verify(); err != nil {
+		if err := r.Verify(); err != nil {
 			errs[i] = err
 			continue
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/hce-sync/hce/api/bincode"
 )
 
 // Checkpoint is how far this node has replicated one user from one peer:
@@ -46,7 +48,7 @@ func (s *Store) SetCheckpoint(ctx context.Context, user, peer string, cp Checkpo
 }
 
 func appendCheckpoint(b []byte, cp *Checkpoint) []byte {
-	b = appendBytes(append(b, verCkpt), cp.Source)
+	b = bincode.AppendString(append(b, verCkpt), cp.Source)
 	return appendU64(b, cp.Seq)
 }
 
@@ -54,10 +56,10 @@ func decodeCheckpoint(v []byte) (Checkpoint, error) {
 	if len(v) < 1 || v[0] != verCkpt {
 		return Checkpoint{}, errCorrupt
 	}
-	d := decoder{b: v[1:]}
-	src := string(d.bytes())
-	if d.err != nil || len(d.b) != 8 {
+	d := newDecoder(v[1:])
+	src := d.String(noMax)
+	if d.Err() != nil || d.Len() != 8 {
 		return Checkpoint{}, errCorrupt
 	}
-	return Checkpoint{Source: src, Seq: tailU64(d.b, 0)}, nil
+	return Checkpoint{Source: src, Seq: tailU64(d.Rest(), 0)}, nil
 }

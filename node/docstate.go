@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/hce-sync/hce/api/bincode"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -202,11 +203,7 @@ func appendDoc(b []byte, d *docState) []byte {
 	if l := d.lin; l != nil {
 		b = append(b, formLin)
 		b = binary.AppendUvarint(b, l.start)
-		if l.deleted {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
+		b = bincode.AppendBool(b, l.deleted)
 		b = binary.AppendUvarint(b, uint64(l.nRecent))
 		b = append(b, l.ids[:l.nRecent*revtree.HashLen]...)
 		b = binary.AppendUvarint(b, uint64(l.more))
@@ -223,13 +220,13 @@ func appendDoc(b []byte, d *docState) []byte {
 			// A live winner's fields are the Weave record's: only what
 			// the record lacks is kept here (see DESIGN.md).
 			b = append(b, bodyInView)
-			b = appendBytes(b, x.Origin)
+			b = bincode.AppendString(b, x.Origin)
 			b = binary.AppendVarint(b, x.OriginTime)
 			b = binary.AppendVarint(b, x.Expiry)
 			continue
 		}
 		b = append(b, bodyHere)
-		b = appendBody(b, &x)
+		b = appendStoredBody(b, &x)
 	}
 	return b
 }
@@ -244,37 +241,30 @@ func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 	if len(v) < 2 || v[0] != verDoc {
 		return nil, errCorrupt
 	}
-	d := decoder{b: v[1:]}
-	ds := &docState{seq: d.uvarint(), cfg: cfg}
-	if d.err != nil || len(d.b) < 1 {
+	d := newDecoder(v[1:])
+	ds := &docState{seq: d.Uvarint(), cfg: cfg}
+	form := d.Byte()
+	if d.Err() != nil {
 		return nil, errCorrupt
 	}
-	form := d.b[0]
-	d.b = d.b[1:]
 	switch form {
 	case formLin:
-		l := &linPath{start: d.uvarint()}
-		if d.err != nil || len(d.b) < 1 || d.b[0] > 1 {
+		l := &linPath{start: d.Uvarint()}
+		l.deleted = d.Bool()
+		n := d.Count(revtree.HardMaxPathLen, revtree.HashLen)
+		if d.Err() != nil || n == 0 || uint64(n) > l.start || l.start > revtree.MaxPos {
 			return nil, errCorrupt
 		}
-		l.deleted = d.b[0] == 1
-		d.b = d.b[1:]
-		n := d.uvarint()
-		if d.err != nil || n == 0 || n > revtree.HardMaxPathLen || n > l.start || l.start > revtree.MaxPos ||
-			uint64(len(d.b)) < n*revtree.HashLen {
+		l.ids = append([]byte(nil), d.Take(n*revtree.HashLen)...)
+		more := d.Uvarint()
+		if d.Err() != nil || more > revtree.HardMaxPathLen || uint64(n)+more > l.start {
 			return nil, errCorrupt
 		}
-		l.ids = append([]byte(nil), d.b[:n*revtree.HashLen]...)
-		d.b = d.b[n*revtree.HashLen:]
-		more := d.uvarint()
-		if d.err != nil || more > revtree.HardMaxPathLen || n+more > l.start {
-			return nil, errCorrupt
-		}
-		l.nRecent, l.more, l.loaded = int(n), int(more), more == 0
+		l.nRecent, l.more, l.loaded = n, int(more), more == 0
 		ds.lin, ds.hadHist = l, more > 0
 	case formTree:
-		tb := d.bytes()
-		if d.err != nil {
+		tb := d.Bytes(noMax)
+		if d.Err() != nil {
 			return nil, errCorrupt
 		}
 		t, err := revtree.Decode(tb)
@@ -292,25 +282,23 @@ func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 	ds.bodies = make(map[revtree.Rev]Body, len(leaves))
 	for i, l := range leaves {
 		var x Body
-		if len(d.b) < 1 {
-			return nil, errCorrupt
-		}
-		form := d.b[0]
-		d.b = d.b[1:]
+		form := d.Byte()
 		switch {
+		case d.Err() != nil:
+			return nil, errCorrupt
 		case form == bodyHere:
-			d.body(&x)
+			decodeStoredBody(&d, &x)
 		case form == bodyInView && i == 0 && !l.Deleted:
-			x.Origin = string(d.bytes())
-			x.OriginTime = d.varint()
-			x.Expiry = d.varint()
+			x.Origin = d.String(noMax)
+			x.OriginTime = d.Varint()
+			x.Expiry = d.Varint()
 			ds.inView = true
 		default:
 			return nil, errCorrupt
 		}
 		ds.bodies[l.Rev] = x
 	}
-	if d.err != nil || len(d.b) != 0 {
+	if d.End() != nil {
 		return nil, errCorrupt
 	}
 	return ds, nil

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -28,20 +27,8 @@ func (s *Store) newRevSession(st *userState) *revSession {
 
 // bodyOf is the body of the revision a client write makes of record r.
 func (rs *revSession) bodyOf(r *record, ts int64) Body {
-	const fields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
-	x := Body{Has: r.has & fields, Expiry: r.exp, Origin: rs.origin, OriginTime: ts}
-	if x.Has&api.FieldPayload != 0 {
-		x.Payload = r.payload
-	}
-	if x.Has&api.FieldSortIndex != 0 {
-		x.SortIndex = r.si
-	}
-	if x.Has&api.FieldParentID != 0 {
-		x.ParentID = r.parent
-	}
-	if x.Has&api.FieldPredecessorID != 0 {
-		x.PredecessorID = r.pred
-	}
+	x := Body{Expiry: r.exp, Origin: rs.origin, OriginTime: ts}
+	x.setFields(r)
 	return x
 }
 
@@ -475,23 +462,4 @@ func (w *writer) fillFromView(ds *docState, id string, r revtree.Rev) error {
 	ds.bodies[r] = x
 	ds.inView = false
 	return nil
-}
-
-// fillBody copies the Weave fields of rec into x.
-func fillBody(x *Body, rec *record) {
-	const fields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
-	x.Has = rec.has & fields
-	x.Payload, x.SortIndex, x.ParentID, x.PredecessorID = "", 0, "", ""
-	if x.Has&api.FieldPayload != 0 {
-		x.Payload = strings.Clone(rec.payload)
-	}
-	if x.Has&api.FieldSortIndex != 0 {
-		x.SortIndex = rec.si
-	}
-	if x.Has&api.FieldParentID != 0 {
-		x.ParentID = strings.Clone(rec.parent)
-	}
-	if x.Has&api.FieldPredecessorID != 0 {
-		x.PredecessorID = strings.Clone(rec.pred)
-	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/hce-sync/hce/api/bincode"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -94,13 +95,9 @@ func appendChange(b []byte, coll, id string, ds *docState) []byte {
 	leaves := ds.leaves()
 	w := leaves[0]
 	b = append(b, 1)
-	b = appendBytes(b, coll)
-	b = appendBytes(b, id)
-	if w.Deleted {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
-	}
+	b = bincode.AppendString(b, coll)
+	b = bincode.AppendString(b, id)
+	b = bincode.AppendBool(b, w.Deleted)
 	x := ds.bodies[w.Rev]
 	b = binary.AppendVarint(b, x.Expiry)
 	b = binary.AppendUvarint(b, uint64(len(leaves)))
@@ -115,31 +112,26 @@ func decodeChange(v []byte, c *Change) error {
 	if len(v) < 1 || v[0] != 1 {
 		return errCorrupt
 	}
-	d := decoder{b: v[1:]}
-	c.Coll = string(d.bytes())
-	c.ID = string(d.bytes())
-	if d.err != nil || len(d.b) < 1 {
-		return errCorrupt
-	}
-	c.Deleted = d.b[0] == 1
-	d.b = d.b[1:]
-	c.Expiry = d.varint()
-	n := d.uvarint()
-	if d.err != nil || n == 0 || n > uint64(len(d.b)) {
+	d := newDecoder(v[1:])
+	c.Coll = d.String(noMax)
+	c.ID = d.String(noMax)
+	c.Deleted = d.Byte() == 1
+	c.Expiry = d.Varint()
+	n := d.Count(noMax, 1+revtree.HashLen)
+	if d.Err() != nil || n == 0 {
 		return errCorrupt
 	}
 	c.Leaves = make([]revtree.Rev, 0, n)
 	for range n {
 		var r revtree.Rev
-		r.Pos = d.uvarint()
-		if d.err != nil || len(d.b) < revtree.HashLen {
+		r.Pos = d.Uvarint()
+		copy(r.Hash[:], d.Take(revtree.HashLen))
+		if d.Err() != nil {
 			return errCorrupt
 		}
-		copy(r.Hash[:], d.b)
-		d.b = d.b[revtree.HashLen:]
 		c.Leaves = append(c.Leaves, r)
 	}
-	return d.err
+	return nil
 }
 
 // UpdateSeq returns the user's last changes-feed number (0 before the first

@@ -139,7 +139,7 @@ func TestHistorySpills(t *testing.T) {
 		if w.Rev.Pos != 37 || len(rv.Path.IDs) != 20 || d.Tree.Len() != 20 || body.Payload != "36" {
 			t.Fatalf("%s: winner %s, path %d, tree %d, payload %q", what, w.Rev, len(rv.Path.IDs), d.Tree.Len(), body.Payload)
 		}
-		if err := rv.verify(); err != nil {
+		if err := rv.Verify(); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		return d

@@ -48,10 +48,10 @@ func (s *Store) getLocal(user, id string) (LocalDoc, error) {
 	if len(v) < 1 || v[0] != 1 {
 		return LocalDoc{}, errCorrupt
 	}
-	d := decoder{b: v[1:]}
-	n := d.uvarint()
-	body := append(json.RawMessage(nil), d.b...)
-	if d.err != nil {
+	d := newDecoder(v[1:])
+	n := d.Uvarint()
+	body := append(json.RawMessage(nil), d.Rest()...)
+	if d.Err() != nil {
 		return LocalDoc{}, errCorrupt
 	}
 	return LocalDoc{Rev: "0-" + strconv.FormatUint(n, 10), Body: body}, nil

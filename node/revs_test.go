@@ -149,8 +149,8 @@ func TestClientWritesMakeRevisions(t *testing.T) {
 	}
 	// The revision verifies: its hash is over its parent and body.
 	rv, ok := d.Revision(w.Rev, 0)
-	if !ok || len(rv.Path.IDs) != 2 || rv.verify() != nil {
-		t.Fatalf("revision %+v ok=%v verify=%v", rv.Path, ok, rv.verify())
+	if !ok || len(rv.Path.IDs) != 2 || rv.Verify() != nil {
+		t.Fatalf("revision %+v ok=%v verify=%v", rv.Path, ok, rv.Verify())
 	}
 	rows, last, err := s.Changes(ctx, "u", 0, 0)
 	if err != nil || len(rows) != 2 || last != 3 {
