@@ -10,8 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node"
 )
 
 // evil wraps an honest handler and corrupts its answers.

@@ -14,8 +14,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node"
 )
 
 var bg = context.Background()

@@ -278,7 +278,8 @@ func TestBackfillNewReplica(t *testing.T) {
 	}
 }
 
-// TestCloseNoLeak starts and closes replicators with work in flight.
+// TestCloseIdempotent closes replicators with work in flight, twice each,
+// and checks that Sync fails after Close.
 func TestCloseIdempotent(t *testing.T) {
 	c := newCluster(t, 2, clusterOpts{mem: true})
 	c.share("u", 0, 1)
