@@ -1,7 +1,8 @@
 // Package testkit holds the helpers HCE's tests share: polling with a
-// deadline instead of sleeping (WaitFor), free loopback addresses
-// (FreeAddr), a clock tests move by hand (Clock), a logger that writes to
-// the test log (Logger) and a goroutine-leak check (VerifyNoLeaks).
+// deadline instead of sleeping (WaitFor, Eventually), free loopback
+// addresses (FreeAddr), a clock tests move by hand (Clock), a logger that
+// writes to the test log (Logger), a record with a payload (WBO) and
+// goroutine-leak checks (NoLeaks, VerifyTestMain).
 //
 // It lives under api because every package may import api; it imports
 // none of HCE's packages. Production code never imports it.
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/hce-sync/hce/api"
 )
 
 // PollInterval is how often WaitFor and Eventually test their condition.
@@ -99,23 +102,45 @@ func (c *Clock) Set(t time.Time) {
 }
 
 // Logger returns a logger that writes lines at level and above to the
-// test's log (they show only when the test fails or with -v). With the
+// test's log (they show only when the test fails or with -v). Lines
+// logged once the test's cleanup has run (by a goroutine still stopping)
+// are dropped: testing panics on a log after the test's end. With the
 // environment variable HCE_TEST_LOG set, it logs at debug level to stderr
 // instead, for watching a test live.
 func Logger(t testing.TB, level slog.Level) *slog.Logger {
 	if os.Getenv("HCE_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t testing.TB }
+// testWriter sends log lines to t.Log until the test's cleanup.
+type testWriter struct {
+	t    testing.TB
+	mu   sync.RWMutex
+	done bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if !w.done {
+		w.t.Helper()
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+// WBO returns a record with id and payload (and no other field), the
+// record most tests write.
+func WBO(id, payload string) api.WBO {
+	return api.WBO{ID: id, Has: api.FieldPayload, Payload: payload}
 }
 
 // Discard is a logger that drops everything.
