@@ -65,7 +65,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 	if len(order) == 0 && cp == nil {
 		return errs, nil
 	}
-	_, _, err = s.writeLockedFrom(user, peer, func(st *userState) (*userState, error) { return st, nil },
+	_, _, err = s.writeLockedFrom(user, peer, nil,
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 			var writers []*writer
 			var w *writer

@@ -94,12 +94,37 @@ func (s *Store) embeddedDoc(v []byte) (*docState, error) {
 	if err != nil || len(rest) == 0 {
 		return nil, err
 	}
+	return s.decodeEmbedded(rest)
+}
+
+// decodeEmbedded decodes a document embedded after a record head.
+func (s *Store) decodeEmbedded(rest []byte) (*docState, error) {
 	ds, err := decodeDoc(rest, s.revCfg)
 	if err != nil {
 		return nil, err
 	}
 	ds.inR = true
 	return ds, nil
+}
+
+// keepEmbedded adds the document embedded after record id's head (rest,
+// what splitHead left; nothing when it is not embedded) to the request's
+// documents, unless id's is loaded already: the write's document load
+// (writer.doc) then does not read the key again.
+func (w *writer) keepEmbedded(id string, rest []byte) error {
+	if len(rest) == 0 {
+		return nil
+	}
+	k := docMapKey(w.coll, id)
+	if w.rs.docs[k] != nil {
+		return nil
+	}
+	ds, err := w.s.decodeEmbedded(rest)
+	if err != nil {
+		return err
+	}
+	w.rs.add(k, ds)
+	return nil
 }
 
 // prefetchDocs loads the documents of ids (sorted ascending, duplicates

@@ -74,24 +74,23 @@ func (s *Store) liveInfo(user string, fn func(st *userState)) (api.Stamp, error)
 
 // CollectionCounts maps each collection with live records to their count.
 func (s *Store) CollectionCounts(ctx context.Context, user string) (map[string]int64, api.Stamp, error) {
-	var out map[string]int64
-	now, err := s.liveInfo(user, func(st *userState) {
-		out = make(map[string]int64, len(st.colls))
-		for c, m := range st.colls {
-			out[c] = m.count
-		}
-	})
-	return out, now, err
+	return s.perCollection(user, func(m *collMeta) int64 { return m.count })
 }
 
 // CollectionUsage maps each collection with live records to the byte length
 // of their payloads.
 func (s *Store) CollectionUsage(ctx context.Context, user string) (map[string]int64, api.Stamp, error) {
+	return s.perCollection(user, func(m *collMeta) int64 { return m.bytes })
+}
+
+// perCollection maps each collection with live records to f of its
+// metadata, after the lazy purge (liveInfo).
+func (s *Store) perCollection(user string, f func(m *collMeta) int64) (map[string]int64, api.Stamp, error) {
 	var out map[string]int64
 	now, err := s.liveInfo(user, func(st *userState) {
 		out = make(map[string]int64, len(st.colls))
 		for c, m := range st.colls {
-			out[c] = m.bytes
+			out[c] = f(&m)
 		}
 	})
 	return out, now, err

@@ -51,7 +51,7 @@ func (s *Store) WipeUser(ctx context.Context, user string) error {
 		return err
 	}
 	defer s.leave()
-	_, _, err := s.writeLocked(user, func(st *userState) (*userState, error) { return st, nil },
+	_, _, err := s.writeLocked(user, nil,
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 			sc.k = userStart(sc.k[:0], user)
 			sc.k2 = userEnd(sc.k2[:0], user)

@@ -60,13 +60,41 @@ func checkPre(st *userState, coll string, pre api.Precondition) error {
 // commit, apply. A committing stage must persist the user meta (with the
 // stamp as last); a request that changes nothing still returns its stamp,
 // and persists it alone when it is above mono (nothing else covers it).
-func (s *Store) writeLocked(user string, check func(st *userState) (*userState, error), stage func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
+func (s *Store) writeLocked(user string, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
 	return s.writeLockedFrom(user, "", check, stage)
+}
+
+// checkFunc checks a write against the user's state under the exclusive
+// lock (quota, precondition) and returns the state to write with; nil
+// checks nothing.
+type checkFunc func(st *userState) (*userState, error)
+
+// stageFunc stages a write in b, stamped t, and returns the memory update
+// to run after the commit (nil, or an empty batch: nothing to commit).
+type stageFunc func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)
+
+// clientWrite runs one client write of user (whose names the caller
+// checked) with writeLocked and then, when wait is set, waits for another
+// replica to confirm it (awaitReplicas, after the user's lock is
+// released).
+func (s *Store) clientWrite(ctx context.Context, user string, wait bool, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
+	if err := s.enter(); err != nil {
+		return 0, nil, err
+	}
+	defer s.leave()
+	ts, st, err := s.writeLocked(user, check, stage)
+	if err != nil {
+		return 0, nil, err
+	}
+	if wait {
+		s.awaitReplicas(ctx, user, st)
+	}
+	return ts, st, nil
 }
 
 // writeLockedFrom is writeLocked for a change that came from peer from
 // ("" for a client's), which the change notice names.
-func (s *Store) writeLockedFrom(user, from string, check func(st *userState) (*userState, error), stage func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
+func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
 	mu := s.lock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -74,8 +102,10 @@ func (s *Store) writeLockedFrom(user, from string, check func(st *userState) (*u
 	if err != nil {
 		return 0, nil, err
 	}
-	if st, err = check(st); err != nil {
-		return 0, nil, err
+	if check != nil {
+		if st, err = check(st); err != nil {
+			return 0, nil, err
+		}
 	}
 	t, err := s.tick(st)
 	if err != nil {
@@ -152,12 +182,8 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 	if err := checkNames(user, coll); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
 	var mod int64
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, true, func(st *userState) (*userState, error) {
 		st, err := s.checkQuotaLocked(user, st)
 		if err != nil {
 			return nil, err
@@ -169,15 +195,11 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 		if mod, err = w.put(&in, nil); err != nil {
 			return nil, err
 		}
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, Modified: api.Stamp(mod), QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -187,11 +209,7 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 	if err := checkNames(user, coll); err != nil {
 		return api.BatchResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.BatchResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, len(ws) > 0, func(st *userState) (*userState, error) {
 		if err := checkPre(st, coll, pre); err != nil {
 			return nil, err
 		}
@@ -223,16 +241,10 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 				return nil, err
 			}
 		}
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.BatchResult{}, err
-	}
-	if len(ws) > 0 {
-		s.awaitReplicas(ctx, user, st)
 	}
 	res := api.BatchResult{
 		Timestamp:      ts,
@@ -251,11 +263,7 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 	if err := checkNames(user, coll); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, true, func(st *userState) (*userState, error) {
 		return st, checkPre(st, coll, pre)
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		w := s.newWriter(b, sc, st, user, coll, t)
@@ -263,22 +271,15 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 		if err != nil || !ok {
 			return nil, err
 		}
-		if err := w.remove(id, &h); err != nil {
-			return nil, err
-		}
-		if err := w.tombstone(id); err != nil {
+		if err := w.deleteRecord(id, &h); err != nil {
 			return nil, err
 		}
 		w.cm.last = max(w.cm.last, int64(t.ts))
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -293,11 +294,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 	if err := checkNames(user, coll); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, true, func(st *userState) (*userState, error) {
 		return st, checkPre(st, coll, pre)
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		cm, ok := st.colls[coll]
@@ -336,24 +333,17 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 				return nil, nil
 			}
 			for i := range victims {
-				if err := w.remove(victims[i].id, &victims[i].h); err != nil {
-					return nil, err
-				}
-				if err := w.tombstone(victims[i].id); err != nil {
+				if err := w.deleteRecord(victims[i].id, &victims[i].h); err != nil {
 					return nil, err
 				}
 			}
 			w.cm.last = max(w.cm.last, int64(t.ts))
 		}
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -362,13 +352,7 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 	if err := checkNames(user); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
-		return st, nil
-	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+	ts, st, err := s.clientWrite(ctx, user, true, nil, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		if len(st.colls) == 0 {
 			return nil, nil
 		}
@@ -413,6 +397,5 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }

@@ -168,14 +168,8 @@ func (w *writer) prefetch(ws []api.WBO) ([]known, error) {
 		if err == nil {
 			rest, err = splitHead(v, &res[i].h)
 		}
-		if err == nil && len(rest) > 0 {
-			if k := docMapKey(w.coll, id); w.rs.docs[k] == nil {
-				var ds *docState
-				if ds, err = decodeDoc(rest, w.s.revCfg); err == nil {
-					ds.inR = true
-					w.rs.add(k, ds)
-				}
-			}
+		if err == nil {
+			err = w.keepEmbedded(id, rest)
 		}
 		if err != nil {
 			it.Close()
@@ -245,16 +239,8 @@ func (w *writer) lookupPre(id string, pre *known) (h head, pend *record, ok bool
 		return head{}, nil, false, err
 	}
 	rest, err := splitHead(v, &h)
-	if err == nil && len(rest) > 0 {
-		// The record carries its document: keep it, so that the write's
-		// document load (writer.doc) does not read the key again.
-		if k := docMapKey(w.coll, id); w.rs.docs[k] == nil {
-			var ds *docState
-			if ds, err = decodeDoc(rest, w.s.revCfg); err == nil {
-				ds.inR = true
-				w.rs.add(k, ds)
-			}
-		}
+	if err == nil {
+		err = w.keepEmbedded(id, rest)
 	}
 	closer.Close()
 	return h, nil, err == nil, err
@@ -307,6 +293,15 @@ func (w *writer) remove(id string, h *head) error {
 		delete(w.pending, id)
 	}
 	return err
+}
+
+// deleteRecord is a client's delete of record id with head h: the record
+// and its index entries go, its document gets tombstones.
+func (w *writer) deleteRecord(id string, h *head) error {
+	if err := w.remove(id, h); err != nil {
+		return err
+	}
+	return w.tombstone(id)
 }
 
 // put applies one validated WBO following PutItem's rules and returns the
@@ -504,6 +499,15 @@ func (w *writer) finish() error {
 		err = w.b.Set(sc.k, sc.v, nil)
 	}
 	return err
+}
+
+// done finishes w's staging (finish) and returns the memory update to run
+// after the commit (apply): the end of a client write's stage.
+func (w *writer) done(st *userState) (func(), error) {
+	if err := w.finish(); err != nil {
+		return nil, err
+	}
+	return func() { w.apply(st) }, nil
 }
 
 // apply installs the new metadata in memory after a successful commit.
