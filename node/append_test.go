@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/bincode"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // encodeList encodes ws as the storage handler's GetCollection path does.
@@ -34,7 +36,7 @@ func TestAppendCollectionMatchesGetCollection(t *testing.T) {
 	tricky := []string{"plain", `q"uote`, `back\slash`, "tab\there", "ctl\x01", "é-utf8", "sep\u2028", "bad\xffutf8", "del\x7f", "<html>&", ""}
 	var ws []api.WBO
 	for i, p := range tricky {
-		w := wbo("id"+strconv.Itoa(i), p)
+		w := testkit.WBO("id"+strconv.Itoa(i), p)
 		if i%2 == 0 {
 			w.Has |= api.FieldSortIndex
 			w.SortIndex = int64(i*7 - 20)
@@ -105,7 +107,7 @@ func TestRecordCodecVersions(t *testing.T) {
 	v1 = binary.AppendVarint(v1, r.exp)
 	v1 = binary.AppendVarint(v1, r.si)
 	for _, s := range []string{r.id, r.payload, r.parent, r.pred} {
-		v1 = appendBytes(v1, s)
+		v1 = bincode.AppendString(v1, s)
 	}
 	var old record
 	if err := decodeRecord(v1, &old); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 func TestClockMonotonic(t *testing.T) {
@@ -25,7 +26,7 @@ func TestClockMonotonic(t *testing.T) {
 		if now < last {
 			t.Fatalf("step %d: Now %v went below %v", i, now, last)
 		}
-		r := mustPut(t, s, "u", "c", wbo(fmt.Sprint(i), "x"))
+		r := mustPut(t, s, "u", "c", testkit.WBO(fmt.Sprint(i), "x"))
 		if r.Timestamp <= now || r.Timestamp <= last {
 			t.Fatalf("step %d: write %v not above read %v / last %v", i, r.Timestamp, now, last)
 		}
@@ -45,7 +46,7 @@ func TestClockSurvivesRestartWithClockSetBack(t *testing.T) {
 	var last api.Stamp
 	for i := 0; i < 3; i++ {
 		clk.Add(7 * time.Second) // crosses the persisted bound more than once
-		last = mustPut(t, s, "u", "c", wbo(fmt.Sprint(i), "x")).Timestamp
+		last = mustPut(t, s, "u", "c", testkit.WBO(fmt.Sprint(i), "x")).Timestamp
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -66,7 +67,7 @@ func TestClockSurvivesRestartWithClockSetBack(t *testing.T) {
 	if err != nil || now < last || ts["c"] != last {
 		t.Fatalf("after restart: now %v (last write %v), collections %v, err %v", now, last, ts, err)
 	}
-	r := mustPut(t, s2, "u", "c", wbo("after", "x"))
+	r := mustPut(t, s2, "u", "c", testkit.WBO("after", "x"))
 	if r.Timestamp <= last {
 		t.Fatalf("write after restart stamped %v <= %v", r.Timestamp, last)
 	}
@@ -77,7 +78,7 @@ func TestDurabilityAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
 	clk := newFakeClock()
 	s := openTest(t, dir, clk, 0)
-	mustPost(t, s, "u", "c", wbo("a", "1"), api.WBO{ID: "b", Has: api.FieldPayload | api.FieldSortIndex, Payload: "22", SortIndex: 3})
+	mustPost(t, s, "u", "c", testkit.WBO("a", "1"), api.WBO{ID: "b", Has: api.FieldPayload | api.FieldSortIndex, Payload: "22", SortIndex: 3})
 	mustPost(t, s, "u", "d", api.WBO{ID: "t", Has: api.FieldPayload | api.FieldTTL, Payload: "333", TTL: 100})
 	wantTS, _, _ := s.CollectionTimestamps(ctx, "u")
 	wantCounts, _, _ := s.CollectionCounts(ctx, "u")
@@ -91,7 +92,7 @@ func TestDurabilityAcrossReopen(t *testing.T) {
 	if !maps.Equal(gotTS, wantTS) || !maps.Equal(gotCounts, wantCounts) || used != 6 {
 		t.Fatalf("after reopen: %v %v used %d; want %v %v", gotTS, gotCounts, used, wantTS, wantCounts)
 	}
-	mustPut(t, s2, "u", "c", wbo("0", "x"))
+	mustPut(t, s2, "u", "c", testkit.WBO("0", "x"))
 	sameIDs(t, "insertion order continues", mustGet(t, s2, "u", "c", api.Query{}), "a", "b", "0")
 	sameIDs(t, "index survives", mustGet(t, s2, "u", "c", api.Query{HasIndexAbove: true, IndexAbove: 2}), "b")
 	clk.Add(101 * time.Second)
@@ -162,14 +163,14 @@ func TestConcurrentWritersAndPoller(t *testing.T) {
 					id := fmt.Sprintf("w%d-%d", w, i)
 					var ts api.Stamp
 					if i%2 == 0 {
-						r, err := s.PutItem(ctx, u, "c", wbo(id, "p"), api.Precondition{})
+						r, err := s.PutItem(ctx, u, "c", testkit.WBO(id, "p"), api.Precondition{})
 						if err != nil {
 							t.Error(err)
 							return
 						}
 						ts = r.Timestamp
 					} else {
-						r, err := s.PostItems(ctx, u, "c", []api.WBO{wbo(id, "p"), wbo(id+"b", "q")}, api.Precondition{})
+						r, err := s.PostItems(ctx, u, "c", []api.WBO{testkit.WBO(id, "p"), testkit.WBO(id+"b", "q")}, api.Precondition{})
 						if err != nil {
 							t.Error(err)
 							return
@@ -211,7 +212,7 @@ func TestConcurrentWritersAndPoller(t *testing.T) {
 }
 
 // wallCS is the fake clock's reading in centiseconds.
-func wallCS(clk *fakeClock) api.Stamp { return api.Stamp(wallStamp(clk.Now())) }
+func wallCS(clk *testkit.Clock) api.Stamp { return api.Stamp(wallStamp(clk.Now())) }
 
 func persistedBound(t *testing.T, s *Store) int64 {
 	t.Helper()
@@ -234,7 +235,7 @@ func TestClockHotUserDoesNotMoveOthers(t *testing.T) {
 		if i%100 == 0 {
 			clk.Add(time.Millisecond) // a few writes per fake millisecond: all in 1 cs
 		}
-		r := mustPut(t, s, "a", "c", wbo(fmt.Sprint(i), "x"))
+		r := mustPut(t, s, "a", "c", testkit.WBO(fmt.Sprint(i), "x"))
 		if r.Timestamp <= lastA {
 			t.Fatalf("write %d of a stamped %v after %v", i, r.Timestamp, lastA)
 		}
@@ -244,7 +245,7 @@ func TestClockHotUserDoesNotMoveOthers(t *testing.T) {
 	if lastA < wall+499 {
 		t.Fatalf("500 writes in one centisecond ended at %v, wall %v", lastA, wall)
 	}
-	if r := mustPut(t, s, "b", "c", wbo("x", "y")); r.Timestamp != wall {
+	if r := mustPut(t, s, "b", "c", testkit.WBO("x", "y")); r.Timestamp != wall {
 		t.Fatalf("b's write stamped %v, want the wall clock %v", r.Timestamp, wall)
 	}
 	if _, now, err := s.CollectionTimestamps(ctx, "b"); err != nil || now != wall {
@@ -261,7 +262,7 @@ func TestClockHotUserDoesNotMoveOthers(t *testing.T) {
 	}
 	clk.Add(6 * time.Second) // past a's 500 ticks (5 s)
 	wall = wallCS(clk)
-	if r := mustPut(t, s, "a", "c", wbo("late", "x")); r.Timestamp != wall {
+	if r := mustPut(t, s, "a", "c", testkit.WBO("late", "x")); r.Timestamp != wall {
 		t.Fatalf("a's write 6 s later stamped %v, want the wall clock %v", r.Timestamp, wall)
 	}
 	if b := persistedBound(t, s); b > int64(wall)+clockLease {
@@ -285,7 +286,7 @@ func TestClockUserStampsIncrease(t *testing.T) {
 		write := true
 		switch i % 5 {
 		case 0:
-			ts = mustPut(t, s, "u", "c", wbo(fmt.Sprint(i), "x")).Timestamp
+			ts = mustPut(t, s, "u", "c", testkit.WBO(fmt.Sprint(i), "x")).Timestamp
 		case 1:
 			_, ts, err = s.GetCollection(ctx, "u", "c", &api.Query{})
 			write = false
@@ -301,7 +302,7 @@ func TestClockUserStampsIncrease(t *testing.T) {
 			_, _, ts, err = s.Quota(ctx, "u")
 			write = false
 		case 4:
-			ts = mustPost(t, s, "u", "d", wbo(fmt.Sprint(i), "x")).Timestamp
+			ts = mustPost(t, s, "u", "d", testkit.WBO(fmt.Sprint(i), "x")).Timestamp
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -347,22 +348,22 @@ func TestClockEvictionKeepsUserStamps(t *testing.T) {
 	if err != nil || now != wall {
 		t.Fatalf("read: %v %v", now, err)
 	}
-	mustPut(t, s, v, "c", wbo("x", "y")) // evicts u
-	if r := mustPut(t, s, u, "c", wbo("a", "x")); r.Timestamp <= now {
+	mustPut(t, s, v, "c", testkit.WBO("x", "y")) // evicts u
+	if r := mustPut(t, s, u, "c", testkit.WBO("a", "x")); r.Timestamp <= now {
 		t.Fatalf("write after eviction stamped %v <= the read's %v", r.Timestamp, now)
 	}
 
 	// Hot writes above mono, evicted, reloaded.
 	var last api.Stamp
 	for i := 0; i < 50; i++ {
-		last = mustPut(t, s, u, "c", wbo(fmt.Sprint(i), "x")).Timestamp
+		last = mustPut(t, s, u, "c", testkit.WBO(fmt.Sprint(i), "x")).Timestamp
 	}
 	mustGet(t, s, w, "c", api.Query{}) // evicts u
 	if _, now, err := s.CollectionTimestamps(ctx, u); err != nil || now < last {
 		t.Fatalf("read after reload at %v (%v), last write %v", now, err, last)
 	}
 	mustGet(t, s, v, "c", api.Query{}) // evicts u
-	if r := mustPut(t, s, u, "c", wbo("b", "x")); r.Timestamp <= last {
+	if r := mustPut(t, s, u, "c", testkit.WBO("b", "x")); r.Timestamp <= last {
 		t.Fatalf("write after reload stamped %v <= %v", r.Timestamp, last)
 	}
 
@@ -373,7 +374,7 @@ func TestClockEvictionKeepsUserStamps(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustGet(t, s, w, "c", api.Query{}) // evicts v
-	if r2 := mustPut(t, s, v, "c", wbo("z", "x")); r2.Timestamp <= r.Timestamp {
+	if r2 := mustPut(t, s, v, "c", testkit.WBO("z", "x")); r2.Timestamp <= r.Timestamp {
 		t.Fatalf("write after a no-op write and eviction stamped %v <= %v", r2.Timestamp, r.Timestamp)
 	}
 }
@@ -414,7 +415,7 @@ func TestClockEvictionConcurrent(t *testing.T) {
 						ts = r.Timestamp
 					case write:
 						var r api.WriteResult
-						r, err = s.PutItem(ctx, u, "c", wbo(fmt.Sprint(g, i), "x"), api.Precondition{})
+						r, err = s.PutItem(ctx, u, "c", testkit.WBO(fmt.Sprint(g, i), "x"), api.Precondition{})
 						ts = r.Timestamp
 					default:
 						_, ts, err = s.GetCollection(ctx, u, "c", &api.Query{})
@@ -452,10 +453,10 @@ func TestClockRestartSetBackPerUser(t *testing.T) {
 	}
 	given := map[string]api.Stamp{}
 	for i := 0; i < 300; i++ {
-		given["hot"] = mustPut(t, s, "hot", "c", wbo(fmt.Sprint(i), "x")).Timestamp
+		given["hot"] = mustPut(t, s, "hot", "c", testkit.WBO(fmt.Sprint(i), "x")).Timestamp
 	}
 	_, given["reader"], _ = s.CollectionTimestamps(ctx, "reader")
-	given["writer"] = mustPut(t, s, "writer", "c", wbo("a", "x")).Timestamp
+	given["writer"] = mustPut(t, s, "writer", "c", testkit.WBO("a", "x")).Timestamp
 	_, now, _ := s.CollectionTimestamps(ctx, "writer")
 	given["writer"] = max(given["writer"], now)
 	r, err := s.DeleteItem(ctx, "noop", "c", "missing", api.Precondition{})
@@ -481,7 +482,7 @@ func TestClockRestartSetBackPerUser(t *testing.T) {
 		if err != nil || now < given[u] || (u != "hot" && now <= given[u]) {
 			t.Errorf("%s: read after restart at %v (%v), given before %v", u, now, err, given[u])
 		}
-		if r := mustPut(t, s2, u, "c", wbo("after", "x")); r.Timestamp <= given[u] || r.Timestamp <= now {
+		if r := mustPut(t, s2, u, "c", testkit.WBO("after", "x")); r.Timestamp <= given[u] || r.Timestamp <= now {
 			t.Errorf("%s: write after restart stamped %v, given before %v", u, r.Timestamp, given[u])
 		}
 	}

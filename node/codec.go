@@ -3,9 +3,11 @@ package node
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"unsafe"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/bincode"
 )
 
 // Value encodings. Every value starts with a version byte so that later
@@ -64,13 +66,13 @@ func splitHead(v []byte, h *head) ([]byte, error) {
 		return nil, errCorrupt
 	}
 	h.flags = v[1]
-	d := decoder{b: v[2:]}
-	h.seq = d.uvarint()
-	h.mod = d.varint()
-	h.exp = d.varint()
-	h.si = d.varint()
-	h.plen = int64(d.uvarint())
-	return d.b, d.err
+	d := newDecoder(v[2:])
+	h.seq = d.Uvarint()
+	h.mod = d.Varint()
+	h.exp = d.Varint()
+	h.si = d.Varint()
+	h.plen = int64(d.Uvarint())
+	return d.Rest(), d.Err()
 }
 
 // record is one stored WBO. When decoded from Pebble its strings alias the
@@ -107,11 +109,6 @@ func (r *record) head() head {
 		h.flags |= headPayload
 	}
 	return h
-}
-
-func appendBytes(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
 }
 
 // Plain flags of a record: which strings are JSON-plain.
@@ -172,10 +169,10 @@ func appendRecord(b []byte, r *record) []byte {
 	b = binary.AppendVarint(b, r.mod)
 	b = binary.AppendVarint(b, r.exp)
 	b = binary.AppendVarint(b, r.si)
-	b = appendBytes(b, r.id)
-	b = appendBytes(b, r.payload)
-	b = appendBytes(b, r.parent)
-	return appendBytes(b, r.pred)
+	b = bincode.AppendString(b, r.id)
+	b = bincode.AppendString(b, r.payload)
+	b = bincode.AppendString(b, r.parent)
+	return bincode.AppendString(b, r.pred)
 }
 
 // decodeRecord decodes v (record format 1 or 2) into r without copying:
@@ -185,29 +182,29 @@ func decodeRecord(v []byte, r *record) error {
 		return errCorrupt
 	}
 	r.has = api.Field(v[1])
-	var d decoder
+	var d bincode.Decoder
 	switch v[0] {
 	case verRecord:
 		if len(v) < 3 {
 			return errCorrupt
 		}
 		r.plain = v[2]
-		d.b = v[3:]
+		d = newDecoder(v[3:])
 	case verRecord1:
 		r.plain = 0
-		d.b = v[2:]
+		d = newDecoder(v[2:])
 	default:
 		return errCorrupt
 	}
-	r.seq = d.uvarint()
-	r.mod = d.varint()
-	r.exp = d.varint()
-	r.si = d.varint()
-	r.id = alias(d.bytes())
-	r.payload = alias(d.bytes())
-	r.parent = alias(d.bytes())
-	r.pred = alias(d.bytes())
-	return d.err
+	r.seq = d.Uvarint()
+	r.mod = d.Varint()
+	r.exp = d.Varint()
+	r.si = d.Varint()
+	r.id = alias(d.Bytes(noMax))
+	r.payload = alias(d.Bytes(noMax))
+	r.parent = alias(d.Bytes(noMax))
+	r.pred = alias(d.Bytes(noMax))
+	return d.Err()
 }
 
 // collMeta is the metadata of one non-empty collection.
@@ -230,12 +227,12 @@ func decodeMeta(v []byte, m *collMeta) error {
 	if len(v) < 1 || v[0] != verMeta {
 		return errCorrupt
 	}
-	d := decoder{b: v[1:]}
-	m.last = d.varint()
-	m.count = d.varint()
-	m.bytes = d.varint()
-	m.ttl = d.varint()
-	return d.err
+	d := newDecoder(v[1:])
+	m.last = d.Varint()
+	m.count = d.Varint()
+	m.bytes = d.Varint()
+	m.ttl = d.Varint()
+	return d.Err()
 }
 
 // The user meta (under the empty collection name) holds the next insertion
@@ -258,15 +255,15 @@ func decodeUserMeta(v []byte) (nextSeq uint64, last int64, chg uint64, err error
 	if len(v) < 1 || v[0] < verUserMeta1 || v[0] > verUserMeta {
 		return 0, 0, 0, errCorrupt
 	}
-	d := decoder{b: v[1:]}
-	nextSeq = d.uvarint()
+	d := newDecoder(v[1:])
+	nextSeq = d.Uvarint()
 	if v[0] >= verUserMeta2 {
-		last = d.varint()
+		last = d.Varint()
 	}
 	if v[0] >= verUserMeta {
-		chg = d.uvarint()
+		chg = d.Uvarint()
 	}
-	return nextSeq, last, chg, d.err
+	return nextSeq, last, chg, d.Err()
 }
 
 // alias returns a string sharing b's memory.
@@ -277,40 +274,11 @@ func alias(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-type decoder struct {
-	b   []byte
-	err error
-}
+// newDecoder returns bincode's strict decoder of a stored value (after its
+// version byte); its failures wrap errCorrupt.
+func newDecoder(v []byte) bincode.Decoder { return bincode.NewDecoder(v, errCorrupt) }
 
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = errCorrupt
-		d.b = nil
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = errCorrupt
-		d.b = nil
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if d.err != nil || n > uint64(len(d.b)) {
-		d.err = errCorrupt
-		return nil
-	}
-	s := d.b[:n:n]
-	d.b = d.b[n:]
-	return s
-}
+// noMax is the length bound of stored strings when they are read back:
+// they were bounded when they were written, so a read checks only that
+// they fit in the value.
+const noMax = math.MaxInt

@@ -35,4 +35,42 @@
 // with a fresh local timestamp. The node reaches replication only through
 // the interfaces it owns: ChangeNotifier (push notices) and ReplicaWaiter
 // (a write is acknowledged once another replica holds it).
+//
+// # Layout
+//
+// The Store and its lifecycle:
+//
+//   - store.go: Store, Open, Close, locks, UUID and origin
+//   - config.go: Config, DefaultConfig, Validate
+//   - cache.go: the users' metadata cache (userState, eviction)
+//   - clock.go: the monotonic node clock and per-user stamps
+//   - keys.go, codec.go: the key layout and the stored value encodings
+//
+// The Weave storage API (api.Store):
+//
+//   - query.go: GetCollection, AppendCollection, GetItem and query plans
+//   - info.go: info/collections, counts, usage, quota
+//   - write.go: the client write path (PutItem, PostItems, deletes,
+//     CheckWrite) over writeLocked
+//   - writer.go: the staging of one request's records, indexes and metadata
+//   - purge.go: lazy and background purge of expired records
+//
+// Revisions and the revision API:
+//
+//   - revision.go: Revision, RevisionHash, Verify, ValidateDocID, errors
+//   - body.go: Body and its one binary codec (AppendBody, DecodeBody)
+//   - docstate.go: a document as a request changes it (single path or
+//     tree) and its stored form
+//   - docwrite.go: staging a request's document changes (edits,
+//     tombstones, history, placement in the record head or V key)
+//   - apply.go: ApplyRevisions, the new_edits=false merge
+//   - docs.go: Doc, GetDocs, RevsDiff
+//   - feed.go: Change, Changes, UpdateSeq, WaitChanges
+//   - checkpoint.go, local.go: replication checkpoints, _local documents
+//   - users.go: Users, WipeUser
+//   - seams.go: ChangeNotifier and ReplicaWaiter, the interfaces node owns
+//     towards replication
+//
+// Authentication: auth.go (Authenticator, password cache) and token.go
+// (signed tokens, KeySource).
 package node

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -84,7 +85,7 @@ func FuzzApplyRevisions(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, id := range []string{"a", "b"} {
-			if _, err := s.PutItem(ctx, user, "c", wbo(id, "local"), api.Precondition{}); err != nil {
+			if _, err := s.PutItem(ctx, user, "c", testkit.WBO(id, "local"), api.Precondition{}); err != nil {
 				t.Fatal(err)
 			}
 		}

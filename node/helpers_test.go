@@ -3,44 +3,21 @@ package node
 import (
 	"context"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
-// fakeClock is an injectable wall clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
+// newFakeClock returns a hand-moved wall clock at a fixed start.
+func newFakeClock() *testkit.Clock { return testkit.NewClock(time.Unix(1_700_000_000, 0)) }
 
 var ctx = context.Background()
 
-func openTest(t testing.TB, dir string, clk *fakeClock, quota int64) *Store {
+func openTest(t testing.TB, dir string, clk *testkit.Clock, quota int64) *Store {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Dir = dir
@@ -56,10 +33,6 @@ func openTest(t testing.TB, dir string, clk *fakeClock, quota int64) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-func wbo(id, payload string) api.WBO {
-	return api.WBO{ID: id, Has: api.FieldPayload, Payload: payload}
 }
 
 func mustPut(t testing.TB, s *Store, user, coll string, w api.WBO) api.WriteResult {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -139,7 +140,7 @@ func TestHistorySpills(t *testing.T) {
 		if w.Rev.Pos != 37 || len(rv.Path.IDs) != 20 || d.Tree.Len() != 20 || body.Payload != "36" {
 			t.Fatalf("%s: winner %s, path %d, tree %d, payload %q", what, w.Rev, len(rv.Path.IDs), d.Tree.Len(), body.Payload)
 		}
-		if err := rv.verify(); err != nil {
+		if err := rv.Verify(); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		return d
@@ -168,7 +169,7 @@ func TestHistorySpills(t *testing.T) {
 	if !d1.Tree.Equal(d2.Tree) {
 		t.Fatalf("replica's tree differs")
 	}
-	mustPut(t, s, "u", "c", wbo("r", "more"))
+	mustPut(t, s, "u", "c", testkit.WBO("r", "more"))
 	pull(t, s, b, "u")
 	sameDocs(t, "u", s, b)
 	// The purge of an expired document removes its history key too.
@@ -214,7 +215,7 @@ func TestRepeatedHashFromPeer(t *testing.T) {
 		t.Fatalf("winner %s, tree of %d", w.Rev, d.Tree.Len())
 	}
 	// And a local edit on top of it.
-	mustPut(t, s, "u", "c", wbo("d", "local"))
+	mustPut(t, s, "u", "c", testkit.WBO("d", "local"))
 	if d, err = s.GetDoc(ctx, "u", "c", "d"); err != nil || d.Tree.Len() != 4 {
 		t.Fatalf("after a local edit: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 const base = 1_700_000_000
@@ -19,7 +20,7 @@ func seedQueryData(t *testing.T) *Store {
 	s := openTest(t, t.TempDir(), clk, 0)
 	si := map[int]int64{0: 1, 1: 34, 2: 12, 3: 50, 4: 7, 6: -5, 7: 12, 8: 99, 9: 0}
 	for i := 0; i < 10; i++ {
-		w := wbo(strconv.Itoa(i), "payload"+strconv.Itoa(i))
+		w := testkit.WBO(strconv.Itoa(i), "payload"+strconv.Itoa(i))
 		if v, ok := si[i]; ok {
 			w.Has |= api.FieldSortIndex
 			w.SortIndex = v
@@ -39,13 +40,13 @@ func seedQueryData(t *testing.T) *Store {
 		clk.Add(time.Second)
 	}
 	// Rewrite 2's payload at base+10: it keeps its place and sortindex.
-	r := mustPut(t, s, "alice", "c", wbo("2", "new2"))
+	r := mustPut(t, s, "alice", "c", testkit.WBO("2", "new2"))
 	if r.Modified != stampAt(10) || r.Timestamp != stampAt(10) {
 		t.Fatalf("rewrite of 2: %+v", r)
 	}
 	// Another collection and user must never leak in.
-	mustPost(t, s, "alice", "c2", wbo("0", "x"))
-	mustPost(t, s, "alic", "c", wbo("zz", "x"))
+	mustPost(t, s, "alice", "c2", testkit.WBO("0", "x"))
+	mustPost(t, s, "alic", "c", testkit.WBO("zz", "x"))
 	return s
 }
 
@@ -121,7 +122,7 @@ func TestGetFullFields(t *testing.T) {
 	}
 	// Ids with arbitrary bytes, including NUL and a prefix of another id.
 	for _, id := range []string{"a\x00b", "a", "a\x00", "\xff\xfe", "a#?~\\"} {
-		mustPut(t, s, "bob", "c", wbo(id, "v:"+id))
+		mustPut(t, s, "bob", "c", testkit.WBO(id, "v:"+id))
 	}
 	for _, id := range []string{"a\x00b", "a", "a\x00", "\xff\xfe", "a#?~\\"} {
 		w, _, err := s.GetItem(ctx, "bob", "c", id)
@@ -148,7 +149,7 @@ func TestLargeRangeFallsBackToScan(t *testing.T) {
 		clk.Add(time.Second)
 	}
 	// Rewrite an early record so that it matches newer= but keeps its place.
-	mustPut(t, s, "u", "c", wbo("5", "y"))
+	mustPut(t, s, "u", "c", testkit.WBO("5", "y"))
 	want := []string{"5"}
 	for i := 100; i < 400; i++ {
 		want = append(want, strconv.Itoa(i))

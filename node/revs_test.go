@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -136,9 +137,9 @@ func sameDocs(t testing.TB, user string, a, b *Store) {
 
 func TestClientWritesMakeRevisions(t *testing.T) {
 	s := openTest(t, t.TempDir(), newFakeClock(), 0)
-	mustPut(t, s, "u", "c", wbo("a", "one"))
+	mustPut(t, s, "u", "c", testkit.WBO("a", "one"))
 	mustPut(t, s, "u", "c", api.WBO{ID: "a", Has: api.FieldSortIndex, SortIndex: 5})
-	mustPut(t, s, "u", "c", wbo("b", "x"))
+	mustPut(t, s, "u", "c", testkit.WBO("b", "x"))
 	d, err := s.GetDoc(ctx, "u", "c", "a")
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +150,8 @@ func TestClientWritesMakeRevisions(t *testing.T) {
 	}
 	// The revision verifies: its hash is over its parent and body.
 	rv, ok := d.Revision(w.Rev, 0)
-	if !ok || len(rv.Path.IDs) != 2 || rv.verify() != nil {
-		t.Fatalf("revision %+v ok=%v verify=%v", rv.Path, ok, rv.verify())
+	if !ok || len(rv.Path.IDs) != 2 || rv.Verify() != nil {
+		t.Fatalf("revision %+v ok=%v verify=%v", rv.Path, ok, rv.Verify())
 	}
 	rows, last, err := s.Changes(ctx, "u", 0, 0)
 	if err != nil || len(rows) != 2 || last != 3 {
@@ -173,14 +174,14 @@ func TestClientWritesMakeRevisions(t *testing.T) {
 	// The feed and its numbers survive a restart.
 	dir := t.TempDir()
 	s2 := openTest(t, dir, nil, 0)
-	mustPut(t, s2, "u", "c", wbo("a", "1"))
+	mustPut(t, s2, "u", "c", testkit.WBO("a", "1"))
 	uuid := s2.UUID()
 	s2.Close()
 	s3 := openTest(t, dir, nil, 0)
 	if s3.UUID() != uuid {
 		t.Fatalf("uuid changed across restart")
 	}
-	mustPut(t, s3, "u", "c", wbo("b", "1"))
+	mustPut(t, s3, "u", "c", testkit.WBO("b", "1"))
 	if seq, _ := s3.UpdateSeq(ctx, "u"); seq != 2 {
 		t.Fatalf("seq after restart %d", seq)
 	}
@@ -191,9 +192,9 @@ func TestReplicatedWinnerBecomesVisibleLater(t *testing.T) {
 	a := openTest(t, t.TempDir(), clkA, 0)
 	b := openTest(t, t.TempDir(), clkB, 0)
 	// A writes at time 100; B's client writes and polls later.
-	mustPut(t, a, "u", "c", wbo("r", "from A"))
+	mustPut(t, a, "u", "c", testkit.WBO("r", "from A"))
 	clkB.Add(100 * time.Second)
-	mustPut(t, b, "u", "c", wbo("x", "from B"))
+	mustPut(t, b, "u", "c", testkit.WBO("x", "from B"))
 	_, pointer, err := b.GetCollection(ctx, "u", "c", &api.Query{})
 	if err != nil {
 		t.Fatal(err)
@@ -218,15 +219,15 @@ func TestReplicatedWinnerBecomesVisibleLater(t *testing.T) {
 func TestConcurrentEditsConverge(t *testing.T) {
 	a := openTest(t, t.TempDir(), newFakeClock(), 0)
 	b := openTest(t, t.TempDir(), newFakeClock(), 0)
-	mustPut(t, a, "u", "c", wbo("r", "base"))
+	mustPut(t, a, "u", "c", testkit.WBO("r", "base"))
 	pull(t, a, b, "u")
 	// Both edit r; B also deletes s, which A updates.
-	mustPut(t, a, "u", "c", wbo("s", "s on A"))
+	mustPut(t, a, "u", "c", testkit.WBO("s", "s on A"))
 	pull(t, a, b, "u")
-	mustPut(t, a, "u", "c", wbo("r", "A's edit"))
-	mustPut(t, b, "u", "c", wbo("r", "B's edit"))
-	mustPut(t, b, "u", "c", wbo("r", "B's second edit"))
-	mustPut(t, a, "u", "c", wbo("s", "s again on A"))
+	mustPut(t, a, "u", "c", testkit.WBO("r", "A's edit"))
+	mustPut(t, b, "u", "c", testkit.WBO("r", "B's edit"))
+	mustPut(t, b, "u", "c", testkit.WBO("r", "B's second edit"))
+	mustPut(t, a, "u", "c", testkit.WBO("s", "s again on A"))
 	if _, err := b.DeleteItem(ctx, "u", "c", "s", api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
@@ -255,11 +256,11 @@ func TestConcurrentEditsConverge(t *testing.T) {
 func TestLosingRevisionStaysInvisible(t *testing.T) {
 	a := openTest(t, t.TempDir(), newFakeClock(), 0)
 	b := openTest(t, t.TempDir(), newFakeClock(), 0)
-	mustPut(t, a, "u", "c", wbo("r", "1"))
+	mustPut(t, a, "u", "c", testkit.WBO("r", "1"))
 	pull(t, a, b, "u")
-	mustPut(t, b, "u", "c", wbo("r", "b2"))
-	mustPut(t, b, "u", "c", wbo("r", "b3")) // B's branch will win
-	mustPut(t, a, "u", "c", wbo("r", "a2"))
+	mustPut(t, b, "u", "c", testkit.WBO("r", "b2"))
+	mustPut(t, b, "u", "c", testkit.WBO("r", "b3")) // B's branch will win
+	mustPut(t, a, "u", "c", testkit.WBO("r", "a2"))
 	before := mustGet(t, b, "u", "c", api.Query{Full: true})
 	tsBefore, _, _ := b.CollectionTimestamps(ctx, "u")
 	seqBefore, _ := b.UpdateSeq(ctx, "u")
@@ -280,8 +281,8 @@ func TestLosingRevisionStaysInvisible(t *testing.T) {
 func TestWipesReplicateAsTombstones(t *testing.T) {
 	a := openTest(t, t.TempDir(), newFakeClock(), 0)
 	b := openTest(t, t.TempDir(), newFakeClock(), 0)
-	mustPost(t, a, "u", "c", wbo("1", "x"), wbo("2", "y"), wbo("3", "z"))
-	mustPost(t, a, "u", "d", wbo("4", "x"))
+	mustPost(t, a, "u", "c", testkit.WBO("1", "x"), testkit.WBO("2", "y"), testkit.WBO("3", "z"))
+	mustPost(t, a, "u", "d", testkit.WBO("4", "x"))
 	pull(t, a, b, "u")
 	if _, err := a.DeleteCollection(ctx, "u", "c", nil, api.Precondition{}); err != nil {
 		t.Fatal(err)
@@ -300,7 +301,7 @@ func TestWipesReplicateAsTombstones(t *testing.T) {
 		t.Fatalf("collections on A after the storage wipe: %v", ts)
 	}
 	// Writing again after a wipe: a child of the tombstone, replicated.
-	mustPut(t, b, "u", "c", wbo("2", "back"))
+	mustPut(t, b, "u", "c", testkit.WBO("2", "back"))
 	pull(t, b, a, "u")
 	sameIDs(t, "rewritten", mustGet(t, a, "u", "c", api.Query{}), "2")
 }
@@ -334,8 +335,8 @@ func TestExpiryTravelsAbsolute(t *testing.T) {
 func TestApplyRefusesBadRevisions(t *testing.T) {
 	a := openTest(t, t.TempDir(), newFakeClock(), 0)
 	b := openTest(t, t.TempDir(), newFakeClock(), 0)
-	mustPut(t, a, "u", "c", wbo("r", "real"))
-	mustPut(t, a, "u", "c", wbo("r", "real 2"))
+	mustPut(t, a, "u", "c", testkit.WBO("r", "real"))
+	mustPut(t, a, "u", "c", testkit.WBO("r", "real 2"))
 	d, _ := a.GetDoc(ctx, "u", "c", "r")
 	w, _ := d.Winner()
 	good, _ := d.Revision(w.Rev, 0)
@@ -391,7 +392,7 @@ func TestStemmingKeepsRevsLimit(t *testing.T) {
 	}
 	defer s.Close()
 	for i := range 12 {
-		mustPut(t, s, "u", "c", wbo("r", fmt.Sprint(i)))
+		mustPut(t, s, "u", "c", testkit.WBO("r", fmt.Sprint(i)))
 	}
 	d, _ := s.GetDoc(ctx, "u", "c", "r")
 	w, _ := d.Winner()
@@ -428,7 +429,7 @@ func TestLocalDocsAndWaitChanges(t *testing.T) {
 		t.Fatalf("WaitChanges returned before any change: %v", err)
 	default:
 	}
-	mustPut(t, s, "u", "c", wbo("a", "1"))
+	mustPut(t, s, "u", "c", testkit.WBO("a", "1"))
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +460,7 @@ func TestRandomReplicationConverges(t *testing.T) {
 				coll := []string{"c", "d"}[rng.IntN(2)]
 				switch op := rng.IntN(10); {
 				case op < 6:
-					mustPut(t, s, "u", coll, wbo(ids[rng.IntN(len(ids))], fmt.Sprint(rng.IntN(1000))))
+					mustPut(t, s, "u", coll, testkit.WBO(ids[rng.IntN(len(ids))], fmt.Sprint(rng.IntN(1000))))
 				case op < 8:
 					if _, err := s.DeleteItem(ctx, "u", coll, ids[rng.IntN(len(ids))], api.Precondition{}); err != nil {
 						t.Fatal(err)

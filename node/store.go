@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -58,45 +60,6 @@ type Store struct {
 	waiter      ReplicaWaiter
 	waitTimeout time.Duration
 	unconfirmed atomic.Uint64
-}
-
-// userState is the in-memory metadata of one user. Its fields are guarded
-// by the user's stripe lock: read under the shared lock, changed under the
-// exclusive lock and only after the batch that persists the change has been
-// committed.
-type userState struct {
-	nextSeq uint64
-	// last is the highest timestamp given to the user (a read's time or a
-	// write's stamp); the user's next write is stamped above it. Reads
-	// raise it under the shared lock (atomically, see raiseLast), writes
-	// set it under the exclusive lock.
-	last  atomic.Int64
-	used  int64 // payload bytes over all collections
-	colls map[string]collMeta
-	ref   atomic.Bool // recently used (clock eviction)
-	// chg is the user's last changes-feed sequence number (every change
-	// of a revision tree takes the next one); set under the exclusive
-	// lock after the commit, read atomically by UpdateSeq and waiters.
-	chg atomic.Uint64
-}
-
-func (st *userState) hasTTL() bool {
-	for _, m := range st.colls {
-		if m.ttl > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-type cacheShard struct {
-	mu sync.RWMutex
-	m  map[string]*userState
-	// floor covers the stamps given to evicted users that are not
-	// persisted: the largest min(last, mono) of an entry evicted from this
-	// shard. Such a stamp was at most the mono of its time, so floor never
-	// exceeds mono and does not drag other users ahead of wall time.
-	floor int64
 }
 
 // scratch holds reusable buffers of one request.
@@ -256,112 +219,6 @@ func (s *Store) lock(user string) *sync.RWMutex {
 	return &s.locks[s.hash(user)%numStripes]
 }
 
-// state returns the user's metadata, loading it with one range scan on a
-// cache miss. The caller holds the user's lock (shared or exclusive).
-func (s *Store) state(user string) (*userState, error) {
-	st, _, err := s.stateRaise(user, 0)
-	return st, err
-}
-
-// stateRaise is state that also raises the entry's last to at least m,
-// under the shard lock so that the entry cannot be evicted meanwhile (its
-// eviction then folds the raised value into the shard's floor), and
-// returns the raised last. An entry loaded from Pebble starts at the
-// shard's floor or above (see loadUser).
-func (s *Store) stateRaise(user string, m int64) (*userState, int64, error) {
-	sh := &s.shards[(s.hash(user)/numStripes)%numShards]
-	sh.mu.RLock()
-	st := sh.m[user]
-	var v int64
-	if st != nil {
-		v = raiseLast(st, m)
-	}
-	sh.mu.RUnlock()
-	if st != nil {
-		if !st.ref.Load() {
-			st.ref.Store(true)
-		}
-		return st, v, nil
-	}
-	st, err := s.loadUser(user)
-	if err != nil {
-		return nil, 0, err
-	}
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if ex := sh.m[user]; ex != nil {
-		return ex, raiseLast(ex, m), nil
-	}
-	if len(sh.m) >= s.perShard {
-		sh.evictLocked(s.clock.peek())
-	}
-	raiseLast(st, sh.floor)
-	sh.m[user] = st
-	return st, raiseLast(st, m), nil
-}
-
-// evictLocked drops one entry not used since the last sweep (a clock
-// algorithm over Go's randomised map order), or any entry after a short
-// sweep, folding min(its last, mono) into the shard's floor (a last above
-// mono is a write stamp, persisted in the user meta).
-func (sh *cacheShard) evictLocked(mono int64) {
-	n := 0
-	for k, st := range sh.m {
-		if !st.ref.Load() || n >= 16 {
-			sh.floor = max(sh.floor, min(st.last.Load(), mono))
-			delete(sh.m, k)
-			return
-		}
-		st.ref.Store(false)
-		n++
-	}
-}
-
-func (s *Store) loadUser(user string) (*userState, error) {
-	b := s.getScratch()
-	defer s.putScratch(b)
-	b.k = userTag(b.k[:0], user, tagMeta)
-	b.k2 = prefixEnd(b.k2[:0], b.k)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: b.k, UpperBound: b.k2})
-	if err != nil {
-		return nil, fmt.Errorf("node: loading user: %w", err)
-	}
-	defer it.Close()
-	st := &userState{nextSeq: 1, colls: make(map[string]collMeta)}
-	var last int64
-	plen := len(b.k)
-	for ok := it.First(); ok; ok = it.Next() {
-		k := it.Key()
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return nil, fmt.Errorf("node: loading user: %w", err)
-		}
-		if len(k) == plen {
-			var chg uint64
-			if st.nextSeq, last, chg, err = decodeUserMeta(v); err != nil {
-				return nil, fmt.Errorf("node: user meta of %q: %w", user, err)
-			}
-			st.chg.Store(chg)
-			continue
-		}
-		var m collMeta
-		if err := decodeMeta(v, &m); err != nil {
-			return nil, fmt.Errorf("node: collection meta of %q: %w", user, err)
-		}
-		st.colls[string(k[plen:])] = m
-		st.used += m.bytes
-		last = max(last, m.last)
-	}
-	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("node: loading user: %w", err)
-	}
-	// Write stamps above mono are persisted in the user meta (and
-	// collection lasts are write stamps); stateRaise adds the shard's
-	// floor, which covers the other stamps given before an eviction.
-	st.last.Store(last)
-	return st, nil
-}
-
 // Healthy reports whether the store is open and Pebble accepts reads.
 func (s *Store) Healthy(ctx context.Context) error {
 	if err := s.enter(); err != nil {
@@ -375,103 +232,6 @@ func (s *Store) Healthy(ctx context.Context) error {
 		return fmt.Errorf("node: health check: %w", err)
 	}
 	return nil
-}
-
-// CollectionTimestamps maps each non-empty collection to its last modified
-// time. It never scans: the metadata is in memory.
-func (s *Store) CollectionTimestamps(ctx context.Context, user string) (map[string]api.Stamp, api.Stamp, error) {
-	if err := checkNames(user); err != nil {
-		return nil, 0, err
-	}
-	if err := s.enter(); err != nil {
-		return nil, 0, err
-	}
-	defer s.leave()
-	mu := s.lock(user)
-	mu.RLock()
-	defer mu.RUnlock()
-	st, now, _, err := s.readStamp(user)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make(map[string]api.Stamp, len(st.colls))
-	for c, m := range st.colls {
-		out[c] = api.Stamp(m.last)
-	}
-	return out, now, nil
-}
-
-// liveInfo calls fn with the user's metadata after expired records have
-// been purged, under the user's lock, with the request's time.
-func (s *Store) liveInfo(user string, fn func(st *userState)) (api.Stamp, error) {
-	if err := checkNames(user); err != nil {
-		return 0, err
-	}
-	if err := s.enter(); err != nil {
-		return 0, err
-	}
-	defer s.leave()
-	mu := s.lock(user)
-	mu.RLock()
-	st, now, mono, err := s.readStamp(user)
-	if err != nil {
-		mu.RUnlock()
-		return 0, err
-	}
-	if st.hasTTL() {
-		exp, err := s.anyExpired(user, st, mono/100)
-		if err != nil {
-			mu.RUnlock()
-			return 0, err
-		}
-		if exp {
-			mu.RUnlock()
-			mu.Lock()
-			defer mu.Unlock()
-			if _, err := s.purgeUserLocked(user, nil); err != nil {
-				return 0, err
-			}
-			if st, now, _, err = s.readStamp(user); err != nil {
-				return 0, err
-			}
-			fn(st)
-			return now, nil
-		}
-	}
-	fn(st)
-	mu.RUnlock()
-	return now, nil
-}
-
-// CollectionCounts maps each collection with live records to their count.
-func (s *Store) CollectionCounts(ctx context.Context, user string) (map[string]int64, api.Stamp, error) {
-	var out map[string]int64
-	now, err := s.liveInfo(user, func(st *userState) {
-		out = make(map[string]int64, len(st.colls))
-		for c, m := range st.colls {
-			out[c] = m.count
-		}
-	})
-	return out, now, err
-}
-
-// CollectionUsage maps each collection with live records to the byte length
-// of their payloads.
-func (s *Store) CollectionUsage(ctx context.Context, user string) (map[string]int64, api.Stamp, error) {
-	var out map[string]int64
-	now, err := s.liveInfo(user, func(st *userState) {
-		out = make(map[string]int64, len(st.colls))
-		for c, m := range st.colls {
-			out[c] = m.bytes
-		}
-	})
-	return out, now, err
-}
-
-// Quota returns the user's live payload bytes and the quota (0 = off).
-func (s *Store) Quota(ctx context.Context, user string) (used, limit int64, now api.Stamp, err error) {
-	now, err = s.liveInfo(user, func(st *userState) { used = st.used })
-	return used, s.cfg.QuotaBytes, now, err
 }
 
 // pebbleLogger sends Pebble's messages to slog (info at debug level).
@@ -491,4 +251,37 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.l.Error(msg, "component", "pebble", "fatal", true)
 	panic("node: pebble fatal: " + msg)
+}
+
+// UUID returns the store's identity: a random UUID made when the store was
+// created and kept for its lifetime (the CouchDB server uuid; replication
+// checkpoints name the source store by it, so a wiped and recreated store
+// is replicated from scratch).
+func (s *Store) UUID() string { return s.uuid }
+
+// Origin returns the id this node writes as the origin of its revisions.
+func (s *Store) Origin() string { return s.origin }
+
+func (s *Store) loadUUID() (string, error) {
+	v, closer, err := s.db.Get(keyUUID)
+	if err == nil {
+		id := string(v)
+		closer.Close()
+		return id, nil
+	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return "", fmt.Errorf("node: reading uuid: %w", err)
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	id := h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	if err := s.db.Set(keyUUID, []byte(id), pebble.Sync); err != nil {
+		return "", fmt.Errorf("node: writing uuid: %w", err)
+	}
+	return id, nil
 }

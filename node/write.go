@@ -1,524 +1,15 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/hce-sync/hce/api"
 )
-
-// writer stages the changes of one request to one collection in a Pebble
-// batch, tracking the collection's and user's new metadata. Nothing in
-// memory changes until commit succeeded and apply is called.
-type writer struct {
-	s          *Store
-	b          *pebble.Batch
-	sc         *scratch
-	user, coll string
-	ts         int64
-	nowSec     int64 // mono in whole seconds: expiry is judged against it
-	last       int64 // the user's last stamp, persisted in the user meta
-	cm         collMeta
-	nextSeq    uint64
-	seqDirty   bool
-	usedDelta  int64
-	lastGExp   int64 // last global expiry key written (dedup)
-	// pending maps the ids written earlier in this batch (POST) to their
-	// new version in pendRecs, so a later record with the same id sees it.
-	pending  map[string]int
-	pendRecs []record
-	// ops, when set, collects the record writes so that finish hands them
-	// to the batch in key order (see sortedOps).
-	ops *sortedOps
-	// rs holds the documents (revision trees) this request changes; the
-	// writers of one request share it.
-	rs *revSession
-	// heads, when set, holds record heads read ahead of time (as Pebble
-	// has them before this batch) for lookup; ids written by this batch
-	// must not be in it.
-	heads map[string]known
-}
-
-// sortedOps buffers the sets and deletes of one request so that they reach
-// the Pebble batch sorted by key: Pebble inserts a batch into the memtable
-// with one skiplist inserter, which reuses its position when each key
-// follows the previous one, so sorted batches cost far fewer comparisons.
-// The sort is stable: writes of the same key keep their order, and the
-// batch applies atomically, so the outcome is the same as unsorted.
-type sortedOps struct {
-	arena []byte
-	ops   []bufOp
-}
-
-type bufOp struct {
-	off, klen, vlen int32
-	del             bool
-}
-
-var opsPool = sync.Pool{New: func() any { return new(sortedOps) }}
-
-func (o *sortedOps) add(k, v []byte, del bool) {
-	off := len(o.arena)
-	o.arena = append(append(o.arena, k...), v...)
-	o.ops = append(o.ops, bufOp{off: int32(off), klen: int32(len(k)), vlen: int32(len(v)), del: del})
-}
-
-func (o *sortedOps) key(op *bufOp) []byte {
-	return o.arena[op.off : op.off+op.klen : op.off+op.klen]
-}
-
-// flush sorts the buffered writes by key into b and empties o.
-func (o *sortedOps) flush(b *pebble.Batch) error {
-	slices.SortStableFunc(o.ops, func(x, y bufOp) int { return bytes.Compare(o.key(&x), o.key(&y)) })
-	var err error
-	for i := range o.ops {
-		op := &o.ops[i]
-		k := o.key(op)
-		if op.del {
-			err = b.Delete(k, nil)
-		} else {
-			err = b.Set(k, o.arena[op.off+op.klen:op.off+op.klen+op.vlen], nil)
-		}
-		if err != nil {
-			break
-		}
-	}
-	o.arena, o.ops = o.arena[:0], o.ops[:0]
-	return err
-}
-
-func (o *sortedOps) release() {
-	if cap(o.arena) > 1<<20 || cap(o.ops) > 1<<14 {
-		return
-	}
-	o.arena, o.ops = o.arena[:0], o.ops[:0]
-	opsPool.Put(o)
-}
-
-// set and del stage one write, buffered when w.ops is set.
-func (w *writer) set(k, v []byte) error {
-	if w.ops != nil {
-		w.ops.add(k, v, false)
-		return nil
-	}
-	return w.b.Set(k, v, nil)
-}
-
-func (w *writer) del(k []byte) error {
-	if w.ops != nil {
-		w.ops.add(k, nil, true)
-		return nil
-	}
-	return w.b.Delete(k, nil)
-}
-
-// known is a record head read from Pebble before staging (see prefetch).
-type known struct {
-	h  head
-	ok bool
-}
-
-// prefetchMin is the batch size from which PostItems reads the heads with
-// one iterator (prefetch) rather than a Get per record.
-const prefetchMin = 8
-
-// prefetch reads the stored heads of ws's ids with one iterator over the
-// collection's record keys, seeking in ascending id order: each table is
-// then opened once per request instead of once per record, and the seeks
-// mostly step forward. The result, by position in ws, is exactly what
-// lookup would read from Pebble: the batch being staged is invisible to
-// reads, and the caller holds the user's lock.
-func (w *writer) prefetch(ws []api.WBO) ([]known, error) {
-	order := make([]int32, len(ws))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(ws[a].ID, ws[b].ID) })
-	res := make([]known, len(ws))
-	ids := make([]string, len(order))
-	for j, i := range order {
-		ids[j] = ws[i].ID
-	}
-	sc := w.sc
-	// The bounds must stay unchanged while the iterator lives; sc.v holds
-	// the seek key (it is free until store).
-	sc.k = collPrefix(sc.k[:0], w.user, tagRec, w.coll)
-	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
-	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
-	if err != nil {
-		return nil, err
-	}
-	for j, i := range order {
-		id := ws[i].ID
-		if j > 0 && ws[order[j-1]].ID == id {
-			res[i] = res[order[j-1]]
-			continue
-		}
-		sc.v = append(append(sc.v[:0], sc.k...), id...)
-		if !it.SeekGE(sc.v) || !bytes.Equal(it.Key(), sc.v) {
-			continue
-		}
-		v, err := it.ValueAndErr()
-		var rest []byte
-		if err == nil {
-			rest, err = splitHead(v, &res[i].h)
-		}
-		if err == nil && len(rest) > 0 {
-			if k := docMapKey(w.coll, id); w.rs.docs[k] == nil {
-				var ds *docState
-				if ds, err = decodeDoc(rest, w.s.revCfg); err == nil {
-					ds.inR = true
-					w.rs.add(k, ds)
-				}
-			}
-		}
-		if err != nil {
-			it.Close()
-			return nil, err
-		}
-		res[i].ok = true
-	}
-	if err := it.Close(); err != nil {
-		return nil, err
-	}
-	if err := w.prefetchDocs(ids); err != nil {
-		return nil, err
-	}
-	return res, nil
-}
-
-func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, coll string, t stamp) *writer {
-	return &writer{
-		s: s, b: b, sc: sc, user: user, coll: coll,
-		ts: int64(t.ts), nowSec: t.mono / 100, last: max(int64(t.ts), st.last.Load()),
-		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
-		rs: s.newRevSession(st),
-	}
-}
-
-// next returns a writer for another collection of the same request: it
-// shares w's batch, scratch and documents and continues w's counters. w
-// must be finished first.
-func (w *writer) next(st *userState, coll string) *writer {
-	n := *w
-	n.coll, n.cm = coll, st.colls[coll]
-	n.seqDirty, n.usedDelta, n.lastGExp = false, 0, -1
-	n.pending, n.pendRecs, n.ops, n.heads = nil, nil, nil, nil
-	return &n
-}
-
-// lookup returns the current head of id, from this batch's earlier writes
-// (then pend is that record; it is valid until the next store) or from
-// Pebble (then pend is nil).
-func (w *writer) lookup(id string) (h head, pend *record, ok bool, err error) {
-	if w.heads != nil {
-		if k, found := w.heads[id]; found {
-			return w.lookupPre(id, &k)
-		}
-	}
-	return w.lookupPre(id, nil)
-}
-
-// lookupPre is lookup reading id's head in Pebble from pre when it is
-// given (prefetched), else with a Get.
-func (w *writer) lookupPre(id string, pre *known) (h head, pend *record, ok bool, err error) {
-	if w.pending != nil {
-		if i, ok := w.pending[id]; ok {
-			p := &w.pendRecs[i]
-			return p.head(), p, true, nil
-		}
-	}
-	if pre != nil {
-		return pre.h, nil, pre.ok, nil
-	}
-	w.sc.k = recKey(w.sc.k[:0], w.user, w.coll, id)
-	v, closer, err := w.s.db.Get(w.sc.k)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return head{}, nil, false, nil
-	}
-	if err != nil {
-		return head{}, nil, false, err
-	}
-	rest, err := splitHead(v, &h)
-	if err == nil && len(rest) > 0 {
-		// The record carries its document: keep it, so that the write's
-		// document load (writer.doc) does not read the key again.
-		if k := docMapKey(w.coll, id); w.rs.docs[k] == nil {
-			var ds *docState
-			if ds, err = decodeDoc(rest, w.s.revCfg); err == nil {
-				ds.inR = true
-				w.rs.add(k, ds)
-			}
-		}
-	}
-	closer.Close()
-	return h, nil, err == nil, err
-}
-
-// body reads the stored record with insertion number seq, copied.
-func (w *writer) body(seq uint64) (*record, error) {
-	w.sc.k2 = dataKey(w.sc.k2[:0], w.user, w.coll, seq)
-	v, closer, err := w.s.db.Get(w.sc.k2)
-	if err != nil {
-		return nil, err
-	}
-	cp := append([]byte(nil), v...)
-	closer.Close()
-	r := &record{}
-	if err := decodeRecord(cp, r); err != nil {
-		return nil, err
-	}
-	return r, nil
-}
-
-// remove deletes the record id with head h and all its index entries.
-func (w *writer) remove(id string, h *head) error {
-	sc := w.sc
-	var err error
-	del := func(k []byte) {
-		if err == nil {
-			err = w.del(k)
-		}
-	}
-	sc.k = recKey(sc.k[:0], w.user, w.coll, id)
-	del(sc.k)
-	sc.k = dataKey(sc.k[:0], w.user, w.coll, h.seq)
-	del(sc.k)
-	sc.k = modKey(sc.k[:0], w.user, w.coll, h.mod, h.seq)
-	del(sc.k)
-	if h.hasSI() {
-		sc.k = idxKey(sc.k[:0], w.user, w.coll, h.si, h.seq)
-		del(sc.k)
-	}
-	if h.exp != 0 {
-		sc.k = expKey(sc.k[:0], w.user, w.coll, h.exp, h.seq)
-		del(sc.k)
-		w.cm.ttl--
-	}
-	w.cm.count--
-	w.cm.bytes -= h.plen
-	w.usedDelta -= h.plen
-	if w.pending != nil {
-		delete(w.pending, id)
-	}
-	return err
-}
-
-// put applies one validated WBO following PutItem's rules and returns the
-// record's modified time after the write; pre is in's prefetched head, or
-// nil to look it up.
-func (w *writer) put(in *api.WBO, pre *known) (int64, error) {
-	const meta = api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
-	oh, pend, exists, err := w.lookupPre(in.ID, pre)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := w.doc(in.ID); err != nil {
-		return 0, err
-	}
-	if exists && oh.exp != 0 && oh.exp <= w.nowSec {
-		// An expired record is gone for the client: start afresh.
-		if err := w.remove(in.ID, &oh); err != nil {
-			return 0, err
-		}
-		exists, pend = false, nil
-	}
-	var old *record
-	if exists {
-		needBody := in.Has&api.FieldPayload == 0 ||
-			(oh.flags&headParent != 0 && in.Has&api.FieldParentID == 0) ||
-			(oh.flags&headPred != 0 && in.Has&api.FieldPredecessorID == 0)
-		if needBody {
-			if old = pend; old == nil {
-				if old, err = w.body(oh.seq); err != nil {
-					return 0, err
-				}
-			}
-		}
-	}
-	var nr record
-	if old != nil {
-		nr = *old
-	}
-	if exists {
-		nr.seq, nr.mod, nr.exp = oh.seq, oh.mod, oh.exp
-		if oh.hasSI() {
-			nr.has |= api.FieldSortIndex
-			nr.si = oh.si
-		}
-	} else {
-		nr.seq = w.nextSeq
-		w.nextSeq++
-		w.seqDirty = true
-	}
-	nr.id = in.ID
-	nr.has |= in.Has & meta
-	if in.Has&api.FieldSortIndex != 0 {
-		nr.si = in.SortIndex
-	}
-	if in.Has&api.FieldParentID != 0 {
-		nr.parent = in.ParentID
-	}
-	if in.Has&api.FieldPredecessorID != 0 {
-		nr.pred = in.PredecessorID
-	}
-	if in.Has&api.FieldPayload != 0 {
-		nr.has |= api.FieldPayload
-		nr.payload = in.Payload
-		nr.mod = w.ts
-		nr.exp = 0
-	}
-	if in.Has&api.FieldTTL != 0 {
-		nr.exp = w.nowSec + in.TTL
-	}
-	if err := w.store(&nr, &oh, exists); err != nil {
-		return 0, err
-	}
-	x := w.rs.bodyOf(&nr, w.ts)
-	if err := w.edit(in.ID, false, &x); err != nil {
-		return 0, err
-	}
-	return nr.mod, nil
-}
-
-// store writes nr (whose previous version, if exists, had head oh).
-func (w *writer) store(nr *record, oh *head, exists bool) error {
-	sc := w.sc
-	nh := nr.head()
-	var err error
-	set := func(k, v []byte) {
-		if err == nil {
-			err = w.set(k, v)
-		}
-	}
-	del := func(k []byte) {
-		if err == nil {
-			err = w.del(k)
-		}
-	}
-	if ds := w.rs.docs[docMapKey(w.coll, nr.id)]; ds != nil {
-		// saveDocs writes the head, with the document embedded.
-		h := nh
-		ds.head = &h
-	} else {
-		sc.k = recKey(sc.k[:0], w.user, w.coll, nr.id)
-		sc.v = appendHead(sc.v[:0], &nh)
-		set(sc.k, sc.v)
-	}
-	sc.k = dataKey(sc.k[:0], w.user, w.coll, nr.seq)
-	sc.v = appendRecord(sc.v[:0], nr)
-	set(sc.k, sc.v)
-	if !exists || oh.mod != nh.mod {
-		if exists {
-			sc.k = modKey(sc.k[:0], w.user, w.coll, oh.mod, nr.seq)
-			del(sc.k)
-		}
-		sc.k = modKey(sc.k[:0], w.user, w.coll, nh.mod, nr.seq)
-		set(sc.k, nil)
-	}
-	oldSI, newSI := exists && oh.hasSI(), nh.hasSI()
-	if oldSI && (!newSI || oh.si != nh.si) {
-		sc.k = idxKey(sc.k[:0], w.user, w.coll, oh.si, nr.seq)
-		del(sc.k)
-	}
-	if newSI && (!oldSI || oh.si != nh.si) {
-		sc.k = idxKey(sc.k[:0], w.user, w.coll, nh.si, nr.seq)
-		set(sc.k, nil)
-	}
-	oldExp := int64(0)
-	if exists {
-		oldExp = oh.exp
-	}
-	if oldExp != nh.exp {
-		if oldExp != 0 {
-			sc.k = expKey(sc.k[:0], w.user, w.coll, oldExp, nr.seq)
-			del(sc.k)
-			w.cm.ttl--
-		}
-		if nh.exp != 0 {
-			sc.k = expKey(sc.k[:0], w.user, w.coll, nh.exp, nr.seq)
-			sc.v = append(sc.v[:0], nr.id...)
-			set(sc.k, sc.v)
-			w.cm.ttl++
-			if nh.exp != w.lastGExp {
-				sc.k = globalExpKey(sc.k[:0], nh.exp, w.user, w.coll)
-				set(sc.k, nil)
-				w.lastGExp = nh.exp
-			}
-		}
-	}
-	if exists {
-		w.cm.bytes += nh.plen - oh.plen
-		w.usedDelta += nh.plen - oh.plen
-	} else {
-		w.cm.count++
-		w.cm.bytes += nh.plen
-		w.usedDelta += nh.plen
-	}
-	if nh.mod > w.cm.last {
-		w.cm.last = nh.mod
-	}
-	if w.pending != nil {
-		if i, ok := w.pending[nr.id]; ok {
-			w.pendRecs[i] = *nr
-		} else {
-			w.pending[nr.id] = len(w.pendRecs)
-			w.pendRecs = append(w.pendRecs, *nr)
-		}
-	}
-	return err
-}
-
-// finish stages the metadata keys of the collection and the user (the
-// user meta in every batch: it carries the user's last stamp).
-func (w *writer) finish() error {
-	sc := w.sc
-	if err := w.saveDocs(); err != nil {
-		return err
-	}
-	if w.ops != nil {
-		if err := w.ops.flush(w.b); err != nil {
-			return err
-		}
-	}
-	if w.cm.count > 0 && w.cm.last == 0 {
-		// A collection made only of payload-less records still needs a time.
-		w.cm.last = w.ts
-	}
-	sc.k = metaKey(sc.k[:0], w.user, w.coll)
-	var err error
-	if w.cm.count > 0 {
-		sc.v = appendMeta(sc.v[:0], &w.cm)
-		err = w.b.Set(sc.k, sc.v, nil)
-	} else {
-		err = w.b.Delete(sc.k, nil)
-	}
-	if err == nil {
-		sc.k = metaKey(sc.k[:0], w.user, "")
-		sc.v = appendUserMeta(sc.v[:0], w.nextSeq, w.last, w.rs.chg)
-		err = w.b.Set(sc.k, sc.v, nil)
-	}
-	return err
-}
-
-// apply installs the new metadata in memory after a successful commit.
-func (w *writer) apply(st *userState) {
-	if w.cm.count > 0 {
-		st.colls[w.coll] = w.cm
-	} else {
-		delete(st.colls, w.coll)
-	}
-	st.nextSeq = w.nextSeq
-	st.used += w.usedDelta
-	st.chg.Store(w.rs.chg)
-}
 
 func (s *Store) commit(b *pebble.Batch) error {
 	if err := s.db.Apply(b, pebble.Sync); err != nil {
@@ -569,13 +60,41 @@ func checkPre(st *userState, coll string, pre api.Precondition) error {
 // commit, apply. A committing stage must persist the user meta (with the
 // stamp as last); a request that changes nothing still returns its stamp,
 // and persists it alone when it is above mono (nothing else covers it).
-func (s *Store) writeLocked(user string, check func(st *userState) (*userState, error), stage func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
+func (s *Store) writeLocked(user string, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
 	return s.writeLockedFrom(user, "", check, stage)
+}
+
+// checkFunc checks a write against the user's state under the exclusive
+// lock (quota, precondition) and returns the state to write with; nil
+// checks nothing.
+type checkFunc func(st *userState) (*userState, error)
+
+// stageFunc stages a write in b, stamped t, and returns the memory update
+// to run after the commit (nil, or an empty batch: nothing to commit).
+type stageFunc func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)
+
+// clientWrite runs one client write of user (whose names the caller
+// checked) with writeLocked and then, when wait is set, waits for another
+// replica to confirm it (awaitReplicas, after the user's lock is
+// released).
+func (s *Store) clientWrite(ctx context.Context, user string, wait bool, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
+	if err := s.enter(); err != nil {
+		return 0, nil, err
+	}
+	defer s.leave()
+	ts, st, err := s.writeLocked(user, check, stage)
+	if err != nil {
+		return 0, nil, err
+	}
+	if wait {
+		s.awaitReplicas(ctx, user, st)
+	}
+	return ts, st, nil
 }
 
 // writeLockedFrom is writeLocked for a change that came from peer from
 // ("" for a client's), which the change notice names.
-func (s *Store) writeLockedFrom(user, from string, check func(st *userState) (*userState, error), stage func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)) (api.Stamp, *userState, error) {
+func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
 	mu := s.lock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -583,8 +102,10 @@ func (s *Store) writeLockedFrom(user, from string, check func(st *userState) (*u
 	if err != nil {
 		return 0, nil, err
 	}
-	if st, err = check(st); err != nil {
-		return 0, nil, err
+	if check != nil {
+		if st, err = check(st); err != nil {
+			return 0, nil, err
+		}
 	}
 	t, err := s.tick(st)
 	if err != nil {
@@ -661,12 +182,8 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 	if err := checkNames(user, coll); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
 	var mod int64
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, true, func(st *userState) (*userState, error) {
 		st, err := s.checkQuotaLocked(user, st)
 		if err != nil {
 			return nil, err
@@ -678,15 +195,11 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 		if mod, err = w.put(&in, nil); err != nil {
 			return nil, err
 		}
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, Modified: api.Stamp(mod), QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -696,11 +209,7 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 	if err := checkNames(user, coll); err != nil {
 		return api.BatchResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.BatchResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, len(ws) > 0, func(st *userState) (*userState, error) {
 		if err := checkPre(st, coll, pre); err != nil {
 			return nil, err
 		}
@@ -732,16 +241,10 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 				return nil, err
 			}
 		}
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.BatchResult{}, err
-	}
-	if len(ws) > 0 {
-		s.awaitReplicas(ctx, user, st)
 	}
 	res := api.BatchResult{
 		Timestamp:      ts,
@@ -760,11 +263,7 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 	if err := checkNames(user, coll); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, true, func(st *userState) (*userState, error) {
 		return st, checkPre(st, coll, pre)
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		w := s.newWriter(b, sc, st, user, coll, t)
@@ -772,22 +271,15 @@ func (s *Store) DeleteItem(ctx context.Context, user, coll, id string, pre api.P
 		if err != nil || !ok {
 			return nil, err
 		}
-		if err := w.remove(id, &h); err != nil {
-			return nil, err
-		}
-		if err := w.tombstone(id); err != nil {
+		if err := w.deleteRecord(id, &h); err != nil {
 			return nil, err
 		}
 		w.cm.last = max(w.cm.last, int64(t.ts))
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -802,11 +294,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 	if err := checkNames(user, coll); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
+	ts, st, err := s.clientWrite(ctx, user, true, func(st *userState) (*userState, error) {
 		return st, checkPre(st, coll, pre)
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		cm, ok := st.colls[coll]
@@ -845,24 +333,17 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 				return nil, nil
 			}
 			for i := range victims {
-				if err := w.remove(victims[i].id, &victims[i].h); err != nil {
-					return nil, err
-				}
-				if err := w.tombstone(victims[i].id); err != nil {
+				if err := w.deleteRecord(victims[i].id, &victims[i].h); err != nil {
 					return nil, err
 				}
 			}
 			w.cm.last = max(w.cm.last, int64(t.ts))
 		}
-		if err := w.finish(); err != nil {
-			return nil, err
-		}
-		return func() { w.apply(st) }, nil
+		return w.done(st)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }
 
@@ -871,13 +352,7 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 	if err := checkNames(user); err != nil {
 		return api.WriteResult{}, err
 	}
-	if err := s.enter(); err != nil {
-		return api.WriteResult{}, err
-	}
-	defer s.leave()
-	ts, st, err := s.writeLocked(user, func(st *userState) (*userState, error) {
-		return st, nil
-	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+	ts, st, err := s.clientWrite(ctx, user, true, nil, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		if len(st.colls) == 0 {
 			return nil, nil
 		}
@@ -922,6 +397,5 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 	if err != nil {
 		return api.WriteResult{}, err
 	}
-	s.awaitReplicas(ctx, user, st)
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // TestPostBatchMatchesPuts checks that a POST large enough to prefetch
@@ -20,7 +21,7 @@ func TestPostBatchMatchesPuts(t *testing.T) {
 	b := openTest(t, t.TempDir(), clkB, 0)
 	var seed []api.WBO
 	for i, id := range []string{"k", "b", "j", "e", "a", "h", "c", "i", "d", "g", "f"} {
-		w := wbo(id, strings.Repeat(id, i+1))
+		w := testkit.WBO(id, strings.Repeat(id, i+1))
 		if i%2 == 0 {
 			w.Has |= api.FieldSortIndex
 			w.SortIndex = int64(i - 3)
@@ -42,18 +43,18 @@ func TestPostBatchMatchesPuts(t *testing.T) {
 	clkA.Add(3 * time.Second) // c, d and g expire
 	clkB.Add(3 * time.Second)
 	batch := []api.WBO{
-		wbo("z", "new z"),
+		testkit.WBO("z", "new z"),
 		{ID: "a", Has: api.FieldSortIndex | api.FieldPredecessorID, SortIndex: 7, PredecessorID: "q"},
-		wbo("b", "new b"),
+		testkit.WBO("b", "new b"),
 		{ID: "c", Has: api.FieldSortIndex, SortIndex: 2}, // expired: recreated payload-less
-		wbo("d", "new d"), // expired: rewritten
-		wbo("z", "z again"),
+		testkit.WBO("d", "new d"),                        // expired: rewritten
+		testkit.WBO("z", "z again"),
 		{ID: "b", Has: api.FieldSortIndex, SortIndex: -4},
 		{ID: "e", Has: api.FieldPayload | api.FieldTTL, Payload: "ttl e", TTL: 100},
 		{ID: "y", Has: api.FieldParentID, ParentID: "py"},
-		wbo("k", "new k"),
+		testkit.WBO("k", "new k"),
 		{ID: "h", Has: api.FieldTTL, TTL: 50},
-		wbo("a", "new a"),
+		testkit.WBO("a", "new a"),
 		{ID: "y", Has: api.FieldPayload, Payload: "y now"},
 	}
 	if len(batch) < prefetchMin {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 func TestPutSemantics(t *testing.T) {
@@ -44,7 +45,7 @@ func TestPutSemantics(t *testing.T) {
 	sameIDs(t, "index_above 6", mustGet(t, s, "u", "c", api.Query{HasIndexAbove: true, IndexAbove: 6}), "a")
 	sameIDs(t, "index_below 6", mustGet(t, s, "u", "c", api.Query{HasIndexBelow: true, IndexBelow: 6}))
 	// A payload write replaces only the given fields.
-	r3 := mustPut(t, s, "u", "c", wbo("a", "two"))
+	r3 := mustPut(t, s, "u", "c", testkit.WBO("a", "two"))
 	w, _, _ = s.GetItem(ctx, "u", "c", "a")
 	want.Payload, want.Modified = "two", r3.Timestamp
 	if w != want {
@@ -64,9 +65,9 @@ func TestPutSemantics(t *testing.T) {
 func TestPostDuplicatesAndOneTimestamp(t *testing.T) {
 	s := openTest(t, t.TempDir(), newFakeClock(), 0)
 	r := mustPost(t, s, "u", "c",
-		wbo("x", "first"),
+		testkit.WBO("x", "first"),
 		api.WBO{ID: "y", Has: api.FieldPayload | api.FieldSortIndex, Payload: "y", SortIndex: 3},
-		wbo("x", "second"),
+		testkit.WBO("x", "second"),
 		api.WBO{ID: "y", Has: api.FieldSortIndex, SortIndex: 4},
 		api.WBO{ID: "z", Has: api.FieldParentID, ParentID: "p"},
 	)
@@ -100,7 +101,7 @@ func TestTTL(t *testing.T) {
 	mustPost(t, s, "u", "c",
 		api.WBO{ID: "short", Has: api.FieldPayload | api.FieldTTL, Payload: "s", TTL: 2},
 		api.WBO{ID: "zero", Has: api.FieldPayload | api.FieldTTL, Payload: "z", TTL: 0},
-		wbo("forever", "f"),
+		testkit.WBO("forever", "f"),
 	)
 	sameIDs(t, "ttl 0 invisible at once", mustGet(t, s, "u", "c", api.Query{}), "short", "forever")
 	clk.Set(time.Unix(base+1, 99e7))
@@ -122,7 +123,7 @@ func TestTTL(t *testing.T) {
 		t.Fatalf("counts %v usage %v used %d", counts, usage, used)
 	}
 	// An expired record can be overwritten; it comes back without a ttl.
-	mustPut(t, s, "u", "c", wbo("short", "again"))
+	mustPut(t, s, "u", "c", testkit.WBO("short", "again"))
 	sameIDs(t, "overwritten", mustGet(t, s, "u", "c", api.Query{}), "forever", "short")
 	// A metadata-only update with ttl sets a new expiry, keeping modified.
 	mustPut(t, s, "u", "c", api.WBO{ID: "forever", Has: api.FieldTTL, TTL: 1})
@@ -143,7 +144,7 @@ func TestPurgeReclaims(t *testing.T) {
 		mustPost(t, s, u, "tabs",
 			api.WBO{ID: "a", Has: api.FieldPayload | api.FieldTTL | api.FieldSortIndex, Payload: "aaaa", TTL: 10, SortIndex: 1},
 			api.WBO{ID: "b", Has: api.FieldPayload | api.FieldTTL, Payload: "bb", TTL: 100},
-			wbo("c", "c"))
+			testkit.WBO("c", "c"))
 	}
 	if n, err := s.PurgeExpired(ctx); err != nil || n != 0 {
 		t.Fatalf("early purge: %d %v", n, err)
@@ -176,25 +177,25 @@ func TestPurgeReclaims(t *testing.T) {
 func TestQuota(t *testing.T) {
 	clk := newFakeClock()
 	s := openTest(t, t.TempDir(), clk, 10)
-	r := mustPut(t, s, "u", "c", wbo("a", "123456"))
+	r := mustPut(t, s, "u", "c", testkit.WBO("a", "123456"))
 	if r.QuotaRemaining != 4 {
 		t.Fatalf("remaining %d", r.QuotaRemaining)
 	}
-	br := mustPost(t, s, "u", "c", wbo("b", "12345"))
+	br := mustPost(t, s, "u", "c", testkit.WBO("b", "12345"))
 	if br.QuotaRemaining != -1 {
 		t.Fatalf("remaining %d", br.QuotaRemaining)
 	}
 	if err := s.CheckWrite(ctx, "u", "c", api.Precondition{Set: true, Since: 1}); !errors.Is(err, api.ErrOverQuota) {
 		t.Fatalf("CheckWrite over quota and modified: %v", err)
 	}
-	if _, err := s.PutItem(ctx, "u", "c", wbo("x", "1"), api.Precondition{}); !errors.Is(err, api.ErrOverQuota) {
+	if _, err := s.PutItem(ctx, "u", "c", testkit.WBO("x", "1"), api.Precondition{}); !errors.Is(err, api.ErrOverQuota) {
 		t.Fatalf("PutItem over quota: %v", err)
 	}
-	if _, err := s.PostItems(ctx, "u", "c", []api.WBO{wbo("x", "1")}, api.Precondition{}); !errors.Is(err, api.ErrOverQuota) {
+	if _, err := s.PostItems(ctx, "u", "c", []api.WBO{testkit.WBO("x", "1")}, api.Precondition{}); !errors.Is(err, api.ErrOverQuota) {
 		t.Fatalf("PostItems over quota: %v", err)
 	}
 	// POST checks the precondition first.
-	if _, err := s.PostItems(ctx, "u", "c", []api.WBO{wbo("x", "1")}, api.Precondition{Set: true, Since: 1}); !errors.Is(err, api.ErrPreconditionFailed) {
+	if _, err := s.PostItems(ctx, "u", "c", []api.WBO{testkit.WBO("x", "1")}, api.Precondition{Set: true, Since: 1}); !errors.Is(err, api.ErrPreconditionFailed) {
 		t.Fatalf("PostItems precondition first: %v", err)
 	}
 	used, limit, _, _ := s.Quota(ctx, "u")
@@ -227,7 +228,7 @@ func TestPreconditions(t *testing.T) {
 	if err := s.CheckWrite(ctx, "u", "c", pre(1)); err != nil {
 		t.Fatal(err)
 	}
-	r := mustPut(t, s, "u", "c", wbo("a", "x"))
+	r := mustPut(t, s, "u", "c", testkit.WBO("a", "x"))
 	tests := []struct {
 		name string
 		op   func() error
@@ -236,9 +237,12 @@ func TestPreconditions(t *testing.T) {
 		{"check equal ok", func() error { return s.CheckWrite(ctx, "u", "c", pre(r.Timestamp)) }, nil},
 		{"check older fails", func() error { return s.CheckWrite(ctx, "u", "c", pre(r.Timestamp-1)) }, api.ErrPreconditionFailed},
 		{"other collection ok", func() error { return s.CheckWrite(ctx, "u", "d", pre(1)) }, nil},
-		{"put fails", func() error { _, err := s.PutItem(ctx, "u", "c", wbo("b", "y"), pre(r.Timestamp-1)); return err }, api.ErrPreconditionFailed},
+		{"put fails", func() error {
+			_, err := s.PutItem(ctx, "u", "c", testkit.WBO("b", "y"), pre(r.Timestamp-1))
+			return err
+		}, api.ErrPreconditionFailed},
 		{"post fails", func() error {
-			_, err := s.PostItems(ctx, "u", "c", []api.WBO{wbo("b", "y")}, pre(r.Timestamp-1))
+			_, err := s.PostItems(ctx, "u", "c", []api.WBO{testkit.WBO("b", "y")}, pre(r.Timestamp-1))
 			return err
 		}, api.ErrPreconditionFailed},
 		{"delete item fails", func() error { _, err := s.DeleteItem(ctx, "u", "c", "a", pre(r.Timestamp-1)); return err }, api.ErrPreconditionFailed},
@@ -247,11 +251,11 @@ func TestPreconditions(t *testing.T) {
 			return err
 		}, api.ErrPreconditionFailed},
 		{"post equal ok", func() error {
-			_, err := s.PostItems(ctx, "u", "c", []api.WBO{wbo("b", "y")}, pre(r.Timestamp))
+			_, err := s.PostItems(ctx, "u", "c", []api.WBO{testkit.WBO("b", "y")}, pre(r.Timestamp))
 			return err
 		}, nil},
 		{"back to back fails", func() error {
-			_, err := s.PostItems(ctx, "u", "c", []api.WBO{wbo("c", "y")}, pre(r.Timestamp))
+			_, err := s.PostItems(ctx, "u", "c", []api.WBO{testkit.WBO("c", "y")}, pre(r.Timestamp))
 			return err
 		}, api.ErrPreconditionFailed},
 	}
@@ -268,14 +272,14 @@ func TestDeletes(t *testing.T) {
 	s := openTest(t, t.TempDir(), clk, 0)
 	var stamps []api.Stamp
 	for i, id := range []string{"0", "1", "2", "3", "4", "5"} {
-		w := wbo(id, "xx")
+		w := testkit.WBO(id, "xx")
 		w.Has |= api.FieldSortIndex
 		w.SortIndex = int64(i)
 		stamps = append(stamps, mustPost(t, s, "u", "c", w).Timestamp)
 		clk.Add(time.Second)
 	}
-	mustPost(t, s, "u", "d", wbo("k", "k"))
-	mustPost(t, s, "u", "e", wbo("k", "k"))
+	mustPost(t, s, "u", "d", testkit.WBO("k", "k"))
+	mustPost(t, s, "u", "e", testkit.WBO("k", "k"))
 
 	del := func(q api.Query) api.WriteResult {
 		t.Helper()
@@ -324,10 +328,10 @@ func TestDeletes(t *testing.T) {
 	}
 	sameIDs(t, "deleted collection", mustGet(t, s, "u", "c", api.Query{}))
 	// Writing again starts a fresh collection.
-	mustPut(t, s, "u", "c", wbo("new", "n"))
+	mustPut(t, s, "u", "c", testkit.WBO("new", "n"))
 	sameIDs(t, "recreated", mustGet(t, s, "u", "c", api.Query{Sort: api.SortIndex}), "new")
 	// DeleteStorage removes everything of this user only.
-	mustPut(t, s, "v", "c", wbo("keep", "n"))
+	mustPut(t, s, "v", "c", testkit.WBO("keep", "n"))
 	if _, err := s.DeleteStorage(ctx, "u"); err != nil {
 		t.Fatal(err)
 	}
@@ -348,14 +352,14 @@ func TestDeletes(t *testing.T) {
 	}
 	sameIDs(t, "other user", mustGet(t, s, "v", "c", api.Query{}), "keep")
 	// Insertion numbers are not reused after DeleteStorage.
-	mustPut(t, s, "u", "c", wbo("b", "1"))
-	mustPut(t, s, "u", "c", wbo("a", "1"))
+	mustPut(t, s, "u", "c", testkit.WBO("b", "1"))
+	mustPut(t, s, "u", "c", testkit.WBO("a", "1"))
 	sameIDs(t, "order after wipe", mustGet(t, s, "u", "c", api.Query{}), "b", "a")
 }
 
 func TestBadNames(t *testing.T) {
 	s := openTest(t, t.TempDir(), nil, 0)
-	if _, err := s.PutItem(ctx, "a\x00b", "c", wbo("x", "y"), api.Precondition{}); !errors.Is(err, ErrBadName) {
+	if _, err := s.PutItem(ctx, "a\x00b", "c", testkit.WBO("x", "y"), api.Precondition{}); !errors.Is(err, ErrBadName) {
 		t.Fatalf("NUL in user: %v", err)
 	}
 	if _, _, err := s.GetCollection(ctx, "u", "", &api.Query{}); !errors.Is(err, ErrBadName) {

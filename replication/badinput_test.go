@@ -10,8 +10,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/node"
 )
 
 // evil wraps an honest handler and corrupts its answers.
@@ -108,10 +109,10 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// e asks for, or claims, a user it does not share.
-	if _, err := b.store.PutItem(bg, "u", "c", wbo("secret", "s"), api.Precondition{}); err != nil {
+	if _, err := b.store.PutItem(bg, "u", "c", testkit.WBO("secret", "s"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
+	testkit.Eventually(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
 	for _, m := range []Message{&ChangesRequest{User: "u"}, &FetchRequest{User: "u", Docs: []FetchDoc{{Coll: "c", ID: "secret", Revs: nil}}}} {
 		if f, ok := m.(*FetchRequest); ok {
 			d, _ := a.store.GetDoc(bg, "u", "c", "secret")
@@ -130,7 +131,7 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("seqs of a user not shared: %+v, %v", m, err)
 	}
 	// e has its own (forged) data for u and announces it.
-	if _, err := e.store.PutItem(bg, "u", "c", wbo("forged", "f"), api.Precondition{}); err != nil {
+	if _, err := e.store.PutItem(bg, "u", "c", testkit.WBO("forged", "f"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	before := a.repl.Stats().NoticesRefused
@@ -145,7 +146,7 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// e serves v, a user it shares, with bad answers: nothing is stored.
-	if _, err := e.store.PutItem(bg, "v", "c", wbo("r1", "honest"), api.Precondition{}); err != nil {
+	if _, err := e.store.PutItem(bg, "v", "c", testkit.WBO("r1", "honest"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, mode := range []string{"tamper", "inline", "rows", "huge", "garbage", "extra"} {
@@ -191,13 +192,13 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// a still serves and pulls from honest peers.
-	if _, err := b.store.PutItem(bg, "u", "c", wbo("after", "ok"), api.Precondition{}); err != nil {
+	if _, err := b.store.PutItem(bg, "u", "c", testkit.WBO("after", "ok"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
-	if _, err := a.store.PutItem(bg, "u", "c", wbo("after2", "ok"), api.Precondition{}); err != nil {
+	testkit.Eventually(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("after2", "ok"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
+	testkit.Eventually(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
 	t.Logf("a: %+v", a.repl.Stats())
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // BenchmarkLag measures the time from PutItem's return on node A to the
@@ -57,7 +58,7 @@ func BenchmarkLag(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		<-tick.C
-		if _, err := a.PutItem(bg, "u", "c", wbo(strconv.Itoa(i), "payload"), api.Precondition{}); err != nil {
+		if _, err := a.PutItem(bg, "u", "c", testkit.WBO(strconv.Itoa(i), "payload"), api.Precondition{}); err != nil {
 			b.Fatal(err)
 		}
 		written[i] = time.Now()
@@ -91,7 +92,7 @@ func BenchmarkBackfill(b *testing.B) {
 		for k := 0; k < records; k += 1000 {
 			batch := make([]api.WBO, 1000)
 			for j := range batch {
-				batch[j] = wbo(fmt.Sprintf("r%06d", k+j), fmt.Sprintf(`{"ciphertext":"%064d","IV":"x","hmac":"y"}`, k+j))
+				batch[j] = testkit.WBO(fmt.Sprintf("r%06d", k+j), fmt.Sprintf(`{"ciphertext":"%064d","IV":"x","hmac":"y"}`, k+j))
 			}
 			if _, err := c.nodes[0].store.PostItems(bg, "u", "c", batch, api.Precondition{}); err != nil {
 				b.Fatal(err)
@@ -144,13 +145,13 @@ func BenchmarkCPU50(b *testing.B) {
 		start, cpu0 := time.Now(), cpuTime()
 		for i := 0; time.Since(start) < window; i++ {
 			<-tick.C
-			if _, err := c.nodes[0].store.PutItem(bg, "u", "c", wbo(strconv.Itoa(i%500), fmt.Sprintf("payload %d", i)), api.Precondition{}); err != nil {
+			if _, err := c.nodes[0].store.PutItem(bg, "u", "c", testkit.WBO(strconv.Itoa(i%500), fmt.Sprintf("payload %d", i)), api.Precondition{}); err != nil {
 				b.Fatal(err)
 			}
 		}
 		cores := float64(cpuTime()-cpu0) / float64(time.Since(start))
 		if replicate {
-			waitFor(b, 10*time.Second, func() string { return diff("u", c.nodes[0].store, c.nodes[1].store) })
+			testkit.Eventually(b, 10*time.Second, func() string { return diff("u", c.nodes[0].store, c.nodes[1].store) })
 		}
 		return cores
 	}

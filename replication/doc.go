@@ -14,4 +14,20 @@
 // (in-process, for tests). Messages use a compact, versioned binary
 // encoding (Encode, Decode) whose decoder bounds every count and length.
 // See DESIGN.md for the invariants and failure modes.
+//
+// # Layout
+//
+//   - replicator.go: the Store seam, errors, Stats, New, Start, Close and
+//     call (one request to a peer)
+//   - config.go: Config, DefaultConfig, Validate
+//   - pull.go: the per-peer pull loops, Sync, and a pull (changes,
+//     revs_diff, fetch, apply with the checkpoint)
+//   - serve.go: Handle and the answers to other nodes' requests
+//   - ack.go: WaitReplicated, the node.ReplicaWaiter that confirms a
+//     client's write on another replica
+//   - notice.go: Changed, the node.ChangeNotifier, and the notice senders
+//   - sweep.go: Sweep, the periodic comparison of sequence numbers
+//   - wire.go: the messages and their encoding
+//   - transport.go: Transport, Libp2pTransport, MemTransport
+//   - membership.go: Membership and StaticMembership
 package replication

@@ -5,27 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/api/p2p/p2ptest"
+	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/node"
 )
 
 var bg = context.Background()
-
-func testLogger() *slog.Logger {
-	if os.Getenv("HCE_REPL_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 func openStore(t testing.TB, nodeID string) *node.Store {
 	t.Helper()
@@ -83,16 +76,8 @@ func newCluster(t testing.TB, n int, o clusterOpts) *cluster {
 			tn.tr = c.net.Transport(id)
 		} else {
 			tn.allow = p2p.NewStaticAllowlist()
-			cfg := p2p.DefaultConfig()
-			cfg.Key = key
-			cfg.Gater = p2p.NewGater(tn.allow, nil)
-			h, err := p2p.NewHost(bg, cfg)
-			if err != nil {
-				t.Fatalf("node %d: NewHost: %v", i, err)
-			}
-			t.Cleanup(func() { h.Close() })
-			tn.host = h
-			tn.tr = NewLibp2pTransport(h, 0, nil)
+			tn.host = p2ptest.NewHost(t, p2p.Config{Key: key, Gater: p2p.NewGater(tn.allow, nil)})
+			tn.tr = NewLibp2pTransport(tn.host, 0, nil)
 		}
 		c.nodes = append(c.nodes, tn)
 	}
@@ -100,7 +85,7 @@ func newCluster(t testing.TB, n int, o clusterOpts) *cluster {
 		for _, a := range c.nodes {
 			for _, b := range c.nodes {
 				if a != b {
-					a.host.Peerstore().AddAddrs(b.id, b.host.Addrs(), peerstore.PermanentAddrTTL)
+					p2ptest.Know(a.host, b.host)
 					a.allow.Add(b.id)
 				}
 			}
@@ -111,7 +96,7 @@ func newCluster(t testing.TB, n int, o clusterOpts) *cluster {
 		cfg.Store = tn.store
 		cfg.Membership = tn.mem
 		cfg.Transport = tn.tr
-		cfg.Logger = testLogger().With("node", i)
+		cfg.Logger = testkit.Logger(t, slog.LevelWarn).With("node", i)
 		cfg.SweepInterval = o.sweepInterval
 		if cfg.SweepInterval == 0 {
 			cfg.SweepInterval = time.Hour
@@ -172,22 +157,6 @@ func (c *cluster) heal(a, b int) {
 	nb.allow.Add(na.id)
 }
 
-// waitFor polls cond until it returns "" or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		msg := cond()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", d, msg)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // docs returns every document of user on s (Changes from 0), by coll/id.
 func docs(s *node.Store, user string) (map[string]*node.Doc, error) {
 	rows, _, err := s.Changes(bg, user, 0, 0)
@@ -239,10 +208,6 @@ func diff(user string, ss ...*node.Store) string {
 	return ""
 }
 
-func wbo(id, payload string) api.WBO {
-	return api.WBO{ID: id, Has: api.FieldPayload, Payload: payload}
-}
-
 // ackLog records the revisions of acknowledged writes.
 type ackLog struct {
 	revs []ackRev
@@ -257,7 +222,7 @@ type ackRev struct {
 // put writes one record on s and remembers the leaf it made.
 func (a *ackLog) put(t testing.TB, s *node.Store, user, coll, id, payload string) {
 	t.Helper()
-	if _, err := s.PutItem(bg, user, coll, wbo(id, payload), api.Precondition{}); err != nil {
+	if _, err := s.PutItem(bg, user, coll, testkit.WBO(id, payload), api.Precondition{}); err != nil {
 		t.Fatalf("PutItem: %v", err)
 	}
 	a.note(t, s, user, coll, id, payload)

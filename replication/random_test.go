@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/node"
 )
 
@@ -62,7 +63,7 @@ func randomHistory(t *testing.T, seed uint64) {
 		case op < 35:
 			acks.put(t, s, u, coll, id, fmt.Sprintf("s%d n%d step%d", seed, i, step))
 		case op < 40:
-			ws := []api.WBO{wbo(id, fmt.Sprintf("b1 %d", step)), wbo(id+"x", fmt.Sprintf("b2 %d", step))}
+			ws := []api.WBO{testkit.WBO(id, fmt.Sprintf("b1 %d", step)), testkit.WBO(id+"x", fmt.Sprintf("b2 %d", step))}
 			if _, err := s.PostItems(bg, u, coll, ws, api.Precondition{}); err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/node"
 )
 
@@ -116,7 +117,7 @@ func testConvergence(t *testing.T, n int) {
 				if k%10 == 0 {
 					var batch []api.WBO
 					for j := range 20 {
-						batch = append(batch, wbo(fmt.Sprintf("batch%d-%d-%d", i, k, j), fmt.Sprintf("b n%d %d %d", i, k, j)))
+						batch = append(batch, testkit.WBO(fmt.Sprintf("batch%d-%d-%d", i, k, j), fmt.Sprintf("b n%d %d %d", i, k, j)))
 					}
 					if _, err := s.PostItems(bg, "bob", "tabs", batch, api.Precondition{}); err != nil {
 						t.Error(err)
@@ -137,7 +138,7 @@ func testConvergence(t *testing.T, n int) {
 	wg.Wait()
 	converge := func() {
 		t.Helper()
-		waitFor(t, 30*time.Second, func() string {
+		testkit.Eventually(t, 30*time.Second, func() string {
 			for _, u := range []string{"alice", "bob"} {
 				if d := diff(u, stores...); d != "" {
 					return d
@@ -181,7 +182,7 @@ func testConvergence(t *testing.T, n int) {
 	if _, err := stores[0].DeleteCollection(bg, "bob", "tabs", nil, api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stores[n-1].PutItem(bg, "bob", "keep", wbo("k", "kept"), api.Precondition{}); err != nil {
+	if _, err := stores[n-1].PutItem(bg, "bob", "keep", testkit.WBO("k", "kept"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	converge()
@@ -249,17 +250,17 @@ func TestBackfillNewReplica(t *testing.T) {
 	c.share("carol", 0, 1)
 	var batch []api.WBO
 	for i := range 300 {
-		batch = append(batch, wbo(fmt.Sprintf("r%03d", i), fmt.Sprintf("p%d", i)))
+		batch = append(batch, testkit.WBO(fmt.Sprintf("r%03d", i), fmt.Sprintf("p%d", i)))
 	}
 	if _, err := c.nodes[0].store.PostItems(bg, "carol", "c", batch, api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, func() string { return diff("carol", c.nodes[0].store, c.nodes[1].store) })
+	testkit.Eventually(t, 20*time.Second, func() string { return diff("carol", c.nodes[0].store, c.nodes[1].store) })
 	if n, _ := docs(c.nodes[2].store, "carol"); len(n) != 0 {
 		t.Fatalf("node 2 holds %d documents of a user it does not replicate", len(n))
 	}
 	c.share("carol", 0, 1, 2)
-	waitFor(t, 20*time.Second, func() string {
+	testkit.Eventually(t, 20*time.Second, func() string {
 		return diff("carol", c.nodes[0].store, c.nodes[1].store, c.nodes[2].store)
 	})
 	ws, _, err := c.nodes[2].store.GetCollection(bg, "carol", "c", nil)
@@ -267,7 +268,7 @@ func TestBackfillNewReplica(t *testing.T) {
 		t.Fatalf("new replica has %d records, %v", len(ws), err)
 	}
 	// Sync pulls at once from every peer.
-	if _, err := c.nodes[1].store.PutItem(bg, "carol", "c", wbo("late", "x"), api.Precondition{}); err != nil {
+	if _, err := c.nodes[1].store.PutItem(bg, "carol", "c", testkit.WBO("late", "x"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.nodes[2].repl.Sync(bg, "carol"); err != nil {
@@ -278,12 +279,13 @@ func TestBackfillNewReplica(t *testing.T) {
 	}
 }
 
-// TestCloseNoLeak starts and closes replicators with work in flight.
+// TestCloseIdempotent closes replicators with work in flight, twice each,
+// and checks that Sync fails after Close.
 func TestCloseIdempotent(t *testing.T) {
 	c := newCluster(t, 2, clusterOpts{mem: true})
 	c.share("u", 0, 1)
 	for i := range 50 {
-		if _, err := c.nodes[0].store.PutItem(bg, "u", "c", wbo(fmt.Sprint(i), "x"), api.Precondition{}); err != nil {
+		if _, err := c.nodes[0].store.PutItem(bg, "u", "c", testkit.WBO(fmt.Sprint(i), "x"), api.Precondition{}); err != nil {
 			t.Fatal(err)
 		}
 	}

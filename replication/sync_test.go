@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // TestWriteWaitsForAReplica: with the replicator as the store's replica
@@ -18,7 +19,7 @@ func TestWriteWaitsForAReplica(t *testing.T) {
 	a.store.SetReplicaWaiter(a.repl, 2*time.Second)
 	for i := range 20 {
 		id := string(rune('a' + i))
-		if _, err := a.store.PutItem(bg, "u", "c", wbo(id, "p"+id), api.Precondition{}); err != nil {
+		if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO(id, "p"+id), api.Precondition{}); err != nil {
 			t.Fatal(err)
 		}
 		got, _, err := b.store.GetItem(bg, "u", "c", id)
@@ -26,7 +27,7 @@ func TestWriteWaitsForAReplica(t *testing.T) {
 			t.Fatalf("record %s not on the replica when the write returned: %+v %v", id, got, err)
 		}
 	}
-	if _, err := a.store.PostItems(bg, "u", "c", []api.WBO{wbo("x", "1"), wbo("y", "2")}, api.Precondition{}); err != nil {
+	if _, err := a.store.PostItems(bg, "u", "c", []api.WBO{testkit.WBO("x", "1"), testkit.WBO("y", "2")}, api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.store.DeleteItem(bg, "u", "c", "x", api.Precondition{}); err != nil {
@@ -49,7 +50,7 @@ func TestWriteWaitsForAReplica(t *testing.T) {
 	a.store.SetReplicaWaiter(a.repl, 300*time.Millisecond)
 	c.partition(0, 1)
 	start := time.Now()
-	if _, err := a.store.PutItem(bg, "u", "c", wbo("alone", "p"), api.Precondition{}); err != nil {
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("alone", "p"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 250*time.Millisecond {
@@ -75,20 +76,20 @@ func TestStaleViewRetried(t *testing.T) {
 	c := newCluster(t, 2, clusterOpts{})
 	a, b := c.nodes[0], c.nodes[1]
 	a.mem.Set("u", a.id)
-	if _, err := a.store.PutItem(bg, "u", "c", wbo("r", "p"), api.Precondition{}); err != nil {
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("r", "p"), api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
 	// b learns it is a replica; a does not know yet.
 	b.mem.Set("u", a.id, b.id)
 	done := make(chan error, 1)
 	go func() { done <- b.repl.Sync(bg, "u") }()
-	waitFor(t, 5*time.Second, func() string {
+	testkit.Eventually(t, 5*time.Second, func() string {
 		if a.repl.Stats().RequestsRefused == 0 {
 			return "a has not refused b yet"
 		}
 		return ""
 	})
 	a.mem.Set("u", a.id, b.id)
-	waitFor(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
+	testkit.Eventually(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
 	<-done // the first attempt's answer (refused): Sync reports it
 }

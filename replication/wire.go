@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/bincode"
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/node/revtree"
@@ -224,13 +225,10 @@ func Decode(b []byte) (Message, error) {
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrBadMessage, b[1])
 	}
-	d := decoder{b: b[2:]}
+	d := decoder{bincode.NewDecoder(b[2:], ErrBadMessage)}
 	m.decode(&d)
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("%d trailing bytes", len(d.b))
-	}
-	if d.err != nil {
-		return nil, d.err
+	if err := d.End(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -246,7 +244,7 @@ const (
 )
 
 func (m *ChangesRequest) appendTo(b []byte) []byte {
-	b = appendStr(b, m.User)
+	b = bincode.AppendString(b, m.User)
 	b = binary.AppendUvarint(b, m.Since)
 	b = binary.AppendUvarint(b, uint64(m.Limit))
 	return binary.AppendUvarint(b, uint64(m.InlineBytes))
@@ -254,25 +252,25 @@ func (m *ChangesRequest) appendTo(b []byte) []byte {
 
 func (m *ChangesRequest) decode(d *decoder) {
 	m.User = d.user()
-	m.Since = d.uvarint()
-	m.Limit = uint32(d.count(MaxRows, 0))
-	m.InlineBytes = uint32(d.count(MaxResponseBytes, 0))
+	m.Since = d.Uvarint()
+	m.Limit = uint32(d.Count(MaxRows, 0))
+	m.InlineBytes = uint32(d.Count(MaxResponseBytes, 0))
 }
 
 func (m *ChangesResponse) appendTo(b []byte) []byte {
-	b = appendStr(b, m.Source)
+	b = bincode.AppendString(b, m.Source)
 	b = binary.AppendUvarint(b, uint64(len(m.Rows)))
 	for i := range m.Rows {
 		r := &m.Rows[i]
-		b = appendStr(appendStr(b, r.Coll), r.ID)
-		b = appendBool(b, r.Deleted)
+		b = bincode.AppendString(bincode.AppendString(b, r.Coll), r.ID)
+		b = bincode.AppendBool(b, r.Deleted)
 		b = binary.AppendUvarint(b, uint64(len(r.Leaves)))
 		for _, l := range r.Leaves {
 			b = appendRev(b, l)
 		}
 	}
 	b = binary.AppendUvarint(b, m.Last)
-	b = appendBool(b, m.More)
+	b = bincode.AppendBool(b, m.More)
 	b = binary.AppendUvarint(b, uint64(len(m.Revisions)))
 	for i := range m.Revisions {
 		b = appendRevision(b, &m.Revisions[i])
@@ -281,31 +279,31 @@ func (m *ChangesResponse) appendTo(b []byte) []byte {
 }
 
 func (m *ChangesResponse) decode(d *decoder) {
-	m.Source = d.str(MaxSourceLen)
-	n := d.count(MaxRows, minRow)
+	m.Source = d.String(MaxSourceLen)
+	n := d.Count(MaxRows, minRow)
 	if n > 0 {
 		m.Rows = make([]ChangeRow, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err() == nil; i++ {
 		r := &m.Rows[i]
 		r.Coll, r.ID = d.docID()
-		r.Deleted = d.bool()
-		k := d.count(MaxLeaves, minRev)
-		if d.err == nil && k == 0 {
-			d.fail("row without leaves")
+		r.Deleted = d.Bool()
+		k := d.Count(MaxLeaves, minRev)
+		if d.Err() == nil && k == 0 {
+			d.Fail("row without leaves")
 		}
 		r.Leaves = make([]revtree.Rev, 0, k)
-		for j := 0; j < k && d.err == nil; j++ {
+		for j := 0; j < k && d.Err() == nil; j++ {
 			r.Leaves = append(r.Leaves, d.rev())
 		}
 	}
-	m.Last = d.uvarint()
-	m.More = d.bool()
-	k := d.count(MaxFetchRevs, minRevision)
+	m.Last = d.Uvarint()
+	m.More = d.Bool()
+	k := d.Count(MaxFetchRevs, minRevision)
 	if k > 0 {
 		m.Revisions = make([]node.Revision, k)
 	}
-	for i := 0; i < k && d.err == nil; i++ {
+	for i := 0; i < k && d.Err() == nil; i++ {
 		d.revision(&m.Revisions[i])
 	}
 }
@@ -313,23 +311,23 @@ func (m *ChangesResponse) decode(d *decoder) {
 func (m *SeqsRequest) appendTo(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m.Users)))
 	for _, u := range m.Users {
-		b = appendStr(b, u)
+		b = bincode.AppendString(b, u)
 	}
 	return b
 }
 
 func (m *SeqsRequest) decode(d *decoder) {
-	n := d.count(MaxUsers, 2)
+	n := d.Count(MaxUsers, 2)
 	if n > 0 {
 		m.Users = make([]string, 0, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err() == nil; i++ {
 		m.Users = append(m.Users, d.user())
 	}
 }
 
 func (m *SeqsResponse) appendTo(b []byte) []byte {
-	b = appendStr(b, m.Source)
+	b = bincode.AppendString(b, m.Source)
 	b = binary.AppendUvarint(b, uint64(len(m.Seqs)))
 	for _, s := range m.Seqs {
 		b = binary.AppendUvarint(b, s)
@@ -338,22 +336,22 @@ func (m *SeqsResponse) appendTo(b []byte) []byte {
 }
 
 func (m *SeqsResponse) decode(d *decoder) {
-	m.Source = d.str(MaxSourceLen)
-	n := d.count(MaxUsers, 1)
+	m.Source = d.String(MaxSourceLen)
+	n := d.Count(MaxUsers, 1)
 	if n > 0 {
 		m.Seqs = make([]uint64, 0, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
-		m.Seqs = append(m.Seqs, d.uvarint())
+	for i := 0; i < n && d.Err() == nil; i++ {
+		m.Seqs = append(m.Seqs, d.Uvarint())
 	}
 }
 
 func (m *FetchRequest) appendTo(b []byte) []byte {
-	b = appendStr(b, m.User)
+	b = bincode.AppendString(b, m.User)
 	b = binary.AppendUvarint(b, uint64(len(m.Docs)))
 	for i := range m.Docs {
 		x := &m.Docs[i]
-		b = appendStr(appendStr(b, x.Coll), x.ID)
+		b = bincode.AppendString(bincode.AppendString(b, x.Coll), x.ID)
 		b = binary.AppendUvarint(b, uint64(len(x.Revs)))
 		for _, r := range x.Revs {
 			b = appendRev(b, r)
@@ -364,19 +362,19 @@ func (m *FetchRequest) appendTo(b []byte) []byte {
 
 func (m *FetchRequest) decode(d *decoder) {
 	m.User = d.user()
-	n := d.count(MaxFetchDocs, minFetchDoc)
+	n := d.Count(MaxFetchDocs, minFetchDoc)
 	if n > 0 {
 		m.Docs = make([]FetchDoc, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err() == nil; i++ {
 		x := &m.Docs[i]
 		x.Coll, x.ID = d.docID()
-		k := d.count(MaxLeaves, minRev)
-		if d.err == nil && k == 0 {
-			d.fail("fetch of a document without revisions")
+		k := d.Count(MaxLeaves, minRev)
+		if d.Err() == nil && k == 0 {
+			d.Fail("fetch of a document without revisions")
 		}
 		x.Revs = make([]revtree.Rev, 0, k)
-		for j := 0; j < k && d.err == nil; j++ {
+		for j := 0; j < k && d.Err() == nil; j++ {
 			x.Revs = append(x.Revs, d.rev())
 		}
 	}
@@ -392,12 +390,12 @@ func (m *FetchResponse) appendTo(b []byte) []byte {
 }
 
 func (m *FetchResponse) decode(d *decoder) {
-	m.Done = uint32(d.count(MaxFetchDocs, 0))
-	n := d.count(MaxFetchRevs, minRevision)
+	m.Done = uint32(d.Count(MaxFetchDocs, 0))
+	n := d.Count(MaxFetchRevs, minRevision)
 	if n > 0 {
 		m.Revisions = make([]node.Revision, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err() == nil; i++ {
 		d.revision(&m.Revisions[i])
 	}
 }
@@ -405,19 +403,19 @@ func (m *FetchResponse) decode(d *decoder) {
 func (m *Notice) appendTo(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m.Users)))
 	for _, u := range m.Users {
-		b = binary.AppendUvarint(appendStr(b, u.User), u.Seq)
+		b = binary.AppendUvarint(bincode.AppendString(b, u.User), u.Seq)
 	}
 	return b
 }
 
 func (m *Notice) decode(d *decoder) {
-	n := d.count(MaxUsers, minUserSeq)
+	n := d.Count(MaxUsers, minUserSeq)
 	if n > 0 {
 		m.Users = make([]UserSeq, 0, n)
 	}
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err() == nil; i++ {
 		u := d.user()
-		m.Users = append(m.Users, UserSeq{User: u, Seq: d.uvarint()})
+		m.Users = append(m.Users, UserSeq{User: u, Seq: d.Uvarint()})
 	}
 }
 
@@ -425,183 +423,63 @@ func (*NoticeAck) appendTo(b []byte) []byte { return b }
 func (*NoticeAck) decode(*decoder)          {}
 
 func (m *SyncRequest) appendTo(b []byte) []byte {
-	return binary.AppendUvarint(appendStr(b, m.User), m.Seq)
+	return binary.AppendUvarint(bincode.AppendString(b, m.User), m.Seq)
 }
 
 func (m *SyncRequest) decode(d *decoder) {
 	m.User = d.user()
-	m.Seq = d.uvarint()
+	m.Seq = d.Uvarint()
 }
 
 func (*SyncResponse) appendTo(b []byte) []byte { return b }
 func (*SyncResponse) decode(*decoder)          {}
 
-// Body field bits the wire accepts (node validates the rest).
-const bodyFields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
-
 func appendRevision(b []byte, r *node.Revision) []byte {
-	b = appendStr(appendStr(b, r.Coll), r.ID)
-	b = appendBool(b, r.Path.Deleted)
+	b = bincode.AppendString(bincode.AppendString(b, r.Coll), r.ID)
+	b = bincode.AppendBool(b, r.Path.Deleted)
 	b = binary.AppendUvarint(b, r.Path.Start)
 	b = binary.AppendUvarint(b, uint64(len(r.Path.IDs)))
 	for _, h := range r.Path.IDs {
 		b = append(b, h[:]...)
 	}
-	x := &r.Body
-	b = append(b, byte(x.Has))
-	b = appendStr(b, x.Payload)
-	b = binary.AppendVarint(b, x.SortIndex)
-	b = appendStr(b, x.ParentID)
-	b = appendStr(b, x.PredecessorID)
-	b = binary.AppendVarint(b, x.Expiry)
-	b = appendStr(b, x.Origin)
-	return binary.AppendVarint(b, x.OriginTime)
+	return node.AppendBody(b, &r.Body)
 }
 
 func (d *decoder) revision(r *node.Revision) {
 	r.Coll, r.ID = d.docID()
-	r.Path.Deleted = d.bool()
-	r.Path.Start = d.uvarint()
-	n := d.count(revtree.HardMaxPathLen, revtree.HashLen)
+	r.Path.Deleted = d.Bool()
+	r.Path.Start = d.Uvarint()
+	n := d.Count(revtree.HardMaxPathLen, revtree.HashLen)
 	switch {
-	case d.err != nil:
+	case d.Err() != nil:
 		return
 	case n == 0:
-		d.fail("empty revision path")
+		d.Fail("empty revision path")
 		return
 	case r.Path.Start < uint64(n) || r.Path.Start > revtree.MaxPos:
-		d.fail("path start %d with %d ids", r.Path.Start, n)
+		d.Fail("path start %d with %d ids", r.Path.Start, n)
 		return
 	}
 	r.Path.IDs = make([][revtree.HashLen]byte, n)
 	for i := range r.Path.IDs {
-		copy(r.Path.IDs[i][:], d.b[:revtree.HashLen])
-		d.b = d.b[revtree.HashLen:]
+		copy(r.Path.IDs[i][:], d.Take(revtree.HashLen))
 	}
-	x := &r.Body
-	if len(d.b) < 1 {
-		d.fail("truncated body")
-		return
-	}
-	x.Has = api.Field(d.b[0])
-	d.b = d.b[1:]
-	if x.Has&^bodyFields != 0 {
-		d.fail("unknown body field bits %#x", x.Has)
-		return
-	}
-	x.Payload = d.text(api.MaxPayloadBytes)
-	x.SortIndex = d.varint()
-	x.ParentID = d.text(api.MaxIDBytes)
-	x.PredecessorID = d.text(api.MaxIDBytes)
-	x.Expiry = d.varint()
-	x.Origin = d.text(node.MaxOriginLen)
-	x.OriginTime = d.varint()
-}
-
-func appendStr(b []byte, s string) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
-}
-
-func appendBool(b []byte, v bool) []byte {
-	if v {
-		return append(b, 1)
-	}
-	return append(b, 0)
+	node.DecodeBody(&d.Decoder, &r.Body)
 }
 
 func appendRev(b []byte, r revtree.Rev) []byte {
 	return append(binary.AppendUvarint(b, r.Pos), r.Hash[:]...)
 }
 
-// decoder reads the fields of a message; the first error sticks and every
+// decoder reads the fields of a message: bincode's strict primitives and
+// the protocol's names and revisions. The first error sticks and every
 // later read returns a zero value.
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) fail(format string, args ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", ErrBadMessage, fmt.Sprintf(format, args...))
-	}
-	d.b = nil
-}
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	x, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	if n > 1 && d.b[n-1] == 0 {
-		d.fail("non-minimal varint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return x
-}
-
-func (d *decoder) varint() int64 {
-	u := d.uvarint()
-	x := int64(u >> 1)
-	if u&1 != 0 {
-		x = ^x
-	}
-	return x
-}
-
-// count reads a count of at most max items of at least minSize bytes each.
-func (d *decoder) count(max, minSize int) int {
-	n := d.uvarint()
-	if d.err != nil {
-		return 0
-	}
-	if n > uint64(max) || n*uint64(minSize) > uint64(len(d.b)) {
-		d.fail("count %d out of bounds", n)
-		return 0
-	}
-	return int(n)
-}
-
-func (d *decoder) bool() bool {
-	if d.err != nil {
-		return false
-	}
-	if len(d.b) < 1 || d.b[0] > 1 {
-		d.fail("bad bool")
-		return false
-	}
-	v := d.b[0] == 1
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *decoder) str(max int) string {
-	n := d.count(max, 1)
-	if d.err != nil {
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
-}
-
-// text reads a string of at most max bytes of valid UTF-8.
-func (d *decoder) text(max int) string {
-	s := d.str(max)
-	if d.err == nil && !utf8.ValidString(s) {
-		d.fail("invalid UTF-8")
-	}
-	return s
-}
+type decoder struct{ bincode.Decoder }
 
 func (d *decoder) user() string {
-	u := d.text(MaxUserLen)
-	if d.err == nil && !validUser(u) {
-		d.fail("bad user name")
+	u := d.Text(MaxUserLen)
+	if d.Err() == nil && !validUser(u) {
+		d.Fail("bad user name")
 	}
 	return u
 }
@@ -620,11 +498,11 @@ func validUser(u string) bool {
 }
 
 func (d *decoder) docID() (coll, id string) {
-	coll = d.str(api.MaxCollectionName)
-	id = d.str(api.MaxIDBytes)
-	if d.err == nil {
+	coll = d.String(api.MaxCollectionName)
+	id = d.String(api.MaxIDBytes)
+	if d.Err() == nil {
 		if err := node.ValidateDocID(coll, id); err != nil {
-			d.fail("%v", err)
+			d.Fail("%v", err)
 		}
 	}
 	return coll, id
@@ -632,15 +510,14 @@ func (d *decoder) docID() (coll, id string) {
 
 func (d *decoder) rev() revtree.Rev {
 	var r revtree.Rev
-	r.Pos = d.uvarint()
-	if d.err != nil {
+	r.Pos = d.Uvarint()
+	if d.Err() != nil {
 		return r
 	}
-	if r.Pos == 0 || r.Pos > revtree.MaxPos || len(d.b) < revtree.HashLen {
-		d.fail("bad revision")
+	if r.Pos == 0 || r.Pos > revtree.MaxPos || d.Len() < revtree.HashLen {
+		d.Fail("bad revision")
 		return r
 	}
-	copy(r.Hash[:], d.b)
-	d.b = d.b[revtree.HashLen:]
+	copy(r.Hash[:], d.Take(revtree.HashLen))
 	return r
 }

@@ -1,11 +1,12 @@
 // Package testkit holds the helpers HCE's tests share: polling with a
-// deadline instead of sleeping (WaitFor), free loopback addresses
-// (FreeAddr), a clock tests move by hand (Clock), a logger that writes to
-// the test log (Logger), HTTP Basic credentials (BasicAuth) and
+// deadline instead of sleeping (WaitFor, Eventually), free loopback
+// addresses (FreeAddr), a clock tests move by hand (Clock), a logger that
+// writes to the test log (Logger), HTTP Basic credentials (BasicAuth), a
+// record with a payload (WBO) and
 // goroutine-leak checks (NoLeaks, VerifyTestMain).
 //
-// It lives under api because every package may import api; it imports
-// none of HCE's packages. Production code never imports it.
+// It lives under api because every package may import api; it imports no
+// HCE package but api itself. Production code never imports it.
 package testkit
 
 import (
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/hce-sync/hce/api"
 )
 
 // PollInterval is how often WaitFor and Eventually test their condition.
@@ -101,22 +104,38 @@ func (c *Clock) Set(t time.Time) {
 }
 
 // Logger returns a logger that writes lines at level and above to the
-// test's log (they show only when the test fails or with -v). With the
+// test's log (they show only when the test fails or with -v). Lines
+// logged once the test's cleanup has run (by a goroutine still stopping)
+// are dropped: testing panics on a log after the test's end. With the
 // environment variable HCE_TEST_LOG set, it logs at debug level to stderr
 // instead, for watching a test live.
 func Logger(t testing.TB, level slog.Level) *slog.Logger {
 	if os.Getenv("HCE_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t testing.TB }
+// testWriter sends log lines to t.Log until the test's cleanup.
+type testWriter struct {
+	t    testing.TB
+	mu   sync.RWMutex
+	done bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if !w.done {
+		w.t.Helper()
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -127,6 +146,12 @@ func BasicAuth(user, password string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }
 
+// WBO returns a record with id and payload (and no other field), the
+// record most tests write.
+func WBO(id, payload string) api.WBO {
+	return api.WBO{ID: id, Has: api.FieldPayload, Payload: payload}
+}
+
 // Discard is a logger that drops everything.
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
@@ -135,14 +160,6 @@ func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 var leakIgnores = []goleak.Option{
 	// Pebble's shared cache and background workers are per process.
 	goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/internal/cache.(*shard).releaseLoop"),
-	// go-libp2p's process-wide resource-manager and metrics helpers.
-	goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/host/resource-manager.(*resourceManager).background"),
-	goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-	goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
-	// The race detector's and net/http's idle helpers.
-	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-	goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-	goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
 }
 
 // NoLeaks notes the goroutines running now and returns a check that fails

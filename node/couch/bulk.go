@@ -80,11 +80,7 @@ type bulkGetError struct {
 // object (never pouchdb-server's {"missing"} form, which PouchDB's
 // replicator silently skips past).
 func (h *handler) bulkGet(w http.ResponseWriter, r *http.Request, db string) error {
-	revs, err := boolParam(r, "revs")
-	if err != nil {
-		return err
-	}
-	latest, err := boolParam(r, "latest")
+	revs, latest, err := revsLatest(r)
 	if err != nil {
 		return err
 	}

@@ -199,27 +199,12 @@ func decodeDoc(data []byte) (d inDoc, err error) {
 		// delete with the whole body); only the origin survives.
 		*b = node.Body{Origin: b.Origin, OriginTime: b.OriginTime}
 	}
-	if b.Origin != "" && !originMatches(r) {
+	if r.Verify() != nil {
 		// A client (PouchDB) edited a revision made by a node and kept
 		// its origin members: the new revision is the client's.
 		b.Origin, b.OriginTime = "", 0
 	}
 	return d, nil
-}
-
-// originMatches reports whether a revision with an origin hashes to its id
-// as node revisions do (or cannot be checked because its path does not
-// reach its parent).
-func originMatches(r *node.Revision) bool {
-	var parent revtree.Rev
-	switch {
-	case len(r.Path.IDs) >= 2:
-		parent = r.Path.Rev(1)
-	case r.Path.Start == 1:
-	default:
-		return true
-	}
-	return node.RevisionHash(r.Coll, r.ID, parent, r.Path.Deleted, &r.Body) == r.Path.IDs[0]
 }
 
 func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }

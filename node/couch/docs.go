@@ -40,6 +40,15 @@ func boolParam(r *http.Request, name string) (bool, error) {
 	return false, errorf(http.StatusBadRequest, "query_parse_error", "%s must be true or false", name)
 }
 
+// revsLatest reads the revs and latest parameters of a document fetch.
+func revsLatest(r *http.Request) (revs, latest bool, err error) {
+	if revs, err = boolParam(r, "revs"); err != nil {
+		return false, false, err
+	}
+	latest, err = boolParam(r, "latest")
+	return revs, latest, err
+}
+
 // loadDoc returns the document docID of db (nil, nil when it does not
 // exist or its id is not a record's).
 func (h *handler) loadDoc(ctx context.Context, db, docID string) (*node.Doc, error) {
@@ -56,11 +65,7 @@ func (h *handler) loadDoc(ctx context.Context, db, docID string) (*node.Doc, err
 
 func (h *handler) getDocument(w http.ResponseWriter, r *http.Request, db, docID string) error {
 	q := r.URL.Query()
-	revs, err := boolParam(r, "revs")
-	if err != nil {
-		return err
-	}
-	latest, err := boolParam(r, "latest")
+	revs, latest, err := revsLatest(r)
 	if err != nil {
 		return err
 	}

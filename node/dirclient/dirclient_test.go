@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/api/p2p/p2ptest"
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // fakeVoter is a directory voter stand-in serving the directory protocols
@@ -30,22 +31,8 @@ type fakeVoter struct {
 	beats map[peer.ID]int // last load per node
 }
 
-func newP2PHost(t *testing.T) host.Host {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := p2p.NewHost(context.Background(), p2p.Config{Key: k})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
 func newFakeVoter(t *testing.T, leader bool) *fakeVoter {
-	v := &fakeVoter{h: newP2PHost(t), keys: map[string][]byte{}, beats: map[peer.ID]int{}}
+	v := &fakeVoter{h: p2ptest.NewHost(t, p2p.Config{}), keys: map[string][]byte{}, beats: map[peer.ID]int{}}
 	v.leader.Store(leader)
 	p2p.Serve(v.h, dirproto.ProtoCheckPassword, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
 		return dirproto.CheckPasswordResponse{OK: r.User == "alice" && r.Password == "s3cret"}, nil
@@ -82,19 +69,8 @@ func (v *fakeVoter) beat(id peer.ID) (int, bool) {
 	return l, ok
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
-	h := newP2PHost(t)
+	h := p2ptest.NewHost(t, p2p.Config{})
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -115,7 +91,7 @@ func TestConfigValidate(t *testing.T) {
 func TestDirectoryClientCheckPassword(t *testing.T) {
 	v1, v2 := newFakeVoter(t, false), newFakeVoter(t, true)
 	c, err := New(Config{
-		Host: newP2PHost(t), Directory: []peer.AddrInfo{v1.info(), v2.info()}, CallTimeout: 2 * time.Second,
+		Host: p2ptest.NewHost(t, p2p.Config{}), Directory: []peer.AddrInfo{v1.info(), v2.info()}, CallTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +141,7 @@ func TestDirectoryClientRun(t *testing.T) {
 	k2[0] = 2
 	follower.setKeys(map[string][]byte{"k1": k1})
 	leader.setKeys(map[string][]byte{"k1": k1})
-	node := newP2PHost(t)
+	node := p2ptest.NewHost(t, p2p.Config{})
 	var load atomic.Int64
 	load.Store(42)
 	c, err := New(Config{
@@ -185,18 +161,18 @@ func TestDirectoryClientRun(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 
-	waitFor(t, "keys", func() bool { _, ok := c.Keys().PublicKey("k1"); return ok })
-	waitFor(t, "heartbeat at the leader", func() bool { l, ok := leader.beat(node.ID()); return ok && l == 42 })
+	testkit.WaitFor(t, 10*time.Second, "keys", func() bool { _, ok := c.Keys().PublicKey("k1"); return ok })
+	testkit.WaitFor(t, 10*time.Second, "heartbeat at the leader", func() bool { l, ok := leader.beat(node.ID()); return ok && l == 42 })
 	if _, ok := follower.beat(node.ID()); ok {
 		t.Fatal("follower recorded a heartbeat")
 	}
 	// Load changes reach the directory.
 	load.Store(7)
-	waitFor(t, "new load", func() bool { l, _ := leader.beat(node.ID()); return l == 7 })
+	testkit.WaitFor(t, 10*time.Second, "new load", func() bool { l, _ := leader.beat(node.ID()); return l == 7 })
 	// Rotation: k2 published, k1 retired.
 	follower.setKeys(map[string][]byte{"k2": k2})
 	leader.setKeys(map[string][]byte{"k2": k2})
-	waitFor(t, "rotation", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "rotation", func() bool {
 		_, old := c.Keys().PublicKey("k1")
 		k, ok := c.Keys().PublicKey("k2")
 		return !old && ok && k[0] == 2
@@ -204,7 +180,7 @@ func TestDirectoryClientRun(t *testing.T) {
 	// Leadership moves: heartbeats follow.
 	leader.leader.Store(false)
 	follower.leader.Store(true)
-	waitFor(t, "heartbeat at the new leader", func() bool { _, ok := follower.beat(node.ID()); return ok })
+	testkit.WaitFor(t, 10*time.Second, "heartbeat at the new leader", func() bool { _, ok := follower.beat(node.ID()); return ok })
 
 	cancel()
 	select {
@@ -233,8 +209,8 @@ func serveAssignment(v *fakeVoter, mu *sync.Mutex, set *[]dirproto.AssignedNode,
 
 func TestDirectoryClientReplicasCache(t *testing.T) {
 	v := newFakeVoter(t, true)
-	self := newP2PHost(t)
-	other := newP2PHost(t)
+	self := p2ptest.NewHost(t, p2p.Config{})
+	other := p2ptest.NewHost(t, p2p.Config{})
 	an := func(h host.Host) dirproto.AssignedNode {
 		return dirproto.AssignedNode{ID: h.ID().String(), PeerID: h.ID().String(), URL: "http://" + h.ID().String() + "/"}
 	}
@@ -305,7 +281,7 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := calls.Load()
-	waitFor(t, "a call after expiry", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a call after expiry", func() bool {
 		if _, err := short.Holds(ctx, "alice"); err != nil {
 			t.Fatal(err)
 		}
@@ -338,7 +314,7 @@ func TestDirectoryClientAssignedUsers(t *testing.T) {
 		out.More = len(out.Users) > 0 && out.Users[len(out.Users)-1].User != all[len(all)-1]
 		return out, nil
 	}), p2p.RPCConfig{})
-	c, err := New(Config{Host: newP2PHost(t), Directory: []peer.AddrInfo{v.info()}})
+	c, err := New(Config{Host: p2ptest.NewHost(t, p2p.Config{}), Directory: []peer.AddrInfo{v.info()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"github.com/hce-sync/hce/api/bincode"
 )
 
 // EncodingVersion is the first byte of Encode's output.
@@ -78,16 +80,16 @@ func (t *Tree) Encode() []byte {
 // unknown flag bits and trailing bytes all fail with ErrCorrupt. Decode
 // accepts exactly the outputs of Encode.
 func Decode(data []byte) (*Tree, error) {
-	d := decoder{data: data}
-	if v := d.byte(); d.err == nil && v != EncodingVersion {
+	d := bincode.NewDecoder(data, ErrCorrupt)
+	if v := d.Byte(); d.Err() == nil && v != EncodingVersion {
 		return nil, fmt.Errorf("%w: version %d", ErrCorrupt, v)
 	}
-	count := d.uvarint()
-	if d.err != nil {
-		return nil, d.err
+	count := d.Uvarint()
+	if d.Err() != nil {
+		return nil, d.Err()
 	}
-	if count > uint64(len(d.data)/minEncodedNode) {
-		return nil, fmt.Errorf("%w: %d revisions cannot fit in %d bytes", ErrCorrupt, count, len(d.data))
+	if count > uint64(d.Len()/minEncodedNode) {
+		return nil, fmt.Errorf("%w: %d revisions cannot fit in %d bytes", ErrCorrupt, count, d.Len())
 	}
 	t := &Tree{}
 	if count > 0 {
@@ -96,12 +98,12 @@ func Decode(data []byte) (*Tree, error) {
 	revs := make([]Rev, 0, count)
 	var prev Rev
 	for i := 0; i < int(count); i++ {
-		delta := d.uvarint()
+		delta := d.Uvarint()
 		var r Rev
-		copy(r.Hash[:], d.take(HashLen))
-		flags := d.byte()
-		if d.err != nil {
-			return nil, d.err
+		copy(r.Hash[:], d.Take(HashLen))
+		flags := d.Byte()
+		if d.Err() != nil {
+			return nil, d.Err()
 		}
 		if delta > MaxPos-prev.Pos {
 			return nil, fmt.Errorf("%w: position overflow", ErrCorrupt)
@@ -115,9 +117,9 @@ func Decode(data []byte) (*Tree, error) {
 		}
 		n := &node{deleted: flags&flagDeleted != 0}
 		if flags&flagParent != 0 {
-			off := d.uvarint()
-			if d.err != nil {
-				return nil, d.err
+			off := d.Uvarint()
+			if d.Err() != nil {
+				return nil, d.Err()
 			}
 			if off < 1 || off > uint64(i) {
 				return nil, fmt.Errorf("%w: parent offset %d at revision %d", ErrCorrupt, off, i)
@@ -130,9 +132,9 @@ func Decode(data []byte) (*Tree, error) {
 			t.nodes[pr].children++
 		}
 		if flags&flagValue != 0 {
-			n.value = d.uvarint()
-			if d.err != nil {
-				return nil, d.err
+			n.value = d.Uvarint()
+			if d.Err() != nil {
+				return nil, d.Err()
 			}
 			if n.value == 0 {
 				return nil, fmt.Errorf("%w: zero value flagged", ErrCorrupt)
@@ -142,8 +144,8 @@ func Decode(data []byte) (*Tree, error) {
 		revs = append(revs, r)
 		prev = r
 	}
-	if len(d.data) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.data))
+	if err := d.End(); err != nil {
+		return nil, err
 	}
 	for r, n := range t.nodes {
 		if n.children != 0 && (n.deleted || n.value != 0) {
@@ -151,57 +153,4 @@ func Decode(data []byte) (*Tree, error) {
 		}
 	}
 	return t, nil
-}
-
-// decoder reads from data, recording the first error; reads after an error
-// return zero values.
-type decoder struct {
-	data []byte
-	err  error
-}
-
-func (d *decoder) fail(what string) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", ErrCorrupt, what)
-	}
-	d.data = nil
-}
-
-func (d *decoder) byte() byte {
-	if d.err != nil || len(d.data) < 1 {
-		d.fail("truncated")
-		return 0
-	}
-	b := d.data[0]
-	d.data = d.data[1:]
-	return b
-}
-
-func (d *decoder) take(n int) []byte {
-	if d.err != nil || len(d.data) < n {
-		d.fail("truncated")
-		return make([]byte, n)
-	}
-	b := d.data[:n]
-	d.data = d.data[n:]
-	return b
-}
-
-func (d *decoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.data)
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	// Refuse non-minimal encodings (a trailing 0x00 continuation group) so
-	// that every tree has exactly one encoding.
-	if n > 1 && d.data[n-1] == 0 {
-		d.fail("non-minimal varint")
-		return 0
-	}
-	d.data = d.data[n:]
-	return v
 }

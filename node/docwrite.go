@@ -2,15 +2,12 @@ package node
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -30,20 +27,8 @@ func (s *Store) newRevSession(st *userState) *revSession {
 
 // bodyOf is the body of the revision a client write makes of record r.
 func (rs *revSession) bodyOf(r *record, ts int64) Body {
-	const fields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
-	x := Body{Has: r.has & fields, Expiry: r.exp, Origin: rs.origin, OriginTime: ts}
-	if x.Has&api.FieldPayload != 0 {
-		x.Payload = r.payload
-	}
-	if x.Has&api.FieldSortIndex != 0 {
-		x.SortIndex = r.si
-	}
-	if x.Has&api.FieldParentID != 0 {
-		x.ParentID = r.parent
-	}
-	if x.Has&api.FieldPredecessorID != 0 {
-		x.PredecessorID = r.pred
-	}
+	x := Body{Expiry: r.exp, Origin: rs.origin, OriginTime: ts}
+	x.setFields(r)
 	return x
 }
 
@@ -109,12 +94,37 @@ func (s *Store) embeddedDoc(v []byte) (*docState, error) {
 	if err != nil || len(rest) == 0 {
 		return nil, err
 	}
+	return s.decodeEmbedded(rest)
+}
+
+// decodeEmbedded decodes a document embedded after a record head.
+func (s *Store) decodeEmbedded(rest []byte) (*docState, error) {
 	ds, err := decodeDoc(rest, s.revCfg)
 	if err != nil {
 		return nil, err
 	}
 	ds.inR = true
 	return ds, nil
+}
+
+// keepEmbedded adds the document embedded after record id's head (rest,
+// what splitHead left; nothing when it is not embedded) to the request's
+// documents, unless id's is loaded already: the write's document load
+// (writer.doc) then does not read the key again.
+func (w *writer) keepEmbedded(id string, rest []byte) error {
+	if len(rest) == 0 {
+		return nil
+	}
+	k := docMapKey(w.coll, id)
+	if w.rs.docs[k] != nil {
+		return nil
+	}
+	ds, err := w.s.decodeEmbedded(rest)
+	if err != nil {
+		return err
+	}
+	w.rs.add(k, ds)
+	return nil
 }
 
 // prefetchDocs loads the documents of ids (sorted ascending, duplicates
@@ -222,16 +232,6 @@ func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, delete
 	ds.bodies[p.Leaf()] = *x
 	w.s.settle(ds)
 	return nil
-}
-
-// settle prunes and stems a changed document and marks it for saving.
-func (s *Store) settle(ds *docState) {
-	ds.prune()
-	if ds.tree != nil && ds.tree.Len() > s.revCfg.RevsLimit {
-		ds.tree.Stem(0)
-		ds.prune()
-	}
-	ds.dirty = true
 }
 
 // tombstone records the client's delete of id as a tombstone revision.
@@ -466,245 +466,6 @@ func (w *writer) saveHistory(ds *docState, id string) error {
 	return w.set(w.sc.k, l.ids[histWindow*revtree.HashLen:total*revtree.HashLen])
 }
 
-// install makes body x (a replicated winner) the Weave record id, stamped
-// with the request's time.
-func (w *writer) install(id string, x *Body) error {
-	oh, _, exists, err := w.lookup(id)
-	if err != nil {
-		return err
-	}
-	nr := record{id: id, has: x.Has, si: x.SortIndex, parent: x.ParentID, pred: x.PredecessorID, exp: x.Expiry}
-	if x.Has&api.FieldPayload != 0 {
-		nr.payload = x.Payload
-		nr.mod = w.ts
-	}
-	if exists {
-		nr.seq = oh.seq
-	} else {
-		nr.seq = w.nextSeq
-		w.nextSeq++
-		w.seqDirty = true
-	}
-	return w.store(&nr, &oh, exists)
-}
-
-// unview removes the Weave record id (its winner became a tombstone).
-func (w *writer) unview(id string) error {
-	oh, _, exists, err := w.lookup(id)
-	if err != nil || !exists {
-		return err
-	}
-	if err := w.remove(id, &oh); err != nil {
-		return err
-	}
-	w.cm.last = max(w.cm.last, w.ts)
-	return nil
-}
-
-// Checkpoint is how far this node has replicated one user from one peer:
-// everything up to Seq of the peer's changes feed, as long as the peer's
-// store is still the one with UUID Source.
-type Checkpoint struct {
-	Source string
-	Seq    uint64
-}
-
-const verCkpt = 1
-
-// ApplyRevisions stores revisions received from a peer or a CouchDB
-// replicator with CouchDB's new_edits=false semantics: each revision's path
-// is merged into its document's tree as given (a revision the tree already
-// has is a no-op), bodies are kept for leaves only, trees are stemmed to
-// Config.RevsLimit. errs[i] is nil when revs[i] was stored or already known,
-// or wraps ErrRevRejected with the reason it was refused; refused revisions
-// change nothing and do not stop the others. A document whose winner
-// changes gets a fresh modified (the time the change became visible here)
-// and is updated in the Weave view; other revisions stay invisible to Weave
-// clients. Everything accepted, and cp for peer when it is not nil, is
-// committed in one synced batch, so a checkpoint never runs ahead of the
-// data. err is for failures of the store itself (then nothing was stored).
-func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision, peer string, cp *Checkpoint) (errs []error, err error) {
-	if err := checkNames(user); err != nil {
-		return nil, err
-	}
-	if cp != nil && (peer == "" || len(peer) > MaxOriginLen) {
-		return nil, fmt.Errorf("node: checkpoint peer of %d bytes", len(peer))
-	}
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	errs = make([]error, len(revs))
-	order := make([]int, 0, len(revs))
-	for i := range revs {
-		r := &revs[i]
-		if err := ValidateDocID(r.Coll, r.ID); err != nil {
-			errs[i] = err
-			continue
-		}
-		if err := r.Body.validate(r.Path.Deleted); err != nil {
-			errs[i] = err
-			continue
-		}
-		if len(r.Path.IDs) == 0 {
-			errs[i] = fmt.Errorf("%w: empty revision path", ErrRevRejected)
-			continue
-		}
-		if err := r.verify(); err != nil {
-			errs[i] = err
-			continue
-		}
-		order = append(order, i)
-	}
-	slices.SortStableFunc(order, func(a, b int) int {
-		if c := strings.Compare(revs[a].Coll, revs[b].Coll); c != 0 {
-			return c
-		}
-		return strings.Compare(revs[a].ID, revs[b].ID)
-	})
-	if len(order) == 0 && cp == nil {
-		return errs, nil
-	}
-	_, _, err = s.writeLockedFrom(user, peer, func(st *userState) (*userState, error) { return st, nil },
-		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
-			var writers []*writer
-			var w *writer
-			flush := func() error {
-				if w == nil {
-					return nil
-				}
-				if err := w.applyWinners(); err != nil {
-					return err
-				}
-				if err := w.finish(); err != nil {
-					return err
-				}
-				writers = append(writers, w)
-				return nil
-			}
-			for j, i := range order {
-				r := &revs[i]
-				if w == nil || w.coll != r.Coll {
-					if err := flush(); err != nil {
-						return nil, err
-					}
-					if w == nil {
-						w = s.newWriter(b, sc, st, user, r.Coll, t)
-					} else {
-						w = w.next(st, r.Coll)
-					}
-					if err := w.prefetchGroup(revs, order[j:]); err != nil {
-						return nil, err
-					}
-				}
-				ds, err := w.doc(r.ID)
-				if err != nil {
-					return nil, err
-				}
-				if err := w.loadHistory(ds, r.ID); err != nil {
-					return nil, err
-				}
-				if done, changed := ds.applyLinear(r, s.revCfg); done {
-					if changed {
-						ds.dirty = true
-					}
-					continue
-				}
-				trial := ds.t().Clone()
-				changed, merr := trial.Merge(r.Path)
-				if merr != nil {
-					errs[i] = fmt.Errorf("%w: %s/%s: %w", ErrRevRejected, r.Coll, r.ID, merr)
-					continue
-				}
-				if !changed {
-					continue
-				}
-				ds.tree = trial
-				if leaf := r.Path.Leaf(); ds.isLeaf(leaf) {
-					ds.bodies[leaf] = r.Body
-				}
-				s.settle(ds)
-			}
-			if err := flush(); err != nil {
-				return nil, err
-			}
-			if cp != nil {
-				sc.k = ckptKey(sc.k[:0], user, peer)
-				sc.v = appendCheckpoint(sc.v[:0], cp)
-				if err := b.Set(sc.k, sc.v, nil); err != nil {
-					return nil, err
-				}
-			}
-			if len(writers) == 0 {
-				if b.Empty() {
-					return nil, nil
-				}
-				return func() {}, nil
-			}
-			return func() {
-				for _, w := range writers {
-					w.apply(st)
-				}
-			}, nil
-		})
-	if err != nil {
-		return nil, err
-	}
-	return errs, nil
-}
-
-// applyWinners updates the Weave view of w's collection's changed
-// documents whose winner changed in this request.
-func (w *writer) applyWinners() error {
-	prefix := w.coll + "\x00"
-	for _, k := range w.rs.order {
-		ds := w.rs.docs[k]
-		if !ds.dirty || ds.run.drop || !strings.HasPrefix(k, prefix) {
-			continue
-		}
-		win, ok := ds.winner()
-		if !ok || (ds.run.hadOrig && win.Rev == ds.run.orig.Rev) {
-			continue
-		}
-		id := k[len(prefix):]
-		if ds.inView && ds.run.hadOrig && ds.isLeaf(ds.run.orig.Rev) {
-			// The old winner stays a (losing) leaf: its fields move from
-			// the Weave record into the document before it is replaced.
-			if err := w.fillFromView(ds, id, ds.run.orig.Rev); err != nil {
-				return err
-			}
-		}
-		if win.Deleted {
-			if err := w.unview(id); err != nil {
-				return err
-			}
-			continue
-		}
-		x := ds.bodies[win.Rev]
-		if err := w.install(id, &x); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func appendCheckpoint(b []byte, cp *Checkpoint) []byte {
-	b = appendBytes(append(b, verCkpt), cp.Source)
-	return appendU64(b, cp.Seq)
-}
-
-func decodeCheckpoint(v []byte) (Checkpoint, error) {
-	if len(v) < 1 || v[0] != verCkpt {
-		return Checkpoint{}, errCorrupt
-	}
-	d := decoder{b: v[1:]}
-	src := string(d.bytes())
-	if d.err != nil || len(d.b) != 8 {
-		return Checkpoint{}, errCorrupt
-	}
-	return Checkpoint{Source: src, Seq: tailU64(d.b, 0)}, nil
-}
-
 // fillFromView completes the body of leaf r (the live winner when ds was
 // loaded) from the Weave record id.
 func (w *writer) fillFromView(ds *docState, id string, r revtree.Rev) error {
@@ -726,165 +487,4 @@ func (w *writer) fillFromView(ds *docState, id string, r revtree.Rev) error {
 	ds.bodies[r] = x
 	ds.inView = false
 	return nil
-}
-
-// fillBody copies the Weave fields of rec into x.
-func fillBody(x *Body, rec *record) {
-	const fields = api.FieldPayload | api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
-	x.Has = rec.has & fields
-	x.Payload, x.SortIndex, x.ParentID, x.PredecessorID = "", 0, "", ""
-	if x.Has&api.FieldPayload != 0 {
-		x.Payload = strings.Clone(rec.payload)
-	}
-	if x.Has&api.FieldSortIndex != 0 {
-		x.SortIndex = rec.si
-	}
-	if x.Has&api.FieldParentID != 0 {
-		x.ParentID = strings.Clone(rec.parent)
-	}
-	if x.Has&api.FieldPredecessorID != 0 {
-		x.PredecessorID = strings.Clone(rec.pred)
-	}
-}
-
-// prefetchGroup reads ahead, with one iterator each, the documents and
-// record heads of the revisions of w's collection at the start of order
-// (sorted by collection and id), when there are enough of them.
-func (w *writer) prefetchGroup(revs []Revision, order []int) error {
-	var ids []string
-	for _, i := range order {
-		if revs[i].Coll != w.coll {
-			break
-		}
-		if n := len(ids); n == 0 || ids[n-1] != revs[i].ID {
-			ids = append(ids, revs[i].ID)
-		}
-	}
-	if len(ids) < prefetchMin {
-		return nil
-	}
-	ws := make([]api.WBO, len(ids))
-	for i, id := range ids {
-		ws[i].ID = id
-	}
-	ks, err := w.prefetch(ws)
-	if err != nil {
-		return err
-	}
-	w.heads = make(map[string]known, len(ids))
-	for i, id := range ids {
-		w.heads[id] = ks[i]
-	}
-	return nil
-}
-
-// applyLinear merges r into a single-path document without building a
-// tree when r's path extends the leaf (the common replicated update) or
-// names a revision already on the path. done is false when the general
-// merge must decide (a branch, a mismatch to report, a new document).
-func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed bool) {
-	p := r.Path
-	const hl = revtree.HashLen
-	if ds.tree != nil || !validPath(p, cfg.MaxPathLen) {
-		return false, false // the general merge decides, and reports
-	}
-	l := ds.lin
-	if l == nil {
-		// A new document (a backfill): the path, stemmed, is the document.
-		n := min(len(p.IDs), cfg.RevsLimit)
-		ids := make([]byte, 0, n*hl)
-		for _, h := range p.IDs[:n] {
-			ids = append(ids, h[:]...)
-		}
-		ds.lin = newLin(p.Start, p.Deleted, ids)
-		clear(ds.bodies)
-		ds.bodies[p.Leaf()] = r.Body
-		return true, true
-	}
-	if p.Start <= l.start {
-		// An ancestor of the leaf, or the leaf itself: known when the
-		// path agrees with ours where they overlap.
-		i := int(l.start - p.Start)
-		if i >= l.n() || len(p.IDs) > l.n()-i || !overlapAgrees(p.IDs, l.ids[i*hl:]) {
-			return false, false // (older ancestors we lack: the merge adds them)
-		}
-		if i == 0 && p.Deleted != l.deleted {
-			return false, false // the general merge reports the mismatch
-		}
-		return true, false
-	}
-	// p's leaf is newer: our leaf must be on p, with p agreeing below it,
-	// and p's new hashes must not repeat one of ours (a single path never
-	// holds a hash twice; the tree handles such crafted input).
-	i := p.Start - l.start
-	if i >= uint64(len(p.IDs)) || !overlapAgrees(p.IDs[i:], l.ids) {
-		return false, false
-	}
-	for _, h := range p.IDs[:i] {
-		for k := 0; k < len(l.ids); k += hl {
-			if [revtree.HashLen]byte(l.ids[k:]) == h {
-				return false, false
-			}
-		}
-	}
-	// Below the leaf, keep the longer of the two histories (they agree
-	// where both have one), as the tree merge would, then stem.
-	tail := l.n()
-	if k := len(p.IDs) - int(i); k > tail {
-		tail = k
-	}
-	n := min(int(i)+tail, cfg.RevsLimit)
-	ids := make([]byte, 0, n*hl)
-	for _, h := range p.IDs[:min(n, int(i))] {
-		ids = append(ids, h[:]...)
-	}
-	for k := int(i); len(ids) < n*hl; k++ {
-		if j := k - int(i); j < l.n() {
-			ids = append(ids, l.ids[j*hl:(j+1)*hl]...)
-		} else {
-			ids = append(ids, p.IDs[k][:]...)
-		}
-	}
-	nl := newLin(p.Start, p.Deleted, ids)
-	if tail == l.n() && !l.oldDirty {
-		// Our history below the old leaf is kept as stored: the new
-		// revisions are recent, the history key stays as it is.
-		nl.nRecent = min(int(i)+l.nRecent, n)
-		nl.more, nl.oldDirty = n-nl.nRecent, false
-	}
-	ds.lin = nl
-	clear(ds.bodies)
-	ds.bodies[p.Leaf()] = r.Body
-	return true, true
-}
-
-// validPath applies revtree's checks of a path from a peer: ids present,
-// at most max of them, positions in range, no hash twice.
-func validPath(p revtree.Path, max int) bool {
-	n := len(p.IDs)
-	if n == 0 || n > max || p.Start > revtree.MaxPos || p.Start < uint64(n) {
-		return false
-	}
-	if n > 1 {
-		seen := make(map[[revtree.HashLen]byte]struct{}, n)
-		for _, id := range p.IDs {
-			if _, dup := seen[id]; dup {
-				return false
-			}
-			seen[id] = struct{}{}
-		}
-	}
-	return true
-}
-
-// overlapAgrees reports whether the hashes of a path (newest first) equal
-// the packed hashes b (newest first) over their common length.
-func overlapAgrees(ids [][revtree.HashLen]byte, b []byte) bool {
-	n := min(len(ids), len(b)/revtree.HashLen)
-	for k := range n {
-		if [revtree.HashLen]byte(b[k*revtree.HashLen:]) != ids[k] {
-			return false
-		}
-	}
-	return true
 }

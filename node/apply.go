@@ -1,0 +1,255 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/hce-sync/hce/api"
+)
+
+// ApplyRevisions stores revisions received from a peer or a CouchDB
+// replicator with CouchDB's new_edits=false semantics: each revision's path
+// is merged into its document's tree as given (a revision the tree already
+// has is a no-op), bodies are kept for leaves only, trees are stemmed to
+// Config.RevsLimit. errs[i] is nil when revs[i] was stored or already known,
+// or wraps ErrRevRejected with the reason it was refused; refused revisions
+// change nothing and do not stop the others. A document whose winner
+// changes gets a fresh modified (the time the change became visible here)
+// and is updated in the Weave view; other revisions stay invisible to Weave
+// clients. Everything accepted, and cp for peer when it is not nil, is
+// committed in one synced batch, so a checkpoint never runs ahead of the
+// data. err is for failures of the store itself (then nothing was stored).
+func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision, peer string, cp *Checkpoint) (errs []error, err error) {
+	if err := checkNames(user); err != nil {
+		return nil, err
+	}
+	if cp != nil && (peer == "" || len(peer) > MaxOriginLen) {
+		return nil, fmt.Errorf("node: checkpoint peer of %d bytes", len(peer))
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	errs = make([]error, len(revs))
+	order := make([]int, 0, len(revs))
+	for i := range revs {
+		r := &revs[i]
+		if err := ValidateDocID(r.Coll, r.ID); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := r.Body.validate(r.Path.Deleted); err != nil {
+			errs[i] = err
+			continue
+		}
+		if len(r.Path.IDs) == 0 {
+			errs[i] = fmt.Errorf("%w: empty revision path", ErrRevRejected)
+			continue
+		}
+		if err := r.Verify(); err != nil {
+			errs[i] = err
+			continue
+		}
+		order = append(order, i)
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		if c := strings.Compare(revs[a].Coll, revs[b].Coll); c != 0 {
+			return c
+		}
+		return strings.Compare(revs[a].ID, revs[b].ID)
+	})
+	if len(order) == 0 && cp == nil {
+		return errs, nil
+	}
+	_, _, err = s.writeLockedFrom(user, peer, nil,
+		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+			var writers []*writer
+			var w *writer
+			flush := func() error {
+				if w == nil {
+					return nil
+				}
+				if err := w.applyWinners(); err != nil {
+					return err
+				}
+				if err := w.finish(); err != nil {
+					return err
+				}
+				writers = append(writers, w)
+				return nil
+			}
+			for j, i := range order {
+				r := &revs[i]
+				if w == nil || w.coll != r.Coll {
+					if err := flush(); err != nil {
+						return nil, err
+					}
+					if w == nil {
+						w = s.newWriter(b, sc, st, user, r.Coll, t)
+					} else {
+						w = w.next(st, r.Coll)
+					}
+					if err := w.prefetchGroup(revs, order[j:]); err != nil {
+						return nil, err
+					}
+				}
+				ds, err := w.doc(r.ID)
+				if err != nil {
+					return nil, err
+				}
+				if err := w.loadHistory(ds, r.ID); err != nil {
+					return nil, err
+				}
+				if done, changed := ds.applyLinear(r, s.revCfg); done {
+					if changed {
+						ds.dirty = true
+					}
+					continue
+				}
+				trial := ds.t().Clone()
+				changed, merr := trial.Merge(r.Path)
+				if merr != nil {
+					errs[i] = fmt.Errorf("%w: %s/%s: %w", ErrRevRejected, r.Coll, r.ID, merr)
+					continue
+				}
+				if !changed {
+					continue
+				}
+				ds.tree = trial
+				if leaf := r.Path.Leaf(); ds.isLeaf(leaf) {
+					ds.bodies[leaf] = r.Body
+				}
+				s.settle(ds)
+			}
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			if cp != nil {
+				sc.k = ckptKey(sc.k[:0], user, peer)
+				sc.v = appendCheckpoint(sc.v[:0], cp)
+				if err := b.Set(sc.k, sc.v, nil); err != nil {
+					return nil, err
+				}
+			}
+			if len(writers) == 0 {
+				if b.Empty() {
+					return nil, nil
+				}
+				return func() {}, nil
+			}
+			return func() {
+				for _, w := range writers {
+					w.apply(st)
+				}
+			}, nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+// applyWinners updates the Weave view of w's collection's changed
+// documents whose winner changed in this request.
+func (w *writer) applyWinners() error {
+	prefix := w.coll + "\x00"
+	for _, k := range w.rs.order {
+		ds := w.rs.docs[k]
+		if !ds.dirty || ds.run.drop || !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		win, ok := ds.winner()
+		if !ok || (ds.run.hadOrig && win.Rev == ds.run.orig.Rev) {
+			continue
+		}
+		id := k[len(prefix):]
+		if ds.inView && ds.run.hadOrig && ds.isLeaf(ds.run.orig.Rev) {
+			// The old winner stays a (losing) leaf: its fields move from
+			// the Weave record into the document before it is replaced.
+			if err := w.fillFromView(ds, id, ds.run.orig.Rev); err != nil {
+				return err
+			}
+		}
+		if win.Deleted {
+			if err := w.unview(id); err != nil {
+				return err
+			}
+			continue
+		}
+		x := ds.bodies[win.Rev]
+		if err := w.install(id, &x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// install makes body x (a replicated winner) the Weave record id, stamped
+// with the request's time.
+func (w *writer) install(id string, x *Body) error {
+	oh, _, exists, err := w.lookup(id)
+	if err != nil {
+		return err
+	}
+	nr := record{id: id, has: x.Has, si: x.SortIndex, parent: x.ParentID, pred: x.PredecessorID, exp: x.Expiry}
+	if x.Has&api.FieldPayload != 0 {
+		nr.payload = x.Payload
+		nr.mod = w.ts
+	}
+	if exists {
+		nr.seq = oh.seq
+	} else {
+		nr.seq = w.nextSeq
+		w.nextSeq++
+		w.seqDirty = true
+	}
+	return w.store(&nr, &oh, exists)
+}
+
+// unview removes the Weave record id (its winner became a tombstone).
+func (w *writer) unview(id string) error {
+	oh, _, exists, err := w.lookup(id)
+	if err != nil || !exists {
+		return err
+	}
+	if err := w.remove(id, &oh); err != nil {
+		return err
+	}
+	w.cm.last = max(w.cm.last, w.ts)
+	return nil
+}
+
+// prefetchGroup reads ahead, with one iterator each, the documents and
+// record heads of the revisions of w's collection at the start of order
+// (sorted by collection and id), when there are enough of them.
+func (w *writer) prefetchGroup(revs []Revision, order []int) error {
+	var ids []string
+	for _, i := range order {
+		if revs[i].Coll != w.coll {
+			break
+		}
+		if n := len(ids); n == 0 || ids[n-1] != revs[i].ID {
+			ids = append(ids, revs[i].ID)
+		}
+	}
+	if len(ids) < prefetchMin {
+		return nil
+	}
+	ws := make([]api.WBO, len(ids))
+	for i, id := range ids {
+		ws[i].ID = id
+	}
+	ks, err := w.prefetch(ws)
+	if err != nil {
+		return err
+	}
+	w.heads = make(map[string]known, len(ids))
+	for i, id := range ids {
+		w.heads[id] = ks[i]
+	}
+	return nil
+}

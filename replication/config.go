@@ -1,0 +1,119 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultSweepInterval = time.Minute
+	DefaultChangesBatch  = 1000
+	DefaultFetchBatch    = 1000
+	DefaultSeqsBatch     = 500
+	DefaultIdleTimeout   = time.Minute
+	DefaultRetryMin      = 100 * time.Millisecond
+	DefaultRetryMax      = 30 * time.Second
+	DefaultCallTimeout   = 30 * time.Second
+)
+
+// Config configures a Replicator. A zero field means "use the default".
+type Config struct {
+	// Store is this node's store. Required.
+	Store Store
+	// Membership gives the users' replica sets. Required.
+	Membership Membership
+	// Transport reaches the other nodes. Required.
+	Transport Transport
+	// Logger receives pulls (debug), refused revisions and requests
+	// (warn) and failures (warn). Default: discard.
+	Logger *slog.Logger
+	// SweepInterval is how often every assigned user is compared with its
+	// peers' sequence numbers (the catch-up after lost notices, and the
+	// backfill of a new replica). Default 1 minute.
+	SweepInterval time.Duration
+	// ChangesBatch is the rows asked per changes request. Default 1000, at
+	// most MaxRows.
+	ChangesBatch int
+	// FetchBatch is the documents asked per fetch request. Default 1000, at
+	// most MaxFetchDocs.
+	FetchBatch int
+	// SeqsBatch is the users asked per sequence-number request of a sweep.
+	// Default 500, at most MaxUsers.
+	SeqsBatch int
+	// IdleTimeout is how long a peer's pull goroutine waits for work
+	// before it exits. Default 1 minute.
+	IdleTimeout time.Duration
+	// RetryMin and RetryMax bound the backoff before a failed pull is
+	// retried. Defaults 100 ms and 30 s.
+	RetryMin, RetryMax time.Duration
+	// CallTimeout bounds one request to a peer. Default 30 s.
+	CallTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with the defaults filled in; Store,
+// Membership and Transport must still be set.
+func DefaultConfig() Config {
+	return Config{
+		Logger:        slog.New(slog.DiscardHandler),
+		SweepInterval: DefaultSweepInterval,
+		ChangesBatch:  DefaultChangesBatch,
+		FetchBatch:    DefaultFetchBatch,
+		SeqsBatch:     DefaultSeqsBatch,
+		IdleTimeout:   DefaultIdleTimeout,
+		RetryMin:      DefaultRetryMin,
+		RetryMax:      DefaultRetryMax,
+		CallTimeout:   DefaultCallTimeout,
+	}
+}
+
+// Validate reports whether c is usable.
+func (c Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("replication: Config.Store is required")
+	case c.Membership == nil:
+		return errors.New("replication: Config.Membership is required")
+	case c.Transport == nil:
+		return errors.New("replication: Config.Transport is required")
+	case c.SweepInterval < 0 || c.IdleTimeout < 0 || c.RetryMin < 0 || c.RetryMax < 0 || c.CallTimeout < 0:
+		return errors.New("replication: Config durations must not be negative")
+	case c.ChangesBatch < 0 || c.ChangesBatch > MaxRows:
+		return fmt.Errorf("replication: Config.ChangesBatch %d not in [0, %d]", c.ChangesBatch, MaxRows)
+	case c.FetchBatch < 0 || c.FetchBatch > MaxFetchDocs:
+		return fmt.Errorf("replication: Config.FetchBatch %d not in [0, %d]", c.FetchBatch, MaxFetchDocs)
+	case c.SeqsBatch < 0 || c.SeqsBatch > MaxUsers:
+		return fmt.Errorf("replication: Config.SeqsBatch %d not in [0, %d]", c.SeqsBatch, MaxUsers)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	def(&c.SweepInterval, d.SweepInterval)
+	def(&c.IdleTimeout, d.IdleTimeout)
+	def(&c.RetryMin, d.RetryMin)
+	def(&c.RetryMax, d.RetryMax)
+	def(&c.CallTimeout, d.CallTimeout)
+	if c.ChangesBatch == 0 {
+		c.ChangesBatch = d.ChangesBatch
+	}
+	if c.FetchBatch == 0 {
+		c.FetchBatch = d.FetchBatch
+	}
+	if c.SeqsBatch == 0 {
+		c.SeqsBatch = d.SeqsBatch
+	}
+	c.RetryMax = max(c.RetryMax, c.RetryMin)
+	return c
+}

@@ -1,0 +1,407 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node"
+	"github.com/hce-sync/hce/node/revtree"
+)
+
+// Sync pulls user from every other node of its replica set now and waits
+// for those pulls; it returns their errors joined. It fails with
+// ErrNotShared when this node does not hold the user.
+func (r *Replicator) Sync(ctx context.Context, user string) error {
+	ps, err := r.mem.Replicas(ctx, user)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(ps, r.self) {
+		return fmt.Errorf("%w: %s is not a replica of %q", ErrNotShared, r.self, user)
+	}
+	var chans []chan error
+	for _, p := range ps {
+		if p == r.self {
+			continue
+		}
+		ch := make(chan error, 1)
+		if err := r.mark(p, user, ch); err != nil {
+			return err
+		}
+		chans = append(chans, ch)
+	}
+	var errs []error
+	for _, ch := range chans {
+		select {
+		case err := <-ch:
+			errs = append(errs, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// peerLoop is the pull work queued for one peer. Its fields are guarded
+// by Replicator.mu.
+type peerLoop struct {
+	id    peer.ID
+	dirty map[string][]chan error
+	wake  chan struct{}
+	// refusals counts, per user, the peer's consecutive "not shared"
+	// answers (owned by the loop's goroutine).
+	refusals map[string]int
+}
+
+// maxRefusals is how many times a pull the peer refused as not shared is
+// retried (with the loop's backoff: about 3 s in all at the defaults). The
+// two nodes' views of a replica set converge within the membership cache's
+// TTL (2 s by default) after the directory moves a user, so a new replica
+// refused by a peer with a stale view gets its backfill now, not at the
+// next sweep.
+const maxRefusals = 5
+
+// mark queues a pull of user from p (waking or starting p's goroutine);
+// waiter, when not nil, receives the pull's outcome.
+func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.closed:
+		return ErrClosed
+	case !r.started:
+		return ErrNotStarted
+	}
+	l := r.loops[p]
+	if l == nil {
+		l = &peerLoop{id: p, dirty: map[string][]chan error{}, wake: make(chan struct{}, 1)}
+		r.loops[p] = l
+		r.wg.Add(1)
+		go r.run(l)
+	}
+	ws := l.dirty[user]
+	if waiter != nil {
+		ws = append(ws, waiter)
+	}
+	l.dirty[user] = ws
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// run is the pull goroutine of one peer.
+func (r *Replicator) run(l *peerLoop) {
+	defer r.wg.Done()
+	ctx := r.ctx
+	var backoff time.Duration
+	for {
+		r.mu.Lock()
+		batch := l.dirty
+		if len(batch) > 0 {
+			l.dirty = map[string][]chan error{}
+		} else {
+			batch = nil // l.dirty stays shared with mark
+		}
+		r.mu.Unlock()
+		if batch == nil {
+			idle := time.NewTimer(r.cfg.IdleTimeout)
+			select {
+			case <-l.wake:
+				idle.Stop()
+				continue
+			case <-ctx.Done():
+				idle.Stop()
+				r.endLoop(l)
+				return
+			case <-idle.C:
+				r.mu.Lock()
+				if len(l.dirty) == 0 {
+					delete(r.loops, l.id)
+					r.mu.Unlock()
+					return
+				}
+				r.mu.Unlock()
+				continue
+			}
+		}
+		var failed []string
+		for user, ws := range batch {
+			var err error
+			if err = ctx.Err(); err == nil {
+				err = r.pull(ctx, l.id, user)
+			}
+			for _, w := range ws {
+				w <- err
+			}
+			if err == nil || ctx.Err() != nil {
+				delete(l.refusals, user)
+				continue
+			}
+			r.c.errors.Add(1)
+			r.log.Warn("replication: pull failed", "peer", l.id, "user", user, "err", err)
+			switch {
+			case errors.Is(err, ErrNotShared):
+				// This node's own view: the user is not (or no longer)
+				// shared with the peer; the next sweep looks again.
+			case p2p.IsCode(err, CodeForbidden):
+				if l.refusals == nil {
+					l.refusals = map[string]int{}
+				}
+				if l.refusals[user]++; l.refusals[user] <= maxRefusals {
+					failed = append(failed, user)
+				} else {
+					delete(l.refusals, user)
+				}
+			default:
+				failed = append(failed, user)
+			}
+		}
+		if len(failed) == 0 {
+			backoff = 0
+			continue
+		}
+		backoff = min(max(2*backoff, r.cfg.RetryMin), r.cfg.RetryMax)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			r.endLoop(l)
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		for _, u := range failed {
+			if _, ok := l.dirty[u]; !ok {
+				l.dirty[u] = nil
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// endLoop fails the waiters still queued on l when the replicator stops.
+func (r *Replicator) endLoop(l *peerLoop) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ws := range l.dirty {
+		for _, w := range ws {
+			w <- ErrClosed
+		}
+	}
+	l.dirty = nil
+	delete(r.loops, l.id)
+}
+
+// pull replicates user from p: changes since the checkpoint, revs_diff,
+// fetch of what is missing, apply with the checkpoint in the same batch,
+// until the feed is exhausted.
+func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
+	ok, err := r.shares(ctx, user, p)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q with %s", ErrNotShared, user, p)
+	}
+	ps := p.String()
+	cp, err := r.st.GetCheckpoint(ctx, user, ps)
+	if err != nil {
+		return err
+	}
+	since := cp.Seq
+	for {
+		resp, err := call[*ChangesResponse](ctx, r, p, &ChangesRequest{User: user, Since: since, Limit: uint32(r.cfg.ChangesBatch), InlineBytes: inlineBytes})
+		if err != nil {
+			return err
+		}
+		switch {
+		case resp.Source == "":
+			return fmt.Errorf("%w: %s sent no store uuid", ErrProtocol, p)
+		case resp.Source != cp.Source && since != 0:
+			// Another store than the checkpoint's: start over.
+			r.log.Info("replication: peer store changed, replicating from scratch", "peer", p, "user", user, "source", resp.Source)
+			cp, since = node.Checkpoint{}, 0
+			continue
+		case len(resp.Rows) > r.cfg.ChangesBatch:
+			return fmt.Errorf("%w: %s sent %d rows for a limit of %d", ErrProtocol, p, len(resp.Rows), r.cfg.ChangesBatch)
+		case resp.Last < since || (resp.More && resp.Last == since):
+			return fmt.Errorf("%w: %s answered last %d (more %v) after %d", ErrProtocol, p, resp.Last, resp.More, since)
+		}
+		next := node.Checkpoint{Source: resp.Source, Seq: resp.Last}
+		q := make([]node.DocRevs, len(resp.Rows))
+		for i, row := range resp.Rows {
+			q[i] = node.DocRevs{Coll: row.Coll, ID: row.ID, Revs: row.Leaves}
+		}
+		missing, err := r.st.RevsDiff(ctx, user, q)
+		if err != nil {
+			return err
+		}
+		if len(missing) == 0 {
+			if next != cp {
+				if err := r.st.SetCheckpoint(ctx, user, ps, next); err != nil {
+					return err
+				}
+			}
+		} else if revs, ok := r.inlined(p, user, missing, resp.Revisions); ok {
+			if err := r.applyBatch(ctx, p, user, revs, &next); err != nil {
+				return err
+			}
+		} else if err := r.fetchApply(ctx, p, user, missing, next); err != nil {
+			return err
+		}
+		cp, since = next, resp.Last
+		if !resp.More {
+			r.c.pulls.Add(1)
+			return nil
+		}
+	}
+}
+
+// fetchApply fetches the missing revisions from p in batches and applies
+// them; the last batch carries the checkpoint next.
+func (r *Replicator) fetchApply(ctx context.Context, p peer.ID, user string, missing []node.DocRevs, next node.Checkpoint) error {
+	for start := 0; start < len(missing); {
+		end := min(start+r.cfg.FetchBatch, len(missing))
+		req := &FetchRequest{User: user, Docs: make([]FetchDoc, 0, end-start)}
+		for _, m := range missing[start:end] {
+			revs := m.Revs
+			if len(revs) > MaxLeaves {
+				revs = revs[:MaxLeaves]
+			}
+			req.Docs = append(req.Docs, FetchDoc{Coll: m.Coll, ID: m.ID, Revs: revs})
+		}
+		resp, err := call[*FetchResponse](ctx, r, p, req)
+		if err != nil {
+			return err
+		}
+		if resp.Done == 0 || int(resp.Done) > len(req.Docs) {
+			return fmt.Errorf("%w: %s answered %d of %d documents", ErrProtocol, p, resp.Done, len(req.Docs))
+		}
+		revs := r.vet(p, user, req.Docs[:resp.Done], resp.Revisions)
+		start += int(resp.Done)
+		var cp *node.Checkpoint
+		if start == len(missing) {
+			cp = &next
+		}
+		if len(revs) == 0 && cp == nil {
+			continue
+		}
+		if err := r.applyBatch(ctx, p, user, revs, cp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyBatch applies revisions pulled from p, with the checkpoint cp when
+// it is not nil, and counts the refused ones.
+func (r *Replicator) applyBatch(ctx context.Context, p peer.ID, user string, revs []node.Revision, cp *node.Checkpoint) error {
+	errs, err := r.st.ApplyRevisions(ctx, user, revs, p.String(), cp)
+	if err != nil {
+		return err
+	}
+	var refused int
+	for i, e := range errs {
+		if e == nil {
+			continue
+		}
+		refused++
+		if refused <= 3 {
+			r.log.Warn("replication: revision refused", "peer", p, "user", user, "collection", revs[i].Coll, "id", revs[i].ID, "rev", revs[i].Rev().String(), "err", e)
+		}
+	}
+	r.c.pulled.Add(uint64(len(revs) - refused))
+	r.c.refused.Add(uint64(refused))
+	return nil
+}
+
+// inlineBytes is how much of a changes answer may be inlined revisions.
+const inlineBytes = 1 << 20
+
+// inlined returns the revisions of a changes answer that cover every
+// missing revision (each missing one is the leaf of, or on the path of, an
+// inlined revision of its document), vetted like a fetch answer; ok is
+// false when something is not covered (then the puller fetches).
+func (r *Replicator) inlined(p peer.ID, user string, missing []node.DocRevs, got []node.Revision) ([]node.Revision, bool) {
+	if len(got) == 0 {
+		return nil, false
+	}
+	// The answer carries every row's leaves; keep those of the missing
+	// revisions (the others are known here already, not an offence).
+	want := make(map[[2]string][]revtree.Rev, len(missing))
+	for _, m := range missing {
+		want[[2]string{m.Coll, m.ID}] = m.Revs
+	}
+	var revs []node.Revision
+	for _, x := range got {
+		if ws, ok := want[[2]string{x.Coll, x.ID}]; ok && pathHasAny(x.Path, ws) {
+			revs = append(revs, x)
+		}
+	}
+	byDoc := make(map[[2]string][]revtree.Path, len(revs))
+	for _, x := range revs {
+		k := [2]string{x.Coll, x.ID}
+		byDoc[k] = append(byDoc[k], x.Path)
+	}
+	for _, m := range missing {
+		for _, want := range m.Revs {
+			covered := false
+			for _, pth := range byDoc[[2]string{m.Coll, m.ID}] {
+				if pathHasAny(pth, []revtree.Rev{want}) {
+					covered = true
+					break
+				}
+			}
+			if !covered {
+				return nil, false
+			}
+		}
+	}
+	return revs, true
+}
+
+// vet keeps the revisions of a fetch answer that were asked for: each
+// must belong to a document of docs and carry one of the revisions asked
+// for that document in its path (the revision itself, or an ancestor of
+// a newer leaf). The others are counted as refused.
+func (r *Replicator) vet(p peer.ID, user string, docs []FetchDoc, got []node.Revision) []node.Revision {
+	asked := make(map[[2]string][]revtree.Rev, len(docs))
+	for _, d := range docs {
+		asked[[2]string{d.Coll, d.ID}] = d.Revs
+	}
+	out := got[:0:0]
+	refused := 0
+	for _, rev := range got {
+		want, ok := asked[[2]string{rev.Coll, rev.ID}]
+		if ok && pathHasAny(rev.Path, want) {
+			out = append(out, rev)
+			continue
+		}
+		refused++
+		if refused <= 3 {
+			r.log.Warn("replication: peer sent a revision not asked for", "peer", p, "user", user, "collection", rev.Coll, "id", rev.ID, "rev", rev.Rev().String())
+		}
+	}
+	r.c.refused.Add(uint64(refused))
+	return out
+}
+
+func pathHasAny(pth revtree.Path, revs []revtree.Rev) bool {
+	for _, w := range revs {
+		if w.Pos > pth.Start || pth.Start-w.Pos >= uint64(len(pth.IDs)) {
+			continue
+		}
+		if pth.IDs[pth.Start-w.Pos] == w.Hash {
+			return true
+		}
+	}
+	return false
+}
