@@ -119,6 +119,10 @@ func TestClusterCommandsRoundTrip(t *testing.T) {
 		FinishDrain{ID: "n"},
 		SetSettings{Settings: Settings{Replicas: 3, AutoApprove: true, DownAfterMS: 100}},
 		SetVoter{ID: "v1", HTTPURL: "http://v1", RaftAddr: "127.0.0.1:1"},
+		NodeReport{Node: "n", Unconfirmed: []ReportUnconfirmed{{User: "u", Confirmed: []string{"m"}}},
+			Filled: []ReportFilled{{User: "u", Epoch: 7, Source: "m"}}, HandedOff: []ReportHandedOff{{User: "u", Source: "x"}}},
+		StartTransfer{User: "u", From: "a", To: "b"},
+		FinishLeave{Items: []LeaveItem{{User: "u", Node: "a"}, {User: "v", Node: "b"}}},
 	}
 	for _, c := range cmds {
 		enc, err := EncodeCommand(c)
