@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hce-sync/hce/api/dirproto"
@@ -88,6 +89,10 @@ type liveness struct {
 
 	mu   sync.Mutex
 	last map[string]heartbeat
+
+	// refrained counts the ticks in which the leader suspected itself and
+	// marked nobody down.
+	refrained atomic.Uint64
 }
 
 func newLiveness(d *Directory) *liveness {
@@ -210,6 +215,7 @@ func (l *liveness) run(ctx context.Context) {
 			continue
 		}
 		if heard == 0 || heard < len(silent) {
+			l.refrained.Add(1)
 			if now.Sub(lastWarn) >= suspicionWarnEvery {
 				lastWarn = now
 				l.log.Warn("directory: hearing from too few storage nodes; marking none down (the silence may be this leader's)",
