@@ -68,11 +68,15 @@ func (d *Directory) CreateUser(ctx context.Context, user, password, email string
 
 // DeleteUser removes an account; api.ErrUserNotFound if there is none.
 // With Nodes.NotifyNodes, once the deletion is committed the nodes the
-// user was assigned to are told to delete the user's records; DeleteUser
+// user was assigned to (members and leaving nodes) are told to delete the
+// user's records; DeleteUser
 // waits up to a few seconds for them, and answers success anyway (a node
 // that cannot be reached is logged).
 func (d *Directory) DeleteUser(ctx context.Context, user string) error {
+	// The members and the leaving nodes hold the user's records.
 	set, _, _ := d.state.Assignment(user)
+	r, _, _ := d.state.Replicas(user)
+	set = append(set, r.Leaving...)
 	if err := d.write(ctx, state.DeleteUser{Name: user}); err != nil {
 		return err
 	}

@@ -285,15 +285,19 @@ func notSent(err error) bool {
 // forwardTo sends an encoded write to the leader t; the leader applies it
 // without forwarding further. A failure before the request was sent, or
 // an answer that t does not lead, marks t stale and returns an error
-// wrapping errRetryLeader.
+// wrapping errRetryLeader. A transport failure after the request may have
+// been sent (a reused connection the dead leader closed) marks t stale
+// too, but the write's outcome is unknown: ErrOutcomeUnknown.
 func (d *Directory) forwardTo(ctx context.Context, t leaderTarget, enc []byte) error {
 	resp, err := d.internalPost(ctx, t.url+pathForward, "application/octet-stream", enc, true)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		// The address failed either way: do not send there again until
+		// raft hears from it or elects another.
+		d.markStale(t, err)
 		if notSent(err) {
-			d.markStale(t, err)
 			return fmt.Errorf("%w: forward to %s: %w", errRetryLeader, t.id, err)
 		}
 		return fmt.Errorf("%w: forward to leader %s: %w", ErrOutcomeUnknown, t.id, err)

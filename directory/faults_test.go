@@ -206,6 +206,17 @@ func TestReportP2P(t *testing.T) {
 	if as, _ := ca.assignment(ctx, "alice"); !as.Nodes[1].Filling || as.Nodes[1].Epoch <= epoch {
 		t.Fatalf("after the second unconfirmed write: %+v", as)
 	}
+	// The peers list gives the voters' addresses too (nodes dial every
+	// voter, including ones that joined after they started).
+	var peers dirproto.PeersResponse
+	if err := ca.call(ctx, dirproto.ProtoPeers, nil, &peers); err != nil {
+		t.Fatal(err)
+	}
+	vid := d.P2PHost().ID().String()
+	if !slices.Contains(peers.Voters, vid) || len(peers.Addrs[vid]) == 0 || len(peers.Addrs[a.id]) == 0 {
+		t.Fatalf("peers: %+v", peers)
+	}
+
 	// A stranger may not report (the voter's gater refuses it at once).
 	stranger := newDirCaller(t, newTestP2PHost(t, nil), d.P2PHost())
 	if _, err := stranger.report(ctx, dirproto.ReportRequest{Filled: []dirproto.Filled{{User: "alice", Epoch: 1, Source: a.id}}}); err == nil {

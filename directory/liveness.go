@@ -54,7 +54,7 @@ func (d *Directory) Heartbeat(ctx context.Context, nodeID string, r dirproto.Hea
 	body, _ := json.Marshal(forwardedHeartbeat{Node: nodeID, Heartbeat: r})
 	resp, err := d.internalPost(ctx, t.url+pathHeartbeat, "application/json", body, true)
 	if err != nil {
-		if notSent(err) {
+		if ctx.Err() == nil {
 			d.markStale(t, err)
 		}
 		return fmt.Errorf("%w: passing the heartbeat on to %s: %w", ErrNotLeader, t.id, err)

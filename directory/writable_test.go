@@ -3,6 +3,7 @@ package directory
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -169,5 +170,66 @@ func TestRegistrationsAfterLeaderKills(t *testing.T) {
 		if !strings.Contains(logs.String(), "crash_id="+id+" err=") {
 			t.Errorf("crash id %s answered but not logged", id)
 		}
+	}
+}
+
+// countingTransport counts the requests sent to each host.
+type countingTransport struct {
+	mu    sync.Mutex
+	hosts map[string]int
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.hosts[r.URL.Host]++
+	c.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func (c *countingTransport) count(host string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hosts[host]
+}
+
+// TestForwardSkipsDeadLeader: a follower that still believes in a dead
+// leader tries its address once, then waits for the next leader and
+// forwards there: the write succeeds, and the dead address is not tried
+// again.
+func TestForwardSkipsDeadLeader(t *testing.T) {
+	transports := map[string]*countingTransport{}
+	var mu sync.Mutex
+	c := newTestCluster(t, 3, func(cfg *Config) {
+		ct := &countingTransport{hosts: map[string]int{}}
+		mu.Lock()
+		transports[cfg.ID] = ct
+		mu.Unlock()
+		cfg.Cluster.HTTPClient = &http.Client{Transport: ct, Timeout: 10 * time.Second}
+	})
+	l := c.leader()
+	var f *voter
+	for _, v := range c.voters {
+		if v != l {
+			f = v
+		}
+	}
+	ct := transports[f.id]
+	before := ct.count(l.httpAddr)
+	c.stop(l)
+	start := time.Now()
+	// A request already on a kept-alive connection the leader closed may
+	// end in ErrOutcomeUnknown: a client tries again.
+	for i := 0; ; i++ {
+		err := f.d.CreateUser(context.Background(), fmt.Sprintf("after-the-leader-%d", i), "password", "")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrOutcomeUnknown) || i > 0 {
+			t.Fatalf("write %d through a follower after the leader died: %v", i, err)
+		}
+	}
+	t.Logf("write succeeded %v after the leader died; %d requests to its address", time.Since(start).Round(time.Millisecond), ct.count(l.httpAddr)-before)
+	if n := ct.count(l.httpAddr) - before; n > 1 {
+		t.Fatalf("%d requests to the dead leader's address, want at most 1", n)
 	}
 }
