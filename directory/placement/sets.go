@@ -324,6 +324,20 @@ func HandOff(s Set, id, source string) (Set, bool) {
 	return out, true
 }
 
+// Index is a node list indexed by ID, for callers that check many sets
+// against one list (IDs that occur more than once are dropped, as every
+// function of this package does).
+type Index struct{ m map[string]Node }
+
+// NewIndex indexes nodes.
+func NewIndex(nodes []Node) Index { return Index{m: index(nodes)} }
+
+// ReadyToLeave is the package function ReadyToLeave over x's nodes.
+func (x Index) ReadyToLeave(s Set, id string) bool { return readyToLeave(s, id, x.m) }
+
+// CanTransfer is the package function CanTransfer over x's nodes.
+func (x Index) CanTransfer(s Set, t Transfer) bool { return canTransfer(s, t, x.m) }
+
 // ReadyToLeave reports whether member id, which is leaving the set (its
 // node Draining, or the member marked Leave), may be dropped now: some
 // other member is current and alive, and every other member that is Active

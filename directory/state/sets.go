@@ -225,7 +225,7 @@ func (f *FSM) Transfers() int {
 func (f *FSM) LeavesReady(limit int) []LeaveItem {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	nodes := f.placementNodes()
+	idx := placement.NewIndex(f.placementNodes())
 	var out []LeaveItem
 	var draining []string
 	for id, n := range f.cl.Nodes {
@@ -239,7 +239,7 @@ func (f *FSM) LeavesReady(limit int) []LeaveItem {
 			if len(out) >= limit {
 				return out
 			}
-			if placement.ReadyToLeave(*f.cl.Sets[u], id, nodes) {
+			if idx.ReadyToLeave(*f.cl.Sets[u], id) {
 				out = append(out, LeaveItem{User: u, Node: id})
 			}
 		}
@@ -254,7 +254,7 @@ func (f *FSM) LeavesReady(limit int) []LeaveItem {
 			if len(out) >= limit {
 				return out
 			}
-			if m.Leave && placement.ReadyToLeave(*f.cl.Sets[u], m.ID, nodes) {
+			if m.Leave && idx.ReadyToLeave(*f.cl.Sets[u], m.ID) {
 				out = append(out, LeaveItem{User: u, Node: m.ID})
 			}
 		}
@@ -265,7 +265,7 @@ func (f *FSM) LeavesReady(limit int) []LeaveItem {
 // PlanTransfers returns up to limit transfers worth starting now
 // (placement.Rebalance), at most one per source, destination and user,
 // each with a user of the source whose set allows it; it looks at up to
-// scan users of each source. It returns nothing while a node is down or
+// scan users of each source and 4*scan users in all. It returns nothing while a node is down or
 // draining. The leader proposes them as StartTransfer; the state machine
 // checks each again.
 func (f *FSM) PlanTransfers(limit, scan int) []StartTransfer {
@@ -275,9 +275,14 @@ func (f *FSM) PlanTransfers(limit, scan int) []StartTransfer {
 		return nil
 	}
 	nodes := f.transferNodes()
+	idx := placement.NewIndex(nodes)
 	used := make(map[string]bool) // sources, destinations and users
+	budget := 4 * scan            // users looked at in all
 	var out []StartTransfer
 	for _, t := range placement.Rebalance(nodes, f.policy()) {
+		if budget <= 0 {
+			break
+		}
 		if used[t.From] || used[t.To] {
 			continue
 		}
@@ -288,8 +293,9 @@ func (f *FSM) PlanTransfers(limit, scan int) []StartTransfer {
 		if us == nil {
 			continue
 		}
-		for _, u := range us.after("", scan) {
-			if !used["user:"+u] && placement.CanTransfer(*f.cl.Sets[u], t, nodes) {
+		for _, u := range us.after("", min(scan, budget)) {
+			budget--
+			if !used["user:"+u] && idx.CanTransfer(*f.cl.Sets[u], t) {
 				out = append(out, StartTransfer{User: u, From: t.From, To: t.To})
 				used[t.From], used[t.To], used["user:"+u] = true, true, true
 				break
