@@ -347,6 +347,13 @@ func TestNodeWeaveWaitsForCurrentPrimary(t *testing.T) {
 	if !view.Waiting || view.Primary.ID != a.id || !view.Primary.Down || len(view.Replicas) != 1 || !view.Replicas[0].Filling || view.Replicas[0].Epoch == 0 {
 		t.Fatalf("admin view: %+v", view)
 	}
+	var nodes NodesView
+	if code := adminDo(t, "GET", url+"/admin/v1/nodes", testAdminToken, &nodes); code != 200 {
+		t.Fatalf("admin nodes: %d", code)
+	}
+	if i := slices.IndexFunc(nodes.Nodes, func(n NodeStatus) bool { return n.ID == a.id }); i < 0 || nodes.Nodes[i].Waiting != 1 {
+		t.Fatalf("admin nodes while a is down: %+v", nodes)
+	}
 
 	// a is back: it serves again.
 	if err := d.Heartbeat(ctx, a.id, dirproto.HeartbeatRequest{Unconfirmed: 3, HandoffBacklog: 2}); err != nil {
@@ -355,7 +362,7 @@ func TestNodeWeaveWaitsForCurrentPrimary(t *testing.T) {
 	if code, body, _ := get("/user/1.0/"+user+"/node/weave", ""); code != 200 || body != a.url {
 		t.Fatalf("node/weave after the primary's return: %d %q", code, body)
 	}
-	var nodes NodesView
+	nodes = NodesView{}
 	if code := adminDo(t, "GET", url+"/admin/v1/nodes", testAdminToken, &nodes); code != 200 {
 		t.Fatalf("admin nodes: %d", code)
 	}

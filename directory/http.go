@@ -276,6 +276,10 @@ func (a *httpAPI) user(w http.ResponseWriter, r *http.Request) {
 // heartbeats; a follower only those it passed on.
 type NodeStatus struct {
 	NodeInfo
+	// Waiting, for a down node, is how many users wait for it: it holds
+	// their only current copy, so they stayed in place (node/weave
+	// answers 503 for them until it returns).
+	Waiting   int              `json:"waiting,omitempty"`
 	Heartbeat *HeartbeatStatus `json:"heartbeat,omitempty"`
 }
 
@@ -312,6 +316,9 @@ func (a *httpAPI) nodes(w http.ResponseWriter, _ *http.Request) {
 	out.Leader, _ = a.d.Leader()
 	for _, n := range a.d.Nodes() {
 		st := NodeStatus{NodeInfo: n}
+		if n.Down() {
+			st.Waiting = n.Load
+		}
 		if hb, ok := beats[n.ID]; ok {
 			st.Heartbeat = &HeartbeatStatus{
 				AgeMS: now.Sub(hb.at).Milliseconds(), Load: hb.req.Load, Unconfirmed: hb.req.Unconfirmed,
