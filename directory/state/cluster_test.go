@@ -92,7 +92,7 @@ func TestFSMNodeStateRules(t *testing.T) {
 	}
 }
 
-// checkUserIndex compares the FSM's derived per-node index with Assign.
+// checkUserIndex compares the FSM's derived per-node index with Sets.
 func checkUserIndex(t *testing.T, f *FSM) {
 	t.Helper()
 	f.mu.RLock()
