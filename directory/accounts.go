@@ -9,6 +9,31 @@ import (
 	"github.com/hce-sync/hce/directory/state"
 )
 
+// UserAPIRetryAfter is the Retry-After, in seconds, of the 503 answers of
+// a voter's Weave user API (UserAPIConfig). A voter's 503s are all
+// short-lived: a write during a leader election (a few seconds at most),
+// a user whose primary is down or still filling (until its backfill
+// report or the node's return), a reset mail the mail server refused.
+// Clients should come back within seconds, not after Mozilla's half hour
+// for an overloaded storage backend.
+const UserAPIRetryAfter = 5
+
+// UserAPIConfig returns the configuration of the voter's Weave user API
+// (api.NewUserHandler) over this directory: the accounts and the token
+// endpoint, the directory's logger (so every 503 is logged with its crash
+// id and error), UserAPIRetryAfter, and the reset code lifetime quoted on
+// the reset form. The caller may change other fields (captcha, admin
+// secret) before building the handler.
+func (d *Directory) UserAPIConfig() api.UserConfig {
+	c := api.DefaultUserConfig()
+	c.Accounts = d
+	c.Tokens = d
+	c.Logger = d.log.With("component", "user-api")
+	c.RetryAfter = UserAPIRetryAfter
+	c.ResetCodeTTL = d.cfg.Accounts.ResetCodeTTL
+	return c
+}
+
 // UserExists reports whether the account name is taken, from the local
 // state.
 func (d *Directory) UserExists(ctx context.Context, user string) (bool, error) {
@@ -43,11 +68,15 @@ func (d *Directory) CreateUser(ctx context.Context, user, password, email string
 
 // DeleteUser removes an account; api.ErrUserNotFound if there is none.
 // With Nodes.NotifyNodes, once the deletion is committed the nodes the
-// user was assigned to are told to delete the user's records; DeleteUser
+// user was assigned to (members and leaving nodes) are told to delete the
+// user's records; DeleteUser
 // waits up to a few seconds for them, and answers success anyway (a node
 // that cannot be reached is logged).
 func (d *Directory) DeleteUser(ctx context.Context, user string) error {
+	// The members and the leaving nodes hold the user's records.
 	set, _, _ := d.state.Assignment(user)
+	r, _, _ := d.state.Replicas(user)
+	set = append(set, r.Leaving...)
 	if err := d.write(ctx, state.DeleteUser{Name: user}); err != nil {
 		return err
 	}
@@ -89,20 +118,37 @@ func (d *Directory) CheckPassword(ctx context.Context, user, password string) er
 	return nil
 }
 
-// StorageNode returns the node URL assigned to the user ("" when none),
-// or api.ErrUserNotFound.
+// StorageNode returns the URL of the node serving the user: the primary
+// of its replica set when it is current and alive, the account's fallback
+// URL when the user has no set ("" when none), api.ErrUserNotFound for an
+// unknown user. When the primary is down or still filling (no member
+// holding every acknowledged write is alive) it returns an error wrapping
+// api.ErrUnavailable: clients are told to retry shortly (503), never sent
+// to a node that may lack their data.
 func (d *Directory) StorageNode(ctx context.Context, user string) (string, error) {
 	if d.closed.Load() {
 		return "", ErrClosed
 	}
-	set, fallback, ok := d.state.Assignment(user)
+	r, fallback, ok := d.state.Replicas(user)
 	if !ok {
 		return "", api.ErrUserNotFound
 	}
-	if len(set) > 0 {
-		return set[0].URL, nil
+	if len(r.Members) == 0 {
+		return fallback, nil
 	}
-	return fallback, nil
+	m, ok := r.Serving()
+	if !ok {
+		return "", fmt.Errorf("directory: primary %s of %q is %s: %w", r.Members[0].ID, user, servingState(r.Members[0]), api.ErrUnavailable)
+	}
+	return m.URL, nil
+}
+
+// servingState says why a member does not serve, for errors.
+func servingState(m MemberInfo) string {
+	if m.Filling {
+		return "filling"
+	}
+	return m.State
 }
 
 // SetEmail changes the user's e-mail address; api.ErrUserNotFound.

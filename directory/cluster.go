@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -41,6 +43,8 @@ type joinRequest struct {
 // voter's record is committed. ctx bounds the wait.
 func (d *Directory) startCluster(ctx context.Context) error {
 	d.spawn(d.beats.run)
+	d.spawn(d.placementLoop)
+	d.spawn(d.members.run)
 	if d.host != nil {
 		d.spawn(d.voterRecordLoop)
 	}
@@ -161,29 +165,159 @@ func (d *Directory) Leader() (id, httpURL string) {
 // IsLeader reports whether this voter is the raft leader.
 func (d *Directory) IsLeader() bool { return d.raft.State() == raft.Leader }
 
-// forward sends an encoded write to the leader once; the leader applies
-// it without forwarding further.
-func (d *Directory) forward(ctx context.Context, enc []byte) error {
+// leaderWait bounds how long a write on a cluster voter waits for a
+// leader it can reach (an election, a dead leader's address marked stale)
+// before it fails with ErrNotLeader.
+const leaderWait = 5 * time.Second
+
+// leaderPoll is how often a write waiting for a leader looks again.
+const leaderPoll = 20 * time.Millisecond
+
+// errRetryLeader marks a write that was certainly not applied and may be
+// sent again once another leader (or term) is known: the forward failed
+// before the request was sent, or the target answered that it does not
+// lead.
+var errRetryLeader = errors.New("directory: write not sent; retry with a new leader")
+
+// propose commits an encoded write: on the leader through the group
+// commit, on a follower by forwarding it to the leader (forwardTo). While
+// no usable leader is known (an election, or only a leader address marked
+// stale) a cluster voter waits, up to leaderWait in leaderPoll steps, and
+// then tries again, so a write during a leader change succeeds once the
+// new leader is elected instead of failing at once. Writes whose outcome
+// is unknown (sent, no answer; leadership lost with the entry in raft)
+// are never retried: ErrOutcomeUnknown.
+func (d *Directory) propose(ctx context.Context, enc []byte) error {
+	deadline := time.Now().Add(leaderWait)
+	var last error
+	for {
+		if d.closed.Load() || d.raft.State() == raft.Shutdown {
+			return ErrNotLeader
+		}
+		var err error
+		if d.IsLeader() {
+			err = d.writeLocal(ctx, enc)
+			if !errors.Is(err, ErrNotLeader) {
+				return err
+			}
+		} else if t, ok := d.leaderTarget(); ok {
+			err = d.forwardTo(ctx, t, enc)
+			if !errors.Is(err, errRetryLeader) {
+				return err
+			}
+		}
+		if err != nil {
+			last = err
+		}
+		if !d.cfg.clustered() {
+			return ErrNotLeader // a single voter has nobody to wait for
+		}
+		if time.Now().After(deadline) {
+			if last == nil {
+				last = errors.New("no leader known")
+			}
+			return fmt.Errorf("%w: no reachable leader within %v (last: %v)", ErrNotLeader, leaderWait, last)
+		}
+		t := time.NewTimer(leaderPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-d.ctx.Done():
+			t.Stop()
+			return ErrClosed
+		case <-t.C:
+		}
+	}
+}
+
+// leaderTarget is a leader a follower forwards to: its voter ID, HTTP
+// URL and the raft term in which this voter saw it lead.
+type leaderTarget struct {
+	id, url string
+	term    uint64
+}
+
+// staleLeader is the last leader address a forward could not reach
+// (marked by markStale).
+type staleLeader struct {
+	mu     sync.Mutex
+	target leaderTarget
+	at     time.Time
+}
+
+// leaderTarget returns the leader to forward to, if one is known, has an
+// HTTP URL, is not this voter, and is not the stale one: the same address
+// in the same term with no contact from the leader over raft since it was
+// marked (a leader that a partition hid is used again once raft hears from
+// it; a dead one only after a new election).
+func (d *Directory) leaderTarget() (leaderTarget, bool) {
 	id, url := d.Leader()
 	if id == "" || id == d.cfg.ID || url == "" || d.cfg.AdminToken == "" {
-		return ErrNotLeader
+		return leaderTarget{}, false
 	}
-	resp, err := d.internalPost(ctx, url+pathForward, "application/octet-stream", enc, true)
+	t := leaderTarget{id: id, url: url, term: d.raft.CurrentTerm()}
+	d.stale.mu.Lock()
+	defer d.stale.mu.Unlock()
+	if d.stale.target.url == t.url && d.stale.target.term == t.term && !d.raft.LastContact().After(d.stale.at) {
+		return leaderTarget{}, false
+	}
+	return t, true
+}
+
+// markStale records that t could not take a write that was not applied.
+func (d *Directory) markStale(t leaderTarget, err error) {
+	d.stale.mu.Lock()
+	d.stale.target, d.stale.at = t, time.Now()
+	d.stale.mu.Unlock()
+	d.log.Info("directory: leader address unusable until raft hears from it or elects another",
+		"leader", t.id, "url", t.url, "term", t.term, "err", err)
+}
+
+// notSent reports whether a failed HTTP request certainly never reached
+// the server: the connection could not be made (refused, unreachable,
+// name resolution).
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// forwardTo sends an encoded write to the leader t; the leader applies it
+// without forwarding further. A failure before the request was sent, or
+// an answer that t does not lead, marks t stale and returns an error
+// wrapping errRetryLeader. A transport failure after the request may have
+// been sent (a reused connection the dead leader closed) marks t stale
+// too, but the write's outcome is unknown: ErrOutcomeUnknown.
+func (d *Directory) forwardTo(ctx context.Context, t leaderTarget, enc []byte) error {
+	resp, err := d.internalPost(ctx, t.url+pathForward, "application/octet-stream", enc, true)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%w: forward to leader %s: %w", ErrOutcomeUnknown, id, err)
+		// The address failed either way: do not send there again until
+		// raft hears from it or elects another.
+		d.markStale(t, err)
+		if notSent(err) {
+			return fmt.Errorf("%w: forward to %s: %w", errRetryLeader, t.id, err)
+		}
+		return fmt.Errorf("%w: forward to leader %s: %w", ErrOutcomeUnknown, t.id, err)
 	}
 	index, err := decodeWireIndex(resp)
-	if err != nil {
-		return err
+	if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrClosed) {
+		// Not applied: a voter answers these before its group commit
+		// took the write (a closing one answers ErrClosed only for
+		// writes still queued).
+		d.markStale(t, err)
+		return fmt.Errorf("%w: %w", errRetryLeader, err)
 	}
 	// Read your writes: the client that wrote through this voter reads
 	// through it next (node/weave right after registering), and reads
 	// answer from the local state, so wait until the write is applied
-	// here too.
-	return d.waitApplied(ctx, index)
+	// here too (also when it was applied with an error result).
+	if werr := d.waitApplied(ctx, index); werr != nil {
+		return werr
+	}
+	return err
 }
 
 // waitApplied waits until this voter's state machine has applied the
@@ -230,6 +364,8 @@ var wireErrors = []struct {
 	{"bad_node_state", ErrBadNodeState},
 	{"bad_registration", ErrBadRegistration},
 	{"bad_signature", ErrBadSignature},
+	{"not_current_member", ErrNotCurrentMember},
+	{"no_transfer", ErrNoTransfer},
 }
 
 // wireResult is the JSON answer of the internal endpoints.
@@ -238,7 +374,8 @@ type wireResult struct {
 	Error   string `json:"error,omitempty"`
 	Message string `json:"message,omitempty"`
 	// Index is, for a forwarded write, the raft index the leader had
-	// applied when it answered (so the forwarding voter can wait for it).
+	// applied when it answered, also with an error (so the forwarding
+	// voter can wait for it).
 	Index uint64 `json:"index,omitempty"`
 }
 
@@ -257,7 +394,9 @@ func decodeWireResult(resp *http.Response) error {
 }
 
 // decodeWireIndex is decodeWireResult that also returns the raft index the
-// leader had applied when it answered a successful write (0 if not sent).
+// leader had applied when it answered a write (0 if not sent): for a
+// failed write that was applied (the state machine's error), the index
+// includes it.
 func decodeWireIndex(resp *http.Response) (uint64, error) {
 	defer resp.Body.Close()
 	var r wireResult
@@ -269,10 +408,10 @@ func decodeWireIndex(resp *http.Response) (uint64, error) {
 	}
 	for _, w := range wireErrors {
 		if w.code == r.Error {
-			return 0, fmt.Errorf("%w (from leader: %s)", w.err, r.Message)
+			return r.Index, fmt.Errorf("%w (from leader: %s)", w.err, r.Message)
 		}
 	}
-	return 0, fmt.Errorf("directory: leader: %s: %s", r.Error, r.Message)
+	return r.Index, fmt.Errorf("directory: leader: %s: %s", r.Error, r.Message)
 }
 
 // VoterStatus describes one raft voter in Status.

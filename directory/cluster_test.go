@@ -25,7 +25,9 @@ import (
 
 const testAdminToken = "test-admin-token"
 
-// lazyHandler serves d.HTTPHandler once set, 503 before.
+// lazyHandler serves the voter's handler once set. Before, it answers
+// 503 with the not_leader code a voter gives for a write it cannot take
+// (as a voter whose HTTP server is not up yet would be refused).
 type lazyHandler struct{ h atomic.Pointer[http.Handler] }
 
 func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -33,7 +35,7 @@ func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(*h).ServeHTTP(w, r)
 		return
 	}
-	http.Error(w, "starting", http.StatusServiceUnavailable)
+	writeJSON(w, http.StatusServiceUnavailable, wireResult{Error: "not_leader", Message: "starting"})
 }
 
 // voter is one directory voter of a test cluster, with its HTTP server.
@@ -93,7 +95,11 @@ func (c *testCluster) start(v *voter, bootstrap bool, join string) {
 		t.Fatalf("Open %s: %v", v.id, err)
 	}
 	v.d = d
-	h := d.HTTPHandler()
+	users, err := api.NewUserHandler(d.UserAPIConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := api.NewHandler(d.HTTPHandler(), users)
 	v.lazy.h.Store(&h)
 }
 
@@ -285,9 +291,9 @@ func TestClusterElectionForwardingAdmin(t *testing.T) {
 		})
 	}
 	var view struct {
-		User     string    `json:"user"`
-		Primary  nodeRef   `json:"primary"`
-		Replicas []nodeRef `json:"replicas"`
+		User     string       `json:"user"`
+		Primary  MemberView   `json:"primary"`
+		Replicas []MemberView `json:"replicas"`
 	}
 	if code := adminDo(t, "GET", followers[0].url()+"/admin/v1/users/alice", testAdminToken, &view); code != 200 {
 		t.Fatalf("user view: %d", code)

@@ -21,8 +21,8 @@ const maxBatchBytes = 1 << 20
 const committers = 2
 
 // write proposes one command through the group commit and waits for its
-// result, for ctx, or for Close. On a follower the command is forwarded
-// once to the leader (see forward).
+// result, for ctx, or for Close. On a follower the command is forwarded to
+// the leader (see propose).
 func (d *Directory) write(ctx context.Context, c state.Command) error {
 	if d.closed.Load() {
 		return ErrClosed
@@ -31,10 +31,7 @@ func (d *Directory) write(ctx context.Context, c state.Command) error {
 	if err != nil {
 		return err
 	}
-	if d.raft.State() != raft.Leader {
-		return d.forward(ctx, enc)
-	}
-	return d.writeLocal(ctx, enc)
+	return d.propose(ctx, enc)
 }
 
 // writeLocal proposes an encoded command on this voter (the leader), with

@@ -94,6 +94,10 @@ const (
 	// DefaultReplicas is the default replica set size R of the cluster
 	// settings (Settings.Replicas).
 	DefaultReplicas = state.DefaultReplicas
+	// DefaultPlacementTick is NodeConfig.PlacementTick's default.
+	DefaultPlacementTick = time.Second
+	// DefaultMaxTransfers is NodeConfig.MaxTransfers's default.
+	DefaultMaxTransfers = 4
 )
 
 // Config configures a Directory. A zero field means "use the default".
@@ -280,6 +284,14 @@ type NodeConfig struct {
 	// Placement tunes the allocation policy (zero fields: placement's
 	// defaults). Now is ignored: the state machine uses the raft index.
 	Placement placement.Policy
+	// PlacementTick is how often the leader's placement loop looks for
+	// members that may leave their sets (drains, transfers) besides after
+	// every change of sets, and starts rebalancing transfers. Default
+	// DefaultPlacementTick (1 s).
+	PlacementTick time.Duration
+	// MaxTransfers bounds the rebalancing transfers under way at once.
+	// Default DefaultMaxTransfers (4); negative turns rebalancing off.
+	MaxTransfers int
 }
 
 // DefaultConfig returns a Config with the defaults filled in, except Dir
@@ -303,7 +315,7 @@ func DefaultConfig() Config {
 			MaxBatch:       128,
 			SnapshotRetain: 2,
 		},
-		Nodes: NodeConfig{DownAfter: DefaultDownAfter},
+		Nodes: NodeConfig{DownAfter: DefaultDownAfter, PlacementTick: DefaultPlacementTick, MaxTransfers: DefaultMaxTransfers},
 	}
 }
 
@@ -361,6 +373,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Nodes.LivenessTick <= 0 {
 		c.Nodes.LivenessTick = c.Nodes.DownAfter / 5
+	}
+	if c.Nodes.PlacementTick <= 0 {
+		c.Nodes.PlacementTick = d.Nodes.PlacementTick
+	}
+	if c.Nodes.MaxTransfers == 0 {
+		c.Nodes.MaxTransfers = d.Nodes.MaxTransfers
 	}
 	return c
 }

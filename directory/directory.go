@@ -43,6 +43,12 @@ var (
 	// ErrUnknownCommand means a command of a type or version this build
 	// does not know.
 	ErrUnknownCommand = state.ErrUnknownCommand
+	// ErrNotCurrentMember means a node reported a write it acknowledged
+	// without every member's confirmation for a user whose set does not
+	// list it as a current member: it must not acknowledge the write.
+	ErrNotCurrentMember = state.ErrNotCurrentMember
+	// ErrNoTransfer means a rebalancing transfer no longer applies.
+	ErrNoTransfer = state.ErrNoTransfer
 )
 
 // NodeInfo describes a storage node as the directory records it (see
@@ -52,6 +58,13 @@ type NodeInfo = state.NodeInfo
 // Settings are the cluster-wide settings kept in the state machine (see
 // state.Settings).
 type Settings = state.Settings
+
+// Replicas is a user's replica set with the nodes' records (see
+// state.Replicas); MemberInfo one member of it.
+type (
+	Replicas   = state.Replicas
+	MemberInfo = state.MemberInfo
+)
 
 // Directory is one directory voter: the state machine (package state)
 // replicated through hashicorp/raft with raft-boltdb as log and stable
@@ -82,7 +95,12 @@ type Directory struct {
 	beats   *liveness  // heartbeats and the down-marking loop (liveness.go)
 	signer  *signer    // the token signing key and its loop (signer.go)
 	notes   *notifier  // account events to storage nodes (notify.go)
+	members *members   // replica-set changes to storage nodes (membership.go)
 	host    host.Host  // libp2p host, nil without Nodes.P2PListen (p2pvoter.go)
+	stale   staleLeader
+	// placed wakes the leader's placement loop (placement.go) after
+	// replica sets changed.
+	placed chan struct{}
 
 	// The lifecycle: ctx is the root of every background goroutine;
 	// spawn starts them (counted in wg) until Close cancels ctx.
@@ -119,9 +137,14 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	d := &Directory{
 		cfg:    cfg,
 		log:    cfg.Logger,
-		state:  state.New(cfg.Logger, cfg.Nodes.Placement, cfg.Accounts.CredentialsChanged),
 		hasher: h,
+		placed: make(chan struct{}, 1),
 	}
+	d.members = newMembers(d)
+	d.state = state.New(cfg.Logger, cfg.Nodes.Placement, state.Hooks{
+		Revoked:     cfg.Accounts.CredentialsChanged,
+		SetsChanged: d.setsChanged,
+	})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.notes = &notifier{spawn: d.spawn, log: d.log}
 	if err := d.startRaft(); err != nil {

@@ -1,8 +1,10 @@
 // Package directory is HCE's account directory: who the users are
 // (name, argon2id password hash, e-mail, pending reset code), which
 // storage nodes exist (identity key, operator, URLs, capacity, state),
-// which nodes hold each user, and which keys sign the users' bearer
-// tokens, replicated with hashicorp/raft.
+// which nodes hold each user (replica sets whose members are current or
+// filling, and the nodes that left a set and still owe it a handoff), and
+// which keys sign the users' bearer tokens, replicated with
+// hashicorp/raft.
 //
 // The replicated state itself is package directory/state: a deterministic
 // raft FSM with typed, versioned commands and its snapshot format, which
@@ -20,25 +22,39 @@
 //   - commit.go: the write path. Commands are proposed through a group
 //     commit that packs whatever is queued into one Batch entry, so one
 //     fsync serves many writes; a follower forwards them to the leader.
-//   - cluster.go: joining a cluster, forwarding, leader and Status.
+//   - cluster.go: joining a cluster, forwarding (a write waits up to 5 s
+//     for a leader it can reach; a dead leader's address is not tried
+//     twice), leader and Status.
 //   - accounts.go, password.go, mailer.go: the api.Accounts methods,
 //     argon2id hashing before proposing, and reset-code mail (SMTPMailer,
 //     or LogMailer for development).
 //   - nodes.go, register.go, liveness.go: signed node registration,
-//     admin actions (approve, drain, retire), and the leader's heartbeat
-//     watch that marks silent nodes down.
+//     admin actions (approve, drain, retire), heartbeats (taken by any
+//     voter, passed on to the leader) and the leader's watch that marks
+//     silent nodes down, unless it hears from too few nodes to trust its
+//     own view.
+//   - report.go, membership.go, placement.go: the nodes' replication
+//     reports (unconfirmed writes, backfills, handoffs) committed
+//     through raft, the membership events that tell nodes their users'
+//     sets changed, and the leader's loop that ends drains and
+//     rebalancing transfers per user and starts bounded transfers.
 //   - keys.go, signer.go: each voter's token signing key, published in
 //     the state, and IssueToken (api.TokenIssuer).
-//   - p2p.go, p2pvoter.go, notify.go: the voter's libp2p host, the
-//     directory protocols it serves to storage nodes (api/dirproto), and
-//     account-event notifications to them.
-//   - http.go: the internal (join, forward, register) and admin routes.
+//   - p2p.go, p2pvoter.go, p2pport.go, notify.go: the voter's libp2p host
+//     (its listen port kept across restarts), the directory protocols it
+//     serves to storage nodes (api/dirproto), and account-event
+//     notifications to them.
+//   - http.go: the internal (join, forward, heartbeat, register) and
+//     admin routes; accounts.go also gives the voters' Weave user API its
+//     configuration (UserAPIConfig).
 //
 // Open runs either one self-bootstrapped voter (what `hce serve` uses) or
 // a voter of a 3- or 5-voter cluster that bootstraps it or joins through
 // any voter's HTTP endpoint. Reads answer from the local state; writes
-// return once committed and applied. Allocation of replica sets is
-// decided inside the state machine with directory/placement.
+// return once committed and applied. Replica sets are decided inside the
+// state machine with directory/placement: a user's primary is always a
+// member holding every acknowledged write, and while none is alive
+// node/weave answers 503 instead of naming a node that may lack data.
 //
 // DESIGN.md in this folder states the invariants, the command and snapshot
 // formats and their versioning rules, the cluster and node protocols, and

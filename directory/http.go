@@ -2,7 +2,9 @@ package directory
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,27 +22,28 @@ const maxInternalBody = 2 << 20
 //
 //	POST /internal/v1/join               add a voter (admin token)
 //	POST /internal/v1/forward            apply a forwarded write (admin token)
+//	POST /internal/v1/heartbeat          a node's heartbeat passed on by a follower (admin token)
 //	POST /internal/v1/nodes/register     signed storage-node registration
 //	GET  /internal/v1/p2p                voters' libp2p peer IDs and addresses (public)
 //	GET  /admin/v1/status[?linearizable=1]
-//	GET  /admin/v1/nodes
-//	GET  /admin/v1/users/{user}
+//	GET  /admin/v1/nodes                 nodes with their last heartbeat (NodeStatus)
+//	GET  /admin/v1/users/{user}          the user's members and leaving nodes (UserView)
 //	POST /admin/v1/nodes/{id}/approve|drain|retire
 //
 // Admin and voter-to-voter routes need "Authorization: Bearer
 // <Config.AdminToken>" (compared in constant time; 401 otherwise, and
-// always 401 when no token is configured).
+// always 401 when no token is configured). Every 503 is logged at WARN
+// with a crash id that its message names.
 func (d *Directory) HTTPHandler() http.Handler {
 	a := &httpAPI{d: d}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+pathJoin, a.admin(a.join))
 	mux.HandleFunc("POST "+pathForward, a.admin(a.forward))
+	mux.HandleFunc("POST "+pathHeartbeat, a.admin(a.heartbeat))
 	mux.HandleFunc("POST "+pathRegister, a.register)
 	mux.HandleFunc("GET "+PathP2P, a.p2pInfo)
 	mux.HandleFunc("GET /admin/v1/status", a.admin(a.status))
-	mux.HandleFunc("GET /admin/v1/nodes", a.admin(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"nodes": d.Nodes()})
-	}))
+	mux.HandleFunc("GET /admin/v1/nodes", a.admin(a.nodes))
 	mux.HandleFunc("GET /admin/v1/users/{user}", a.admin(a.user))
 	mux.HandleFunc("POST /admin/v1/nodes/{id}/{action}", a.admin(a.nodeAction))
 	return mux
@@ -77,6 +80,10 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrBadRegistration), errors.Is(err, ErrMalformedCommand),
 		errors.Is(err, ErrUnknownCommand), errors.Is(err, ErrBadNodeState):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrNotCurrentMember):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNoTransfer):
+		return http.StatusConflict
 	case errors.Is(err, ErrUnknownNode), errors.Is(err, api.ErrUserNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, api.ErrUserExists), errors.Is(err, ErrNodeRetired):
@@ -89,70 +96,106 @@ func statusOf(err error) int {
 }
 
 // writeResult answers with {"ok":true} or the error's code.
-func writeResult(w http.ResponseWriter, err error) {
+func (a *httpAPI) writeResult(w http.ResponseWriter, r *http.Request, err error) {
+	a.writeIndexed(w, r, err, 0)
+}
+
+// writeIndexed is writeResult carrying a raft index.
+func (a *httpAPI) writeIndexed(w http.ResponseWriter, r *http.Request, err error, index uint64) {
 	if err == nil {
-		writeJSON(w, http.StatusOK, wireResult{OK: true})
+		writeJSON(w, http.StatusOK, wireResult{OK: true, Index: index})
 		return
 	}
-	writeJSON(w, statusOf(err), wireResult{Error: errorCode(err), Message: err.Error()})
+	status := statusOf(err)
+	msg := a.logUnavailable(r, status, err)
+	writeJSON(w, status, wireResult{Error: errorCode(err), Message: msg, Index: index})
+}
+
+// logUnavailable logs a 503 at WARN with a new crash id and returns the
+// error message naming it (the message unchanged for other statuses).
+func (a *httpAPI) logUnavailable(r *http.Request, status int, err error) string {
+	if status != http.StatusServiceUnavailable {
+		return err.Error()
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	crash := hex.EncodeToString(id[:])
+	a.d.log.Warn("directory: request failed with 503", "method", r.Method, "path", r.URL.Path, "crash_id", crash, "err", err)
+	return err.Error() + " (crash id " + crash + ")"
 }
 
 func (a *httpAPI) join(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxInternalBody))
 	if err != nil {
-		writeResult(w, err)
+		a.writeResult(w, r, err)
 		return
 	}
 	var j joinRequest
 	if err := json.Unmarshal(body, &j); err != nil {
-		writeResult(w, errors.Join(ErrMalformedCommand, err))
+		a.writeResult(w, r, errors.Join(ErrMalformedCommand, err))
 		return
 	}
 	if !a.d.IsLeader() {
 		// Forward once to the leader.
 		id, url := a.d.Leader()
 		if r.Header.Get(headerForwarded) != "" || id == "" || url == "" {
-			writeResult(w, ErrNotLeader)
+			a.writeResult(w, r, ErrNotLeader)
 			return
 		}
 		resp, err := a.d.internalPost(r.Context(), url+pathJoin, "application/json", body, true)
 		if err != nil {
-			writeResult(w, errors.Join(ErrNotLeader, err))
+			a.writeResult(w, r, errors.Join(ErrNotLeader, err))
 			return
 		}
-		writeResult(w, decodeWireResult(resp))
+		a.writeResult(w, r, decodeWireResult(resp))
 		return
 	}
-	writeResult(w, a.d.addVoter(r.Context(), j))
+	a.writeResult(w, r, a.d.addVoter(r.Context(), j))
 }
 
 // forward applies a write another voter forwarded; never forwards.
 func (a *httpAPI) forward(w http.ResponseWriter, r *http.Request) {
 	enc, err := io.ReadAll(io.LimitReader(r.Body, maxInternalBody))
 	if err != nil {
-		writeResult(w, err)
+		a.writeResult(w, r, err)
 		return
 	}
 	if _, err := state.DecodeCommand(enc); err != nil {
-		writeResult(w, err)
+		a.writeResult(w, r, err)
 		return
 	}
-	if err := a.d.writeLocal(r.Context(), enc); err != nil {
-		writeResult(w, err)
+	err = a.d.writeLocal(r.Context(), enc)
+	// The applied index goes with errors too: a state-machine error is a
+	// result of an applied entry, which the forwarding voter waits for.
+	a.writeIndexed(w, r, err, a.d.state.AppliedIndex())
+}
+
+// heartbeat records a node's heartbeat a follower passed on; leader only,
+// never forwarded.
+func (a *httpAPI) heartbeat(w http.ResponseWriter, r *http.Request) {
+	var hb forwardedHeartbeat
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxInternalBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&hb); err != nil || hb.Node == "" || hb.Heartbeat.Validate() != nil {
+		a.writeResult(w, r, errors.Join(ErrMalformedCommand, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, wireResult{OK: true, Index: a.d.state.AppliedIndex()})
+	if !a.d.IsLeader() {
+		a.writeResult(w, r, ErrNotLeader)
+		return
+	}
+	a.writeResult(w, r, a.d.beats.beat(r.Context(), hb.Node, hb.Heartbeat))
 }
 
 func (a *httpAPI) register(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	if err != nil {
-		writeResult(w, errors.Join(ErrBadRegistration, err))
+		a.writeResult(w, r, errors.Join(ErrBadRegistration, err))
 		return
 	}
 	n, err := a.d.RegisterNode(r.Context(), body, r.Header.Get(SignatureHeader))
 	if err != nil {
-		writeResult(w, err)
+		a.writeResult(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, n)
@@ -163,8 +206,9 @@ func (a *httpAPI) status(w http.ResponseWriter, r *http.Request) {
 	s, err := a.d.Status(r.Context(), lin == "1" || lin == "true")
 	if err != nil {
 		id, url := a.d.Leader()
-		writeJSON(w, statusOf(err), map[string]any{
-			"error": errorCode(err), "message": err.Error(),
+		status := statusOf(err)
+		writeJSON(w, status, map[string]any{
+			"error": errorCode(err), "message": a.logUnavailable(r, status, err),
 			"leader": map[string]string{"id": id, "url": url},
 		})
 		return
@@ -172,30 +216,116 @@ func (a *httpAPI) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s)
 }
 
-// nodeRef is a node in the admin user view.
-type nodeRef struct {
+// MemberView is one member (or leaving node) in UserView.
+type MemberView struct {
 	ID  string `json:"id"`
 	URL string `json:"url"`
+	// Filling: the member may lack acknowledged writes (never for a
+	// leaving node); Epoch its filling epoch.
+	Filling bool   `json:"filling,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
+	// Down: the directory considers the node down.
+	Down bool `json:"down,omitempty"`
+	// Leave: a rebalancing transfer moves the member off the set.
+	Leave bool `json:"leave,omitempty"`
+}
+
+// UserView is the answer of GET /admin/v1/users/{user}: the primary (the
+// fallback URL alone for a user without a set), the other members in
+// order, the nodes that left the set and still owe a handoff, and whether
+// a member serves the user's clients now (Waiting: the primary is down
+// or filling, node/weave answers 503).
+type UserView struct {
+	User     string       `json:"user"`
+	Primary  MemberView   `json:"primary"`
+	Replicas []MemberView `json:"replicas"`
+	Leaving  []MemberView `json:"leaving"`
+	Waiting  bool         `json:"waiting,omitempty"`
+}
+
+func memberView(m MemberInfo) MemberView {
+	return MemberView{ID: m.ID, URL: m.URL, Filling: m.Filling, Epoch: m.Epoch, Down: m.Down(), Leave: m.Leave}
 }
 
 func (a *httpAPI) user(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("user")
-	set, fallback, ok := a.d.state.Assignment(user)
+	reps, fallback, ok := a.d.state.Replicas(user)
 	if !ok {
-		writeResult(w, api.ErrUserNotFound)
+		a.writeResult(w, r, api.ErrUserNotFound)
 		return
 	}
-	out := struct {
-		User     string    `json:"user"`
-		Primary  nodeRef   `json:"primary"`
-		Replicas []nodeRef `json:"replicas"`
-	}{User: user, Primary: nodeRef{URL: fallback}, Replicas: []nodeRef{}}
-	for i, n := range set {
+	out := UserView{User: user, Primary: MemberView{URL: fallback}, Replicas: []MemberView{}, Leaving: []MemberView{}}
+	for i, m := range reps.Members {
 		if i == 0 {
-			out.Primary = nodeRef{ID: n.ID, URL: n.URL}
+			out.Primary = memberView(m)
 			continue
 		}
-		out.Replicas = append(out.Replicas, nodeRef{ID: n.ID, URL: n.URL})
+		out.Replicas = append(out.Replicas, memberView(m))
+	}
+	for _, n := range reps.Leaving {
+		out.Leaving = append(out.Leaving, memberView(MemberInfo{NodeInfo: n}))
+	}
+	_, serving := reps.Serving()
+	out.Waiting = len(reps.Members) > 0 && !serving
+	writeJSON(w, http.StatusOK, out)
+}
+
+// NodeStatus is one node in the answer of GET /admin/v1/nodes: its
+// record (NodeInfo: Load members, Leaving handoffs owed) and, when this
+// voter has seen one, its last heartbeat. The leader sees every node's
+// heartbeats; a follower only those it passed on.
+type NodeStatus struct {
+	NodeInfo
+	// Waiting, for a down node, is how many users wait for it: it holds
+	// their only current copy, so they stayed in place (node/weave
+	// answers 503 for them until it returns).
+	Waiting   int              `json:"waiting,omitempty"`
+	Heartbeat *HeartbeatStatus `json:"heartbeat,omitempty"`
+}
+
+// HeartbeatStatus is what a node's last heartbeat said.
+type HeartbeatStatus struct {
+	// AgeMS is how long ago this voter received it.
+	AgeMS int64 `json:"age_ms"`
+	// Load is the number of users the node says it serves.
+	Load int `json:"load"`
+	// Unconfirmed counts the writes the node acknowledged, since it
+	// started, without every other member's confirmation.
+	Unconfirmed uint64 `json:"unconfirmed"`
+	// HandoffBacklog is the number of users the node holds as a leaving
+	// member, not yet handed off.
+	HandoffBacklog int `json:"handoff_backlog"`
+	// SkewMS is the node's clock minus this voter's, when it was sent.
+	SkewMS int64 `json:"skew_ms"`
+}
+
+// NodesView is the answer of GET /admin/v1/nodes.
+type NodesView struct {
+	Nodes []NodeStatus `json:"nodes"`
+	// Voter is the answering voter; Leader the leader it knows.
+	Voter  string `json:"voter"`
+	Leader string `json:"leader"`
+	// Transfers is the number of rebalancing transfers under way.
+	Transfers int `json:"transfers"`
+}
+
+func (a *httpAPI) nodes(w http.ResponseWriter, _ *http.Request) {
+	now := a.d.cfg.Clock()
+	beats := a.d.beats.beats()
+	out := NodesView{Nodes: []NodeStatus{}, Voter: a.d.cfg.ID, Transfers: a.d.state.Transfers()}
+	out.Leader, _ = a.d.Leader()
+	for _, n := range a.d.Nodes() {
+		st := NodeStatus{NodeInfo: n}
+		if n.Down() {
+			st.Waiting = n.Load
+		}
+		if hb, ok := beats[n.ID]; ok {
+			st.Heartbeat = &HeartbeatStatus{
+				AgeMS: now.Sub(hb.at).Milliseconds(), Load: hb.req.Load, Unconfirmed: hb.req.Unconfirmed,
+				HandoffBacklog: hb.req.HandoffBacklog, SkewMS: hb.req.Time - hb.at.UnixMilli(),
+			}
+		}
+		out.Nodes = append(out.Nodes, st)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -214,7 +344,7 @@ func (a *httpAPI) nodeAction(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	writeResult(w, err)
+	a.writeResult(w, r, err)
 }
 
 func (a *httpAPI) p2pInfo(w http.ResponseWriter, _ *http.Request) {

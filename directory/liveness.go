@@ -2,33 +2,70 @@ package directory
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/directory/placement"
 	"github.com/hce-sync/hce/directory/state"
 )
 
-// Heartbeat records that storage node nodeID is alive with the given load
-// (users it serves). Only the leader tracks heartbeats (ErrNotLeader
-// elsewhere); a node marked down is marked active again by committing
-// SetNodeState. ErrUnknownNode, ErrNodeRetired.
-func (d *Directory) Heartbeat(ctx context.Context, nodeID string, load int) error {
+// suspicionWarnEvery bounds the "hearing from too few nodes" warnings.
+const suspicionWarnEvery = 30 * time.Second
+
+// pathHeartbeat is the voter-to-voter endpoint a follower passes a node's
+// heartbeat on to the leader with.
+const pathHeartbeat = "/internal/v1/heartbeat"
+
+// forwardedHeartbeat is the body of POST /internal/v1/heartbeat.
+type forwardedHeartbeat struct {
+	Node      string                    `json:"node"`
+	Heartbeat dirproto.HeartbeatRequest `json:"heartbeat"`
+}
+
+// Heartbeat records that storage node nodeID is alive, with what it
+// reports (load, writes acknowledged without every replica's
+// confirmation, handoff backlog). Any voter takes it: the leader records
+// it (and commits a down node back up); a follower records it for its own
+// admin view and passes it on to the leader over the voters' internal
+// HTTP endpoint. When no leader is known or the leader cannot be reached,
+// it fails with ErrNotLeader (over libp2p: dirproto.CodeNotLeader with
+// the leader's peer ID, when known, as the message, which the node dials
+// next). ErrUnknownNode, ErrNodeRetired.
+func (d *Directory) Heartbeat(ctx context.Context, nodeID string, r dirproto.HeartbeatRequest) error {
 	if d.closed.Load() {
 		return ErrClosed
 	}
-	if !d.IsLeader() {
+	if d.IsLeader() {
+		return d.beats.beat(ctx, nodeID, r)
+	}
+	if _, ok := d.state.Node(nodeID); ok {
+		d.beats.record(nodeID, r)
+	}
+	t, ok := d.leaderTarget()
+	if !ok {
 		return ErrNotLeader
 	}
-	return d.beats.beat(ctx, nodeID, load)
+	body, _ := json.Marshal(forwardedHeartbeat{Node: nodeID, Heartbeat: r})
+	resp, err := d.internalPost(ctx, t.url+pathHeartbeat, "application/json", body, true)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.markStale(t, err)
+		}
+		return fmt.Errorf("%w: passing the heartbeat on to %s: %w", ErrNotLeader, t.id, err)
+	}
+	return decodeWireResult(resp)
 }
 
-// heartbeat is the last heartbeat of a node seen by the leader.
+// heartbeat is the last heartbeat of a node this voter saw.
 type heartbeat struct {
-	at   time.Time
-	load int
+	at  time.Time // this voter's clock when it arrived
+	req dirproto.HeartbeatRequest
 }
 
 // liveness is the leader's watch over the storage nodes. It records their
@@ -38,6 +75,9 @@ type heartbeat struct {
 type liveness struct {
 	state   *state.FSM
 	leading func() bool
+	// term returns the current raft term: a change means a new
+	// leadership, which gives every node a full silence limit again.
+	term func() uint64
 	// propose commits a command on this voter (the leader), unforwarded.
 	propose func(ctx context.Context, c state.Command) error
 	clock   func() time.Time
@@ -49,12 +89,17 @@ type liveness struct {
 
 	mu   sync.Mutex
 	last map[string]heartbeat
+
+	// refrained counts the ticks in which the leader suspected itself and
+	// marked nobody down.
+	refrained atomic.Uint64
 }
 
 func newLiveness(d *Directory) *liveness {
 	return &liveness{
 		state:   d.state,
 		leading: d.IsLeader,
+		term:    d.raft.CurrentTerm,
 		propose: func(ctx context.Context, c state.Command) error {
 			return d.writeLocal(ctx, mustEncode(c))
 		},
@@ -67,20 +112,25 @@ func newLiveness(d *Directory) *liveness {
 	}
 }
 
+// record stores a heartbeat of node id.
+func (l *liveness) record(id string, r dirproto.HeartbeatRequest) {
+	l.mu.Lock()
+	l.last[id] = heartbeat{at: l.clock(), req: r}
+	l.mu.Unlock()
+}
+
 // beat records a heartbeat of node id (on the leader) and brings a down
 // node back up.
-func (l *liveness) beat(ctx context.Context, id string, load int) error {
+func (l *liveness) beat(ctx context.Context, id string, r dirproto.HeartbeatRequest) error {
 	n, ok := l.state.Node(id)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownNode, id)
 	}
-	l.mu.Lock()
-	l.last[id] = heartbeat{at: l.clock(), load: load}
-	l.mu.Unlock()
-	switch n.State {
-	case placement.Retired.String():
+	if n.State == placement.Retired.String() {
 		return ErrNodeRetired
-	case placement.Down.String():
+	}
+	l.record(id, r)
+	if n.State == placement.Down.String() {
 		l.log.Info("directory: storage node is back", "node", id)
 		return l.propose(ctx, state.SetNodeState{ID: id, State: placement.Active})
 	}
@@ -94,6 +144,13 @@ func (l *liveness) lastBeat(id string) heartbeat {
 	return l.last[id]
 }
 
+// beats returns a copy of every recorded heartbeat.
+func (l *liveness) beats() map[string]heartbeat {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.last)
+}
+
 // limit is the current silence limit.
 func (l *liveness) limit() time.Duration {
 	if ms := l.state.Settings().DownAfterMS; ms > 0 {
@@ -102,17 +159,26 @@ func (l *liveness) limit() time.Duration {
 	return l.downAfter
 }
 
-// run runs on every voter until ctx ends and acts while it leads: an
-// active or draining node whose last heartbeat is older than the silence
-// limit (counted at the earliest from when this leader first saw it live)
-// is marked down by a raft write. Heartbeats bring it back (beat).
+// run runs on every voter until ctx ends and acts while it leads, every
+// tick: an active or draining node whose last heartbeat is older than the
+// silence limit, counted at the earliest from when this voter's current
+// leadership began (a new leader, or one re-elected, gives every node a
+// full limit), is marked down by a raft write. Heartbeats bring it back
+// (beat).
+//
+// Self-suspicion: in one tick the leader marks nodes down only if it
+// heard, within the limit, from at least as many active or draining nodes
+// as it would mark down, and from at least one; otherwise the silence is
+// more likely its own (its libp2p host cut off, the followers not passing
+// heartbeats on), so it marks nobody and warns (at most every 30 s).
 func (l *liveness) run(ctx context.Context) {
 	tick := time.NewTicker(l.tick)
 	defer tick.Stop()
-	// seen is when this voter, as leader, first saw each node live: after
-	// an election, an approval or a comeback a node gets a full silence
-	// limit for its first heartbeat here.
-	seen := make(map[string]time.Time)
+	var (
+		term     uint64
+		since    time.Time
+		lastWarn time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,32 +186,48 @@ func (l *liveness) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		if !l.leading() {
-			clear(seen)
+			term = 0
 			continue
 		}
 		now := l.clock()
+		if t := l.term(); t != term {
+			term, since = t, now
+		}
 		limit := l.limit()
+		var silent []string
+		heard := 0
 		for _, n := range l.state.Nodes() {
 			if n.State != placement.Active.String() && n.State != placement.Draining.String() {
-				delete(seen, n.ID)
 				continue
-			}
-			first, ok := seen[n.ID]
-			if !ok {
-				first = now
-				seen[n.ID] = now
 			}
 			last := l.lastBeat(n.ID).at
-			if last.Before(first) {
-				last = first
+			if !last.IsZero() && now.Sub(last) <= limit {
+				heard++
 			}
-			if now.Sub(last) <= limit {
-				continue
+			if last.Before(since) {
+				last = since
 			}
-			l.log.Warn("directory: storage node silent, marking it down", "node", n.ID, "silent", now.Sub(last))
+			if now.Sub(last) > limit {
+				silent = append(silent, n.ID)
+			}
+		}
+		if len(silent) == 0 {
+			continue
+		}
+		if heard == 0 || heard < len(silent) {
+			l.refrained.Add(1)
+			if now.Sub(lastWarn) >= suspicionWarnEvery {
+				lastWarn = now
+				l.log.Warn("directory: hearing from too few storage nodes; marking none down (the silence may be this leader's)",
+					"heard", heard, "silent", len(silent), "limit", limit)
+			}
+			continue
+		}
+		for _, id := range silent {
+			l.log.Warn("directory: storage node silent, marking it down", "node", id, "limit", limit)
 			wctx, cancel := context.WithTimeout(ctx, l.timeout)
-			if err := l.propose(wctx, state.SetNodeState{ID: n.ID, State: placement.Down}); err != nil {
-				l.log.Warn("directory: marking node down failed", "node", n.ID, "err", err)
+			if err := l.propose(wctx, state.SetNodeState{ID: id, State: placement.Down}); err != nil {
+				l.log.Warn("directory: marking node down failed", "node", id, "err", err)
 			}
 			cancel()
 		}

@@ -24,6 +24,17 @@ func (d *Directory) Assignment(user string) (primary string, replicas []NodeInfo
 	return set[0].ID, set[1:], nil
 }
 
+// Replicas returns the user's replica set (members with their filling
+// state and epochs, primary first, and the leaving nodes) from the local
+// state; api.ErrUserNotFound.
+func (d *Directory) Replicas(user string) (Replicas, error) {
+	r, _, ok := d.state.Replicas(user)
+	if !ok {
+		return Replicas{}, api.ErrUserNotFound
+	}
+	return r, nil
+}
+
 // Nodes returns every registered storage node, sorted by ID, from the
 // local state.
 func (d *Directory) Nodes() []NodeInfo { return d.state.Nodes() }
@@ -47,13 +58,13 @@ func (d *Directory) RetireNode(ctx context.Context, id string) error {
 	return d.write(ctx, state.RetireNode{ID: id})
 }
 
-// DrainNode moves every user off a storage node in two committed steps:
-// first each user's set gains its replacement replicas (the node stays
-// listed), then the node is dropped from every set. Users that cannot be
-// moved (no capacity elsewhere) stay on it.
+// DrainNode starts moving every user off a storage node: the node is
+// marked draining and each of its sets gains filling replacements at once
+// (it stays a member and keeps serving); the leader's placement loop then
+// drops it from each set once that set's replacements have reported
+// their backfill (FinishLeave). The drain is done when the node's Load is
+// 0 (it may still owe handoffs: NodeInfo.Leaving). Users that cannot be
+// moved (no capacity elsewhere, no other current member) stay on it.
 func (d *Directory) DrainNode(ctx context.Context, id string) error {
-	if err := d.write(ctx, state.SetNodeState{ID: id, State: placement.Draining}); err != nil {
-		return err
-	}
-	return d.write(ctx, state.FinishDrain{ID: id})
+	return d.write(ctx, state.SetNodeState{ID: id, State: placement.Draining})
 }

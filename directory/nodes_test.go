@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/directory/placement"
 )
@@ -220,7 +221,7 @@ func heartbeats(t *testing.T, d *Directory, alive func() []string, stop chan str
 		defer tick.Stop()
 		for {
 			for _, id := range alive() {
-				_ = d.Heartbeat(context.Background(), id, 0)
+				_ = d.Heartbeat(context.Background(), id, dirproto.HeartbeatRequest{})
 			}
 			select {
 			case <-stop:
@@ -298,13 +299,20 @@ func TestFailoverOnSilence(t *testing.T) {
 	alive = append(alive, victim)
 	mu.Unlock()
 	testkit.WaitFor(t, 2*time.Second, "victim active again", func() bool { return nodeState(t, d, victim) == "active" })
-	if err := d.Heartbeat(ctx, "nosuch", 0); err == nil {
+	if err := d.Heartbeat(ctx, "nosuch", dirproto.HeartbeatRequest{}); err == nil {
 		t.Fatal("heartbeat of unknown node accepted")
 	}
 }
 
+// TestDrainMovesEveryUser drains a node: every set of it gains a filling
+// replacement at once while the node keeps serving, and the leader's
+// placement loop drops the node from each set only once the replacement
+// has reported its backfill.
 func TestDrainMovesEveryUser(t *testing.T) {
-	d, url := openServed(t, func(c *Config) { c.Nodes.AutoApprove = true })
+	d, url := openServed(t, func(c *Config) {
+		c.Nodes.AutoApprove = true
+		c.Nodes.PlacementTick = 20 * time.Millisecond
+	})
 	ctx := context.Background()
 	nodes := registerNodes(t, d, url, []string{"opA", "opB", "opC", "opD"}, 100)
 	var users []string
@@ -316,27 +324,57 @@ func TestDrainMovesEveryUser(t *testing.T) {
 		users = append(users, u)
 	}
 	victim := nodes[1].reg.ID
+	var held []string
+	for _, u := range users {
+		if r, _ := d.Replicas(u); slices.ContainsFunc(r.Members, func(m MemberInfo) bool { return m.ID == victim }) {
+			held = append(held, u)
+		}
+	}
 	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+victim+"/drain", testAdminToken, nil); code != 200 {
 		t.Fatalf("drain: %d", code)
 	}
 	if s := nodeState(t, d, victim); s != "draining" {
 		t.Fatalf("state %s", s)
 	}
-	sets := map[string][]string{}
-	for _, u := range users {
-		p, reps, _ := d.Assignment(u)
-		set := []string{p}
-		for _, r := range reps {
-			set = append(set, r.ID)
+	// Each set of the victim keeps it and gains a filling member; the
+	// node keeps serving until that member reports its backfill.
+	for _, u := range held {
+		r, _ := d.Replicas(u)
+		last := r.Members[len(r.Members)-1]
+		if len(r.Members) != 3 || !last.Filling || !slices.ContainsFunc(r.Members, func(m MemberInfo) bool { return m.ID == victim }) {
+			t.Fatalf("user %s while draining: %+v", u, r.Members)
 		}
-		if slices.Contains(set, victim) || len(set) != 2 {
-			t.Fatalf("user %s after drain: %v", u, set)
+		if _, err := d.StorageNode(ctx, u); err != nil {
+			t.Fatalf("user %s unserved while draining: %v", u, err)
 		}
-		sets[u] = set
+		// A stale epoch changes nothing; the right one lets the victim go.
+		for _, epoch := range []uint64{last.Epoch + 1, last.Epoch} {
+			rep := dirproto.ReportRequest{Filled: []dirproto.Filled{{User: u, Epoch: epoch, Source: r.Members[0].ID}}}
+			if _, err := d.Report(ctx, last.ID, rep); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	for _, n := range d.Nodes() {
-		if n.ID == victim && n.Load != 0 {
-			t.Fatalf("drained node load %d", n.Load)
+	testkit.WaitFor(t, 5*time.Second, "every user off the drained node", func() bool {
+		for _, n := range d.Nodes() {
+			if n.ID == victim {
+				return n.Load == 0
+			}
+		}
+		return false
+	})
+	for _, u := range users {
+		r, _ := d.Replicas(u)
+		for _, m := range r.Members {
+			if m.ID == victim || m.Filling {
+				t.Fatalf("user %s after drain: %+v", u, r.Members)
+			}
+		}
+		if len(r.Members) != 2 {
+			t.Fatalf("user %s after drain: %d members", u, len(r.Members))
+		}
+		if slices.Contains(held, u) != slices.ContainsFunc(r.Leaving, func(n NodeInfo) bool { return n.ID == victim }) {
+			t.Fatalf("user %s: leaving %+v", u, r.Leaving)
 		}
 	}
 	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+victim+"/retire", testAdminToken, nil); code != 200 {

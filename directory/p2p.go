@@ -27,26 +27,38 @@ const p2pTimeout = 10 * time.Second
 //
 //   - dirproto.ProtoHeartbeat: Heartbeat for the calling peer, whose ID is the
 //     node's ID (the hex form of its key is tried when the peer ID is not
-//     registered). Only the leader takes heartbeats; other voters answer
-//     dirproto.CodeNotLeader and the node tries the next voter. Unknown and
-//     retired nodes get dirproto.CodeUnknownNode and dirproto.CodeRetired.
+//     registered). Any voter takes it: a follower passes it on to the leader
+//     over the voters' internal HTTP endpoint. A voter that cannot (no leader
+//     known, or the leader unreachable) answers dirproto.CodeNotLeader with
+//     the leader's libp2p peer ID as the message when it knows one (empty
+//     otherwise); the node dials that voter next. Unknown and retired nodes
+//     get dirproto.CodeUnknownNode and dirproto.CodeRetired.
 //   - dirproto.ProtoCheckPassword: CheckPassword, answered by any voter from
 //     its local state. Only registered nodes that are neither pending nor
 //     retired may ask (others get dirproto.CodeUnknownNode), so that a peer the
 //     host's gater let in cannot use the directory as a password oracle.
 //   - dirproto.ProtoKeys: PublicKeys, to any peer the gater admitted (the keys
 //     are public).
-//   - dirproto.ProtoAssignment: a user's replica set (primary first) as node
-//     IDs, peer IDs and URLs, answered locally to admitted nodes only
+//   - dirproto.ProtoAssignment: a user's replica set (primary first; each
+//     member with its filling state, epoch and whether it is down) and its
+//     leaving nodes, answered locally to admitted nodes only
 //     (dirproto.CodeUnknownNode otherwise); an unknown user gets Exists false.
 //   - dirproto.ProtoPeers: the peer IDs of active and draining nodes and of the
 //     voters, for the nodes' connection gaters, with the nodes' registered
-//     libp2p addresses, for dialling each other (replication).
-//   - dirproto.ProtoUsers: one page of the users whose replica set contains
-//     the calling node, each with its replica set, in user-name order,
-//     answered locally to admitted nodes only (dirproto.CodeUnknownNode
-//     otherwise). A page costs O(log n + page size) for a node of n
-//     users, and is cut short (More set) to fit p2p.MaxMessageSize.
+//     and the voters' recorded libp2p addresses, for dialling them.
+//   - dirproto.ProtoUsers: one page of the users whose replica set names the
+//     calling node (as a member or as a leaving node), each with its set as
+//     in ProtoAssignment, in user-name order, answered locally to admitted
+//     nodes only (dirproto.CodeUnknownNode otherwise). A page costs
+//     O(log n + page size) for a node of n users, and is cut short (More
+//     set) to fit p2p.MaxMessageSize.
+//   - dirproto.ProtoReport: Report, committed through raft (a follower
+//     forwards it to the leader) before it answers; admitted nodes only.
+//     Unconfirmed items refused because the node is not a current member
+//     of the user's set fail the call with p2p.CodeForbidden; a write
+//     that found no leader within the wait fails with
+//     dirproto.CodeNotLeader, one whose outcome is unknown with
+//     p2p.CodeUnavailable.
 //
 // Requests are bounded by p2p.MaxMessageSize and decoded strictly. Which
 // peers may connect at all is the host's gater's business (the wiring
@@ -60,6 +72,7 @@ func (d *Directory) ServeP2P(h host.Host) {
 	p2p.Serve(h, dirproto.ProtoAssignment, p2p.HandleJSON(s.assignment), cfg)
 	p2p.Serve(h, dirproto.ProtoPeers, p2p.HandleJSON(s.peers), cfg)
 	p2p.Serve(h, dirproto.ProtoUsers, p2p.HandleJSON(s.users), cfg)
+	p2p.Serve(h, dirproto.ProtoReport, p2p.HandleJSON(s.report), cfg)
 }
 
 // p2pServer answers the directory protocols for a Directory.
@@ -108,7 +121,36 @@ func (s *p2pServer) heartbeat(ctx context.Context, from peer.ID, r dirproto.Hear
 	if n, ok := nodeOfPeer(s.d.state, from); ok {
 		id = n.ID
 	}
-	return struct{}{}, p2pError(s.d.Heartbeat(ctx, id, r.Load))
+	err := s.d.Heartbeat(ctx, id, r)
+	if errors.Is(err, ErrNotLeader) {
+		return struct{}{}, &p2p.RemoteError{Code: dirproto.CodeNotLeader, Message: s.d.leaderPeerID()}
+	}
+	return struct{}{}, p2pError(err)
+}
+
+func (s *p2pServer) report(ctx context.Context, from peer.ID, r dirproto.ReportRequest) (dirproto.ReportResponse, error) {
+	self, err := s.admittedNode(from)
+	if err != nil {
+		return dirproto.ReportResponse{}, err
+	}
+	resp, err := s.d.Report(ctx, self.ID, r)
+	if errors.Is(err, ErrNotCurrentMember) {
+		return resp, &p2p.RemoteError{Code: p2p.CodeForbidden, Message: err.Error()}
+	}
+	return resp, p2pError(err)
+}
+
+// leaderPeerID returns the libp2p peer ID of the leader as recorded in the
+// state ("" when no leader is known or it has none recorded).
+func (d *Directory) leaderPeerID() string {
+	id, _ := d.Leader()
+	if id == "" {
+		return ""
+	}
+	if id == d.cfg.ID && d.host != nil {
+		return d.host.ID().String()
+	}
+	return d.state.Voters()[id].PeerID
 }
 
 func (s *p2pServer) checkPassword(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
@@ -144,12 +186,20 @@ func (s *p2pServer) assignment(_ context.Context, from peer.ID, r dirproto.Assig
 	if _, err := s.admittedNode(from); err != nil {
 		return dirproto.AssignmentResponse{}, err
 	}
-	set, _, ok := s.d.state.Assignment(r.User)
+	reps, _, ok := s.d.state.Replicas(r.User)
 	out := dirproto.AssignmentResponse{Exists: ok, Nodes: []dirproto.AssignedNode{}}
-	for _, n := range set {
-		out.Nodes = append(out.Nodes, dirproto.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL})
+	for _, m := range reps.Members {
+		out.Nodes = append(out.Nodes, wireMember(m.NodeInfo, m.Filling, m.Epoch))
+	}
+	for _, n := range reps.Leaving {
+		out.Leaving = append(out.Leaving, wireMember(n, false, 0))
 	}
 	return out, nil
+}
+
+// wireMember is a member (or leaving node) as api/dirproto carries it.
+func wireMember(n NodeInfo, filling bool, epoch uint64) dirproto.AssignedNode {
+	return dirproto.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL, Filling: filling, Epoch: epoch, Down: n.Down()}
 }
 
 // usersEnvelope bounds the encoded size of a UsersResponse without its
@@ -181,16 +231,15 @@ func (s *p2pServer) users(_ context.Context, from peer.ID, r dirproto.UsersReque
 		limit = dirproto.MaxUsersPage
 	}
 	page, nodes, more, version := s.d.state.UsersPage(self.ID, r.After, limit)
-	wire := make(map[string]dirproto.AssignedNode, len(nodes))
-	for id, n := range nodes {
-		wire[id] = dirproto.AssignedNode{ID: n.ID, PeerID: nodePeerID(n), URL: n.URL}
-	}
 	out := dirproto.UsersResponse{Users: make([]dirproto.UserReplicas, 0, len(page)), More: more, Version: version}
 	size := usersEnvelope
 	for _, u := range page {
-		e := dirproto.UserReplicas{User: u.User, Nodes: make([]dirproto.AssignedNode, 0, len(u.Set))}
-		for _, id := range u.Set {
-			e.Nodes = append(e.Nodes, wire[id])
+		e := dirproto.UserReplicas{User: u.User, Nodes: make([]dirproto.AssignedNode, 0, len(u.Set.Members))}
+		for _, m := range u.Set.Members {
+			e.Nodes = append(e.Nodes, wireMember(nodes[m.ID], m.Filling, m.Epoch))
+		}
+		for _, id := range u.Set.Leaving {
+			e.Leaving = append(e.Leaving, wireMember(nodes[id], false, 0))
 		}
 		b, err := json.Marshal(e)
 		if err != nil {
@@ -221,21 +270,29 @@ func (s *p2pServer) peers(_ context.Context, from peer.ID, _ struct{}) (dirproto
 			out.Nodes = append(out.Nodes, pid)
 			// The nodes dial each other (replication) at the addresses
 			// they registered; the bounds keep the answer valid.
-			var addrs []string
-			for _, a := range n.P2PAddrs {
-				if a != "" && len(a) <= dirproto.MaxAddrLen && len(addrs) < dirproto.MaxPeerAddrs {
-					addrs = append(addrs, a)
-				}
-			}
-			if len(addrs) > 0 {
+			if addrs := boundedAddrs(n.P2PAddrs); len(addrs) > 0 {
 				out.Addrs[pid] = addrs
 			}
 		}
 	}
 	for _, v := range s.d.P2PVoters() {
 		out.Voters = append(out.Voters, v.PeerID)
+		if addrs := boundedAddrs(v.Addrs); len(addrs) > 0 {
+			out.Addrs[v.PeerID] = addrs
+		}
 	}
 	return out, nil
+}
+
+// boundedAddrs keeps the addresses a PeersResponse may carry.
+func boundedAddrs(in []string) []string {
+	var addrs []string
+	for _, a := range in {
+		if a != "" && len(a) <= dirproto.MaxAddrLen && len(addrs) < dirproto.MaxPeerAddrs {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
 }
 
 // p2pError maps a directory error to the code a node acts on.

@@ -146,7 +146,7 @@ func TestServeP2P(t *testing.T) {
 	if err := c.heartbeat(ctx, 3); err != nil {
 		t.Fatalf("Heartbeat: %v", err)
 	}
-	if hb := d.beats.lastBeat(nodeID.String()); hb.at.IsZero() || hb.load != 3 {
+	if hb := d.beats.lastBeat(nodeID.String()); hb.at.IsZero() || hb.req.Load != 3 {
 		t.Fatalf("heartbeat recorded: %+v", hb)
 	}
 

@@ -54,7 +54,7 @@ func (d *Directory) startP2P(ctx context.Context) error {
 	hc.ListenAddrs = d.cfg.Nodes.P2PListen
 	hc.Logger = d.log.With("component", "p2p")
 	hc.Gater = p2p.NewGater(p2p.AllowFunc(d.p2pAllowed), hc.Logger)
-	h, err := p2p.NewHost(ctx, hc)
+	h, err := d.newP2PHost(ctx, hc) // p2pport.go: the same port across restarts
 	if err != nil {
 		return fmt.Errorf("directory: libp2p host: %w", err)
 	}

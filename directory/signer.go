@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -183,11 +184,11 @@ func (s *signer) sign(ctx context.Context, user, aud string) (string, time.Time,
 
 // audience resolves the node id and URL a token for user names.
 func (s *signer) audience(user, nodeID string) (string, string, error) {
-	set, fallback, ok := s.state.Assignment(user)
+	r, fallback, ok := s.state.Replicas(user)
 	if !ok {
 		return "", "", api.ErrUnauthorized
 	}
-	if len(set) == 0 {
+	if len(r.Members) == 0 {
 		if nodeID != "" && nodeID != s.serveNodeID {
 			return "", "", fmt.Errorf("directory: node %q does not serve %q: %w", nodeID, user, api.ErrUnauthorized)
 		}
@@ -196,15 +197,20 @@ func (s *signer) audience(user, nodeID string) (string, string, error) {
 		}
 		return s.serveNodeID, fallback, nil
 	}
+	var m MemberInfo
 	if nodeID == "" {
-		return set[0].ID, set[0].URL, nil
-	}
-	for _, n := range set {
-		if n.ID == nodeID {
-			return n.ID, n.URL, nil
+		m = r.Members[0]
+	} else {
+		i := slices.IndexFunc(r.Members, func(m MemberInfo) bool { return m.ID == nodeID })
+		if i < 0 {
+			return "", "", fmt.Errorf("directory: node %q does not serve %q: %w", nodeID, user, api.ErrUnauthorized)
 		}
+		m = r.Members[i]
 	}
-	return "", "", fmt.Errorf("directory: node %q does not serve %q: %w", nodeID, user, api.ErrUnauthorized)
+	if m.Filling || !m.Alive() {
+		return "", "", fmt.Errorf("directory: node %s of %q is %s: %w", m.ID, user, servingState(m), api.ErrUnavailable)
+	}
+	return m.ID, m.URL, nil
 }
 
 // rotate generates, publishes and saves a new key, which signs from then

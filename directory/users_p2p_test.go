@@ -76,22 +76,21 @@ func createUsers(t *testing.T, ctx context.Context, d *Directory, names []string
 	}
 }
 
-// expectedUsers computes, from the directory's local state, the sorted
-// users whose set contains node id, each with its set's node IDs.
-func expectedUsers(t *testing.T, d *Directory, users []string, id string) map[string][]string {
+// expectedUsers computes, from the directory's local state, the users
+// whose set names node id (as a member or a leaving node), each with its
+// set.
+func expectedUsers(t *testing.T, d *Directory, users []string, id string) map[string]Replicas {
 	t.Helper()
-	out := make(map[string][]string)
+	out := make(map[string]Replicas)
 	for _, u := range users {
-		primary, replicas, err := d.Assignment(u)
+		r, err := d.Replicas(u)
 		if err != nil {
 			continue // deleted
 		}
-		set := []string{primary}
-		for _, r := range replicas {
-			set = append(set, r.ID)
-		}
-		if slices.Contains(set, id) {
-			out[u] = set
+		names := slices.ContainsFunc(r.Members, func(m MemberInfo) bool { return m.ID == id }) ||
+			slices.ContainsFunc(r.Leaving, func(n NodeInfo) bool { return n.ID == id })
+		if names {
+			out[u] = r
 		}
 	}
 	return out
@@ -150,14 +149,22 @@ func checkSweep(t *testing.T, d *Directory, users []string, nodes map[string]use
 		if !ok {
 			t.Fatalf("node %s: user %q is not assigned to it", n.url, u.User)
 		}
-		if len(u.Nodes) != len(set) {
-			t.Fatalf("user %q: %d replicas, want %d", u.User, len(u.Nodes), len(set))
+		if len(u.Nodes) != len(set.Members) || len(u.Leaving) != len(set.Leaving) {
+			t.Fatalf("user %q: %d members, %d leaving, want %d, %d", u.User, len(u.Nodes), len(u.Leaving), len(set.Members), len(set.Leaving))
+		}
+		check := func(an dirproto.AssignedNode, want MemberInfo) {
+			t.Helper()
+			m := nodes[want.ID]
+			if an.ID != want.ID || an.PeerID != m.host.ID().String() || an.URL != m.url ||
+				an.Filling != want.Filling || an.Epoch != want.Epoch || an.Down != want.Down() {
+				t.Fatalf("user %q: %+v, want %+v (peer %s url %s)", u.User, an, want, m.host.ID(), m.url)
+			}
 		}
 		for i, an := range u.Nodes {
-			m := nodes[set[i]]
-			if an.ID != set[i] || an.PeerID != m.host.ID().String() || an.URL != m.url {
-				t.Fatalf("user %q replica %d: %+v, want id %s peer %s url %s", u.User, i, an, set[i], m.host.ID(), m.url)
-			}
+			check(an, set.Members[i])
+		}
+		for i, an := range u.Leaving {
+			check(an, MemberInfo{NodeInfo: set.Leaving[i]})
 		}
 	}
 }

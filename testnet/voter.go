@@ -236,10 +236,7 @@ func applySettings(ctx context.Context, d *directory.Directory, cfg VoterConfig)
 // VoterHTTP returns the HTTP server of a voter: the Weave user API with
 // the token endpoint, and the directory's admin, internal and p2p routes.
 func VoterHTTP(d *directory.Directory) (*http.Server, error) {
-	ucfg := api.DefaultUserConfig()
-	ucfg.Accounts = d
-	ucfg.Tokens = d
-	users, err := api.NewUserHandler(ucfg)
+	users, err := api.NewUserHandler(d.UserAPIConfig())
 	if err != nil {
 		return nil, err
 	}

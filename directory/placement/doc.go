@@ -1,7 +1,9 @@
 // Package placement is the allocation policy of the HCE directory: it decides
 // which storage nodes hold a user's data (an ordered replica set whose first
-// member is the primary), how a set is repaired when a member fails, and how a
-// draining node hands its users over.
+// member is the primary), which members hold every acknowledged write
+// (current) and which may lack some (filling), how a set follows node
+// failures, drains and rebalancing without ever dropping its only current
+// copy, and which nodes still owe a set a handoff (leaving).
 //
 // Every function is pure: no IO, no clock, no randomness, and no dependence on
 // map iteration order or on the order of the input slices. The directory calls
@@ -12,10 +14,9 @@
 //
 // # Terms
 //
-// A node's Load is the number of users whose replica set contains the node, in
-// any position (primary, replica, or a draining node still listed during a
-// hand-over). Each user counts once per node. Loads computes it from a list of
-// assignments; the directory keeps it up to date as it commits assignments.
+// A node's Load is the number of users whose replica set lists the node as a
+// member (leaving nodes do not count). Loads computes it from a list of sets;
+// the directory keeps it up to date as it commits sets.
 //
 // A candidate for a new placement is a node in state Active with
 // Load < Capacity that is not already in the user's set. Capacity is a hard
@@ -57,22 +58,37 @@
 //
 // The best candidate takes the slot and the next slot is chosen from the rest.
 //
-// # Repair and drain
+// # Members: current, filling, leaving
 //
-// Repair keeps the Active members in their order (so the primary moves to the
-// first live replica when it fails), drops Down, Retired, Pending and unknown
-// members, drops Draining members once an Active member that already held the
-// user remains, and appends replacement replicas (never a node that was already
-// in the set) until the set has R Active members. It never leaves a user
-// without a live node: a Draining member that is the user's only live copy
-// stays (first, as primary) until a later Repair finds the replacement in
-// place; and when nothing live is left and no replacement exists the set is
-// left unchanged.
+// A Set is a list of Members and a Leaving list. A current member holds every
+// write acknowledged for the user; a filling member may lack some. A member
+// becomes filling when it is added (Normalize, StartTransfer) or when a write
+// is acknowledged without its confirmation (MarkUnconfirmed), each time with a
+// fresh Epoch, and current again only by a backfill report for that epoch from
+// a current source (MarkFilled). A node that leaves the set (failover, drain,
+// transfer) is listed in Leaving until a current member reports that it
+// pulled everything the node held (HandOff); it is not added back before.
 //
-// Drain plans a node's hand-over in two steps per user: Add lists the old set
-// plus the replacement replicas (the draining node keeps its place, even as
-// primary); Final is Add without the draining node, with the first Active
-// member moved to the front. Committing Add, letting replication fill the new
-// replica, then committing Final means the user always has a node holding its
-// data.
+// Invariants every function keeps: a set that has a current member keeps one
+// (only retiring every current member ends it, reported as Outcome.Lost), and
+// the primary is a current member, alive when one is. A set whose only current
+// members are down is left as it is: the user waits for them rather than being
+// served by a node lacking its data.
+//
+// # Failover, drain and transfers
+//
+// Normalize is applied after every change. While some member is current and
+// alive, dead members move to Leaving and filling replacements are appended
+// until r members are Active and not leaving (the replica-slot keys above),
+// excluding the set's members and leaving nodes. A Draining member or one
+// marked Leave (a rebalancing transfer) stays, serving, until ReadyToLeave
+// holds (another current alive member, every Active non-leaving member
+// current); FinishLeave then moves it to Leaving.
+//
+// Rebalance lists transfers from nodes whose load, relative to released
+// capacity, is well above others' (Improves: the move strictly shrinks the
+// spread by more than one user) while every node is up and none drains;
+// StartTransfer marks the source member Leave and adds the destination as a
+// filling member. Each transfer strictly lowers the sum of Load²/released over
+// the nodes, so rebalancing at a fixed clock ends.
 package placement

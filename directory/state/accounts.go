@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/directory/placement"
 )
 
 // Account is one user's record. Records stored in the FSM are never
@@ -145,7 +146,7 @@ func (f *FSM) applyAccount(c Command) error {
 			return api.ErrUserNotFound
 		}
 		delete(f.accounts, c.Name)
-		f.setAssignment(c.Name, nil)
+		f.setReplicas(c.Name, placement.Set{})
 		return f.revoke(c.Name, nil)
 	case SetPassword:
 		if c.Hash == "" {
@@ -206,8 +207,8 @@ func (f *FSM) update(name string, fn func(*Account) error) error {
 
 // revoke reports a credential change for user if it was applied.
 func (f *FSM) revoke(user string, err error) error {
-	if err == nil && f.revoked != nil {
-		f.revoked(user)
+	if err == nil && f.hooks.Revoked != nil {
+		f.hooks.Revoked(user)
 	}
 	return err
 }

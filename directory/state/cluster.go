@@ -42,22 +42,29 @@ type ApproveNode struct {
 	ID string `json:"id"`
 }
 
-// SetNodeState moves a node to Active (back up), Down or Draining.
-// Down repairs every user set listing the node; Draining adds the
-// replacement replicas of every user of the node (step 1 of a drain, see
-// FinishDrain); Active repairs under-replicated users.
+// SetNodeState moves a node to Active (back up from Down), Down or
+// Draining, then normalizes the sets it concerns (placement.Normalize):
+// Down drops the node from every set that has another current alive
+// member (into the leaving list) and adds filling replacements, and leaves
+// the others waiting for it; Draining adds filling replacements to every
+// set of the node, which stays a member until they are current (the
+// leader's loop then commits FinishLeave); Active tops up short sets.
 type SetNodeState struct {
 	ID    string          `json:"id"`
 	State placement.State `json:"st"`
 }
 
-// RetireNode retires a node for good and repairs its users' sets.
+// RetireNode retires a node for good: it leaves every set and leaving
+// list. A set whose only current members it held has its filling members
+// made current (logged at ERROR: acknowledged writes may be lost).
 type RetireNode struct {
 	ID string `json:"id"`
 }
 
-// FinishDrain is step 2 of a drain: every user set listing the (draining)
-// node drops it, keeping the replacements step 1 added.
+// FinishDrain drops the (draining) node from every set whose
+// replacements are current, as FinishLeave does for each. It is no longer
+// proposed (the leader's loop commits FinishLeave per user) but stays
+// decodable for older logs.
 type FinishDrain struct {
 	ID string `json:"id"`
 }
@@ -184,50 +191,82 @@ type VoterInfo struct {
 
 // clusterState is the cluster part of the FSM; guarded by FSM.mu.
 type clusterState struct {
-	Nodes    map[string]*nodeRecord `json:"nodes"`
-	Assign   map[string][]string    `json:"assign"`
-	Settings Settings               `json:"settings"`
-	Voters   map[string]VoterInfo   `json:"voters"`
+	Nodes map[string]*nodeRecord `json:"nodes"`
+	// Sets holds each user's replica set (members and leaving nodes).
+	// Sets are never modified in place (a change stores a new one), so a
+	// snapshot shares them.
+	Sets     map[string]*placement.Set `json:"sets"`
+	Settings Settings                  `json:"settings"`
+	Voters   map[string]VoterInfo      `json:"voters"`
+	// EpochSeq is the last epoch given to a member that became filling
+	// (placement.Member.Epoch): epochs never repeat.
+	EpochSeq uint64 `json:"epoch_seq,omitempty"`
 
-	// The fields below are derived from Assign and never persisted
+	// The fields below are derived from Sets and never persisted
 	// (encoding/json skips unexported fields): validate rebuilds them on
-	// restore and setAssignment keeps them current.
+	// restore and setReplicas keeps them current.
 	//
-	// byNode lists each node's assigned users in order, so that a page
-	// of a node's users costs O(log n + page).
+	// byNode lists, per node, the users naming it (as a member or as a
+	// leaving node) in order, so that a page of a node's users costs
+	// O(log n + page).
 	byNode map[string]*userSet
+	// moving holds the users with a transfer under way (a member marked
+	// Leave).
+	moving map[string]struct{}
 	// changed is, per node, the raft index of the last change to its
 	// list (a user added or removed, or the set of one of its users
 	// changed). floor is the raft index of the last change to every list
-	// at once (a node's address changed, or the first cluster change
-	// after a restore). versionsUnknown is set by a restore until the
-	// next cluster change, because the snapshot does not say at which
+	// at once (a node's address or liveness changed, or the first cluster
+	// change after a restore). versionsUnknown is set by a restore until
+	// the next cluster change, because the snapshot does not say at which
 	// index the lists last changed.
 	changed         map[string]uint64
 	floor           uint64
 	versionsUnknown bool
 }
 
+// clusterStateV2 is the cluster object of snapshot version 2: replica
+// sets as lists of node IDs, every member current.
+type clusterStateV2 struct {
+	Nodes    map[string]*nodeRecord `json:"nodes"`
+	Assign   map[string][]string    `json:"assign"`
+	Settings Settings               `json:"settings"`
+	Voters   map[string]VoterInfo   `json:"voters"`
+}
+
+// upgrade converts a version 2 cluster object.
+func (v clusterStateV2) upgrade() clusterState {
+	c := clusterState{Nodes: v.Nodes, Settings: v.Settings, Voters: v.Voters,
+		Sets: make(map[string]*placement.Set, len(v.Assign))}
+	for u, ids := range v.Assign {
+		s := placement.NewSet(ids)
+		c.Sets[u] = &s
+	}
+	return c
+}
+
 func newClusterState() clusterState {
 	return clusterState{
 		Nodes:    make(map[string]*nodeRecord),
-		Assign:   make(map[string][]string),
+		Sets:     make(map[string]*placement.Set),
 		Settings: Settings{}.withDefaults(),
 		Voters:   make(map[string]VoterInfo),
 		byNode:   make(map[string]*userSet),
+		moving:   make(map[string]struct{}),
 		changed:  make(map[string]uint64),
 	}
 }
 
-// clone copies the maps and node records (assignment slices are never
-// modified in place, so they are shared). The clone is for encoding a
-// snapshot: it has none of the derived fields.
+// clone copies the maps and node records (sets are never modified in
+// place, so they are shared). The clone is for encoding a snapshot: it
+// has none of the derived fields.
 func (c *clusterState) clone() clusterState {
 	out := clusterState{
 		Nodes:    make(map[string]*nodeRecord, len(c.Nodes)),
-		Assign:   maps.Clone(c.Assign),
+		Sets:     maps.Clone(c.Sets),
 		Settings: c.Settings,
 		Voters:   maps.Clone(c.Voters),
+		EpochSeq: c.EpochSeq,
 	}
 	for id, n := range c.Nodes {
 		cp := *n
@@ -236,13 +275,14 @@ func (c *clusterState) clone() clusterState {
 	return out
 }
 
-// validate checks a restored cluster state and recomputes loads.
+// validate checks a restored cluster state and rebuilds the derived
+// fields and the loads.
 func (c *clusterState) validate() error {
 	if c.Nodes == nil {
 		c.Nodes = make(map[string]*nodeRecord)
 	}
-	if c.Assign == nil {
-		c.Assign = make(map[string][]string)
+	if c.Sets == nil {
+		c.Sets = make(map[string]*placement.Set)
 	}
 	if c.Voters == nil {
 		c.Voters = make(map[string]VoterInfo)
@@ -255,20 +295,37 @@ func (c *clusterState) validate() error {
 		n.Load = 0
 	}
 	byNode := make(map[string][]string)
-	for u, set := range c.Assign {
-		for _, id := range set {
+	c.moving = make(map[string]struct{})
+	for u, s := range c.Sets {
+		if s == nil || (len(s.Members) == 0 && len(s.Leaving) == 0) {
+			return fmt.Errorf("directory: snapshot set of %q is empty", u)
+		}
+		seen := make(map[string]bool)
+		for _, id := range append(s.IDs(), s.Leaving...) {
 			n, ok := c.Nodes[id]
 			if !ok {
 				return fmt.Errorf("directory: snapshot assigns %q to unknown node %q", u, id)
 			}
-			n.Load++
+			if seen[id] {
+				return fmt.Errorf("directory: snapshot set of %q names %q twice", u, id)
+			}
+			seen[id] = true
+			if s.Find(id) >= 0 {
+				n.Load++
+			}
 			byNode[id] = append(byNode[id], u)
+		}
+		for _, m := range s.Members {
+			c.EpochSeq = max(c.EpochSeq, m.Epoch)
+			if m.Leave {
+				c.moving[u] = struct{}{}
+			}
 		}
 	}
 	c.byNode = make(map[string]*userSet, len(byNode))
 	for id, users := range byNode {
 		slices.Sort(users)
-		c.byNode[id] = newUserSet(slices.Compact(users))
+		c.byNode[id] = newUserSet(users)
 	}
 	c.changed = make(map[string]uint64)
 	c.floor, c.versionsUnknown = 0, true
@@ -316,7 +373,7 @@ func (f *FSM) applyCluster(c Command) error {
 		cl.Nodes[c.ID] = n
 		if n.State == placement.Pending && (c.Approve || cl.Settings.AutoApprove) {
 			n.State, n.Added = placement.Active, f.index
-			f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
+			f.normalizeShort()
 		}
 		return nil
 	case ApproveNode:
@@ -332,32 +389,10 @@ func (f *FSM) applyCluster(c Command) error {
 			return fmt.Errorf("%w: approve a %v node", ErrBadNodeState, n.State)
 		}
 		f.setNode(n, func(n *nodeRecord) { n.State, n.Added = placement.Active, f.index })
-		f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
+		f.normalizeShort()
 		return nil
 	case SetNodeState:
-		n, err := f.liveNode(c.ID)
-		if err != nil {
-			return err
-		}
-		if n.State == c.State {
-			return nil
-		}
-		switch {
-		case n.State == placement.Pending:
-			return fmt.Errorf("%w: %v node to %v (approve it first)", ErrBadNodeState, n.State, c.State)
-		case c.State == placement.Active && n.State == placement.Down:
-			f.setNode(n, func(n *nodeRecord) { n.State = placement.Active })
-			f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
-		case c.State == placement.Down:
-			f.setNode(n, func(n *nodeRecord) { n.State = placement.Down })
-			f.repairWhere(func(set []string) bool { return slices.Contains(set, c.ID) })
-		case c.State == placement.Draining:
-			f.setNode(n, func(n *nodeRecord) { n.State = placement.Draining })
-			f.drainStep(c.ID, false)
-		default:
-			return fmt.Errorf("%w: %v to %v", ErrBadNodeState, n.State, c.State)
-		}
-		return nil
+		return f.setNodeState(c)
 	case FinishDrain:
 		n, err := f.liveNode(c.ID)
 		if err != nil {
@@ -366,7 +401,9 @@ func (f *FSM) applyCluster(c Command) error {
 		if n.State != placement.Draining {
 			return fmt.Errorf("%w: finish drain of a %v node", ErrBadNodeState, n.State)
 		}
-		f.drainStep(c.ID, true)
+		for _, u := range f.usersOf(c.ID, true) {
+			f.finishLeave(u, c.ID)
+		}
 		return nil
 	case RetireNode:
 		n, err := f.liveNode(c.ID)
@@ -374,11 +411,14 @@ func (f *FSM) applyCluster(c Command) error {
 			return err
 		}
 		f.setNode(n, func(n *nodeRecord) { n.State = placement.Retired })
-		f.repairWhere(func(set []string) bool { return slices.Contains(set, c.ID) })
+		cl.floor = f.index
+		for _, u := range f.usersOf(c.ID, false) {
+			f.normalize(u)
+		}
 		return nil
 	case SetSettings:
 		cl.Settings = c.Settings.withDefaults()
-		f.repairWhere(func(set []string) bool { return len(set) < cl.Settings.Replicas })
+		f.normalizeShort()
 		return nil
 	case SetVoter:
 		if c.ID == "" {
@@ -394,6 +434,49 @@ func (f *FSM) applyCluster(c Command) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %v cannot be applied here", ErrMalformedCommand, c.Type())
+}
+
+// setNodeState applies SetNodeState; f.mu is held.
+func (f *FSM) setNodeState(c SetNodeState) error {
+	n, err := f.liveNode(c.ID)
+	if err != nil {
+		return err
+	}
+	if n.State == c.State {
+		return nil
+	}
+	switch {
+	case n.State == placement.Pending:
+		return fmt.Errorf("%w: %v node to %v (approve it first)", ErrBadNodeState, n.State, c.State)
+	case c.State == placement.Active && n.State == placement.Down:
+		f.setNode(n, func(n *nodeRecord) { n.State = placement.Active })
+		f.cl.floor = f.index // the Down flag of its entries changed
+		for _, u := range f.usersOf(c.ID, true) {
+			f.normalize(u)
+		}
+		f.normalizeShort()
+	case c.State == placement.Down:
+		f.setNode(n, func(n *nodeRecord) { n.State = placement.Down })
+		f.cl.floor = f.index
+		var waiting []string
+		for _, u := range f.usersOf(c.ID, true) {
+			if f.normalize(u).Waiting {
+				waiting = append(waiting, u)
+			}
+		}
+		if len(waiting) > 0 {
+			f.log.Warn("directory: storage node down holds the only current copy of some users; they wait for it",
+				"node", c.ID, "users", len(waiting), "first", waiting[:min(len(waiting), 5)], "index", f.index)
+		}
+	case c.State == placement.Draining:
+		f.setNode(n, func(n *nodeRecord) { n.State = placement.Draining })
+		for _, u := range f.usersOf(c.ID, true) {
+			f.normalize(u)
+		}
+	default:
+		return fmt.Errorf("%w: %v to %v", ErrBadNodeState, n.State, c.State)
+	}
+	return nil
 }
 
 // liveNode returns the record of node id unless it is unknown
@@ -435,48 +518,68 @@ func (f *FSM) placementNodes() []placement.Node {
 	return out
 }
 
-// setAssignment stores user's new set and adjusts node loads, the
-// per-node user index and list versions (nil or empty set removes the
-// assignment).
-func (f *FSM) setAssignment(user string, set []string) {
+// SetChange is one user's replica set change, as the FSM's SetsChanged
+// hook hears it: Nodes are the nodes named by the set (members and
+// leaving) before or after the change, sorted.
+type SetChange struct {
+	User  string
+	Nodes []string
+}
+
+// setReplicas stores user's new set and keeps the loads, the per-node
+// index, the list versions and the transfers under way current; it
+// queues the change for the SetsChanged hook. A set with neither members
+// nor leaving nodes removes the user's entry.
+func (f *FSM) setReplicas(user string, s placement.Set) {
 	f.touchVersions()
-	old := f.cl.Assign[user]
-	if !slices.Equal(old, set) {
-		for _, id := range old {
-			if !slices.Contains(set, id) {
-				if s := f.cl.byNode[id]; s != nil && s.remove(user) && s.len() == 0 {
-					delete(f.cl.byNode, id)
-				}
-			}
-			f.cl.changed[id] = f.index
-		}
-		for _, id := range set {
-			if !slices.Contains(old, id) {
-				s := f.cl.byNode[id]
-				if s == nil {
-					s = newUserSet(nil)
-					f.cl.byNode[id] = s
-				}
-				s.insert(user)
-			}
-			f.cl.changed[id] = f.index
-		}
+	var old placement.Set
+	if p := f.cl.Sets[user]; p != nil {
+		old = *p
 	}
-	for _, id := range old {
-		if !slices.Contains(set, id) {
-			f.addLoad(id, -1)
-		}
-	}
-	for _, id := range set {
-		if !slices.Contains(old, id) {
-			f.addLoad(id, 1)
-		}
-	}
-	if len(set) == 0 {
-		delete(f.cl.Assign, user)
+	if old.Equal(s) {
 		return
 	}
-	f.cl.Assign[user] = slices.Clone(set)
+	oldNames := append(old.IDs(), old.Leaving...)
+	newNames := append(s.IDs(), s.Leaving...)
+	for _, id := range oldNames {
+		if !slices.Contains(newNames, id) {
+			if us := f.cl.byNode[id]; us != nil && us.remove(user) && us.len() == 0 {
+				delete(f.cl.byNode, id)
+			}
+		}
+		if old.Find(id) >= 0 && s.Find(id) < 0 {
+			f.addLoad(id, -1)
+		}
+		f.cl.changed[id] = f.index
+	}
+	for _, id := range newNames {
+		if !slices.Contains(oldNames, id) {
+			us := f.cl.byNode[id]
+			if us == nil {
+				us = newUserSet(nil)
+				f.cl.byNode[id] = us
+			}
+			us.insert(user)
+		}
+		if s.Find(id) >= 0 && old.Find(id) < 0 {
+			f.addLoad(id, 1)
+		}
+		f.cl.changed[id] = f.index
+	}
+	if slices.ContainsFunc(s.Members, func(m placement.Member) bool { return m.Leave }) {
+		f.cl.moving[user] = struct{}{}
+	} else {
+		delete(f.cl.moving, user)
+	}
+	if len(s.Members) == 0 && len(s.Leaving) == 0 {
+		delete(f.cl.Sets, user)
+	} else {
+		cp := s.Clone()
+		f.cl.Sets[user] = &cp
+	}
+	all := append(oldNames, newNames...)
+	slices.Sort(all)
+	f.pending = append(f.pending, SetChange{User: user, Nodes: slices.Compact(all)})
 }
 
 func (f *FSM) addLoad(id string, d int) {
@@ -500,59 +603,95 @@ func (f *FSM) allocate(user, fallback string) error {
 	if err != nil && !errors.Is(err, placement.ErrUnderReplicated) {
 		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	f.setAssignment(user, ids)
+	f.setReplicas(user, placement.NewSet(ids))
 	return nil
 }
 
-// usersWhere returns the assigned users whose set matches, sorted (the
-// order of repairs decides loads, so it must not depend on map order).
-func (f *FSM) usersWhere(match func(set []string) bool) []string {
+// usersOf returns the users naming node id, in order: as a member only
+// (membersOnly), or as a member or leaving node.
+func (f *FSM) usersOf(id string, membersOnly bool) []string {
+	us := f.cl.byNode[id]
+	if us == nil {
+		return nil
+	}
+	all := us.after("", us.len())
+	if !membersOnly {
+		return all
+	}
+	out := all[:0:0]
+	for _, u := range all {
+		if s := f.cl.Sets[u]; s != nil && s.Find(id) >= 0 {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// normalize applies placement.Normalize to user's set and stores the
+// result; f.mu is held.
+func (f *FSM) normalize(user string) placement.Outcome {
+	p := f.cl.Sets[user]
+	if p == nil {
+		return placement.Outcome{}
+	}
+	out, oc := placement.Normalize(*p, f.placementNodes(), f.cl.Settings.Replicas, f.policy(), &f.cl.EpochSeq)
+	if oc.Lost {
+		f.log.Error("directory: every current copy of a user was on retired nodes; the rest of its set was made current, "+
+			"so writes acknowledged only on the retired nodes are lost", "user", user, "set", out.IDs(), "index", f.index)
+	}
+	if oc.Changed {
+		f.setReplicas(user, out)
+	}
+	return oc
+}
+
+// normalizeShort normalizes, in user order, every set with fewer than R
+// members that are Active and not leaving (after an approval, a node back
+// up, new settings).
+func (f *FSM) normalizeShort() {
+	r := f.cl.Settings.Replicas
 	var users []string
-	for u, set := range f.cl.Assign {
-		if match(set) {
+	for u, s := range f.cl.Sets {
+		serving := 0
+		for _, m := range s.Members {
+			if n, ok := f.cl.Nodes[m.ID]; ok && n.State == placement.Active && !m.Leave {
+				serving++
+			}
+		}
+		if serving < r {
 			users = append(users, u)
 		}
 	}
 	slices.Sort(users)
-	return users
-}
-
-// repairWhere repairs the sets that match, in user order.
-func (f *FSM) repairWhere(match func(set []string) bool) {
-	r := f.cl.Settings.Replicas
-	for _, u := range f.usersWhere(match) {
-		a := placement.Assignment{User: u, Nodes: f.cl.Assign[u]}
-		if b, changed := placement.Repair(a, f.placementNodes(), r, f.policy()); changed {
-			f.setAssignment(u, b.Nodes)
-		}
+	for _, u := range users {
+		f.normalize(u)
 	}
 }
 
-// drainStep moves the users of node id: step 1 (final false) adds the
-// replacements, step 2 drops the node. A user that cannot be moved safely
-// keeps its set.
-func (f *FSM) drainStep(id string, final bool) {
-	r := f.cl.Settings.Replicas
-	for _, u := range f.usersWhere(func(set []string) bool { return slices.Contains(set, id) }) {
-		a := placement.Assignment{User: u, Nodes: f.cl.Assign[u]}
-		mv, err := placement.DrainOne(a, id, f.placementNodes(), r, f.policy())
-		if err != nil {
-			f.log.Warn("directory: drain cannot move user yet", "node", id, "user", u, "err", err)
-			continue
-		}
-		if final {
-			f.setAssignment(u, mv.Final)
-		} else {
-			f.setAssignment(u, mv.Add)
-		}
+// finishLeave drops leaving member id of user's set when its set is
+// ready (placement.FinishLeave), then normalizes; f.mu is held.
+func (f *FSM) finishLeave(user, id string) bool {
+	p := f.cl.Sets[user]
+	if p == nil {
+		return false
 	}
+	out, ok := placement.FinishLeave(*p, id, f.placementNodes())
+	if ok {
+		f.setReplicas(user, out)
+		f.normalize(user)
+	}
+	return ok
 }
 
-// info converts a record for callers.
-func (n *nodeRecord) info() NodeInfo {
+// info converts a record for callers; f.mu is held.
+func (f *FSM) info(n *nodeRecord) NodeInfo {
+	leaving := 0
+	if us := f.cl.byNode[n.ID]; us != nil {
+		leaving = us.len() - n.Load
+	}
 	return NodeInfo{
 		ID: n.ID, Operator: n.Operator, URL: n.BaseURL, P2PAddrs: slices.Clone(n.P2PAddrs),
-		Capacity: n.Capacity, Load: n.Load, State: n.State.String(), Added: n.Added,
+		Capacity: n.Capacity, Load: n.Load, Leaving: leaving, State: n.State.String(), Added: n.Added,
 		PublicKey: n.PublicKey,
 	}
 }
@@ -567,9 +706,13 @@ type NodeInfo struct {
 	URL string `json:"url"`
 	// P2PAddrs are the node's libp2p multiaddresses.
 	P2PAddrs []string `json:"p2p_addrs,omitempty"`
-	// Capacity is the most users the node takes; Load how many it holds.
+	// Capacity is the most users the node takes; Load how many sets list
+	// it as a member.
 	Capacity int `json:"capacity,omitempty"`
 	Load     int `json:"load"`
+	// Leaving is how many users' leaving lists name the node: it left
+	// their sets and still owes them a handoff.
+	Leaving int `json:"leaving,omitempty"`
 	// State is "pending", "active", "draining", "down" or "retired".
 	State string `json:"state,omitempty"`
 	// Added is the raft index at which the node was approved.
@@ -578,13 +721,22 @@ type NodeInfo struct {
 	PublicKey []byte `json:"public_key,omitempty"`
 }
 
+// Down reports whether the directory considers the node down.
+func (n NodeInfo) Down() bool { return n.State == placement.Down.String() }
+
+// Alive reports whether the node takes part in replication (active or
+// draining).
+func (n NodeInfo) Alive() bool {
+	return n.State == placement.Active.String() || n.State == placement.Draining.String()
+}
+
 // Nodes returns every storage node, sorted by ID.
 func (f *FSM) Nodes() []NodeInfo {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	out := make([]NodeInfo, 0, len(f.cl.Nodes))
 	for _, n := range f.cl.Nodes {
-		out = append(out, n.info())
+		out = append(out, f.info(n))
 	}
 	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out
@@ -598,27 +750,83 @@ func (f *FSM) Node(id string) (NodeInfo, bool) {
 	if !ok {
 		return NodeInfo{}, false
 	}
-	return n.info(), true
+	return f.info(n), true
 }
 
-// Assignment returns the user's replica set as node infos (primary
-// first; a node missing from the state appears with its ID only), the
-// account's fallback node URL (Account.Node), and whether the user exists.
-func (f *FSM) Assignment(user string) (set []NodeInfo, fallback string, ok bool) {
+// nodeInfo returns the record of id, or a NodeInfo with the ID only for a
+// node missing from the state; f.mu is held.
+func (f *FSM) nodeInfo(id string) NodeInfo {
+	if n, ok := f.cl.Nodes[id]; ok {
+		return f.info(n)
+	}
+	return NodeInfo{ID: id}
+}
+
+// MemberInfo is one member of a user's replica set with its node's record.
+type MemberInfo struct {
+	NodeInfo
+	// Filling, Epoch and Leave are the member's state (placement.Member).
+	Filling bool
+	Epoch   uint64
+	Leave   bool
+}
+
+// Replicas is a user's replica set with the nodes' records: the members,
+// primary first, and the leaving nodes.
+type Replicas struct {
+	Members []MemberInfo
+	Leaving []NodeInfo
+}
+
+// Serving returns the member that serves the user's clients: the
+// primary, when it is current and its node alive; ok is false when no
+// member qualifies (the primary is down or filling: clients wait) or the
+// set is empty.
+func (r Replicas) Serving() (MemberInfo, bool) {
+	if len(r.Members) == 0 {
+		return MemberInfo{}, false
+	}
+	p := r.Members[0]
+	return p, !p.Filling && p.Alive()
+}
+
+// Replicas returns the user's replica set, the account's fallback node URL
+// (Account.Node) and whether the user exists.
+func (f *FSM) Replicas(user string) (r Replicas, fallback string, ok bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	a, ok := f.accounts[user]
 	if !ok {
-		return nil, "", false
+		return Replicas{}, "", false
 	}
-	for _, id := range f.cl.Assign[user] {
-		if n, ok := f.cl.Nodes[id]; ok {
-			set = append(set, n.info())
-		} else {
-			set = append(set, NodeInfo{ID: id})
-		}
+	if s := f.cl.Sets[user]; s != nil {
+		r = f.replicas(*s)
 	}
-	return set, a.Node, true
+	return r, a.Node, true
+}
+
+// replicas expands a set; f.mu is held.
+func (f *FSM) replicas(s placement.Set) Replicas {
+	var r Replicas
+	for _, m := range s.Members {
+		r.Members = append(r.Members, MemberInfo{NodeInfo: f.nodeInfo(m.ID), Filling: m.Filling, Epoch: m.Epoch, Leave: m.Leave})
+	}
+	for _, id := range s.Leaving {
+		r.Leaving = append(r.Leaving, f.nodeInfo(id))
+	}
+	return r
+}
+
+// Assignment returns the members of the user's replica set as node infos
+// (primary first; a node missing from the state appears with its ID
+// only), the account's fallback node URL (Account.Node), and whether the
+// user exists.
+func (f *FSM) Assignment(user string) (set []NodeInfo, fallback string, ok bool) {
+	r, fallback, ok := f.Replicas(user)
+	for _, m := range r.Members {
+		set = append(set, m.NodeInfo)
+	}
+	return set, fallback, ok
 }
 
 // Settings returns the cluster settings.
@@ -650,17 +858,18 @@ func (f *FSM) HasVoterPeer(id string) bool {
 // UserAssignment is one user's replica set.
 type UserAssignment struct {
 	User string
-	// Set lists node IDs, primary first. It is shared with the FSM and
-	// must not be modified.
-	Set []string
+	// Set is the user's set. It is shared with the FSM and must not be
+	// modified.
+	Set placement.Set
 }
 
 // UsersPage returns, in one consistent view, up to limit (> 0) users
-// whose set contains node id, in ascending order strictly after after,
-// with their sets; nodes holds the records of every node those sets
-// name; more says whether further users follow; version is the node's
-// list version (see dirproto.UsersResponse: 0 while unknown after a
-// restore). It costs O(log n + limit) for a node of n users.
+// whose set names node id (as a member or as a leaving node), in
+// ascending order strictly after after, with their sets; nodes holds the
+// records of every node those sets name; more says whether further users
+// follow; version is the node's list version (see dirproto.UsersResponse:
+// 0 while unknown after a restore). It costs O(log n + limit) for a node
+// of n users.
 func (f *FSM) UsersPage(id, after string, limit int) (page []UserAssignment, nodes map[string]NodeInfo, more bool, version uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -678,16 +887,11 @@ func (f *FSM) UsersPage(id, after string, limit int) (page []UserAssignment, nod
 	}
 	page = make([]UserAssignment, 0, len(users))
 	for _, u := range users {
-		set := f.cl.Assign[u] // never modified in place: safe to share
+		set := *f.cl.Sets[u] // never modified in place: safe to share
 		page = append(page, UserAssignment{User: u, Set: set})
-		for _, nid := range set {
-			if _, ok := nodes[nid]; ok {
-				continue
-			}
-			if n, ok := f.cl.Nodes[nid]; ok {
-				nodes[nid] = n.info()
-			} else {
-				nodes[nid] = NodeInfo{ID: nid}
+		for _, nid := range append(set.IDs(), set.Leaving...) {
+			if _, ok := nodes[nid]; !ok {
+				nodes[nid] = f.nodeInfo(nid)
 			}
 		}
 	}

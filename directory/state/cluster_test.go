@@ -92,14 +92,14 @@ func TestFSMNodeStateRules(t *testing.T) {
 	}
 }
 
-// checkUserIndex compares the FSM's derived per-node index with Assign.
+// checkUserIndex compares the FSM's derived per-node index with Sets.
 func checkUserIndex(t *testing.T, f *FSM) {
 	t.Helper()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	want := make(map[string][]string)
-	for u, set := range f.cl.Assign {
-		for _, id := range set {
+	for u, set := range f.cl.Sets {
+		for _, id := range append(set.IDs(), set.Leaving...) {
 			want[id] = append(want[id], u)
 		}
 	}
@@ -174,7 +174,7 @@ func TestFSMUserIndex(t *testing.T) {
 	for _, id := range []string{"n0", "n3", "n4"} {
 		p1, _, m1, _ := f.UsersPage(id, "u050", 40)
 		p2, _, m2, v2 := g.UsersPage(id, "u050", 40)
-		if !slices.EqualFunc(p1, p2, func(a, b UserAssignment) bool { return a.User == b.User && slices.Equal(a.Set, b.Set) }) || m1 != m2 {
+		if !slices.EqualFunc(p1, p2, func(a, b UserAssignment) bool { return a.User == b.User && a.Set.Equal(b.Set) }) || m1 != m2 {
 			t.Fatalf("node %s: restored page differs", id)
 		}
 		if v2 != 0 {

@@ -35,6 +35,11 @@ const (
 	CmdSetSettings  CommandType = 24
 	CmdFinishDrain  CommandType = 25
 	CmdSetVoter     CommandType = 26
+	// Replica sets: what nodes' replication reports, rebalancing
+	// transfers, members leaving their sets.
+	CmdNodeReport    CommandType = 27
+	CmdStartTransfer CommandType = 28
+	CmdFinishLeave   CommandType = 29
 
 	CmdPublishKey CommandType = 40
 	CmdRetireKey  CommandType = 41
@@ -81,6 +86,9 @@ var codecs = map[CommandType]codec{
 		commandV1:  decodeSetVoterV1,
 		setVoterV2: decodeJSON[SetVoter],
 	}},
+	CmdNodeReport:    v1[NodeReport]("NodeReport"),
+	CmdStartTransfer: v1[StartTransfer]("StartTransfer"),
+	CmdFinishLeave:   v1[FinishLeave]("FinishLeave"),
 
 	CmdPublishKey: v1[PublishKey]("PublishKey"),
 	CmdRetireKey:  v1[RetireKey]("RetireKey"),

@@ -5,8 +5,13 @@
 // The state is the accounts (Account: name, argon2id hash, e-mail,
 // creation time, pending reset code), the cluster (storage nodes with
 // their identity key, operator, URLs, capacity and placement.State; each
-// user's replica set; the cluster Settings; the voters' URLs and libp2p
-// identities) and the published token signing keys (SigningKey).
+// user's replica set, a placement.Set of current and filling members and
+// leaving nodes; the cluster Settings; the voters' URLs and libp2p
+// identities) and the published token signing keys (SigningKey). The
+// storage nodes' replication reports (NodeReport), drains and rebalancing
+// transfers (StartTransfer, FinishLeave) change the sets by the rules of
+// directory/placement; the SetsChanged hook tells the owner which nodes
+// each change concerns.
 //
 // Apply is deterministic: it depends only on the state and the entry. It
 // reads no clock (times travel in commands, and directory/placement runs

@@ -22,9 +22,10 @@ import (
 type FSM struct {
 	log       *slog.Logger
 	placement placement.Policy
-	// revoked, when non-nil, hears of every committed change that
-	// invalidates a user's credentials ("" = all users).
-	revoked func(user string)
+	hooks     Hooks
+	// pending collects the set changes of the entry being applied, for
+	// hooks.SetsChanged.
+	pending []SetChange
 
 	mu       sync.RWMutex
 	accounts map[string]*Account
@@ -43,15 +44,26 @@ type FSM struct {
 
 var _ raft.FSM = (*FSM)(nil)
 
+// Hooks are the FSM's calls into its owner. Each runs on raft's apply
+// goroutine with the FSM's lock held: it must be quick and must not call
+// back into the FSM. Nil hooks are skipped.
+type Hooks struct {
+	// Revoked is called after every committed command that invalidates a
+	// user's credentials (account deleted, password changed or reset),
+	// with the account name, and with "" after a snapshot restore.
+	Revoked func(user string)
+	// SetsChanged is called after every applied entry that changed
+	// replica sets (members, their filling state or epochs, leaving
+	// lists), with the changes in the order they were made. The slice is
+	// the caller's to keep.
+	SetsChanged func(changes []SetChange)
+}
+
 // New returns an empty FSM. Allocation uses policy (its Now is ignored:
-// the FSM sets it to the raft index). revoked, when non-nil, is called
-// on raft's apply goroutine after every committed command that
-// invalidates a user's credentials (account deleted, password changed or
-// reset), with the account name, and with "" after a snapshot restore; it
-// must be quick and must not call back into the FSM's owner.
-func New(log *slog.Logger, policy placement.Policy, revoked func(user string)) *FSM {
+// the FSM sets it to the raft index).
+func New(log *slog.Logger, policy placement.Policy, hooks Hooks) *FSM {
 	return &FSM{
-		log: log, placement: policy, revoked: revoked,
+		log: log, placement: policy, hooks: hooks,
 		accounts: make(map[string]*Account), cl: newClusterState(), keys: make(map[string]*SigningKey),
 	}
 }
@@ -80,6 +92,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.index = l.Index
+	defer f.flushChanges()
 	if b, ok := cmd.(Batch); ok {
 		res := make([]error, len(b.Commands))
 		for i, c := range b.Commands {
@@ -90,6 +103,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.applyOne(cmd)
 }
 
+// flushChanges hands the entry's set changes to the SetsChanged hook;
+// f.mu is held.
+func (f *FSM) flushChanges() {
+	if len(f.pending) > 0 && f.hooks.SetsChanged != nil {
+		f.hooks.SetsChanged(f.pending)
+	}
+	f.pending = nil
+}
+
 // applyOne applies one non-batch command; f.mu is held.
 func (f *FSM) applyOne(c Command) error {
 	switch c.(type) {
@@ -97,6 +119,8 @@ func (f *FSM) applyOne(c Command) error {
 		return f.applyAccount(c)
 	case RegisterNode, ApproveNode, SetNodeState, RetireNode, FinishDrain, SetSettings, SetVoter:
 		return f.applyCluster(c)
+	case NodeReport, StartTransfer, FinishLeave:
+		return f.applySets(c)
 	case PublishKey, RetireKey:
 		return f.applyKey(c)
 	}

@@ -93,7 +93,7 @@ func TestFSMApplyBatch(t *testing.T) {
 
 func TestFSMApplyUnknownEntry(t *testing.T) {
 	var logs bytes.Buffer
-	f := New(slog.New(slog.NewTextHandler(&logs, nil)), placement.Policy{}, nil)
+	f := New(slog.New(slog.NewTextHandler(&logs, nil)), placement.Policy{}, Hooks{})
 	res := f.Apply(&raft.Log{Index: 7, Term: 2, Type: raft.LogCommand, Data: []byte{250, 1, '{', '}'}})
 	err, _ := res.(error)
 	var ue *UnknownCommandError
@@ -289,5 +289,5 @@ func TestFSMKeys(t *testing.T) {
 // testFSM returns an empty FSM with the default placement policy that
 // logs warnings to the test log.
 func testFSM(t testing.TB) *FSM {
-	return New(testkit.Logger(t, slog.LevelWarn), placement.Policy{}, nil)
+	return New(testkit.Logger(t, slog.LevelWarn), placement.Policy{}, Hooks{})
 }

@@ -18,11 +18,14 @@ import (
 // sorted by kid, then EOF. See DESIGN.md.
 const (
 	snapshotFormat  = "hce-directory"
-	snapshotVersion = 2
+	snapshotVersion = 3
 )
 
 // snapshotHeader starts a snapshot. Version 2 adds Cluster and Keys;
-// version 1 (accounts only) stays readable.
+// version 3 writes replica sets with their members' state and leaving
+// lists (clusterState.Sets) where version 2 had lists of node IDs
+// (clusterStateV2.Assign). Versions 1 (accounts only) and 2 stay
+// readable.
 type snapshotHeader struct {
 	Format   string `json:"format"`
 	Version  int    `json:"version"`
@@ -64,8 +67,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.cl = cl
 	f.keys = keys
 	f.mu.Unlock()
-	if f.revoked != nil {
-		f.revoked("")
+	if f.hooks.Revoked != nil {
+		f.hooks.Revoked("")
 	}
 	return nil
 }
@@ -98,13 +101,21 @@ func readSnapshot(r io.Reader) (map[string]*Account, clusterState, map[string]*S
 		accts[a.Name] = a
 	}
 	if h.Cluster {
-		if err := dec.Decode(&cl); err != nil {
+		var err error
+		if h.Version == 2 {
+			var v2 clusterStateV2
+			err = dec.Decode(&v2)
+			cl = v2.upgrade()
+		} else {
+			err = dec.Decode(&cl)
+		}
+		if err != nil {
 			return nil, cl, nil, fmt.Errorf("directory: snapshot cluster state: %w", err)
 		}
 		if err := cl.validate(); err != nil {
 			return nil, cl, nil, err
 		}
-		for u := range cl.Assign {
+		for u := range cl.Sets {
 			if _, ok := accts[u]; !ok {
 				return nil, cl, nil, fmt.Errorf("directory: snapshot assigns unknown user %q", u)
 			}
