@@ -285,9 +285,10 @@ type AssignedNode struct {
 	// replicates, confirms writes and reports its backfill
 	// (ReportRequest.Filled) to become current.
 	Filling bool `json:"filling,omitempty"`
-	// Epoch counts how often this member became filling. A Filled report
-	// names the epoch it was made under; one for an older epoch is
-	// ignored. A member waits at least the membership cache lifetime after
+	// Epoch changes each time this member becomes filling (the directory
+	// draws epochs from one cluster-wide sequence, so a node added again
+	// later never sees an old one). A Filled report names the epoch it
+	// was made under; one for another epoch is ignored. A member waits at least the membership cache lifetime after
 	// it learnt an epoch before it starts the pull it reports for it, so
 	// every writer of the user knows it as a member by then.
 	Epoch uint64 `json:"epoch,omitempty"`
