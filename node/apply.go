@@ -23,6 +23,11 @@ import (
 // clients. Everything accepted, and cp for peer when it is not nil, is
 // committed in one synced batch, so a checkpoint never runs ahead of the
 // data. err is for failures of the store itself (then nothing was stored).
+//
+// peer "" marks a client's write (the CouchDB endpoint): it is
+// acknowledged under the ReplicaWaiter's rule like a Weave write, and
+// fails with ErrNotAcknowledged (after its commit) when the waiter
+// refuses it.
 func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision, peer string, cp *Checkpoint) (errs []error, err error) {
 	if err := checkNames(user); err != nil {
 		return nil, err
@@ -65,7 +70,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 	if len(order) == 0 && cp == nil {
 		return errs, nil
 	}
-	_, _, err = s.writeLockedFrom(user, peer, nil,
+	_, st, err := s.writeLockedFrom(user, peer, nil,
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 			var writers []*writer
 			var w *writer
@@ -149,6 +154,14 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 		})
 	if err != nil {
 		return nil, err
+	}
+	if peer == "" {
+		// A client's write (a CouchDB replicator pushing to this node):
+		// acknowledged under the same rule as a Weave write, even when it
+		// changed nothing (a retry of a write not acknowledged before).
+		if err := s.awaitReplicas(ctx, user, st); err != nil {
+			return nil, err
+		}
 	}
 	return errs, nil
 }

@@ -21,12 +21,17 @@ type PasswordChecker interface {
 	CheckPassword(ctx context.Context, user, password string) error
 }
 
-// Membership says whether this node holds a user, i.e. is in the user's
-// replica set as the directory assigns it. The directory client implements
-// it. Holds returns an error when it cannot tell (the storage API then
-// answers 503 rather than a wrong 401).
+// Membership says whether this node may serve a user's clients: the
+// directory client implements it. Serves reports true only while this
+// node is a current member of the user's replica set (in the set and not
+// filling: it holds every write acknowledged for the user), as the
+// directory said at most the membership cache lifetime ago; a filling or
+// leaving member, or a node outside the set, gets false. It returns an
+// error when it cannot tell (the directory unreachable for longer than
+// the cache lifetime): the storage API then answers 503 rather than a
+// wrong 401 or a read that may lack acknowledged writes.
 type Membership interface {
-	Holds(ctx context.Context, user string) (bool, error)
+	Serves(ctx context.Context, user string) (bool, error)
 }
 
 // Defaults of AuthConfig.
@@ -60,9 +65,11 @@ type AuthConfig struct {
 	// Required when Keys is set.
 	NodeID string
 	// Membership, when set, is asked after the credentials are found
-	// valid: a user this node does not hold is refused with
-	// api.ErrUnauthorized (401), so that a Weave client re-reads
-	// node/weave and finds its new node. Nil holds every user (serve).
+	// valid: a user this node may not serve (not a current member of the
+	// user's replica set) is refused with api.ErrUnauthorized (401), so
+	// that a Weave client re-reads node/weave and finds its node; when
+	// Membership cannot tell, its error (503) is returned. Nil serves
+	// every user (serve).
 	Membership Membership
 }
 
@@ -148,8 +155,8 @@ func (a *Authenticator) mac(user, password string) [sha256.Size]byte {
 }
 
 // Authenticate returns nil when c are valid credentials of pathUser and
-// this node holds pathUser (AuthConfig.Membership), an error wrapping
-// api.ErrUnauthorized when they are not or it does not, and the checker's
+// this node may serve pathUser (AuthConfig.Membership), an error wrapping
+// api.ErrUnauthorized when they are not or it may not, and the checker's
 // or the membership's error when that could not be checked.
 func (a *Authenticator) Authenticate(ctx context.Context, pathUser string, c api.Credentials) error {
 	if err := a.authenticate(ctx, pathUser, c); err != nil {
@@ -158,12 +165,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, pathUser string, c api
 	if a.cfg.Membership == nil {
 		return nil
 	}
-	holds, err := a.cfg.Membership.Holds(ctx, pathUser)
+	serves, err := a.cfg.Membership.Serves(ctx, pathUser)
 	if err != nil {
 		return err
 	}
-	if !holds {
-		return fmt.Errorf("node: this node does not hold %q: %w", pathUser, api.ErrUnauthorized)
+	if !serves {
+		return fmt.Errorf("node: this node is not a current member of %q's replica set: %w", pathUser, api.ErrUnauthorized)
 	}
 	return nil
 }

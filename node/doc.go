@@ -34,7 +34,11 @@
 // build on; a replicated revision that changes a winner becomes visible
 // with a fresh local timestamp. The node reaches replication only through
 // the interfaces it owns: ChangeNotifier (push notices) and ReplicaWaiter
-// (a write is acknowledged once another replica holds it).
+// (a client write, Weave or CouchDB, is acknowledged only under the
+// acknowledgement rule; otherwise it answers ErrNotAcknowledged, a 503,
+// and stays committed). The authenticator serves a user only while
+// Membership says this node is a current member of the user's replica
+// set.
 //
 // # Layout
 //
@@ -67,10 +71,10 @@
 //   - docs.go: Doc, GetDocs, RevsDiff
 //   - feed.go: Change, Changes, UpdateSeq, WaitChanges
 //   - checkpoint.go, local.go: replication checkpoints, _local documents
-//   - users.go: Users, WipeUser
+//   - users.go: Users (users with data), WipeUser
 //   - seams.go: ChangeNotifier and ReplicaWaiter, the interfaces node owns
-//     towards replication
+//     towards replication, and ErrNotAcknowledged
 //
-// Authentication: auth.go (Authenticator, password cache) and token.go
-// (signed tokens, KeySource).
+// Authentication: auth.go (Authenticator, password cache, Membership: the
+// serving rule) and token.go (signed tokens, KeySource).
 package node

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -58,8 +57,8 @@ type Store struct {
 	watch  watchers
 
 	waiter      ReplicaWaiter
-	waitTimeout time.Duration
-	unconfirmed atomic.Uint64
+	unconfirmed atomic.Uint64 // writes acknowledged after an unconfirmed report
+	unacked     atomic.Uint64 // writes that failed with ErrNotAcknowledged
 }
 
 // scratch holds reusable buffers of one request.

@@ -1,14 +1,17 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Users returns up to limit names of users with anything stored, in
-// ascending order, after the name after ("" = from the start).
+// Users returns up to limit names of users with data stored, in
+// ascending order, after the name after ("" = from the start). A user
+// whose only key is its counters (after WipeUser, or a write that changed
+// nothing) has no data and is left out.
 func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
@@ -24,6 +27,7 @@ func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, e
 	}
 	defer it.Close()
 	var out []string
+	var meta []byte
 	for ok := it.First(); ok && (limit <= 0 || len(out) < limit); {
 		k := it.Key()
 		i := strings.IndexByte(string(k), 0)
@@ -31,6 +35,17 @@ func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, e
 			break
 		}
 		u := string(k[:i])
+		meta = metaKey(meta[:0], u, "")
+		if bytes.Equal(k, meta) {
+			// The user meta sorts first; data, if any, follows it.
+			ok = it.Next()
+			if !ok || !bytes.HasPrefix(it.Key(), meta[:len(u)+1]) {
+				if ok {
+					continue // the next user
+				}
+				break
+			}
+		}
 		out = append(out, u)
 		ok = it.SeekGE(userEnd(nil, u))
 	}

@@ -74,9 +74,9 @@ type checkFunc func(st *userState) (*userState, error)
 type stageFunc func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error)
 
 // clientWrite runs one client write of user (whose names the caller
-// checked) with writeLocked and then, when wait is set, waits for another
-// replica to confirm it (awaitReplicas, after the user's lock is
-// released).
+// checked) with writeLocked and then, when wait is set, waits until the
+// write may be acknowledged (awaitReplicas, after the user's lock is
+// released); a write that may not be is answered with ErrNotAcknowledged.
 func (s *Store) clientWrite(ctx context.Context, user string, wait bool, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
 	if err := s.enter(); err != nil {
 		return 0, nil, err
@@ -87,7 +87,9 @@ func (s *Store) clientWrite(ctx context.Context, user string, wait bool, check c
 		return 0, nil, err
 	}
 	if wait {
-		s.awaitReplicas(ctx, user, st)
+		if err := s.awaitReplicas(ctx, user, st); err != nil {
+			return 0, nil, err
+		}
 	}
 	return ts, st, nil
 }

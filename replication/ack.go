@@ -3,67 +3,156 @@ package replication
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/hce-sync/hce/api/dirproto"
 )
 
-// WaitReplicated implements node.ReplicaWaiter: it asks every other node of
-// user's replica set to pull user now (SyncRequest) and returns nil as soon
-// as one of them holds everything up to seq. While every one fails it
-// retries (backoff RetryMin..RetryMax) until ctx ends, then returns an
-// error. A user without other replicas returns nil at once.
-func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64) error {
-	ps, err := r.mem.Replicas(ctx, user)
-	if err != nil {
-		return err
+// WaitReplicated implements node.ReplicaWaiter, the acknowledgement rule:
+// after a client write of user (whose feed then reached seq) it sends a
+// SyncRequest to every other member of the user's replica set, current
+// and filling, each retried with backoff, and waits until all of them
+// hold the user up to seq, at most Config.ReplicaWait. Members the
+// directory marks down are not waited for once every other member has
+// answered.
+//
+// When every member confirmed it returns (false, nil). Otherwise it
+// reports Unconfirmed{user, the members that confirmed} to the directory
+// (which makes the others filling, so they stop serving and must backfill
+// again) and returns (true, nil) once the report is committed, this node
+// is still a current member by the directory's answer after the commit,
+// and, when the directory could not push the change to those members
+// (Notified false), after waiting Config.MembershipTTL so their cached
+// views have expired. Any failure of that (directory unreachable, no
+// quorum, this node no longer current) is an error: the write must not be
+// acknowledged. A node that is not a current member by its own view
+// fails at once with ErrNotCurrent.
+func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64) (bool, error) {
+	r.mu.Lock()
+	started, closed := r.started, r.closed
+	r.mu.Unlock()
+	switch {
+	case closed:
+		return false, ErrClosed
+	case !started:
+		return false, ErrNotStarted
 	}
-	others := make([]peer.ID, 0, len(ps))
-	for _, p := range ps {
-		if p != r.self {
-			others = append(others, p)
+	set, err := r.replicaSet(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	if !set.IsCurrent(r.self) {
+		return false, fmt.Errorf("%w of %q's replica set", ErrNotCurrent, user)
+	}
+	var others []Member
+	for _, m := range set.Members {
+		if m.Peer != r.self {
+			others = append(others, m)
 		}
 	}
 	if len(others) == 0 {
-		return nil
+		return false, nil
 	}
-	var last error
-	for wait := r.cfg.RetryMin; ; wait = min(2*wait, r.cfg.RetryMax) {
-		if last = r.syncOnce(ctx, others, user, seq); last == nil {
-			return nil
-		}
-		// Every replica failed (unreachable, or its pull failed): try
-		// again until ctx ends, a connection may come back.
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("replication: no replica of %q confirmed seq %d: %w (last: %v)", user, seq, ctx.Err(), last)
-		case <-t.C:
-		}
+	confirmed := r.confirm(ctx, others, user, seq)
+	if len(confirmed) == len(others) {
+		return false, nil
 	}
+	if err := r.reportUnconfirmed(ctx, user, confirmed); err != nil {
+		r.c.uncFailed.Add(1)
+		return false, err
+	}
+	r.c.uncReported.Add(1)
+	return true, nil
 }
 
-// syncOnce sends a SyncRequest to every peer in parallel and returns nil
-// at the first success, else the last error. The other requests go on
-// (bounded by CallTimeout): every replica should pull the write, and the
-// store sends no separate notice for it.
-func (r *Replicator) syncOnce(ctx context.Context, peers []peer.ID, user string, seq uint64) error {
-	if len(peers) > 1 {
-		ctx = context.WithoutCancel(ctx)
-	}
-	res := make(chan error, len(peers))
-	for _, p := range peers {
+// confirm sends a SyncRequest for (user, seq) to every member of others in
+// parallel, retrying each failure with backoff, and returns the peers
+// that confirmed by the time every member not marked down confirmed (so
+// at once when all are marked down), or by Config.ReplicaWait.
+func (r *Replicator) confirm(ctx context.Context, others []Member, user string, seq uint64) []peer.ID {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaWait)
+	defer cancel() // stops the attempts still running
+	done := make(chan Member, len(others))
+	live := 0
+	for _, m := range others {
+		if !m.Down {
+			live++
+		}
 		go func() {
-			_, err := call[*SyncResponse](ctx, r, p, &SyncRequest{User: user, Seq: seq})
-			res <- err
+			for wait := r.cfg.RetryMin; ; wait = min(2*wait, r.cfg.RetryMax) {
+				_, err := call[*SyncResponse](ctx, r, m.Peer, &SyncRequest{User: user, Seq: seq})
+				if err == nil {
+					done <- m
+					return
+				}
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
 		}()
 	}
-	var last error
-	for range peers {
-		if last = <-res; last == nil {
-			return nil
+	var confirmed []peer.ID
+	liveOK := 0
+	for len(confirmed) < len(others) && liveOK < live {
+		select {
+		case m := <-done:
+			confirmed = append(confirmed, m.Peer)
+			if !m.Down {
+				liveOK++
+			}
+		case <-ctx.Done():
+			return confirmed
 		}
 	}
-	return last
+	return confirmed
+}
+
+// reportUnconfirmed reports that the members of user's set other than
+// this node and confirmed did not confirm a write, and returns nil once
+// the write may be acknowledged (see WaitReplicated).
+func (r *Replicator) reportUnconfirmed(ctx context.Context, user string, confirmed []peer.ID) error {
+	if r.cfg.Reporter == nil {
+		return fmt.Errorf("%w: members of %q did not confirm a write", ErrNoReporter, user)
+	}
+	item := dirproto.UnconfirmedWrite{User: user}
+	for _, p := range confirmed {
+		item.Confirmed = append(item.Confirmed, p.String())
+	}
+	slices.Sort(item.Confirmed)
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReportTimeout)
+	defer cancel()
+	notified, err := r.reports.waitUnconfirmed(rctx, r, item)
+	if err != nil {
+		return fmt.Errorf("replication: report of an unconfirmed write of %q: %w", user, err)
+	}
+	// The directory ignores the item when this node was no longer a
+	// current member (another writer's report made it filling): then the
+	// write is on no current member and must not be acknowledged. The
+	// Reporter dropped the cached set, so this asks the directory.
+	set, err := r.replicaSet(rctx, user)
+	if err != nil {
+		return fmt.Errorf("replication: replica set of %q after a report: %w", user, err)
+	}
+	if !set.IsCurrent(r.self) {
+		return fmt.Errorf("%w of %q's replica set after reporting an unconfirmed write", ErrNotCurrent, user)
+	}
+	if !notified {
+		// Members that became filling may still serve from a cached view
+		// for up to the cache lifetime.
+		t := time.NewTimer(r.cfg.MembershipTTL)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

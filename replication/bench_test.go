@@ -138,7 +138,7 @@ func BenchmarkCPU50(b *testing.B) {
 		}
 		if acked {
 			// As hce node runs: a write returns once the replica has it.
-			c.nodes[0].store.SetReplicaWaiter(c.nodes[0].repl, 2*time.Second)
+			c.nodes[0].store.SetReplicaWaiter(c.nodes[0].repl)
 		}
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()

@@ -17,6 +17,14 @@ const (
 	DefaultRetryMin      = 100 * time.Millisecond
 	DefaultRetryMax      = 30 * time.Second
 	DefaultCallTimeout   = 30 * time.Second
+	// DefaultReplicaWait is how long a client write waits for the other
+	// members' confirmations (hce node --replica-wait).
+	DefaultReplicaWait = 2 * time.Second
+	// DefaultReportTimeout bounds one report to the directory.
+	DefaultReportTimeout = 10 * time.Second
+	// DefaultMembershipTTL is the membership cache lifetime the rules
+	// count on (the node's directory client's default).
+	DefaultMembershipTTL = 2 * time.Second
 )
 
 // Config configures a Replicator. A zero field means "use the default".
@@ -51,6 +59,26 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// CallTimeout bounds one request to a peer. Default 30 s.
 	CallTimeout time.Duration
+	// Reporter sends reports to the directory: writes acknowledged
+	// without every member's confirmation (Unconfirmed), completed
+	// backfills (Filled) and handoffs (HandedOff). Without one, a write
+	// some member did not confirm is not acknowledged (WaitReplicated
+	// fails) and nothing else is reported.
+	Reporter Reporter
+	// ReplicaWait is the longest a client write waits for the other
+	// members' confirmations before it reports the ones missing.
+	// Default 2 s.
+	ReplicaWait time.Duration
+	// ReportTimeout bounds one report (a write waits for it). Default
+	// 10 s.
+	ReportTimeout time.Duration
+	// MembershipTTL is the longest any node of the federation reuses a
+	// replica set it read from the directory (the Membership's cache
+	// lifetime, the same on every node). A filling member starts the pull
+	// it reports as its backfill at least this long after it learnt its
+	// epoch; a write whose report was not pushed to the members waits
+	// this long before it is acknowledged. Default 2 s.
+	MembershipTTL time.Duration
 }
 
 // DefaultConfig returns a Config with the defaults filled in; Store,
@@ -66,6 +94,9 @@ func DefaultConfig() Config {
 		RetryMin:      DefaultRetryMin,
 		RetryMax:      DefaultRetryMax,
 		CallTimeout:   DefaultCallTimeout,
+		ReplicaWait:   DefaultReplicaWait,
+		ReportTimeout: DefaultReportTimeout,
+		MembershipTTL: DefaultMembershipTTL,
 	}
 }
 
@@ -78,7 +109,8 @@ func (c Config) Validate() error {
 		return errors.New("replication: Config.Membership is required")
 	case c.Transport == nil:
 		return errors.New("replication: Config.Transport is required")
-	case c.SweepInterval < 0 || c.IdleTimeout < 0 || c.RetryMin < 0 || c.RetryMax < 0 || c.CallTimeout < 0:
+	case c.SweepInterval < 0 || c.IdleTimeout < 0 || c.RetryMin < 0 || c.RetryMax < 0 || c.CallTimeout < 0 ||
+		c.ReplicaWait < 0 || c.ReportTimeout < 0 || c.MembershipTTL < 0:
 		return errors.New("replication: Config durations must not be negative")
 	case c.ChangesBatch < 0 || c.ChangesBatch > MaxRows:
 		return fmt.Errorf("replication: Config.ChangesBatch %d not in [0, %d]", c.ChangesBatch, MaxRows)
@@ -105,6 +137,9 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryMin, d.RetryMin)
 	def(&c.RetryMax, d.RetryMax)
 	def(&c.CallTimeout, d.CallTimeout)
+	def(&c.ReplicaWait, d.ReplicaWait)
+	def(&c.ReportTimeout, d.ReportTimeout)
+	def(&c.MembershipTTL, d.MembershipTTL)
 	if c.ChangesBatch == 0 {
 		c.ChangesBatch = d.ChangesBatch
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/api/p2p/p2ptest"
 	"github.com/hce-sync/hce/api/testkit"
@@ -44,6 +47,16 @@ type tnode struct {
 	repl  *Replicator
 	host  host.Host
 	allow *p2p.StaticAllowlist
+
+	rmu     sync.Mutex
+	current *Replicator // repl, for other goroutines (testDir)
+}
+
+// replicator returns the node's replicator, safe from any goroutine.
+func (tn *tnode) replicator() *Replicator {
+	tn.rmu.Lock()
+	defer tn.rmu.Unlock()
+	return tn.current
 }
 
 type clusterOpts struct {
@@ -52,17 +65,24 @@ type clusterOpts struct {
 	noStart       bool
 	changesBatch  int
 	fetchBatch    int
+	// dir gives the nodes a testDir as Reporter; ttl and replicaWait set
+	// Config.MembershipTTL and Config.ReplicaWait (defaults 200 ms and
+	// 2 s).
+	dir              bool
+	ttl, replicaWait time.Duration
 }
 
 type cluster struct {
 	t     testing.TB
 	nodes []*tnode
 	net   *MemNetwork
+	dir   *testDir
+	opts  clusterOpts
 }
 
 func newCluster(t testing.TB, n int, o clusterOpts) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
+	c := &cluster{t: t, opts: o}
 	if o.mem {
 		c.net = NewMemNetwork()
 	}
@@ -91,35 +111,63 @@ func newCluster(t testing.TB, n int, o clusterOpts) *cluster {
 			}
 		}
 	}
-	for i, tn := range c.nodes {
-		cfg := DefaultConfig()
-		cfg.Store = tn.store
-		cfg.Membership = tn.mem
-		cfg.Transport = tn.tr
-		cfg.Logger = testkit.Logger(t, slog.LevelWarn).With("node", i)
-		cfg.SweepInterval = o.sweepInterval
-		if cfg.SweepInterval == 0 {
-			cfg.SweepInterval = time.Hour
-		}
-		cfg.RetryMin = 20 * time.Millisecond
-		cfg.RetryMax = 200 * time.Millisecond
-		cfg.ChangesBatch = o.changesBatch
-		cfg.FetchBatch = o.fetchBatch
-		r, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tn.repl = r
-		if o.noStart {
-			tn.tr.Listen(r)
-			continue
-		}
-		if err := r.Start(bg); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
+	if o.dir {
+		c.dir = &testDir{c: c, sets: map[string]ReplicaSet{}, notify: true}
+	}
+	for i := range c.nodes {
+		c.startRepl(i, !o.noStart)
 	}
 	return c
+}
+
+// startRepl makes a new Replicator for node i (its store, membership and
+// transport kept) and, when start is set, starts it; a restart after
+// stopRepl.
+func (c *cluster) startRepl(i int, start bool) {
+	t, o, tn := c.t, c.opts, c.nodes[i]
+	cfg := DefaultConfig()
+	if c.dir != nil {
+		cfg.Reporter = &dirReporter{d: c.dir, self: tn.id}
+	}
+	cfg.MembershipTTL = o.ttl
+	if cfg.MembershipTTL == 0 {
+		cfg.MembershipTTL = 200 * time.Millisecond
+	}
+	cfg.ReplicaWait = o.replicaWait
+	cfg.Store = tn.store
+	cfg.Membership = tn.mem
+	cfg.Transport = tn.tr
+	cfg.Logger = testkit.Logger(t, slog.LevelWarn).With("node", i)
+	cfg.SweepInterval = o.sweepInterval
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = time.Hour
+	}
+	cfg.RetryMin = 20 * time.Millisecond
+	cfg.RetryMax = 200 * time.Millisecond
+	cfg.ChangesBatch = o.changesBatch
+	cfg.FetchBatch = o.fetchBatch
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.repl = r
+	tn.rmu.Lock()
+	tn.current = r
+	tn.rmu.Unlock()
+	if !start {
+		tn.tr.Listen(r)
+		return
+	}
+	if err := r.Start(bg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+}
+
+// stopRepl stops node i's replicator, as a crash of the node would (its
+// store stays).
+func (c *cluster) stopRepl(i int) {
+	c.nodes[i].repl.Close()
 }
 
 // share makes the nodes idx the replica set of user on every node.
@@ -258,6 +306,147 @@ func (a *ackLog) check(t testing.TB, ss ...*node.Store) {
 		}
 		_ = found // false: superseded before it could be read back (rare)
 	}
+}
+
+// testDir stands in for the directory in unit tests: it keeps every
+// user's replica set, applies reports with the rules of the directory's
+// state machine (design note of issue #10), and after each change sets the
+// new set on every node's StaticMembership (as a MembershipEvent would)
+// when notify is set.
+type testDir struct {
+	c *cluster
+
+	mu      sync.Mutex
+	sets    map[string]ReplicaSet
+	notify  bool
+	fail    error // Report fails with it
+	reports []string
+	// onReport, when set, runs for each report before it is answered
+	// (under the directory's lock).
+	onReport func(from peer.ID, req dirproto.ReportRequest)
+}
+
+// set makes s user's replica set everywhere.
+func (d *testDir) set(user string, s ReplicaSet) {
+	d.mu.Lock()
+	d.sets[user] = s.Clone()
+	d.mu.Unlock()
+	for _, tn := range d.c.nodes {
+		tn.mem.SetReplicaSet(user, s)
+		tn.replicator().MembershipChanged([]string{user})
+	}
+}
+
+func (d *testDir) get(user string) ReplicaSet {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sets[user].Clone()
+}
+
+func (d *testDir) setFail(err error) {
+	d.mu.Lock()
+	d.fail = err
+	d.mu.Unlock()
+}
+
+func (d *testDir) log() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.reports)
+}
+
+// dirReporter is one node's Reporter on a testDir.
+type dirReporter struct {
+	d    *testDir
+	self peer.ID
+}
+
+func (r *dirReporter) Report(ctx context.Context, req dirproto.ReportRequest) (dirproto.ReportResponse, error) {
+	if err := req.Validate(); err != nil {
+		return dirproto.ReportResponse{}, err
+	}
+	d := r.d
+	d.mu.Lock()
+	if d.fail != nil {
+		defer d.mu.Unlock()
+		return dirproto.ReportResponse{}, d.fail
+	}
+	changed := map[string]bool{}
+	idx := func(s ReplicaSet, id string) int {
+		for i, m := range s.Members {
+			if m.Peer.String() == id {
+				return i
+			}
+		}
+		return -1
+	}
+	self := r.self.String()
+	for _, u := range req.Unconfirmed {
+		d.reports = append(d.reports, fmt.Sprintf("unconfirmed %s by %s confirmed %v", u.User, self, u.Confirmed))
+		s := d.sets[u.User]
+		if i := idx(s, self); i < 0 || s.Members[i].Filling {
+			continue // the caller is not current: ignored
+		}
+		for i := range s.Members {
+			id := s.Members[i].Peer.String()
+			if id != self && !slices.Contains(u.Confirmed, id) {
+				s.Members[i].Filling = true
+				s.Members[i].Epoch++
+				changed[u.User] = true
+			}
+		}
+	}
+	for _, f := range req.Filled {
+		d.reports = append(d.reports, fmt.Sprintf("filled %s by %s epoch %d from %s", f.User, self, f.Epoch, f.Source))
+		s := d.sets[f.User]
+		i, j := idx(s, self), idx(s, f.Source)
+		if i < 0 || j < 0 || i == j || !s.Members[i].Filling || s.Members[i].Epoch != f.Epoch || s.Members[j].Filling {
+			continue
+		}
+		s.Members[i].Filling = false
+		changed[f.User] = true
+	}
+	for _, h := range req.HandedOff {
+		d.reports = append(d.reports, fmt.Sprintf("handed-off %s by %s from %s", h.User, self, h.Source))
+		s := d.sets[h.User]
+		if i := idx(s, self); i < 0 || s.Members[i].Filling {
+			continue
+		}
+		k := slices.IndexFunc(s.Leaving, func(p peer.ID) bool { return p.String() == h.Source })
+		if k < 0 {
+			continue
+		}
+		s.Leaving = slices.Delete(slices.Clone(s.Leaving), k, k+1)
+		d.sets[h.User] = s
+		changed[h.User] = true
+	}
+	// The directory client drops its cached sets of the users it
+	// reported unconfirmed writes of: the caller sees the directory's.
+	for _, u := range req.Unconfirmed {
+		for _, tn := range d.c.nodes {
+			if tn.id == r.self {
+				tn.mem.SetReplicaSet(u.User, d.sets[u.User])
+			}
+		}
+	}
+	if d.onReport != nil {
+		d.onReport(r.self, req)
+	}
+	notify := d.notify
+	var push []UserReplicas
+	for u := range changed {
+		push = append(push, UserReplicas{User: u, Set: d.sets[u].Clone()})
+	}
+	d.mu.Unlock()
+	if notify {
+		for _, p := range push {
+			for _, tn := range d.c.nodes {
+				tn.mem.SetReplicaSet(p.User, p.Set)
+				tn.replicator().MembershipChanged([]string{p.User})
+			}
+		}
+	}
+	return dirproto.ReportResponse{Notified: notify}, nil
 }
 
 func isNotShared(err error) bool {

@@ -1,14 +1,13 @@
 package replication
 
 import (
-	"slices"
-
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Changed implements node.ChangeNotifier: it queues a push notice of
-// user's change to the other nodes of its replica set and returns at once
-// (it runs under the store's user lock).
+// user's change to the other members of its replica set (see
+// noticeTargets) and returns at once (it runs under the store's user
+// lock).
 //
 // A change made by revisions pulled from peer from is not announced back
 // to that peer (it has them); the other replicas still hear of it.
@@ -53,35 +52,57 @@ func (r *Replicator) noticeLoop() {
 		r.notes = map[string]note{}
 		r.nmu.Unlock()
 		for user, nt := range notes {
-			seq := nt.seq
-			ps, err := r.mem.Replicas(r.ctx, user)
+			set, err := r.replicaSet(r.ctx, user)
 			if err != nil {
 				r.c.errors.Add(1)
 				r.log.Warn("replication: replica set for a notice", "user", user, "err", err)
 				continue
 			}
-			if !slices.Contains(ps, r.self) {
-				continue
-			}
 			r.mu.Lock()
-			for _, p := range ps {
-				if p == r.self || r.closed || (nt.skip != "" && p.String() == nt.skip) {
-					continue
-				}
-				ob := r.outbox[p]
-				if ob == nil {
-					ob = map[string]uint64{}
-					r.outbox[p] = ob
-				}
-				ob[user] = max(ob[user], seq)
-				if !r.sending[p] {
-					r.sending[p] = true
-					r.wg.Add(1)
-					go r.sendNotices(p)
+			for _, p := range noticeTargets(set, r.self) {
+				if nt.skip == "" || p.String() != nt.skip {
+					r.queueNoticeLocked(p, user, nt.seq)
 				}
 			}
 			r.mu.Unlock()
 		}
+	}
+}
+
+// noticeTargets lists the peers self tells about a change of a user with
+// replica set set: the other members when self is a member; the current
+// members when self is leaving (what it still holds goes to them); nobody
+// otherwise.
+func noticeTargets(set ReplicaSet, self peer.ID) []peer.ID {
+	member := set.IsMember(self)
+	if !member && !set.IsLeaving(self) {
+		return nil
+	}
+	var out []peer.ID
+	for _, m := range set.Members {
+		if m.Peer != self && (member || !m.Filling) {
+			out = append(out, m.Peer)
+		}
+	}
+	return out
+}
+
+// queueNoticeLocked queues a notice of user's seq for p and starts p's
+// sender when none runs. The caller holds r.mu.
+func (r *Replicator) queueNoticeLocked(p peer.ID, user string, seq uint64) {
+	if r.closed || !r.started {
+		return
+	}
+	ob := r.outbox[p]
+	if ob == nil {
+		ob = map[string]uint64{}
+		r.outbox[p] = ob
+	}
+	ob[user] = max(ob[user], seq)
+	if !r.sending[p] {
+		r.sending[p] = true
+		r.wg.Add(1)
+		go r.sendNotices(p)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -14,19 +13,19 @@ import (
 	"github.com/hce-sync/hce/node/revtree"
 )
 
-// Sync pulls user from every other node of its replica set now and waits
-// for those pulls; it returns their errors joined. It fails with
-// ErrNotShared when this node does not hold the user.
+// Sync pulls user from every other member of its replica set and every
+// leaving member now and waits for those pulls; it returns their errors
+// joined. It fails with ErrNotShared when this node is not a member.
 func (r *Replicator) Sync(ctx context.Context, user string) error {
-	ps, err := r.mem.Replicas(ctx, user)
+	set, err := r.replicaSet(ctx, user)
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(ps, r.self) {
-		return fmt.Errorf("%w: %s is not a replica of %q", ErrNotShared, r.self, user)
+	if !set.IsMember(r.self) {
+		return fmt.Errorf("%w: %s is not a member of %q's replica set", ErrNotShared, r.self, user)
 	}
 	var chans []chan error
-	for _, p := range ps {
+	for _, p := range append(set.Peers(), set.Leaving...) {
 		if p == r.self {
 			continue
 		}
@@ -202,9 +201,13 @@ func (r *Replicator) endLoop(l *peerLoop) {
 
 // pull replicates user from p: changes since the checkpoint, revs_diff,
 // fetch of what is missing, apply with the checkpoint in the same batch,
-// until the feed is exhausted.
+// until the feed is exhausted. A pull that reaches the end of p's feed is
+// complete: this node then has everything p had when it answered the
+// last page (pulled reports it when that completes a backfill or a
+// handoff).
 func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
-	ok, err := r.shares(ctx, user, p)
+	started := time.Now()
+	set, ok, err := r.allowed(ctx, user, r.self, p)
 	if err != nil {
 		return err
 	}
@@ -260,6 +263,7 @@ func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 		cp, since = next, resp.Last
 		if !resp.More {
 			r.c.pulls.Add(1)
+			r.pulled(user, p, set, started, resp.Final)
 			return nil
 		}
 	}

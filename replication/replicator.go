@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/node"
 )
 
@@ -26,6 +27,8 @@ type Store interface {
 	GetCheckpoint(ctx context.Context, user, peer string) (node.Checkpoint, error)
 	SetCheckpoint(ctx context.Context, user, peer string, cp node.Checkpoint) error
 	SetChangeNotifier(n node.ChangeNotifier)
+	Users(ctx context.Context, after string, limit int) ([]string, error)
+	WipeUser(ctx context.Context, user string) error
 }
 
 var _ Store = (*node.Store)(nil)
@@ -36,9 +39,16 @@ var (
 	ErrClosed = errors.New("replication: closed")
 	// ErrNotStarted: Sync or Sweep was called before Start.
 	ErrNotStarted = errors.New("replication: not started")
-	// ErrNotShared: this node does not hold the user, or the peer is not
-	// in the user's replica set, so nothing is pulled.
+	// ErrNotShared: this node is not a member of the user's replica set,
+	// or the peer is neither a member nor a leaving member, so nothing is
+	// pulled.
 	ErrNotShared = errors.New("replication: user not shared with the peer")
+	// ErrNotCurrent: this node is not a current member of the user's
+	// replica set, so it may not acknowledge a client's write.
+	ErrNotCurrent = errors.New("replication: not a current member")
+	// ErrNoReporter: a write some member did not confirm cannot be
+	// acknowledged, for there is no Reporter to tell the directory.
+	ErrNoReporter = errors.New("replication: no reporter to the directory")
 	// ErrProtocol: a peer answered with a message that breaks the
 	// protocol (wrong type, counts or sequence numbers).
 	ErrProtocol = errors.New("replication: protocol violation")
@@ -66,10 +76,24 @@ type Stats struct {
 	// SyncsServed counts SyncRequests answered (a peer waited for this
 	// node to hold its write before acknowledging it).
 	SyncsServed uint64
+	// UnconfirmedReported counts client writes some member did not
+	// confirm whose report the directory committed (they were then
+	// acknowledged); UnconfirmedFailed those whose report failed (not
+	// acknowledged).
+	UnconfirmedReported, UnconfirmedFailed uint64
+	// FilledReported and HandedOffReported count Filled and HandedOff
+	// items the directory committed.
+	FilledReported, HandedOffReported uint64
+	// ReportErrors counts report requests that failed.
+	ReportErrors uint64
+	// UsersWiped counts users whose data this node deleted because the
+	// directory no longer lists it as a member or a leaving member.
+	UsersWiped uint64
 }
 
 type counters struct {
 	pulls, pulled, refused, sent, received, noticeRefused, served, reqRefused, errors, syncs atomic.Uint64
+	uncReported, uncFailed, filled, handed, reportErrs, wiped                                atomic.Uint64
 }
 
 // Replicator pulls the users this node holds from the other nodes of each
@@ -100,6 +124,19 @@ type Replicator struct {
 	notes    map[string]note
 	noteWake chan struct{}
 	noted    atomic.Bool // closed: drop notes
+
+	reports reportQueue
+
+	fmu          sync.Mutex
+	fills        map[string]*fillState // users this node is filling
+	fillWake     chan struct{}
+	changed      map[string]bool            // users named by MembershipChanged, to look at again
+	handoffTries map[dirproto.HandedOff]int // early re-pulls of leaving members not final yet
+
+	wmu        sync.Mutex
+	wipeCands  map[string]time.Time // users seen unassigned in the last complete sweep, since
+	leavingWas map[string]bool      // users this node was leaving at the last sweep
+	backlog    atomic.Int64         // users held as a leaving member at the last sweep
 }
 
 // New returns a Replicator for cfg. It does nothing until Start.
@@ -120,6 +157,10 @@ func New(cfg Config) (*Replicator, error) {
 		sending:  map[peer.ID]bool{},
 		notes:    map[string]note{},
 		noteWake: make(chan struct{}, 1),
+		reports:  newReportQueue(),
+		fills:    map[string]*fillState{},
+		fillWake: make(chan struct{}, 1),
+		changed:  map[string]bool{},
 	}, nil
 }
 
@@ -141,9 +182,11 @@ func (r *Replicator) Start(ctx context.Context) error {
 	r.ctx, r.cancel = context.WithCancel(ctx)
 	r.tr.Listen(r)
 	r.st.SetChangeNotifier(r)
-	r.wg.Add(2)
+	r.wg.Add(4)
 	go r.noticeLoop()
 	go r.sweepLoop()
+	go r.reportLoop()
+	go r.fillLoop()
 	return nil
 }
 
@@ -183,20 +226,43 @@ func (r *Replicator) Stats() Stats {
 		RequestsRefused:  r.c.reqRefused.Load(),
 		Errors:           r.c.errors.Load(),
 		SyncsServed:      r.c.syncs.Load(),
+
+		UnconfirmedReported: r.c.uncReported.Load(),
+		UnconfirmedFailed:   r.c.uncFailed.Load(),
+		FilledReported:      r.c.filled.Load(),
+		HandedOffReported:   r.c.handed.Load(),
+		ReportErrors:        r.c.reportErrs.Load(),
+		UsersWiped:          r.c.wiped.Load(),
 	}
 }
 
-// shares reports whether this node holds user and p (another node) is in
-// the user's replica set.
-func (r *Replicator) shares(ctx context.Context, user string, p peer.ID) (bool, error) {
-	if p == r.self {
-		return false, nil
-	}
-	ps, err := r.mem.Replicas(ctx, user)
+// HandoffBacklog is the number of users this node held as a leaving
+// member at its last complete sweep: data it still owes the users'
+// replica sets (sent in heartbeats).
+func (r *Replicator) HandoffBacklog() int { return int(r.backlog.Load()) }
+
+// replicaSet returns user's replica set from the Membership and notes
+// this node's state in it (observe).
+func (r *Replicator) replicaSet(ctx context.Context, user string) (ReplicaSet, error) {
+	set, err := r.mem.ReplicaSet(ctx, user)
 	if err != nil {
-		return false, err
+		return ReplicaSet{}, err
 	}
-	return slices.Contains(ps, r.self) && slices.Contains(ps, p), nil
+	r.observe(user, set)
+	return set, nil
+}
+
+// allowed returns user's replica set and whether member may pull user
+// from source (equivalently: source may serve member): member is a
+// member of the set, source a member or a leaving member, and they are
+// two nodes. Filling members pull and serve like current ones; a leaving
+// member serves the members (its handoff) but pulls from nobody.
+func (r *Replicator) allowed(ctx context.Context, user string, member, source peer.ID) (ReplicaSet, bool, error) {
+	set, err := r.replicaSet(ctx, user)
+	if err != nil {
+		return ReplicaSet{}, false, err
+	}
+	return set, member != source && set.IsMember(member) && set.Holds(source), nil
 }
 
 // call sends m to p and decodes the answer into a message of want's type.

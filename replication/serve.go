@@ -11,9 +11,11 @@ import (
 )
 
 // Handle implements Handler: it answers the requests of other nodes.
-// Requests about users this node does not hold, or whose replica set does
-// not contain the caller, are refused with CodeForbidden; malformed ones
-// with CodeBadRequest.
+// Changes, fetches and sequence numbers are served to a member of the
+// user's replica set by a member or a leaving member; notices and syncs
+// are taken by a member from a member (or, for notices, a leaving
+// member). Everything else is refused with CodeForbidden, malformed
+// requests with CodeBadRequest.
 func (r *Replicator) Handle(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
 	m, err := Decode(req)
 	if err != nil {
@@ -47,21 +49,29 @@ func (r *Replicator) Handle(ctx context.Context, from peer.ID, req []byte) ([]by
 	return Encode(resp), nil
 }
 
-func (r *Replicator) checkShared(ctx context.Context, user string, from peer.ID) error {
-	ok, err := r.shares(ctx, user, from)
+// checkServe returns user's replica set when this node may serve user to
+// from: from is a member of the set, this node a member or a leaving
+// member. Otherwise it returns a CodeForbidden error.
+func (r *Replicator) checkServe(ctx context.Context, user string, from peer.ID) (ReplicaSet, error) {
+	set, ok, err := r.allowed(ctx, user, from, r.self)
 	if err != nil {
-		return err
+		return ReplicaSet{}, err
 	}
 	if !ok {
-		return p2p.Errorf(CodeForbidden, "user %q is not shared with %s", user, from)
+		return ReplicaSet{}, p2p.Errorf(CodeForbidden, "user %q is not shared with %s", user, from)
 	}
-	return nil
+	return set, nil
 }
 
 func (r *Replicator) serveChanges(ctx context.Context, from peer.ID, m *ChangesRequest) (*ChangesResponse, error) {
-	if err := r.checkShared(ctx, m.User, from); err != nil {
+	set, err := r.checkServe(ctx, m.User, from)
+	if err != nil {
 		return nil, err
 	}
+	// Final: by this node's view (read before the feed, so a write the
+	// feed misses was not acknowledged), it left the set and takes no
+	// more writes of the user.
+	final := !set.IsMember(r.self)
 	limit := int(m.Limit)
 	if limit <= 0 || limit > MaxRows {
 		limit = MaxRows
@@ -70,7 +80,7 @@ func (r *Replicator) serveChanges(ctx context.Context, from peer.ID, m *ChangesR
 	if err != nil {
 		return nil, err
 	}
-	resp := &ChangesResponse{Source: r.st.UUID(), Last: last, More: len(rows) >= limit}
+	resp := &ChangesResponse{Source: r.st.UUID(), Last: last, More: len(rows) >= limit, Final: final}
 	resp.Rows = make([]ChangeRow, 0, len(rows))
 	size := 0
 	for i, c := range rows {
@@ -136,7 +146,7 @@ func revisionSize(x *node.Revision) int {
 }
 
 func (r *Replicator) serveFetch(ctx context.Context, from peer.ID, m *FetchRequest) (*FetchResponse, error) {
-	if err := r.checkShared(ctx, m.User, from); err != nil {
+	if _, err := r.checkServe(ctx, m.User, from); err != nil {
 		return nil, err
 	}
 	resp := &FetchResponse{}
@@ -186,7 +196,7 @@ func (r *Replicator) serveFetch(ctx context.Context, from peer.ID, m *FetchReque
 func (r *Replicator) serveSeqs(ctx context.Context, from peer.ID, m *SeqsRequest) (*SeqsResponse, error) {
 	resp := &SeqsResponse{Source: r.st.UUID(), Seqs: make([]uint64, len(m.Users))}
 	for i, u := range m.Users {
-		ok, err := r.shares(ctx, u, from)
+		_, ok, err := r.allowed(ctx, u, from, r.self)
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +212,9 @@ func (r *Replicator) serveSeqs(ctx context.Context, from peer.ID, m *SeqsRequest
 
 func (r *Replicator) serveNotice(ctx context.Context, from peer.ID, m *Notice) (*NoticeAck, error) {
 	for _, u := range m.Users {
-		ok, err := r.shares(ctx, u.User, from)
+		// This node pulls from the sender: a member or a leaving member
+		// (which announces what it still holds).
+		_, ok, err := r.allowed(ctx, u.User, r.self, from)
 		if err != nil {
 			return nil, err
 		}
@@ -220,10 +232,15 @@ func (r *Replicator) serveNotice(ctx context.Context, from peer.ID, m *Notice) (
 }
 
 // serveSync pulls the user from the caller through the caller's pull loop
-// and answers when that pull is done.
+// and answers when that pull is done. Only a member confirms (a filling
+// one too: that is how it keeps up while it fills).
 func (r *Replicator) serveSync(ctx context.Context, from peer.ID, m *SyncRequest) (*SyncResponse, error) {
-	if err := r.checkShared(ctx, m.User, from); err != nil {
+	_, ok, err := r.allowed(ctx, m.User, r.self, from)
+	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		return nil, p2p.Errorf(CodeForbidden, "user %q is not shared with %s", m.User, from)
 	}
 	done := make(chan error, 1)
 	if err := r.mark(from, m.User, done); err != nil {

@@ -1,30 +1,50 @@
 package replication
 
 import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/node"
 )
 
-// TestWriteWaitsForAReplica: with the replicator as the store's replica
-// waiter, a write returns only once another replica holds it, so the
-// record is on B the moment PutItem returns on A; with B cut off, the
-// write is still acknowledged after the timeout and counted.
-func TestWriteWaitsForAReplica(t *testing.T) {
-	c := newCluster(t, 3, clusterOpts{})
-	c.share("u", 0, 1)
-	a, b := c.nodes[0], c.nodes[1]
-	a.store.SetReplicaWaiter(a.repl, 2*time.Second)
-	for i := range 20 {
+// members returns a replica set of the nodes idx of c, all current.
+func (c *cluster) members(idx ...int) ReplicaSet {
+	var s ReplicaSet
+	for _, i := range idx {
+		s.Members = append(s.Members, Member{Peer: c.nodes[i].id})
+	}
+	return s
+}
+
+// TestWriteWaitsForEveryMember: with the replicator as the store's replica
+// waiter, a write returns only once every other member holds it, so the
+// record is on B and C the moment PutItem returns on A; a node outside
+// the set is never asked.
+func TestWriteWaitsForEveryMember(t *testing.T) {
+	c := newCluster(t, 4, clusterOpts{dir: true})
+	c.dir.set("u", c.members(0, 1, 2))
+	a := c.nodes[0]
+	a.store.SetReplicaWaiter(a.repl)
+	for i := range 10 {
 		id := string(rune('a' + i))
 		if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO(id, "p"+id), api.Precondition{}); err != nil {
 			t.Fatal(err)
 		}
-		got, _, err := b.store.GetItem(bg, "u", "c", id)
-		if err != nil || got.Payload != "p"+id {
-			t.Fatalf("record %s not on the replica when the write returned: %+v %v", id, got, err)
+		for _, o := range c.nodes[1:3] {
+			got, _, err := o.store.GetItem(bg, "u", "c", id)
+			if err != nil || got.Payload != "p"+id {
+				t.Fatalf("record %s not on a member when the write returned: %+v %v", id, got, err)
+			}
 		}
 	}
 	if _, err := a.store.PostItems(bg, "u", "c", []api.WBO{testkit.WBO("x", "1"), testkit.WBO("y", "2")}, api.Precondition{}); err != nil {
@@ -33,38 +53,187 @@ func TestWriteWaitsForAReplica(t *testing.T) {
 	if _, err := a.store.DeleteItem(bg, "u", "c", "x", api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := b.store.GetItem(bg, "u", "c", "x"); err == nil {
-		t.Fatalf("delete not on the replica when it returned")
-	}
-	if got, _, err := b.store.GetItem(bg, "u", "c", "y"); err != nil || got.Payload != "2" {
-		t.Fatalf("batch not on the replica: %+v %v", got, err)
+	for _, o := range c.nodes[1:3] {
+		if _, _, err := o.store.GetItem(bg, "u", "c", "x"); err == nil {
+			t.Fatalf("delete not on a member when it returned")
+		}
+		if got, _, err := o.store.GetItem(bg, "u", "c", "y"); err != nil || got.Payload != "2" {
+			t.Fatalf("batch not on a member: %+v %v", got, err)
+		}
 	}
 	if n := a.store.UnconfirmedWrites(); n != 0 {
 		t.Fatalf("%d unconfirmed writes", n)
 	}
-	// The third node is not in the set: it never served a sync.
-	if s := c.nodes[2].repl.Stats(); s.SyncsServed != 0 {
+	if log := c.dir.log(); len(log) != 0 {
+		t.Fatalf("reports while every member confirmed: %v", log)
+	}
+	if s := c.nodes[3].repl.Stats(); s.SyncsServed != 0 {
 		t.Fatalf("node outside the set served %d syncs", s.SyncsServed)
 	}
-	// B cut off: the write waits for the timeout, then is acknowledged.
-	a.store.SetReplicaWaiter(a.repl, 300*time.Millisecond)
-	c.partition(0, 1)
-	start := time.Now()
-	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("alone", "p"), api.Precondition{}); err != nil {
-		t.Fatal(err)
+}
+
+// TestUnconfirmedReportedBeforeAck: a member cut off from the writer does
+// not confirm; the write is acknowledged only after the directory
+// committed Unconfirmed{u, [the member that did confirm]} (the cut-off
+// member is then filling, at a new epoch). After the heal, the filling
+// member pulls from a current one, reports Filled and is current again,
+// holding the write.
+func TestUnconfirmedReportedBeforeAck(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{dir: true, replicaWait: 300 * time.Millisecond})
+	c.dir.set("u", c.members(0, 1, 2))
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	a.store.SetReplicaWaiter(a.repl)
+	c.partition(0, 2)
+	var acked time.Time
+	var ackedMu sync.Mutex
+	reportedAt := time.Time{}
+	c.dir.onReport = func(from peer.ID, req dirproto.ReportRequest) {
+		if len(req.Unconfirmed) > 0 && reportedAt.IsZero() {
+			reportedAt = time.Now()
+			ackedMu.Lock()
+			if !acked.IsZero() {
+				t.Errorf("write acknowledged before its report")
+			}
+			ackedMu.Unlock()
+		}
 	}
+	start := time.Now()
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "written alone"), api.Precondition{}); err != nil {
+		t.Fatalf("write with a member cut off: %v", err)
+	}
+	ackedMu.Lock()
+	acked = time.Now()
+	ackedMu.Unlock()
 	if d := time.Since(start); d < 250*time.Millisecond {
-		t.Fatalf("write with no reachable replica returned after %v", d)
+		t.Fatalf("write returned after %v, before the replica wait", d)
+	}
+	want := fmt.Sprintf("unconfirmed u by %s confirmed [%s]", a.id, b.id)
+	if log := c.dir.log(); !slices.Contains(log, want) {
+		t.Fatalf("directory log %v lacks %q", log, want)
+	}
+	set := c.dir.get("u")
+	if m, _ := set.Member(cc.id); !m.Filling || m.Epoch != 1 {
+		t.Fatalf("cut-off member %+v, want filling at epoch 1", m)
+	}
+	if !set.IsCurrent(a.id) || !set.IsCurrent(b.id) {
+		t.Fatalf("set %+v", set)
 	}
 	if n := a.store.UnconfirmedWrites(); n != 1 {
-		t.Fatalf("unconfirmed writes %d, want 1", n)
+		t.Fatalf("UnconfirmedWrites = %d, want 1", n)
+	}
+	if got, _, err := b.store.GetItem(bg, "u", "c", "w"); err != nil || got.Payload != "written alone" {
+		t.Fatalf("confirming member lacks the write: %+v %v", got, err)
+	}
+	// Heal: the filling member backfills and becomes current.
+	c.heal(0, 2)
+	testkit.WaitFor(t, 15*time.Second, "filled", func() bool { return c.dir.get("u").IsCurrent(cc.id) })
+	if got, _, err := cc.store.GetItem(bg, "u", "c", "w"); err != nil || got.Payload != "written alone" {
+		t.Fatalf("member current again without the write: %+v %v", got, err)
+	}
+	found := false
+	for _, l := range c.dir.log() {
+		found = found || strings.HasPrefix(l, fmt.Sprintf("filled u by %s epoch 1 from ", cc.id))
+	}
+	if !found {
+		t.Fatalf("no Filled report: %v", c.dir.log())
+	}
+}
+
+// TestReportFailureIs503: when the report of an unconfirmed write cannot
+// be committed, the write is not acknowledged (ErrNotAcknowledged, a 503)
+// but stays committed, and replicates once the member is back.
+func TestReportFailureIs503(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{dir: true, replicaWait: 200 * time.Millisecond})
+	c.dir.set("u", c.members(0, 1))
+	a, b := c.nodes[0], c.nodes[1]
+	a.store.SetReplicaWaiter(a.repl)
+	c.partition(0, 1)
+	c.dir.setFail(errors.New("no quorum"))
+	_, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{})
+	if !errors.Is(err, node.ErrNotAcknowledged) || !errors.Is(err, api.ErrUnavailable) {
+		t.Fatalf("write whose report failed: %v", err)
+	}
+	if got, _, err := a.store.GetItem(bg, "u", "c", "w"); err != nil || got.Payload != "p" {
+		t.Fatalf("unacknowledged write not committed: %+v %v", got, err)
+	}
+	if !c.dir.get("u").IsCurrent(b.id) {
+		t.Fatal("the directory changed the set after a failed report")
+	}
+	if s := a.repl.Stats(); s.UnconfirmedFailed != 1 || s.UnconfirmedReported != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	if a.store.UnacknowledgedWrites() != 1 || a.store.UnconfirmedWrites() != 0 {
+		t.Fatalf("store counters %d %d", a.store.UnacknowledgedWrites(), a.store.UnconfirmedWrites())
+	}
+	// No reporter at all: the same.
+	c2 := newCluster(t, 2, clusterOpts{replicaWait: 100 * time.Millisecond})
+	c2.share("u", 0, 1)
+	c2.nodes[0].store.SetReplicaWaiter(c2.nodes[0].repl)
+	c2.partition(0, 1)
+	if _, err := c2.nodes[0].store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{}); !errors.Is(err, ErrNoReporter) {
+		t.Fatalf("no reporter: %v", err)
 	}
 	c.heal(0, 1)
+	c.dir.setFail(nil)
 	if err := b.repl.Sync(bg, "u"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, err := b.store.GetItem(bg, "u", "c", "alone"); err != nil || got.Payload != "p" {
-		t.Fatalf("the unconfirmed write did not replicate after the heal: %+v %v", got, err)
+	if got, _, err := b.store.GetItem(bg, "u", "c", "w"); err != nil || got.Payload != "p" {
+		t.Fatalf("the unacknowledged write did not replicate after the heal: %+v %v", got, err)
+	}
+}
+
+// TestUnconfirmedWaitsWhenNotNotified: when the directory could not push
+// the change to the members (Notified false), the write waits the
+// membership TTL more before it is acknowledged.
+func TestUnconfirmedWaitsWhenNotNotified(t *testing.T) {
+	ttl, wait := 600*time.Millisecond, 100*time.Millisecond
+	c := newCluster(t, 2, clusterOpts{dir: true, replicaWait: wait, ttl: ttl})
+	c.dir.set("u", c.members(0, 1))
+	c.dir.notify = false
+	a := c.nodes[0]
+	a.store.SetReplicaWaiter(a.repl)
+	c.partition(0, 1)
+	start := time.Now()
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < wait+ttl {
+		t.Fatalf("acknowledged after %v, want at least %v", d, wait+ttl)
+	}
+}
+
+// TestWriterNoLongerCurrent: a writer whose own view is stale (another
+// writer's report made it filling) reports, the directory ignores the
+// item, and the write is not acknowledged; a node that knows it is not
+// current refuses at once.
+func TestWriterNoLongerCurrent(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{dir: true, replicaWait: 100 * time.Millisecond})
+	a, b := c.nodes[0], c.nodes[1]
+	c.dir.set("u", c.members(0, 1))
+	// The directory makes a filling; a's own view still says current.
+	s := c.members(0, 1)
+	s.Members[0].Filling, s.Members[0].Epoch = true, 1
+	c.dir.mu.Lock()
+	c.dir.sets["u"] = s
+	c.dir.mu.Unlock()
+	b.mem.SetReplicaSet("u", s)
+	a.store.SetReplicaWaiter(a.repl)
+	c.partition(0, 1)
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{}); !errors.Is(err, ErrNotCurrent) {
+		t.Fatalf("write of a writer made filling: %v", err)
+	}
+	if !c.dir.get("u").IsCurrent(b.id) {
+		t.Fatal("an ignored report changed the set")
+	}
+	// a's view is now the directory's: refused before any sync.
+	before := b.repl.Stats().SyncsServed
+	c.heal(0, 1)
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w2", "p"), api.Precondition{}); !errors.Is(err, ErrNotCurrent) {
+		t.Fatalf("write of a filling member: %v", err)
+	}
+	if b.repl.Stats().SyncsServed != before {
+		t.Fatal("a filling writer asked for confirmations")
 	}
 }
 

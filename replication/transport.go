@@ -18,8 +18,10 @@ import (
 
 // ProtocolID is the libp2p protocol of replication: one request and one
 // response per stream, each a length-prefixed frame (p2p.WriteFrame) of a
-// message (Encode) of at most MaxFrameSize bytes.
-const ProtocolID protocol.ID = "/hce/repl/1.0.0"
+// message (Encode) of at most MaxFrameSize bytes. The version follows
+// WireVersion: 2.0.0 added ChangesResponse.Final (1.0.0 peers are not
+// understood).
+const ProtocolID protocol.ID = "/hce/repl/2.0.0"
 
 // Error codes of the replication protocol's error frames.
 const (

@@ -13,8 +13,10 @@ import (
 	"github.com/hce-sync/hce/node/revtree"
 )
 
-// WireVersion is the first byte of every message of ProtocolID.
-const WireVersion = 1
+// WireVersion is the first byte of every message of ProtocolID. Version 2
+// (ProtocolID /hce/repl/2.0.0) added ChangesResponse.Final; Decode refuses
+// every other version.
+const WireVersion = 2
 
 // Bounds of the wire format. The decoder refuses anything beyond them
 // before allocating for it.
@@ -106,6 +108,12 @@ type ChangesResponse struct {
 	// Revisions are the rows' open revisions with their paths, when the
 	// request asked for them and they fit; otherwise empty.
 	Revisions []node.Revision
+	// Final is true when the source, by its own view of the replica set
+	// (at most the membership cache lifetime old), is no longer a member
+	// of the user's set: it takes no writes of the user any more, so a
+	// pull that reaches the end of its feed (More false) with a Final
+	// answer has everything it will ever have (a handoff).
+	Final bool
 }
 
 // SeqsRequest asks for the current sequence numbers of users (the cheap
@@ -271,6 +279,7 @@ func (m *ChangesResponse) appendTo(b []byte) []byte {
 	}
 	b = binary.AppendUvarint(b, m.Last)
 	b = bincode.AppendBool(b, m.More)
+	b = bincode.AppendBool(b, m.Final)
 	b = binary.AppendUvarint(b, uint64(len(m.Revisions)))
 	for i := range m.Revisions {
 		b = appendRevision(b, &m.Revisions[i])
@@ -299,6 +308,7 @@ func (m *ChangesResponse) decode(d *decoder) {
 	}
 	m.Last = d.Uvarint()
 	m.More = d.Bool()
+	m.Final = d.Bool()
 	k := d.Count(MaxFetchRevs, minRevision)
 	if k > 0 {
 		m.Revisions = make([]node.Revision, k)

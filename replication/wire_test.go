@@ -31,6 +31,7 @@ func sampleMessages() []Message {
 			{Coll: "tabs", ID: "x_y-z", Leaves: []revtree.Rev{r1}},
 		}},
 		&ChangesResponse{Source: "s"},
+		&ChangesResponse{Source: "s", Last: 7, Final: true},
 		&SeqsRequest{Users: []string{"a", "b", "ccc"}},
 		&SeqsResponse{Source: "s", Seqs: []uint64{0, 1, 1 << 40}},
 		&FetchRequest{User: "alice", Docs: []FetchDoc{{Coll: "c", ID: "i", Revs: []revtree.Rev{r1, r2}}}},
@@ -75,7 +76,8 @@ func TestWireStrict(t *testing.T) {
 	hash := bytes.Repeat([]byte{9}, revtree.HashLen)
 	cases := map[string][]byte{
 		"empty":            nil,
-		"version":          append([]byte{2}, valid[1:]...),
+		"version 1":        append([]byte{1}, valid[1:]...),
+		"version 3":        append([]byte{3}, valid[1:]...),
 		"type":             {WireVersion, 99},
 		"trailing":         append(append([]byte(nil), valid...), 0),
 		"non-minimal":      cat([]byte{WireVersion, typeChangesReq}, uv(1), []byte("u"), []byte{0x81, 0x00}, uv(2)),
@@ -86,6 +88,7 @@ func TestWireStrict(t *testing.T) {
 		"huge row count":   cat([]byte{WireVersion, typeChangesResp}, uv(1), []byte("s"), uv(1<<40)),
 		"rows beyond data": cat([]byte{WireVersion, typeChangesResp}, uv(1), []byte("s"), uv(5), uv(0), uv(0)),
 		"bad bool":         cat([]byte{WireVersion, typeChangesResp}, uv(1), []byte("s"), uv(0), uv(0), []byte{2}),
+		"bad final":        cat([]byte{WireVersion, typeChangesResp}, uv(1), []byte("s"), uv(0), uv(0), []byte{0, 2}, uv(0)),
 		"row no leaves":    cat([]byte{WireVersion, typeChangesResp}, uv(1), []byte("s"), uv(1), uv(1), []byte("c"), uv(1), []byte("i"), []byte{0}, uv(0), hash, uv(0), []byte{0}),
 		"bad coll":         Encode(&FetchRequest{User: "u", Docs: []FetchDoc{{Coll: "a/b", ID: "i", Revs: []revtree.Rev{testRev(1, 0)}}}}),
 		"long id":          Encode(&FetchRequest{User: "u", Docs: []FetchDoc{{Coll: "c", ID: strings.Repeat("x", 65), Revs: []revtree.Rev{testRev(1, 0)}}}}),

@@ -75,8 +75,9 @@ type NodeConfig struct {
 	// replication.DefaultSweepInterval.
 	SweepInterval time.Duration
 	// ReplicaWait is how long a client write waits, after its commit, for
-	// another replica of the user to confirm it holds it before the write
-	// is acknowledged anyway (node.Store.SetReplicaWaiter). Default
+	// the other members of the user's replica set to confirm they hold
+	// it; members that did not are reported to the directory before the
+	// write is acknowledged (replication.Config.ReplicaWait). Default
 	// DefaultReplicaWait (2 s); negative turns the wait off (acknowledge
 	// at once, replicate after).
 	ReplicaWait time.Duration
@@ -310,6 +311,8 @@ func (n *Node) startDirClient(cfg NodeConfig, voters []peer.AddrInfo) error {
 	dcc.Allowlist = n.allow
 	dcc.HeartbeatInterval = cfg.HeartbeatInterval
 	dcc.MembershipTTL = cfg.MembershipTTL
+	dcc.Unconfirmed = n.store.UnconfirmedWrites
+	dcc.HandoffBacklog = func() int { return n.repl.HandoffBacklog() } // Run starts after startReplication
 	var err error
 	n.dc, err = dirclient.New(dcc)
 	return err
@@ -342,6 +345,9 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	scfg.Store = n.store
 	scfg.Auth = auth
 	scfg.Logger = cfg.Logger.With("component", "storage-api")
+	// A node's 503s are transient (directory unreachable for a moment, a
+	// write not acknowledged yet): clients retry soon.
+	scfg.RetryAfter = 2
 	storage, err := api.NewStorageHandler(scfg)
 	if err != nil {
 		return nil, err
@@ -349,8 +355,9 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	return withCouch(n.store, auth, cfg.Logger, stop, storage)
 }
 
-// startReplication starts the replicator and makes client writes wait
-// for a replica (cfg.ReplicaWait).
+// startReplication starts the replicator (reporting to the directory
+// through the directory client), makes client writes wait for the other
+// members (cfg.ReplicaWait) and serves the voters' membership events.
 func (n *Node) startReplication(ctx context.Context, cfg NodeConfig) error {
 	rlog := cfg.Logger.With("component", "replication")
 	rcfg := replication.DefaultConfig()
@@ -359,6 +366,11 @@ func (n *Node) startReplication(ctx context.Context, cfg NodeConfig) error {
 	rcfg.Transport = replication.NewLibp2pTransport(n.host, rcfg.CallTimeout, rlog)
 	rcfg.Logger = rlog
 	rcfg.SweepInterval = cfg.SweepInterval
+	rcfg.Reporter = n.dc
+	rcfg.MembershipTTL = cfg.MembershipTTL
+	if cfg.ReplicaWait > 0 {
+		rcfg.ReplicaWait = cfg.ReplicaWait
+	}
 	var err error
 	if n.repl, err = replication.New(rcfg); err != nil {
 		return err
@@ -367,8 +379,9 @@ func (n *Node) startReplication(ctx context.Context, cfg NodeConfig) error {
 		return err
 	}
 	if cfg.ReplicaWait > 0 {
-		n.store.SetReplicaWaiter(n.repl, cfg.ReplicaWait)
+		n.store.SetReplicaWaiter(n.repl)
 	}
+	n.dc.ServeMembershipEvents(n.repl.MembershipChanged)
 	return nil
 }
 

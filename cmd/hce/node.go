@@ -30,7 +30,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	noBasic := fs.Bool("no-basic", false, "refuse HTTP Basic credentials; clients must use a directory-signed token")
 	sweep := fs.Duration("sweep", replication.DefaultSweepInterval, "how often replication compares every user with the other replicas")
 	blocklist := fs.String("blocklist", "", "file of libp2p peer IDs to refuse, reread every 100 ms (testnet partitions)")
-	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for another replica to hold it before it is acknowledged anyway (negative: do not wait)")
+	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for the other replicas to confirm it; those that did not are reported to the directory before it is acknowledged (negative: do not wait)")
 	logger, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
 		return err

@@ -46,6 +46,10 @@ const (
 	DefaultMaxChangesTimeout = 5 * time.Minute
 	DefaultMinHeartbeat      = 100 * time.Millisecond
 	DefaultRealm             = "hce"
+	// DefaultRetryAfter is the Retry-After of 503 answers: they are
+	// transient (the directory unreachable for a moment, a write not
+	// acknowledged yet), so clients retry soon.
+	DefaultRetryAfter = 2 * time.Second
 )
 
 // ErrBadConfig is wrapped by Config.Validate.
@@ -88,6 +92,9 @@ type Config struct {
 	// server starts shutting down (http.Server.RegisterOnShutdown). Nil:
 	// feeds end only by timeout, client or store.
 	Stop <-chan struct{}
+	// RetryAfter is the Retry-After of 503 answers, rounded up to whole
+	// seconds (default DefaultRetryAfter, 2 s).
+	RetryAfter time.Duration
 }
 
 // DefaultConfig returns a Config with the defaults filled in (Store and
@@ -100,6 +107,7 @@ func DefaultConfig() Config {
 		MaxChangesTimeout: DefaultMaxChangesTimeout,
 		MinHeartbeat:      DefaultMinHeartbeat,
 		Realm:             DefaultRealm,
+		RetryAfter:        DefaultRetryAfter,
 	}
 }
 
@@ -115,7 +123,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: Prefix %q must start with '/' and not end with one", ErrBadConfig, c.Prefix)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("%w: MaxBodyBytes %d < 0", ErrBadConfig, c.MaxBodyBytes)
-	case c.ChangesTimeout < 0 || c.MaxChangesTimeout < 0 || c.MinHeartbeat < 0:
+	case c.ChangesTimeout < 0 || c.MaxChangesTimeout < 0 || c.MinHeartbeat < 0 || c.RetryAfter < 0:
 		return fmt.Errorf("%w: negative duration", ErrBadConfig)
 	case strings.ContainsAny(c.Realm, "\"\\\r\n"):
 		return fmt.Errorf("%w: Realm %q", ErrBadConfig, c.Realm)
@@ -143,6 +151,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Realm == "" {
 		c.Realm = d.Realm
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = d.RetryAfter
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

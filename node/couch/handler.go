@@ -9,7 +9,9 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node"
@@ -185,6 +187,14 @@ func storeError(err error) *httpError {
 		e := errorf(http.StatusServiceUnavailable, "service_unavailable", "the store is closed")
 		e.cause = err
 		return e
+	case errors.Is(err, node.ErrNotAcknowledged):
+		e := errorf(http.StatusServiceUnavailable, "service_unavailable", "the write is not acknowledged yet; retry it")
+		e.cause = err
+		return e
+	case errors.Is(err, api.ErrUnavailable):
+		e := errorf(http.StatusServiceUnavailable, "service_unavailable", "temporarily unavailable")
+		e.cause = err
+		return e
 	}
 	e := errorf(http.StatusInternalServerError, "internal_server_error", "store failure")
 	e.cause = err
@@ -202,6 +212,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if he.authChallenge {
 		w.Header().Set("WWW-Authenticate", `Basic realm="`+h.cfg.Realm+`"`)
+	}
+	if he.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int((h.cfg.RetryAfter+time.Second-1)/time.Second)))
 	}
 	h.json(w, he.status, map[string]string{"error": he.code, "reason": he.reason})
 }

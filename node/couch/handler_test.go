@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -860,4 +861,55 @@ func TestStopEndsFeeds(t *testing.T) {
 			t.Fatal("a feed did not end on stop")
 		}
 	}
+}
+
+// refusingWaiter is a node.ReplicaWaiter that never lets a write be
+// acknowledged (the directory could not be told about unconfirmed
+// members).
+type refusingWaiter struct{}
+
+func (refusingWaiter) WaitReplicated(context.Context, string, uint64) (bool, error) {
+	return false, errors.New("report not committed")
+}
+
+// TestWriteNotAcknowledged: a CouchDB client's write (_bulk_docs, PUT of a
+// document) that the replica waiter refuses is answered 503 with a short
+// Retry-After, never 201, and stays committed; so does a 503 of the
+// authenticator (directory unreachable).
+func TestWriteNotAcknowledged(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RetryAfter = 1500 * time.Millisecond })
+	e.store.SetReplicaWaiter(refusingWaiter{})
+	h := hashOf("w")
+	r := e.do(t, "POST", "/alice/_bulk_docs", map[string]any{"docs": []any{clientDoc("c/a", 1, []string{h}, map[string]any{"payload": "x"})}, "new_edits": false})
+	wantError(t, r, 503, "service_unavailable")
+	if ra := r.header.Get("Retry-After"); ra != "2" {
+		t.Fatalf("Retry-After %q, want 2", ra)
+	}
+	if w, _, err := e.store.GetItem(bg, alice, "c", "a"); err != nil || w.Payload != "x" {
+		t.Fatalf("refused write not committed: %+v %v", w, err)
+	}
+	r = e.do(t, "PUT", "/alice/c%2Fp?new_edits=false", map[string]any{"_rev": revStr(1, h), "_revisions": map[string]any{"start": 1, "ids": []string{h}}, "payload": "y"})
+	wantError(t, r, 503, "service_unavailable")
+	if r.header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+
+	down := newEnvAuth(t, unavailableAuth{})
+	r = down.do(t, "GET", "/alice", nil)
+	wantError(t, r, 503, "service_unavailable")
+	if ra := r.header.Get("Retry-After"); ra != "2" {
+		t.Fatalf("Retry-After %q on an unreachable directory", ra)
+	}
+}
+
+// unavailableAuth is an authenticator whose directory cannot be reached.
+type unavailableAuth struct{}
+
+func (unavailableAuth) Authenticate(context.Context, string, api.Credentials) error {
+	return fmt.Errorf("directory unreachable: %w", api.ErrUnavailable)
+}
+
+// newEnvAuth is newEnv with another authenticator.
+func newEnvAuth(t *testing.T, auth api.Authenticator) *env {
+	return newEnv(t, func(c *Config) { c.Auth = auth })
 }

@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -28,15 +29,25 @@ const (
 	DefaultHeartbeatInterval    = 5 * time.Second
 	DefaultKeyRefresh           = time.Minute
 	DefaultDirectoryCallTimeout = 5 * time.Second
-	// DefaultMembershipTTL is how long a user's replica set, as Holds and
-	// Replicas use it (a positive or negative Holds answer), is reused. Short, so that after a failover or a drain a
-	// node starts (or stops) serving a user within about two seconds of
-	// the directory's change, while a burst of requests of one user costs
-	// one directory call.
+	// DefaultMembershipTTL is how long a user's replica set, as Serves,
+	// Replicas and Assignment use it, is reused. Short, so that after a
+	// failover or a drain a node starts (or stops) serving a user within
+	// about two seconds of the directory's change, while a burst of
+	// requests of one user costs one directory call. The rules that keep
+	// acknowledged writes on every current member count on every node
+	// using the same lifetime (replication.Config.MembershipTTL).
 	DefaultMembershipTTL = 2 * time.Second
+	// DefaultFailureLogInterval is the least time between two WARN lines
+	// about the same failing directory call (heartbeats, keys, peers).
+	DefaultFailureLogInterval = 30 * time.Second
 	// maxMembershipCache bounds the replica set cache (entries); when
 	// full it is emptied.
 	maxMembershipCache = 100000
+	// maxHeartbeatRetry bounds the pause before a failed heartbeat is
+	// tried again: after an election, heartbeats reach the new leader
+	// within about this long.
+	maxHeartbeatRetry = time.Second
+	minHeartbeatRetry = 200 * time.Millisecond
 )
 
 // ErrDirectoryUnavailable means no directory voter could answer; it wraps
@@ -49,25 +60,40 @@ type Config struct {
 	// Host is this node's libp2p host (p2p.NewHost). Its gater, if any,
 	// must admit the directory voters. Required.
 	Host host.Host
-	// Directory lists the directory voters with their addresses, in the
-	// order to try them. At least one is required.
+	// Directory lists the directory voters known at start, with their
+	// addresses; the client learns the others (voters that joined later)
+	// from the directory's peer list (RefreshPeers). At least one is
+	// required.
 	Directory []peer.AddrInfo
 	// Logger receives reachability changes. Default: discard.
 	Logger *slog.Logger
-	// HeartbeatInterval is the period of heartbeats. Default 5 s.
+	// HeartbeatInterval is the period of heartbeats. Default 5 s. A
+	// failed heartbeat is tried again sooner (within a second).
 	HeartbeatInterval time.Duration
 	// Load returns the number of users this node serves, sent with each
 	// heartbeat. Default: always 0.
 	Load func() int
+	// Unconfirmed returns how many writes this node acknowledged without
+	// every member's confirmation (node.Store.UnconfirmedWrites), sent
+	// with each heartbeat. Default: always 0.
+	Unconfirmed func() uint64
+	// HandoffBacklog returns the number of users this node holds as a
+	// leaving member (replication.Replicator.HandoffBacklog), sent with
+	// each heartbeat. Default: always 0.
+	HandoffBacklog func() int
 	// KeyRefresh is the period at which the directory's token keys are
 	// fetched again. Default 1 min; after a failed fetch the next one comes
 	// a heartbeat interval later.
 	KeyRefresh time.Duration
 	// CallTimeout bounds one call to one voter. Default 5 s.
 	CallTimeout time.Duration
-	// MembershipTTL is how long Holds and Replicas reuse a user's replica
-	// set. Default DefaultMembershipTTL (2 s).
+	// MembershipTTL is how long Serves, Replicas and Assignment reuse a
+	// user's replica set. Default DefaultMembershipTTL (2 s).
 	MembershipTTL time.Duration
+	// FailureLogInterval is the least time between two WARN lines about
+	// the same failing call while it keeps failing (each says how many
+	// failures and the last error). Default 30 s.
+	FailureLogInterval time.Duration
 	// Allowlist, when set, is kept equal (by Run, every heartbeat
 	// interval) to the directory's active nodes plus the voters (those
 	// of Directory always included), for this node's connection gater;
@@ -79,11 +105,12 @@ type Config struct {
 // defaults filled in; Host and Directory must still be set.
 func DefaultConfig() Config {
 	return Config{
-		Logger:            slog.New(slog.DiscardHandler),
-		HeartbeatInterval: DefaultHeartbeatInterval,
-		KeyRefresh:        DefaultKeyRefresh,
-		CallTimeout:       DefaultDirectoryCallTimeout,
-		MembershipTTL:     DefaultMembershipTTL,
+		Logger:             slog.New(slog.DiscardHandler),
+		HeartbeatInterval:  DefaultHeartbeatInterval,
+		KeyRefresh:         DefaultKeyRefresh,
+		CallTimeout:        DefaultDirectoryCallTimeout,
+		MembershipTTL:      DefaultMembershipTTL,
+		FailureLogInterval: DefaultFailureLogInterval,
 	}
 }
 
@@ -102,6 +129,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dirclient: Config.MembershipTTL %v is negative", c.MembershipTTL)
 	case c.CallTimeout < 0:
 		return fmt.Errorf("dirclient: Config.CallTimeout %v is negative", c.CallTimeout)
+	case c.FailureLogInterval < 0:
+		return fmt.Errorf("dirclient: Config.FailureLogInterval %v is negative", c.FailureLogInterval)
 	}
 	for i, v := range c.Directory {
 		if err := v.ID.Validate(); err != nil {
@@ -112,33 +141,44 @@ func (c Config) Validate() error {
 }
 
 // Client is a storage node's link to the directory over libp2p.
-// It checks HTTP Basic passwords (it implements node.PasswordChecker), keeps the
+// It checks HTTP Basic passwords (node.PasswordChecker), keeps the
 // directory's token verification keys (Keys), sends heartbeats (Run),
-// looks up replica sets (Holds, Replicas) and lists the users assigned to
-// this node (AssignedUsers).
-// Voters are tried in the configured order, starting with the last one
-// that answered: any voter answers password checks and key fetches, the
-// leader takes heartbeats. Safe for concurrent use.
+// looks up replica sets (Serves, Replicas, Assignment), lists the users
+// assigned to this node (AssignedUsers), sends replication reports
+// (Report) and serves the voters' membership events
+// (ServeMembershipEvents).
+//
+// It follows the directory whoever leads it: it knows every voter (those
+// configured and those the directory lists, learnt at every
+// RefreshPeers), tries the voter that answered last first and then every
+// other, and follows a voter's "not leader" answer naming the leader at
+// once. Safe for concurrent use.
 type Client struct {
 	cfg  Config
 	rpc  p2p.RPCConfig
 	keys node.StaticKeys
 
-	answered atomic.Int32 // index of the voter that answered last
-	leader   atomic.Int32 // index of the voter that took the last heartbeat
-	hbFailed atomic.Bool  // the last heartbeat failed (log once)
+	vmu      sync.Mutex
+	voters   []peer.ID // configured ones first, then learnt ones
+	learnt   map[peer.ID]bool
+	answered peer.ID // the voter that answered last
+	leader   peer.ID // the voter that took the last heartbeat or report
 
 	memMu sync.Mutex
 	mem   map[string]memEntry // user -> cached replica set
+	gen   uint64              // bumped by every invalidation
 
-	voters atomic.Pointer[map[peer.ID]struct{}] // voters of the last RefreshPeers
+	// Run's state (its goroutine only).
+	hbLog, keysLog, peersLog failLog
+	peersAt                  time.Time
+	hbRetry                  time.Duration
 }
 
-// memEntry is a cached replica set; nodes is never modified after the
-// entry is stored.
+// memEntry is a cached replica set; its slices are never modified after
+// the entry is stored.
 type memEntry struct {
-	nodes   []dirproto.AssignedNode
-	expires time.Time
+	nodes, leaving []dirproto.AssignedNode
+	expires        time.Time
 }
 
 var (
@@ -168,17 +208,28 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MembershipTTL == 0 {
 		cfg.MembershipTTL = d.MembershipTTL
 	}
+	if cfg.FailureLogInterval == 0 {
+		cfg.FailureLogInterval = d.FailureLogInterval
+	}
 	cfg.Directory = append([]peer.AddrInfo(nil), cfg.Directory...)
+	c := &Client{
+		mem:    make(map[string]memEntry),
+		cfg:    cfg,
+		rpc:    p2p.RPCConfig{Timeout: cfg.CallTimeout, MaxFrameSize: p2p.MaxMessageSize, Logger: cfg.Logger},
+		learnt: map[peer.ID]bool{},
+	}
 	for _, v := range cfg.Directory {
 		if len(v.Addrs) > 0 {
 			cfg.Host.Peerstore().AddAddrs(v.ID, v.Addrs, peerstore.PermanentAddrTTL)
 		}
+		if !slices.Contains(c.voters, v.ID) {
+			c.voters = append(c.voters, v.ID)
+		}
 	}
-	return &Client{
-		mem: make(map[string]memEntry),
-		cfg: cfg,
-		rpc: p2p.RPCConfig{Timeout: cfg.CallTimeout, MaxFrameSize: p2p.MaxMessageSize, Logger: cfg.Logger},
-	}, nil
+	c.hbLog = failLog{what: "heartbeat"}
+	c.keysLog = failLog{what: "fetching directory keys"}
+	c.peersLog = failLog{what: "fetching directory peers"}
+	return c, nil
 }
 
 // retryable reports whether another voter may answer where one failed:
@@ -195,22 +246,83 @@ func retryable(err error) bool {
 	return false
 }
 
-// callDirectory sends req over proto to the voters in order, from the
-// one at *start, until one answers or fails for good; it records the one
-// that answered in *start. Each attempt decodes into a fresh Resp.
-func callDirectory[Resp any](ctx context.Context, c *Client, start *atomic.Int32, proto protocol.ID, req any) (Resp, error) {
-	n := len(c.cfg.Directory)
-	first := int(start.Load())
+// leaderHint returns the peer ID a CodeNotLeader answer names as the
+// leader ("" when it names none).
+func leaderHint(err error) peer.ID {
+	var re *p2p.RemoteError
+	if !errors.As(err, &re) || re.Code != dirproto.CodeNotLeader {
+		return ""
+	}
+	for _, f := range strings.Fields(re.Message) {
+		if id, err := peer.Decode(strings.Trim(f, `"'(),.;:`)); err == nil {
+			return id
+		}
+	}
+	return ""
+}
+
+// voterPref chooses which voter a call tries first.
+type voterPref int
+
+const (
+	anyVoter    voterPref = iota // the one that answered last
+	leaderVoter                  // the one that took the last heartbeat or report
+)
+
+// order returns the voters to try, the preferred one first.
+func (c *Client) order(pref voterPref) []peer.ID {
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	first := c.answered
+	if pref == leaderVoter && c.leader != "" {
+		first = c.leader
+	}
+	out := make([]peer.ID, 0, len(c.voters)+1)
+	if first != "" {
+		out = append(out, first)
+	}
+	for _, v := range c.voters {
+		if v != first {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// answeredBy records that voter v answered a call of kind pref.
+func (c *Client) answeredBy(pref voterPref, v peer.ID) {
+	c.vmu.Lock()
+	c.answered = v
+	if pref == leaderVoter {
+		c.leader = v
+	}
+	c.vmu.Unlock()
+}
+
+// callDirectory sends req over proto to the voters, the preferred one
+// first, until one answers or fails for good; a "not leader" answer that
+// names the leader sends the request there next. Each attempt decodes
+// into a fresh Resp. Dials skip libp2p's dial backoff: a voter that was
+// down or cut off is tried again as soon as it is its turn.
+func callDirectory[Resp any](ctx context.Context, c *Client, pref voterPref, proto protocol.ID, req any) (Resp, error) {
+	var zero Resp
+	order := c.order(pref)
+	tried := make(map[peer.ID]bool, len(order))
+	dctx := network.WithForceDirectDial(ctx, "the directory client keeps its own retry pace")
 	var errs []error
-	for i := range n {
-		idx := (first + i) % n
+	for len(order) > 0 {
+		id := order[0]
+		order = order[1:]
+		if tried[id] || id == c.cfg.Host.ID() {
+			continue
+		}
+		tried[id] = true
 		var resp Resp
-		err := p2p.CallJSON(ctx, c.rpc, c.cfg.Host, c.cfg.Directory[idx].ID, proto, req, &resp)
+		err := p2p.CallJSON(dctx, c.rpc, c.cfg.Host, id, proto, req, &resp)
 		if err == nil {
-			start.Store(int32(idx))
+			c.answeredBy(pref, id)
 			return resp, nil
 		}
-		var zero Resp
 		if ctx.Err() != nil {
 			return zero, fmt.Errorf("dirclient: directory %s: %w", proto, ctx.Err())
 		}
@@ -218,9 +330,22 @@ func callDirectory[Resp any](ctx context.Context, c *Client, start *atomic.Int32
 			return zero, err
 		}
 		errs = append(errs, err)
+		if h := leaderHint(err); h != "" && !tried[h] {
+			order = append([]peer.ID{h}, order...)
+		}
 	}
-	var zero Resp
+	if len(errs) == 0 {
+		errs = append(errs, errors.New("no voter known"))
+	}
 	return zero, fmt.Errorf("%w: %s: %w", ErrDirectoryUnavailable, proto, errors.Join(errs...))
+}
+
+// Voters returns the directory voters this client knows: the configured
+// ones and those the directory listed at the last RefreshPeers.
+func (c *Client) Voters() []peer.ID {
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	return slices.Clone(c.voters)
 }
 
 // CheckPassword asks the directory whether password is user's. It returns
@@ -233,7 +358,7 @@ func (c *Client) CheckPassword(ctx context.Context, user, password string) error
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("node: credentials of %q: %v: %w", user, err, api.ErrUnauthorized)
 	}
-	resp, err := callDirectory[dirproto.CheckPasswordResponse](ctx, c, &c.answered, dirproto.ProtoCheckPassword, req)
+	resp, err := callDirectory[dirproto.CheckPasswordResponse](ctx, c, anyVoter, dirproto.ProtoCheckPassword, req)
 	if err != nil {
 		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
 			return err
@@ -254,7 +379,7 @@ func (c *Client) Keys() node.KeySource { return &c.keys }
 // RefreshKeys fetches the directory's published keys and makes them the
 // whole set Keys returns (retired keys disappear).
 func (c *Client) RefreshKeys(ctx context.Context) error {
-	resp, err := callDirectory[dirproto.KeysResponse](ctx, c, &c.answered, dirproto.ProtoKeys, nil)
+	resp, err := callDirectory[dirproto.KeysResponse](ctx, c, anyVoter, dirproto.ProtoKeys, nil)
 	if err != nil {
 		return err
 	}
@@ -266,33 +391,69 @@ func (c *Client) RefreshKeys(ctx context.Context) error {
 	return nil
 }
 
-// Heartbeat sends one heartbeat with the current load to the directory
-// leader, trying the voters in turn. A remote refusal (this node is
-// unknown or retired) comes back as a *p2p.RemoteError.
+// Heartbeat sends one heartbeat (load, unconfirmed writes, handoff
+// backlog) to the directory, the voter that took the last one first (any
+// voter takes it; a follower passes it to the leader). A remote refusal
+// (this node is unknown or retired) comes back as a *p2p.RemoteError.
 func (c *Client) Heartbeat(ctx context.Context) error {
-	load := 0
+	req := dirproto.HeartbeatRequest{Time: time.Now().UnixMilli()}
 	if c.cfg.Load != nil {
-		load = c.cfg.Load()
+		req.Load = max(c.cfg.Load(), 0)
 	}
-	req := dirproto.HeartbeatRequest{Load: max(load, 0), Time: time.Now().UnixMilli()}
-	_, err := callDirectory[struct{}](ctx, c, &c.leader, dirproto.ProtoHeartbeat, req)
+	if c.cfg.Unconfirmed != nil {
+		req.Unconfirmed = c.cfg.Unconfirmed()
+	}
+	if c.cfg.HandoffBacklog != nil {
+		req.HandoffBacklog = max(c.cfg.HandoffBacklog(), 0)
+	}
+	_, err := callDirectory[struct{}](ctx, c, leaderVoter, dirproto.ProtoHeartbeat, req)
 	return err
 }
 
-// Holds implements node.Membership: it reports whether this node (the host's
-// peer ID) is in user's replica set, as Replicas returns it (so answers,
-// positive and negative, are cached for MembershipTTL). A user name out of
-// bounds is held by no node. When no voter answers it returns an error
-// wrapping ErrDirectoryUnavailable.
-func (c *Client) Holds(ctx context.Context, user string) (bool, error) {
-	nodes, err := c.replicas(ctx, user)
+// Report sends replication reports (dirproto.ProtoReport), the voter that
+// took the last heartbeat or report first, and returns the directory's
+// answer once it committed them. It then drops its cached replica sets of
+// every user the report names (they changed, or the caller wants the
+// directory's view: replication.Reporter). It implements
+// replication.Reporter. When no voter answers the error wraps
+// ErrDirectoryUnavailable; a refusal comes back as a *p2p.RemoteError.
+func (c *Client) Report(ctx context.Context, req dirproto.ReportRequest) (dirproto.ReportResponse, error) {
+	if err := req.Validate(); err != nil {
+		return dirproto.ReportResponse{}, err
+	}
+	resp, err := callDirectory[dirproto.ReportResponse](ctx, c, leaderVoter, dirproto.ProtoReport, req)
+	if err != nil {
+		return dirproto.ReportResponse{}, err
+	}
+	var users []string
+	for _, u := range req.Unconfirmed {
+		users = append(users, u.User)
+	}
+	for _, f := range req.Filled {
+		users = append(users, f.User)
+	}
+	for _, h := range req.HandedOff {
+		users = append(users, h.User)
+	}
+	c.InvalidateUsers(users...)
+	return resp, nil
+}
+
+// Serves implements node.Membership: it reports whether this node (the
+// host's peer ID) is a current member of user's replica set (in the set
+// and not filling), as Assignment returns it (so answers, positive and
+// negative, are cached for MembershipTTL). A user name out of bounds is
+// served by no node. When no voter answers (and no cached set is fresh)
+// it returns an error wrapping ErrDirectoryUnavailable.
+func (c *Client) Serves(ctx context.Context, user string) (bool, error) {
+	e, err := c.assignment(ctx, user)
 	if err != nil {
 		return false, err
 	}
 	self := c.cfg.Host.ID().String()
-	for _, n := range nodes {
+	for _, n := range e.nodes {
 		if n.PeerID == self || n.ID == self {
-			return true, nil
+			return !n.Filling, nil
 		}
 	}
 	return false, nil
@@ -300,72 +461,95 @@ func (c *Client) Holds(ctx context.Context, user string) (bool, error) {
 
 // Replicas returns user's replica set, primary first (dirproto.ProtoAssignment);
 // it is empty when the user has none, does not exist, or has a name out of
-// bounds. Answers are cached for MembershipTTL, shared with Holds, so a
-// set may be that old; InvalidateUser drops the cached one. The caller
-// owns the returned slice. When no voter answers it returns an error
-// wrapping ErrDirectoryUnavailable. Safe for concurrent use; concurrent
-// misses of one user may each ask the directory.
+// bounds. See Assignment.
 func (c *Client) Replicas(ctx context.Context, user string) ([]dirproto.AssignedNode, error) {
-	nodes, err := c.replicas(ctx, user)
-	return slices.Clone(nodes), err
+	e, err := c.assignment(ctx, user)
+	return slices.Clone(e.nodes), err
 }
 
-// replicas is Replicas without the copy: the result is shared with the
-// cache and must not be modified.
-func (c *Client) replicas(ctx context.Context, user string) ([]dirproto.AssignedNode, error) {
+// Assignment returns user's replica set, primary first, and its leaving
+// members (dirproto.ProtoAssignment); both are empty when the user has
+// none, does not exist, or has a name out of bounds. Answers are cached
+// for MembershipTTL, so a set may be that old; InvalidateUsers (and a
+// voter's membership event) drops the cached one, and an answer that was
+// in flight while a set was dropped is not cached. The caller owns the
+// returned slices. When no voter answers it returns an error wrapping
+// ErrDirectoryUnavailable. Safe for concurrent use; concurrent misses of
+// one user may each ask the directory.
+func (c *Client) Assignment(ctx context.Context, user string) (nodes, leaving []dirproto.AssignedNode, err error) {
+	e, err := c.assignment(ctx, user)
+	return slices.Clone(e.nodes), slices.Clone(e.leaving), err
+}
+
+// assignment is Assignment without the copies: the entry's slices are
+// shared with the cache and must not be modified.
+func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) {
 	now := time.Now()
 	c.memMu.Lock()
 	e, ok := c.mem[user]
+	gen := c.gen
 	c.memMu.Unlock()
 	if ok && now.Before(e.expires) {
-		return e.nodes, nil
+		return e, nil
 	}
 	req := dirproto.AssignmentRequest{User: user}
 	if err := req.Validate(); err != nil {
-		return nil, nil
+		return memEntry{}, nil
 	}
-	resp, err := callDirectory[dirproto.AssignmentResponse](ctx, c, &c.answered, dirproto.ProtoAssignment, req)
+	resp, err := callDirectory[dirproto.AssignmentResponse](ctx, c, anyVoter, dirproto.ProtoAssignment, req)
 	if err != nil {
 		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
-			return nil, err
+			return memEntry{}, err
 		}
-		return nil, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
+		return memEntry{}, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
 	}
+	e = memEntry{nodes: resp.Nodes, leaving: resp.Leaving, expires: now.Add(c.cfg.MembershipTTL)}
 	c.memMu.Lock()
-	if len(c.mem) >= maxMembershipCache {
-		clear(c.mem)
+	if c.gen == gen {
+		// No set was dropped while this answer was in flight (it could
+		// predate the change that dropped it).
+		if len(c.mem) >= maxMembershipCache {
+			clear(c.mem)
+		}
+		c.mem[user] = e
 	}
-	c.mem[user] = memEntry{nodes: resp.Nodes, expires: now.Add(c.cfg.MembershipTTL)}
 	c.memMu.Unlock()
-	return resp.Nodes, nil
+	return e, nil
 }
 
-// InvalidateUser drops the cached replica set of user, so that the next
-// Holds or Replicas asks the directory (for instance after a peer said
-// the set changed). An answer already in flight may still store the old
-// set.
-func (c *Client) InvalidateUser(user string) {
+// InvalidateUsers drops the cached replica sets of users, so that the
+// next Serves, Replicas or Assignment asks the directory; answers in
+// flight meanwhile are not cached.
+func (c *Client) InvalidateUsers(users ...string) {
 	c.memMu.Lock()
-	delete(c.mem, user)
+	for _, u := range users {
+		delete(c.mem, u)
+	}
+	c.gen++
 	c.memMu.Unlock()
 }
+
+// InvalidateUser drops the cached replica set of user (InvalidateUsers).
+func (c *Client) InvalidateUser(user string) { c.InvalidateUsers(user) }
 
 // AssignedUsers returns one page of the users whose replica set contains
-// this node, each with its whole replica set (primary first), in
-// ascending byte order of name strictly after after ("" for the first
-// page); limit is the most wanted (0, or above dirproto.MaxUsersPage, means
-// dirproto.MaxUsersPage). more says the list goes on: ask again with after set
-// to the last user returned. version identifies the state of the list
-// (see dirproto.UsersResponse.Version; 0 means unknown). The answer is not
-// cached and not merged into the Replicas cache. A refusal (this node is
-// not an admitted node) comes back as a *p2p.RemoteError; when no voter
-// answers the error wraps ErrDirectoryUnavailable.
+// this node as a member or as a leaving member, each with its whole
+// replica set (primary first) and leaving members, in ascending byte
+// order of name strictly after after ("" for the first page); limit is
+// the most wanted (0, or above dirproto.MaxUsersPage, means
+// dirproto.MaxUsersPage). more says the list goes on: ask again with
+// after set to the last user returned. version identifies the state of
+// the list (see dirproto.UsersResponse.Version; 0 means unknown). The
+// answer is not cached and not merged into the Assignment cache. A
+// refusal (this node is not an admitted node) comes back as a
+// *p2p.RemoteError; when no voter answers the error wraps
+// ErrDirectoryUnavailable.
 func (c *Client) AssignedUsers(ctx context.Context, after string, limit int) (users []dirproto.UserReplicas, more bool, version uint64, err error) {
 	req := dirproto.UsersRequest{After: after, Limit: limit}
 	if err := req.Validate(); err != nil {
 		return nil, false, 0, err
 	}
-	resp, err := callDirectory[dirproto.UsersResponse](ctx, c, &c.answered, dirproto.ProtoUsers, req)
+	resp, err := callDirectory[dirproto.UsersResponse](ctx, c, anyVoter, dirproto.ProtoUsers, req)
 	if err != nil {
 		return nil, false, 0, err
 	}
@@ -375,57 +559,66 @@ func (c *Client) AssignedUsers(ctx context.Context, after string, limit int) (us
 	return resp.Users, resp.More, resp.Version, nil
 }
 
-// RefreshPeers fetches the directory's active nodes and voters
-// (dirproto.ProtoPeers) and makes them, with the configured voters, the whole
-// of Allowlist; connections to peers no longer listed are closed. The
-// listed nodes' registered addresses go into the host's peerstore (nodes
-// dial each other for replication). A no-op without Allowlist.
+// RefreshPeers fetches the directory's peer list (dirproto.ProtoPeers).
+// Its voters become the voters this client knows, besides the configured
+// ones: new ones are logged, their addresses go into the host's
+// peerstore. With an Allowlist, the listed active nodes and the voters
+// become its whole content (connections to peers no longer listed are
+// closed) and the nodes' registered addresses go into the peerstore
+// (nodes dial each other for replication).
 func (c *Client) RefreshPeers(ctx context.Context) error {
-	if c.cfg.Allowlist == nil {
-		return nil
-	}
-	resp, err := callDirectory[dirproto.PeersResponse](ctx, c, &c.answered, dirproto.ProtoPeers, nil)
+	resp, err := callDirectory[dirproto.PeersResponse](ctx, c, anyVoter, dirproto.ProtoPeers, nil)
 	if err != nil {
 		return err
 	}
-	ids := make([]peer.ID, 0, len(resp.Nodes)+len(resp.Voters)+len(c.cfg.Directory))
-	for _, v := range c.cfg.Directory {
-		ids = append(ids, v.ID)
+	ps := c.cfg.Host.Peerstore()
+	addrsOf := func(s string) []ma.Multiaddr {
+		var out []ma.Multiaddr
+		for _, a := range resp.Addrs[s] {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				out = append(out, m)
+			}
+		}
+		return out
 	}
-	for _, s := range append(resp.Nodes, resp.Voters...) {
+	var voters []peer.ID
+	for _, s := range resp.Voters {
 		id, err := peer.Decode(s)
 		if err != nil {
-			c.cfg.Logger.Debug("node: directory listed an unparsable peer id", "peer", s, "err", err)
+			c.cfg.Logger.Debug("dirclient: directory listed an unparsable voter id", "peer", s, "err", err)
+			continue
+		}
+		if id == c.cfg.Host.ID() {
+			continue
+		}
+		voters = append(voters, id)
+		if as := addrsOf(s); len(as) > 0 {
+			ps.AddAddrs(id, as, peerstore.PermanentAddrTTL)
+		}
+	}
+	c.learnVoters(voters)
+	if c.cfg.Allowlist == nil {
+		return nil
+	}
+	ids := c.Voters()
+	for _, s := range resp.Nodes {
+		id, err := peer.Decode(s)
+		if err != nil {
+			c.cfg.Logger.Debug("dirclient: directory listed an unparsable peer id", "peer", s, "err", err)
 			continue
 		}
 		ids = append(ids, id)
-	}
-	vs := make(map[peer.ID]struct{}, len(resp.Voters))
-	for _, s := range resp.Voters {
-		if id, err := peer.Decode(s); err == nil {
-			vs[id] = struct{}{}
-		}
-	}
-	c.voters.Store(&vs)
-	old := c.cfg.Allowlist.List()
-	c.cfg.Allowlist.Replace(ids)
-	// The other nodes' registered addresses go into the peerstore, so
-	// that protocols between nodes (replication) can dial them.
-	for s, as := range resp.Addrs {
-		id, err := peer.Decode(s)
-		if err != nil || id == c.cfg.Host.ID() || !c.cfg.Allowlist.Allowed(id) {
+		if id == c.cfg.Host.ID() {
 			continue
 		}
-		var addrs []ma.Multiaddr
-		for _, a := range as {
-			if m, err := ma.NewMultiaddr(a); err == nil {
-				addrs = append(addrs, m)
-			}
-		}
-		if len(addrs) > 0 {
-			c.cfg.Host.Peerstore().AddAddrs(id, addrs, peerstore.PermanentAddrTTL)
+		// The other nodes' registered addresses go into the peerstore,
+		// so that protocols between nodes (replication) can dial them.
+		if as := addrsOf(s); len(as) > 0 {
+			ps.AddAddrs(id, as, peerstore.PermanentAddrTTL)
 		}
 	}
+	old := c.cfg.Allowlist.List()
+	c.cfg.Allowlist.Replace(ids)
 	for _, id := range old {
 		if !c.cfg.Allowlist.Allowed(id) {
 			_ = c.cfg.Host.Network().ClosePeer(id)
@@ -434,82 +627,176 @@ func (c *Client) RefreshPeers(ctx context.Context) error {
 	return nil
 }
 
-// IsVoter reports whether id is a directory voter this client knows: one
-// of the configured voters, or one the directory listed at the last
-// RefreshPeers. Storage nodes admit only voters to the protocols the
-// directory calls (dirproto.ProtoAccount).
-func (c *Client) IsVoter(id peer.ID) bool {
+// learnVoters makes listed, with the configured voters, the voters this
+// client knows.
+func (c *Client) learnVoters(listed []peer.ID) {
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	next := make(map[peer.ID]bool, len(listed))
+	for _, id := range listed {
+		next[id] = true
+		if !c.learnt[id] && !c.configured(id) {
+			c.cfg.Logger.Info("dirclient: directory voter learnt", "voter", id)
+		}
+	}
+	c.learnt = next
+	voters := c.voters[:0:0]
+	for _, v := range c.cfg.Directory {
+		if !slices.Contains(voters, v.ID) {
+			voters = append(voters, v.ID)
+		}
+	}
+	for _, id := range listed {
+		if !slices.Contains(voters, id) {
+			voters = append(voters, id)
+		}
+	}
+	c.voters = voters
+}
+
+// configured reports whether id is one of Config.Directory.
+func (c *Client) configured(id peer.ID) bool {
 	for _, v := range c.cfg.Directory {
 		if v.ID == id {
 			return true
 		}
 	}
-	if vs := c.voters.Load(); vs != nil {
-		_, ok := (*vs)[id]
-		return ok
-	}
 	return false
+}
+
+// IsVoter reports whether id is a directory voter this client knows: one
+// of the configured voters, or one the directory listed at the last
+// RefreshPeers. Storage nodes admit only voters to the protocols the
+// directory calls (dirproto.ProtoAccount, dirproto.ProtoMembership).
+func (c *Client) IsVoter(id peer.ID) bool {
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	return slices.Contains(c.voters, id)
+}
+
+// ServeMembershipEvents serves dirproto.ProtoMembership on the client's
+// host: a directory voter tells this node that the replica sets of some
+// users changed. Callers that are not known voters get
+// p2p.CodeForbidden. The node drops its cached sets of those users
+// (InvalidateUsers) and answers only then, so the voter may count the
+// node as notified; the next lookups ask the voter that sent the event
+// first (it has applied the change). changed, when not nil, is called
+// with the users after that (replication.Replicator.MembershipChanged);
+// it must not block.
+func (c *Client) ServeMembershipEvents(changed func(users []string)) {
+	p2p.Serve(c.cfg.Host, dirproto.ProtoMembership, p2p.HandleJSON(func(_ context.Context, from peer.ID, ev dirproto.MembershipEvent) (struct{}, error) {
+		if !c.IsVoter(from) {
+			c.cfg.Logger.Debug("dirclient: membership event from a peer that is not a voter", "peer", from)
+			return struct{}{}, p2p.Errorf(p2p.CodeForbidden, "peer %s is not a directory voter", from)
+		}
+		if err := ev.Validate(); err != nil {
+			return struct{}{}, p2p.Errorf(p2p.CodeBadRequest, "%v", err)
+		}
+		c.InvalidateUsers(ev.Users...)
+		c.vmu.Lock()
+		c.answered = from
+		c.vmu.Unlock()
+		c.cfg.Logger.Debug("dirclient: replica sets changed at the directory", "users", len(ev.Users), "voter", from)
+		if changed != nil {
+			changed(ev.Users)
+		}
+		return struct{}{}, nil
+	}), p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: c.cfg.CallTimeout, Logger: c.cfg.Logger})
 }
 
 // Run fetches the keys and sends a heartbeat at once, then keeps doing so
 // every KeyRefresh and HeartbeatInterval, until ctx is done; it then
-// returns nil. With an Allowlist it also refreshes the peers at every
-// heartbeat. Failures are logged, never fatal.
+// returns nil. Every heartbeat interval it also refreshes the peer list
+// (RefreshPeers: the voters and, with an Allowlist, the gater). A failed
+// heartbeat is tried again after 200 ms, doubling up to a second (and at
+// most HeartbeatInterval), so a new leader is found soon after an
+// election. Failures are logged at WARN with the last error and the
+// number of failures, at most once per FailureLogInterval while they
+// last, and at INFO when calls succeed again; never fatal.
 func (c *Client) Run(ctx context.Context) error {
-	log := c.cfg.Logger
-	keysOK := true
-	refresh := func() time.Duration {
-		if err := c.RefreshKeys(ctx); err != nil {
-			if ctx.Err() == nil {
-				if keysOK {
-					log.Warn("node: fetching directory keys failed", "err", err)
-				}
-				keysOK = false
-			}
-			return min(c.cfg.HeartbeatInterval, c.cfg.KeyRefresh)
-		}
-		if !keysOK {
-			log.Info("node: directory keys fetched again")
-		}
-		keysOK = true
-		return c.cfg.KeyRefresh
-	}
-	peersOK := true
-	beat := func() {
-		if perr := c.RefreshPeers(ctx); perr != nil && ctx.Err() == nil {
-			if peersOK {
-				log.Warn("node: fetching directory peers failed", "err", perr)
-			}
-			peersOK = false
-		} else if perr == nil {
-			peersOK = true
-		}
-		err := c.Heartbeat(ctx)
-		switch {
-		case ctx.Err() != nil:
-		case err != nil:
-			if !c.hbFailed.Swap(true) {
-				log.Warn("node: heartbeat failed", "err", err)
-			} else {
-				log.Debug("node: heartbeat failed", "err", err)
-			}
-		case c.hbFailed.Swap(false):
-			log.Info("node: heartbeats accepted again")
-		}
-	}
-	keyTimer := time.NewTimer(refresh())
+	keyTimer := time.NewTimer(c.refreshKeysLogged(ctx))
 	defer keyTimer.Stop()
-	beat()
-	hb := time.NewTicker(c.cfg.HeartbeatInterval)
+	hb := time.NewTimer(c.beat(ctx))
 	defer hb.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-hb.C:
-			beat()
+			hb.Reset(c.beat(ctx))
 		case <-keyTimer.C:
-			keyTimer.Reset(refresh())
+			keyTimer.Reset(c.refreshKeysLogged(ctx))
 		}
 	}
+}
+
+// refreshKeysLogged runs RefreshKeys, logs the outcome and returns the
+// time until the next refresh.
+func (c *Client) refreshKeysLogged(ctx context.Context) time.Duration {
+	if err := c.RefreshKeys(ctx); err != nil {
+		if ctx.Err() == nil {
+			c.keysLog.fail(c.cfg.Logger, err, c.cfg.FailureLogInterval)
+		}
+		return min(c.cfg.HeartbeatInterval, c.cfg.KeyRefresh)
+	}
+	c.keysLog.ok(c.cfg.Logger)
+	return c.cfg.KeyRefresh
+}
+
+// beat refreshes the peers when due (every heartbeat interval, and at
+// every retry while heartbeats fail: a voter may have joined), sends a
+// heartbeat and returns the time until the next one.
+func (c *Client) beat(ctx context.Context) time.Duration {
+	if c.hbRetry > 0 || time.Since(c.peersAt) >= c.cfg.HeartbeatInterval {
+		if err := c.RefreshPeers(ctx); err != nil {
+			if ctx.Err() == nil {
+				c.peersLog.fail(c.cfg.Logger, err, c.cfg.FailureLogInterval)
+			}
+		} else {
+			c.peersAt = time.Now()
+			c.peersLog.ok(c.cfg.Logger)
+		}
+	}
+	err := c.Heartbeat(ctx)
+	switch {
+	case ctx.Err() != nil:
+		return c.cfg.HeartbeatInterval
+	case err != nil:
+		c.hbLog.fail(c.cfg.Logger, err, c.cfg.FailureLogInterval)
+		c.hbRetry = min(max(2*c.hbRetry, minHeartbeatRetry), maxHeartbeatRetry, c.cfg.HeartbeatInterval)
+		return c.hbRetry
+	}
+	c.hbLog.ok(c.cfg.Logger)
+	c.hbRetry = 0
+	return c.cfg.HeartbeatInterval
+}
+
+// failLog rate-limits the logs of a call that keeps failing: a WARN at
+// the first failure and then at most one per interval, each with the
+// number of failures so far and the last error; an INFO when it succeeds
+// again. Not safe for concurrent use (Run's goroutine owns it).
+type failLog struct {
+	what     string
+	failures int
+	since    time.Time
+	lastWarn time.Time
+}
+
+func (f *failLog) fail(log *slog.Logger, err error, every time.Duration) {
+	now := time.Now()
+	if f.failures == 0 {
+		f.since = now
+	}
+	f.failures++
+	if f.failures == 1 || now.Sub(f.lastWarn) >= every {
+		f.lastWarn = now
+		log.Warn("dirclient: "+f.what+" failed", "err", err, "failures", f.failures, "failing_for", now.Sub(f.since).Round(time.Millisecond))
+	}
+}
+
+func (f *failLog) ok(log *slog.Logger) {
+	if f.failures > 0 {
+		log.Info("dirclient: "+f.what+" succeeded again", "failures", f.failures, "failed_for", time.Since(f.since).Round(time.Millisecond))
+	}
+	f.failures = 0
 }

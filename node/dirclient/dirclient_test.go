@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/dirproto"
@@ -26,15 +27,20 @@ type fakeVoter struct {
 	h      host.Host
 	leader atomic.Bool
 
-	mu    sync.Mutex
-	keys  map[string][]byte
-	beats map[peer.ID]int // last load per node
+	mu      sync.Mutex
+	keys    map[string][]byte
+	beats   map[peer.ID]dirproto.HeartbeatRequest // last heartbeat per node
+	tries   map[string]int                        // calls per protocol
+	hint    peer.ID                               // named by not_leader answers
+	voters  []*fakeVoter                          // listed by ProtoPeers (nil: itself)
+	reports []dirproto.ReportRequest
 }
 
 func newFakeVoter(t *testing.T, leader bool) *fakeVoter {
-	v := &fakeVoter{h: p2ptest.NewHost(t, p2p.Config{}), keys: map[string][]byte{}, beats: map[peer.ID]int{}}
+	v := &fakeVoter{h: p2ptest.NewHost(t, p2p.Config{}), keys: map[string][]byte{}, beats: map[peer.ID]dirproto.HeartbeatRequest{}, tries: map[string]int{}}
 	v.leader.Store(leader)
 	p2p.Serve(v.h, dirproto.ProtoCheckPassword, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
+		v.count(dirproto.ProtoCheckPassword)
 		return dirproto.CheckPasswordResponse{OK: r.User == "alice" && r.Password == "s3cret"}, nil
 	}), p2p.RPCConfig{})
 	p2p.Serve(v.h, dirproto.ProtoKeys, p2p.HandleJSON(func(context.Context, peer.ID, struct{}) (dirproto.KeysResponse, error) {
@@ -43,15 +49,80 @@ func newFakeVoter(t *testing.T, leader bool) *fakeVoter {
 		return dirproto.KeysResponse{Keys: v.keys}, nil
 	}), p2p.RPCConfig{})
 	p2p.Serve(v.h, dirproto.ProtoHeartbeat, p2p.HandleJSON(func(_ context.Context, from peer.ID, r dirproto.HeartbeatRequest) (struct{}, error) {
-		if !v.leader.Load() {
-			return struct{}{}, p2p.Errorf(dirproto.CodeNotLeader, "ask another voter")
+		if err := v.notLeader(dirproto.ProtoHeartbeat); err != nil {
+			return struct{}{}, err
 		}
 		v.mu.Lock()
 		defer v.mu.Unlock()
-		v.beats[from] = r.Load
+		v.beats[from] = r
 		return struct{}{}, nil
 	}), p2p.RPCConfig{})
+	p2p.Serve(v.h, dirproto.ProtoPeers, p2p.HandleJSON(func(context.Context, peer.ID, struct{}) (dirproto.PeersResponse, error) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		resp := dirproto.PeersResponse{Nodes: []string{}, Addrs: map[string][]string{}}
+		vs := v.voters
+		if vs == nil {
+			vs = []*fakeVoter{v}
+		}
+		for _, o := range vs {
+			id := o.h.ID().String()
+			resp.Voters = append(resp.Voters, id)
+			for _, a := range o.h.Addrs() {
+				resp.Addrs[id] = append(resp.Addrs[id], a.String())
+			}
+		}
+		return resp, nil
+	}), p2p.RPCConfig{})
+	p2p.Serve(v.h, dirproto.ProtoReport, p2p.HandleJSON(func(_ context.Context, _ peer.ID, r dirproto.ReportRequest) (dirproto.ReportResponse, error) {
+		if err := v.notLeader(dirproto.ProtoReport); err != nil {
+			return dirproto.ReportResponse{}, err
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		v.reports = append(v.reports, r)
+		return dirproto.ReportResponse{Notified: true}, nil
+	}), p2p.RPCConfig{})
 	return v
+}
+
+// notLeader counts a call of proto and, when v is not the leader,
+// returns the not_leader answer (naming v.hint when set).
+func (v *fakeVoter) notLeader(proto protocol.ID) error {
+	v.count(proto)
+	if v.leader.Load() {
+		return nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.hint != "" {
+		return p2p.Errorf(dirproto.CodeNotLeader, "%s", v.hint)
+	}
+	return p2p.Errorf(dirproto.CodeNotLeader, "no leader known")
+}
+
+func (v *fakeVoter) count(proto protocol.ID) {
+	v.mu.Lock()
+	v.tries[string(proto)]++
+	v.mu.Unlock()
+}
+
+func (v *fakeVoter) calls(proto protocol.ID) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.tries[string(proto)]
+}
+
+func (v *fakeVoter) setHint(id peer.ID) {
+	v.mu.Lock()
+	v.hint = id
+	v.mu.Unlock()
+}
+
+func (v *fakeVoter) listVoters(vs ...*fakeVoter) {
+	v.mu.Lock()
+	v.voters = vs
+	v.mu.Unlock()
 }
 
 func (v *fakeVoter) info() peer.AddrInfo { return peer.AddrInfo{ID: v.h.ID(), Addrs: v.h.Addrs()} }
@@ -62,11 +133,11 @@ func (v *fakeVoter) setKeys(m map[string][]byte) {
 	v.keys = m
 }
 
-func (v *fakeVoter) beat(id peer.ID) (int, bool) {
+func (v *fakeVoter) beat(id peer.ID) (dirproto.HeartbeatRequest, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	l, ok := v.beats[id]
-	return l, ok
+	r, ok := v.beats[id]
+	return r, ok
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -162,13 +233,13 @@ func TestDirectoryClientRun(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 
 	testkit.WaitFor(t, 10*time.Second, "keys", func() bool { _, ok := c.Keys().PublicKey("k1"); return ok })
-	testkit.WaitFor(t, 10*time.Second, "heartbeat at the leader", func() bool { l, ok := leader.beat(node.ID()); return ok && l == 42 })
+	testkit.WaitFor(t, 10*time.Second, "heartbeat at the leader", func() bool { r, ok := leader.beat(node.ID()); return ok && r.Load == 42 })
 	if _, ok := follower.beat(node.ID()); ok {
 		t.Fatal("follower recorded a heartbeat")
 	}
 	// Load changes reach the directory.
 	load.Store(7)
-	testkit.WaitFor(t, 10*time.Second, "new load", func() bool { l, _ := leader.beat(node.ID()); return l == 7 })
+	testkit.WaitFor(t, 10*time.Second, "new load", func() bool { r, _ := leader.beat(node.ID()); return r.Load == 7 })
 	// Rotation: k2 published, k1 retired.
 	follower.setKeys(map[string][]byte{"k2": k2})
 	leader.setKeys(map[string][]byte{"k2": k2})
@@ -229,8 +300,8 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 		t.Fatalf("Replicas: %+v %v", got, err)
 	}
 	got[0].URL = "scribbled" // the caller's copy
-	if holds, err := c.Holds(ctx, "alice"); err != nil || !holds {
-		t.Fatalf("Holds: %v %v", holds, err)
+	if holds, err := c.Serves(ctx, "alice"); err != nil || !holds {
+		t.Fatalf("Serves: %v %v", holds, err)
 	}
 	if again, _ := c.Replicas(ctx, "alice"); again[0] != an(other) {
 		t.Fatalf("cache modified through a returned slice: %+v", again)
@@ -243,8 +314,8 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 	if r, err := c.Replicas(ctx, "nobody"); err != nil || len(r) != 0 {
 		t.Fatalf("unknown user: %+v %v", r, err)
 	}
-	if holds, err := c.Holds(ctx, "nobody"); err != nil || holds {
-		t.Fatalf("Holds of an unknown user: %v %v", holds, err)
+	if holds, err := c.Serves(ctx, "nobody"); err != nil || holds {
+		t.Fatalf("Serves of an unknown user: %v %v", holds, err)
 	}
 	before := calls.Load()
 	if r, err := c.Replicas(ctx, ""); err != nil || r != nil {
@@ -261,12 +332,12 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 	mu.Lock()
 	set = []dirproto.AssignedNode{an(other)}
 	mu.Unlock()
-	if holds, _ := c.Holds(ctx, "alice"); !holds {
-		t.Fatal("cached Holds changed within the TTL")
+	if holds, _ := c.Serves(ctx, "alice"); !holds {
+		t.Fatal("cached Serves changed within the TTL")
 	}
 	c.InvalidateUser("alice")
-	if holds, err := c.Holds(ctx, "alice"); err != nil || holds {
-		t.Fatalf("Holds after InvalidateUser: %v %v", holds, err)
+	if holds, err := c.Serves(ctx, "alice"); err != nil || holds {
+		t.Fatalf("Serves after InvalidateUser: %v %v", holds, err)
 	}
 	if r, _ := c.Replicas(ctx, "alice"); len(r) != 1 || r[0] != an(other) {
 		t.Fatalf("Replicas after InvalidateUser: %+v", r)
@@ -282,7 +353,7 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 	}
 	n := calls.Load()
 	testkit.WaitFor(t, 10*time.Second, "a call after expiry", func() bool {
-		if _, err := short.Holds(ctx, "alice"); err != nil {
+		if _, err := short.Serves(ctx, "alice"); err != nil {
 			t.Fatal(err)
 		}
 		return calls.Load() > n
@@ -293,8 +364,8 @@ func TestDirectoryClientReplicasCache(t *testing.T) {
 	if _, err := c.Replicas(ctx, "bob"); !errors.Is(err, ErrDirectoryUnavailable) {
 		t.Fatalf("Replicas without a directory: %v", err)
 	}
-	if _, err := c.Holds(ctx, "bob"); !errors.Is(err, ErrDirectoryUnavailable) {
-		t.Fatalf("Holds without a directory: %v", err)
+	if _, err := c.Serves(ctx, "bob"); !errors.Is(err, ErrDirectoryUnavailable) {
+		t.Fatalf("Serves without a directory: %v", err)
 	}
 }
 
