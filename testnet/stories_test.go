@@ -312,13 +312,19 @@ func TestStoryReadOnOtherReplica(t *testing.T) {
 	}
 }
 
-// TestStoryPartitionHeal: Bob's two replicas are cut apart; his phone
-// writes to one and his laptop to the other (every replica takes writes),
-// new records on each side and concurrent edits of one record. After the
-// heal both replicas end identical: the same records, the same payloads,
-// the same winner of the conflicting edit. A client that polled one node
-// with newer=<its last X-Weave-Timestamp> before the heal receives, after
-// it, the records that arrived by replication.
+// TestStoryPartitionHeal: Bob's two replicas are cut apart while his
+// phone writes to one and his laptop to the other, new records and edits
+// of one shared record on each side. Only one side can acknowledge: the
+// first whose report makes the directory record the other replica as
+// filling. The other side's writes are refused (503, or 401 once it knows
+// it is filling), so no client is told a write is stored that clients of
+// the other replica could not see. After the heal the refused side
+// backfills and both replicas end identical: every acknowledged record on
+// both, with the records the refused side had committed without
+// acknowledging them, and one winner of the conflicting edits. A client
+// that polled the acknowledging side with newer=<its last
+// X-Weave-Timestamp> before the heal receives, after it, the records that
+// arrived by replication.
 func TestStoryPartitionHeal(t *testing.T) {
 	ctx := storyContext(t, 60*time.Second)
 	tn, c, user, set := storyUserOn(t, ctx, 4)
@@ -341,48 +347,75 @@ func TestStoryPartitionHeal(t *testing.T) {
 		return ""
 	})
 
-	// Each side writes its own records and its own edit of "shared".
-	// Writes wait (up to 2 s) for the unreachable replica, then are
-	// acknowledged anyway; the sides write concurrently.
-	write := func(base, side string) error {
+	// Each side writes its own records and its own edit of "shared",
+	// concurrently. A write waits (up to 2 s) for the unreachable replica,
+	// then reports it to the directory before it is acknowledged.
+	type outcome struct{ post, put int }
+	write := func(base, side string) (outcome, error) {
 		recs := storyBatch(side, 5)
 		body, _ := json.Marshal(recs)
 		r, err := storyCall(ctx, http.MethodPost, base+"1.1/"+user+"/storage/forms", user, storyPassword, body)
-		if err != nil || r.code != 200 {
-			return fmt.Errorf("POST on %s: %v %d %s", side, err, r.code, r.body)
+		if err != nil {
+			return outcome{}, err
 		}
+		o := outcome{post: r.code}
 		body = []byte(fmt.Sprintf(`{"payload":"edited on %s"}`, side))
 		r, err = storyCall(ctx, http.MethodPut, base+"1.1/"+user+"/storage/forms/shared", user, storyPassword, body)
-		if err != nil || r.code != 200 {
-			return fmt.Errorf("PUT on %s: %v %d %s", side, err, r.code, r.body)
+		if err != nil {
+			return o, err
 		}
-		return nil
+		o.put = r.code
+		return o, nil
 	}
 	begin := time.Now()
+	outs := make([]outcome, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i, base := range set {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = write(base, []string{"A", "B"}[i])
+			outs[i], errs[i] = write(base, []string{"A", "B"}[i])
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("writes on both sides of the partition took %v", time.Since(begin).Round(time.Millisecond))
+	t.Logf("writes on both sides of the partition took %v: A %+v, B %+v", time.Since(begin).Round(time.Millisecond), outs[0], outs[1])
+	refused := func(code int) bool { return code == 503 || code == 401 }
+	var win, lose int
+	switch {
+	case outs[0] == outcome{200, 200} && refused(outs[1].post) && refused(outs[1].put):
+		win, lose = 0, 1
+	case outs[1] == outcome{200, 200} && refused(outs[0].post) && refused(outs[0].put):
+		win, lose = 1, 0
+	default:
+		t.Fatalf("want one side to acknowledge everything and the other to refuse: A %+v, B %+v", outs[0], outs[1])
+	}
+	winSide, loseSide := []string{"A", "B"}[win], []string{"A", "B"}[lose]
+	winName := []string{aName, bName}[win]
 
-	// Still apart: each side has only its own records.
-	onA, hdrA, err := storyListing(ctx, set[0], user, storyPassword, "forms", "")
+	// Still apart: the acknowledging side has only its own records, and
+	// the refused side serves nobody (it is filling).
+	onW, hdrW, err := storyListing(ctx, set[win], user, storyPassword, "forms", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := onA["B-0"]; ok || onA["shared"].Payload != "edited on A" || len(onA) != 6 {
-		t.Fatalf("side A during the partition: %v", onA)
+	if _, ok := onW[loseSide+"-0"]; ok || onW["shared"].Payload != "edited on "+winSide || len(onW) != 6 {
+		t.Fatalf("side %s during the partition: %v", winSide, onW)
 	}
-	lastSeen := hdrA.Get("X-Weave-Timestamp")
+	testkit.Eventually(t, 5*time.Second, func() string {
+		r, err := storyCall(ctx, http.MethodGet, set[lose]+"1.1/"+user+"/storage/forms", user, storyPassword, nil)
+		if err != nil {
+			return err.Error()
+		}
+		if r.code != 401 {
+			return fmt.Sprintf("the filling side answers %d %s, want 401", r.code, r.body)
+		}
+		return ""
+	})
+	lastSeen := hdrW.Get("X-Weave-Timestamp")
 	if lastSeen == "" {
 		t.Fatal("no X-Weave-Timestamp")
 	}
@@ -401,32 +434,46 @@ func TestStoryPartitionHeal(t *testing.T) {
 	if err := errors.Join(errA, errB); err != nil {
 		t.Fatal(err)
 	}
-	if !maps.Equal(onA, onB) || len(onA) != 11 {
+	if !maps.Equal(onA, onB) {
 		t.Fatalf("after the heal the replicas differ:\n%s: %v\n%s: %v", aName, onA, bName, onB)
+	}
+	for i := range 5 {
+		if _, ok := onA[fmt.Sprintf("%s-%d", winSide, i)]; !ok {
+			t.Fatalf("acknowledged record %s-%d lost: %v", winSide, i, onA)
+		}
 	}
 	winner := onA["shared"].Payload
 	if winner != "edited on A" && winner != "edited on B" {
 		t.Fatalf("conflict winner %q", winner)
 	}
-	t.Logf("concurrent edits of one record: %q wins on both replicas", winner)
+	t.Logf("concurrent edits of one record: %q wins on both replicas; %d records", winner, len(onA))
 
-	// The client that saw lastSeen on A before the heal gets B's records
-	// with newer=lastSeen, and not A's own older ones.
+	// The client that saw lastSeen on the acknowledging side before the
+	// heal gets, with newer=lastSeen, what arrived by replication (the
+	// refused side's records it had committed) and none of its own.
+	arrived := map[string]bool{}
+	for id := range onA {
+		if strings.HasPrefix(id, loseSide+"-") {
+			arrived[id] = true
+		}
+	}
 	testkit.Eventually(t, 5*time.Second, func() string {
-		got, _, err := storyListing(ctx, set[0], user, storyPassword, "forms", lastSeen)
+		got, _, err := storyListing(ctx, set[win], user, storyPassword, "forms", lastSeen)
 		if err != nil {
 			return err.Error()
 		}
-		for i := range 5 {
-			if _, ok := got[fmt.Sprintf("B-%d", i)]; !ok {
-				return fmt.Sprintf("newer=%s on %s lacks B-%d: %v", lastSeen, aName, i, slices.Collect(maps.Keys(got)))
-			}
-			if _, ok := got[fmt.Sprintf("A-%d", i)]; ok {
-				return fmt.Sprintf("newer=%s on %s lists A-%d written before it", lastSeen, aName, i)
+		for id := range arrived {
+			if _, ok := got[id]; !ok {
+				return fmt.Sprintf("newer=%s on %s lacks %s: %v", lastSeen, winName, id, slices.Collect(maps.Keys(got)))
 			}
 		}
-		if _, ok := got["shared"]; ok != (winner == "edited on B") {
-			return fmt.Sprintf("newer=%s on %s: shared listed %v, winner %q", lastSeen, aName, ok, winner)
+		for i := range 5 {
+			if _, ok := got[fmt.Sprintf("%s-%d", winSide, i)]; ok {
+				return fmt.Sprintf("newer=%s on %s lists %s-%d written before it", lastSeen, winName, winSide, i)
+			}
+		}
+		if _, ok := got["shared"]; ok != (winner == "edited on "+loseSide) {
+			return fmt.Sprintf("newer=%s on %s: shared listed %v, winner %q", lastSeen, winName, ok, winner)
 		}
 		return ""
 	})
