@@ -307,7 +307,6 @@ func (s *Server) shed(w *respWriter, reason string) {
 	h := w.Header()
 	h.Set("Retry-After", s.shedRetry)
 	h.Set("X-Weave-Backoff", s.shedRetry)
-	h.Set("Connection", "close")
 	writeText(w, http.StatusServiceUnavailable, "server busy: crash id "+RequestID(w)+"; retry after "+s.shedRetry+" s\n")
 }
 
