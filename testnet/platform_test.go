@@ -353,3 +353,31 @@ func TestServeHealthAndVersion(t *testing.T) {
 		t.Fatal("no X-Request-Id")
 	}
 }
+
+// TestAuthBeforeBody checks that the storage API and the CouchDB endpoint
+// answer bad credentials without waiting for the body: a request whose
+// body never comes gets its 401 at once, not after the body timeout.
+func TestAuthBeforeBody(t *testing.T) {
+	s := startServer(t)
+	a := s.newAccount(t)
+	bad := testkit.BasicAuth(a.Name, "not the password")
+	for _, path := range []string{"/1.1/" + a.Name + "/storage/bookmarks", "/couch/" + a.Name + "/_bulk_docs"} {
+		c, err := net.Dial("tcp", hostPort(s.s.URL()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		begin := time.Now()
+		if _, err := io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: x\r\nAuthorization: "+bad+
+			"\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 401") {
+			t.Fatalf("%s with bad credentials and no body: %q %v", path, buf[:n], err)
+		}
+		t.Logf("%s: 401 after %v without its body", path, time.Since(begin))
+	}
+}

@@ -23,10 +23,17 @@ type respWriter struct {
 	http.ResponseWriter
 	ctl         *http.ResponseController
 	s           *Server
+	body        *bodyReader // the request's body, nil without one
 	status      int
 	bytes       int64
 	wroteHeader bool
 }
+
+// maxDiscard is the most unread body an error answer leaves net/http to
+// read and discard (to keep the connection) before it answers; with more
+// (or an unknown length) the answer goes out at once and the connection
+// closes.
+const maxDiscard = 64 << 10
 
 // Unwrap lets http.ResponseController reach the connection.
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -39,6 +46,11 @@ func (w *respWriter) WriteHeader(code int) {
 		w.status = code
 		if code == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
 			w.Header().Set("Retry-After", w.s.shedRetry)
+		}
+		if b := w.body; code >= 400 && b != nil && !b.done && (b.length < 0 || b.length-b.n > maxDiscard) {
+			// A refused request (bad credentials, shed, too large) need
+			// not wait for its body: net/http would read it first.
+			w.Header().Set("Connection", "close")
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -83,11 +95,12 @@ func (w *respWriter) writeDeadline(n int) {
 // lifted, so a handler that runs long after reading is not cut.
 type bodyReader struct {
 	io.ReadCloser
-	w     *respWriter
-	start time.Time
-	n     int64
-	first bool
-	done  bool
+	w      *respWriter
+	start  time.Time
+	length int64 // declared length, -1 unknown
+	n      int64
+	first  bool
+	done   bool
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {

@@ -258,8 +258,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.BodyTimeout > 0 {
 			_ = rw.ctl.SetReadDeadline(start.Add(s.cfg.BodyTimeout))
 		}
+		rw.body = &bodyReader{ReadCloser: r.Body, w: rw, start: start, length: r.ContentLength}
 		// The raw writer: net/http then closes the connection after a 413.
-		r.Body = http.MaxBytesReader(w, &bodyReader{ReadCloser: r.Body, w: rw, start: start}, s.maxBody())
+		r.Body = http.MaxBytesReader(w, rw.body, s.maxBody())
 	}
 	if s.cfg.LongLived == nil || !s.cfg.LongLived(r) {
 		key := s.cfg.ClientKey(r)

@@ -904,3 +904,45 @@ func testGauge(t *testing.T, g interface {
 }, name string) float64 {
 	return testCounter(t, g, name, nil)
 }
+
+// TestRefusalDoesNotWaitForBody checks that an error answered before the
+// body is read goes out at once when the body is large or of unknown
+// length (net/http would first read up to 256 KiB of it), and that a
+// small unread body still leaves the connection reusable.
+func TestRefusalDoesNotWaitForBody(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	})
+	s := start(t, cfg, nil)
+	for _, tc := range []struct {
+		head  string
+		close bool
+	}{
+		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+	} {
+		c, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, tc.head); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil || resp.StatusCode != 401 || resp.Close != tc.close {
+			t.Fatalf("%q: %v %v", tc.head, resp, err)
+		}
+	}
+	// A small body is read and discarded: the connection stays.
+	resp, err := http.Post(s.url+"/", "text/plain", strings.NewReader("small"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Close {
+		t.Fatalf("small body: %d close=%v", resp.StatusCode, resp.Close)
+	}
+}
