@@ -259,6 +259,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = rw.ctl.SetReadDeadline(start.Add(s.cfg.BodyTimeout))
 		}
 		rw.body = &bodyReader{ReadCloser: r.Body, w: rw, start: start, length: r.ContentLength}
+		// net/http looks at its own body type once the handler returns
+		// (to discard what is left, or to close the connection gently so
+		// the client reads the answer): give it back.
+		orig := r.Body
+		defer func() { r.Body = orig }()
 		// The raw writer: net/http then closes the connection after a 413.
 		r.Body = http.MaxBytesReader(w, rw.body, s.maxBody())
 	}
