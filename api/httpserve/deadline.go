@@ -24,6 +24,7 @@ type respWriter struct {
 	ctl         *http.ResponseController
 	s           *Server
 	body        *bodyReader // the request's body, nil without one
+	deadlineAt  time.Time   // when the write deadline was last moved
 	status      int
 	bytes       int64
 	wroteHeader bool
@@ -86,7 +87,8 @@ func (w *respWriter) writeDeadline(n int) {
 	if cfg.MinWriteRate > 0 {
 		d += time.Duration(int64(n) * int64(time.Second) / cfg.MinWriteRate)
 	}
-	_ = w.ctl.SetWriteDeadline(time.Now().Add(d))
+	w.deadlineAt = time.Now()
+	_ = w.ctl.SetWriteDeadline(w.deadlineAt.Add(d))
 }
 
 // bodyReader moves the connection's read deadline as a request body

@@ -9,7 +9,9 @@
 //     MinBodyRate still passes); each response write within WriteTimeout
 //     plus one second per MinWriteRate bytes; keep-alive connections closed
 //     after IdleTimeout. No timeout bounds a whole response, so long-poll
-//     and continuous feeds live as long as their client reads them.
+//     and continuous feeds live as long as their client reads them. An
+//     error answered before a large body is read goes out at once and
+//     closes the connection (net/http would read the body first).
 //   - Connection caps in total and per client address (an IPv6 client is
 //     its /64), checked on accept, before anything is read: plain HTTP
 //     gets a 503, TLS a closed connection.

@@ -3,6 +3,7 @@ package httpserve
 import (
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,6 +18,7 @@ var DurationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 
 
 // metrics are the platform's own collectors.
 type metrics struct {
+	observers    sync.Map // observerKey -> *observer
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	inFlight     prometheus.Gauge
@@ -129,11 +131,31 @@ func codeLabel(c int) string {
 	return "other"
 }
 
+// observerKey names one request series; route and method are bounded
+// (templates, methodLabel), so the cache is too.
+type observerKey struct {
+	route, method string
+	code          int
+}
+
+// observer is one series' counter and histogram.
+type observer struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
 // observe counts one answered request.
 func (m *metrics) observe(route, method string, code int, seconds float64) {
-	ml, cl := methodLabel(method), codeLabel(code)
-	m.requests.WithLabelValues(route, ml, cl).Inc()
-	m.duration.WithLabelValues(route, ml, cl).Observe(seconds)
+	ml := methodLabel(method)
+	k := observerKey{route, ml, code}
+	o, ok := m.observers.Load(k)
+	if !ok {
+		cl := codeLabel(code)
+		o, _ = m.observers.LoadOrStore(k, &observer{count: m.requests.WithLabelValues(route, ml, cl), duration: m.duration.WithLabelValues(route, ml, cl)})
+	}
+	ob := o.(*observer)
+	ob.count.Inc()
+	ob.duration.Observe(seconds)
 }
 
 // metricsHandler serves reg in the Prometheus text format.

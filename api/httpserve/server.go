@@ -227,7 +227,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route := s.route(r.URL.Path)
 	defer s.finish(rw, r, route, id, start)
 
-	rw.writeDeadline(0)
 	switch r.URL.Path {
 	case PathLBHeartbeat:
 		s.serveLBHeartbeat(rw)
@@ -332,8 +331,12 @@ func (s *Server) warnDue(last *atomic.Int64) bool {
 
 // finish counts the request and writes its access log line.
 func (s *Server) finish(w *respWriter, r *http.Request, route, id string, start time.Time) {
-	// The final flush happens after the handler returns: give it time.
-	w.writeDeadline(0)
+	// The final flush happens after the handler returns: give it time,
+	// unless a write just did (a stale deadline from an earlier request
+	// on the connection may be in the past).
+	if time.Since(w.deadlineAt) > time.Second {
+		w.writeDeadline(0)
+	}
 	status := w.status
 	if status == 0 {
 		status = http.StatusOK
