@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // Code is a Weave response code, sent as the bare JSON number body of an
@@ -34,8 +35,89 @@ const (
 	CodeSizeLimitExceeded Code = 17 // size limit exceeded
 )
 
-// defaultRetryAfterSecs is the Retry-After of a 503 unless configured.
-const defaultRetryAfterSecs = 1800
+// Retry hints: how long a client should wait before it retries after a
+// 503, by cause. Every 503 carries one as Retry-After in whole seconds
+// (weave-api.md 3.2); a Firefox client stops syncing for that long, so
+// only planned maintenance says more than a few seconds.
+const (
+	// RetryBlip is the hint of a 503 whose error carries none: a
+	// transient failure (a backend timeout, a lost connection, a
+	// directory that did not answer).
+	RetryBlip = 10 * time.Second
+	// RetryElection is the hint of an answer that needs a raft leader
+	// while none is known: elections take a few seconds.
+	RetryElection = 5 * time.Second
+	// RetryBusy is the hint of a request shed because the node, or the
+	// user, is at its bound of requests in flight.
+	RetryBusy = 10 * time.Second
+	// RetryMaintenance is the hint of planned downtime an operator
+	// announces; the only long one.
+	RetryMaintenance = 30 * time.Minute
+)
+
+// defaultRetryAfterSecs is the Retry-After of a 503 whose error carries
+// no hint, unless configured: RetryBlip.
+const defaultRetryAfterSecs = int(RetryBlip / time.Second)
+
+// RetryError is an error that says when the client should come back: it
+// is answered with 503 and Retry-After: After (rounded up to whole
+// seconds, at least 1) and, when Backoff is set (the server sheds load),
+// X-Weave-Backoff with the same value. It matches ErrUnavailable and
+// Err with errors.Is. Build it with Unavailable or Busy.
+type RetryError struct {
+	// Err is the cause; nil means ErrUnavailable alone.
+	Err error
+	// After is how long the client should wait.
+	After time.Duration
+	// Backoff also sends X-Weave-Backoff: the server is overloaded.
+	Backoff bool
+}
+
+// Error names the cause and the hint.
+func (e *RetryError) Error() string {
+	cause := ErrUnavailable.Error()
+	if e.Err != nil {
+		cause = e.Err.Error()
+	}
+	return cause + " (retry after " + e.After.String() + ")"
+}
+
+// Unwrap returns the cause and ErrUnavailable.
+func (e *RetryError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrUnavailable}
+	}
+	return []error{e.Err, ErrUnavailable}
+}
+
+// Unavailable returns err (nil: ErrUnavailable) as a 503 whose
+// Retry-After is after: use the Retry* hints.
+func Unavailable(err error, after time.Duration) error {
+	return &RetryError{Err: err, After: after}
+}
+
+// Busy returns err (nil: ErrUnavailable) as a 503 for a shed request:
+// Retry-After and X-Weave-Backoff of after (RetryBusy unless the cause
+// says otherwise).
+func Busy(err error, after time.Duration) error {
+	return &RetryError{Err: err, After: after, Backoff: true}
+}
+
+// RetryHint returns the first RetryError in err's chain, if any.
+func RetryHint(err error) (*RetryError, bool) {
+	var re *RetryError
+	if errors.As(err, &re) {
+		return re, true
+	}
+	return nil, false
+}
+
+// Seconds renders d as a whole number of seconds for Retry-After and
+// X-Weave-Backoff: rounded up, at least 1.
+func Seconds(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	return strconv.FormatInt(max(s, 1), 10)
+}
 
 // HTTPError is an error with a fixed HTTP answer: a status and, when Code
 // is non-zero, a Weave code body.
@@ -106,7 +188,14 @@ var codeBodies = func() (t [CodeSizeLimitExceeded + 1][]byte) {
 //   - ErrUnauthorized: 401, with WWW-Authenticate: Basic realm="Sync"
 //     when the request had no credentials;
 //   - anything else (ErrUnavailable, backend failures): 503 with
-//     Retry-After and a JSON string body naming a crash id that is logged.
+//     Retry-After and a JSON string body naming a crash id that is logged
+//     with the error. Retry-After is the error's hint (RetryError) or
+//     the configured default (RetryBlip); a RetryError with Backoff adds
+//     X-Weave-Backoff. The crash id is the request id the HTTP platform
+//     put in the X-Request-Id response header, when there is one, so the
+//     error line, the access log line and the client's answer share it.
+//     Expected unavailability (ErrUnavailable, a hint) is logged as a
+//     warning, anything else as an error.
 func (rs responder) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h := w.Header()
 	var he *HTTPError
@@ -138,11 +227,25 @@ func (rs responder) writeError(w http.ResponseWriter, r *http.Request, err error
 		}
 		rs.send(w, http.StatusUnauthorized, 0)
 	default:
-		var id [8]byte
-		_, _ = rand.Read(id[:])
-		crash := hex.EncodeToString(id[:])
-		rs.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "crash_id", crash, "err", err)
-		h.Set("Retry-After", rs.retryAfter)
+		crash := h.Get("X-Request-Id")
+		if crash == "" {
+			var id [8]byte
+			_, _ = rand.Read(id[:])
+			crash = hex.EncodeToString(id[:])
+		}
+		level := slog.LevelError
+		if errors.Is(err, ErrUnavailable) {
+			level = slog.LevelWarn
+		}
+		rs.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "crash_id", crash, "err", err)
+		retry := rs.retryAfter
+		if re, ok := RetryHint(err); ok {
+			retry = Seconds(re.After)
+			if re.Backoff {
+				h.Set("X-Weave-Backoff", retry)
+			}
+		}
+		h.Set("Retry-After", retry)
 		h.Set("Content-Type", "application/json")
 		body := AppendJSONString(nil, "application error: crash id "+crash)
 		h.Set("Content-Length", strconv.Itoa(len(body)))

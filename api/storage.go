@@ -27,8 +27,9 @@ type StorageConfig struct {
 	// MaxBodyBytes caps a request body; larger bodies get 413. Zero means
 	// the default, 20 MiB.
 	MaxBodyBytes int64
-	// RetryAfter is the Retry-After of 503 answers, in seconds. Zero means
-	// the default, 1800.
+	// RetryAfter is the Retry-After of 503 answers whose error carries no
+	// retry hint (RetryError), in seconds. Zero means the default, 10
+	// (RetryBlip).
 	RetryAfter int
 	// Backoff, when set, is asked on every request for the X-Weave-Backoff
 	// value in seconds; 0 sends no header. It must be safe for concurrent

@@ -668,7 +668,7 @@ func TestStorageHeartbeatAndBackoff(t *testing.T) {
 	st.healthy = errors.New("closing")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/__heartbeat__", nil))
-	if rec.Code != 503 || rec.Header().Get("Retry-After") != "1800" {
+	if rec.Code != 503 || rec.Header().Get("Retry-After") != "10" {
 		t.Fatalf("unhealthy: %d %v", rec.Code, rec.Header())
 	}
 	if _, err := NewStorageHandler(StorageConfig{}); !errors.Is(err, ErrBadConfig) {

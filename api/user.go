@@ -44,8 +44,8 @@ type UserConfig struct {
 	// AdminSecret, when non-empty, lets a request whose X-Weave-Secret
 	// header equals it skip the captcha.
 	AdminSecret string
-	// RetryAfter is the Retry-After of 503 answers in seconds; zero means
-	// 1800.
+	// RetryAfter is the Retry-After of 503 answers whose error carries no
+	// retry hint (RetryError), in seconds; zero means 10 (RetryBlip).
 	RetryAfter int
 	// ResetCodeTTL is how long the directory keeps a mailed reset key
 	// valid; it is only quoted to people on the reset form. Zero means
@@ -53,10 +53,18 @@ type UserConfig struct {
 	ResetCodeTTL time.Duration
 	// MaxBodyBytes caps request bodies; zero means 64 KiB.
 	MaxBodyBytes int64
+	// MaxCreateBodyBytes caps the body of an account creation (PUT
+	// /user/1.0/{user}), which is read before any authentication is
+	// possible: an e-mail, a password and a captcha answer fit in a few
+	// KB. Larger bodies get 413. Zero means DefaultMaxCreateBodyBytes.
+	MaxCreateBodyBytes int64
 	// Tokens, when set, serves GET /user/1.0/{user}/token (Basic auth)
 	// with a directory-signed bearer token; nil answers 404.
 	Tokens TokenIssuer
 }
+
+// DefaultMaxCreateBodyBytes is UserConfig.MaxCreateBodyBytes's default.
+const DefaultMaxCreateBodyBytes = 4 << 10
 
 // DefaultResetCodeTTL is the reset key lifetime quoted when
 // UserConfig.ResetCodeTTL is zero (the directory's default, as Mozilla's).
@@ -65,7 +73,8 @@ const DefaultResetCodeTTL = 6 * time.Hour
 // DefaultUserConfig returns a UserConfig with strict user names and the
 // default limits (Accounts still to be set).
 func DefaultUserConfig() UserConfig {
-	return UserConfig{StrictUsernames: true, RetryAfter: DefaultRetryAfter, MaxBodyBytes: 64 << 10}
+	return UserConfig{StrictUsernames: true, RetryAfter: DefaultRetryAfter, MaxBodyBytes: 64 << 10,
+		MaxCreateBodyBytes: DefaultMaxCreateBodyBytes}
 }
 
 // Validate reports a missing Accounts or a negative limit.
@@ -75,8 +84,8 @@ func (c UserConfig) Validate() error {
 		return fmt.Errorf("%w: Accounts is nil", ErrBadConfig)
 	case c.RetryAfter < 0:
 		return fmt.Errorf("%w: RetryAfter %d < 0", ErrBadConfig, c.RetryAfter)
-	case c.MaxBodyBytes < 0:
-		return fmt.Errorf("%w: MaxBodyBytes %d < 0", ErrBadConfig, c.MaxBodyBytes)
+	case c.MaxBodyBytes < 0 || c.MaxCreateBodyBytes < 0:
+		return fmt.Errorf("%w: negative body limit", ErrBadConfig)
 	}
 	return nil
 }
@@ -96,6 +105,9 @@ func NewUserHandler(cfg UserConfig) (http.Handler, error) {
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 64 << 10
+	}
+	if cfg.MaxCreateBodyBytes == 0 {
+		cfg.MaxCreateBodyBytes = DefaultMaxCreateBodyBytes
 	}
 	u := &userAPI{cfg: cfg, rs: newResponder(cfg.Logger, cfg.RetryAfter)}
 	r := mux.NewRouter().SkipClean(true)
@@ -183,7 +195,16 @@ func (u *userAPI) captchaOK(r *http.Request, challenge, response string) error {
 }
 
 func (u *userAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, u.cfg.MaxBodyBytes))
+	return readLimited(w, r, u.cfg.MaxBodyBytes)
+}
+
+// readLimited reads r's body, at most limit bytes (errBodyTooLarge
+// beyond, without reading further when the declared length says so).
+func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -220,7 +241,7 @@ func (u *userAPI) create(w http.ResponseWriter, r *http.Request) {
 		fail(weaveErr(CodeCannotOverwrite))
 		return
 	}
-	raw, err := u.readBody(w, r)
+	raw, err := readLimited(w, r, u.cfg.MaxCreateBodyBytes)
 	if err != nil {
 		fail(err)
 		return

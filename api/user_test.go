@@ -313,7 +313,7 @@ func TestUserEndpoints(t *testing.T) {
 		t.Fatalf("reset via header: %d %q", r.code, r.body)
 	}
 	acc.down = true
-	if r := doReq(h, "GET", "/user/1.0/x", ""); r.code != 503 || r.hdr.Get("Retry-After") != "1800" {
+	if r := doReq(h, "GET", "/user/1.0/x", ""); r.code != 503 || r.hdr.Get("Retry-After") != "10" {
 		t.Fatalf("backend down: %d %v", r.code, r.hdr)
 	}
 }

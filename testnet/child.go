@@ -17,8 +17,8 @@ import (
 
 // The lines `hce directory` and `hce node` print once they serve.
 var (
-	voterReadyLine = regexp.MustCompile(`HCE directory voter (\S+) ready at (http://\S+/)`)
-	nodeReadyLine  = regexp.MustCompile(`HCE storage node (\S+) ready at (http://\S+/)`)
+	voterReadyLine = regexp.MustCompile(`HCE directory voter (\S+) ready at (https?://\S+/)`)
+	nodeReadyLine  = regexp.MustCompile(`HCE storage node (\S+) ready at (https?://\S+/)`)
 )
 
 // child is a member's `hce` child process.
@@ -66,7 +66,21 @@ func (c *child) stop(ctx context.Context) error {
 }
 
 // childArgs returns the command line of m's child (without the binary).
-func (t *Testnet) childArgs(m *member, join string, first bool, dirURL string) []string {
+func (t *Testnet) childArgs(m *member, join string, first bool, dirURL string) ([]string, error) {
+	args, err := t.memberArgs(m, join, first, dirURL)
+	if err != nil || !t.cfg.TLS {
+		return args, err
+	}
+	cert, key, err := memberHTTPS(t.https, m.data, m.name)
+	if err != nil {
+		return nil, fmt.Errorf("testnet: %s HTTPS certificate: %w", m.name, err)
+	}
+	return append(args, "--tls-cert", cert, "--tls-key", key,
+		"--tls-ca", filepath.Join(t.cfg.Dir, HTTPSCADir, "ca.pem")), nil
+}
+
+// memberArgs is childArgs without the TLS flags.
+func (t *Testnet) memberArgs(m *member, join string, first bool, dirURL string) ([]string, error) {
 	if m.voter {
 		args := []string{"directory", "--log-level", t.cfg.ChildLogLevel, "--id", m.id, "--data", m.data,
 			"--http", m.httpAddr, "--raft", m.raftAddr, "--p2p", m.p2pAddr, "--ca", filepath.Join(t.cfg.Dir, "ca"),
@@ -77,11 +91,11 @@ func (t *Testnet) childArgs(m *member, join string, first bool, dirURL string) [
 		case first:
 			args = append(args, "--join", join)
 		}
-		return args
+		return args, nil
 	}
 	return []string{"node", "--log-level", t.cfg.ChildLogLevel, "--data", m.data, "--http", m.httpAddr,
 		"--p2p", m.p2pAddr, "--directory", dirURL, "--operator", m.operator, "--heartbeat", t.cfg.Heartbeat.String(),
-		"--sweep", t.cfg.Sweep.String(), "--blocklist", filepath.Join(m.data, BlocklistFile)}
+		"--sweep", t.cfg.Sweep.String(), "--blocklist", filepath.Join(m.data, BlocklistFile)}, nil
 }
 
 // spawn starts m as a child process writing to DIR/logs/<name>.log and
@@ -106,7 +120,11 @@ func (t *Testnet) spawn(ctx context.Context, m *member, join string, first bool,
 		return nil, "", err
 	}
 	offset := fi.Size()
-	cmd := exec.Command(t.cfg.Binary, t.childArgs(m, join, first, dirURL)...)
+	args, err := t.childArgs(m, join, first, dirURL)
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(t.cfg.Binary, args...)
 	cmd.Env = append(os.Environ(), "HCE_ADMIN_TOKEN="+t.token)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if t.owner {

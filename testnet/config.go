@@ -91,6 +91,13 @@ type Config struct {
 	// Directory, when set, adjusts each in-process voter's directory
 	// configuration last (ignored with ChildProcess).
 	Directory func(*directory.Config)
+	// TLS serves every member's HTTP over HTTPS, with certificates from
+	// the testnet's HTTPS CA (DIR/https-ca, see HTTPSCADir); RootCAs
+	// returns the pool that trusts it.
+	TLS bool
+	// HTTP, when set, adjusts each in-process member's HTTP configuration
+	// last (ignored with ChildProcess).
+	HTTP func(member string, c *HTTPConfig)
 }
 
 // DefaultConfig returns the defaults (Dir still needs to be set).

@@ -10,6 +10,9 @@
 //     nodes over named operators, in-process or as child `hce` processes,
 //     with Leader, Kill, Restart and Drain for fault injection; `hce testnet`
 //     drives it from the command line through DIR/testnet.json.
+//   - Every voter, node and Standalone serves HTTP on the platform of
+//     package api/httpserve (HTTPConfig: TLS, timeouts, limits, health
+//     checks, metrics, access log); Config.TLS runs a testnet over HTTPS.
 //
 // The tests of this package drive these systems through real HTTP and real
 // libp2p, exactly as Sync clients and peers do.

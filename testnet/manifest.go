@@ -58,6 +58,9 @@ type Manifest struct {
 	DownAfter string `json:"down_after"`
 	Heartbeat string `json:"heartbeat"`
 	LogLevel  string `json:"log_level,omitempty"`
+	// HTTPSCA is the certificate of the CA that issued the members'
+	// HTTPS certificates, when the testnet serves HTTPS (Config.TLS).
+	HTTPSCA string `json:"https_ca,omitempty"`
 }
 
 // ReadManifest reads DIR/testnet.json.
@@ -78,6 +81,9 @@ func (t *Testnet) manifestLocked() Manifest {
 	m := Manifest{Directories: []VoterEntry{}, Nodes: []NodeEntry{}, AdminToken: t.token, Mode: t.cfg.Mode.String(),
 		Binary: t.cfg.Binary, CA: filepath.Join(t.cfg.Dir, "ca"), Replicas: t.cfg.Replicas,
 		DownAfter: t.cfg.DownAfter.String(), Heartbeat: t.cfg.Heartbeat.String(), LogLevel: t.cfg.ChildLogLevel}
+	if t.cfg.TLS {
+		m.HTTPSCA = filepath.Join(t.cfg.Dir, HTTPSCADir, "ca.pem")
+	}
 	for _, v := range t.voters {
 		m.Directories = append(m.Directories, VoterEntry{ID: v.id, HTTP: v.url, Raft: v.raftAddr, P2P: v.p2pAddr, PID: v.pid, Data: v.data})
 	}

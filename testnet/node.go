@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/httpserve"
 	"github.com/hce-sync/hce/api/p2p"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/node"
@@ -81,6 +82,10 @@ type NodeConfig struct {
 	// DefaultReplicaWait (2 s); negative turns the wait off (acknowledge
 	// at once, replicate after).
 	ReplicaWait time.Duration
+	// HTTP is the HTTP platform of the node's listener (TLS, limits,
+	// timeouts, access log, metrics) and the roots it trusts when it
+	// reads the directory and registers over HTTPS.
+	HTTP HTTPConfig
 	// Blocklist, when set, is a file of libp2p peer IDs (one per line)
 	// the node refuses and disconnects, reread every 100 ms: testnet
 	// partitions (see BlocklistFile).
@@ -158,12 +163,11 @@ type Node struct {
 	host   host.Host
 	dc     *dirclient.Client
 	allow  *p2p.StaticAllowlist
-	srv    *http.Server
+	srv    *httpServer
 	url    string
 	id     peer.ID
 	cancel context.CancelFunc
 	runs   sync.WaitGroup
-	done   chan error
 	once   sync.Once
 }
 
@@ -188,7 +192,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{id: id, done: make(chan error, 1)}
+	n := &Node{id: id}
 	var ln net.Listener
 	defer func() {
 		if err != nil {
@@ -201,10 +205,10 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err = n.openStore(cfg); err != nil {
 		return nil, err
 	}
-	if ln, n.url, err = listenHTTP(cfg.HTTPAddr, cfg.PublicURL); err != nil {
+	if ln, n.url, err = listenHTTP(cfg.HTTPAddr, cfg.PublicURL, cfg.HTTP.scheme()); err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 10 * time.Second}
+	hc := cfg.HTTP.client(10 * time.Second)
 	var voters []peer.AddrInfo
 	if err = retry(ctx, "reading the directory's voters", func() (e error) {
 		voters, e = FetchVoters(ctx, hc, cfg.Directory)
@@ -234,8 +238,10 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		return nil, err
 	}
 	n.runBackground(runCtx, cfg)
-	n.srv = newHTTPServer(handler, stop)
-	go func() { n.done <- n.srv.Serve(ln) }()
+	if n.srv, err = n.httpServer(cfg, ln, handler, stop); err != nil {
+		return nil, err
+	}
+	n.srv.start()
 	log.Info("storage node serving", "url", n.url, "peer", id, "p2p", n.p2pAddrs())
 	return n, nil
 }
@@ -355,6 +361,18 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	return withCouch(n.store, auth, cfg.Logger, stop, storage)
 }
 
+// httpServer is the node's HTTP server on ln: handler on the platform,
+// its heartbeat checking the store and the directory, its metrics showing
+// the store.
+func (n *Node) httpServer(cfg NodeConfig, ln net.Listener, handler http.Handler, stop chan struct{}) (*httpServer, error) {
+	storeDir := filepath.Join(cfg.Dir, "store")
+	if err := registerStoreMetrics(cfg.HTTP.registry(), n.store, storeDir); err != nil {
+		return nil, err
+	}
+	checks := map[string]httpserve.Checker{"store": storeWritable(n.store, cfg.Dir), "directory": directoryReachable(n.dc)}
+	return newHTTPServer(cfg.HTTP, ln, handler, checks, cfg.Logger, stop)
+}
+
 // startReplication starts the replicator (reporting to the directory
 // through the directory client), makes client writes wait for the other
 // members (cfg.ReplicaWait) and serves the voters' membership events.
@@ -423,14 +441,16 @@ func (n *Node) Replicator() *replication.Replicator { return n.repl }
 // Allowlist is the set of peers the node's gater admits.
 func (n *Node) Allowlist() *p2p.StaticAllowlist { return n.allow }
 
+// HTTP is the node's HTTP platform server (ReloadTLS, Registry).
+func (n *Node) HTTP() *httpserve.Server { return n.srv.srv }
+
 // Shutdown stops serving HTTP, waiting for requests in flight until ctx
 // ends, stops the directory client and closes the host and the store.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.once.Do(func() {
 		if n.srv != nil {
-			err = n.srv.Shutdown(ctx)
-			<-n.done
+			err = errors.Join(n.srv.srv.Shutdown(ctx), n.srv.wait())
 		}
 		err = errors.Join(err, n.closeAll())
 	})
@@ -444,8 +464,7 @@ func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
 		if n.srv != nil {
-			err = n.srv.Close()
-			<-n.done
+			err = errors.Join(n.srv.srv.Close(), n.srv.wait())
 		}
 		err = errors.Join(err, n.closeAll())
 	})

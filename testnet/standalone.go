@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/httpserve"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/node"
 )
@@ -38,6 +39,9 @@ type StandaloneConfig struct {
 	DataDir string
 	// QuotaBytes is the per-user storage quota in bytes; 0 turns quotas off.
 	QuotaBytes int64
+	// HTTP is the HTTP platform of the listener (TLS, limits, timeouts,
+	// access log, metrics). RootCAs is not used.
+	HTTP HTTPConfig
 	// Logger receives all logs (default: discard).
 	Logger *slog.Logger
 	// Directory, Node and User, when non-nil, adjust the component
@@ -81,10 +85,8 @@ func (c StandaloneConfig) withDefaults() StandaloneConfig {
 type Standalone struct {
 	dir    *directory.Directory
 	store  *node.Store
-	srv    *http.Server
-	ln     net.Listener
+	srv    *httpServer
 	url    string
-	done   chan error
 	logger *slog.Logger
 }
 
@@ -100,11 +102,11 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("testnet: data folder: %w", err)
 	}
-	ln, url, err := listenHTTP(cfg.Addr, cfg.PublicURL)
+	ln, url, err := listenHTTP(cfg.Addr, cfg.PublicURL, cfg.HTTP.scheme())
 	if err != nil {
 		return nil, err
 	}
-	s := &Standalone{ln: ln, url: url, done: make(chan error, 1), logger: logger}
+	s := &Standalone{url: url, logger: logger}
 	ok := false
 	defer func() {
 		if !ok {
@@ -129,8 +131,10 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	if err != nil {
 		return nil, err
 	}
-	s.srv = newHTTPServer(handler, stop)
-	go func() { s.done <- s.srv.Serve(ln) }()
+	if s.srv, err = s.httpServer(cfg, ln, handler, stop); err != nil {
+		return nil, err
+	}
+	s.srv.start()
 	ok = true
 	logger.Info("serving", "url", url, "data", cfg.DataDir)
 	return s, nil
@@ -213,8 +217,26 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	return withCouch(s.store, auth, cfg.Logger, stop, api.NewHandler(storage, users))
 }
 
+// httpServer is the server on ln: handler on the platform, its heartbeat
+// checking the store and the directory's raft leader, its metrics showing
+// the store and raft.
+func (s *Standalone) httpServer(cfg StandaloneConfig, ln net.Listener, handler http.Handler, stop chan struct{}) (*httpServer, error) {
+	reg := cfg.HTTP.registry()
+	if err := registerStoreMetrics(reg, s.store, filepath.Join(cfg.DataDir, "node")); err != nil {
+		return nil, err
+	}
+	if err := registerAll(reg, newDirectoryCollector(s.dir)); err != nil {
+		return nil, err
+	}
+	checks := map[string]httpserve.Checker{"store": storeWritable(s.store, cfg.DataDir), "raft_leader": raftLeaderKnown(s.dir)}
+	return newHTTPServer(cfg.HTTP, ln, handler, checks, cfg.Logger, stop)
+}
+
 // URL is the server's base URL, ending in "/".
 func (s *Standalone) URL() string { return s.url }
+
+// HTTP is the server's HTTP platform server (ReloadTLS, Registry).
+func (s *Standalone) HTTP() *httpserve.Server { return s.srv.srv }
 
 // Directory is the embedded directory voter.
 func (s *Standalone) Directory() *directory.Directory { return s.dir }
@@ -222,10 +244,7 @@ func (s *Standalone) Directory() *directory.Directory { return s.dir }
 // Shutdown stops accepting requests, waits for in-flight ones until ctx
 // ends, then closes the node store and the directory.
 func (s *Standalone) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
-	if serr := <-s.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
+	err := errors.Join(s.srv.srv.Shutdown(ctx), s.srv.wait())
 	if cerr := s.closeComponents(); cerr != nil && err == nil {
 		err = cerr
 	}

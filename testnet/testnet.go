@@ -3,6 +3,7 @@ package testnet
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -57,6 +58,8 @@ type Testnet struct {
 	log   *slog.Logger
 	hc    *http.Client
 	ca    *raftls.CA
+	https *raftls.CA     // issues the members' HTTPS certificates (Config.TLS)
+	roots *x509.CertPool // trusts https
 	token string
 	owner bool // started here (Close stops members) vs Attach
 
@@ -87,9 +90,12 @@ func Start(ctx context.Context, cfg Config) (_ *Testnet, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("testnet: %w", err)
 	}
-	t := &Testnet{cfg: cfg, log: cfg.Logger, hc: &http.Client{Timeout: 5 * time.Second}, token: cfg.AdminToken, owner: true}
-	if t.ca, err = loadOrCreateCA(filepath.Join(cfg.Dir, "ca")); err != nil {
+	t := &Testnet{cfg: cfg, log: cfg.Logger, token: cfg.AdminToken, owner: true}
+	if t.ca, err = loadOrCreateCA(filepath.Join(cfg.Dir, "ca"), "HCE testnet CA"); err != nil {
 		return nil, fmt.Errorf("testnet: CA: %w", err)
+	}
+	if err := t.setupTLS(); err != nil {
+		return nil, err
 	}
 	for i := 1; i <= cfg.Directories; i++ {
 		m := &member{voter: true, name: fmt.Sprintf("d%d", i), data: filepath.Join(cfg.Dir, fmt.Sprintf("d%d", i))}
@@ -102,7 +108,7 @@ func Start(ctx context.Context, cfg Config) (_ *Testnet, err error) {
 		if err != nil {
 			return nil, err
 		}
-		m.url = "http://" + m.httpAddr + "/"
+		m.url = t.scheme() + "://" + m.httpAddr + "/"
 		t.voters = append(t.voters, m)
 	}
 	for i := 1; i <= cfg.Nodes; i++ {
@@ -114,7 +120,7 @@ func Start(ctx context.Context, cfg Config) (_ *Testnet, err error) {
 		if err != nil {
 			return nil, err
 		}
-		m.url = "http://" + m.httpAddr + "/"
+		m.url = t.scheme() + "://" + m.httpAddr + "/"
 		t.nodes = append(t.nodes, m)
 	}
 	defer func() {
@@ -166,13 +172,17 @@ func Attach(dir string) (*Testnet, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{Dir: abs, Mode: ChildProcess, Binary: m.Binary, Replicas: m.Replicas, AdminToken: m.AdminToken, ChildLogLevel: m.LogLevel}
+	cfg := Config{Dir: abs, Mode: ChildProcess, Binary: m.Binary, Replicas: m.Replicas, AdminToken: m.AdminToken,
+		ChildLogLevel: m.LogLevel, TLS: m.HTTPSCA != ""}
 	cfg.DownAfter, _ = time.ParseDuration(m.DownAfter)
 	cfg.Heartbeat, _ = time.ParseDuration(m.Heartbeat)
 	cfg = cfg.withDefaults()
-	t := &Testnet{cfg: cfg, log: cfg.Logger, hc: &http.Client{Timeout: 5 * time.Second}, token: m.AdminToken}
+	t := &Testnet{cfg: cfg, log: cfg.Logger, token: m.AdminToken}
 	if t.ca, err = raftls.LoadCA(m.CA); err != nil {
 		return nil, fmt.Errorf("testnet: CA: %w", err)
+	}
+	if err := t.setupTLS(); err != nil {
+		return nil, err
 	}
 	for _, v := range m.Directories {
 		t.voters = append(t.voters, &member{voter: true, name: v.ID, id: v.ID, url: v.HTTP, httpAddr: hostPort(v.HTTP),
@@ -187,7 +197,57 @@ func Attach(dir string) (*Testnet, error) {
 
 // hostPort returns the host:port of a base URL.
 func hostPort(u string) string {
-	return strings.TrimSuffix(strings.TrimPrefix(u, "http://"), "/")
+	if _, rest, ok := strings.Cut(u, "://"); ok {
+		u = rest
+	}
+	return strings.TrimSuffix(u, "/")
+}
+
+// setupTLS loads (or, on a first start, creates) the HTTPS CA when
+// Config.TLS is set, and makes the testnet's own HTTP client trust it.
+func (t *Testnet) setupTLS() error {
+	t.hc = &http.Client{Timeout: 5 * time.Second}
+	if !t.cfg.TLS {
+		return nil
+	}
+	var err error
+	if t.https, err = loadOrCreateCA(filepath.Join(t.cfg.Dir, HTTPSCADir), "HCE testnet HTTPS CA"); err != nil {
+		return fmt.Errorf("testnet: HTTPS CA: %w", err)
+	}
+	t.roots = x509.NewCertPool()
+	t.roots.AddCert(t.https.Certificate())
+	t.hc = HTTPConfig{RootCAs: t.roots}.client(5 * time.Second)
+	return nil
+}
+
+// scheme is the members' URL scheme.
+func (t *Testnet) scheme() string {
+	if t.cfg.TLS {
+		return "https"
+	}
+	return "http"
+}
+
+// RootCAs is the pool that trusts the members' HTTPS certificates (nil
+// without Config.TLS): give it to clients.
+func (t *Testnet) RootCAs() *x509.CertPool { return t.roots }
+
+// httpConfig is an in-process member's HTTP configuration: its HTTPS
+// certificate with Config.TLS, then Config.HTTP's adjustments.
+func (t *Testnet) httpConfig(m *member) (HTTPConfig, error) {
+	var hc HTTPConfig
+	if t.cfg.TLS {
+		cert, key, err := memberHTTPS(t.https, m.data, m.name)
+		if err != nil {
+			return hc, fmt.Errorf("testnet: %s HTTPS certificate: %w", m.name, err)
+		}
+		hc.Server.TLSCertFile, hc.Server.TLSKeyFile = cert, key
+		hc.RootCAs = t.roots
+	}
+	if t.cfg.HTTP != nil {
+		t.cfg.HTTP(m.name, &hc)
+	}
+	return hc, nil
 }
 
 // AdminToken is the admin API token of every voter.
@@ -243,10 +303,14 @@ func (t *Testnet) start(ctx context.Context, m *member, first bool) error {
 		t.mu.Unlock()
 		return nil
 	}
+	hc, err := t.httpConfig(m)
+	if err != nil {
+		return err
+	}
 	if m.voter {
 		v, err := StartVoter(ctx, VoterConfig{ID: m.id, Dir: m.data, HTTPAddr: m.httpAddr, RaftAddr: m.raftAddr,
 			P2PAddr: m.p2pAddr, CA: t.ca, Bootstrap: first && join == "", Join: join, AdminToken: t.token,
-			AutoApprove: true, Replicas: t.cfg.Replicas, DownAfter: t.cfg.DownAfter,
+			AutoApprove: true, Replicas: t.cfg.Replicas, DownAfter: t.cfg.DownAfter, HTTP: hc,
 			Logger: t.log.With("member", m.name), Directory: t.cfg.Directory})
 		if err != nil {
 			return fmt.Errorf("testnet: voter %s: %w", m.name, err)
@@ -258,7 +322,7 @@ func (t *Testnet) start(ctx context.Context, m *member, first bool) error {
 	}
 	n, err := StartNode(ctx, NodeConfig{Dir: m.data, HTTPAddr: m.httpAddr, P2PAddr: m.p2pAddr, Directory: dirURL,
 		SweepInterval: t.cfg.Sweep, Blocklist: filepath.Join(m.data, BlocklistFile),
-		Operator: m.operator, HeartbeatInterval: t.cfg.Heartbeat, MembershipTTL: t.cfg.Heartbeat,
+		Operator: m.operator, HeartbeatInterval: t.cfg.Heartbeat, MembershipTTL: t.cfg.Heartbeat, HTTP: hc,
 		Logger: t.log.With("member", m.name)})
 	if err != nil {
 		return fmt.Errorf("testnet: node %s: %w", m.name, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/httpserve"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/directory/raftls"
 )
@@ -73,6 +75,10 @@ type VoterConfig struct {
 	// DownAfter is the heartbeat silence after which the leader marks a
 	// node down. Default DefaultVoterDownAfter (15 s).
 	DownAfter time.Duration
+	// HTTP is the HTTP platform of the voter's listener (TLS, limits,
+	// timeouts, access log, metrics) and the roots it trusts when it
+	// joins and forwards to other voters over HTTPS.
+	HTTP HTTPConfig
 	// Logger receives all logs. Default: discard.
 	Logger *slog.Logger
 	// Directory, when set, adjusts the directory configuration last.
@@ -134,10 +140,9 @@ func (c VoterConfig) withDefaults() VoterConfig {
 // and HTTP server.
 type Voter struct {
 	dir  *directory.Directory
-	srv  *http.Server
+	srv  *httpServer
 	id   string
 	url  string
-	done chan error
 	once sync.Once
 }
 
@@ -153,7 +158,7 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("testnet: data folder: %w", err)
 	}
-	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL)
+	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL, cfg.HTTP.scheme())
 	if err != nil {
 		return nil, err
 	}
@@ -168,15 +173,30 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 		return nil, err
 	}
 	applySettings(ctx, d, cfg)
-	srv, err := VoterHTTP(d)
+	srv, err := voterServer(d, cfg, ln)
 	if err != nil {
 		d.Close()
 		ln.Close()
 		return nil, err
 	}
-	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url, done: make(chan error, 1)}
-	go func() { v.done <- srv.Serve(ln) }()
+	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url}
+	srv.start()
 	return v, nil
+}
+
+// voterServer is the voter's HTTP server on ln: VoterHandler on the
+// platform, its heartbeat checking that a raft leader is known, its
+// metrics showing the raft state.
+func voterServer(d *directory.Directory, cfg VoterConfig, ln net.Listener) (*httpServer, error) {
+	h, err := VoterHandler(d, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	reg := cfg.HTTP.registry()
+	if err := registerAll(reg, newDirectoryCollector(d)); err != nil {
+		return nil, err
+	}
+	return newHTTPServer(cfg.HTTP, ln, h, map[string]httpserve.Checker{"raft_leader": raftLeaderKnown(d)}, cfg.Logger, nil)
 }
 
 // directoryConfig is the directory configuration of the voter cfg
@@ -200,6 +220,7 @@ func directoryConfig(cfg VoterConfig, url string) (directory.Config, error) {
 	dcfg.Cluster.Join = cfg.Join
 	dcfg.Cluster.RaftAddr = cfg.RaftAddr
 	dcfg.Cluster.HTTPURL = url
+	dcfg.Cluster.HTTPClient = cfg.HTTP.client(10 * time.Second)
 	dcfg.Cluster.TLSCA, dcfg.Cluster.TLSCert, dcfg.Cluster.TLSKey = caPEM, certPEM, keyPEM
 	dcfg.AdminToken = cfg.AdminToken
 	dcfg.Nodes.AutoApprove = cfg.AutoApprove
@@ -233,18 +254,17 @@ func applySettings(ctx context.Context, d *directory.Directory, cfg VoterConfig)
 	}
 }
 
-// VoterHTTP returns the HTTP server of a voter: the Weave user API with
-// the token endpoint, and the directory's admin, internal and p2p routes.
-func VoterHTTP(d *directory.Directory) (*http.Server, error) {
-	users, err := api.NewUserHandler(d.UserAPIConfig())
+// VoterHandler returns the HTTP handler of a voter: the Weave user API
+// with the token endpoint, and the directory's admin, internal and p2p
+// routes.
+func VoterHandler(d *directory.Directory, logger *slog.Logger) (http.Handler, error) {
+	ucfg := d.UserAPIConfig()
+	ucfg.Logger = logger.With("component", "user-api")
+	users, err := api.NewUserHandler(ucfg)
 	if err != nil {
 		return nil, err
 	}
-	return &http.Server{
-		Handler:           api.NewHandler(d.HTTPHandler(), users),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-	}, nil
+	return api.NewHandler(d.HTTPHandler(), users), nil
 }
 
 // URL is the voter's HTTP base URL, ending in "/".
@@ -259,14 +279,15 @@ func (v *Voter) Directory() *directory.Directory { return v.dir }
 // PeerID is the voter's libp2p peer ID.
 func (v *Voter) PeerID() peer.ID { return v.dir.P2PHost().ID() }
 
+// HTTP is the voter's HTTP platform server (ReloadTLS, Registry).
+func (v *Voter) HTTP() *httpserve.Server { return v.srv.srv }
+
 // Shutdown stops serving HTTP (waiting for requests in flight until ctx
 // ends) and closes the directory.
 func (v *Voter) Shutdown(ctx context.Context) error {
 	var err error
 	v.once.Do(func() {
-		err = v.srv.Shutdown(ctx)
-		<-v.done
-		err = errors.Join(err, v.dir.Close())
+		err = errors.Join(v.srv.srv.Shutdown(ctx), v.srv.wait(), v.dir.Close())
 	})
 	return err
 }
@@ -276,9 +297,7 @@ func (v *Voter) Shutdown(ctx context.Context) error {
 func (v *Voter) Close() error {
 	var err error
 	v.once.Do(func() {
-		err = v.srv.Close()
-		<-v.done
-		err = errors.Join(err, v.dir.Close())
+		err = errors.Join(v.srv.srv.Close(), v.srv.wait(), v.dir.Close())
 	})
 	return err
 }

@@ -33,7 +33,7 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	id := fs.String("id", testnet.DefaultVoterID, "voter id (raft server id; also the certificate's identity)")
 	data := fs.String("data", "./hce-directory", "data folder (raft log, snapshots, signing key, TLS certificate)")
 	httpAddr := fs.String("http", "127.0.0.1:8090", "HTTP listen address: user API, token endpoint, admin API, voter-to-voter endpoints")
-	publicURL := fs.String("public-url", "", "base URL other voters and clients reach this voter at (default http://<http address>/)")
+	publicURL := fs.String("public-url", "", "base URL other voters and clients reach this voter at (default http://<http address>/, https with --tls-cert)")
 	raftAddr := fs.String("raft", "127.0.0.1:8091", "raft listen address (mutual TLS)")
 	p2pAddr := fs.String("p2p", testnet.DefaultListenAddr, "libp2p listen address (host:port or multiaddress); nodes learn it from GET /internal/v1/p2p")
 	caDir := fs.String("ca", "", "directory CA folder (from `hce directory init-ca`); this voter's certificate is issued from it into DATA/tls on first start")
@@ -43,7 +43,13 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	replicas := fs.Int("replicas", testnet.DefaultReplicas, "replica set size R for new users")
 	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval")
 	downAfter := fs.Duration("down-after", testnet.DefaultVoterDownAfter, "mark a storage node down after this much heartbeat silence")
-	logger, err := parseWithLogger(fs, args, stderr)
+	hf := addHTTPFlags(fs, true)
+	logs, err := parseWithLogger(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	logger := logs.app
+	hcfg, err := hf.config(logs.access)
 	if err != nil {
 		return err
 	}
@@ -60,11 +66,12 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	v, err := testnet.StartVoter(ctx, testnet.VoterConfig{
 		ID: *id, Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, RaftAddr: *raftAddr,
 		P2PAddr: *p2pAddr, CA: ca, Bootstrap: *bootstrap, Join: *join, AdminToken: *token,
-		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger,
+		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger, HTTP: hcfg,
 	})
 	if err != nil {
 		return err
 	}
+	reloadOnHUP(ctx, v.HTTP(), logger)
 	fmt.Fprintf(stdout, "HCE directory voter %s ready at %s (raft %s, p2p %s, data %s)\n", *id, v.URL(), *raftAddr, v.PeerID(), *data)
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)

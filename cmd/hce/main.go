@@ -25,6 +25,7 @@ Usage:
   hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes
   hce testnet ...     run a local federation (voters and nodes as child processes); status, kill, restart, drain
   hce client ...      talk to a Weave server as one account: register, put, get, ids, delete, token
+  hce version         print the version, commit and build time as JSON (what /__version__ serves)
 
 Run "hce <command> -h" for the flags of a command.
 `
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runTestnet(ctx, args[1:], stdout, stderr)
 	case "client":
 		return runClient(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		return runVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -68,21 +71,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// parseWithLogger adds --log-level to fs, parses args and returns the
-// process logger at that level, writing to w.
-func parseWithLogger(fs *flag.FlagSet, args []string, w io.Writer) (*slog.Logger, error) {
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	return newLogger(w, *level)
+// loggers are a serving command's loggers: the process log and the
+// access log (INFO lines whatever --log-level says, tagged log=access),
+// both on the same writer in the same format.
+type loggers struct {
+	app, access *slog.Logger
 }
 
-// newLogger builds the process logger from a level name.
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+// parseWithLogger adds --log-level and --log-format to fs, parses args
+// and returns the loggers, writing to w.
+func parseWithLogger(fs *flag.FlagSet, args []string, w io.Writer) (loggers, error) {
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log format: text (logfmt) or json (one object per line)")
+	if err := fs.Parse(args); err != nil {
+		return loggers{}, err
+	}
+	app, err := newLogger(w, *level, *format)
+	if err != nil {
+		return loggers{}, err
+	}
+	access, err := newLogger(w, "info", *format)
+	if err != nil {
+		return loggers{}, err
+	}
+	return loggers{app: app, access: access.With("log", "access")}, nil
+}
+
+// newLogger builds a logger from a level and a format name.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("bad --log-level %q: %w", level, err)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("bad --log-format %q: want text or json", format)
 }

@@ -16,14 +16,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", testnet.DefaultStandaloneAddr, "HTTP listen address (user API and storage API)")
 	data := fs.String("data", testnet.DefaultDataDir, "data folder (directory raft state and node store)")
-	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/)")
+	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/, https with --tls-cert)")
 	quota := fs.Int64("quota-kb", 0, "per-user storage quota in KB (0 = no quota)")
 	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses captchas on registration")
-	logger, err := parseWithLogger(fs, args, stderr)
+	hf := addHTTPFlags(fs, false)
+	logs, err := parseWithLogger(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	logger := logs.app
+	hcfg, err := hf.config(logs.access)
 	if err != nil {
 		return err
 	}
 	cfg := testnet.StandaloneConfig{
+		HTTP:       hcfg,
 		Addr:       *addr,
 		DataDir:    *data,
 		PublicURL:  *public,
@@ -37,6 +44,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	reloadOnHUP(ctx, srv.HTTP(), logger)
 	u := srv.URL()
 	fmt.Fprintf(stdout, `HCE Weave server ready at %s (data in %s)
 

@@ -16,7 +16,7 @@ import (
 )
 
 const testnetUsage = `Usage:
-  hce testnet up --dir DIR [--directories 3] [--nodes 4] [--operators 2] [--replicas 2]
+  hce testnet up --dir DIR [--directories 3] [--nodes 4] [--operators 2] [--replicas 2] [--tls]
                                          run a local federation in the foreground (Ctrl-C stops it)
   hce testnet status --dir DIR           voters, leader, nodes and their states
   hce testnet kill --dir DIR <id>        SIGKILL a voter (d1..) or node (n1.. or its peer ID)
@@ -61,6 +61,7 @@ func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	downAfter := fs.Duration("down-after", testnet.DefaultDownAfter, "mark a node down after this much heartbeat silence")
 	heartbeat := fs.Duration("heartbeat", testnet.DefaultHeartbeat, "nodes' heartbeat interval")
 	level := fs.String("log-level", testnet.DefaultChildLogLevel, "log level of the voters and nodes (their logs go to DIR/logs)")
+	useTLS := fs.Bool("tls", false, "serve every voter and node over HTTPS, certificates from DIR/"+testnet.HTTPSCADir+" (trust DIR/"+testnet.HTTPSCADir+"/ca.pem)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,7 +76,7 @@ func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	tn, err := testnet.Start(sctx, testnet.Config{Dir: *dir, Directories: *dirs, Nodes: *nodes, Operators: *ops,
 		Replicas: *replicas, Mode: testnet.ChildProcess, Binary: bin, DownAfter: *downAfter, Heartbeat: *heartbeat,
-		ChildLogLevel: *level})
+		ChildLogLevel: *level, TLS: *useTLS})
 	cancel()
 	if err != nil {
 		return err
@@ -89,6 +90,10 @@ func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		leaderURL = tn.Voters()[0].HTTP
 	}
 	d := tn.Dir()
+	if *useTLS {
+		fmt.Fprintf(stdout, "\nHTTPS: trust %s (curl --cacert, or SSL_CERT_FILE for hce client and hce admin)\n",
+			filepath.Join(d, testnet.HTTPSCADir, "ca.pem"))
+	}
 	fmt.Fprintf(stdout, `
 Try (leader %s; any voter takes users):
   curl -X PUT -d '{"password":"correct horse battery","email":"me@example.com"}' %suser/1.0/%s

@@ -207,8 +207,17 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if !errors.As(err, &he) {
 		he = storeError(err)
 	}
-	if he.status >= 500 {
-		h.log.Error("couch request failed", "method", r.Method, "path", r.URL.Path, "status", he.status, "err", he.cause)
+	// A server failure is logged once, with the request id the client
+	// sees (X-Request-Id) as its crash id; an unavailable dependency is a
+	// warning; answers without a cause (501 for an edit the endpoint does
+	// not serve) are the client's business, not the log's.
+	if he.status >= 500 && he.cause != nil {
+		level := slog.LevelError
+		if he.status == http.StatusServiceUnavailable {
+			level = slog.LevelWarn
+		}
+		h.log.Log(r.Context(), level, "couch request failed", "method", r.Method, "path", r.URL.Path, "status", he.status,
+			"crash_id", w.Header().Get("X-Request-Id"), "err", he.cause)
 	}
 	if he.authChallenge {
 		w.Header().Set("WWW-Authenticate", `Basic realm="`+h.cfg.Realm+`"`)
