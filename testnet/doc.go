@@ -8,8 +8,10 @@
 //     directory` and `hce node` are thin wrappers around them.
 //   - Testnet (Start, Attach) runs a whole federation of D voters and N
 //     nodes over named operators, in-process or as child `hce` processes,
-//     with Leader, Kill, Restart and Drain for fault injection; `hce testnet`
-//     drives it from the command line through DIR/testnet.json.
+//     with Leader, Kill, Restart, Drain, Partition and Heal for fault
+//     injection (partitions cut node-node, node-voter and voter-voter
+//     links; see BlocklistFile); `hce testnet` drives it from the command
+//     line through DIR/testnet.json.
 //
 // The tests of this package drive these systems through real HTTP and real
 // libp2p, exactly as Sync clients and peers do.

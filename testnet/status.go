@@ -188,7 +188,7 @@ func (t *Testnet) Status(ctx context.Context) (Status, error) {
 	t.mu.Lock()
 	var st Status
 	for _, v := range t.voters {
-		st.Voters = append(st.Voters, VoterStatus{VoterEntry: VoterEntry{ID: v.id, HTTP: v.url, Raft: v.raftAddr, P2P: v.p2pAddr, PID: v.pid, Data: v.data}, Running: v.running()})
+		st.Voters = append(st.Voters, VoterStatus{VoterEntry: VoterEntry{ID: v.id, PeerID: v.p2pID, HTTP: v.url, Raft: v.raftAddr, P2P: v.p2pAddr, PID: v.pid, Data: v.data}, Running: v.running()})
 	}
 	for _, n := range t.nodes {
 		st.Nodes = append(st.Nodes, NodeStatus{NodeEntry: NodeEntry{Name: n.name, ID: n.id, Operator: n.operator, HTTP: n.url, P2P: n.p2pAddr, PID: n.pid, Data: n.data}, Running: n.running()})

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -77,6 +79,10 @@ type VoterConfig struct {
 	Logger *slog.Logger
 	// Directory, when set, adjusts the directory configuration last.
 	Directory func(*directory.Config)
+	// Blocklist, when set, is a file the voter rereads every 100 ms and
+	// whose items it refuses: libp2p peers, raft voters and voter HTTP
+	// addresses (testnet partitions, see BlocklistFile).
+	Blocklist string
 }
 
 // DefaultVoterConfig returns the defaults; Dir, CA and AdminToken still
@@ -133,12 +139,16 @@ func (c VoterConfig) withDefaults() VoterConfig {
 // Voter is a running directory voter: raft over mutual TLS, libp2p host
 // and HTTP server.
 type Voter struct {
-	dir  *directory.Directory
-	srv  *http.Server
-	id   string
-	url  string
-	done chan error
-	once sync.Once
+	dir    *directory.Directory
+	srv    *http.Server
+	id     string
+	url    string
+	done   chan error
+	once   sync.Once
+	cancel context.CancelFunc // stops the blocklist watcher
+	runs   sync.WaitGroup
+	// internal carries voter-to-voter HTTP with a blocklist (else nil).
+	internal *http.Transport
 }
 
 // StartVoter starts a directory voter as `hce directory` runs it and
@@ -157,7 +167,17 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	if err != nil {
 		return nil, err
 	}
-	dcfg, err := directoryConfig(cfg, url)
+	var deny *denyList
+	var internal *http.Transport
+	if cfg.Blocklist != "" {
+		// A partitioned voter that restarts is partitioned from the start.
+		deny = &denyList{}
+		if _, _, err := deny.load(cfg.Blocklist); err != nil {
+			cfg.Logger.Warn("testnet: reading the blocklist", "err", err)
+		}
+		internal = blockingTransport(deny)
+	}
+	dcfg, err := directoryConfig(cfg, url, deny, internal)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -174,16 +194,43 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 		ln.Close()
 		return nil, err
 	}
-	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url, done: make(chan error, 1)}
+	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url, done: make(chan error, 1), internal: internal}
+	if deny != nil && d.P2PHost() != nil {
+		wctx, cancel := context.WithCancel(context.Background())
+		v.cancel = cancel
+		v.runs.Add(1)
+		go func() {
+			defer v.runs.Done()
+			watchBlocklist(wctx, cfg.Blocklist, deny, d.P2PHost(), internal.CloseIdleConnections,
+				cfg.Logger.With("component", "blocklist"))
+		}()
+	}
 	go func() { v.done <- srv.Serve(ln) }()
 	return v, nil
+}
+
+// blockingTransport is the HTTP transport of a voter's voter-to-voter
+// requests (join, forwarded writes): dials to the addresses deny lists
+// fail as a refused connection would.
+func blockingTransport(deny *denyList) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if deny != nil && deny.refusesAddr(addr) {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("%w (testnet partition)", syscall.ECONNREFUSED)}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	return tr
 }
 
 // directoryConfig is the directory configuration of the voter cfg
 // describes, serving HTTP at url: raft over mutual TLS with the
 // certificate from DIR/tls (issued from cfg.CA on first start), libp2p on
-// cfg.P2PAddr, account events to the nodes; cfg.Directory adjusts it last.
-func directoryConfig(cfg VoterConfig, url string) (directory.Config, error) {
+// cfg.P2PAddr, account events to the nodes, and with a blocklist (deny not
+// nil) its faults and voter-to-voter HTTP over internal; cfg.Directory
+// adjusts it last.
+func directoryConfig(cfg VoterConfig, url string, deny *denyList, internal *http.Transport) (directory.Config, error) {
 	caPEM, certPEM, keyPEM, err := VoterTLS(cfg.CA, filepath.Join(cfg.Dir, "tls"), cfg.ID, cfg.RaftAddr)
 	if err != nil {
 		return directory.Config{}, err
@@ -206,6 +253,10 @@ func directoryConfig(cfg VoterConfig, url string) (directory.Config, error) {
 	dcfg.Nodes.DownAfter = cfg.DownAfter
 	dcfg.Nodes.P2PListen = []string{p2pAddr}
 	dcfg.Nodes.NotifyNodes = true
+	if deny != nil {
+		dcfg.Faults = deny
+		dcfg.Cluster.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: internal}
+	}
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
@@ -269,7 +320,9 @@ func (v *Voter) Shutdown(ctx context.Context) error {
 	v.once.Do(func() {
 		err = v.srv.Shutdown(ctx)
 		<-v.done
+		v.stopWatcher()
 		err = errors.Join(err, v.dir.Close())
+		v.closeInternal()
 	})
 	return err
 }
@@ -281,7 +334,25 @@ func (v *Voter) Close() error {
 	v.once.Do(func() {
 		err = v.srv.Close()
 		<-v.done
+		v.stopWatcher()
 		err = errors.Join(err, v.dir.Close())
+		v.closeInternal()
 	})
 	return err
+}
+
+// closeInternal closes the idle voter-to-voter connections of a voter
+// with a blocklist (its own transport's).
+func (v *Voter) closeInternal() {
+	if v.internal != nil {
+		v.internal.CloseIdleConnections()
+	}
+}
+
+// stopWatcher stops the blocklist watcher, if any, and waits for it.
+func (v *Voter) stopWatcher() {
+	if v.cancel != nil {
+		v.cancel()
+		v.runs.Wait()
+	}
 }

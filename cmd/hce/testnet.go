@@ -23,8 +23,13 @@ const testnetUsage = `Usage:
   hce testnet restart --dir DIR <id>     start a killed voter or node again (same data and ports)
   hce testnet drain --dir DIR <node-id>  drain a node
   hce testnet partition --dir DIR n1,n2 n3,n4
-                                         cut the libp2p links between the node groups given
-                                         (a node in no group is cut off from all others)
+                                         cut every link between members of different groups:
+                                         node-node and node-voter (libp2p), voter-voter (raft,
+                                         libp2p, HTTP); when a group names a node, a node in no
+                                         group is cut off from all other nodes. Examples:
+                                           partition n1,n2 n3,n4           split the nodes
+                                           partition d1 d2,d3,n1,n2,n3,n4  isolate voter d1
+                                           partition n1 d1,d2,d3,n2,n3,n4  cut n1 from the directory
   hce testnet heal --dir DIR             end the partition
 
 DIR/testnet.json describes the running testnet (URLs, PIDs, data folders, admin token).
@@ -200,7 +205,7 @@ func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) er
 		if err := tn.Heal(); err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, "healed: every node reaches every other node again")
+		fmt.Fprintln(stdout, "healed: every voter and node reaches every other again")
 		return nil
 	}
 	var gs [][]string
