@@ -187,7 +187,7 @@ func writeBlocklist(dir string, items []string) error {
 // So `Partition([]string{"n1", "n2"}, []string{"n3", "n4"})` splits the
 // nodes and leaves the directory whole, and `Partition([]string{"d1"},
 // []string{"d2", "d3", "n1", "n2", "n3", "n4"})` cuts voter d1 off from
-// everyone. It replaces any earlier partition and returns once every
+// everyone. It replaces any earlier partition or Cut and returns once every
 // member's blocklist is written (running members apply it within about
 // 100 ms; a member started later reads it at start).
 func (t *Testnet) Partition(groups ...[]string) error {
@@ -196,14 +196,11 @@ func (t *Testnet) Partition(groups ...[]string) error {
 	group := map[*member]int{}
 	nodesNamed := false
 	for gi, g := range groups {
-		for _, name := range g {
-			if name == "" {
-				continue
-			}
-			m := t.find(name)
-			if m == nil {
-				return fmt.Errorf("%w: %q", ErrUnknownMember, name)
-			}
+		ms, err := t.members(g)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
 			if _, dup := group[m]; dup {
 				return fmt.Errorf("testnet: %s is in two groups", m.name)
 			}
@@ -211,14 +208,66 @@ func (t *Testnet) Partition(groups ...[]string) error {
 			nodesNamed = nodesNamed || !m.voter
 		}
 	}
-	cut := func(a, b *member) bool {
+	return t.applyCuts(func(a, b *member) bool {
 		ga, inA := group[a]
 		gb, inB := group[b]
 		if inA && inB {
 			return ga != gb
 		}
 		return nodesNamed && !a.voter && !b.voter
+	})
+}
+
+// Cut cuts every link between a member of a and a member of b (voters or
+// nodes, as Partition names them) and no other link: `Cut([]string{"n1"},
+// []string{"d1", "d2", "d3"})` cuts n1 off from the directory while it
+// keeps replicating with the other nodes; `Cut([]string{"d1"},
+// []string{"d2", "d3"})` cuts voter d1 off from the other voters while
+// every node reaches it. A member in both lists is an error. Like
+// Partition it replaces any earlier partition or cut.
+func (t *Testnet) Cut(a, b []string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	as, err := t.members(a)
+	if err != nil {
+		return err
 	}
+	bs, err := t.members(b)
+	if err != nil {
+		return err
+	}
+	side := map[*member]int{}
+	for _, m := range as {
+		side[m] = 1
+	}
+	for _, m := range bs {
+		if side[m] == 1 {
+			return fmt.Errorf("testnet: %s is on both sides of the cut", m.name)
+		}
+		side[m] = 2
+	}
+	return t.applyCuts(func(x, y *member) bool { return side[x]+side[y] == 3 })
+}
+
+// members resolves names (ids or short names, "" skipped); t.mu held.
+func (t *Testnet) members(names []string) ([]*member, error) {
+	var out []*member
+	for _, name := range names {
+		if name == "" {
+			continue
+		}
+		m := t.find(name)
+		if m == nil {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownMember, name)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// applyCuts writes every member's blocklist from cut, a symmetric
+// predicate over pairs of distinct members; t.mu held.
+func (t *Testnet) applyCuts(cut func(a, b *member) bool) error {
 	all := append(append([]*member{}, t.voters...), t.nodes...)
 	for _, m := range all {
 		var items []string

@@ -3,6 +3,7 @@ package testnet
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -220,5 +221,75 @@ func TestPartitionReachesVoters(t *testing.T) {
 		if code, _ := register(v.ID); code != 200 {
 			t.Fatalf("registration through %s after the heal: %d", v.ID, code)
 		}
+	}
+}
+
+// TestPartitionCutFiles: what Partition and Cut write into each member's
+// blocklist, for voters d1..d3 and nodes n1..n3 (peer IDs P-<name>).
+func TestPartitionCutFiles(t *testing.T) {
+	tn := &Testnet{}
+	tmp := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		d := fmt.Sprintf("d%d", i)
+		tn.voters = append(tn.voters, &member{voter: true, name: d, id: d, p2pID: "P-" + d,
+			httpAddr: fmt.Sprintf("127.0.0.1:%d", 8000+i), data: filepath.Join(tmp, d)})
+		n := fmt.Sprintf("n%d", i)
+		tn.nodes = append(tn.nodes, &member{name: n, id: "P-" + n, data: filepath.Join(tmp, n)})
+	}
+	for _, m := range append(append([]*member{}, tn.voters...), tn.nodes...) {
+		if err := os.MkdirAll(m.data, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() map[string]string {
+		out := map[string]string{}
+		for _, m := range append(append([]*member{}, tn.voters...), tn.nodes...) {
+			b, _ := os.ReadFile(filepath.Join(m.data, BlocklistFile))
+			if s := strings.Join(strings.Fields(string(b)), " "); s != "" {
+				out[m.name] = s
+			}
+		}
+		return out
+	}
+	d1 := "P-d1 http:127.0.0.1:8001 raft:d1"
+	d2 := "P-d2 http:127.0.0.1:8002 raft:d2"
+	tests := []struct {
+		name  string
+		apply func() error
+		want  map[string]string
+	}{
+		{"nodes split", func() error { return tn.Partition([]string{"n1", "n2"}, []string{"n3"}) },
+			map[string]string{"n1": "P-n3", "n2": "P-n3", "n3": "P-n1 P-n2"}},
+		{"a node in no group loses the other nodes", func() error { return tn.Partition([]string{"n1", "n2"}) },
+			map[string]string{"n1": "P-n3", "n2": "P-n3", "n3": "P-n1 P-n2"}},
+		{"voters only", func() error { return tn.Partition([]string{"d1"}, []string{"d2", "d3"}) },
+			map[string]string{"d1": "P-d2 P-d3 http:127.0.0.1:8002 http:127.0.0.1:8003 raft:d2 raft:d3", "d2": d1, "d3": d1}},
+		{"a voter isolated", func() error { return tn.Partition([]string{"d1"}, []string{"d2", "d3", "n1", "n2", "n3"}) },
+			map[string]string{"d1": "P-d2 P-d3 P-n1 P-n2 P-n3 http:127.0.0.1:8002 http:127.0.0.1:8003 raft:d2 raft:d3",
+				"d2": d1, "d3": d1, "n1": "P-d1", "n2": "P-d1", "n3": "P-d1"}},
+		{"cut a node from the directory", func() error { return tn.Cut([]string{"n1"}, []string{"d1", "d2", "d3"}) },
+			map[string]string{"n1": "P-d1 P-d2 P-d3", "d1": "P-n1", "d2": "P-n1", "d3": "P-n1"}},
+		{"cut a voter from the voters", func() error { return tn.Cut([]string{"d2"}, []string{"d1", "d3"}) },
+			map[string]string{"d2": "P-d1 P-d3 http:127.0.0.1:8001 http:127.0.0.1:8003 raft:d1 raft:d3", "d1": d2, "d3": d2}},
+		{"heal", tn.Heal, map[string]string{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.apply(); err != nil {
+				t.Fatal(err)
+			}
+			if got := read(); !maps.Equal(got, tc.want) {
+				t.Fatalf("blocklists\n got %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+	if err := tn.Partition([]string{"n1"}, []string{"n1"}); err == nil {
+		t.Fatal("a member in two groups was accepted")
+	}
+	if err := tn.Cut([]string{"d1"}, []string{"d1"}); err == nil {
+		t.Fatal("a member on both sides was accepted")
+	}
+	if err := tn.Partition([]string{"x9"}); !errors.Is(err, ErrUnknownMember) {
+		t.Fatalf("unknown member: %v", err)
 	}
 }

@@ -30,7 +30,9 @@ const testnetUsage = `Usage:
                                            partition n1,n2 n3,n4           split the nodes
                                            partition d1 d2,d3,n1,n2,n3,n4  isolate voter d1
                                            partition n1 d1,d2,d3,n2,n3,n4  cut n1 from the directory
-  hce testnet heal --dir DIR             end the partition
+  hce testnet cut --dir DIR n1 d1,d2,d3  cut every link between the two lists and no other
+                                         (here: n1 loses the directory, keeps the other nodes)
+  hce testnet heal --dir DIR             end the partition or cut
 
 DIR/testnet.json describes the running testnet (URLs, PIDs, data folders, admin token).
 `
@@ -45,7 +47,7 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return runTestnetUp(ctx, args[1:], stdout, stderr)
 	case "status", "kill", "restart", "drain":
 		return runTestnetAct(ctx, args[0], args[1:], stdout, stderr)
-	case "partition", "heal":
+	case "partition", "cut", "heal":
 		return runTestnetPartition(args[0], args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, testnetUsage)
@@ -175,7 +177,7 @@ func runTestnetAct(ctx context.Context, cmd string, args []string, stdout, stder
 	return nil
 }
 
-// runTestnetPartition runs `hce testnet partition|heal`.
+// runTestnetPartition runs `hce testnet partition|cut|heal`.
 func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("testnet "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -192,7 +194,7 @@ func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) er
 		groups = append(groups, fs.Arg(0))
 		rest = fs.Args()[1:]
 	}
-	if (cmd == "heal") != (len(groups) == 0) {
+	if (cmd == "heal") != (len(groups) == 0) || (cmd == "cut" && len(groups) != 2) {
 		fmt.Fprint(stderr, testnetUsage)
 		return fmt.Errorf("testnet %s: wrong arguments", cmd)
 	}
@@ -211,6 +213,13 @@ func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) er
 	var gs [][]string
 	for _, g := range groups {
 		gs = append(gs, strings.Split(g, ","))
+	}
+	if cmd == "cut" {
+		if err := tn.Cut(gs[0], gs[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "cut: %s -/- %s\n", groups[0], groups[1])
+		return nil
 	}
 	if err := tn.Partition(gs...); err != nil {
 		return err
