@@ -121,7 +121,11 @@ func (t *Testnet) nodeStates(ctx context.Context, leaderURL string) (map[string]
 // every voter as a member, and every node is active, or ctx ends.
 func (t *Testnet) WaitHealthy(ctx context.Context) error {
 	err, why := pollUntil(ctx, 50*time.Millisecond, func() error {
-		if why := t.unhealthy(ctx); why != "" {
+		// Each check runs to its end (5 s at most), so that a failure says
+		// why the testnet is unhealthy, not that ctx ended mid-check.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if why := t.unhealthy(cctx); why != "" {
 			return errors.New(why)
 		}
 		return nil

@@ -33,6 +33,13 @@ const testnetUsage = `Usage:
   hce testnet cut --dir DIR n1 d1,d2,d3  cut every link between the two lists and no other
                                          (here: n1 loses the directory, keeps the other nodes)
   hce testnet heal --dir DIR             end the partition or cut
+  hce testnet chaos --dir DIR [--duration 10m] [--seed N] [--quiet]
+                                         randomized fault test: Sync-like clients write, read and
+                                         register while voters (the leader too) and nodes are killed,
+                                         restarted and partitioned from a seed; then everything is
+                                         healed and the checks print (lost acknowledged records,
+                                         reads missing acknowledged writes, registrations, convergence)
+                                         with the schedule and the seed to replay
 
 DIR/testnet.json describes the running testnet (URLs, PIDs, data folders, admin token).
 `
@@ -49,6 +56,8 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return runTestnetAct(ctx, args[0], args[1:], stdout, stderr)
 	case "partition", "cut", "heal":
 		return runTestnetPartition(args[0], args[1:], stdout, stderr)
+	case "chaos":
+		return runTestnetChaos(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, testnetUsage)
 		return nil
