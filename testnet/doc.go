@@ -12,6 +12,11 @@
 //     injection (partitions cut node-node, node-voter and voter-voter
 //     links; see BlocklistFile); `hce testnet` drives it from the command
 //     line through DIR/testnet.json.
+//   - RunNemesis is a randomized fault test of a running Testnet: Sync-like
+//     clients write, read and register while a seeded nemesis kills,
+//     restarts and partitions voters and nodes; then it heals everything
+//     and checks that no acknowledged write or registration was lost and
+//     no read missed an acknowledged write (`hce testnet chaos`).
 //
 // The tests of this package drive these systems through real HTTP and real
 // libp2p, exactly as Sync clients and peers do.

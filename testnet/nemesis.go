@@ -123,7 +123,10 @@ func (c NemesisConfig) withDefaults() NemesisConfig {
 		c.Users = d.Users
 	}
 	if c.MinGap == 0 {
-		c.MinGap = min(d.MinGap, max(c.MaxGap, time.Millisecond))
+		c.MinGap = d.MinGap
+		if c.MaxGap > 0 {
+			c.MinGap = min(d.MinGap, c.MaxGap)
+		}
 	}
 	if c.MaxGap == 0 {
 		c.MaxGap = max(d.MaxGap, c.MinGap)
