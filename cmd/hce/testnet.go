@@ -114,10 +114,12 @@ Try (leader %s; any voter takes users):
   hce testnet status --dir %s
   hce testnet kill --dir %s <id from node/weave or n1..>
   hce testnet restart --dir %s <id>
+  hce testnet partition --dir %s %s     (then: hce testnet heal --dir %s)
+  hce testnet chaos --dir %s --duration 5m               (randomized fault test; prints the seed)
 
 Ctrl-C stops every voter and node.
 `, leaderID, leaderURL, exampleUser, leaderURL, exampleUser, exampleUser, exampleUser,
-		leaderURL, tn.AdminToken(), exampleUser, d, d, d)
+		leaderURL, tn.AdminToken(), exampleUser, d, d, d, d, isolateFirst(tn), d, d)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping the testnet")
 	if err := tn.Close(); err != nil {
@@ -125,6 +127,20 @@ Ctrl-C stops every voter and node.
 	}
 	fmt.Fprintln(stdout, "testnet stopped")
 	return nil
+}
+
+// isolateFirst is the partition argument that cuts the first voter off
+// from every other member ("d1 d2,d3,n1,n2,n3,n4").
+func isolateFirst(tn *testnet.Testnet) string {
+	var rest []string
+	vs := tn.Voters()
+	for _, v := range vs[1:] {
+		rest = append(rest, v.ID)
+	}
+	for _, n := range tn.Nodes() {
+		rest = append(rest, n.Name)
+	}
+	return vs[0].ID + " " + strings.Join(rest, ",")
 }
 
 func runTestnetAct(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
