@@ -62,7 +62,7 @@ func TestChaosQuiet(t *testing.T) {
 	tn := chaosNet(t, ctx)
 	var out bytes.Buffer
 	err := run(ctx, []string{"testnet", "chaos", "--dir", tn.Dir(), "--quiet", "--duration", "8s", "--seed", "3",
-		"--settle", "2s", "--recover", "30s"}, &out, &out)
+		"--settle", "4s", "--recover", "30s"}, &out, &out)
 	t.Logf("hce testnet chaos --quiet:\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)
