@@ -136,6 +136,10 @@ type Config struct {
 	// Nodes configures how storage nodes are admitted, watched, placed
 	// and served over libp2p.
 	Nodes NodeConfig
+
+	// Faults, when set, cuts chosen raft and libp2p links (test
+	// partitions, see Faults). Nil: nothing is refused.
+	Faults Faults
 }
 
 // AccountConfig configures the account API: hashing, password resets and

@@ -73,8 +73,12 @@ func (d *Directory) P2PHost() host.Host { return d.host }
 // p2pAllowed is the voter's gater policy, read from the state on every
 // connection so that it always matches the committed state: registered
 // storage nodes that are not retired (pending ones too: they heartbeat),
-// and the voters that recorded a peer ID.
+// and the voters that recorded a peer ID; never a peer Config.Faults
+// refuses.
 func (d *Directory) p2pAllowed(id peer.ID) bool {
+	if d.refusesPeer(id) {
+		return false
+	}
 	if n, ok := nodeOfPeer(d.state, id); ok {
 		return n.State != placement.Retired.String()
 	}

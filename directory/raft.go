@@ -126,6 +126,9 @@ func newTLSTransport(cfg Config, rlog hclog.Logger) (raft.Transport, error) {
 	scfg := raftls.DefaultConfig()
 	scfg.TLS = tlsCfg
 	scfg.Logger = cfg.Logger.With("component", "raftls")
+	if cfg.Faults != nil {
+		scfg.Refuse = cfg.Faults.RefuseVoter
+	}
 	if cfg.Cluster.RaftAdvertise != "" {
 		adv, err := net.ResolveTCPAddr("tcp", cfg.Cluster.RaftAdvertise)
 		if err != nil {

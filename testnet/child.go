@@ -17,7 +17,7 @@ import (
 
 // The lines `hce directory` and `hce node` print once they serve.
 var (
-	voterReadyLine = regexp.MustCompile(`HCE directory voter (\S+) ready at (https?://\S+/)`)
+	voterReadyLine = regexp.MustCompile(`HCE directory voter \S+ ready at https?://\S+/ \(raft \S+, p2p (\S+),`)
 	nodeReadyLine  = regexp.MustCompile(`HCE storage node (\S+) ready at (https?://\S+/)`)
 )
 
@@ -84,7 +84,8 @@ func (t *Testnet) memberArgs(m *member, join string, first bool, dirURL string) 
 	if m.voter {
 		args := []string{"directory", "--log-level", t.cfg.ChildLogLevel, "--id", m.id, "--data", m.data,
 			"--http", m.httpAddr, "--raft", m.raftAddr, "--p2p", m.p2pAddr, "--ca", filepath.Join(t.cfg.Dir, "ca"),
-			"--replicas", strconv.Itoa(t.cfg.Replicas), "--auto-approve", "--down-after", t.cfg.DownAfter.String()}
+			"--replicas", strconv.Itoa(t.cfg.Replicas), "--auto-approve", "--down-after", t.cfg.DownAfter.String(),
+			"--blocklist", filepath.Join(m.data, BlocklistFile)}
 		switch {
 		case first && join == "":
 			args = append(args, "--bootstrap")
@@ -99,7 +100,8 @@ func (t *Testnet) memberArgs(m *member, join string, first bool, dirURL string) 
 }
 
 // spawn starts m as a child process writing to DIR/logs/<name>.log and
-// waits for its ready line; it returns the child and, for a node, its ID.
+// waits for its ready line; it returns the child and its libp2p peer ID
+// (for a node, also its directory ID).
 // The admin token travels in the environment, not on the command line.
 // Children of an owning testnet get their own process group (a terminal's
 // Ctrl-C reaches only the parent, which stops them in order); detached

@@ -8,8 +8,15 @@
 //     directory` and `hce node` are thin wrappers around them.
 //   - Testnet (Start, Attach) runs a whole federation of D voters and N
 //     nodes over named operators, in-process or as child `hce` processes,
-//     with Leader, Kill, Restart and Drain for fault injection; `hce testnet`
-//     drives it from the command line through DIR/testnet.json.
+//     with Leader, Kill, Restart, Drain, Partition and Heal for fault
+//     injection (partitions cut node-node, node-voter and voter-voter
+//     links; see BlocklistFile); `hce testnet` drives it from the command
+//     line through DIR/testnet.json.
+//   - RunNemesis is a randomized fault test of a running Testnet: Sync-like
+//     clients write, read and register while a seeded nemesis kills,
+//     restarts and partitions voters and nodes; then it heals everything
+//     and checks that no acknowledged write or registration was lost and
+//     no read missed an acknowledged write (`hce testnet chaos`).
 //   - Every voter, node and Standalone serves HTTP on the platform of
 //     package api/httpserve (HTTPConfig: TLS, timeouts, limits, health
 //     checks, metrics, access log); Config.TLS runs a testnet over HTTPS.

@@ -16,6 +16,8 @@ const ManifestFile = "testnet.json"
 type VoterEntry struct {
 	// ID is the voter's raft server ID (d1, d2, ...).
 	ID string `json:"id"`
+	// PeerID is the voter's libp2p peer ID ("" until it started once).
+	PeerID string `json:"peer_id,omitempty"`
 	// HTTP is the voter's base URL; Raft and P2P its raft and libp2p
 	// listen addresses (host:port).
 	HTTP string `json:"http"`
@@ -85,7 +87,7 @@ func (t *Testnet) manifestLocked() Manifest {
 		m.HTTPSCA = filepath.Join(t.cfg.Dir, HTTPSCADir, "ca.pem")
 	}
 	for _, v := range t.voters {
-		m.Directories = append(m.Directories, VoterEntry{ID: v.id, HTTP: v.url, Raft: v.raftAddr, P2P: v.p2pAddr, PID: v.pid, Data: v.data})
+		m.Directories = append(m.Directories, VoterEntry{ID: v.id, PeerID: v.p2pID, HTTP: v.url, Raft: v.raftAddr, P2P: v.p2pAddr, PID: v.pid, Data: v.data})
 	}
 	for _, n := range t.nodes {
 		m.Nodes = append(m.Nodes, NodeEntry{Name: n.name, ID: n.id, Operator: n.operator, HTTP: n.url, P2P: n.p2pAddr, PID: n.pid, Data: n.data})

@@ -216,6 +216,12 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	if cfg.Blocklist != "" {
+		// A partitioned node that restarts is partitioned from the start.
+		if _, _, err := n.deny.load(cfg.Blocklist); err != nil {
+			log.Warn("testnet: reading the blocklist", "err", err)
+		}
+	}
 	if err = n.startHost(ctx, cfg, key, voters); err != nil {
 		return nil, err
 	}
@@ -415,7 +421,7 @@ func (n *Node) runBackground(ctx context.Context, cfg NodeConfig) {
 		n.runs.Add(1)
 		go func() {
 			defer n.runs.Done()
-			watchBlocklist(ctx, cfg.Blocklist, &n.deny, n.host, cfg.Logger.With("component", "blocklist"))
+			watchBlocklist(ctx, cfg.Blocklist, &n.deny, n.host, nil, cfg.Logger.With("component", "blocklist"))
 		}()
 	}
 }

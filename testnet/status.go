@@ -121,7 +121,11 @@ func (t *Testnet) nodeStates(ctx context.Context, leaderURL string) (map[string]
 // every voter as a member, and every node is active, or ctx ends.
 func (t *Testnet) WaitHealthy(ctx context.Context) error {
 	err, why := pollUntil(ctx, 50*time.Millisecond, func() error {
-		if why := t.unhealthy(ctx); why != "" {
+		// Each check runs to its end (5 s at most), so that a failure says
+		// why the testnet is unhealthy, not that ctx ended mid-check.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if why := t.unhealthy(cctx); why != "" {
 			return errors.New(why)
 		}
 		return nil
@@ -188,7 +192,7 @@ func (t *Testnet) Status(ctx context.Context) (Status, error) {
 	t.mu.Lock()
 	var st Status
 	for _, v := range t.voters {
-		st.Voters = append(st.Voters, VoterStatus{VoterEntry: VoterEntry{ID: v.id, HTTP: v.url, Raft: v.raftAddr, P2P: v.p2pAddr, PID: v.pid, Data: v.data}, Running: v.running()})
+		st.Voters = append(st.Voters, VoterStatus{VoterEntry: VoterEntry{ID: v.id, PeerID: v.p2pID, HTTP: v.url, Raft: v.raftAddr, P2P: v.p2pAddr, PID: v.pid, Data: v.data}, Running: v.running()})
 	}
 	for _, n := range t.nodes {
 		st.Nodes = append(st.Nodes, NodeStatus{NodeEntry: NodeEntry{Name: n.name, ID: n.id, Operator: n.operator, HTTP: n.url, P2P: n.p2pAddr, PID: n.pid, Data: n.data}, Running: n.running()})

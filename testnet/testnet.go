@@ -35,6 +35,7 @@ type member struct {
 	voter    bool
 	name     string // d1.. or n1..
 	id       string // voter: name; node: peer ID once known
+	p2pID    string // voter: libp2p peer ID once known
 	operator string
 	httpAddr string
 	raftAddr string
@@ -185,7 +186,7 @@ func Attach(dir string) (*Testnet, error) {
 		return nil, err
 	}
 	for _, v := range m.Directories {
-		t.voters = append(t.voters, &member{voter: true, name: v.ID, id: v.ID, url: v.HTTP, httpAddr: hostPort(v.HTTP),
+		t.voters = append(t.voters, &member{voter: true, name: v.ID, id: v.ID, p2pID: v.PeerID, url: v.HTTP, httpAddr: hostPort(v.HTTP),
 			raftAddr: v.Raft, p2pAddr: v.P2P, pid: v.PID, data: v.Data, started: true})
 	}
 	for _, n := range m.Nodes {
@@ -297,7 +298,9 @@ func (t *Testnet) start(ctx context.Context, m *member, first bool) error {
 		}
 		t.mu.Lock()
 		m.child, m.pid, m.started = c, c.pid(), true
-		if !m.voter {
+		if m.voter {
+			m.p2pID = id
+		} else {
 			m.id = id
 		}
 		t.mu.Unlock()
@@ -311,12 +314,12 @@ func (t *Testnet) start(ctx context.Context, m *member, first bool) error {
 		v, err := StartVoter(ctx, VoterConfig{ID: m.id, Dir: m.data, HTTPAddr: m.httpAddr, RaftAddr: m.raftAddr,
 			P2PAddr: m.p2pAddr, CA: t.ca, Bootstrap: first && join == "", Join: join, AdminToken: t.token,
 			AutoApprove: true, Replicas: t.cfg.Replicas, DownAfter: t.cfg.DownAfter, HTTP: hc,
-			Logger: t.log.With("member", m.name), Directory: t.cfg.Directory})
+			Logger: t.log.With("member", m.name), Directory: t.cfg.Directory, Blocklist: filepath.Join(m.data, BlocklistFile)})
 		if err != nil {
 			return fmt.Errorf("testnet: voter %s: %w", m.name, err)
 		}
 		t.mu.Lock()
-		m.v, m.started = v, true
+		m.v, m.started, m.p2pID = v, true, v.PeerID().String()
 		t.mu.Unlock()
 		return nil
 	}

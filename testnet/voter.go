@@ -2,6 +2,8 @@ package testnet
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -83,6 +86,10 @@ type VoterConfig struct {
 	Logger *slog.Logger
 	// Directory, when set, adjusts the directory configuration last.
 	Directory func(*directory.Config)
+	// Blocklist, when set, is a file the voter rereads every 100 ms and
+	// whose items it refuses: libp2p peers, raft voters and voter HTTP
+	// addresses (testnet partitions, see BlocklistFile).
+	Blocklist string
 }
 
 // DefaultVoterConfig returns the defaults; Dir, CA and AdminToken still
@@ -139,11 +146,15 @@ func (c VoterConfig) withDefaults() VoterConfig {
 // Voter is a running directory voter: raft over mutual TLS, libp2p host
 // and HTTP server.
 type Voter struct {
-	dir  *directory.Directory
-	srv  *httpServer
-	id   string
-	url  string
-	once sync.Once
+	dir    *directory.Directory
+	srv    *httpServer
+	id     string
+	url    string
+	once   sync.Once
+	cancel context.CancelFunc // stops the blocklist watcher
+	runs   sync.WaitGroup
+	// internal carries voter-to-voter HTTP with a blocklist (else nil).
+	internal *http.Transport
 }
 
 // StartVoter starts a directory voter as `hce directory` runs it and
@@ -162,7 +173,17 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	if err != nil {
 		return nil, err
 	}
-	dcfg, err := directoryConfig(cfg, url)
+	var deny *denyList
+	var internal *http.Transport
+	if cfg.Blocklist != "" {
+		// A partitioned voter that restarts is partitioned from the start.
+		deny = &denyList{}
+		if _, _, err := deny.load(cfg.Blocklist); err != nil {
+			cfg.Logger.Warn("testnet: reading the blocklist", "err", err)
+		}
+		internal = blockingTransport(deny, cfg.HTTP.RootCAs)
+	}
+	dcfg, err := directoryConfig(cfg, url, deny, internal)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -179,7 +200,17 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 		ln.Close()
 		return nil, err
 	}
-	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url}
+	v := &Voter{dir: d, srv: srv, id: cfg.ID, url: url, internal: internal}
+	if deny != nil && d.P2PHost() != nil {
+		wctx, cancel := context.WithCancel(context.Background())
+		v.cancel = cancel
+		v.runs.Add(1)
+		go func() {
+			defer v.runs.Done()
+			watchBlocklist(wctx, cfg.Blocklist, deny, d.P2PHost(), internal.CloseIdleConnections,
+				cfg.Logger.With("component", "blocklist"))
+		}()
+	}
 	srv.start()
 	return v, nil
 }
@@ -199,11 +230,31 @@ func voterServer(d *directory.Directory, cfg VoterConfig, ln net.Listener) (*htt
 	return newHTTPServer(cfg.HTTP, ln, h, map[string]httpserve.Checker{"raft_leader": raftLeaderKnown(d)}, cfg.Logger, nil)
 }
 
+// blockingTransport is the HTTP transport of a voter's voter-to-voter
+// requests (join, forwarded writes), trusting roots for HTTPS: dials to
+// the addresses deny lists fail as a refused connection would.
+func blockingTransport(deny *denyList, roots *x509.CertPool) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if roots != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if deny != nil && deny.refusesAddr(addr) {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("%w (testnet partition)", syscall.ECONNREFUSED)}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	return tr
+}
+
 // directoryConfig is the directory configuration of the voter cfg
 // describes, serving HTTP at url: raft over mutual TLS with the
 // certificate from DIR/tls (issued from cfg.CA on first start), libp2p on
-// cfg.P2PAddr, account events to the nodes; cfg.Directory adjusts it last.
-func directoryConfig(cfg VoterConfig, url string) (directory.Config, error) {
+// cfg.P2PAddr, account events to the nodes, and with a blocklist (deny not
+// nil) its faults and voter-to-voter HTTP over internal; cfg.Directory
+// adjusts it last.
+func directoryConfig(cfg VoterConfig, url string, deny *denyList, internal *http.Transport) (directory.Config, error) {
 	caPEM, certPEM, keyPEM, err := VoterTLS(cfg.CA, filepath.Join(cfg.Dir, "tls"), cfg.ID, cfg.RaftAddr)
 	if err != nil {
 		return directory.Config{}, err
@@ -227,6 +278,10 @@ func directoryConfig(cfg VoterConfig, url string) (directory.Config, error) {
 	dcfg.Nodes.DownAfter = cfg.DownAfter
 	dcfg.Nodes.P2PListen = []string{p2pAddr}
 	dcfg.Nodes.NotifyNodes = true
+	if deny != nil {
+		dcfg.Faults = deny
+		dcfg.Cluster.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: internal}
+	}
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
@@ -287,7 +342,10 @@ func (v *Voter) HTTP() *httpserve.Server { return v.srv.srv }
 func (v *Voter) Shutdown(ctx context.Context) error {
 	var err error
 	v.once.Do(func() {
-		err = errors.Join(v.srv.srv.Shutdown(ctx), v.srv.wait(), v.dir.Close())
+		err = errors.Join(v.srv.srv.Shutdown(ctx), v.srv.wait())
+		v.stopWatcher()
+		err = errors.Join(err, v.dir.Close())
+		v.closeInternal()
 	})
 	return err
 }
@@ -297,7 +355,26 @@ func (v *Voter) Shutdown(ctx context.Context) error {
 func (v *Voter) Close() error {
 	var err error
 	v.once.Do(func() {
-		err = errors.Join(v.srv.srv.Close(), v.srv.wait(), v.dir.Close())
+		err = errors.Join(v.srv.srv.Close(), v.srv.wait())
+		v.stopWatcher()
+		err = errors.Join(err, v.dir.Close())
+		v.closeInternal()
 	})
 	return err
+}
+
+// closeInternal closes the idle voter-to-voter connections of a voter
+// with a blocklist (its own transport's).
+func (v *Voter) closeInternal() {
+	if v.internal != nil {
+		v.internal.CloseIdleConnections()
+	}
+}
+
+// stopWatcher stops the blocklist watcher, if any, and waits for it.
+func (v *Voter) stopWatcher() {
+	if v.cancel != nil {
+		v.cancel()
+		v.runs.Wait()
+	}
 }

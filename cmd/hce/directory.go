@@ -43,6 +43,7 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	replicas := fs.Int("replicas", testnet.DefaultReplicas, "replica set size R for new users")
 	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval")
 	downAfter := fs.Duration("down-after", testnet.DefaultVoterDownAfter, "mark a storage node down after this much heartbeat silence")
+	blocklist := fs.String("blocklist", "", "file of peers to refuse, reread every 100 ms (testnet partitions: libp2p peer IDs, raft:<voter id>, http:<host:port>)")
 	hf := addHTTPFlags(fs, true)
 	logs, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
@@ -66,7 +67,7 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	v, err := testnet.StartVoter(ctx, testnet.VoterConfig{
 		ID: *id, Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, RaftAddr: *raftAddr,
 		P2PAddr: *p2pAddr, CA: ca, Bootstrap: *bootstrap, Join: *join, AdminToken: *token,
-		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger, HTTP: hcfg,
+		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger, HTTP: hcfg, Blocklist: *blocklist,
 	})
 	if err != nil {
 		return err

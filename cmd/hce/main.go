@@ -23,7 +23,8 @@ Usage:
   hce directory ...   run a directory voter (or create its CA: hce directory init-ca)
   hce node [flags]    run a storage node that registers with a directory
   hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes
-  hce testnet ...     run a local federation (voters and nodes as child processes); status, kill, restart, drain
+  hce testnet ...     run a local federation (voters and nodes as child processes); status, kill, restart,
+                      drain, partition, cut, heal, chaos (randomized fault test)
   hce client ...      talk to a Weave server as one account: register, put, get, ids, delete, token
   hce version         print the version, commit and build time as JSON (what /__version__ serves)
 

@@ -23,9 +23,23 @@ const testnetUsage = `Usage:
   hce testnet restart --dir DIR <id>     start a killed voter or node again (same data and ports)
   hce testnet drain --dir DIR <node-id>  drain a node
   hce testnet partition --dir DIR n1,n2 n3,n4
-                                         cut the libp2p links between the node groups given
-                                         (a node in no group is cut off from all others)
-  hce testnet heal --dir DIR             end the partition
+                                         cut every link between members of different groups:
+                                         node-node and node-voter (libp2p), voter-voter (raft,
+                                         libp2p, HTTP); when a group names a node, a node in no
+                                         group is cut off from all other nodes. Examples:
+                                           partition n1,n2 n3,n4           split the nodes
+                                           partition d1 d2,d3,n1,n2,n3,n4  isolate voter d1
+                                           partition n1 d1,d2,d3,n2,n3,n4  cut n1 from the directory
+  hce testnet cut --dir DIR n1 d1,d2,d3  cut every link between the two lists and no other
+                                         (here: n1 loses the directory, keeps the other nodes)
+  hce testnet heal --dir DIR             end the partition or cut
+  hce testnet chaos --dir DIR [--duration 10m] [--seed N] [--quiet]
+                                         randomized fault test: Sync-like clients write, read and
+                                         register while voters (the leader too) and nodes are killed,
+                                         restarted and partitioned from a seed; then everything is
+                                         healed and the checks print (lost acknowledged records,
+                                         reads missing acknowledged writes, registrations, convergence)
+                                         with the schedule and the seed to replay
 
 DIR/testnet.json describes the running testnet (URLs, PIDs, data folders, admin token).
 `
@@ -40,8 +54,10 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return runTestnetUp(ctx, args[1:], stdout, stderr)
 	case "status", "kill", "restart", "drain":
 		return runTestnetAct(ctx, args[0], args[1:], stdout, stderr)
-	case "partition", "heal":
+	case "partition", "cut", "heal":
 		return runTestnetPartition(args[0], args[1:], stdout, stderr)
+	case "chaos":
+		return runTestnetChaos(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, testnetUsage)
 		return nil
@@ -103,10 +119,12 @@ Try (leader %s; any voter takes users):
   hce testnet status --dir %s
   hce testnet kill --dir %s <id from node/weave or n1..>
   hce testnet restart --dir %s <id>
+  hce testnet partition --dir %s %s     (then: hce testnet heal --dir %s)
+  hce testnet chaos --dir %s --duration 5m               (randomized fault test; prints the seed)
 
 Ctrl-C stops every voter and node.
 `, leaderID, leaderURL, exampleUser, leaderURL, exampleUser, exampleUser, exampleUser,
-		leaderURL, tn.AdminToken(), exampleUser, d, d, d)
+		leaderURL, tn.AdminToken(), exampleUser, d, d, d, d, isolateFirst(tn), d, d)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping the testnet")
 	if err := tn.Close(); err != nil {
@@ -114,6 +132,20 @@ Ctrl-C stops every voter and node.
 	}
 	fmt.Fprintln(stdout, "testnet stopped")
 	return nil
+}
+
+// isolateFirst is the partition argument that cuts the first voter off
+// from every other member ("d1 d2,d3,n1,n2,n3,n4").
+func isolateFirst(tn *testnet.Testnet) string {
+	var rest []string
+	vs := tn.Voters()
+	for _, v := range vs[1:] {
+		rest = append(rest, v.ID)
+	}
+	for _, n := range tn.Nodes() {
+		rest = append(rest, n.Name)
+	}
+	return vs[0].ID + " " + strings.Join(rest, ",")
 }
 
 func runTestnetAct(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
@@ -175,7 +207,7 @@ func runTestnetAct(ctx context.Context, cmd string, args []string, stdout, stder
 	return nil
 }
 
-// runTestnetPartition runs `hce testnet partition|heal`.
+// runTestnetPartition runs `hce testnet partition|cut|heal`.
 func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("testnet "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -192,7 +224,7 @@ func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) er
 		groups = append(groups, fs.Arg(0))
 		rest = fs.Args()[1:]
 	}
-	if (cmd == "heal") != (len(groups) == 0) {
+	if (cmd == "heal") != (len(groups) == 0) || (cmd == "cut" && len(groups) != 2) {
 		fmt.Fprint(stderr, testnetUsage)
 		return fmt.Errorf("testnet %s: wrong arguments", cmd)
 	}
@@ -205,12 +237,19 @@ func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) er
 		if err := tn.Heal(); err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, "healed: every node reaches every other node again")
+		fmt.Fprintln(stdout, "healed: every voter and node reaches every other again")
 		return nil
 	}
 	var gs [][]string
 	for _, g := range groups {
 		gs = append(gs, strings.Split(g, ","))
+	}
+	if cmd == "cut" {
+		if err := tn.Cut(gs[0], gs[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "cut: %s -/- %s\n", groups[0], groups[1])
+		return nil
 	}
 	if err := tn.Partition(gs...); err != nil {
 		return err

@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -119,6 +123,35 @@ func TestTestnetCLI(t *testing.T) {
 		return fmt.Sprintf("status does not show n1 down: %v\n%s", err, out)
 	})
 
+	// Partition voter d3 off from everyone (n1 is down, named anyway): every member's blocklist
+	// names the other side (libp2p peer IDs; raft IDs and HTTP addresses
+	// between voters); d3 soon knows no leader. Heal empties them.
+	var pout bytes.Buffer
+	if err := run(ctx, []string{"testnet", "partition", "--dir", dir, "d3", "d1,d2,n1,n2,n3,n4"}, &pout, &pout); err != nil {
+		t.Fatalf("partition: %v %s", err, pout.String())
+	}
+	d3, _ := os.ReadFile(filepath.Join(m.Directories[2].Data, testnet.BlocklistFile))
+	n2, _ := os.ReadFile(filepath.Join(m.Nodes[1].Data, testnet.BlocklistFile))
+	if m.Directories[0].PeerID == "" || !strings.Contains(string(d3), "raft:d1") || !strings.Contains(string(d3), m.Directories[0].PeerID) ||
+		!strings.Contains(string(d3), "http:"+strings.TrimSuffix(strings.TrimPrefix(m.Directories[1].HTTP, "http://"), "/")) ||
+		!strings.Contains(string(d3), m.Nodes[1].ID) || strings.TrimSpace(string(n2)) != m.Directories[2].PeerID {
+		t.Fatalf("blocklists after `partition d3 d1,d2,n1,n2,n3,n4`:\nd3: %s\nn2: %s", d3, n2)
+	}
+	testkit.Eventually(t, 15*time.Second, func() string {
+		var s struct{ Leader struct{ ID string } }
+		code, body := httpGetJSON(t, m.Directories[2].HTTP+"admin/v1/status", m.AdminToken, &s)
+		if code != 200 || s.Leader.ID != "" {
+			return fmt.Sprintf("isolated d3 answers %d %s", code, body)
+		}
+		return ""
+	})
+	if err := run(ctx, []string{"testnet", "heal", "--dir", dir}, &pout, &pout); err != nil {
+		t.Fatalf("heal: %v %s", err, pout.String())
+	}
+	if _, err := os.Stat(filepath.Join(m.Directories[2].Data, testnet.BlocklistFile)); !os.IsNotExist(err) {
+		t.Fatalf("heal left d3's blocklist: %v", err)
+	}
+
 	// Restart n1 from "another shell"; it comes back active.
 	var rs bytes.Buffer
 	if err := run(ctx, []string{"testnet", "restart", "--dir", dir, "n1"}, &rs, &rs); err != nil {
@@ -163,6 +196,25 @@ func TestTestnetCLI(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// httpGetJSON GETs url with the admin token and decodes a JSON body into
+// out; it returns the status and the body.
+func httpGetJSON(t *testing.T, url, token string, out any) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, out)
+	return resp.StatusCode, string(b)
 }
 
 // isZombie says whether pid has exited but was not reaped yet.

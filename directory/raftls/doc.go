@@ -17,7 +17,9 @@
 // TCP). Handshakes of accepted connections run in their own goroutines with a
 // deadline, so a silent or garbage-sending client can neither crash nor stall
 // the listener; only completed, verified connections reach raft. NewTransport
-// wraps a StreamLayer in a raft.NetworkTransport.
+// wraps a StreamLayer in a raft.NetworkTransport. Config.Refuse lets a test
+// harness cut chosen voters off (a partition): their connections are refused
+// after the handshake and closed on their next read or write.
 //
 // The CA is deliberately minimal: Ed25519 keys, one self-signed root, PEM
 // files on disk (ca.pem, ca-key.pem with mode 0600). There is no revocation:

@@ -22,6 +22,9 @@ var (
 	ErrNotAdvertisable = errors.New("raftls: advertise address is not dialable")
 	// ErrNoTLS is returned when Config.TLS is nil.
 	ErrNoTLS = errors.New("raftls: no TLS configuration")
+	// ErrRefused is returned (wrapped) by Dial, and by reads and writes of
+	// an established connection, when Config.Refuse refuses the peer.
+	ErrRefused = errors.New("raftls: peer refused")
 )
 
 // Defaults for zero Config fields.
@@ -48,6 +51,15 @@ type Config struct {
 	// Logger receives refused connections (at Debug) and accept errors.
 	// Default: discard.
 	Logger *slog.Logger
+	// Refuse, when set, is asked about the peer voter of every connection
+	// (the ID its certificate names, see PeerID) once the handshake is
+	// done, and again before every read and write: a refused peer's
+	// accepted connection never reaches Accept, a dial to it fails with
+	// ErrRefused, and an established connection to it is closed and its
+	// reads and writes fail with ErrRefused. It must be quick and safe for
+	// concurrent use. Test harnesses use it to partition voters (package
+	// testnet); nil refuses no one.
+	Refuse func(voterID string) bool
 }
 
 // DefaultConfig returns a Config with every default filled in and no TLS.
@@ -213,11 +225,70 @@ func (s *StreamLayer) handshake(c net.Conn) {
 		_ = tc.Close()
 		return
 	}
-	select {
-	case s.conns <- tc:
-	case <-s.ctx.Done():
-		_ = tc.Close()
+	conn, err := s.guard(tc)
+	if err != nil {
+		s.rejected.Add(1)
+		s.log.Debug("raftls: peer refused", "peer", c.RemoteAddr().String(), "err", err)
+		return
 	}
+	select {
+	case s.conns <- conn:
+	case <-s.ctx.Done():
+		_ = conn.Close()
+	}
+}
+
+// guard applies Config.Refuse to a connection whose handshake is done: it
+// returns tc itself without Refuse, a refusing wrapper for an admitted
+// peer, or closes tc and returns ErrRefused.
+func (s *StreamLayer) guard(tc *tls.Conn) (net.Conn, error) {
+	if s.cfg.Refuse == nil {
+		return tc, nil
+	}
+	id := ""
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		id, _ = PeerID(certs[0])
+	}
+	if s.cfg.Refuse(id) {
+		_ = tc.Close()
+		return nil, fmt.Errorf("%w: voter %q", ErrRefused, id)
+	}
+	return &refusingConn{Conn: tc, id: id, refuse: s.cfg.Refuse}, nil
+}
+
+// refusingConn is a connection to voter id that closes itself, and fails
+// every read and write, once refuse(id) holds.
+type refusingConn struct {
+	net.Conn
+	id     string
+	refuse func(string) bool
+}
+
+func (c *refusingConn) check() error {
+	if c.refuse(c.id) {
+		_ = c.Conn.Close()
+		return fmt.Errorf("%w: voter %q", ErrRefused, c.id)
+	}
+	return nil
+}
+
+func (c *refusingConn) Read(p []byte) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	if cerr := c.check(); cerr != nil {
+		// Data that arrived from a peer refused meanwhile is dropped.
+		return 0, cerr
+	}
+	return n, err
+}
+
+func (c *refusingConn) Write(p []byte) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }
 
 // Accept waits for and returns the next authenticated connection. After
@@ -267,7 +338,11 @@ func (s *StreamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	if err != nil {
 		return nil, fmt.Errorf("raftls: dial %s: %w", address, err)
 	}
-	return c, nil
+	conn, err := s.guard(c.(*tls.Conn))
+	if err != nil {
+		return nil, fmt.Errorf("raftls: dial %s: %w", address, err)
+	}
+	return conn, nil
 }
 
 // TransportConfig configures NewTransport. A zero field means "use the

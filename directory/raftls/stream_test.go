@@ -407,3 +407,89 @@ func TestRaftClusterOverMutualTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestRefuse: Config.Refuse cuts a voter off by its certificate's ID in
+// both directions (accepted connections never reach Accept, dials fail
+// with ErrRefused) and closes an established connection once the peer
+// becomes refused; other voters are unaffected.
+func TestRefuse(t *testing.T) {
+	ca, _ := NewCA("directory CA", time.Hour)
+	var mu sync.Mutex
+	refused := map[string]bool{"b": true}
+	refuse := func(id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return refused[id]
+	}
+	a := listen(t, Config{TLS: voterTLS(t, ca, "a"), Refuse: refuse})
+	b := listen(t, Config{TLS: voterTLS(t, ca, "b")})
+	c := listen(t, Config{TLS: voterTLS(t, ca, "c")})
+
+	// a refuses to dial b.
+	if conn, err := a.Dial(raft.ServerAddress(b.Addr().String()), 2*time.Second); !errors.Is(err, ErrRefused) {
+		if conn != nil {
+			conn.Close()
+		}
+		t.Fatalf("a dialing the refused b: %v, want ErrRefused", err)
+	}
+	// b's dial to a is closed after the handshake and never reaches Accept.
+	before := a.Rejected()
+	accepted := acceptOne(a)
+	if conn, err := b.Dial(raft.ServerAddress(a.Addr().String()), 2*time.Second); err == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+		var ne net.Error
+		if err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("a did not close b's connection: %v", err)
+		}
+	}
+	testkit.WaitFor(t, 5*time.Second, "b's connection refused", func() bool { return a.Rejected() > before })
+
+	// c gets through both ways; the accepted connection is c's.
+	cc, err := c.Dial(raft.ServerAddress(a.Addr().String()), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := cc.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	var sc net.Conn
+	select {
+	case sc = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept did not return c's connection")
+	}
+	defer sc.Close()
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("a read %q, %v", buf, err)
+	}
+	ac, err := a.Dial(raft.ServerAddress(c.Addr().String()), 2*time.Second)
+	if err != nil {
+		t.Fatalf("a dialing c: %v", err)
+	}
+	defer ac.Close()
+
+	// Once c is refused, a's established connections to it fail on use
+	// and c sees them closed.
+	mu.Lock()
+	refused["c"] = true
+	mu.Unlock()
+	if _, err := ac.Write([]byte("x")); !errors.Is(err, ErrRefused) {
+		t.Fatalf("write to c after refusing it: %v", err)
+	}
+	if _, err := cc.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Read(buf); !errors.Is(err, ErrRefused) {
+		t.Fatalf("read from c after refusing it: %v", err)
+	}
+	_ = cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := cc.Read(buf); err == nil {
+		t.Fatal("c's connection to a still open")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("c's connection to a not closed")
+	}
+}
