@@ -70,6 +70,9 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// Node, when set, adjusts the store configuration last.
 	Node func(*node.Config)
+	// Storage, when set, adjusts the Weave storage API's configuration
+	// last (its limits: payload, POST records and bytes, request body).
+	Storage func(*api.StorageConfig)
 	// SweepInterval is how often the replicator compares every user it
 	// holds with the other replicas (catching up after lost notices and
 	// partitions, and backfilling new replicas). Default
@@ -186,7 +189,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("testnet: data folder: %w", err)
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	key, id, err := p2p.LoadOrCreateIdentity(cfg.Dir)
 	if err != nil {
@@ -210,7 +213,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	}
 	hc := cfg.HTTP.client(10 * time.Second)
 	var voters []peer.AddrInfo
-	if err = retry(ctx, "reading the directory's voters", func() (e error) {
+	if err = waitDirectory(ctx, log, "reading the voters' addresses", cfg.Directory, func() (e error) {
 		voters, e = FetchVoters(ctx, hc, cfg.Directory)
 		return e
 	}); err != nil {
@@ -295,14 +298,15 @@ func (n *Node) p2pAddrs() []string {
 }
 
 // register registers the node with the directory (a request signed with
-// the node's key), retrying every 100 ms until accepted or ctx ends.
+// the node's key), retrying every 100 ms until accepted or ctx ends
+// (ErrDirectoryUnreachable).
 func (n *Node) register(ctx context.Context, cfg NodeConfig, hc *http.Client, key crypto.PrivKey) error {
 	edKey, err := p2p.Ed25519Key(key)
 	if err != nil {
 		return err
 	}
 	reg := directory.Registration{BaseURL: n.url, P2PAddrs: n.p2pAddrs(), Operator: cfg.Operator, Capacity: cfg.Capacity}
-	return retry(ctx, "registering with the directory", func() error {
+	return waitDirectory(ctx, cfg.Logger, "registering", cfg.Directory, func() error {
 		return register(ctx, hc, cfg.Directory, edKey, reg)
 	})
 }
@@ -354,6 +358,9 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	// A node's 503s are transient (directory unreachable for a moment, a
 	// write not acknowledged yet): clients retry soon.
 	scfg.RetryAfter = 2
+	if cfg.Storage != nil {
+		cfg.Storage(&scfg)
+	}
 	storage, err := api.NewStorageHandler(scfg)
 	if err != nil {
 		return nil, err

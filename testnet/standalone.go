@@ -44,11 +44,12 @@ type StandaloneConfig struct {
 	HTTP HTTPConfig
 	// Logger receives all logs (default: discard).
 	Logger *slog.Logger
-	// Directory, Node and User, when non-nil, adjust the component
-	// configurations after the defaults are filled in (tests lower the
-	// password hashing cost this way).
+	// Directory, Node, Storage and User, when non-nil, adjust the
+	// component configurations after the defaults are filled in (tests
+	// lower the password hashing cost this way; hce serve sets limits).
 	Directory func(*directory.Config)
 	Node      func(*node.Config)
+	Storage   func(*api.StorageConfig)
 	User      func(*api.UserConfig)
 }
 
@@ -100,7 +101,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	cfg = cfg.withDefaults()
 	logger := cfg.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("testnet: data folder: %w", err)
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	ln, url, err := listenHTTP(cfg.Addr, cfg.PublicURL, cfg.HTTP.scheme())
 	if err != nil {
@@ -198,6 +199,9 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	scfg.Store = s.store
 	scfg.Auth = auth
 	scfg.Logger = cfg.Logger.With("component", "storage-api")
+	if cfg.Storage != nil {
+		cfg.Storage(&scfg)
+	}
 	storage, err := api.NewStorageHandler(scfg)
 	if err != nil {
 		return nil, err

@@ -156,7 +156,7 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	}
 	cfg = cfg.withDefaults()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("testnet: data folder: %w", err)
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL, cfg.HTTP.scheme())
 	if err != nil {
