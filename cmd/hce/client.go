@@ -41,16 +41,16 @@ Commands:
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, clientUsage); fs.PrintDefaults() }
-	dir := fs.String("directory", os.Getenv("HCE_DIRECTORY"), "base URL of the user API (`URL`)")
-	email := fs.String("email", os.Getenv("HCE_EMAIL"), "account e-mail address")
+	dir := fs.String("directory", "", "base URL of the user API (`URL`)")
+	email := fs.String("email", "", "account e-mail address")
 	user := fs.String("user", "", "account name (instead of --email)")
-	password := fs.String("password", os.Getenv("HCE_PASSWORD"), "account password")
+	password := fs.String("password", "", "account password")
 	timeout := fs.Duration("timeout", time.Minute, "bound on the whole command, failover included")
-	if err := fs.Parse(args); err != nil {
+	args, err := parseFlags(fs, args, parseOpts{mode: leading, stdout: stdout})
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(args) == 0 {
 		fs.Usage()
 		return errors.New("client: no command given")
 	}
@@ -65,7 +65,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	cmd, rest := args[0], args[1:]
 	cc := clientCmd{c: c, out: stdout, stderr: stderr}
 	switch cmd {
 	case "register":
