@@ -167,6 +167,7 @@ type Node struct {
 	dc     *dirclient.Client
 	allow  *p2p.StaticAllowlist
 	srv    *httpServer
+	obs    *authObserver // counts refused credentials and active users
 	url    string
 	id     peer.ID
 	cancel context.CancelFunc
@@ -351,9 +352,10 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	if err := dirclient.ServeAccountEvents(n.host, ecfg); err != nil {
 		return nil, err
 	}
+	n.obs = newAuthObserver(auth)
 	scfg := api.DefaultStorageConfig()
 	scfg.Store = n.store
-	scfg.Auth = auth
+	scfg.Auth = n.obs
 	scfg.Logger = cfg.Logger.With("component", "storage-api")
 	// A node's 503s are transient (directory unreachable for a moment, a
 	// write not acknowledged yet): clients retry soon.
@@ -365,15 +367,19 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	if err != nil {
 		return nil, err
 	}
-	return withCouch(n.store, auth, cfg.Logger, stop, storage)
+	return withCouch(n.store, n.obs, cfg.Logger, stop, storage)
 }
 
 // httpServer is the node's HTTP server on ln: handler on the platform,
 // its heartbeat checking the store and the directory, its metrics showing
-// the store.
+// the store, replication and authentication.
 func (n *Node) httpServer(cfg NodeConfig, ln net.Listener, handler http.Handler, stop chan struct{}) (*httpServer, error) {
 	storeDir := filepath.Join(cfg.Dir, "store")
-	if err := registerStoreMetrics(cfg.HTTP.registry(), n.store, storeDir); err != nil {
+	reg := cfg.HTTP.registry()
+	if err := registerStoreMetrics(reg, n.store, storeDir); err != nil {
+		return nil, err
+	}
+	if err := registerAll(reg, n.repl.Collector(), n.obs); err != nil {
 		return nil, err
 	}
 	checks := map[string]httpserve.Checker{"store": storeWritable(n.store, cfg.Dir), "directory": directoryReachable(n.dc)}

@@ -87,6 +87,7 @@ type Standalone struct {
 	dir    *directory.Directory
 	store  *node.Store
 	srv    *httpServer
+	obs    *authObserver // counts refused credentials and active users
 	url    string
 	logger *slog.Logger
 }
@@ -195,9 +196,10 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 		return nil, err
 	}
 	authRef.Store(auth)
+	s.obs = newAuthObserver(auth)
 	scfg := api.DefaultStorageConfig()
 	scfg.Store = s.store
-	scfg.Auth = auth
+	scfg.Auth = s.obs
 	scfg.Logger = cfg.Logger.With("component", "storage-api")
 	if cfg.Storage != nil {
 		cfg.Storage(&scfg)
@@ -218,18 +220,18 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	if err != nil {
 		return nil, err
 	}
-	return withCouch(s.store, auth, cfg.Logger, stop, api.NewHandler(storage, users))
+	return withCouch(s.store, s.obs, cfg.Logger, stop, api.NewHandler(storage, users))
 }
 
 // httpServer is the server on ln: handler on the platform, its heartbeat
 // checking the store and the directory's raft leader, its metrics showing
-// the store and raft.
+// the store, raft, the directory and authentication.
 func (s *Standalone) httpServer(cfg StandaloneConfig, ln net.Listener, handler http.Handler, stop chan struct{}) (*httpServer, error) {
 	reg := cfg.HTTP.registry()
 	if err := registerStoreMetrics(reg, s.store, filepath.Join(cfg.DataDir, "node")); err != nil {
 		return nil, err
 	}
-	if err := registerAll(reg, newDirectoryCollector(s.dir)); err != nil {
+	if err := registerAll(reg, newDirectoryCollector(s.dir), s.dir.Collector(), s.obs); err != nil {
 		return nil, err
 	}
 	checks := map[string]httpserve.Checker{"store": storeWritable(s.store, cfg.DataDir), "raft_leader": raftLeaderKnown(s.dir)}

@@ -193,7 +193,7 @@ func voterServer(d *directory.Directory, cfg VoterConfig, ln net.Listener) (*htt
 		return nil, err
 	}
 	reg := cfg.HTTP.registry()
-	if err := registerAll(reg, newDirectoryCollector(d)); err != nil {
+	if err := registerAll(reg, newDirectoryCollector(d), d.Collector()); err != nil {
 		return nil, err
 	}
 	return newHTTPServer(cfg.HTTP, ln, h, map[string]httpserve.Checker{"raft_leader": raftLeaderKnown(d)}, cfg.Logger, nil)
