@@ -18,11 +18,16 @@ const directoryUsage = `Usage:
   hce directory [flags]                     run a directory voter: on its first start with
                                             --bootstrap (a new cluster) or --join URL (an existing one)
   hce directory init-ca --ca DIR            create the directory CA (ca.pem, ca-key.pem)
+  hce directory issue-cert --ca DIR --name N --hosts H1,H2 [--out DIR]
+                                            an HTTPS certificate from that CA (private deployments)
 `
 
 func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "init-ca" {
 		return runInitCA(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "issue-cert" {
+		return runIssueCert(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "help" {
 		fmt.Fprint(stdout, directoryUsage)

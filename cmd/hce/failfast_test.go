@@ -147,14 +147,14 @@ func TestHelpTexts(t *testing.T) {
 	}
 	for _, w := range []string{"serve", "directory [flags]", "init-ca", "node [flags]", "admin", "approve|drain|retire",
 		"testnet", "partition", "heal", "restart", "client", "register", "ids", "get", "put", "post", "delete",
-		"wipe", "token", "passwd", "info", "load", "config print", "version"} {
+		"wipe", "token", "passwd", "info", "load", "config print", "version", "healthcheck", "issue-cert"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("top-level usage lacks %q:\n%s", w, out.String())
 		}
 	}
 	placeholder := regexp.MustCompile(`(?m)^\s+-[a-z-]+ hce `)
 	for _, cmd := range [][]string{{"serve"}, {"node"}, {"directory"}, {"directory", "init-ca"}, {"admin"},
-		{"client"}, {"load"}, {"testnet", "up"}, {"testnet", "status"}, {"testnet", "partition"}} {
+		{"client"}, {"load"}, {"testnet", "up"}, {"testnet", "status"}, {"testnet", "partition"}, {"healthcheck"}, {"directory", "issue-cert"}} {
 		var help bytes.Buffer
 		err := run(context.Background(), append(cmd, "-h"), &help, &help)
 		if err == nil || !errors.Is(err, flag.ErrHelp) {

@@ -22,6 +22,7 @@ Usage:
   hce serve [flags]              run a Weave server (user API + storage API) on one port
   hce directory [flags]          run a directory voter (--bootstrap a new cluster or --join one)
   hce directory init-ca --ca DIR create the directory CA the voters' raft certificates come from
+  hce directory issue-cert ...   an HTTPS certificate from that CA (private deployments, compose)
   hce node [flags]               run a storage node that registers with a directory
   hce admin [flags] <command>    ask a directory: status, nodes, user <name>,
                                  node approve|drain|retire <id>
@@ -33,6 +34,7 @@ Usage:
   hce config print <command> [flags]
                                  print the effective settings of a command and their sources
   hce version                    print the version, commit and build time as JSON (/__version__)
+  hce healthcheck [flags]        GET a health endpoint (default /__lbheartbeat__ on :8080); exit 0 on 2xx
 
 Run "hce <command> -h" for the flags of a command. Every flag can also be set
 in the environment as HCE_<NAME> (--max-conns: HCE_MAX_CONNS) or in a TOML
@@ -65,7 +67,7 @@ func errorLine(args []string, err error) string {
 // knownCommand reports whether name is one of hce's commands.
 func knownCommand(name string) bool {
 	switch name {
-	case "serve", "load", "directory", "node", "admin", "testnet", "client", "config", "version":
+	case "serve", "load", "directory", "node", "admin", "testnet", "client", "config", "version", "healthcheck":
 		return true
 	}
 	return false
@@ -103,6 +105,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runClient(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":
