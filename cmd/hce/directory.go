@@ -96,8 +96,13 @@ func runInitCA(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("ca", "./hce-ca", "folder to write ca.pem and ca-key.pem (0600) into")
 	name := fs.String("name", "HCE directory CA", "CA common name")
 	validity := fs.Duration("validity", testnet.DefaultCAValidity, "CA validity")
+	ifMissing := fs.Bool("if-missing", false, "keep an existing CA in the folder and succeed (scripts, container init); without it an existing CA is an error")
 	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return err
+	}
+	if _, err := raftls.LoadCA(*dir); err == nil && *ifMissing {
+		fmt.Fprintf(stdout, "directory CA kept in %s\n", *dir)
+		return nil
 	}
 	ca, err := raftls.NewCA(*name, *validity)
 	if err != nil {
@@ -106,7 +111,9 @@ func runInitCA(args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return err
 	}
-	if err := ca.Save(*dir); err != nil {
+	if err := ca.Save(*dir); errors.Is(err, raftls.ErrCAExists) {
+		return fmt.Errorf("%s already holds a CA; voters' certificates come from it, so it is kept (--if-missing accepts that)", *dir)
+	} else if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "directory CA written to %s\n", *dir)
