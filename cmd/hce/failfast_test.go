@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,6 +109,15 @@ func TestFailFast(t *testing.T) {
 		}
 		failFast(t, bin, nil, 10*time.Second, `^hce serve: data folder .*a-file/sub: .*not a directory`,
 			"serve", "--data", filepath.Join(file, "sub"), "--addr", "127.0.0.1:0")
+	})
+	t.Run("address in use", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		failFast(t, bin, nil, 10*time.Second, `^hce serve: HTTP listener: .*address already in use`,
+			"serve", "--data", filepath.Join(tmp, "busy"), "--addr", ln.Addr().String())
 	})
 	t.Run("bad config file key", func(t *testing.T) {
 		cfg := filepath.Join(tmp, "bad.toml")
