@@ -128,22 +128,6 @@ func exactArgs(cmd string, args []string, n int) error {
 	return nil
 }
 
-// parseMixed parses fs's flags wherever they appear among args and
-// returns the positional arguments.
-func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func (cc clientCmd) simple(args []string, n int, fn func() (string, error)) error {
 	if len(args) != n {
 		return fmt.Errorf("client: unexpected arguments %q", args)
@@ -190,12 +174,12 @@ func (cc clientCmd) info(ctx context.Context, args []string) error {
 }
 
 func (cc clientCmd) ids(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("ids", flag.ContinueOnError)
+	fs := flag.NewFlagSet("client ids", flag.ContinueOnError)
 	fs.SetOutput(cc.stderr)
 	newer := fs.String("newer", "", "only records modified after this timestamp")
 	limit := fs.Int("limit", 0, "at most this many ids (0: all)")
 	sort := fs.String("sort", "", "oldest, newest or index")
-	pos, err := parseMixed(fs, args)
+	pos, err := parseFlags(fs, args, parseOpts{mode: interspersed, stdout: cc.out})
 	if err != nil {
 		return err
 	}
@@ -250,11 +234,11 @@ func (cc clientCmd) get(ctx context.Context, args []string) error {
 }
 
 func (cc clientCmd) put(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("put", flag.ContinueOnError)
+	fs := flag.NewFlagSet("client put", flag.ContinueOnError)
 	fs.SetOutput(cc.stderr)
 	ttl := fs.Int64("ttl", 0, "seconds until the record expires (0: never)")
 	sortIndex := fs.Int64("sortindex", 0, "the record's sortindex")
-	pos, err := parseMixed(fs, args)
+	pos, err := parseFlags(fs, args, parseOpts{mode: interspersed, stdout: cc.out})
 	if err != nil {
 		return err
 	}
