@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -27,6 +28,17 @@ type StorageConfig struct {
 	// MaxBodyBytes caps a request body; larger bodies get 413. Zero means
 	// the default, 20 MiB.
 	MaxBodyBytes int64
+	// MaxPayloadBytes caps one WBO's payload (larger: 400 with code 8, or
+	// the record fails in a POST). Zero means the protocol's limit,
+	// MaxPayloadBytes (256 KiB), which is also the most it may be: the
+	// decoders and replication enforce that limit everywhere.
+	MaxPayloadBytes int
+	// MaxPostRecords and MaxPostBytes bound what one POST stores: records
+	// past the first MaxPostRecords get "retry wbo", records that would
+	// bring the payload bytes to MaxPostBytes or more get "retry bytes".
+	// Zero means BatchMaxCount (100) and BatchMaxBytes (1 MiB).
+	MaxPostRecords int
+	MaxPostBytes   int
 	// RetryAfter is the Retry-After of 503 answers whose error carries no
 	// retry hint (RetryError), in seconds. Zero means the default, 10
 	// (RetryBlip).
@@ -61,6 +73,10 @@ func (c StorageConfig) Validate() error {
 		return fmt.Errorf("%w: Auth is nil", ErrBadConfig)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("%w: MaxBodyBytes %d < 0", ErrBadConfig, c.MaxBodyBytes)
+	case c.MaxPayloadBytes < 0 || c.MaxPayloadBytes > MaxPayloadBytes:
+		return fmt.Errorf("%w: MaxPayloadBytes %d outside 0..%d", ErrBadConfig, c.MaxPayloadBytes, MaxPayloadBytes)
+	case c.MaxPostRecords < 0 || c.MaxPostBytes < 0:
+		return fmt.Errorf("%w: MaxPostRecords %d or MaxPostBytes %d < 0", ErrBadConfig, c.MaxPostRecords, c.MaxPostBytes)
 	case c.RetryAfter < 0:
 		return fmt.Errorf("%w: RetryAfter %d < 0", ErrBadConfig, c.RetryAfter)
 	}
@@ -74,6 +90,10 @@ type storageHandler struct {
 	backoff func() int
 	rs      responder
 	router  *mux.Router
+
+	// maxPayload, maxPostRecords and maxPostBytes are the configured
+	// limits (StorageConfig), defaults filled in.
+	maxPayload, maxPostRecords, maxPostBytes int
 }
 
 // Path patterns of the storage API (weave-api.md 1.3, 2).
@@ -95,11 +115,14 @@ func NewStorageHandler(cfg StorageConfig) (http.Handler, error) {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	h := &storageHandler{
-		store:   cfg.Store,
-		auth:    cfg.Auth,
-		maxBody: cfg.MaxBodyBytes,
-		backoff: cfg.Backoff,
-		rs:      newResponder(cfg.Logger, cfg.RetryAfter),
+		store:          cfg.Store,
+		auth:           cfg.Auth,
+		maxBody:        cfg.MaxBodyBytes,
+		maxPayload:     cmp.Or(cfg.MaxPayloadBytes, MaxPayloadBytes),
+		maxPostRecords: cmp.Or(cfg.MaxPostRecords, BatchMaxCount),
+		maxPostBytes:   cmp.Or(cfg.MaxPostBytes, BatchMaxBytes),
+		backoff:        cfg.Backoff,
+		rs:             newResponder(cfg.Logger, cfg.RetryAfter),
 	}
 	r := mux.NewRouter().SkipClean(true)
 	base := "/" + verPattern + "/" + userPattern
@@ -471,6 +494,9 @@ func (h *storageHandler) putItem(w http.ResponseWriter, r *http.Request, user st
 	if err == nil && (len(id) > MaxIDBytes || !utf8.ValidString(id)) {
 		err = ErrInvalidID
 	}
+	if err == nil && len(wbo.Payload) > h.maxPayload {
+		err = ErrPayloadTooLarge
+	}
 	if err != nil {
 		h.bodyError(w, r, user, coll, pre, false, err)
 		return
@@ -521,6 +547,9 @@ func (h *storageHandler) postCollection(w http.ResponseWriter, r *http.Request, 
 		if err == nil && (wbo.ID == "" || strings.Contains(wbo.ID, "/")) {
 			err = ErrInvalidID
 		}
+		if err == nil && len(wbo.Payload) > h.maxPayload {
+			err = ErrPayloadTooLarge
+		}
 		if err != nil {
 			h.bodyError(w, r, user, coll, pre, true, err)
 			return
@@ -542,9 +571,11 @@ func (h *storageHandler) postCollection(w http.ResponseWriter, r *http.Request, 
 			failed[id] = []string{e.Err.Error()}
 		case id == "" || strings.Contains(id, "/"):
 			failed[id] = []string{ErrInvalidID.Error()}
-		case i >= BatchMaxCount:
+		case len(e.WBO.Payload) > h.maxPayload:
+			failed[id] = []string{ErrPayloadTooLarge.Error()}
+		case i >= h.maxPostRecords:
 			failed[id] = []string{ErrRetryWBO.Error()}
-		case total+len(e.WBO.Payload) >= BatchMaxBytes:
+		case total+len(e.WBO.Payload) >= h.maxPostBytes:
 			failed[id] = []string{ErrRetryBytes.Error()}
 		default:
 			total += len(e.WBO.Payload)

@@ -113,6 +113,7 @@ func (d *Directory) CheckPassword(ctx context.Context, user, password string) er
 		return fmt.Errorf("directory: check password of %q: %w", user, err)
 	}
 	if !ok || !match {
+		d.auth.password.Add(1)
 		return api.ErrUnauthorized
 	}
 	return nil

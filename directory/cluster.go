@@ -37,6 +37,17 @@ type joinRequest struct {
 	HTTPURL  string `json:"http_url"`
 }
 
+// Errors of a cluster voter's first start.
+var (
+	// ErrNoCluster means a cluster voter with no raft state was given
+	// neither Cluster.Bootstrap nor Cluster.Join: it could only wait
+	// forever for a cluster that does not know it.
+	ErrNoCluster = errors.New("directory: no raft state, and neither Bootstrap nor Join given")
+	// ErrJoinRefused means the voter at Cluster.Join refused this voter's
+	// admin token (401): retrying cannot succeed.
+	ErrJoinRefused = errors.New("directory: join refused: wrong admin token")
+)
+
 // startCluster runs after raft started: it starts the liveness loop (and,
 // with a libp2p host, the voter-record loop), then, on the first start of
 // a cluster voter, joins the cluster (Cluster.Join) and waits until this
@@ -56,6 +67,9 @@ func (d *Directory) startCluster(ctx context.Context) error {
 		// background; Open does not wait for a quorum.
 		return nil
 	}
+	if d.stores.fresh && !d.cfg.Cluster.Bootstrap && d.cfg.Cluster.Join == "" {
+		return ErrNoCluster
+	}
 	joined := d.cfg.Cluster.Join == ""
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -64,6 +78,8 @@ func (d *Directory) startCluster(ctx context.Context) error {
 			err := d.join(ctx)
 			if err == nil {
 				joined = true
+			} else if errors.Is(err, api.ErrUnauthorized) {
+				return fmt.Errorf("%w (%s answered 401)", ErrJoinRefused, d.cfg.Cluster.Join)
 			} else {
 				d.log.Debug("directory: join failed, retrying", "via", d.cfg.Cluster.Join, "err", err)
 			}

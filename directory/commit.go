@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hce-sync/hce/directory/state"
 )
@@ -82,6 +83,7 @@ type committer struct {
 
 	batches  atomic.Uint64 // raft entries proposed
 	commands atomic.Uint64 // commands in them
+	apply    prometheus.Histogram
 }
 
 func newCommitter(r *raft.Raft, cfg RaftConfig, log *slog.Logger) *committer {
@@ -89,6 +91,7 @@ func newCommitter(r *raft.Raft, cfg RaftConfig, log *slog.Logger) *committer {
 		raft: r, log: log, maxBatch: cfg.MaxBatch, timeout: cfg.ApplyTimeout,
 		queue:   make(chan *proposal, 4*cfg.MaxBatch),
 		stopped: make(chan struct{}),
+		apply:   newApplyHistogram(),
 	}
 }
 
@@ -183,6 +186,7 @@ func (c *committer) commit(ps []*proposal) {
 	}
 	c.batches.Add(1)
 	c.commands.Add(uint64(len(ps)))
+	begin := time.Now()
 	f := c.raft.Apply(data, c.timeout)
 	answer := func(err error) {
 		for _, p := range ps {
@@ -193,6 +197,7 @@ func (c *committer) commit(ps []*proposal) {
 		answer(mapRaftErr(err))
 		return
 	}
+	c.apply.Observe(time.Since(begin).Seconds())
 	resp := f.Response()
 	if len(ps) == 1 {
 		err, _ := resp.(error)

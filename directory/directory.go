@@ -101,6 +101,8 @@ type Directory struct {
 	// placed wakes the leader's placement loop (placement.go) after
 	// replica sets changed.
 	placed chan struct{}
+	// auth counts refused credentials (metrics.go).
+	auth authCounters
 
 	// The lifecycle: ctx is the root of every background goroutine;
 	// spawn starts them (counted in wg) until Close cancels ctx.

@@ -58,6 +58,7 @@ func (a *httpAPI) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if a.d.cfg.AdminToken == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+			a.d.auth.adminToken.Add(1)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hce-directory"`)
 			writeJSON(w, http.StatusUnauthorized, wireResult{Error: "unauthorized", Message: "admin token required"})
 			return

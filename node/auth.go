@@ -154,6 +154,12 @@ func (a *Authenticator) mac(user, password string) [sha256.Size]byte {
 	return out
 }
 
+// ErrNotServing is wrapped (with api.ErrUnauthorized, so the client gets
+// 401 and reads node/weave again) by Authenticate's error for valid
+// credentials of a user this node does not serve: not a failed login but
+// a reassignment.
+var ErrNotServing = errors.New("node: not serving this user")
+
 // Authenticate returns nil when c are valid credentials of pathUser and
 // this node may serve pathUser (AuthConfig.Membership), an error wrapping
 // api.ErrUnauthorized when they are not or it may not, and the checker's
@@ -170,7 +176,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, pathUser string, c api
 		return err
 	}
 	if !serves {
-		return fmt.Errorf("node: this node is not a current member of %q's replica set: %w", pathUser, api.ErrUnauthorized)
+		return fmt.Errorf("%w: not a current member of %q's replica set: %w", ErrNotServing, pathUser, api.ErrUnauthorized)
 	}
 	return nil
 }

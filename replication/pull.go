@@ -56,6 +56,12 @@ type peerLoop struct {
 	// refusals counts, per user, the peer's consecutive "not shared"
 	// answers (owned by the loop's goroutine).
 	refusals map[string]int
+	// pendingSince is when the oldest pull now in dirty was queued;
+	// inflightSince that of the batch being pulled (zero: none), inflight
+	// its size. They measure the peer's replication lag and queue
+	// (metrics.go). Guarded by r.mu.
+	pendingSince, inflightSince time.Time
+	inflight                    int
 }
 
 // maxRefusals is how many times a pull the peer refused as not shared is
@@ -89,6 +95,9 @@ func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
 		ws = append(ws, waiter)
 	}
 	l.dirty[user] = ws
+	if l.pendingSince.IsZero() {
+		l.pendingSince = time.Now()
+	}
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -106,6 +115,7 @@ func (r *Replicator) run(l *peerLoop) {
 		batch := l.dirty
 		if len(batch) > 0 {
 			l.dirty = map[string][]chan error{}
+			l.inflightSince, l.pendingSince, l.inflight = l.pendingSince, time.Time{}, len(batch)
 		} else {
 			batch = nil // l.dirty stays shared with mark
 		}
@@ -164,6 +174,9 @@ func (r *Replicator) run(l *peerLoop) {
 			}
 		}
 		if len(failed) == 0 {
+			r.mu.Lock()
+			l.inflightSince, l.inflight = time.Time{}, 0
+			r.mu.Unlock()
 			backoff = 0
 			continue
 		}
@@ -182,6 +195,11 @@ func (r *Replicator) run(l *peerLoop) {
 				l.dirty[u] = nil
 			}
 		}
+		// The failed pulls are still owed since the batch was queued.
+		if l.pendingSince.IsZero() || l.inflightSince.Before(l.pendingSince) {
+			l.pendingSince = l.inflightSince
+		}
+		l.inflightSince, l.inflight = time.Time{}, 0
 		r.mu.Unlock()
 	}
 }

@@ -43,7 +43,7 @@ func VoterTLS(ca *raftls.CA, tlsDir, id, raftAddr string) (caPEM, certPEM, keyPE
 	}
 	h, _, err := net.SplitHostPort(raftAddr)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("testnet: raft address %q: %w", raftAddr, err)
+		return nil, nil, nil, fmt.Errorf("raft address %q: %w", raftAddr, err)
 	}
 	certPEM, keyPEM, err = ca.Issue(id, []string{h}, 365*24*time.Hour)
 	if err != nil {

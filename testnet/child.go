@@ -127,7 +127,7 @@ func (t *Testnet) spawn(ctx context.Context, m *member, join string, first bool,
 		return nil, "", err
 	}
 	cmd := exec.Command(t.cfg.Binary, args...)
-	cmd.Env = append(os.Environ(), "HCE_ADMIN_TOKEN="+t.token)
+	cmd.Env = append(childEnv(), "HCE_ADMIN_TOKEN="+t.token)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if t.owner {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -162,6 +162,20 @@ func (t *Testnet) spawn(ctx context.Context, m *member, join string, first bool,
 		case <-tick.C:
 		}
 	}
+}
+
+// childEnv is this process's environment without its HCE_* variables:
+// every hce flag reads one (HCE_DATA, HCE_DIRECTORY, ...), and a child's
+// settings are the testnet's, given on its command line, not whatever
+// the shell that runs hce testnet exported.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HCE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // readFrom returns the file's bytes after offset (nil on error).

@@ -157,7 +157,7 @@ func (hs *httpServer) wait() error {
 func listenHTTP(addr, public, scheme string) (net.Listener, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("testnet: listen: %w", err)
+		return nil, "", fmt.Errorf("HTTP listener: %w", err)
 	}
 	url := public
 	if url == "" {
@@ -201,7 +201,7 @@ func toMultiaddr(addr string) (string, error) {
 	}
 	h, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("testnet: p2p address %q: %w", addr, err)
+		return "", fmt.Errorf("p2p listen address %q: %w", addr, err)
 	}
 	ip := net.ParseIP(h)
 	switch {

@@ -70,6 +70,9 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// Node, when set, adjusts the store configuration last.
 	Node func(*node.Config)
+	// Storage, when set, adjusts the Weave storage API's configuration
+	// last (its limits: payload, POST records and bytes, request body).
+	Storage func(*api.StorageConfig)
 	// SweepInterval is how often the replicator compares every user it
 	// holds with the other replicas (catching up after lost notices and
 	// partitions, and backfilling new replicas). Default
@@ -164,6 +167,7 @@ type Node struct {
 	dc     *dirclient.Client
 	allow  *p2p.StaticAllowlist
 	srv    *httpServer
+	obs    *authObserver // counts refused credentials and active users
 	url    string
 	id     peer.ID
 	cancel context.CancelFunc
@@ -186,7 +190,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("testnet: data folder: %w", err)
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	key, id, err := p2p.LoadOrCreateIdentity(cfg.Dir)
 	if err != nil {
@@ -210,7 +214,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	}
 	hc := cfg.HTTP.client(10 * time.Second)
 	var voters []peer.AddrInfo
-	if err = retry(ctx, "reading the directory's voters", func() (e error) {
+	if err = waitDirectory(ctx, log, "reading the voters' addresses", cfg.Directory, func() (e error) {
 		voters, e = FetchVoters(ctx, hc, cfg.Directory)
 		return e
 	}); err != nil {
@@ -301,14 +305,15 @@ func (n *Node) p2pAddrs() []string {
 }
 
 // register registers the node with the directory (a request signed with
-// the node's key), retrying every 100 ms until accepted or ctx ends.
+// the node's key), retrying every 100 ms until accepted or ctx ends
+// (ErrDirectoryUnreachable).
 func (n *Node) register(ctx context.Context, cfg NodeConfig, hc *http.Client, key crypto.PrivKey) error {
 	edKey, err := p2p.Ed25519Key(key)
 	if err != nil {
 		return err
 	}
 	reg := directory.Registration{BaseURL: n.url, P2PAddrs: n.p2pAddrs(), Operator: cfg.Operator, Capacity: cfg.Capacity}
-	return retry(ctx, "registering with the directory", func() error {
+	return waitDirectory(ctx, cfg.Logger, "registering", cfg.Directory, func() error {
 		return register(ctx, hc, cfg.Directory, edKey, reg)
 	})
 }
@@ -353,26 +358,34 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	if err := dirclient.ServeAccountEvents(n.host, ecfg); err != nil {
 		return nil, err
 	}
+	n.obs = newAuthObserver(auth)
 	scfg := api.DefaultStorageConfig()
 	scfg.Store = n.store
-	scfg.Auth = auth
+	scfg.Auth = n.obs
 	scfg.Logger = cfg.Logger.With("component", "storage-api")
 	// A node's 503s are transient (directory unreachable for a moment, a
 	// write not acknowledged yet): clients retry soon.
 	scfg.RetryAfter = 2
+	if cfg.Storage != nil {
+		cfg.Storage(&scfg)
+	}
 	storage, err := api.NewStorageHandler(scfg)
 	if err != nil {
 		return nil, err
 	}
-	return withCouch(n.store, auth, cfg.Logger, stop, storage)
+	return withCouch(n.store, n.obs, cfg.Logger, stop, storage)
 }
 
 // httpServer is the node's HTTP server on ln: handler on the platform,
 // its heartbeat checking the store and the directory, its metrics showing
-// the store.
+// the store, replication and authentication.
 func (n *Node) httpServer(cfg NodeConfig, ln net.Listener, handler http.Handler, stop chan struct{}) (*httpServer, error) {
 	storeDir := filepath.Join(cfg.Dir, "store")
-	if err := registerStoreMetrics(cfg.HTTP.registry(), n.store, storeDir); err != nil {
+	reg := cfg.HTTP.registry()
+	if err := registerStoreMetrics(reg, n.store, storeDir); err != nil {
+		return nil, err
+	}
+	if err := registerAll(reg, n.repl.Collector(), n.obs); err != nil {
 		return nil, err
 	}
 	checks := map[string]httpserve.Checker{"store": storeWritable(n.store, cfg.Dir), "directory": directoryReachable(n.dc)}

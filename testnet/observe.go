@@ -18,9 +18,9 @@ import (
 )
 
 // What each process's /__heartbeat__ checks and what its /metrics shows
-// beyond the HTTP platform's own metrics. The components will register
-// their own metrics through a prometheus.Registerer in their Config; until
-// then the wiring reads what they already expose.
+// beyond the HTTP platform's own metrics: the components' collectors
+// (node.Store, replication.Replicator and directory.Directory each have a
+// Collector method) and what the wiring reads from them.
 
 // registry returns hc's registry, creating it (with the Go runtime and
 // process collectors, as hce_go_* and hce_process_*) when unset.
@@ -83,10 +83,11 @@ func directoryReachable(dc *dirclient.Client) httpserve.Checker {
 }
 
 // registerStoreMetrics adds a node store's metrics: its size on disk
-// (read at scrape time) and the writes acknowledged before any replica
-// confirmed them.
+// (read at scrape time), the writes acknowledged before any replica
+// confirmed them, and the store's own (Pebble: WAL sync latency,
+// compaction debt, ...).
 func registerStoreMetrics(reg prometheus.Registerer, store *node.Store, storeDir string) error {
-	return registerAll(reg,
+	return registerAll(reg, store.Collector(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: httpserve.Namespace, Subsystem: "store", Name: "size_bytes",
 			Help: "Bytes the node's Pebble store takes on disk (all files of its folder).",

@@ -211,7 +211,9 @@ func metricsText(t *testing.T, base string) string {
 
 // TestProcessMetrics checks what a node's and a voter's /metrics show
 // after some traffic: the platform's request histograms per route
-// template, the store, raft, the Go runtime and the process, all hce_.
+// template, the store (Pebble's WAL sync latency included), replication
+// per peer, authentication and active users, raft (term, commit, apply
+// latency), the Go runtime and the process, all hce_.
 func TestProcessMetrics(t *testing.T) {
 	ctx := storyContext(t, 60*time.Second)
 	tn, c, user, set := storyUserOn(t, ctx, 2)
@@ -219,7 +221,16 @@ func TestProcessMetrics(t *testing.T) {
 	if _, _, err := c.Records(ctx, "prefs", client.Options{}); err != nil {
 		t.Fatal(err)
 	}
+	// One refused password at the primary.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, set[0]+"1.1/"+user+"/info/collections", nil)
+	req.SetBasicAuth(user, "not the password")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("wrong password: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	node := metricsText(t, set[0])
+	replica := metricsText(t, set[1])
 	_, voterURL := tn.Leader()
 	voter := metricsText(t, voterURL)
 	for _, want := range []string{
@@ -227,20 +238,33 @@ func TestProcessMetrics(t *testing.T) {
 		`hce_http_request_duration_seconds_bucket{code="200",method="GET",route="/{ver}/{user}/storage/{coll}",le="0.1"}`,
 		"hce_store_size_bytes ", "hce_store_writes_unconfirmed_total ", "hce_go_goroutines ", "hce_process_resident_memory_bytes ",
 		"hce_http_requests_in_flight ", `hce_http_limit{limit="max_in_flight"} 256`, "hce_build_info{",
+		// The parts' own metrics (issue 12, item 4).
+		`hce_store_wal_sync_seconds_bucket{le="0.01"}`, "hce_store_wal_bytes_written_total ", "hce_store_compaction_debt_bytes ",
+		"hce_store_read_amplification ", "hce_store_writes_unacknowledged_total ",
+		"hce_replication_pulls_total ", "hce_replication_handoff_backlog_users ", "hce_replication_unconfirmed_reported_total ",
+		`hce_auth_failures_total{scheme="basic"} 1`, "hce_auth_not_serving_total ", "hce_auth_errors_total ",
+		`hce_active_users{window="5m"} 1`, `hce_active_users{window="24h"} 1`,
 	} {
 		if !strings.Contains(node, want) {
 			t.Errorf("node metrics lack %s", want)
 		}
 	}
+	for _, want := range []string{"hce_replication_lag_seconds{peer=", "hce_replication_pull_queue{peer=", "hce_replication_pulled_revisions_total "} {
+		if !strings.Contains(replica, want) {
+			t.Errorf("replica metrics lack %s", want)
+		}
+	}
 	for _, want := range []string{
 		`hce_raft_state{state="Leader"} 1`, "hce_raft_applied_index ", "hce_raft_leader_known 1", "hce_directory_users 1",
 		`method="PUT",route="/user/{ver}/{user}"`, "hce_go_goroutines ",
+		"hce_raft_term ", "hce_raft_commit_index ", "hce_raft_last_contact_seconds 0", `hce_raft_apply_duration_seconds_bucket{le="0.1"}`,
+		`hce_directory_auth_failures_total{kind="password"}`, `hce_directory_auth_failures_total{kind="admin_token"}`,
 	} {
 		if !strings.Contains(voter, want) {
 			t.Errorf("voter metrics lack %s", want)
 		}
 	}
-	for _, text := range []string{node, voter} {
+	for _, text := range []string{node, replica, voter} {
 		for _, line := range strings.Split(text, "\n") {
 			if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "hce_") {
 				t.Errorf("metric without the hce_ prefix: %s", line)

@@ -2,7 +2,6 @@ package testnet
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -22,12 +21,4 @@ func pollUntil(ctx context.Context, every time.Duration, check func() error) (ct
 		case <-tick.C:
 		}
 	}
-}
-
-// retry calls fn every 100 ms until it succeeds or ctx ends.
-func retry(ctx context.Context, what string, fn func() error) error {
-	if err, last := pollUntil(ctx, 100*time.Millisecond, fn); err != nil {
-		return fmt.Errorf("testnet: %s: %w (last error: %v)", what, err, last)
-	}
-	return nil
 }

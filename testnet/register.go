@@ -31,11 +31,11 @@ func FetchVoters(ctx context.Context, c *http.Client, dirURL string) ([]peer.Add
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("testnet: %s answered %s", directory.PathP2P, resp.Status)
+		return nil, fmt.Errorf("GET %s answered %s", directory.PathP2P, resp.Status)
 	}
 	var info directory.P2PInfo
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
-		return nil, fmt.Errorf("testnet: %s: %w", directory.PathP2P, err)
+		return nil, fmt.Errorf("GET %s: %w", directory.PathP2P, err)
 	}
 	var out []peer.AddrInfo
 	for _, v := range info.Voters {
@@ -52,7 +52,7 @@ func FetchVoters(ctx context.Context, c *http.Client, dirURL string) ([]peer.Add
 		out = append(out, ai)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("testnet: the directory lists no voter with a libp2p identity yet")
+		return nil, errors.New("the directory lists no voter with a libp2p identity yet")
 	}
 	return out, nil
 }
@@ -76,7 +76,7 @@ func register(ctx context.Context, c *http.Client, dirURL string, key ed25519.Pr
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("testnet: registration answered %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("registration answered %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil
 }

@@ -44,11 +44,12 @@ type StandaloneConfig struct {
 	HTTP HTTPConfig
 	// Logger receives all logs (default: discard).
 	Logger *slog.Logger
-	// Directory, Node and User, when non-nil, adjust the component
-	// configurations after the defaults are filled in (tests lower the
-	// password hashing cost this way).
+	// Directory, Node, Storage and User, when non-nil, adjust the
+	// component configurations after the defaults are filled in (tests
+	// lower the password hashing cost this way; hce serve sets limits).
 	Directory func(*directory.Config)
 	Node      func(*node.Config)
+	Storage   func(*api.StorageConfig)
 	User      func(*api.UserConfig)
 }
 
@@ -86,6 +87,7 @@ type Standalone struct {
 	dir    *directory.Directory
 	store  *node.Store
 	srv    *httpServer
+	obs    *authObserver // counts refused credentials and active users
 	url    string
 	logger *slog.Logger
 }
@@ -100,7 +102,7 @@ func StartStandalone(ctx context.Context, cfg StandaloneConfig) (*Standalone, er
 	cfg = cfg.withDefaults()
 	logger := cfg.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("testnet: data folder: %w", err)
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	ln, url, err := listenHTTP(cfg.Addr, cfg.PublicURL, cfg.HTTP.scheme())
 	if err != nil {
@@ -194,10 +196,14 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 		return nil, err
 	}
 	authRef.Store(auth)
+	s.obs = newAuthObserver(auth)
 	scfg := api.DefaultStorageConfig()
 	scfg.Store = s.store
-	scfg.Auth = auth
+	scfg.Auth = s.obs
 	scfg.Logger = cfg.Logger.With("component", "storage-api")
+	if cfg.Storage != nil {
+		cfg.Storage(&scfg)
+	}
 	storage, err := api.NewStorageHandler(scfg)
 	if err != nil {
 		return nil, err
@@ -214,18 +220,18 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	if err != nil {
 		return nil, err
 	}
-	return withCouch(s.store, auth, cfg.Logger, stop, api.NewHandler(storage, users))
+	return withCouch(s.store, s.obs, cfg.Logger, stop, api.NewHandler(storage, users))
 }
 
 // httpServer is the server on ln: handler on the platform, its heartbeat
 // checking the store and the directory's raft leader, its metrics showing
-// the store and raft.
+// the store, raft, the directory and authentication.
 func (s *Standalone) httpServer(cfg StandaloneConfig, ln net.Listener, handler http.Handler, stop chan struct{}) (*httpServer, error) {
 	reg := cfg.HTTP.registry()
 	if err := registerStoreMetrics(reg, s.store, filepath.Join(cfg.DataDir, "node")); err != nil {
 		return nil, err
 	}
-	if err := registerAll(reg, newDirectoryCollector(s.dir)); err != nil {
+	if err := registerAll(reg, newDirectoryCollector(s.dir), s.dir.Collector(), s.obs); err != nil {
 		return nil, err
 	}
 	checks := map[string]httpserve.Checker{"store": storeWritable(s.store, cfg.DataDir), "raft_leader": raftLeaderKnown(s.dir)}

@@ -167,7 +167,7 @@ func StartVoter(ctx context.Context, cfg VoterConfig) (*Voter, error) {
 	}
 	cfg = cfg.withDefaults()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("testnet: data folder: %w", err)
+		return nil, fmt.Errorf("data folder: %w", err)
 	}
 	ln, url, err := listenHTTP(cfg.HTTPAddr, cfg.PublicURL, cfg.HTTP.scheme())
 	if err != nil {
@@ -224,7 +224,7 @@ func voterServer(d *directory.Directory, cfg VoterConfig, ln net.Listener) (*htt
 		return nil, err
 	}
 	reg := cfg.HTTP.registry()
-	if err := registerAll(reg, newDirectoryCollector(d)); err != nil {
+	if err := registerAll(reg, newDirectoryCollector(d), d.Collector()); err != nil {
 		return nil, err
 	}
 	return newHTTPServer(cfg.HTTP, ln, h, map[string]httpserve.Checker{"raft_leader": raftLeaderKnown(d)}, cfg.Logger, nil)

@@ -9,29 +9,32 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 )
 
 const adminUsage = `Usage:
-  hce admin [--directory URL] [--token T] status [--linearizable]
-  hce admin [--directory URL] [--token T] nodes
-  hce admin [--directory URL] [--token T] user <name>
-  hce admin [--directory URL] [--token T] node approve|drain|retire <id>
+  hce admin [flags] status [--linearizable]       voters, leader, raft indexes, settings
+  hce admin [flags] nodes                         storage nodes, their states and heartbeats
+  hce admin [flags] user <name>                   a user's replica set (members, filling, leaving)
+  hce admin [flags] node approve|drain|retire <id>
+                                                  admit a pending node, move its users away, retire it
 
---directory defaults to $HCE_DIRECTORY, --token to $HCE_ADMIN_TOKEN.
+--directory defaults to $HCE_DIRECTORY, --token to $HCE_TOKEN or $HCE_ADMIN_TOKEN.
+Flags may come before or after the command.
 `
 
 func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("directory", os.Getenv("HCE_DIRECTORY"), "HTTP URL of any directory voter")
-	token := fs.String("token", os.Getenv("HCE_ADMIN_TOKEN"), "admin token")
-	if err := fs.Parse(args); err != nil {
+	dir := fs.String("directory", "", "HTTP URL of any directory voter")
+	token := fs.String("token", "", "admin token (env HCE_TOKEN or HCE_ADMIN_TOKEN)")
+	linearizable := fs.Bool("linearizable", false, "status: ask the leader, checking its leadership first")
+	rest, err := parseFlags(fs, args, parseOpts{mode: interspersed, stdout: stdout,
+		envAliases: map[string][]string{"token": {"HCE_ADMIN_TOKEN"}}})
+	if err != nil {
 		return err
 	}
-	rest := fs.Args()
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, adminUsage)
 		return errors.New("no admin command given")
@@ -43,11 +46,15 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var method, path string
 	switch {
 	case rest[0] == "status":
+		if len(rest) != 1 {
+			fmt.Fprint(stderr, adminUsage)
+			return fmt.Errorf("status takes no argument, got %q", rest[1:])
+		}
 		method, path = http.MethodGet, "/admin/v1/status"
-		if len(rest) > 1 && (rest[1] == "--linearizable" || rest[1] == "-linearizable") {
+		if *linearizable {
 			path += "?linearizable=1"
 		}
-	case rest[0] == "nodes":
+	case rest[0] == "nodes" && len(rest) == 1:
 		method, path = http.MethodGet, "/admin/v1/nodes"
 	case rest[0] == "user" && len(rest) == 2:
 		method, path = http.MethodGet, "/admin/v1/users/"+rest[1]
@@ -66,7 +73,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	req.Header.Set("Authorization", "Bearer "+*token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return fmt.Errorf("directory %s unreachable: %w", *dir, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -78,7 +85,10 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		body = append(pretty.Bytes(), '\n')
 	}
 	stdout.Write(body)
-	if resp.StatusCode/100 != 2 {
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("%s %s: %s: the directory refused the admin token (--token, HCE_ADMIN_TOKEN)", method, path, resp.Status)
+	case resp.StatusCode/100 != 2:
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
 	return nil

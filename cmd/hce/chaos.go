@@ -27,11 +27,8 @@ func runTestnetChaos(ctx context.Context, args []string, stdout, stderr io.Write
 	recoverWait := fs.Duration("recover", 2*time.Minute, "longest wait for a healthy testnet after the heal, and for the replicas to converge")
 	quiet := fs.Bool("quiet", false, "inject no faults (a run that must pass: checks the checker)")
 	verbose := fs.Bool("v", false, "print each fault as it happens")
-	if err := fs.Parse(args); err != nil {
+	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("testnet chaos: unexpected arguments %q", fs.Args())
 	}
 	tn, err := testnet.Attach(*dir)
 	if err != nil {

@@ -41,16 +41,16 @@ Commands:
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, clientUsage); fs.PrintDefaults() }
-	dir := fs.String("directory", os.Getenv("HCE_DIRECTORY"), "base URL of the user API (`URL`)")
-	email := fs.String("email", os.Getenv("HCE_EMAIL"), "account e-mail address")
+	dir := fs.String("directory", "", "base URL of the user API (`URL`)")
+	email := fs.String("email", "", "account e-mail address")
 	user := fs.String("user", "", "account name (instead of --email)")
-	password := fs.String("password", os.Getenv("HCE_PASSWORD"), "account password")
+	password := fs.String("password", "", "account password")
 	timeout := fs.Duration("timeout", time.Minute, "bound on the whole command, failover included")
-	if err := fs.Parse(args); err != nil {
+	args, err := parseFlags(fs, args, parseOpts{mode: leading, stdout: stdout})
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(args) == 0 {
 		fs.Usage()
 		return errors.New("client: no command given")
 	}
@@ -65,7 +65,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	cmd, rest := args[0], args[1:]
 	cc := clientCmd{c: c, out: stdout, stderr: stderr}
 	switch cmd {
 	case "register":
@@ -128,22 +128,6 @@ func exactArgs(cmd string, args []string, n int) error {
 	return nil
 }
 
-// parseMixed parses fs's flags wherever they appear among args and
-// returns the positional arguments.
-func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func (cc clientCmd) simple(args []string, n int, fn func() (string, error)) error {
 	if len(args) != n {
 		return fmt.Errorf("client: unexpected arguments %q", args)
@@ -190,12 +174,12 @@ func (cc clientCmd) info(ctx context.Context, args []string) error {
 }
 
 func (cc clientCmd) ids(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("ids", flag.ContinueOnError)
+	fs := flag.NewFlagSet("client ids", flag.ContinueOnError)
 	fs.SetOutput(cc.stderr)
 	newer := fs.String("newer", "", "only records modified after this timestamp")
 	limit := fs.Int("limit", 0, "at most this many ids (0: all)")
 	sort := fs.String("sort", "", "oldest, newest or index")
-	pos, err := parseMixed(fs, args)
+	pos, err := parseFlags(fs, args, parseOpts{mode: interspersed, stdout: cc.out})
 	if err != nil {
 		return err
 	}
@@ -250,11 +234,11 @@ func (cc clientCmd) get(ctx context.Context, args []string) error {
 }
 
 func (cc clientCmd) put(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("put", flag.ContinueOnError)
+	fs := flag.NewFlagSet("client put", flag.ContinueOnError)
 	fs.SetOutput(cc.stderr)
 	ttl := fs.Int64("ttl", 0, "seconds until the record expires (0: never)")
 	sortIndex := fs.Int64("sortindex", 0, "the record's sortindex")
-	pos, err := parseMixed(fs, args)
+	pos, err := parseFlags(fs, args, parseOpts{mode: interspersed, stdout: cc.out})
 	if err != nil {
 		return err
 	}

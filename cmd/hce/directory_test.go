@@ -48,7 +48,7 @@ func cliDirectory(t *testing.T, token string) (string, func(id string, extra ...
 // one --bootstrap, two --join) and checks with `hce admin status` that
 // every voter is a member and that a voter's HTTP port serves the user API.
 func TestDirectoryCLI(t *testing.T) {
-	const token = "cli-test-admin-token"
+	const token = "cli-test-admin-token-of-32-chars-at-least"
 	_, voter := cliDirectory(t, token)
 	first := voter("d1", "--bootstrap")
 	voter("d2", "--join", first)

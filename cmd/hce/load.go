@@ -19,14 +19,14 @@ import (
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	target := fs.String("url", "", "base URL of the server to measure (default: start an in-process `hce serve` in a temp folder)")
+	target := fs.String("url", "", "base URL of the server to measure (default: start an in-process hce serve in a temp folder)")
 	scenarios := fs.String("scenarios", "post100,get100,info", "comma-separated scenarios: post100, get100, info, nodeweave")
 	users := fs.Int("users", 16, "concurrent users (one connection each)")
 	dur := fs.Duration("duration", 10*time.Second, "measured time per scenario (split over --rounds windows)")
 	rounds := fs.Int("rounds", 5, "interleaved baseline/server window pairs per scenario; the ratio printed is their median")
 	seed := fs.Uint64("seed", 1, "seed for user names and payloads")
 	baseline := fs.Bool("baseline", true, "also measure a minimal net/http handler with the same generator, and print ratios")
-	if err := fs.Parse(args); err != nil {
+	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return err
 	}
 	var scs []load.Scenario

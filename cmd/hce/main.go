@@ -12,23 +12,33 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
 const usage = `hce: a federated Firefox Sync (Weave 1.0/1.1) storage system
 
 Usage:
-  hce serve [flags]   run a Weave server (user API + storage API) on one port
-  hce load [flags]    measure a Weave server beside a minimal net/http handler
-  hce directory ...   run a directory voter (or create its CA: hce directory init-ca)
-  hce node [flags]    run a storage node that registers with a directory
-  hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes
-  hce testnet ...     run a local federation (voters and nodes as child processes); status, kill, restart,
-                      drain, partition, cut, heal, chaos (randomized fault test)
-  hce client ...      talk to a Weave server as one account: register, put, get, ids, delete, token
-  hce version         print the version, commit and build time as JSON (what /__version__ serves)
+  hce serve [flags]              run a Weave server (user API + storage API) on one port
+  hce directory [flags]          run a directory voter (--bootstrap a new cluster or --join one)
+  hce directory init-ca --ca DIR create the directory CA the voters' raft certificates come from
+  hce directory issue-cert ...   an HTTPS certificate from that CA (private deployments, compose)
+  hce node [flags]               run a storage node that registers with a directory
+  hce admin [flags] <command>    ask a directory: status, nodes, user <name>,
+                                 node approve|drain|retire <id>
+  hce testnet <command>          a local federation of child processes: up, status, kill,
+                                 restart, drain, partition, cut, heal, chaos (randomized fault test)
+  hce client [flags] <command>   talk to a Weave server as one account: register, node, info,
+                                 ids, get, put, post, delete, wipe, token, passwd
+  hce load [flags]               measure a Weave server beside a minimal net/http handler
+  hce config print <command> [flags]
+                                 print the effective settings of a command and their sources
+  hce version                    print the version, commit and build time as JSON (/__version__)
+  hce healthcheck [flags]        GET a health endpoint (default /__lbheartbeat__ on :8080); exit 0 on 2xx
 
-Run "hce <command> -h" for the flags of a command.
+Run "hce <command> -h" for the flags of a command. Every flag can also be set
+in the environment as HCE_<NAME> (--max-conns: HCE_MAX_CONNS) or in a TOML
+file given with --config; precedence: flag > environment > file > default.
 `
 
 func main() {
@@ -36,12 +46,44 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "hce:", err)
+		fmt.Fprintln(os.Stderr, errorLine(os.Args[1:], err))
 		os.Exit(1)
 	}
 }
 
+// errorLine is the one line a failing command prints: "hce <command>:
+// <error>", the command named once even when the error names it too.
+func errorLine(args []string, err error) string {
+	msg := err.Error()
+	if len(args) == 0 || !knownCommand(args[0]) {
+		return "hce: " + msg
+	}
+	if !strings.HasPrefix(msg, args[0]+":") && !strings.HasPrefix(msg, args[0]+" ") {
+		msg = args[0] + ": " + msg
+	}
+	return "hce " + msg
+}
+
+// knownCommand reports whether name is one of hce's commands.
+func knownCommand(name string) bool {
+	switch name {
+	case "serve", "load", "directory", "node", "admin", "testnet", "client", "config", "version", "healthcheck":
+		return true
+	}
+	return false
+}
+
+// run runs the command args name. A command stopped by --print-config
+// returns nil.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if err := dispatch(ctx, args, stdout, stderr); !errors.Is(err, errConfigPrinted) {
+		return err
+	}
+	return nil
+}
+
+// dispatch runs the command args[0] names.
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("no command given")
@@ -61,6 +103,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runTestnet(ctx, args[1:], stdout, stderr)
 	case "client":
 		return runClient(ctx, args[1:], stdout, stderr)
+	case "config":
+		return runConfig(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		return runVersion(stdout)
 	case "help", "-h", "--help":
@@ -80,18 +126,20 @@ type loggers struct {
 }
 
 // parseWithLogger adds --log-level and --log-format to fs, parses args
-// and returns the loggers, writing to w.
-func parseWithLogger(fs *flag.FlagSet, args []string, w io.Writer) (loggers, error) {
+// through the configuration layer (parseFlags; the command takes no
+// positional arguments) and returns the loggers, writing to stderr.
+// --print-config goes to stdout.
+func parseWithLogger(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (loggers, error) {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log format: text (logfmt) or json (one object per line)")
-	if err := fs.Parse(args); err != nil {
+	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return loggers{}, err
 	}
-	app, err := newLogger(w, *level, *format)
+	app, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		return loggers{}, err
 	}
-	access, err := newLogger(w, "info", *format)
+	access, err := newLogger(stderr, "info", *format)
 	if err != nil {
 		return loggers{}, err
 	}

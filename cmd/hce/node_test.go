@@ -19,7 +19,7 @@ var nodeReady = regexp.MustCompile(`storage node (\S+) ready at (http://\S+/)`)
 // `hce node` as child processes and checks that `hce admin nodes` lists
 // the node as active.
 func TestNodeCLI(t *testing.T) {
-	const token = "cli-node-admin-token"
+	const token = "cli-node-admin-token-of-32-chars-at-least"
 	bin, voter := cliDirectory(t, token)
 	dir := voter("d1", "--p2p", "127.0.0.1:0", "--bootstrap", "--auto-approve")
 	tmp := t.TempDir()

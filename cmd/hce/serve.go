@@ -17,10 +17,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	addr := fs.String("addr", testnet.DefaultStandaloneAddr, "HTTP listen address (user API and storage API)")
 	data := fs.String("data", testnet.DefaultDataDir, "data folder (directory raft state and node store)")
 	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/, https with --tls-cert)")
-	quota := fs.Int64("quota-kb", 0, "per-user storage quota in KB (0 = no quota)")
 	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses captchas on registration")
 	hf := addHTTPFlags(fs, false)
-	logs, err := parseWithLogger(fs, args, stderr)
+	lf := addLimitFlags(fs, false, stderr)
+	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -29,13 +29,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := lf.validate(); err != nil {
+		return err
+	}
+	release, err := lockDataDir(*data)
+	if err != nil {
+		return err
+	}
+	defer release()
 	cfg := testnet.StandaloneConfig{
 		HTTP:       hcfg,
 		Addr:       *addr,
 		DataDir:    *data,
 		PublicURL:  *public,
-		QuotaBytes: *quota * 1024,
+		QuotaBytes: lf.quotaBytes(),
 		Logger:     logger,
+		Node:       lf.node,
+		Storage:    lf.storage,
 		User: func(c *api.UserConfig) {
 			c.AdminSecret = *secret
 		},

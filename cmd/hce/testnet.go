@@ -17,7 +17,8 @@ import (
 
 const testnetUsage = `Usage:
   hce testnet up --dir DIR [--directories 3] [--nodes 4] [--operators 2] [--replicas 2] [--tls]
-                                         run a local federation in the foreground (Ctrl-C stops it)
+                                         run a local federation in the foreground (Ctrl-C stops it);
+                                         on a stopped testnet's DIR, start it again as it was
   hce testnet status --dir DIR           voters, leader, nodes and their states
   hce testnet kill --dir DIR <id>        SIGKILL a voter (d1..) or node (n1.. or its peer ID)
   hce testnet restart --dir DIR <id>     start a killed voter or node again (same data and ports)
@@ -69,7 +70,7 @@ func runTestnet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("testnet up", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "./hce-testnet", "folder for the CA, data folders, logs (DIR/logs) and testnet.json; must not hold a testnet already")
+	dir := fs.String("dir", "./hce-testnet", "folder for the CA, data folders, logs (DIR/logs) and testnet.json; a stopped testnet's folder resumes that testnet")
 	dirs := fs.Int("directories", testnet.DefaultDirectories, "directory voters")
 	nodes := fs.Int("nodes", testnet.DefaultNodes, "storage nodes")
 	ops := fs.Int("operators", testnet.DefaultOperators, "operators the nodes are spread over (op1..opK)")
@@ -78,11 +79,8 @@ func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	heartbeat := fs.Duration("heartbeat", testnet.DefaultHeartbeat, "nodes' heartbeat interval")
 	level := fs.String("log-level", testnet.DefaultChildLogLevel, "log level of the voters and nodes (their logs go to DIR/logs)")
 	useTLS := fs.Bool("tls", false, "serve every voter and node over HTTPS, certificates from DIR/"+testnet.HTTPSCADir+" (trust DIR/"+testnet.HTTPSCADir+"/ca.pem)")
-	if err := fs.Parse(args); err != nil {
+	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return err
-	}
-	if _, err := os.Stat(filepath.Join(*dir, testnet.ManifestFile)); err == nil {
-		return fmt.Errorf("%s already holds a testnet (%s); remove the folder or choose another --dir", *dir, testnet.ManifestFile)
 	}
 	bin, err := os.Executable()
 	if err != nil {
@@ -90,16 +88,34 @@ func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	begin := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	tn, err := testnet.Start(sctx, testnet.Config{Dir: *dir, Directories: *dirs, Nodes: *nodes, Operators: *ops,
-		Replicas: *replicas, Mode: testnet.ChildProcess, Binary: bin, DownAfter: *downAfter, Heartbeat: *heartbeat,
-		ChildLogLevel: *level, TLS: *useTLS})
+	var tn *testnet.Testnet
+	resumed := false
+	if _, serr := os.Stat(filepath.Join(*dir, testnet.ManifestFile)); serr == nil {
+		// A stopped testnet's folder: start its members again as they
+		// were (the size and timing flags were fixed when it was made).
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "dir" && f.Name != "config" {
+				fmt.Fprintf(stderr, "hce testnet up: --%s ignored: resuming the testnet in %s as it was made\n", f.Name, *dir)
+			}
+		})
+		tn, err = testnet.Resume(sctx, *dir, bin)
+		resumed = true
+	} else {
+		tn, err = testnet.Start(sctx, testnet.Config{Dir: *dir, Directories: *dirs, Nodes: *nodes, Operators: *ops,
+			Replicas: *replicas, Mode: testnet.ChildProcess, Binary: bin, DownAfter: *downAfter, Heartbeat: *heartbeat,
+			ChildLogLevel: *level, TLS: *useTLS})
+	}
 	cancel()
 	if err != nil {
 		return err
 	}
 	took := time.Since(begin)
 	leaderID, leaderURL := tn.Leader()
-	fmt.Fprintf(stdout, "HCE testnet ready in %v: %s\n\n", took.Round(time.Millisecond), filepath.Join(tn.Dir(), testnet.ManifestFile))
+	what := "ready"
+	if resumed {
+		what = "resumed"
+	}
+	fmt.Fprintf(stdout, "HCE testnet %s in %v: %s\n\n", what, took.Round(time.Millisecond), filepath.Join(tn.Dir(), testnet.ManifestFile))
 	st, _ := tn.Status(ctx)
 	printStatus(stdout, st)
 	if leaderURL == "" {
@@ -152,16 +168,10 @@ func runTestnetAct(ctx context.Context, cmd string, args []string, stdout, stder
 	fs := flag.NewFlagSet("testnet "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "./hce-testnet", "folder of the running testnet (holds testnet.json)")
-	if err := fs.Parse(args); err != nil {
+	// The id may come before or after the flags: kill n1 --dir DIR.
+	rest, err := parseFlags(fs, args, parseOpts{mode: interspersed, stdout: stdout, usage: testnetUsage})
+	if err != nil {
 		return err
-	}
-	rest := fs.Args()
-	// Accept the id before the flags too: `kill n1 --dir DIR`.
-	if len(rest) > 1 {
-		if err := fs.Parse(rest[1:]); err != nil {
-			return err
-		}
-		rest = append(rest[:1], fs.Args()...)
 	}
 	if (cmd == "status") != (len(rest) == 0) || len(rest) > 1 {
 		fmt.Fprint(stderr, testnetUsage)
@@ -212,17 +222,9 @@ func runTestnetPartition(cmd string, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("testnet "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "./hce-testnet", "folder of the running testnet (holds testnet.json)")
-	var groups []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		groups = append(groups, fs.Arg(0))
-		rest = fs.Args()[1:]
+	groups, err := parseFlags(fs, args, parseOpts{mode: interspersed, stdout: stdout, usage: testnetUsage})
+	if err != nil {
+		return err
 	}
 	if (cmd == "heal") != (len(groups) == 0) || (cmd == "cut" && len(groups) != 2) {
 		fmt.Fprint(stderr, testnetUsage)

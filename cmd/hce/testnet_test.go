@@ -25,55 +25,13 @@ import (
 // processes) and drives it from "another shell": status, kill of a node
 // (status shows it down), restart (a detached child the `up` process
 // adopts), and SIGINT to `up`, after which no child process is left.
+// Then `up` on the same folder resumes the testnet with its data.
 func TestTestnetCLI(t *testing.T) {
 	bin := hceBinary(t)
 	dir := t.TempDir()
-	up := exec.Command(bin, "testnet", "up", "--dir", dir, "--directories", "3", "--nodes", "4",
-		"--down-after", "2s", "--heartbeat", "250ms")
-	stdout, err := up.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	up.Stderr = &stderr
 	begin := time.Now()
-	if err := up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- up.Wait() }()
-	t.Cleanup(func() {
-		// On failure, leave nothing running.
-		_ = up.Process.Signal(syscall.SIGKILL)
-		if m, err := testnet.ReadManifest(dir); err == nil {
-			for _, v := range m.Directories {
-				if v.PID > 0 {
-					_ = syscall.Kill(v.PID, syscall.SIGKILL)
-				}
-			}
-			for _, n := range m.Nodes {
-				if n.PID > 0 {
-					_ = syscall.Kill(n.PID, syscall.SIGKILL)
-				}
-			}
-		}
-	})
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "HCE testnet ready") {
-				close(ready)
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case err := <-exited:
-		t.Fatalf("hce testnet up exited: %v %s", err, stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("hce testnet up not ready: %s", stderr.String())
-	}
+	up, exited, stderr := startUp(t, bin, "ready", "testnet", "up", "--dir", dir, "--directories", "3", "--nodes", "4",
+		"--down-after", "2s", "--heartbeat", "250ms")
 	t.Logf("hce testnet up (3 directories, 4 nodes) ready %v after start", time.Since(begin))
 
 	m, err := testnet.ReadManifest(dir)
@@ -103,6 +61,11 @@ func TestTestnetCLI(t *testing.T) {
 	out, err := status()
 	if err != nil || !strings.Contains(out, "leader") || strings.Count(out, "active") != 4 {
 		t.Fatalf("status: %v\n%s", err, out)
+	}
+	reg := []byte(`{"password":"correct horse battery","email":"me@example.com"}`)
+	if code, body := call(t, &http.Client{Timeout: 30 * time.Second}, http.MethodPut,
+		m.Directories[1].HTTP+"user/1.0/"+exampleUser, reg, ""); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
 	}
 
 	// Kill n1: its process is gone at once and the directory marks it
@@ -196,6 +159,96 @@ func TestTestnetCLI(t *testing.T) {
 		}
 		return ""
 	})
+
+	// up on the stopped testnet's folder resumes it: the same members,
+	// ports and data (the account registered before is still there).
+	up, exited, stderr = startUp(t, bin, "resumed", "testnet", "up", "--dir", dir)
+	out, err = status()
+	if err != nil || !strings.Contains(out, "leader") || strings.Count(out, "active") != 4 {
+		t.Fatalf("status after resume: %v\n%s", err, out)
+	}
+	resumed, err := testnet.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range resumed.Directories {
+		if v.HTTP != m.Directories[i].HTTP || v.PID == m.Directories[i].PID {
+			t.Fatalf("voter %s after resume: %+v, before %+v", v.ID, v, m.Directories[i])
+		}
+	}
+	if code, body := call(t, &http.Client{Timeout: 10 * time.Second}, http.MethodGet,
+		resumed.Directories[0].HTTP+"user/1.0/"+exampleUser, nil, ""); code != 200 || string(body) != "1" {
+		t.Fatalf("account registered before the stop, after resume: %d %s", code, body)
+	}
+	if err := up.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("resumed hce testnet up: %v %s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("resumed hce testnet up did not stop on SIGINT")
+	}
+}
+
+// startUp runs `hce args...` (testnet up) and waits for its "HCE testnet
+// <word>" line; it returns the command, a channel with its exit and its
+// standard error. A test failure leaves nothing running.
+func startUp(t *testing.T, bin, word string, args ...string) (*exec.Cmd, chan error, *lockedBuffer) {
+	t.Helper()
+	up := exec.Command(bin, args...)
+	stdout, err := up.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &lockedBuffer{}
+	up.Stderr = stderr
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- up.Wait() }()
+	dir := args[len(args)-1]
+	for i, a := range args {
+		if a == "--dir" && i+1 < len(args) {
+			dir = args[i+1]
+		}
+	}
+	t.Cleanup(func() {
+		// On failure, leave nothing running.
+		_ = up.Process.Signal(syscall.SIGKILL)
+		if m, err := testnet.ReadManifest(dir); err == nil {
+			for _, v := range m.Directories {
+				if v.PID > 0 {
+					_ = syscall.Kill(v.PID, syscall.SIGKILL)
+				}
+			}
+			for _, n := range m.Nodes {
+				if n.PID > 0 {
+					_ = syscall.Kill(n.PID, syscall.SIGKILL)
+				}
+			}
+		}
+	})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "HCE testnet "+word) {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-exited:
+		t.Fatalf("hce testnet up exited: %v %s", err, stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("hce testnet up not ready: %s", stderr.String())
+	}
+	return up, exited, stderr
 }
 
 // httpGetJSON GETs url with the admin token and decodes a JSON body into

@@ -29,7 +29,7 @@ func TestVersionCommand(t *testing.T) {
 func TestLogFlags(t *testing.T) {
 	var buf bytes.Buffer
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	logs, err := parseWithLogger(fs, []string{"--log-format", "json", "--log-level", "warn"}, &buf)
+	logs, err := parseWithLogger(fs, []string{"--log-format", "json", "--log-level", "warn"}, io.Discard, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestLogFlags(t *testing.T) {
 		t.Fatalf("log output %q (%v)", buf.String(), err)
 	}
 	for _, bad := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}} {
-		if _, err := parseWithLogger(flag.NewFlagSet("x", flag.ContinueOnError), bad, io.Discard); err == nil {
+		if _, err := parseWithLogger(flag.NewFlagSet("x", flag.ContinueOnError), bad, io.Discard, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
 	}
