@@ -674,7 +674,7 @@ func TestStoryCommunityNodeJoins(t *testing.T) {
 }
 
 // TestStoryUnlistedPeerRefused: a libp2p host with a fresh identity that
-// the directory does not list opens /hce/repl/1.0.0 to a node and asks for
+// the directory does not list opens /hce/repl/2.0.0 to a node and asks for
 // a user's changes: its connection is refused and nothing is served. A
 // listed node outside the user's replica set asking the same is refused
 // by the replicator (forbidden). Meanwhile the node keeps replicating the
@@ -716,8 +716,19 @@ func TestStoryUnlistedPeerRefused(t *testing.T) {
 
 	// A listed node outside the user's set is refused by the replicator.
 	refused := primary.Replicator().Stats().RequestsRefused
+	// Until both nodes have their peer lists from the directory (refreshed
+	// every heartbeat), the gaters may still refuse the connection itself:
+	// ask again until the replicator answers.
 	tr := replication.NewLibp2pTransport(outsider.Host(), 5*time.Second, nil)
-	_, err := tr.Call(ctx, primary.PeerID(), replication.Encode(&replication.ChangesRequest{User: user}))
+	var err error
+	testkit.Eventually(t, 10*time.Second, func() string {
+		_, err = tr.Call(ctx, primary.PeerID(), replication.Encode(&replication.ChangesRequest{User: user}))
+		var re *p2p.RemoteError
+		if !errors.As(err, &re) {
+			return fmt.Sprintf("the outsider cannot reach %s yet: %v", pname, err)
+		}
+		return ""
+	})
 	if !p2p.IsCode(err, replication.CodeForbidden) {
 		t.Fatalf("a node outside the user's set asked for its changes: %v, want forbidden", err)
 	}
