@@ -20,8 +20,9 @@ type WBO struct {
 }
 
 // Request is one generated request: the op, the collection {coll} stands
-// for (or the path's), the device that sends it and the WBOs it writes.
-// Seed feeds whatever else the request needs at random (payload bytes).
+// for ("" when the path has none), the device that sends it and the WBOs
+// it writes. Seed feeds whatever else the request needs at random
+// (payload bytes).
 type Request struct {
 	Op     *Op
 	Coll   string
@@ -29,6 +30,10 @@ type Request struct {
 	WBOs   []WBO
 	Seed   uint64
 }
+
+// Collection is the collection the request's path names after /storage/
+// ("" for none).
+func (q Request) Collection() string { return q.Op.collection(q.Coll) }
 
 // Sync is what one device of a user sends in one sync: Requests in order,
 // each sent when the one before it has been answered.
@@ -187,7 +192,6 @@ func (g *Generator) request(r *rand.Rand, op *Op, dev int) Request {
 	if len(op.Colls) > 0 {
 		req.Coll = op.Colls[r.IntN(len(op.Colls))]
 	}
-	req.Coll = op.collection(req.Coll)
 	if op.Body != WBOBody {
 		return req
 	}
@@ -210,7 +214,7 @@ func (g *Generator) request(r *rand.Rand, op *Op, dev int) Request {
 		case PoolIDs:
 			w.ID = PrefillID(r.IntN(op.IDs.N))
 		case ReuseIDs:
-			if k := g.prefill[req.Coll]; k > 0 && r.Float64() < op.IDs.P {
+			if k := g.prefill[req.Collection()]; k > 0 && r.Float64() < op.IDs.P {
 				w.ID = PrefillID(r.IntN(k))
 			} else {
 				w.ID = NewID(r)
