@@ -69,10 +69,10 @@ type Phase struct {
 
 // opRec accumulates one op's figures.
 type opRec struct {
-	h                                 stats.Histogram
-	n, errs, notFound                 int64
+	h                                  stats.Histogram
+	n, errs, notFound                  int64
 	wbosOut, wbosIn, bytesOut, bytesIn int64
-	kinds                             map[string]int64
+	kinds                              map[string]int64
 }
 
 // recorder accumulates a phase's figures; safe for concurrent use.

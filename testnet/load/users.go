@@ -184,7 +184,7 @@ func (e *Engine) resolve(ctx context.Context, p *profile) error {
 			return out, fmt.Errorf("%w: replica set of %s: %s %s", ErrPrepare, p.name, out.describe(), data)
 		}
 		var set struct {
-			Primary  struct{ URL string } `json:"primary"`
+			Primary  struct{ URL string }   `json:"primary"`
 			Replicas []struct{ URL string } `json:"replicas"`
 		}
 		if err := json.Unmarshal(data, &set); err != nil {
