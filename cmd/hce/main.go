@@ -1,6 +1,7 @@
 // Command hce runs the parts of HCE, a federated Firefox Sync (Weave
 // 1.0/1.1) storage system: `hce serve` runs a whole Weave server (user API
-// and storage API) in one process; `hce load` measures one.
+// and storage API) in one process; `hce load` measures one (or a testnet)
+// under a traffic mix and finds its capacity.
 package main
 
 import (
@@ -19,7 +20,8 @@ const usage = `hce: a federated Firefox Sync (Weave 1.0/1.1) storage system
 
 Usage:
   hce serve [flags]   run a Weave server (user API + storage API) on one port
-  hce load [flags]    measure a Weave server beside a minimal net/http handler
+  hce load ...        load a Weave server or testnet with a traffic mix (open or closed loop);
+                      hce load capacity finds how many users it holds; hce load compare A.json B.json
   hce directory ...   run a directory voter (or create its CA: hce directory init-ca)
   hce node [flags]    run a storage node that registers with a directory
   hce admin ...       ask a directory about its voters, nodes and users; approve, drain, retire nodes

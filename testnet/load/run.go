@@ -705,6 +705,9 @@ func (e *Engine) do(ctx context.Context, p *profile, q mix.Request) outcome {
 		auth = ""
 	}
 	o := e.send(ctx, op.Method, url, auth, op.Headers, body, op.Body == mix.WBOBody)
+	if op.Method != http.MethodGet || q.Collection() == "" {
+		o.wbosIn = 0 // X-Weave-Records counts records only on collection reads
+	}
 	if op.At == mix.Storage {
 		switch {
 		case o.status == http.StatusNotFound && (op.Method == http.MethodGet || op.Method == http.MethodHead || op.Method == http.MethodDelete):
