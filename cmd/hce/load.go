@@ -226,7 +226,7 @@ func (f *loadFlags) confirm(s *setup, m *mix.Mix, stderr io.Writer) error {
 	if f.keepUsers {
 		keep = "keeps them (--keep-users)"
 	}
-	fmt.Fprintf(stderr, "hce load will register %d accounts on %s, write about %s of records to each, and %s.\nContinue? [y/N] ",
+	fmt.Fprintf(stderr, "hce load will register %d accounts on %s, prefill each with about %s of records, send them load, and %s.\nContinue? [y/N] ",
 		f.users, s.remote, humanBytes(per), keep)
 	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 	switch strings.ToLower(strings.TrimSpace(line)) {

@@ -189,6 +189,7 @@ type Engine struct {
 	newUsers []*profile // accounts registered by the mix (body=register)
 	newSeq   int
 	phases   int
+	maxUsers float64
 	lag      lagStats
 }
 
@@ -279,6 +280,9 @@ func (e *Engine) Result() *report.Result {
 	r.Steps = append([]report.Step(nil), e.res.Steps...)
 	r.Series = append([]report.Point(nil), e.res.Series...)
 	r.Notes = append([]string(nil), e.res.Notes...)
+	if n := e.compressionNote(); n != "" {
+		r.Notes = append(r.Notes, n)
+	}
 	r.Replication = e.lag.result()
 	return &r
 }

@@ -280,16 +280,24 @@ func (e *Engine) Run(ctx context.Context, ph Phase) (report.Step, error) {
 	return st, nil
 }
 
-// checkCompression notes when fewer profiles than active users make each
-// profile sync more often than a real user would.
+// checkCompression remembers the most active users a phase offered, for
+// the time-compression note of Result.
 func (e *Engine) checkCompression(users float64) {
+	e.mu.Lock()
+	e.maxUsers = max(e.maxUsers, users)
+	e.mu.Unlock()
+}
+
+// compressionNote says when fewer profiles than active users made each
+// profile sync more often than a real user would; e.mu held.
+func (e *Engine) compressionNote() string {
 	p := float64(len(e.profiles))
-	if e.cfg.Target.NoAccounts || users <= p {
-		return
+	if e.cfg.Target.NoAccounts || e.maxUsers <= p {
+		return ""
 	}
-	gap := e.cfg.Mix.Think.Mean() * p / users
-	e.note("time compression: up to %.0f active users ran on %d profiles, so each profile synced every %.1f s on average instead of every %.0f s; caches keyed by user (the node's 60 s password cache) hit more often than for real users.",
-		users, len(e.profiles), gap, e.cfg.Mix.Think.Mean())
+	gap := e.cfg.Mix.Think.Mean() * p / e.maxUsers
+	return fmt.Sprintf("time compression: up to %.0f active users ran on %d profiles, so each profile synced every %.1f s on average instead of every %.0f s: per-user caches (the node's 60 s password cache) hit more often, and one user's requests overlap more often, than with real users.",
+		e.maxUsers, len(e.profiles), gap, e.cfg.Mix.Think.Mean())
 }
 
 // tick appends a point to the series every second and prints progress.
@@ -432,7 +440,7 @@ func (e *Engine) runOpen(ctx, reqCtx context.Context, ph Phase, idx int, start t
 	case ArrivalUsers:
 		h = make(eventHeap, 0, nvu)
 		for vu := range nvu {
-			h = append(h, event{at: e.residual(sched) * thinkScale, vu: vu})
+			h = append(h, event{at: e.firstSync(sched) * thinkScale, vu: vu})
 		}
 		heap.Init(&h)
 	case ArrivalPoisson:
@@ -520,26 +528,16 @@ func (e *Engine) runOpen(ctx, reqCtx context.Context, ph Phase, idx int, start t
 	}
 }
 
-// residual draws a user's first sync time so that the users' syncs are
-// spread as in a long-running system: a think time drawn in proportion to
-// its length (from 16 candidates), times a uniform fraction.
-func (e *Engine) residual(r *rand.Rand) float64 {
-	var cand [16]float64
-	total := 0.0
-	for i := range cand {
-		cand[i] = e.gen.Think(r)
-		total += cand[i]
+// firstSync draws a user's first sync time so that the users' syncs are
+// spread as in a system that has been running for a while: the user's
+// syncs start ten mean think times before the phase, and the first one at
+// or after its start is kept.
+func (e *Engine) firstSync(r *rand.Rand) float64 {
+	t := -10 * e.cfg.Mix.Think.Mean()
+	for t < 0 {
+		t += e.gen.Think(r)
 	}
-	u := r.Float64() * total
-	pick := cand[len(cand)-1]
-	for _, c := range cand {
-		if u < c {
-			pick = c
-			break
-		}
-		u -= c
-	}
-	return r.Float64() * pick
+	return t
 }
 
 // profile returns the profile virtual user vu runs on.
