@@ -89,11 +89,17 @@ func (s SLO) Check(st report.Step) (mode, detail string) {
 		details = append(details, m+": "+fmt.Sprintf(format, args...))
 	}
 	for _, p := range st.Procs {
+		if p.Name == GeneratorProc {
+			continue
+		}
 		if s.DiskBudget > 0 && p.Disk > s.DiskBudget {
 			fail(FailDisk, "%s holds %s on disk, budget %s", p.Name, bytesStr(p.Disk), bytesStr(s.DiskBudget))
 		}
 	}
 	for _, p := range st.Procs {
+		if p.Name == GeneratorProc {
+			continue
+		}
 		if s.RSSBudget > 0 && p.RSS > s.RSSBudget {
 			fail(FailMemory, "%s resident %s, budget %s", p.Name, bytesStr(p.RSS), bytesStr(s.RSSBudget))
 		}
@@ -238,7 +244,9 @@ func (e *Engine) Capacity(ctx context.Context, cfg CapacityConfig) (*report.Capa
 				capy.RPS, capy.Users, capy.Step = st.Offered, st.OfferedUsers, st.Index
 				var rss int64
 				for _, p := range st.Procs {
-					rss += p.RSS
+					if p.Name != GeneratorProc {
+						rss += p.RSS
+					}
 				}
 				if st.OfferedUsers > 0 && rss > 0 {
 					capy.RSSPerUser = float64(rss) / st.OfferedUsers

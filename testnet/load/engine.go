@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,9 @@ type Target struct {
 	// prefilling them (for the minimal baseline handler and test servers).
 	NoAccounts bool
 }
+
+// GeneratorProc names the load generator's own process in samples.
+const GeneratorProc = report.GeneratorProc
 
 // Defaults of EngineConfig.
 const (
@@ -230,7 +234,13 @@ func New(cfg EngineConfig) (*Engine, error) {
 		e.res.Users.PrefillRecords, e.res.Users.PrefillPayload = 0, 0
 	}
 	e.res.Host = hostInfo()
-	e.sampler = startSampler(cfg.Target.Procs, cfg.SampleEvery, e.start)
+	procs := cfg.Target.Procs
+	if !cfg.Target.InProcess && len(procs) > 0 {
+		// The generator shares the machine: its own CPU and memory are
+		// shown beside the server's (and left out of the server's totals).
+		procs = append(slices.Clone(procs), procstat.Proc{Name: GeneratorProc, PID: os.Getpid()})
+	}
+	e.sampler = startSampler(procs, cfg.SampleEvery, e.start)
 	return e, nil
 }
 

@@ -92,6 +92,9 @@ func (s *sampler) series() []report.ProcSeries {
 // folders and of their resident memory.
 func (s *sampler) totals() (disk, rss int64) {
 	for _, p := range s.procs {
+		if p.Name == GeneratorProc {
+			continue
+		}
 		smp := procstat.Read(p)
 		disk += smp.Disk
 		rss += smp.RSS

@@ -60,7 +60,9 @@ func Compare(w io.Writer, a, b *Result, nameA, nameB string) error {
 	cpu := func(s *Step) float64 {
 		t := 0.0
 		for _, p := range s.Procs {
-			t += p.CPU
+			if p.Name != GeneratorProc {
+				t += p.CPU
+			}
 		}
 		return t
 	}

@@ -55,7 +55,7 @@ func (v *view) build() {
 		slo = append(slo, HLine{Y: r.SLO.P99, Label: fmt.Sprintf("p99 objective %s", fmtNum(r.SLO.P99, "ms"))})
 	}
 	v.Charts = append(v.Charts, Chart{ID: "latency-time", Title: "Latency over time (answers received each second)", XLabel: "seconds since start",
-		YLabel: "latency", YUnit: "ms", LogY: true, Bands: bands, HLines: slo, Expect: len(t) > 0,
+		YLabel: "latency", YUnit: "ms", LogY: true, XFromZero: true, Bands: bands, HLines: slo, Expect: len(t) > 0,
 		Series: []Series{{Name: "p50", X: t, Y: p50, Line: true}, {Name: "p90", X: t, Y: p90, Line: true},
 			{Name: "p99", X: t, Y: p99, Line: true}, {Name: "max", X: t, Y: mx, Line: true, Dash: true}}}.SVG())
 	thr := []Series{{Name: "sent/s", X: t, Y: sent, Line: true}, {Name: "answered/s", X: t, Y: ach, Line: true},
@@ -64,7 +64,7 @@ func (v *view) build() {
 		thr = append([]Series{{Name: "offered", X: t, Y: off, Line: true, Dash: true, Color: "#7f7f7f"}}, thr...)
 	}
 	v.Charts = append(v.Charts, Chart{ID: "throughput-time", Title: "Throughput over time", XLabel: "seconds since start",
-		YLabel: "requests/s", Bands: bands, Series: thr, Expect: len(t) > 0}.SVG())
+		YLabel: "requests/s", XFromZero: true, Bands: bands, Series: thr, Expect: len(t) > 0}.SVG())
 	// Latency against offered load: one point per open-loop step.
 	var ox, oy50, oy99, oyMax []float64
 	steps := slices.Clone(r.Steps)
@@ -120,16 +120,18 @@ func (v *view) build() {
 			col := Palette[i%len(Palette)]
 			cpu = append(cpu, Series{Name: p.Name, X: x, Y: c, Line: true, Color: col})
 			rss = append(rss, Series{Name: p.Name, X: x, Y: m, Line: true, Color: col})
-			disk = append(disk, Series{Name: p.Name, X: x, Y: d, Line: true, Color: col})
+			if p.Name != GeneratorProc {
+				disk = append(disk, Series{Name: p.Name, X: x, Y: d, Line: true, Color: col})
+			}
 		}
 		note := ""
 		if r.Target.InProcess {
 			note = " (server in the generator's process: includes the generator)"
 		}
 		v.ProcCh = append(v.ProcCh,
-			Chart{ID: "proc-cpu", Title: "Server CPU, cores" + note, XLabel: "seconds since start", YLabel: "cores", Bands: bands, Series: cpu, Expect: true, H: 260}.SVG(),
-			Chart{ID: "proc-rss", Title: "Server resident memory" + note, XLabel: "seconds since start", YLabel: "RSS", YUnit: "B", Bands: bands, Series: rss, Expect: true, H: 260}.SVG(),
-			Chart{ID: "proc-disk", Title: "Data folder size on disk", XLabel: "seconds since start", YLabel: "disk", YUnit: "B", Bands: bands, Series: disk, Expect: true, H: 260}.SVG())
+			Chart{ID: "proc-cpu", Title: "CPU use, cores (server processes and the load generator)" + note, XLabel: "seconds since start", YLabel: "cores", XFromZero: true, Bands: bands, Series: cpu, Expect: true, H: 260}.SVG(),
+			Chart{ID: "proc-rss", Title: "Resident memory (server processes and the load generator)" + note, XLabel: "seconds since start", YLabel: "RSS", YUnit: "B", XFromZero: true, Bands: bands, Series: rss, Expect: true, H: 260}.SVG(),
+			Chart{ID: "proc-disk", Title: "Data folder size on disk", XLabel: "seconds since start", YLabel: "disk", YUnit: "B", XFromZero: true, Bands: bands, Series: disk, Expect: true, H: 260}.SVG())
 	}
 	// The step whose ops are tabled first: the capacity step, else the
 	// last one.
@@ -253,7 +255,7 @@ dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:6px 0
 {{range .Charts}}{{.}}{{end}}
 <h2>Errors</h2>
 {{.Errors}}
-{{if .ProcCh}}<h2>Server processes on this machine</h2>
+{{if .ProcCh}}<h2>Processes on this machine</h2>
 {{range .ProcCh}}{{.}}{{end}}{{end}}
 
 <h2>Steps</h2>

@@ -14,6 +14,11 @@ import (
 // Version is the version of the result format; Read refuses others.
 const Version = 1
 
+// GeneratorProc names the load generator's own process among the sampled
+// processes (ProcSeries, ProcSummary): it is shown, never counted in the
+// server's figures.
+const GeneratorProc = "generator"
+
 // Result is everything one `hce load` run measured: the JSON a report
 // folder holds (result.json) and the HTML report is drawn from.
 type Result struct {
