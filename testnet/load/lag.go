@@ -77,19 +77,19 @@ func (e *Engine) probeOnce(ctx context.Context, p *profile, r *rand.Rand) {
 	primary, replica := p.storage, p.replica
 	p.mu.Unlock()
 	body := []byte(`[{"id":"` + id + `","payload":"` + nonce + `"}]`)
-	e.lag.mu.Lock()
-	e.lag.probes++
-	e.lag.mu.Unlock()
 	t0 := time.Now()
 	out := e.send(ctx, http.MethodPost, primary+"1.1/"+p.name+"/storage/"+LagCollection, p.auth, nil, body, true)
 	acked := time.Now()
+	if ctx.Err() != nil {
+		return // the phase ended: the probe counts for nothing
+	}
+	e.lag.mu.Lock()
+	e.lag.probes++
 	if out.kind != "" {
-		e.lag.mu.Lock()
 		e.lag.failed++
 		e.lag.mu.Unlock()
 		return
 	}
-	e.lag.mu.Lock()
 	e.lag.write.Record(acked.Sub(t0))
 	e.lag.mu.Unlock()
 	url := replica + "1.1/" + p.name + "/storage/" + LagCollection + "/" + id
@@ -108,7 +108,9 @@ func (e *Engine) probeOnce(ctx context.Context, p *profile, r *rand.Rand) {
 			return
 		}
 		if ctx.Err() != nil {
-			return
+			// The phase ended before the replica served it: wait for
+			// it (bounded), so the probe still counts.
+			ctx = context.WithoutCancel(ctx)
 		}
 		if time.Now().After(deadline) {
 			e.lag.mu.Lock()
@@ -116,10 +118,6 @@ func (e *Engine) probeOnce(ctx context.Context, p *profile, r *rand.Rand) {
 			e.lag.mu.Unlock()
 			return
 		}
-		select {
-		case <-time.After(lagPoll):
-		case <-ctx.Done():
-			return
-		}
+		time.Sleep(lagPoll)
 	}
 }
