@@ -106,8 +106,10 @@ func TestOpenLoopShowsQueueing(t *testing.T) {
 	if closed.Errors+open.Errors+calm.Errors > 0 {
 		t.Fatalf("errors: %v %v %v", closed.ErrorKinds, open.ErrorKinds, calm.ErrorKinds)
 	}
-	if closed.Latency.P99 > 40 || closed.Achieved > 110 {
-		t.Errorf("closed loop: p99 %.1f ms, %.0f req/s; want about 20 ms at about 100 req/s", closed.Latency.P99, closed.Achieved)
+	// Bounds are loose where the machine's own load adds jitter (the
+	// contrast is with the open loop's 260 ms median).
+	if closed.Latency.P50 > 30 || closed.Latency.P99 > 100 || closed.Achieved > 110 {
+		t.Errorf("closed loop: p50 %.1f p99 %.1f ms, %.0f req/s; want about 20 ms at about 100 req/s", closed.Latency.P50, closed.Latency.P99, closed.Achieved)
 	}
 	if open.Sent != 150 {
 		t.Errorf("open loop sent %d requests in a second at 150/s", open.Sent)
@@ -115,7 +117,7 @@ func TestOpenLoopShowsQueueing(t *testing.T) {
 	if open.Latency.P50 < 200 || open.Latency.P50 > 340 || open.Latency.Max < 420 || open.Latency.Max > 650 {
 		t.Errorf("open loop at 150/s: p50 %.1f ms, max %.1f ms; want about 260 and 510 ms", open.Latency.P50, open.Latency.Max)
 	}
-	if calm.Latency.P99 > 25 || calm.Latency.P50 < 9 {
+	if calm.Latency.P50 > 20 || calm.Latency.P99 > 100 || calm.Latency.P50 < 9 {
 		t.Errorf("open loop at 50/s: p50 %.1f p99 %.1f ms; want about 10 ms", calm.Latency.P50, calm.Latency.P99)
 	}
 }
@@ -130,6 +132,7 @@ func TestCapacitySearchFindsKnee(t *testing.T) {
 	e := newEngine(t, url, oneOp(t))
 	c, err := e.Capacity(ctx, load.CapacityConfig{Start: 150, Growth: 1.6, Step: 2500 * time.Millisecond,
 		Cooldown: 200 * time.Millisecond, Arrival: load.ArrivalUniform, Precision: 0.05,
+		SLO: load.SLO{MaxSendLag: 200 * time.Millisecond}, // the machine may be busy: judge the server
 		OnStep: func(st report.Step) {
 			t.Logf("step %d: %.0f req/s -> p99 %.1f ms, send lag p99 %.1f ms, %s", st.Index, st.Offered, st.Latency.P99, st.SendLag.P99, st.FailureDetail)
 		}})
