@@ -71,7 +71,7 @@ type loadFlags struct {
 
 func (f *loadFlags) register(fs *flag.FlagSet, defMix string, defUsers int) {
 	fs.StringVar(&f.url, "url", "", "base URL of the server to load (default: an in-process hce serve in a temp folder)")
-	fs.StringVar(&f.testnetDir, "testnet", "", "folder of a running `hce testnet up`: users register at its directory and follow node/weave")
+	fs.StringVar(&f.testnetDir, "testnet", "", "folder of a running hce testnet up: users register at its directory and follow node/weave")
 	fs.StringVar(&f.mixes, "mix", defMix, "mix name (weave-mix-v1, post100, get100, info, nodeweave) or mix file; comma-separated runs each")
 	fs.StringVar(&f.mixes, "scenarios", defMix, "old name of --mix")
 	fs.IntVar(&f.users, "users", defUsers, "simulated users (accounts, each a browser profile with its devices) registered, prefilled and driven")

@@ -45,6 +45,20 @@ type SLO struct {
 	MaxSendLag time.Duration
 }
 
+// DefaultSLO returns the default objective: p99 at most 100 ms, at most
+// 1 % errors and 0.1 % timeouts, no disk or memory budget.
+func DefaultSLO() SLO {
+	return SLO{P99: DefaultSLOP99, MaxErrors: DefaultMaxErrors, MaxTimeouts: DefaultMaxTimeouts, MaxSendLag: DefaultSLOP99 / 2}
+}
+
+// Validate reports an objective Check cannot apply.
+func (s SLO) Validate() error {
+	if s.P99 < 0 || s.MaxSendLag < 0 || s.DiskBudget < 0 || s.RSSBudget < 0 || s.MaxErrors > 1 || s.MaxTimeouts > 1 {
+		return fmt.Errorf("%w: SLO %+v", ErrConfig, s)
+	}
+	return nil
+}
+
 func (s SLO) withDefaults() SLO {
 	if s.P99 == 0 {
 		s.P99 = DefaultSLOP99
@@ -185,6 +199,26 @@ type CapacityConfig struct {
 	OnStep func(report.Step)
 }
 
+// DefaultCapacityConfig returns the defaults of a capacity search.
+func DefaultCapacityConfig() CapacityConfig {
+	return CapacityConfig{Start: DefaultStartRate, Growth: DefaultGrowth, Precision: DefaultPrecision,
+		MaxSteps: DefaultMaxSteps, Step: DefaultStep, Cooldown: DefaultCooldown, Arrival: ArrivalUsers, SLO: DefaultSLO()}
+}
+
+// Validate reports a search Capacity cannot run.
+func (c CapacityConfig) Validate() error {
+	if c.Start < 0 || c.Max < 0 || c.Precision < 0 || c.MaxSteps < 0 || c.Step < 0 || c.Cooldown < 0 ||
+		c.Growth != 0 && c.Growth <= 1 || math.IsNaN(c.Start) || math.IsInf(c.Start, 0) {
+		return fmt.Errorf("%w: capacity search %+v", ErrConfig, c)
+	}
+	if c.Arrival != "" {
+		if _, err := ParseArrival(string(c.Arrival)); err != nil {
+			return err
+		}
+	}
+	return c.SLO.Validate()
+}
+
 func (c CapacityConfig) withDefaults() CapacityConfig {
 	if c.Start <= 0 {
 		c.Start = DefaultStartRate
@@ -215,6 +249,9 @@ func (c CapacityConfig) withDefaults() CapacityConfig {
 // failure mode of the lowest failed step above it. A first step that
 // fails makes the search go down instead.
 func (e *Engine) Capacity(ctx context.Context, cfg CapacityConfig) (*report.Capacity, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	capy := &report.Capacity{Step: -1, FailedStep: -1}
 	var okRate, failRate float64

@@ -118,6 +118,14 @@ type EngineConfig struct {
 	Logger *slog.Logger
 }
 
+// DefaultEngineConfig returns the defaults; Target and Mix must still be
+// set.
+func DefaultEngineConfig() EngineConfig {
+	return EngineConfig{Profiles: DefaultProfiles, PrefillScale: 1, Seed: 1, Password: DefaultPassword,
+		Timeout: DefaultTimeout, MaxConns: DefaultMaxConns, MaxPending: DefaultMaxPending,
+		PrefillConns: DefaultPrefillConns, LagEvery: DefaultLagEvery, SampleEvery: DefaultSampleEvery}
+}
+
 // Validate reports a configuration New cannot run.
 func (c EngineConfig) Validate() error {
 	switch {
@@ -137,35 +145,36 @@ func (c EngineConfig) Validate() error {
 }
 
 func (c EngineConfig) withDefaults() EngineConfig {
+	d := DefaultEngineConfig()
 	if c.Profiles == 0 {
-		c.Profiles = DefaultProfiles
+		c.Profiles = d.Profiles
 	}
 	if c.PrefillScale == 0 {
-		c.PrefillScale = 1
+		c.PrefillScale = d.PrefillScale
 	}
 	if c.Seed == 0 {
-		c.Seed = 1
+		c.Seed = d.Seed
 	}
 	if c.Password == "" {
-		c.Password = DefaultPassword
+		c.Password = d.Password
 	}
 	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+		c.Timeout = d.Timeout
 	}
 	if c.MaxConns == 0 {
-		c.MaxConns = DefaultMaxConns
+		c.MaxConns = d.MaxConns
 	}
 	if c.MaxPending == 0 {
-		c.MaxPending = DefaultMaxPending
+		c.MaxPending = d.MaxPending
 	}
 	if c.PrefillConns == 0 {
-		c.PrefillConns = DefaultPrefillConns
+		c.PrefillConns = d.PrefillConns
 	}
 	if c.LagEvery == 0 {
-		c.LagEvery = DefaultLagEvery
+		c.LagEvery = d.LagEvery
 	}
 	if c.SampleEvery == 0 {
-		c.SampleEvery = DefaultSampleEvery
+		c.SampleEvery = d.SampleEvery
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/testnet/load/mix"
 )
 
 // ErrPrepare is wrapped by Prepare's errors.
@@ -381,11 +380,4 @@ func (o outcome) describe() string {
 		return o.kind
 	}
 	return fmt.Sprintf("HTTP %d", o.status)
-}
-
-// prefillRecordsFor is used by tests: the records prefill writes for
-// profile i's collection of prefill line j.
-func (e *Engine) prefillRecordsFor(i, j int) []mix.WBO {
-	r := rand.New(rand.NewPCG(e.cfg.Seed, uint64(i)<<16|uint64(j)))
-	return e.gen.PrefillRecords(r, e.cfg.Mix.Prefill[j])
 }
