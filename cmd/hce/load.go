@@ -628,6 +628,7 @@ func runLoadCapacity(ctx context.Context, args []string, stdout, stderr io.Write
 	maxSteps := fs.Int("max-steps", load.DefaultMaxSteps, "most steps")
 	step := fs.Duration("step", load.DefaultStep, "duration of each step")
 	cooldown := fs.Duration("cooldown", load.DefaultCooldown, "pause between steps")
+	minReqs := fs.Int("min-requests", load.DefaultMinRequests, "lengthen a step at a low rate until it offers this many requests (at most 5 x --step)")
 	sloP99 := fs.Duration("slo-p99", load.DefaultSLOP99, "latency objective: p99 of each step at or below this")
 	maxErrs := fs.String("max-errors", "1%", "largest healthy share of failed requests (errors, refused connections)")
 	maxTimeouts := fs.String("max-timeouts", "0.1%", "largest healthy share of timed-out requests")
@@ -716,7 +717,7 @@ func runLoadCapacity(ctx context.Context, args []string, stdout, stderr io.Write
 			*refConc, bst.Achieved, rst.Achieved, 100*rst.Achieved/bst.Achieved, msStr(rst.Latency.P99))
 	}
 	cfg := load.CapacityConfig{Growth: *growth, Precision: *precision, MaxSteps: *maxSteps, Step: *step,
-		Cooldown: *cooldown, Arrival: arrival, SLO: slo}
+		Cooldown: *cooldown, MinRequests: *minReqs, Arrival: arrival, SLO: slo}
 	switch {
 	case *start != "":
 		if cfg.Start, err = parseRate(*start, g); err != nil {

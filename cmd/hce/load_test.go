@@ -50,7 +50,7 @@ func TestLoadCapacityReport(t *testing.T) {
 		dir = d // keep the report for a person to look at
 	}
 	out, err := runHCE(t, "load", "capacity", "--mix", "weave-mix-v1", "--users", "4", "--prefill-scale", "0.01",
-		"--start", "30", "--growth", "2", "--max-steps", "3", "--step", "1500ms", "--cooldown", "1ms",
+		"--start", "30", "--growth", "2", "--max-steps", "3", "--step", "1500ms", "--cooldown", "1ms", "--min-requests", "10",
 		"--baseline-duration", "1s", "--baseline-concurrency", "4", "--quiet", "--report", dir)
 	if err != nil {
 		t.Fatal(err)

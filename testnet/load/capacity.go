@@ -22,6 +22,7 @@ const (
 	DefaultMaxSteps    = 20
 	DefaultStep        = 30 * time.Second
 	DefaultCooldown    = 3 * time.Second
+	DefaultMinRequests = 1000
 )
 
 // SLO is what a healthy step meets. A zero field takes its default; a
@@ -126,7 +127,7 @@ func (s SLO) Check(st report.Step) (mode, detail string) {
 		fail(FailTimeouts, "%.2f %% of requests timed out, bound %.2f %%", 100*float64(st.Timeouts)/float64(total), 100*s.MaxTimeouts)
 	}
 	if p99 := st.Latency.P99; p99 > float64(s.P99)/1e6 {
-		fail(FailLatency, "p99 %.1f ms over the %.0f ms objective", p99, float64(s.P99)/1e6)
+		fail(FailLatency, "p99 %.1f ms over the %.0f ms objective%s", p99, float64(s.P99)/1e6, slowOps(st, float64(s.P99)/1e6))
 	}
 	if st.Dropped > 0 {
 		fail(FailGenerator, "the generator dropped %d requests (its backlog limit)", st.Dropped)
@@ -145,6 +146,26 @@ func (s SLO) Check(st report.Step) (mode, detail string) {
 		}
 	}
 	return modes[0], strings.Join(details, "; ")
+}
+
+// slowOps names the ops whose own p90 is over the objective (those that
+// fill the tail), the most frequent first.
+func slowOps(st report.Step, objective float64) string {
+	var slow []report.OpStats
+	for _, o := range st.Ops {
+		if o.Latency.P90 > objective {
+			slow = append(slow, o)
+		}
+	}
+	if len(slow) == 0 {
+		return ""
+	}
+	slices.SortFunc(slow, func(a, b report.OpStats) int { return int(b.Requests - a.Requests) })
+	var parts []string
+	for _, o := range slow[:min(len(slow), 3)] {
+		parts = append(parts, fmt.Sprintf("%s p90 %.0f ms, %.0f %% of requests", o.Name, o.Latency.P90, 100*float64(o.Requests)/float64(max(st.Requests, 1))))
+	}
+	return " (slowest: " + strings.Join(parts, "; ") + ")"
 }
 
 func kindsStr(k map[string]int64) string {
@@ -191,6 +212,10 @@ type CapacityConfig struct {
 	// between steps so the server drains (default 3 s).
 	Step     time.Duration
 	Cooldown time.Duration
+	// MinRequests lengthens a step at a low rate until it offers this
+	// many requests (at most five times Step), so that its p99 rests on
+	// enough answers (default 1000).
+	MinRequests int
 	// Arrival is the steps' arrival process (default ArrivalUsers).
 	Arrival Arrival
 	// SLO is what a healthy step meets.
@@ -202,12 +227,13 @@ type CapacityConfig struct {
 // DefaultCapacityConfig returns the defaults of a capacity search.
 func DefaultCapacityConfig() CapacityConfig {
 	return CapacityConfig{Start: DefaultStartRate, Growth: DefaultGrowth, Precision: DefaultPrecision,
-		MaxSteps: DefaultMaxSteps, Step: DefaultStep, Cooldown: DefaultCooldown, Arrival: ArrivalUsers, SLO: DefaultSLO()}
+		MaxSteps: DefaultMaxSteps, Step: DefaultStep, Cooldown: DefaultCooldown, MinRequests: DefaultMinRequests,
+		Arrival: ArrivalUsers, SLO: DefaultSLO()}
 }
 
 // Validate reports a search Capacity cannot run.
 func (c CapacityConfig) Validate() error {
-	if c.Start < 0 || c.Max < 0 || c.Precision < 0 || c.MaxSteps < 0 || c.Step < 0 || c.Cooldown < 0 ||
+	if c.Start < 0 || c.Max < 0 || c.Precision < 0 || c.MaxSteps < 0 || c.Step < 0 || c.Cooldown < 0 || c.MinRequests < 0 ||
 		c.Growth != 0 && c.Growth <= 1 || math.IsNaN(c.Start) || math.IsInf(c.Start, 0) {
 		return fmt.Errorf("%w: capacity search %+v", ErrConfig, c)
 	}
@@ -238,6 +264,9 @@ func (c CapacityConfig) withDefaults() CapacityConfig {
 	if c.Cooldown == 0 {
 		c.Cooldown = DefaultCooldown
 	}
+	if c.MinRequests == 0 {
+		c.MinRequests = DefaultMinRequests
+	}
 	c.SLO = c.SLO.withDefaults()
 	return c
 }
@@ -265,7 +294,11 @@ func (e *Engine) Capacity(ctx context.Context, cfg CapacityConfig) (*report.Capa
 				return capy, ctx.Err()
 			}
 		}
-		st, err := e.Run(ctx, Phase{Label: fmt.Sprintf("step %d", n+1), Rate: rate, Arrival: cfg.Arrival, Duration: cfg.Step})
+		dur := cfg.Step
+		if need := time.Duration(float64(cfg.MinRequests) / rate * float64(time.Second)); need > dur {
+			dur = min(need, 5*cfg.Step)
+		}
+		st, err := e.Run(ctx, Phase{Label: fmt.Sprintf("step %d", n+1), Rate: rate, Arrival: cfg.Arrival, Duration: dur})
 		mode, detail := cfg.SLO.Check(st)
 		e.setFailure(st.Index, mode, detail)
 		st.Failure, st.FailureDetail = mode, detail

@@ -131,7 +131,7 @@ func TestCapacitySearchFindsKnee(t *testing.T) {
 	url := serve(t, &queueServer{service: time.Second / capacity})
 	e := newEngine(t, url, oneOp(t))
 	c, err := e.Capacity(ctx, load.CapacityConfig{Start: 150, Growth: 1.6, Step: 2500 * time.Millisecond,
-		Cooldown: 200 * time.Millisecond, Arrival: load.ArrivalUniform, Precision: 0.05,
+		Cooldown: 200 * time.Millisecond, Arrival: load.ArrivalUniform, Precision: 0.05, MinRequests: 100,
 		SLO: load.SLO{MaxSendLag: 200 * time.Millisecond}, // the machine may be busy: judge the server
 		OnStep: func(st report.Step) {
 			t.Logf("step %d: %.0f req/s -> p99 %.1f ms, send lag p99 %.1f ms, %s", st.Index, st.Offered, st.Latency.P99, st.SendLag.P99, st.FailureDetail)
