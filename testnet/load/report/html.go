@@ -44,6 +44,12 @@ func (v *view) build() {
 		}
 		bands = append(bands, Band{X0: s.Start, X1: s.Start + s.Duration, Label: label})
 	}
+	// Time charts start with the first step (registration and prefill
+	// come before it; the disk chart shows them).
+	first := 0.0
+	if len(r.Steps) > 0 {
+		first = r.Steps[0].Start
+	}
 	var t, p50, p90, p99, mx, sent, ach, off, errs []float64
 	for _, p := range r.Series {
 		t = append(t, p.T)
@@ -55,7 +61,7 @@ func (v *view) build() {
 		slo = append(slo, HLine{Y: r.SLO.P99, Label: fmt.Sprintf("p99 objective %s", fmtNum(r.SLO.P99, "ms"))})
 	}
 	v.Charts = append(v.Charts, Chart{ID: "latency-time", Title: "Latency over time (answers received each second)", XLabel: "seconds since start",
-		YLabel: "latency", YUnit: "ms", LogY: true, XFromZero: true, Bands: bands, HLines: slo, Expect: len(t) > 0,
+		YLabel: "latency", YUnit: "ms", LogY: true, Bands: bands, HLines: slo, Expect: len(t) > 0,
 		Series: []Series{{Name: "p50", X: t, Y: p50, Line: true}, {Name: "p90", X: t, Y: p90, Line: true},
 			{Name: "p99", X: t, Y: p99, Line: true}, {Name: "max", X: t, Y: mx, Line: true, Dash: true}}}.SVG())
 	thr := []Series{{Name: "sent/s", X: t, Y: sent, Line: true}, {Name: "answered/s", X: t, Y: ach, Line: true},
@@ -64,7 +70,7 @@ func (v *view) build() {
 		thr = append([]Series{{Name: "offered", X: t, Y: off, Line: true, Dash: true, Color: "#7f7f7f"}}, thr...)
 	}
 	v.Charts = append(v.Charts, Chart{ID: "throughput-time", Title: "Throughput over time", XLabel: "seconds since start",
-		YLabel: "requests/s", XFromZero: true, Bands: bands, Series: thr, Expect: len(t) > 0}.SVG())
+		YLabel: "requests/s", Bands: bands, Series: thr, Expect: len(t) > 0}.SVG())
 	// Latency against offered load: one point per open-loop step.
 	var ox, oy50, oy99, oyMax []float64
 	steps := slices.Clone(r.Steps)
@@ -113,15 +119,18 @@ func (v *view) build() {
 	if len(r.Procs) > 0 {
 		var cpu, rss, disk []Series
 		for i, p := range r.Procs {
-			var x, c, m, d []float64
+			var x, c, m, xd, d []float64
 			for _, s := range p.Samples {
-				x, c, m, d = append(x, s.T), append(c, s.CPU), append(m, float64(s.RSS)), append(d, float64(s.Disk))
+				xd, d = append(xd, s.T), append(d, float64(s.Disk))
+				if s.T >= first-2 {
+					x, c, m = append(x, s.T), append(c, s.CPU), append(m, float64(s.RSS))
+				}
 			}
 			col := Palette[i%len(Palette)]
 			cpu = append(cpu, Series{Name: p.Name, X: x, Y: c, Line: true, Color: col})
 			rss = append(rss, Series{Name: p.Name, X: x, Y: m, Line: true, Color: col})
 			if p.Name != GeneratorProc {
-				disk = append(disk, Series{Name: p.Name, X: x, Y: d, Line: true, Color: col})
+				disk = append(disk, Series{Name: p.Name, X: xd, Y: d, Line: true, Color: col})
 			}
 		}
 		note := ""
@@ -129,9 +138,9 @@ func (v *view) build() {
 			note = " (server in the generator's process: includes the generator)"
 		}
 		v.ProcCh = append(v.ProcCh,
-			Chart{ID: "proc-cpu", Title: "CPU use, cores (server processes and the load generator)" + note, XLabel: "seconds since start", YLabel: "cores", XFromZero: true, Bands: bands, Series: cpu, Expect: true, H: 260}.SVG(),
-			Chart{ID: "proc-rss", Title: "Resident memory (server processes and the load generator)" + note, XLabel: "seconds since start", YLabel: "RSS", YUnit: "B", XFromZero: true, Bands: bands, Series: rss, Expect: true, H: 260}.SVG(),
-			Chart{ID: "proc-disk", Title: "Data folder size on disk", XLabel: "seconds since start", YLabel: "disk", YUnit: "B", XFromZero: true, Bands: bands, Series: disk, Expect: true, H: 260}.SVG())
+			Chart{ID: "proc-cpu", Title: "CPU use, cores (server processes and the load generator)" + note, XLabel: "seconds since start", YLabel: "cores", Bands: bands, Series: cpu, Expect: true, H: 260}.SVG(),
+			Chart{ID: "proc-rss", Title: "Resident memory (server processes and the load generator)" + note, XLabel: "seconds since start", YLabel: "RSS", YUnit: "B", Bands: bands, Series: rss, Expect: true, H: 260}.SVG(),
+			Chart{ID: "proc-disk", Title: "Data folder size on disk (from the start: registration and prefill, then the steps)", XLabel: "seconds since start", YLabel: "disk", YUnit: "B", XFromZero: true, Bands: bands, Series: disk, Expect: true, H: 260}.SVG())
 	}
 	// The step whose ops are tabled first: the capacity step, else the
 	// last one.
@@ -225,7 +234,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;width:100%;margin:6px 0 12px;font-size:12px}.wide{overflow-x:auto}
 th,td{border-bottom:1px solid #e4e4e4;padding:3px 6px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}
-td.fail{color:#b00020;text-align:left;white-space:normal}
+td.fail,div.fail{color:#b00020;text-align:left;white-space:normal}div.fail{font-size:12px}
 .chart{display:block;margin:8px 0 18px;max-width:100%;height:auto;background:#fff}
 .chart .title{font-weight:600;font-size:13px}.chart .axis line{stroke:#888}.chart line.grid{stroke:#eee}
 .chart .xt{font-size:11px;text-anchor:middle;fill:#555}.chart .yt{font-size:11px;text-anchor:end;fill:#555}
@@ -260,8 +269,9 @@ dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:6px 0
 
 <h2>Steps</h2>
 <div class="wide"><table id="steps"><tr><th>step</th><th>loop</th><th>offered req/s</th><th>active users</th><th>answered/s</th><th>requests</th><th>errors</th><th>timeouts</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>send lag p99</th><th>verdict</th></tr>
-{{range .R.Steps}}<tr><td>{{.Label}}</td><td>{{.Loop}}{{if .Concurrency}} ×{{.Concurrency}}{{end}}</td><td>{{if .Offered}}{{num .Offered}}{{else}}—{{end}}</td><td>{{if .OfferedUsers}}{{num .OfferedUsers}}{{else}}—{{end}}</td><td>{{num .Achieved}}</td><td>{{.Requests}}</td><td>{{.Errors}} ({{pct .Errors .Requests}})</td><td>{{.Timeouts}}</td><td>{{ms .Latency.P50}}</td><td>{{ms .Latency.P90}}</td><td>{{ms .Latency.P99}}</td><td>{{ms .Latency.Max}}</td><td>{{ms .SendLag.P99}}</td><td class="fail">{{if .Failure}}{{.FailureDetail}}{{else}}{{if eq .Loop "open"}}healthy{{end}}{{end}}</td></tr>
+{{range .R.Steps}}<tr><td>{{.Label}}</td><td>{{.Loop}}{{if .Concurrency}} ×{{.Concurrency}}{{end}}</td><td>{{if .Offered}}{{num .Offered}}{{else}}—{{end}}</td><td>{{if .OfferedUsers}}{{num .OfferedUsers}}{{else}}—{{end}}</td><td>{{num .Achieved}}</td><td>{{.Requests}}</td><td>{{.Errors}} ({{pct .Errors .Requests}})</td><td>{{.Timeouts}}</td><td>{{ms .Latency.P50}}</td><td>{{ms .Latency.P90}}</td><td>{{ms .Latency.P99}}</td><td>{{ms .Latency.Max}}</td><td>{{ms .SendLag.P99}}</td><td class="fail"{{if .Failure}} title="{{.FailureDetail}}"{{end}}>{{if .Failure}}{{.Failure}}{{else}}{{if eq .Loop "open"}}healthy{{end}}{{end}}</td></tr>
 {{end}}</table></div>
+{{range .R.Steps}}{{if .Failure}}<div class="fail">{{.Label}}: {{.FailureDetail}}</div>{{end}}{{end}}
 
 {{with .OpStep}}<h2>Operations at {{.Label}}{{if .Offered}} ({{num .Offered}} req/s offered){{end}}</h2>
 <div class="wide"><table id="ops"><tr><th>op</th><th>requests</th><th>req/s</th><th>errors</th><th>not found</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>WBOs out</th><th>WBOs in</th><th>bytes out</th><th>bytes in</th></tr>
