@@ -111,11 +111,13 @@ func (e *Engine) forEach(ctx context.Context, ps []*profile, f func(context.Cont
 	return ctx.Err()
 }
 
-// retry runs f up to 5 times while it fails with a retryable answer (503,
-// 429, a refused or reset connection), with growing pauses.
+// retry runs f up to 8 times while it fails with a retryable answer (503,
+// 429, a refused or reset connection, a timeout), pausing 0.1 s, 0.2 s,
+// ... 6.4 s in between (about 13 s in all): setup requests meet a server
+// that is busy hashing passwords or compacting.
 func retry(ctx context.Context, f func() (outcome, error)) error {
 	var err error
-	for i := range 5 {
+	for i := range 8 {
 		var out outcome
 		out, err = f()
 		if err == nil {
@@ -124,6 +126,9 @@ func retry(ctx context.Context, f func() (outcome, error)) error {
 		if out.status != http.StatusServiceUnavailable && out.status != http.StatusTooManyRequests &&
 			out.kind != "refused" && out.kind != "reset" && out.kind != "timeout" {
 			return err
+		}
+		if i == 7 {
+			break
 		}
 		select {
 		case <-time.After(time.Duration(100<<i) * time.Millisecond):
