@@ -1,6 +1,7 @@
 // Command hce runs the parts of HCE, a federated Firefox Sync (Weave
 // 1.0/1.1) storage system: `hce serve` runs a whole Weave server (user API
-// and storage API) in one process; `hce load` measures one.
+// and storage API) in one process; `hce load` measures one (or a testnet)
+// under a traffic mix and finds its capacity.
 package main
 
 import (
@@ -30,7 +31,9 @@ Usage:
                                  restart, drain, partition, cut, heal, chaos (randomized fault test)
   hce client [flags] <command>   talk to a Weave server as one account: register, node, info,
                                  ids, get, put, post, delete, wipe, token, passwd
-  hce load [flags]               measure a Weave server beside a minimal net/http handler
+  hce load [flags]               load a Weave server or testnet with a traffic mix (open or closed loop);
+  hce load capacity [flags]      find how many users it holds (last healthy step, failure mode)
+  hce load compare A.json B.json two runs side by side
   hce config print <command> [flags]
                                  print the effective settings of a command and their sources
   hce version                    print the version, commit and build time as JSON (/__version__)

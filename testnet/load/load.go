@@ -1,10 +1,6 @@
-// Package load is HCE's load generator: it registers users through the
-// Weave user API, prefills their storage and drives one of a few scenarios
-// (POST of 100 WBOs, GET full=1&limit=100, info/collections) with a fixed
-// number of concurrent users, reporting requests/s, WBOs/s and latency
-// percentiles. The same generator measures a minimal net/http handler
-// (Baseline) so that figures are reported as ratios, which stay comparable
-// on a noisy machine where absolute numbers drift.
+// This file holds Runner, the closed-loop micro-benchmark of issue 2
+// that the Go benchmarks in package testnet drive (see doc.go).
+
 package load
 
 import (
