@@ -134,7 +134,7 @@ func TestConcurrentWritersAndPoller(t *testing.T) {
 			defer pollers.Done()
 			var since api.Stamp
 			poll := func() {
-				ws, now, err := s.GetCollection(ctx, u, "c", &api.Query{HasNewer: true, Newer: since})
+				ws, now, err := api.ReadCollection(ctx, s, u, "c", &api.Query{HasNewer: true, Newer: since})
 				if err != nil {
 					t.Error(err)
 					return
@@ -251,7 +251,7 @@ func TestClockHotUserDoesNotMoveOthers(t *testing.T) {
 	if _, now, err := s.CollectionTimestamps(ctx, "b"); err != nil || now != wall {
 		t.Fatalf("b's read at %v (%v), want the wall clock %v", now, err, wall)
 	}
-	if _, now, err := s.GetCollection(ctx, "c", "c", nil); err != nil || now != wall {
+	if _, now, err := api.ReadCollection(ctx, s, "c", "c", nil); err != nil || now != wall {
 		t.Fatalf("c's read at %v (%v), want the wall clock %v", now, err, wall)
 	}
 	if _, now, err := s.CollectionTimestamps(ctx, "a"); err != nil || now != lastA {
@@ -288,7 +288,7 @@ func TestClockUserStampsIncrease(t *testing.T) {
 		case 0:
 			ts = mustPut(t, s, "u", "c", testkit.WBO(fmt.Sprint(i), "x")).Timestamp
 		case 1:
-			_, ts, err = s.GetCollection(ctx, "u", "c", &api.Query{})
+			_, ts, err = api.ReadCollection(ctx, s, "u", "c", &api.Query{})
 			write = false
 		case 2:
 			var r api.WriteResult
@@ -418,7 +418,7 @@ func TestClockEvictionConcurrent(t *testing.T) {
 						r, err = s.PutItem(ctx, u, "c", testkit.WBO(fmt.Sprint(g, i), "x"), api.Precondition{})
 						ts = r.Timestamp
 					default:
-						_, ts, err = s.GetCollection(ctx, u, "c", &api.Query{})
+						_, ts, err = api.ReadCollection(ctx, s, u, "c", &api.Query{})
 					}
 					if err != nil {
 						t.Error(err)

@@ -111,12 +111,13 @@ func (r *record) head() head {
 	return h
 }
 
-// Plain flags of a record: which strings are JSON-plain.
+// Plain flags of a record: which strings are JSON-plain. They are the
+// bits of api.Plain, the hint a read hands to the encoder.
 const (
-	plainID = 1 << iota
-	plainPayload
-	plainParent
-	plainPred
+	plainID      = byte(api.PlainID)
+	plainPayload = byte(api.PlainPayload)
+	plainParent  = byte(api.PlainParentID)
+	plainPred    = byte(api.PlainPredecessorID)
 )
 
 // jsonPlain reports whether s is printable ASCII without '"' and '\\', so

@@ -52,7 +52,8 @@
 //
 // The Weave storage API (api.Store):
 //
-//   - query.go: GetCollection, AppendCollection, GetItem and query plans
+//   - query.go: GetCollection (streamed from a snapshot), GetItem, query
+//     plans and counts
 //   - info.go: info/collections, counts, usage, quota
 //   - write.go: the client write path (PutItem, PostItems, deletes,
 //     CheckWrite) over writeLocked

@@ -19,10 +19,7 @@ import (
 	"github.com/hce-sync/hce/node/revtree"
 )
 
-var (
-	_ api.Store              = (*Store)(nil)
-	_ api.CollectionAppender = (*Store)(nil)
-)
+var _ api.Store = (*Store)(nil)
 
 const (
 	numStripes = 4096

@@ -323,7 +323,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 				h  head
 			}
 			var victims []victim
-			e := query{s: s, user: user, coll: coll, q: q, nowSec: t.mono / 100, sc: sc, total: cm.count}
+			e := query{s: s, r: s.db, user: user, coll: coll, q: q, nowSec: t.mono / 100, sc: sc, total: cm.count, ttl: cm.ttl}
 			e.emit = func(r *record) bool {
 				victims = append(victims, victim{id: strings.Clone(r.id), h: r.head()})
 				return true
