@@ -78,7 +78,12 @@ type bulkGetError struct {
 // bulkGet answers POST _bulk_get: one result per requested {id, rev}, in
 // order. A revision the store cannot serve is answered with an error
 // object (never pouchdb-server's {"missing"} form, which PouchDB's
-// replicator silently skips past).
+// replicator silently skips past). The answer streams: each result is
+// written as soon as its document is read, and only the last document is
+// kept (consecutive requests of one document share it), so a request
+// holds one document (at most Config.MaxDocBytes of the store's) whatever
+// it asks for. A store failure after the first result cuts the
+// connection.
 func (h *handler) bulkGet(w http.ResponseWriter, r *http.Request, db string) error {
 	revs, latest, err := revsLatest(r)
 	if err != nil {
@@ -100,15 +105,16 @@ func (h *handler) bulkGet(w http.ResponseWriter, r *http.Request, db string) err
 		ID   string          `json:"id"`
 		Docs []bulkGetResult `json:"docs"`
 	}
-	out := make([]result, 0, len(req.Docs))
-	cache := make(map[string]*node.Doc)
+	sw := newStreamWriter(w, []byte(`{"results":[`))
+	var d *node.Doc
+	lastID, loaded := "", false
 	for _, q := range req.Docs {
-		d, ok := cache[q.ID]
-		if !ok {
+		if !loaded || q.ID != lastID {
+			d = nil
 			if d, err = h.loadDoc(r.Context(), db, q.ID); err != nil {
-				return err
+				return sw.fail(h, r, err)
 			}
-			cache[q.ID] = d
+			lastID, loaded = q.ID, true
 		}
 		miss := func(code, reason string) []bulkGetResult {
 			return []bulkGetResult{{Error: &bulkGetError{ID: q.ID, Rev: q.Rev, Error: code, Reason: reason}}}
@@ -144,10 +150,11 @@ func (h *handler) bulkGet(w http.ResponseWriter, r *http.Request, db string) err
 				res.Docs = miss("not_found", "missing")
 			}
 		}
-		out = append(out, res)
+		if err := sw.element(res); err != nil {
+			return sw.fail(h, r, err)
+		}
 	}
-	h.json(w, http.StatusOK, map[string]any{"results": out})
-	return nil
+	return sw.end([]byte("]}"))
 }
 
 // bulkDocsRow is one entry of a _bulk_docs answer.
