@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/revtree"
 )
 
 // ApplyRevisions stores revisions received from a peer or a CouchDB
@@ -124,9 +126,16 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				if !changed {
 					continue
 				}
+				if err := w.checkLimits(ds, r, trial); err != nil {
+					if !errors.Is(err, ErrRevRejected) {
+						return nil, err
+					}
+					errs[i] = err
+					continue
+				}
 				ds.tree = trial
 				if leaf := r.Path.Leaf(); ds.isLeaf(leaf) {
-					ds.bodies[leaf] = r.Body
+					ds.setBody(leaf, r.Body)
 				}
 				s.settle(ds)
 			}
@@ -166,6 +175,55 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 	return errs, nil
 }
 
+// checkLimits refuses revision r of document ds (a tree) when merging it,
+// as trial, would take the document past Config.MaxConflicts or
+// Config.MaxDocBytes and further from them than it is: a document already
+// past a limit (stored before it, or with other limits) may still lose
+// conflicts and bytes.
+func (w *writer) checkLimits(ds *docState, r *Revision, trial *revtree.Tree) error {
+	if err := w.viewPlen(ds, r.ID); err != nil {
+		return err
+	}
+	bytes0, conf0 := ds.size()
+	keep := ds.tree
+	ds.tree = trial
+	bytes1, conf1 := ds.size()
+	ds.tree = keep
+	if leaf := r.Path.Leaf(); trial.IsLeaf(leaf) {
+		// The new leaf's body is not in ds yet.
+		bytes1 += int64(len(r.Body.Payload))
+	}
+	cfg := &w.s.cfg
+	switch {
+	case conf1 > cfg.MaxConflicts && conf1 > conf0:
+		return fmt.Errorf("%w: %s/%s would have %d conflicting leaves (limit %d)", ErrTooManyConflicts, r.Coll, r.ID, conf1, cfg.MaxConflicts)
+	case bytes1 > cfg.MaxDocBytes && bytes1 > bytes0:
+		return fmt.Errorf("%w: %s/%s would have %d bytes (limit %d)", ErrDocTooLarge, r.Coll, r.ID, bytes1, cfg.MaxDocBytes)
+	}
+	return nil
+}
+
+// viewPlen sets ds.viewPlen (the payload length of the live winner whose
+// fields are in the Weave record) when it is needed and not known yet.
+func (w *writer) viewPlen(ds *docState, id string) error {
+	if !ds.inView || ds.viewPlen >= 0 {
+		return nil
+	}
+	h, pend, ok, err := w.lookup(id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case pend != nil:
+		ds.viewPlen = int64(len(pend.payload))
+	case ok:
+		ds.viewPlen = h.plen
+	default:
+		ds.viewPlen = 0
+	}
+	return nil
+}
+
 // applyWinners updates the Weave view of w's collection's changed
 // documents whose winner changed in this request.
 func (w *writer) applyWinners() error {
@@ -193,7 +251,10 @@ func (w *writer) applyWinners() error {
 			}
 			continue
 		}
-		x := ds.bodies[win.Rev]
+		x, _, err := ds.body(win.Rev)
+		if err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+		}
 		if err := w.install(id, &x); err != nil {
 			return err
 		}

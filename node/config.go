@@ -17,6 +17,12 @@ const (
 	DefaultCacheUsers    = 100000
 	DefaultCacheBytes    = 64 << 20
 	DefaultMemTableBytes = 8 << 20
+	DefaultMaxConflicts  = 32
+	DefaultMaxDocBytes   = 4 << 20
+	// MinMaxDocBytes is the least MaxDocBytes may be: a single-path
+	// document at the Weave limits (a payload of 256 KiB, RevsLimit
+	// revisions) always fits.
+	MinMaxDocBytes = 1 << 20
 )
 
 // ErrClosed is returned by every Store method called after Close.
@@ -56,6 +62,18 @@ type Config struct {
 	// document's revision tree keeps (CouchDB's _revs_limit). Default
 	// 1000.
 	RevsLimit int
+	// MaxConflicts is the most live leaves a document may have besides its
+	// winner. A replicated or CouchDB revision that would add one beyond
+	// it is refused (ErrTooManyConflicts); a client's Weave write
+	// tombstones a document's conflicts. Default 32.
+	MaxConflicts int
+	// MaxDocBytes bounds a document's size: 20 bytes per revision of its
+	// tree plus, per leaf, 64 bytes and the payload. A revision that
+	// would take a document past it is refused (ErrDocTooLarge), so that
+	// loading, fetching or serving one document (open_revs=all, a
+	// replication fetch) stays within it. Default 4 MiB, at least
+	// MinMaxDocBytes.
+	MaxDocBytes int64
 
 	// fs replaces Pebble's file system (tests count fsyncs with it).
 	fs vfs.FS
@@ -70,6 +88,8 @@ func DefaultConfig() Config {
 		CacheUsers:    DefaultCacheUsers,
 		CacheBytes:    DefaultCacheBytes,
 		MemTableBytes: DefaultMemTableBytes,
+		MaxConflicts:  DefaultMaxConflicts,
+		MaxDocBytes:   DefaultMaxDocBytes,
 	}
 }
 
@@ -91,6 +111,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: Config.MemTableBytes %d out of range", c.MemTableBytes)
 	case c.RevsLimit < 0 || c.RevsLimit > revtree.HardMaxPathLen/2:
 		return fmt.Errorf("node: Config.RevsLimit %d out of range", c.RevsLimit)
+	case c.MaxConflicts < 0:
+		return fmt.Errorf("node: Config.MaxConflicts %d is negative", c.MaxConflicts)
+	case c.MaxDocBytes != 0 && c.MaxDocBytes < MinMaxDocBytes:
+		return fmt.Errorf("node: Config.MaxDocBytes %d below %d", c.MaxDocBytes, MinMaxDocBytes)
 	case len(c.NodeID) > MaxOriginLen:
 		return fmt.Errorf("node: Config.NodeID of %d bytes", len(c.NodeID))
 	}
@@ -120,6 +144,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RevsLimit == 0 {
 		c.RevsLimit = revtree.DefaultRevsLimit
+	}
+	if c.MaxConflicts == 0 {
+		c.MaxConflicts = d.MaxConflicts
+	}
+	if c.MaxDocBytes == 0 {
+		c.MaxDocBytes = d.MaxDocBytes
 	}
 	return c
 }

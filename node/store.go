@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -62,6 +63,9 @@ type Store struct {
 type scratch struct {
 	k, k2, v []byte
 	q        query // the running query (kept here so it is not allocated per request)
+	// pins keep Pebble values that the request's documents alias valid
+	// until the request ends (putScratch closes them).
+	pins []io.Closer
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and starts the
@@ -202,6 +206,11 @@ func (s *Store) leave() { s.closeMu.RUnlock() }
 func (s *Store) getScratch() *scratch { return s.bufs.Get().(*scratch) }
 
 func (s *Store) putScratch(b *scratch) {
+	for i, c := range b.pins {
+		c.Close()
+		b.pins[i] = nil
+	}
+	b.pins = b.pins[:0]
 	if cap(b.v) > 1<<20 {
 		b.v = nil
 	}
