@@ -147,8 +147,10 @@ type Store interface {
 	// CollectionUsage maps each collection with live records to the sum of
 	// the UTF-8 byte lengths of their payloads.
 	CollectionUsage(ctx context.Context, user string) (map[string]int64, Stamp, error)
-	// Quota returns the user's live payload bytes and the quota in bytes
-	// (0 when quotas are off).
+	// Quota returns the bytes counted against the user's quota (the live
+	// payload bytes, plus whatever else the store counts: the node counts
+	// conflicting revisions and replicators' _local documents) and the
+	// quota in bytes (0 when quotas are off).
 	Quota(ctx context.Context, user string) (used, limit int64, now Stamp, err error)
 	// GetCollection streams the live records matching q, in q's order,
 	// after offset and limit, from one consistent view of the collection:

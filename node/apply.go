@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -72,8 +73,23 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 	if len(order) == 0 && cp == nil {
 		return errs, nil
 	}
-	_, st, err := s.writeLockedFrom(user, peer, nil,
+	quota := s.cfg.QuotaBytes
+	var check checkFunc
+	if quota > 0 && peer == "" {
+		check = func(st *userState) (*userState, error) { return s.purgedLocked(user, st) }
+	}
+	var overUsage int64 // the user's usage after a replicated batch, when over quota
+	_, st, err := s.writeLockedFrom(user, peer, check,
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+			// A client's revisions that add content are refused one by
+			// one once the user's usage, with the payloads accepted
+			// before them in this call, reaches the quota; tombstones and
+			// revisions already stored pass. Replicated ones never are:
+			// another member acknowledged them.
+			budget := int64(math.MaxInt64)
+			if quota > 0 && peer == "" {
+				budget = quota - st.usage()
+			}
 			var writers []*writer
 			var w *writer
 			flush := func() error {
@@ -111,9 +127,17 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				if err := w.loadHistory(ds, r.ID); err != nil {
 					return nil, err
 				}
+				adds := !r.Path.Deleted && !ds.contains(r.Path.Leaf())
+				if adds && budget <= 0 {
+					errs[i] = fmt.Errorf("%w: %s/%s: %w", ErrRevRejected, r.Coll, r.ID, api.ErrOverQuota)
+					continue
+				}
 				if done, changed := ds.applyLinear(r, s.revCfg); done {
 					if changed {
 						ds.dirty = true
+						if adds {
+							budget -= int64(len(r.Body.Payload))
+						}
 					}
 					continue
 				}
@@ -138,6 +162,9 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 					ds.setBody(leaf, r.Body)
 				}
 				s.settle(ds)
+				if adds {
+					budget -= int64(len(r.Body.Payload))
+				}
 			}
 			if err := flush(); err != nil {
 				return nil, err
@@ -159,10 +186,16 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				for _, w := range writers {
 					w.apply(st)
 				}
+				if quota > 0 && peer != "" && st.usage() > quota {
+					overUsage = st.usage()
+				}
 			}, nil
 		})
 	if err != nil {
 		return nil, err
+	}
+	if overUsage > 0 {
+		s.reportOverQuota(user, peer, overUsage)
 	}
 	if peer == "" {
 		// A client's write (a CouchDB replicator pushing to this node):
@@ -174,6 +207,23 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 	}
 	return errs, nil
 }
+
+// reportOverQuota records that replicated revisions left user over quota:
+// they are stored all the same (another member acknowledged them), the
+// store counts it (ReplicatedOverQuota) and logs it at a bounded rate.
+func (s *Store) reportOverQuota(user, peer string, usage int64) {
+	s.overQuota.Add(1)
+	if ok, held := s.overQuotaLog.allow(s.cfg.Clock()); ok {
+		s.log.Warn("replicated revisions left a user over quota", "user", user, "peer", peer,
+			"usage_bytes", usage, "quota_bytes", s.cfg.QuotaBytes, "not_logged", held)
+	}
+}
+
+// ReplicatedOverQuota counts the replicated batches that left their user
+// over quota since the store was opened. Replication never refuses data
+// for a quota (another member acknowledged it): the user's client writes
+// are refused until usage is below the quota again.
+func (s *Store) ReplicatedOverQuota() uint64 { return s.overQuota.Load() }
 
 // checkLimits refuses revision r of document ds (a tree) when merging it,
 // as trial, would take the document past Config.MaxConflicts or

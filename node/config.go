@@ -19,6 +19,7 @@ const (
 	DefaultMemTableBytes = 8 << 20
 	DefaultMaxConflicts  = 32
 	DefaultMaxDocBytes   = 4 << 20
+	DefaultMaxLocalDocs  = 64
 	// MinMaxDocBytes is the least MaxDocBytes may be: a single-path
 	// document at the Weave limits (a payload of 256 KiB, RevsLimit
 	// revisions) always fits.
@@ -36,8 +37,13 @@ type Config struct {
 	// Logger receives the store's and Pebble's log messages. Default: a
 	// logger that discards everything.
 	Logger *slog.Logger
-	// QuotaBytes is the per-user quota on live payload bytes; 0 turns
-	// quotas off.
+	// QuotaBytes is the per-user quota in bytes; 0 turns quotas off. It
+	// counts the payloads of live records and of conflicting live leaves
+	// and the _local documents' bodies (not tombstones, revision trees or
+	// metadata). A client write (Weave, CouchDB) that adds content fails
+	// with api.ErrOverQuota once the user is at or over it; replicated
+	// revisions are always stored (ReplicatedOverQuota counts the
+	// batches that leave a user over it).
 	QuotaBytes int64
 	// PurgeInterval is how often expired records are purged in the
 	// background. Default 1 minute.
@@ -74,6 +80,10 @@ type Config struct {
 	// replication fetch) stays within it. Default 4 MiB, at least
 	// MinMaxDocBytes.
 	MaxDocBytes int64
+	// MaxLocalDocs is how many _local documents (CouchDB replicators'
+	// checkpoints, MaxLocalDocBytes each at most) a user may keep; a new
+	// one beyond it fails with ErrTooManyLocal. Default 64.
+	MaxLocalDocs int
 
 	// fs replaces Pebble's file system (tests count fsyncs with it).
 	fs vfs.FS
@@ -90,6 +100,7 @@ func DefaultConfig() Config {
 		MemTableBytes: DefaultMemTableBytes,
 		MaxConflicts:  DefaultMaxConflicts,
 		MaxDocBytes:   DefaultMaxDocBytes,
+		MaxLocalDocs:  DefaultMaxLocalDocs,
 	}
 }
 
@@ -111,6 +122,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: Config.MemTableBytes %d out of range", c.MemTableBytes)
 	case c.RevsLimit < 0 || c.RevsLimit > revtree.HardMaxPathLen/2:
 		return fmt.Errorf("node: Config.RevsLimit %d out of range", c.RevsLimit)
+	case c.MaxLocalDocs < 0:
+		return fmt.Errorf("node: Config.MaxLocalDocs %d is negative", c.MaxLocalDocs)
 	case c.MaxConflicts < 0:
 		return fmt.Errorf("node: Config.MaxConflicts %d is negative", c.MaxConflicts)
 	case c.MaxDocBytes != 0 && c.MaxDocBytes < MinMaxDocBytes:
@@ -150,6 +163,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDocBytes == 0 {
 		c.MaxDocBytes = d.MaxDocBytes
+	}
+	if c.MaxLocalDocs == 0 {
+		c.MaxLocalDocs = d.MaxLocalDocs
 	}
 	return c
 }

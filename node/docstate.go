@@ -256,6 +256,18 @@ func (ds *docState) leaves() []revtree.Leaf {
 	return ds.tree.Leaves()
 }
 
+// contains reports whether r is a revision of the document (a single
+// path's history must be loaded).
+func (ds *docState) contains(r revtree.Rev) bool {
+	if l := ds.lin; l != nil {
+		if r.Pos > l.start || l.start-r.Pos >= uint64(l.n()) || !l.loaded && l.start-r.Pos >= uint64(l.nRecent) {
+			return false
+		}
+		return l.rev(int(l.start-r.Pos)) == r
+	}
+	return ds.tree != nil && ds.tree.Contains(r)
+}
+
 func (ds *docState) isLeaf(r revtree.Rev) bool {
 	if ds.lin != nil {
 		return r == ds.lin.rev(0)

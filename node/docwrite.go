@@ -17,12 +17,16 @@ type revSession struct {
 	s      *Store
 	origin string
 	chg    uint64 // the last changes-feed number given (the user's, then this request's)
-	docs   map[string]*docState
-	order  []string // keys of docs in first-use order
+	// conf is the user's conflict bytes (userMeta.conf) as this request
+	// changes them (saveDocs); local and nlocal are the user's, carried
+	// into the user meta.
+	conf, local, nlocal int64
+	docs                map[string]*docState
+	order               []string // keys of docs in first-use order
 }
 
 func (s *Store) newRevSession(st *userState) *revSession {
-	return &revSession{s: s, origin: s.origin, chg: st.chg.Load()}
+	return &revSession{s: s, origin: s.origin, chg: st.chg.Load(), conf: st.conf, local: st.local, nlocal: st.nlocal}
 }
 
 // bodyOf is the body of the revision a client write makes of record r.
@@ -36,7 +40,8 @@ func (rs *revSession) bodyOf(r *record, ts int64) Body {
 type docRun struct {
 	orig    revtree.Leaf // the winner before this request
 	hadOrig bool
-	drop    bool // delete the document (expired)
+	drop    bool  // delete the document (expired)
+	conf    int64 // its conflict bytes as last counted (see saveDocs)
 }
 
 func docMapKey(coll, id string) string { return coll + "\x00" + id }
@@ -175,6 +180,7 @@ func (rs *revSession) add(k string, ds *docState) {
 		rs.docs = make(map[string]*docState)
 	}
 	ds.run.orig, ds.run.hadOrig = ds.winner()
+	ds.run.conf = ds.conflictBytes()
 	rs.docs[k] = ds
 	rs.order = append(rs.order, k)
 }
@@ -322,6 +328,13 @@ func (w *writer) saveDocs() error {
 			continue
 		}
 		id := k[len(prefix):]
+		// The conflicting leaves' payloads count against the quota.
+		conf := int64(0)
+		if !ds.run.drop {
+			conf = ds.conflictBytes()
+		}
+		rs.conf = max(0, rs.conf+conf-ds.run.conf)
+		ds.run.conf = conf
 		if ds.run.drop {
 			if ds.seq != 0 {
 				sc.k = chgKey(sc.k[:0], w.user, ds.seq)

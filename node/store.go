@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -57,6 +58,9 @@ type Store struct {
 	waiter      ReplicaWaiter
 	unconfirmed atomic.Uint64 // writes acknowledged after an unconfirmed report
 	unacked     atomic.Uint64 // writes that failed with ErrNotAcknowledged
+
+	overQuota    atomic.Uint64 // replicated batches that left their user over quota
+	overQuotaLog rateLimit
 }
 
 // scratch holds reusable buffers of one request.
@@ -98,12 +102,13 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("node: opening pebble in %s: %w", cfg.Dir, err)
 	}
 	s := &Store{
-		cfg:  cfg,
-		log:  cfg.Logger,
-		db:   db,
-		seed: maphash.MakeSeed(),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		db:           db,
+		seed:         maphash.MakeSeed(),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+		overQuotaLog: rateLimit{every: time.Minute},
 	}
 	s.perShard = max(1, (cfg.CacheUsers+numShards-1)/numShards)
 	for i := range s.shards {

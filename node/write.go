@@ -22,29 +22,35 @@ func (s *Store) quotaLeft(st *userState) int64 {
 	if s.cfg.QuotaBytes <= 0 {
 		return -1
 	}
-	return s.cfg.QuotaBytes - st.used
+	return s.cfg.QuotaBytes - st.usage()
 }
 
 // checkQuotaLocked purges the user's expired records if needed and reports
-// ErrOverQuota when the live payload bytes have reached the quota. The
-// caller holds the exclusive lock.
+// ErrOverQuota when the user's usage (userState.usage: live payloads,
+// conflicting leaves, _local documents) has reached the quota. The caller
+// holds the exclusive lock.
 func (s *Store) checkQuotaLocked(user string, st *userState) (*userState, error) {
-	if s.cfg.QuotaBytes <= 0 {
-		return st, nil
+	st, err := s.purgedLocked(user, st)
+	if err != nil {
+		return nil, err
 	}
-	if st.hasTTL() {
-		if _, err := s.purgeUserLocked(user, nil); err != nil {
-			return nil, err
-		}
-		var err error
-		if st, err = s.state(user); err != nil {
-			return nil, err
-		}
-	}
-	if st.used >= s.cfg.QuotaBytes {
+	if s.cfg.QuotaBytes > 0 && st.usage() >= s.cfg.QuotaBytes {
 		return nil, api.ErrOverQuota
 	}
 	return st, nil
+}
+
+// purgedLocked purges the user's expired records first when quotas are
+// on and some record has a ttl (so that usage is exact), and returns the
+// user's state. The caller holds the exclusive lock.
+func (s *Store) purgedLocked(user string, st *userState) (*userState, error) {
+	if s.cfg.QuotaBytes <= 0 || !st.hasTTL() {
+		return st, nil
+	}
+	if _, err := s.purgeUserLocked(user, nil); err != nil {
+		return nil, err
+	}
+	return s.state(user)
 }
 
 func checkPre(st *userState, coll string, pre api.Precondition) error {
@@ -129,7 +135,7 @@ func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageF
 		}
 		b.Reset()
 		sc.k = metaKey(sc.k[:0], user, "")
-		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(ts), st.chg.Load())
+		sc.v = appendUserMeta(sc.v[:0], st.meta(int64(ts), st.chg.Load()))
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return 0, nil, err
 		}
@@ -386,13 +392,16 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 		// Keep the insertion counter so numbers are never reused, and
 		// the user's last stamp.
 		sc.k = metaKey(sc.k[:0], user, "")
-		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(t.ts), rs.chg)
+		m := st.meta(int64(t.ts), rs.chg)
+		m.conf = rs.conf
+		sc.v = appendUserMeta(sc.v[:0], m)
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return nil, err
 		}
 		return func() {
 			clear(st.colls)
 			st.used = 0
+			st.conf = rs.conf
 			st.chg.Store(rs.chg)
 		}, nil
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/node/revtree"
 )
@@ -196,6 +197,10 @@ func (h *handler) bulkDocs(w http.ResponseWriter, r *http.Request, db string) er
 	return nil
 }
 
+// overQuotaReason is the reason of a write refused because the user is
+// over quota (a "forbidden" row of _bulk_docs, a 403 otherwise).
+const overQuotaReason = "quota exceeded: the user's storage is full; delete records to free space"
+
 // applyDocs decodes and stores documents with new_edits=false semantics
 // and returns one row per document, with Error set for refused ones.
 func (h *handler) applyDocs(ctx context.Context, db string, docs []json.RawMessage) ([]bulkDocsRow, error) {
@@ -225,8 +230,13 @@ func (h *handler) applyDocs(ctx context.Context, db string, docs []json.RawMessa
 			if e != nil {
 				// Every refusal is per document (node.ErrRevRejected):
 				// "forbidden" is the string PouchDB counts as a write
-				// failure and goes on after.
-				rows[idx[j]].Error, rows[idx[j]].Reason = "forbidden", e.Error()
+				// failure and goes on after. A user over quota gets
+				// it too, with a reason saying so.
+				reason := e.Error()
+				if errors.Is(e, api.ErrOverQuota) {
+					reason = overQuotaReason
+				}
+				rows[idx[j]].Error, rows[idx[j]].Reason = "forbidden", reason
 			}
 		}
 	}
