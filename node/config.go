@@ -20,6 +20,7 @@ const (
 	DefaultMaxConflicts  = 32
 	DefaultMaxDocBytes   = 4 << 20
 	DefaultMaxLocalDocs  = 64
+	DefaultMinFreeBytes  = 128 << 20
 	// MinMaxDocBytes is the least MaxDocBytes may be: a single-path
 	// document at the Weave limits (a payload of 256 KiB, RevsLimit
 	// revisions) always fits.
@@ -84,9 +85,23 @@ type Config struct {
 	// checkpoints, MaxLocalDocBytes each at most) a user may keep; a new
 	// one beyond it fails with ErrTooManyLocal. Default 64.
 	MaxLocalDocs int
+	// MinFreeBytes is the free space, in bytes, the store keeps on its
+	// disk for Pebble's flushes and compactions: below it every write
+	// fails at once with ErrDiskFull (503, Retry-After RetryDiskFull),
+	// reads go on, Healthy fails, and writes resume by themselves when
+	// there is room again. A ballast file of half of it in Dir is removed
+	// if Pebble still hits ENOSPC, and made again afterwards. Default 128
+	// MiB; -1 turns the check and the ballast off.
+	MinFreeBytes int64
 
-	// fs replaces Pebble's file system (tests count fsyncs with it).
+	// fs replaces Pebble's file system (tests count fsyncs and inject
+	// errors with it).
 	fs vfs.FS
+	// diskCheckEvery replaces checkEvery (tests).
+	diskCheckEvery time.Duration
+	// noCompactions turns Pebble's automatic compactions off (tests that
+	// need a disk that stays full).
+	noCompactions bool
 }
 
 // DefaultConfig returns a Config with every default filled in except Dir.
@@ -101,11 +116,13 @@ func DefaultConfig() Config {
 		MaxConflicts:  DefaultMaxConflicts,
 		MaxDocBytes:   DefaultMaxDocBytes,
 		MaxLocalDocs:  DefaultMaxLocalDocs,
+		MinFreeBytes:  DefaultMinFreeBytes,
 	}
 }
 
-// Validate reports whether c is usable: Dir must be set and no field may
-// be negative.
+// Validate reports whether c is usable: Dir must be set, no field may be
+// negative (but MinFreeBytes may be -1) and MaxDocBytes, when set, is at
+// least MinMaxDocBytes.
 func (c Config) Validate() error {
 	switch {
 	case c.Dir == "":
@@ -122,6 +139,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: Config.MemTableBytes %d out of range", c.MemTableBytes)
 	case c.RevsLimit < 0 || c.RevsLimit > revtree.HardMaxPathLen/2:
 		return fmt.Errorf("node: Config.RevsLimit %d out of range", c.RevsLimit)
+	case c.MinFreeBytes < -1:
+		return fmt.Errorf("node: Config.MinFreeBytes %d out of range", c.MinFreeBytes)
 	case c.MaxLocalDocs < 0:
 		return fmt.Errorf("node: Config.MaxLocalDocs %d is negative", c.MaxLocalDocs)
 	case c.MaxConflicts < 0:
@@ -166,6 +185,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxLocalDocs == 0 {
 		c.MaxLocalDocs = d.MaxLocalDocs
+	}
+	if c.MinFreeBytes == 0 {
+		c.MinFreeBytes = d.MinFreeBytes
 	}
 	return c
 }

@@ -160,7 +160,9 @@ func TestWriteOverConflictsIsCheap(t *testing.T) {
 	first := allocated(func() { put(0) })
 	took := time.Since(start)
 	t.Logf("first PUT over %d conflicting leaves of 250 KB: %v, %d KB allocated", leaves, took, first>>10)
-	if first > 4<<20 {
+	// Under the race detector Pebble checks its invariants, and copies
+	// every value it returns: the bound holds without it.
+	if first > 4<<20 && !raceEnabled {
 		t.Errorf("the first PUT allocated %d KB (the leaves hold %d MB)", first>>10, leaves/4)
 	}
 	if live, deleted := leafCounts(t, s, "u", "c", "x"); live != 1 || deleted != leaves-1 {

@@ -11,11 +11,18 @@ import (
 	"github.com/hce-sync/hce/api"
 )
 
+// commit applies b, synced, unless the disk guard refuses writes (full
+// disk, failed store: a 503 wrapping ErrDiskFull or ErrStoreFailed).
 func (s *Store) commit(b *pebble.Batch) error {
-	if err := s.db.Apply(b, pebble.Sync); err != nil {
-		return fmt.Errorf("node: commit: %w", err)
+	if err := s.disk.writable(); err != nil {
+		return err
 	}
-	return nil
+	return s.guarded(func() error {
+		if err := s.db.Apply(b, pebble.Sync); err != nil {
+			return fmt.Errorf("node: commit: %w", err)
+		}
+		return nil
+	})
 }
 
 func (s *Store) quotaLeft(st *userState) int64 {
@@ -103,6 +110,10 @@ func (s *Store) clientWrite(ctx context.Context, user string, wait bool, check c
 // writeLockedFrom is writeLocked for a change that came from peer from
 // ("" for a client's), which the change notice names.
 func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
+	// A full disk refuses the write before it waits for the lock.
+	if err := s.disk.writable(); err != nil {
+		return 0, nil, err
+	}
 	mu := s.lock(user)
 	mu.Lock()
 	defer mu.Unlock()
