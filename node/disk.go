@@ -54,7 +54,8 @@ type diskGuard struct {
 	minFree      int64
 	ballastBytes int64
 	every        time.Duration
-	clock        func() time.Time
+	clock        func() time.Time // for log rates
+	base         time.Time        // checked and the ENOSPC throttle count from here (monotonic)
 	log          *slog.Logger
 
 	full    atomic.Bool // refuse writes (low space, or ENOSPC since the last check)
@@ -64,7 +65,7 @@ type diskGuard struct {
 	mu      sync.Mutex // one check at a time
 	free    atomic.Int64
 
-	lastHit time.Time // guarded by the ENOSPC hook's serialisation
+	lastHit time.Duration // since base; guarded by the ENOSPC hook's serialisation
 	bgLog   rateLimit
 }
 
@@ -72,7 +73,7 @@ type diskGuard struct {
 const checkEvery = 250 * time.Millisecond
 
 func newDiskGuard(fs vfs.FS, dir string, minFree int64, clock func() time.Time, log *slog.Logger) *diskGuard {
-	g := &diskGuard{fs: fs, dir: dir, minFree: minFree, every: checkEvery, clock: clock, log: log, bgLog: rateLimit{every: 10 * time.Second}}
+	g := &diskGuard{fs: fs, dir: dir, minFree: minFree, every: checkEvery, clock: clock, base: time.Now(), log: log, bgLog: rateLimit{every: 10 * time.Second}}
 	if minFree > 0 {
 		g.ballastBytes = minFree / 2
 	}
@@ -90,7 +91,7 @@ func (g *diskGuard) writable() error {
 	if g.minFree <= 0 {
 		return nil
 	}
-	if now := g.clock().UnixNano(); now-g.checked.Load() >= int64(g.every) {
+	if now := time.Since(g.base); int64(now)-g.checked.Load() >= int64(g.every) {
 		g.check(false)
 	}
 	if g.full.Load() {
@@ -123,7 +124,7 @@ func (g *diskGuard) check(wait bool) {
 		return
 	}
 	defer g.mu.Unlock()
-	g.checked.Store(g.clock().UnixNano())
+	g.checked.Store(int64(time.Since(g.base)))
 	du, err := g.fs.GetDiskUsage(g.dir)
 	if err != nil {
 		if ok, held := g.bgLog.allow(g.clock()); ok {
@@ -202,8 +203,8 @@ func (g *diskGuard) makeBallast() error {
 func (g *diskGuard) onDiskFull() {
 	g.hit.Store(true)
 	wasFull := g.full.Swap(true)
-	now := g.clock()
-	if !g.lastHit.IsZero() && now.Sub(g.lastHit) < time.Second {
+	now := time.Since(g.base)
+	if g.lastHit > 0 && now-g.lastHit < time.Second {
 		time.Sleep(100 * time.Millisecond)
 	}
 	g.lastHit = now
