@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -85,21 +84,6 @@ func acceptable(params string) bool {
 	return true
 }
 
-// CollectionAppender is an optional interface of a Store. A store that
-// implements it encodes the answer of GET storage/{coll} straight into the
-// response buffer, sparing the copy of every record into a []WBO; the
-// storage handler then uses it instead of GetCollection.
-type CollectionAppender interface {
-	// AppendCollection appends to b, as a list in format f framed by
-	// AppendListStart/AppendListEnd, the records GetCollection(ctx, user,
-	// coll, q) would return (each encoded by AppendWBOJSON when q.Full,
-	// else its id as a JSON string). It returns the extended buffer, the
-	// number of records and the request's timestamp; errors are those of
-	// GetCollection, and on error the returned buffer's content is
-	// unspecified.
-	AppendCollection(ctx context.Context, user, coll string, q *Query, f Format, b []byte) ([]byte, int, Stamp, error)
-}
-
 // AppendListElem appends one element of a list in format f; elem is the
 // element's JSON text (without a trailing newline) and first says whether
 // it is the first element. AppendListStart/AppendListEnd frame the list.
@@ -166,43 +150,76 @@ func putBuf(b *[]byte) {
 	bufPool.Put(b)
 }
 
-// writeWBOList writes records (ids only unless full) with status 200 in
-// format f. Small answers get a Content-Length; past flushAt the list is
-// streamed in chunks.
-func writeWBOList(w http.ResponseWriter, f Format, ws []WBO, full bool) {
-	bp := getBuf()
-	b := (*bp)[:0]
-	h := w.Header()
-	h.Set("Content-Type", f.ContentType())
-	streaming := false
-	b = AppendListStart(b, f)
-	for i := range ws {
-		if full {
-			b = AppendListElem(b, f, i == 0, func(b []byte) []byte { return AppendWBOJSON(b, ws[i]) })
-		} else {
-			b = AppendListElem(b, f, i == 0, func(b []byte) []byte { return AppendJSONString(b, ws[i].ID) })
-		}
-		if len(b) >= flushAt {
-			if !streaming {
-				streaming = true
-				w.WriteHeader(http.StatusOK)
-			}
-			if _, err := w.Write(b); err != nil {
-				*bp = b
-				putBuf(bp)
-				return
-			}
-			b = b[:0]
-		}
+// listWriter streams a list of records (ids only unless full) with status
+// 200 in format f. Elements are buffered up to flushAt bytes: an answer
+// that fits is sent whole with a Content-Length; a longer one goes out in
+// chunks as the buffer fills, so a request holds at most flushAt bytes
+// plus one element whatever the list's length. The caller sets the other
+// headers before the first add.
+type listWriter struct {
+	w    http.ResponseWriter
+	f    Format
+	full bool
+	bp   *[]byte
+	b    []byte
+	n    int
+	// sent: the status line is out; an error can no longer be answered.
+	sent bool
+	err  error
+}
+
+func newListWriter(w http.ResponseWriter, f Format, full bool) *listWriter {
+	l := &listWriter{w: w, f: f, full: full, bp: getBuf()}
+	l.b = AppendListStart((*l.bp)[:0], f)
+	return l
+}
+
+// add appends one record, writing the buffer out when it is full. Its
+// error is the connection's: the client went away or stopped reading.
+func (l *listWriter) add(w *WBO) error {
+	if l.err != nil {
+		return l.err
 	}
-	b = AppendListEnd(b, f)
-	if !streaming {
-		h.Set("Content-Length", strconv.Itoa(len(b)))
-		w.WriteHeader(http.StatusOK)
+	if l.full {
+		l.b = AppendListElem(l.b, l.f, l.n == 0, func(b []byte) []byte { return AppendWBOJSON(b, *w) })
+	} else {
+		l.b = AppendListElem(l.b, l.f, l.n == 0, func(b []byte) []byte { return appendJSONStr(b, w.ID, w.Plain&PlainID != 0) })
 	}
-	_, _ = w.Write(b)
-	*bp = b
-	putBuf(bp)
+	l.n++
+	if len(l.b) >= flushAt {
+		if !l.sent {
+			l.sent = true
+			l.w.Header().Set("Content-Type", l.f.ContentType())
+			l.w.WriteHeader(http.StatusOK)
+		}
+		_, l.err = l.w.Write(l.b)
+		l.b = l.b[:0]
+	}
+	return l.err
+}
+
+// finish closes the list and writes what is buffered.
+func (l *listWriter) finish() error {
+	if l.err != nil {
+		return l.err
+	}
+	l.b = AppendListEnd(l.b, l.f)
+	if !l.sent {
+		l.sent = true
+		h := l.w.Header()
+		h.Set("Content-Type", l.f.ContentType())
+		h.Set("Content-Length", strconv.Itoa(len(l.b)))
+		l.w.WriteHeader(http.StatusOK)
+	}
+	_, l.err = l.w.Write(l.b)
+	return l.err
+}
+
+// release returns the buffer to the pool.
+func (l *listWriter) release() {
+	*l.bp = l.b
+	putBuf(l.bp)
+	l.bp, l.b = nil, nil
 }
 
 // writeBody writes a complete 200 answer.

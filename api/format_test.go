@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -53,13 +54,25 @@ func TestListFormats(t *testing.T) {
 	// Newlines inside a WBO never appear literally.
 	ws := []WBO{{ID: "a", Payload: "x\ny", Has: FieldPayload}}
 	rec := httptest.NewRecorder()
-	writeWBOList(rec, FormatNewlines, ws, true)
+	writeList(rec, FormatNewlines, ws)
 	if got := rec.Body.String(); got != "{\"id\":\"a\",\"payload\":\"x\\ny\"}\n" {
 		t.Errorf("newlines full = %q", got)
 	}
 	if ct := rec.Header().Get("Content-Type"); ct != "application/newlines" {
 		t.Errorf("content type %q", ct)
 	}
+}
+
+// writeList writes ws (full records) through a listWriter.
+func writeList(w http.ResponseWriter, f Format, ws []WBO) {
+	l := newListWriter(w, f, true)
+	defer l.release()
+	for i := range ws {
+		if l.add(&ws[i]) != nil {
+			return
+		}
+	}
+	_ = l.finish()
 }
 
 // TestWriteWBOListStreams checks that a list larger than the buffer limit
@@ -72,7 +85,7 @@ func TestWriteWBOListStreams(t *testing.T) {
 	}
 	for _, f := range []Format{FormatJSON, FormatNewlines, FormatWhoisi} {
 		rec := httptest.NewRecorder()
-		writeWBOList(rec, f, ws, true)
+		writeList(rec, f, ws)
 		var want []byte
 		want = AppendListStart(want, f)
 		for i := range ws {

@@ -21,8 +21,8 @@ func (s *benchStore) CollectionTimestamps(context.Context, string) (map[string]S
 		"meta": 176000000001, "crypto": 176000000002, "bookmarks": 176000000078}, 176000000099, nil
 }
 
-func (s *benchStore) GetCollection(_ context.Context, _, _ string, q *Query) ([]WBO, Stamp, error) {
-	return s.ws, 176000000099, nil
+func (s *benchStore) GetCollection(_ context.Context, _, _ string, q *Query, start func(int, Stamp) error, emit func(*WBO) error) error {
+	return EmitRecords(s.ws, 176000000099, start, emit)
 }
 
 func newBenchHandler(b *testing.B) http.Handler {

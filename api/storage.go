@@ -363,38 +363,62 @@ func (h *storageHandler) infoQuota(w http.ResponseWriter, r *http.Request, user 
 	writeBody(w, "application/json", b)
 }
 
+// getCollection streams GET storage/{coll}: the store counts the records
+// (X-Weave-Records precedes the body), then emits them one by one into a
+// listWriter, so a request holds one record and a bounded buffer whatever
+// the collection's size. A failure of the store after the status line went
+// out cuts the connection (as api/sync15 does), so that a client cannot
+// take a truncated list for a whole one.
 func (h *storageHandler) getCollection(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {
 	q, err := ParseQuery(r.URL.Query(), false)
 	if err != nil {
 		h.rs.writeError(w, r, err)
 		return
 	}
-	f := NegotiateFormat(r.Header.Get("Accept"))
-	if ap, ok := h.store.(CollectionAppender); ok {
-		bp := getBuf()
-		b, n, now, err := ap.AppendCollection(r.Context(), user, vars["coll"], q, f, (*bp)[:0])
-		if err != nil {
-			putBuf(bp)
-			h.rs.writeError(w, r, err)
-			return
-		}
+	coll := vars["coll"]
+	l := newListWriter(w, NegotiateFormat(r.Header.Get("Accept")), q.Full)
+	defer l.release()
+	var want, emitted int
+	var writeErr error
+	err = h.store.GetCollection(r.Context(), user, coll, q, func(n int, now Stamp) error {
+		want = n
 		hd := w.Header()
 		setStamp(hd, now)
 		setRecords(hd, n)
-		writeBody(w, f.ContentType(), b)
-		*bp = b
-		putBuf(bp)
-		return
+		return nil
+	}, func(rec *WBO) error {
+		if emitted >= want {
+			return fmt.Errorf("store emitted more than the %d records it counted", want)
+		}
+		emitted++
+		if err := l.add(rec); err != nil {
+			writeErr = err
+			return err
+		}
+		return nil
+	})
+	if err == nil && emitted != want {
+		err = fmt.Errorf("store emitted %d of the %d records it counted", emitted, want)
 	}
-	ws, now, err := h.store.GetCollection(r.Context(), user, vars["coll"], q)
-	if err != nil {
+	if err == nil {
+		err = l.finish()
+		if err != nil {
+			writeErr = err
+		}
+	}
+	switch {
+	case err == nil:
+	case writeErr != nil:
+		// The client went away or stopped reading: nothing to answer.
+		panic(http.ErrAbortHandler)
+	case !l.sent:
+		w.Header().Del("X-Weave-Records")
 		h.rs.writeError(w, r, err)
-		return
+	default:
+		// The status is sent: cut the connection.
+		h.rs.log.Error("collection read failed mid-stream", "collection", coll, "records", emitted, "of", want, "err", err)
+		panic(http.ErrAbortHandler)
 	}
-	hd := w.Header()
-	setStamp(hd, now)
-	setRecords(hd, len(ws))
-	writeWBOList(w, f, ws, q.Full)
 }
 
 func (h *storageHandler) getItem(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {

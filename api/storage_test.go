@@ -71,17 +71,20 @@ func (s *fakeStore) Quota(context.Context, string) (int64, int64, Stamp, error) 
 	return 500, 0, s.stamp(), s.readErr
 }
 
-func (s *fakeStore) GetCollection(_ context.Context, user, coll string, q *Query) ([]WBO, Stamp, error) {
+func (s *fakeStore) GetCollection(_ context.Context, user, coll string, q *Query, start func(int, Stamp) error, emit func(*WBO) error) error {
 	s.record("getcoll")
 	s.mu.Lock()
 	s.lastQuery = q
 	now := s.now
 	s.mu.Unlock()
+	if s.readErr != nil {
+		return s.readErr
+	}
 	ws := []WBO{
 		{ID: "id1", Modified: 100, Payload: "p1", Has: FieldPayload},
 		{ID: "id2", Modified: 200, Payload: "p2", SortIndex: 3, Has: FieldPayload | FieldSortIndex},
 	}
-	return ws, now, s.readErr
+	return EmitRecords(ws, now, start, emit)
 }
 
 func (s *fakeStore) GetItem(_ context.Context, user, coll, id string) (WBO, Stamp, error) {

@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
+	"unsafe"
 )
 
 // Limits of the protocol (weave-api.md 1.1, 2.5).
@@ -46,7 +48,24 @@ type WBO struct {
 	// TTL is the requested lifetime in seconds (input only); zero with
 	// FieldTTL set means "expires at once".
 	TTL int64
+	// Plain is a hint a store may set on the records it reads: the strings
+	// it marks are known to be printable ASCII without '"' and '\\', so
+	// AppendWBOJSON copies them between quotes without scanning them. Zero
+	// (no hint) is always correct; decoders never set it.
+	Plain Plain
 }
+
+// Plain marks the strings of a WBO that need no escaping in JSON (see
+// WBO.Plain).
+type Plain uint8
+
+// The strings a Plain hint can mark.
+const (
+	PlainID Plain = 1 << iota
+	PlainPayload
+	PlainParentID
+	PlainPredecessorID
+)
 
 // Sort is the sort= query parameter.
 type Sort uint8
@@ -128,12 +147,23 @@ type Store interface {
 	// CollectionUsage maps each collection with live records to the sum of
 	// the UTF-8 byte lengths of their payloads.
 	CollectionUsage(ctx context.Context, user string) (map[string]int64, Stamp, error)
-	// Quota returns the user's live payload bytes and the quota in bytes
-	// (0 when quotas are off).
+	// Quota returns the bytes counted against the user's quota (the live
+	// payload bytes, plus whatever else the store counts: the node counts
+	// conflicting revisions and replicators' _local documents) and the
+	// quota in bytes (0 when quotas are off).
 	Quota(ctx context.Context, user string) (used, limit int64, now Stamp, err error)
-	// GetCollection returns the live records matching q, in q's order,
-	// after offset and limit. With q.Full false only ID needs to be set.
-	GetCollection(ctx context.Context, user, coll string, q *Query) ([]WBO, Stamp, error)
+	// GetCollection streams the live records matching q, in q's order,
+	// after offset and limit, from one consistent view of the collection:
+	// it calls start once with their number and the request's time, then
+	// emit once per record, exactly that many times (with q.Full false
+	// only ID needs to be set). The WBO given to emit, strings included,
+	// is valid only during the call. When start or emit returns an error
+	// the store stops and returns it. The store must not hold the answer
+	// in memory (its memory per call is bounded whatever the collection's
+	// size) nor hold a lock that blocks the user's writers while emit
+	// runs: emit writes to the network. A collection that does not exist
+	// has no records.
+	GetCollection(ctx context.Context, user, coll string, q *Query, start func(n int, now Stamp) error, emit func(w *WBO) error) error
 	// GetItem returns one live record or ErrNotFound.
 	GetItem(ctx context.Context, user, coll, id string) (WBO, Stamp, error)
 	// CheckWrite reports the error a write to coll would fail with before
@@ -155,6 +185,67 @@ type Store interface {
 	DeleteItem(ctx context.Context, user, coll, id string, pre Precondition) (WriteResult, error)
 	// DeleteStorage deletes every record of the user.
 	DeleteStorage(ctx context.Context, user string) (WriteResult, error)
+}
+
+// EmitRecords answers a GetCollection call from records held in memory:
+// start(len(ws), now), then emit for each record in order. It returns the
+// first error of start or emit.
+func EmitRecords(ws []WBO, now Stamp, start func(n int, now Stamp) error, emit func(w *WBO) error) error {
+	if err := start(len(ws), now); err != nil {
+		return err
+	}
+	for i := range ws {
+		w := ws[i]
+		if err := emit(&w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadCollection runs s.GetCollection and returns the records as a slice,
+// with copies of their strings and without Plain hints, and the request's
+// time; a store that
+// emits another number of records than it counted is an error. It is for callers
+// that want the whole answer in memory (tests, small collections); the
+// storage handler streams.
+func ReadCollection(ctx context.Context, s Store, user, coll string, q *Query) ([]WBO, Stamp, error) {
+	var out []WBO
+	var now Stamp
+	var buf []byte
+	str := func(v string) string {
+		if v == "" {
+			return ""
+		}
+		if cap(buf)-len(buf) < len(v) {
+			buf = make([]byte, 0, max(32<<10, len(v)))
+		}
+		at := len(buf)
+		buf = append(buf, v...)
+		return unsafe.String(&buf[at], len(v))
+	}
+	want := 0
+	err := s.GetCollection(ctx, user, coll, q, func(n int, t Stamp) error {
+		now, want = t, n
+		out = make([]WBO, 0, min(n, 1<<16))
+		return nil
+	}, func(w *WBO) error {
+		c := *w
+		c.Plain = 0
+		c.ID, c.Payload, c.ParentID, c.PredecessorID = str(w.ID), str(w.Payload), str(w.ParentID), str(w.PredecessorID)
+		out = append(out, c)
+		return nil
+	})
+	if err == nil && len(out) != want {
+		err = fmt.Errorf("api: store counted %d records and emitted %d", want, len(out))
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	if out == nil {
+		out = []WBO{}
+	}
+	return out, now, nil
 }
 
 // Credentials are what a request's Authorization header carried.

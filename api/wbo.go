@@ -746,16 +746,17 @@ func (d *decoder) key() bool {
 // AppendWBOJSON appends w as a JSON object with the output fields of
 // weave-api.md 1.1 in the order id, modified, payload, sortindex, parentid,
 // predecessorid. Fields not in w.Has and a zero Modified are omitted.
+// Strings that w.Plain marks are copied between quotes unscanned.
 func AppendWBOJSON(b []byte, w WBO) []byte {
 	b = append(b, `{"id":`...)
-	b = AppendJSONString(b, w.ID)
+	b = appendJSONStr(b, w.ID, w.Plain&PlainID != 0)
 	if w.Modified != 0 {
 		b = append(b, `,"modified":`...)
 		b = w.Modified.AppendTo(b)
 	}
 	if w.Has&FieldPayload != 0 {
 		b = append(b, `,"payload":`...)
-		b = AppendJSONString(b, w.Payload)
+		b = appendJSONStr(b, w.Payload, w.Plain&PlainPayload != 0)
 	}
 	if w.Has&FieldSortIndex != 0 {
 		b = append(b, `,"sortindex":`...)
@@ -763,13 +764,24 @@ func AppendWBOJSON(b []byte, w WBO) []byte {
 	}
 	if w.Has&FieldParentID != 0 {
 		b = append(b, `,"parentid":`...)
-		b = AppendJSONString(b, w.ParentID)
+		b = appendJSONStr(b, w.ParentID, w.Plain&PlainParentID != 0)
 	}
 	if w.Has&FieldPredecessorID != 0 {
 		b = append(b, `,"predecessorid":`...)
-		b = AppendJSONString(b, w.PredecessorID)
+		b = appendJSONStr(b, w.PredecessorID, w.Plain&PlainPredecessorID != 0)
 	}
 	return append(b, '}')
+}
+
+// appendJSONStr appends s as a JSON string; plain says it needs no
+// escaping (a store's hint, see WBO.Plain), so it is copied between quotes.
+func appendJSONStr(b []byte, s string, plain bool) []byte {
+	if !plain {
+		return AppendJSONString(b, s)
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // safeASCII marks the ASCII bytes that need no escape in a JSON string.

@@ -13,7 +13,7 @@ import (
 	"github.com/hce-sync/hce/api/testkit"
 )
 
-// encodeList encodes ws as the storage handler's GetCollection path does.
+// encodeList encodes ws as the storage handler does.
 func encodeList(f api.Format, ws []api.WBO, full bool) []byte {
 	b := api.AppendListStart(nil, f)
 	for i := range ws {
@@ -27,10 +27,11 @@ func encodeList(f api.Format, ws []api.WBO, full bool) []byte {
 	return api.AppendListEnd(b, f)
 }
 
-// TestAppendCollectionMatchesGetCollection checks that the direct encoding
-// gives byte for byte what encoding GetCollection's answer gives, for
+// TestPlainHintsMatchEscaping checks that the records a collection GET
+// streams, encoded with the plain hints the store sets, give byte for byte
+// what encoding them without hints (scanning every string) gives, for
 // records that need escaping and records that do not.
-func TestAppendCollectionMatchesGetCollection(t *testing.T) {
+func TestPlainHintsMatchEscaping(t *testing.T) {
 	clk := newFakeClock()
 	s := openTest(t, t.TempDir(), clk, 0)
 	tricky := []string{"plain", `q"uote`, `back\slash`, "tab\there", "ctl\x01", "é-utf8", "sep\u2028", "bad\xffutf8", "del\x7f", "<html>&", ""}
@@ -50,36 +51,46 @@ func TestAppendCollectionMatchesGetCollection(t *testing.T) {
 	ws = append(ws, api.WBO{ID: `odd"id\`, Has: api.FieldPayload, Payload: "x"})
 	mustPost(t, s, "u", "c", ws...)
 	mustPut(t, s, "u", "c", api.WBO{ID: "nopayload", Has: api.FieldSortIndex, SortIndex: 3})
-	queries := []struct {
-		coll string
-		q    *api.Query
-	}{
-		{"c", &api.Query{Full: true}},
-		{"c", &api.Query{}},
-		{"c", nil},
-		{"c", &api.Query{Full: true, Limit: 3, Offset: 2}},
-		{"c", &api.Query{Full: true, Sort: api.SortIndex}},
-		{"c", &api.Query{Full: true, HasIDs: true, IDs: []string{"id3", `odd"id\`, "missing"}}},
-		{"missing", &api.Query{Full: true}},
+	queries := []*api.Query{
+		{Full: true},
+		{},
+		nil,
+		{Full: true, Limit: 3, Offset: 2},
+		{Full: true, Sort: api.SortIndex},
+		{Full: true, HasIDs: true, IDs: []string{"id3", `odd"id\`, "missing"}},
 	}
-	for _, tc := range queries {
+	hinted := 0
+	for _, q := range queries {
+		var got []api.WBO
+		err := s.GetCollection(ctx, "u", "c", q, func(int, api.Stamp) error { return nil }, func(w *api.WBO) error {
+			c := *w
+			c.ID, c.Payload, c.ParentID, c.PredecessorID = strings.Clone(w.ID), strings.Clone(w.Payload), strings.Clone(w.ParentID), strings.Clone(w.PredecessorID)
+			got = append(got, c)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain := make([]api.WBO, len(got))
+		for i, w := range got {
+			if w.Plain != 0 {
+				hinted++
+			}
+			w.Plain = 0
+			plain[i] = w
+		}
+		full := q != nil && q.Full
 		for _, f := range []api.Format{api.FormatJSON, api.FormatNewlines, api.FormatWhoisi} {
-			want, wantNow, err := s.GetCollection(ctx, "u", tc.coll, tc.q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			full := tc.q != nil && tc.q.Full
-			got, n, now, err := s.AppendCollection(ctx, "u", tc.coll, tc.q, f, []byte("prefix"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantB := append([]byte("prefix"), encodeList(f, want, full)...)
-			if !bytes.Equal(got, wantB) || n != len(want) || now != wantNow {
-				t.Errorf("%s %+v format %d: got %d records at %v\n%q\nwant %d at %v\n%q", tc.coll, tc.q, f, n, now, got, len(want), wantNow, wantB)
+			if a, b := encodeList(f, got, full), encodeList(f, plain, full); !bytes.Equal(a, b) {
+				t.Errorf("%+v format %d:\n%q\nwithout hints:\n%q", q, f, a, b)
 			}
 		}
 	}
-	if _, _, _, err := s.AppendCollection(ctx, "u", "", &api.Query{}, api.FormatJSON, nil); !errors.Is(err, ErrBadName) {
+	if hinted == 0 {
+		t.Error("no record carried a plain hint")
+	}
+	err := s.GetCollection(ctx, "u", "", &api.Query{}, func(int, api.Stamp) error { return nil }, func(*api.WBO) error { return nil })
+	if !errors.Is(err, ErrBadName) {
 		t.Errorf("empty collection name: %v, want ErrBadName", err)
 	}
 }
@@ -117,8 +128,11 @@ func TestRecordCodecVersions(t *testing.T) {
 		t.Fatalf("version 1: got %+v, want %+v", old, r)
 	}
 	for _, rec := range []*record{&got, &old} {
-		if a, b := appendRecordJSON(nil, rec), api.AppendWBOJSON(nil, viewWBO(rec)); !bytes.Equal(a, b) {
-			t.Errorf("appendRecordJSON = %s, want %s", a, b)
+		w := viewWBO(rec, true)
+		hinted := api.AppendWBOJSON(nil, w)
+		w.Plain = 0
+		if scanned := api.AppendWBOJSON(nil, w); !bytes.Equal(hinted, scanned) {
+			t.Errorf("with plain hints %s, without %s", hinted, scanned)
 		}
 	}
 	for _, bad := range [][]byte{nil, {verRecord}, {verRecord, 1}, {9, 1, 0}, v[:len(v)-1]} {

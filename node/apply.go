@@ -2,13 +2,16 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node/revtree"
 )
 
 // ApplyRevisions stores revisions received from a peer or a CouchDB
@@ -70,8 +73,23 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 	if len(order) == 0 && cp == nil {
 		return errs, nil
 	}
-	_, st, err := s.writeLockedFrom(user, peer, nil,
+	quota := s.cfg.QuotaBytes
+	var check checkFunc
+	if quota > 0 && peer == "" {
+		check = func(st *userState) (*userState, error) { return s.purgedLocked(user, st) }
+	}
+	var overUsage int64 // the user's usage after a replicated batch, when over quota
+	_, st, err := s.writeLockedFrom(user, peer, check,
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+			// A client's revisions that add content are refused one by
+			// one once the user's usage, with the payloads accepted
+			// before them in this call, reaches the quota; tombstones and
+			// revisions already stored pass. Replicated ones never are:
+			// another member acknowledged them.
+			budget := int64(math.MaxInt64)
+			if quota > 0 && peer == "" {
+				budget = quota - st.usage()
+			}
 			var writers []*writer
 			var w *writer
 			flush := func() error {
@@ -109,9 +127,17 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				if err := w.loadHistory(ds, r.ID); err != nil {
 					return nil, err
 				}
+				adds := !r.Path.Deleted && !ds.contains(r.Path.Leaf())
+				if adds && budget <= 0 {
+					errs[i] = fmt.Errorf("%w: %s/%s: %w", ErrRevRejected, r.Coll, r.ID, api.ErrOverQuota)
+					continue
+				}
 				if done, changed := ds.applyLinear(r, s.revCfg); done {
 					if changed {
 						ds.dirty = true
+						if adds {
+							budget -= int64(len(r.Body.Payload))
+						}
 					}
 					continue
 				}
@@ -124,11 +150,21 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				if !changed {
 					continue
 				}
+				if err := w.checkLimits(ds, r, trial); err != nil {
+					if !errors.Is(err, ErrRevRejected) {
+						return nil, err
+					}
+					errs[i] = err
+					continue
+				}
 				ds.tree = trial
 				if leaf := r.Path.Leaf(); ds.isLeaf(leaf) {
-					ds.bodies[leaf] = r.Body
+					ds.setBody(leaf, r.Body)
 				}
 				s.settle(ds)
+				if adds {
+					budget -= int64(len(r.Body.Payload))
+				}
 			}
 			if err := flush(); err != nil {
 				return nil, err
@@ -150,10 +186,16 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				for _, w := range writers {
 					w.apply(st)
 				}
+				if quota > 0 && peer != "" && st.usage() > quota {
+					overUsage = st.usage()
+				}
 			}, nil
 		})
 	if err != nil {
 		return nil, err
+	}
+	if overUsage > 0 {
+		s.reportOverQuota(user, peer, overUsage)
 	}
 	if peer == "" {
 		// A client's write (a CouchDB replicator pushing to this node):
@@ -164,6 +206,72 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 		}
 	}
 	return errs, nil
+}
+
+// reportOverQuota records that replicated revisions left user over quota:
+// they are stored all the same (another member acknowledged them), the
+// store counts it (ReplicatedOverQuota) and logs it at a bounded rate.
+func (s *Store) reportOverQuota(user, peer string, usage int64) {
+	s.overQuota.Add(1)
+	if ok, held := s.overQuotaLog.allow(s.cfg.Clock()); ok {
+		s.log.Warn("replicated revisions left a user over quota", "user", user, "peer", peer,
+			"usage_bytes", usage, "quota_bytes", s.cfg.QuotaBytes, "not_logged", held)
+	}
+}
+
+// ReplicatedOverQuota counts the replicated batches that left their user
+// over quota since the store was opened. Replication never refuses data
+// for a quota (another member acknowledged it): the user's client writes
+// are refused until usage is below the quota again.
+func (s *Store) ReplicatedOverQuota() uint64 { return s.overQuota.Load() }
+
+// checkLimits refuses revision r of document ds (a tree) when merging it,
+// as trial, would take the document past Config.MaxConflicts or
+// Config.MaxDocBytes and further from them than it is: a document already
+// past a limit (stored before it, or with other limits) may still lose
+// conflicts and bytes.
+func (w *writer) checkLimits(ds *docState, r *Revision, trial *revtree.Tree) error {
+	if err := w.viewPlen(ds, r.ID); err != nil {
+		return err
+	}
+	bytes0, conf0 := ds.size()
+	keep := ds.tree
+	ds.tree = trial
+	bytes1, conf1 := ds.size()
+	ds.tree = keep
+	if leaf := r.Path.Leaf(); trial.IsLeaf(leaf) {
+		// The new leaf's body is not in ds yet.
+		bytes1 += int64(len(r.Body.Payload))
+	}
+	cfg := &w.s.cfg
+	switch {
+	case conf1 > cfg.MaxConflicts && conf1 > conf0:
+		return fmt.Errorf("%w: %s/%s would have %d conflicting leaves (limit %d)", ErrTooManyConflicts, r.Coll, r.ID, conf1, cfg.MaxConflicts)
+	case bytes1 > cfg.MaxDocBytes && bytes1 > bytes0:
+		return fmt.Errorf("%w: %s/%s would have %d bytes (limit %d)", ErrDocTooLarge, r.Coll, r.ID, bytes1, cfg.MaxDocBytes)
+	}
+	return nil
+}
+
+// viewPlen sets ds.viewPlen (the payload length of the live winner whose
+// fields are in the Weave record) when it is needed and not known yet.
+func (w *writer) viewPlen(ds *docState, id string) error {
+	if !ds.inView || ds.viewPlen >= 0 {
+		return nil
+	}
+	h, pend, ok, err := w.lookup(id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case pend != nil:
+		ds.viewPlen = int64(len(pend.payload))
+	case ok:
+		ds.viewPlen = h.plen
+	default:
+		ds.viewPlen = 0
+	}
+	return nil
 }
 
 // applyWinners updates the Weave view of w's collection's changed
@@ -193,7 +301,10 @@ func (w *writer) applyWinners() error {
 			}
 			continue
 		}
-		x := ds.bodies[win.Rev]
+		x, _, err := ds.body(win.Rev)
+		if err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+		}
 		if err := w.install(id, &x); err != nil {
 			return err
 		}

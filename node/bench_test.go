@@ -184,7 +184,7 @@ func BenchmarkGetFull100(b *testing.B) {
 		user := "user" + strconv.Itoa(int(users.Add(1))%4)
 		q := &api.Query{Full: true, Limit: 100}
 		for pb.Next() {
-			ws, _, err := s.GetCollection(ctx, user, "history", q)
+			ws, _, err := api.ReadCollection(ctx, s, user, "history", q)
 			if err != nil || len(ws) != 100 {
 				b.Errorf("got %d, %v", len(ws), err)
 				return
@@ -193,9 +193,9 @@ func BenchmarkGetFull100(b *testing.B) {
 	})
 }
 
-// BenchmarkAppendFull100 is BenchmarkGetFull100 through AppendCollection,
-// the storage handler's path: records are encoded straight into a reused
-// response buffer.
+// BenchmarkAppendFull100 is BenchmarkGetFull100 the storage handler's
+// way: records are streamed from Pebble's memory and encoded (with their
+// plain hints) into a reused response buffer.
 func BenchmarkAppendFull100(b *testing.B) {
 	s, _ := benchStore(b)
 	seedBench(b, s, 4, 10)
@@ -207,9 +207,14 @@ func BenchmarkAppendFull100(b *testing.B) {
 		q := &api.Query{Full: true, Limit: 100}
 		var buf []byte
 		for pb.Next() {
-			var n int
-			var err error
-			buf, n, _, err = s.AppendCollection(ctx, user, "history", q, api.FormatJSON, buf[:0])
+			n := 0
+			buf = api.AppendListStart(buf[:0], api.FormatJSON)
+			err := s.GetCollection(ctx, user, "history", q, func(int, api.Stamp) error { return nil }, func(w *api.WBO) error {
+				buf = api.AppendListElem(buf, api.FormatJSON, n == 0, func(b []byte) []byte { return api.AppendWBOJSON(b, *w) })
+				n++
+				return nil
+			})
+			buf = api.AppendListEnd(buf, api.FormatJSON)
 			if err != nil || n != 100 {
 				b.Errorf("got %d, %v", n, err)
 				return
@@ -229,7 +234,7 @@ func BenchmarkGetNewer100(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		q := &api.Query{Full: true, Limit: 100, HasNewer: true, Newer: since}
 		for pb.Next() {
-			if ws, _, err := s.GetCollection(ctx, "user0", "history", q); err != nil || len(ws) != 100 {
+			if ws, _, err := api.ReadCollection(ctx, s, "user0", "history", q); err != nil || len(ws) != 100 {
 				b.Errorf("got %d, %v", len(ws), err)
 				return
 			}
@@ -296,7 +301,7 @@ func BenchmarkMemory1000Users(b *testing.B) {
 			if _, _, err := s.CollectionTimestamps(ctx, user); err != nil {
 				b.Fatal(err)
 			}
-			if _, _, err := s.GetCollection(ctx, user, "history", &api.Query{Full: true, Limit: 100, Offset: records / 2}); err != nil {
+			if _, _, err := api.ReadCollection(ctx, s, user, "history", &api.Query{Full: true, Limit: 100, Offset: records / 2}); err != nil {
 				b.Fatal(err)
 			}
 		}

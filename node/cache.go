@@ -18,14 +18,27 @@ type userState struct {
 	// write's stamp); the user's next write is stamped above it. Reads
 	// raise it under the shared lock (atomically, see raiseLast), writes
 	// set it under the exclusive lock.
-	last  atomic.Int64
-	used  int64 // payload bytes over all collections
-	colls map[string]collMeta
-	ref   atomic.Bool // recently used (clock eviction)
+	last atomic.Int64
+	used int64 // payload bytes over all collections
+	// conf, local and nlocal are the user meta's (see userMeta): the
+	// quota counts them with used.
+	conf, local, nlocal int64
+	colls               map[string]collMeta
+	ref                 atomic.Bool // recently used (clock eviction)
 	// chg is the user's last changes-feed sequence number (every change
 	// of a revision tree takes the next one); set under the exclusive
 	// lock after the commit, read atomically by UpdateSeq and waiters.
 	chg atomic.Uint64
+}
+
+// usage is what the quota counts: the payloads of the live records and of
+// the conflicting live leaves, and the _local documents' bytes.
+func (st *userState) usage() int64 { return st.used + st.conf + st.local }
+
+// meta returns the user meta to persist with the given last stamp and
+// changes seq and st's other counters.
+func (st *userState) meta(last int64, chg uint64) *userMeta {
+	return &userMeta{nextSeq: st.nextSeq, last: last, chg: chg, conf: st.conf, local: st.local, nlocal: st.nlocal}
 }
 
 func (st *userState) hasTTL() bool {
@@ -128,11 +141,13 @@ func (s *Store) loadUser(user string) (*userState, error) {
 			return nil, fmt.Errorf("node: loading user: %w", err)
 		}
 		if len(k) == plen {
-			var chg uint64
-			if st.nextSeq, last, chg, err = decodeUserMeta(v); err != nil {
+			m, err := decodeUserMeta(v)
+			if err != nil {
 				return nil, fmt.Errorf("node: user meta of %q: %w", user, err)
 			}
-			st.chg.Store(chg)
+			st.nextSeq, last = m.nextSeq, m.last
+			st.conf, st.local, st.nlocal = m.conf, m.local, m.nlocal
+			st.chg.Store(m.chg)
 			continue
 		}
 		var m collMeta

@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -46,6 +47,13 @@ func (c *nodeClock) mono() (int64, error) {
 	if v >= c.bound {
 		nb := v + clockLease
 		if err := c.persist(nb); err != nil {
+			if errors.Is(err, errClockHeld) {
+				// The store takes no writes: time stands still
+				// below the bound, so reads go on (no write is
+				// stamped while it does).
+				c.last = c.bound - 1
+				return c.last, nil
+			}
 			return 0, fmt.Errorf("node: persisting clock bound: %w", err)
 		}
 		c.bound = nb
@@ -53,6 +61,11 @@ func (c *nodeClock) mono() (int64, error) {
 	c.last = v
 	return v, nil
 }
+
+// errClockHeld is the clock's persist function's answer when the store
+// takes no writes (its disk is full or it failed): mono stays just below
+// the persisted bound.
+var errClockHeld = errors.New("node: clock bound not persisted: the store takes no writes")
 
 // peek returns the last value mono returned.
 func (c *nodeClock) peek() int64 {

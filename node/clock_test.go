@@ -134,7 +134,7 @@ func TestConcurrentWritersAndPoller(t *testing.T) {
 			defer pollers.Done()
 			var since api.Stamp
 			poll := func() {
-				ws, now, err := s.GetCollection(ctx, u, "c", &api.Query{HasNewer: true, Newer: since})
+				ws, now, err := api.ReadCollection(ctx, s, u, "c", &api.Query{HasNewer: true, Newer: since})
 				if err != nil {
 					t.Error(err)
 					return
@@ -251,7 +251,7 @@ func TestClockHotUserDoesNotMoveOthers(t *testing.T) {
 	if _, now, err := s.CollectionTimestamps(ctx, "b"); err != nil || now != wall {
 		t.Fatalf("b's read at %v (%v), want the wall clock %v", now, err, wall)
 	}
-	if _, now, err := s.GetCollection(ctx, "c", "c", nil); err != nil || now != wall {
+	if _, now, err := api.ReadCollection(ctx, s, "c", "c", nil); err != nil || now != wall {
 		t.Fatalf("c's read at %v (%v), want the wall clock %v", now, err, wall)
 	}
 	if _, now, err := s.CollectionTimestamps(ctx, "a"); err != nil || now != lastA {
@@ -288,7 +288,7 @@ func TestClockUserStampsIncrease(t *testing.T) {
 		case 0:
 			ts = mustPut(t, s, "u", "c", testkit.WBO(fmt.Sprint(i), "x")).Timestamp
 		case 1:
-			_, ts, err = s.GetCollection(ctx, "u", "c", &api.Query{})
+			_, ts, err = api.ReadCollection(ctx, s, "u", "c", &api.Query{})
 			write = false
 		case 2:
 			var r api.WriteResult
@@ -418,7 +418,7 @@ func TestClockEvictionConcurrent(t *testing.T) {
 						r, err = s.PutItem(ctx, u, "c", testkit.WBO(fmt.Sprint(g, i), "x"), api.Precondition{})
 						ts = r.Timestamp
 					default:
-						_, ts, err = s.GetCollection(ctx, u, "c", &api.Query{})
+						_, ts, err = api.ReadCollection(ctx, s, u, "c", &api.Query{})
 					}
 					if err != nil {
 						t.Error(err)
@@ -489,19 +489,23 @@ func TestClockRestartSetBackPerUser(t *testing.T) {
 }
 
 func TestUserMetaVersions(t *testing.T) {
-	seq, last, chg, err := decodeUserMeta(appendUserMeta(nil, 42, 170000000012, 9))
-	if err != nil || seq != 42 || last != 170000000012 || chg != 9 {
-		t.Fatalf("v3: %d %d %d %v", seq, last, chg, err)
+	want := userMeta{nextSeq: 42, last: 170000000012, chg: 9, conf: 300, local: 70, nlocal: 2}
+	if m, err := decodeUserMeta(appendUserMeta(nil, &want)); err != nil || m != want {
+		t.Fatalf("v4: %+v %v", m, err)
+	}
+	v3 := binary.AppendUvarint(binary.AppendVarint(binary.AppendUvarint([]byte{verUserMeta3}, 8), 5), 9)
+	if m, err := decodeUserMeta(v3); err != nil || m != (userMeta{nextSeq: 8, last: 5, chg: 9}) {
+		t.Fatalf("v3: %+v %v", m, err)
 	}
 	v2 := binary.AppendVarint(binary.AppendUvarint([]byte{verUserMeta2}, 8), 5)
-	if seq, last, chg, err = decodeUserMeta(v2); err != nil || seq != 8 || last != 5 || chg != 0 {
-		t.Fatalf("v2: %d %d %d %v", seq, last, chg, err)
+	if m, err := decodeUserMeta(v2); err != nil || m != (userMeta{nextSeq: 8, last: 5}) {
+		t.Fatalf("v2: %+v %v", m, err)
 	}
 	v1 := binary.AppendUvarint([]byte{verUserMeta1}, 7)
-	if seq, last, _, err = decodeUserMeta(v1); err != nil || seq != 7 || last != 0 {
-		t.Fatalf("v1: %d %d %v", seq, last, err)
+	if m, err := decodeUserMeta(v1); err != nil || m != (userMeta{nextSeq: 7}) {
+		t.Fatalf("v1: %+v %v", m, err)
 	}
-	if _, _, _, err := decodeUserMeta([]byte{9, 1}); err != errCorrupt {
+	if _, err := decodeUserMeta([]byte{9, 1}); err != errCorrupt {
 		t.Fatalf("unknown version: %v", err)
 	}
 }

@@ -111,12 +111,13 @@ func (r *record) head() head {
 	return h
 }
 
-// Plain flags of a record: which strings are JSON-plain.
+// Plain flags of a record: which strings are JSON-plain. They are the
+// bits of api.Plain, the hint a read hands to the encoder.
 const (
-	plainID = 1 << iota
-	plainPayload
-	plainParent
-	plainPred
+	plainID      = byte(api.PlainID)
+	plainPayload = byte(api.PlainPayload)
+	plainParent  = byte(api.PlainParentID)
+	plainPred    = byte(api.PlainPredecessorID)
 )
 
 // jsonPlain reports whether s is printable ASCII without '"' and '\\', so
@@ -238,32 +239,55 @@ func decodeMeta(v []byte, m *collMeta) error {
 // The user meta (under the empty collection name) holds the next insertion
 // sequence number and the user's last write stamp (version 2; version 1,
 // written before the per-user clock, has no last and reads as 0).
-// Version 3 adds the user's last changes-feed sequence number.
+// Version 3 adds the user's last changes-feed sequence number; version 4
+// the bytes the quota counts beyond the Weave records: the payloads of
+// conflicting leaves, and the _local documents' bytes and number (read
+// as 0 from older versions).
 const (
-	verUserMeta  = 3
+	verUserMeta  = 4
+	verUserMeta3 = 3
 	verUserMeta2 = 2
 	verUserMeta1 = 1
 )
 
-func appendUserMeta(b []byte, nextSeq uint64, last int64, chg uint64) []byte {
-	b = binary.AppendUvarint(append(b, verUserMeta), nextSeq)
-	b = binary.AppendVarint(b, last)
-	return binary.AppendUvarint(b, chg)
+// userMeta is the decoded user meta.
+type userMeta struct {
+	nextSeq uint64
+	last    int64
+	chg     uint64
+	// conf is the payload bytes of the user's conflicting live leaves
+	// (live leaves that are not their document's winner); local and
+	// nlocal the bytes and number of the _local documents.
+	conf, local, nlocal int64
 }
 
-func decodeUserMeta(v []byte) (nextSeq uint64, last int64, chg uint64, err error) {
+func appendUserMeta(b []byte, m *userMeta) []byte {
+	b = binary.AppendUvarint(append(b, verUserMeta), m.nextSeq)
+	b = binary.AppendVarint(b, m.last)
+	b = binary.AppendUvarint(b, m.chg)
+	b = binary.AppendVarint(b, m.conf)
+	b = binary.AppendVarint(b, m.local)
+	return binary.AppendVarint(b, m.nlocal)
+}
+
+func decodeUserMeta(v []byte) (m userMeta, err error) {
 	if len(v) < 1 || v[0] < verUserMeta1 || v[0] > verUserMeta {
-		return 0, 0, 0, errCorrupt
+		return userMeta{}, errCorrupt
 	}
 	d := newDecoder(v[1:])
-	nextSeq = d.Uvarint()
+	m.nextSeq = d.Uvarint()
 	if v[0] >= verUserMeta2 {
-		last = d.Varint()
+		m.last = d.Varint()
+	}
+	if v[0] >= verUserMeta3 {
+		m.chg = d.Uvarint()
 	}
 	if v[0] >= verUserMeta {
-		chg = d.Uvarint()
+		m.conf = d.Varint()
+		m.local = d.Varint()
+		m.nlocal = d.Varint()
 	}
-	return nextSeq, last, chg, d.Err()
+	return m, d.Err()
 }
 
 // alias returns a string sharing b's memory.

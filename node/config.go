@@ -17,6 +17,14 @@ const (
 	DefaultCacheUsers    = 100000
 	DefaultCacheBytes    = 64 << 20
 	DefaultMemTableBytes = 8 << 20
+	DefaultMaxConflicts  = 32
+	DefaultMaxDocBytes   = 4 << 20
+	DefaultMaxLocalDocs  = 64
+	DefaultMinFreeBytes  = 128 << 20
+	// MinMaxDocBytes is the least MaxDocBytes may be: a single-path
+	// document at the Weave limits (a payload of 256 KiB, RevsLimit
+	// revisions) always fits.
+	MinMaxDocBytes = 1 << 20
 )
 
 // ErrClosed is returned by every Store method called after Close.
@@ -30,8 +38,13 @@ type Config struct {
 	// Logger receives the store's and Pebble's log messages. Default: a
 	// logger that discards everything.
 	Logger *slog.Logger
-	// QuotaBytes is the per-user quota on live payload bytes; 0 turns
-	// quotas off.
+	// QuotaBytes is the per-user quota in bytes; 0 turns quotas off. It
+	// counts the payloads of live records and of conflicting live leaves
+	// and the _local documents' bodies (not tombstones, revision trees or
+	// metadata). A client write (Weave, CouchDB) that adds content fails
+	// with api.ErrOverQuota once the user is at or over it; replicated
+	// revisions are always stored (ReplicatedOverQuota counts the
+	// batches that leave a user over it).
 	QuotaBytes int64
 	// PurgeInterval is how often expired records are purged in the
 	// background. Default 1 minute.
@@ -56,9 +69,39 @@ type Config struct {
 	// document's revision tree keeps (CouchDB's _revs_limit). Default
 	// 1000.
 	RevsLimit int
+	// MaxConflicts is the most live leaves a document may have besides its
+	// winner. A replicated or CouchDB revision that would add one beyond
+	// it is refused (ErrTooManyConflicts); a client's Weave write
+	// tombstones a document's conflicts. Default 32.
+	MaxConflicts int
+	// MaxDocBytes bounds a document's size: 20 bytes per revision of its
+	// tree plus, per leaf, 64 bytes and the payload. A revision that
+	// would take a document past it is refused (ErrDocTooLarge), so that
+	// loading, fetching or serving one document (open_revs=all, a
+	// replication fetch) stays within it. Default 4 MiB, at least
+	// MinMaxDocBytes.
+	MaxDocBytes int64
+	// MaxLocalDocs is how many _local documents (CouchDB replicators'
+	// checkpoints, MaxLocalDocBytes each at most) a user may keep; a new
+	// one beyond it fails with ErrTooManyLocal. Default 64.
+	MaxLocalDocs int
+	// MinFreeBytes is the free space, in bytes, the store keeps on its
+	// disk for Pebble's flushes and compactions: below it every write
+	// fails at once with ErrDiskFull (503, Retry-After RetryDiskFull),
+	// reads go on, Healthy fails, and writes resume by themselves when
+	// there is room again. A ballast file of half of it in Dir is removed
+	// if Pebble still hits ENOSPC, and made again afterwards. Default 128
+	// MiB; -1 turns the check and the ballast off.
+	MinFreeBytes int64
 
-	// fs replaces Pebble's file system (tests count fsyncs with it).
+	// fs replaces Pebble's file system (tests count fsyncs and inject
+	// errors with it).
 	fs vfs.FS
+	// diskCheckEvery replaces checkEvery (tests).
+	diskCheckEvery time.Duration
+	// noCompactions turns Pebble's automatic compactions off (tests that
+	// need a disk that stays full).
+	noCompactions bool
 }
 
 // DefaultConfig returns a Config with every default filled in except Dir.
@@ -70,11 +113,16 @@ func DefaultConfig() Config {
 		CacheUsers:    DefaultCacheUsers,
 		CacheBytes:    DefaultCacheBytes,
 		MemTableBytes: DefaultMemTableBytes,
+		MaxConflicts:  DefaultMaxConflicts,
+		MaxDocBytes:   DefaultMaxDocBytes,
+		MaxLocalDocs:  DefaultMaxLocalDocs,
+		MinFreeBytes:  DefaultMinFreeBytes,
 	}
 }
 
-// Validate reports whether c is usable: Dir must be set and no field may
-// be negative.
+// Validate reports whether c is usable: Dir must be set, no field may be
+// negative (but MinFreeBytes may be -1) and MaxDocBytes, when set, is at
+// least MinMaxDocBytes.
 func (c Config) Validate() error {
 	switch {
 	case c.Dir == "":
@@ -91,6 +139,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: Config.MemTableBytes %d out of range", c.MemTableBytes)
 	case c.RevsLimit < 0 || c.RevsLimit > revtree.HardMaxPathLen/2:
 		return fmt.Errorf("node: Config.RevsLimit %d out of range", c.RevsLimit)
+	case c.MinFreeBytes < -1:
+		return fmt.Errorf("node: Config.MinFreeBytes %d out of range", c.MinFreeBytes)
+	case c.MaxLocalDocs < 0:
+		return fmt.Errorf("node: Config.MaxLocalDocs %d is negative", c.MaxLocalDocs)
+	case c.MaxConflicts < 0:
+		return fmt.Errorf("node: Config.MaxConflicts %d is negative", c.MaxConflicts)
+	case c.MaxDocBytes != 0 && c.MaxDocBytes < MinMaxDocBytes:
+		return fmt.Errorf("node: Config.MaxDocBytes %d below %d", c.MaxDocBytes, MinMaxDocBytes)
 	case len(c.NodeID) > MaxOriginLen:
 		return fmt.Errorf("node: Config.NodeID of %d bytes", len(c.NodeID))
 	}
@@ -120,6 +176,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RevsLimit == 0 {
 		c.RevsLimit = revtree.DefaultRevsLimit
+	}
+	if c.MaxConflicts == 0 {
+		c.MaxConflicts = d.MaxConflicts
+	}
+	if c.MaxDocBytes == 0 {
+		c.MaxDocBytes = d.MaxDocBytes
+	}
+	if c.MaxLocalDocs == 0 {
+		c.MaxLocalDocs = d.MaxLocalDocs
+	}
+	if c.MinFreeBytes == 0 {
+		c.MinFreeBytes = d.MinFreeBytes
 	}
 	return c
 }

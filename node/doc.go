@@ -25,6 +25,15 @@
 // usage and quota are answered, and purged in the background every
 // Config.PurgeInterval.
 //
+// Every resource a request can consume is bounded: a collection GET
+// streams from a snapshot (one record in memory at a time), a document
+// keeps at most Config.MaxConflicts conflicts and Config.MaxDocBytes, one
+// quota counts every byte a user stores whichever way it came in (records,
+// conflicting revisions, _local documents) and is enforced on every client
+// surface, and the store refuses writes (reads go on) while its disk has
+// less than Config.MinFreeBytes free, since Pebble does not live through
+// ENOSPC.
+//
 // Every record is also a document with a CouchDB revision tree
 // (node/revtree): client writes make revisions, deletes make tombstones,
 // and the records are the view of each document's winning revision. The
@@ -46,13 +55,16 @@
 //
 //   - store.go: Store, Open, Close, locks, UUID and origin
 //   - config.go: Config, DefaultConfig, Validate
+//   - disk.go: the disk guard (free-space reserve, ballast, ENOSPC hook,
+//     failed commits); ratelog.go: rate-limited logging
 //   - cache.go: the users' metadata cache (userState, eviction)
 //   - clock.go: the monotonic node clock and per-user stamps
 //   - keys.go, codec.go: the key layout and the stored value encodings
 //
 // The Weave storage API (api.Store):
 //
-//   - query.go: GetCollection, AppendCollection, GetItem and query plans
+//   - query.go: GetCollection (streamed from a snapshot), GetItem, query
+//     plans and counts
 //   - info.go: info/collections, counts, usage, quota
 //   - write.go: the client write path (PutItem, PostItems, deletes,
 //     CheckWrite) over writeLocked
@@ -71,6 +83,7 @@
 //   - docs.go: Doc, GetDocs, RevsDiff
 //   - feed.go: Change, Changes, UpdateSeq, WaitChanges
 //   - checkpoint.go, local.go: replication checkpoints, _local documents
+//     (bounded in number, counted in the quota)
 //   - users.go: Users (users with data), WipeUser
 //   - seams.go: ChangeNotifier and ReplicaWaiter, the interfaces node owns
 //     towards replication, and ErrNotAcknowledged

@@ -144,6 +144,9 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 				return err
 			}
 		}
+		if err := ds.decodeAll(); err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w: %w", r.Coll, r.ID, user, errCorrupt, err)
+		}
 		out[i] = &Doc{Coll: r.Coll, ID: r.ID, Seq: ds.seq, Tree: ds.t(), Bodies: ds.bodies}
 		if ds.inView {
 			views = append(views, i)
@@ -167,7 +170,7 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 			inV = append(inV, i)
 			return nil
 		}
-		ds, err := decodeDoc(rest, s.revCfg)
+		ds, err := decodeDoc(rest, s.revCfg, false)
 		if err != nil {
 			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
 		}
@@ -180,7 +183,7 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 		k = docKey(k[:0], user, refs[i].Coll, refs[i].ID)
 		return k
 	}, func(i int, v []byte) error {
-		ds, err := decodeDoc(v, s.revCfg)
+		ds, err := decodeDoc(v, s.revCfg, false)
 		if err != nil {
 			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
 		}

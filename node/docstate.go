@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/bincode"
 	"github.com/hce-sync/hce/node/revtree"
 )
@@ -20,11 +21,16 @@ import (
 // a replicated extension of the path) work on lin in O(path) byte copies,
 // without building a tree (a 1000-revision tree cost ~1 ms per update).
 type docState struct {
-	seq    uint64 // changes seq of its latest change; 0 for a new document
-	cfg    revtree.Config
-	tree   *revtree.Tree
-	lin    *linPath
+	seq  uint64 // changes seq of its latest change; 0 for a new document
+	cfg  revtree.Config
+	tree *revtree.Tree
+	lin  *linPath
+	// bodies are the leaves' decoded bodies; raw holds those not decoded
+	// yet, as stored (verBody and AppendBody's encoding). A leaf's body is
+	// in one of them. A write decodes only the bodies it needs (body), so
+	// tombstoning a document's conflicting leaves never decodes them.
 	bodies map[revtree.Rev]Body
+	raw    map[revtree.Rev][]byte
 	dirty  bool
 	run    docRun
 	// hadHist: the document has a history key in the store.
@@ -37,8 +43,123 @@ type docState struct {
 	head     *head
 	// inView: the live winner's body as decoded holds only its origin,
 	// origin time and expiry; the other fields are in the Weave record
-	// (fillFromView and GetDocs complete it).
-	inView bool
+	// (fillFromView and GetDocs complete it). viewPlen is that record's
+	// payload length, once known (-1 before).
+	inView   bool
+	viewPlen int64
+}
+
+// newDocState returns an empty document (a new id).
+func newDocState(cfg revtree.Config) *docState {
+	return &docState{cfg: cfg, bodies: map[revtree.Rev]Body{}, viewPlen: -1}
+}
+
+// body returns leaf r's body, decoding it on first use; ok is false when
+// r has none (not a leaf).
+func (ds *docState) body(r revtree.Rev) (x Body, ok bool, err error) {
+	if x, ok := ds.bodies[r]; ok {
+		return x, true, nil
+	}
+	raw, ok := ds.raw[r]
+	if !ok {
+		return Body{}, false, nil
+	}
+	d := newDecoder(raw)
+	decodeStoredBody(&d, &x)
+	if err := d.End(); err != nil {
+		return Body{}, false, err
+	}
+	delete(ds.raw, r)
+	ds.bodies[r] = x
+	return x, true, nil
+}
+
+// setBody makes x leaf r's body.
+func (ds *docState) setBody(r revtree.Rev, x Body) {
+	delete(ds.raw, r)
+	ds.bodies[r] = x
+}
+
+// clearBodies drops every body.
+func (ds *docState) clearBodies() {
+	clear(ds.bodies)
+	clear(ds.raw)
+}
+
+// decodeAll decodes every body (a document handed out by GetDocs).
+func (ds *docState) decodeAll() error {
+	for r := range ds.raw {
+		if _, _, err := ds.body(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// payloadLen returns the payload length of leaf r's body without
+// decoding it (the live winner of a document in the view counts its
+// record's payload: viewPlen, which the caller must have set).
+func (ds *docState) payloadLen(r revtree.Rev) int64 {
+	if raw, ok := ds.raw[r]; ok {
+		return rawPayloadLen(raw)
+	}
+	if ds.inView && r == ds.run.orig.Rev && ds.run.hadOrig {
+		return max(ds.viewPlen, 0)
+	}
+	return int64(len(ds.bodies[r].Payload))
+}
+
+// rawPayloadLen reads the payload length of a stored body (verBody, the
+// field bits, then the payload's length): decodeDoc checked its shape.
+func rawPayloadLen(raw []byte) int64 {
+	if len(raw) < 3 {
+		return 0
+	}
+	n, k := binary.Uvarint(raw[2:])
+	if k <= 0 {
+		return 0
+	}
+	return int64(n)
+}
+
+// Per-document limits count a document's size as revBytes per revision of
+// its tree plus, per leaf, leafBytes and the payload: a measure every node
+// computes alike from the same tree and bodies.
+const (
+	revBytes  = 20
+	leafBytes = 64
+)
+
+// size returns the document's size in the measure of Config.MaxDocBytes,
+// and its conflicts: the live leaves besides the winner.
+func (ds *docState) size() (bytes int64, conflicts int) {
+	if ds.lin != nil {
+		bytes = int64(ds.lin.n()) * revBytes
+	} else if ds.tree != nil {
+		bytes = int64(ds.tree.Len()) * revBytes
+	}
+	for i, l := range ds.leaves() {
+		bytes += leafBytes + ds.payloadLen(l.Rev)
+		if i > 0 && !l.Deleted {
+			conflicts++
+		}
+	}
+	return bytes, conflicts
+}
+
+// conflictBytes returns the payload bytes of the live leaves besides the
+// winner: what a document stores beyond its Weave record.
+func (ds *docState) conflictBytes() int64 {
+	if ds.tree == nil {
+		return 0 // a single path: its one leaf is the winner
+	}
+	var n int64
+	for i, l := range ds.tree.Leaves() {
+		if i > 0 && !l.Deleted {
+			n += ds.payloadLen(l.Rev)
+		}
+	}
+	return n
 }
 
 // linPath is a document's revisions when they form a single path: the
@@ -135,6 +256,18 @@ func (ds *docState) leaves() []revtree.Leaf {
 	return ds.tree.Leaves()
 }
 
+// contains reports whether r is a revision of the document (a single
+// path's history must be loaded).
+func (ds *docState) contains(r revtree.Rev) bool {
+	if l := ds.lin; l != nil {
+		if r.Pos > l.start || l.start-r.Pos >= uint64(l.n()) || !l.loaded && l.start-r.Pos >= uint64(l.nRecent) {
+			return false
+		}
+		return l.rev(int(l.start-r.Pos)) == r
+	}
+	return ds.tree != nil && ds.tree.Contains(r)
+}
+
 func (ds *docState) isLeaf(r revtree.Rev) bool {
 	if ds.lin != nil {
 		return r == ds.lin.rev(0)
@@ -196,8 +329,9 @@ const (
 
 // appendDoc encodes a document: version, seq, its revisions (a single
 // path as a plain list of hashes, else the tree), then the bodies of its
-// leaves, winner first.
-func appendDoc(b []byte, d *docState) []byte {
+// leaves, winner first (bodies never decoded are copied as stored). Its
+// error is a stored body that does not decode.
+func appendDoc(b []byte, d *docState) ([]byte, error) {
 	b = binary.AppendUvarint(append(b, verDoc), d.seq)
 	d.linearize()
 	if l := d.lin; l != nil {
@@ -215,7 +349,15 @@ func appendDoc(b []byte, d *docState) []byte {
 	}
 	leaves := d.leaves()
 	for i, l := range leaves {
-		x := d.bodies[l.Rev]
+		if raw, ok := d.raw[l.Rev]; ok && (i > 0 || l.Deleted) {
+			b = append(b, bodyHere)
+			b = append(b, raw...)
+			continue
+		}
+		x, _, err := d.body(l.Rev)
+		if err != nil {
+			return nil, err
+		}
 		if i == 0 && !l.Deleted {
 			// A live winner's fields are the Weave record's: only what
 			// the record lacks is kept here (see DESIGN.md).
@@ -228,7 +370,7 @@ func appendDoc(b []byte, d *docState) []byte {
 		b = append(b, bodyHere)
 		b = appendStoredBody(b, &x)
 	}
-	return b
+	return b, nil
 }
 
 // Leaf body forms in a stored document.
@@ -237,12 +379,15 @@ const (
 	bodyInView = 1 // the live winner: origin, origin time and expiry follow; the rest is the Weave record
 )
 
-func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
+// decodeDoc decodes a stored document. Leaf bodies are not decoded (see
+// docState.body): they stay in raw, aliasing v when pinned is set (the
+// caller keeps v valid for the docState's lifetime), else copied.
+func decodeDoc(v []byte, cfg revtree.Config, pinned bool) (*docState, error) {
 	if len(v) < 2 || v[0] != verDoc {
 		return nil, errCorrupt
 	}
 	d := newDecoder(v[1:])
-	ds := &docState{seq: d.Uvarint(), cfg: cfg}
+	ds := &docState{seq: d.Uvarint(), cfg: cfg, viewPlen: -1}
 	form := d.Byte()
 	if d.Err() != nil {
 		return nil, errCorrupt
@@ -279,24 +424,34 @@ func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 		return nil, errCorrupt
 	}
 	leaves := ds.leaves()
-	ds.bodies = make(map[revtree.Rev]Body, len(leaves))
+	ds.bodies = make(map[revtree.Rev]Body, 1)
 	for i, l := range leaves {
-		var x Body
 		form := d.Byte()
 		switch {
 		case d.Err() != nil:
 			return nil, errCorrupt
 		case form == bodyHere:
-			decodeStoredBody(&d, &x)
+			raw := skipStoredBody(&d)
+			if d.Err() != nil {
+				return nil, errCorrupt
+			}
+			if !pinned {
+				raw = append([]byte(nil), raw...)
+			}
+			if ds.raw == nil {
+				ds.raw = make(map[revtree.Rev][]byte, len(leaves))
+			}
+			ds.raw[l.Rev] = raw
 		case form == bodyInView && i == 0 && !l.Deleted:
+			var x Body
 			x.Origin = d.String(noMax)
 			x.OriginTime = d.Varint()
 			x.Expiry = d.Varint()
 			ds.inView = true
+			ds.bodies[l.Rev] = x
 		default:
 			return nil, errCorrupt
 		}
-		ds.bodies[l.Rev] = x
 	}
 	if d.End() != nil {
 		return nil, errCorrupt
@@ -304,11 +459,40 @@ func decodeDoc(v []byte, cfg revtree.Config) (*docState, error) {
 	return ds, nil
 }
 
+// skipStoredBody reads past a stored body (appendStoredBody's encoding),
+// checking its lengths but not its contents (body decodes it strictly
+// when it is used), and returns its bytes.
+func skipStoredBody(d *bincode.Decoder) []byte {
+	start := d.Rest()
+	if v := d.Byte(); d.Err() == nil && v != verBody {
+		d.Fail("body version %d", v)
+		return nil
+	}
+	d.Byte()
+	d.Bytes(api.MaxPayloadBytes)
+	d.Varint()
+	d.Bytes(api.MaxIDBytes)
+	d.Bytes(api.MaxIDBytes)
+	d.Varint()
+	d.Bytes(MaxOriginLen)
+	d.Varint()
+	if d.Err() != nil {
+		return nil
+	}
+	n := len(start) - len(d.Rest())
+	return start[:n:n]
+}
+
 // prune drops the bodies of revisions that are no longer leaves.
 func (ds *docState) prune() {
 	for r := range ds.bodies {
 		if !ds.isLeaf(r) {
 			delete(ds.bodies, r)
+		}
+	}
+	for r := range ds.raw {
+		if !ds.isLeaf(r) {
+			delete(ds.raw, r)
 		}
 	}
 }
@@ -342,7 +526,7 @@ func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed 
 			ids = append(ids, h[:]...)
 		}
 		ds.lin = newLin(p.Start, p.Deleted, ids)
-		clear(ds.bodies)
+		ds.clearBodies()
 		ds.bodies[p.Leaf()] = r.Body
 		return true, true
 	}
@@ -398,7 +582,7 @@ func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed 
 		nl.more, nl.oldDirty = n-nl.nRecent, false
 	}
 	ds.lin = nl
-	clear(ds.bodies)
+	ds.clearBodies()
 	ds.bodies[p.Leaf()] = r.Body
 	return true, true
 }

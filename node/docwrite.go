@@ -17,12 +17,16 @@ type revSession struct {
 	s      *Store
 	origin string
 	chg    uint64 // the last changes-feed number given (the user's, then this request's)
-	docs   map[string]*docState
-	order  []string // keys of docs in first-use order
+	// conf is the user's conflict bytes (userMeta.conf) as this request
+	// changes them (saveDocs); local and nlocal are the user's, carried
+	// into the user meta.
+	conf, local, nlocal int64
+	docs                map[string]*docState
+	order               []string // keys of docs in first-use order
 }
 
 func (s *Store) newRevSession(st *userState) *revSession {
-	return &revSession{s: s, origin: s.origin, chg: st.chg.Load()}
+	return &revSession{s: s, origin: s.origin, chg: st.chg.Load(), conf: st.conf, local: st.local, nlocal: st.nlocal}
 }
 
 // bodyOf is the body of the revision a client write makes of record r.
@@ -36,7 +40,8 @@ func (rs *revSession) bodyOf(r *record, ts int64) Body {
 type docRun struct {
 	orig    revtree.Leaf // the winner before this request
 	hadOrig bool
-	drop    bool // delete the document (expired)
+	drop    bool  // delete the document (expired)
+	conf    int64 // its conflict bytes as last counted (see saveDocs)
 }
 
 func docMapKey(coll, id string) string { return coll + "\x00" + id }
@@ -71,12 +76,14 @@ func (w *writer) doc(id string) (*docState, error) {
 	var ds *docState
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		ds = &docState{cfg: w.s.revCfg, bodies: map[revtree.Rev]Body{}}
+		ds = newDocState(w.s.revCfg)
 	case err != nil:
 		return nil, err
 	default:
-		ds, err = decodeDoc(v, w.s.revCfg)
-		closer.Close()
+		// The value stays pinned until the request ends (putScratch):
+		// the leaves' bodies are decoded from it only if they are used.
+		w.sc.pins = append(w.sc.pins, closer)
+		ds, err = decodeDoc(v, w.s.revCfg, true)
 		if err != nil {
 			return nil, fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
@@ -99,7 +106,7 @@ func (s *Store) embeddedDoc(v []byte) (*docState, error) {
 
 // decodeEmbedded decodes a document embedded after a record head.
 func (s *Store) decodeEmbedded(rest []byte) (*docState, error) {
-	ds, err := decodeDoc(rest, s.revCfg)
+	ds, err := decodeDoc(rest, s.revCfg, false)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +160,7 @@ func (w *writer) prefetchDocs(ids []string) error {
 		if it.SeekGE(key) && bytes.Equal(it.Key(), key) {
 			v, err := it.ValueAndErr()
 			if err == nil {
-				ds, err = decodeDoc(v, w.s.revCfg)
+				ds, err = decodeDoc(v, w.s.revCfg, false)
 			}
 			if err != nil {
 				it.Close()
@@ -161,7 +168,7 @@ func (w *writer) prefetchDocs(ids []string) error {
 			}
 			ds.inV = true
 		} else {
-			ds = &docState{cfg: w.s.revCfg, bodies: map[revtree.Rev]Body{}}
+			ds = newDocState(w.s.revCfg)
 		}
 		w.rs.add(k, ds)
 	}
@@ -173,32 +180,45 @@ func (rs *revSession) add(k string, ds *docState) {
 		rs.docs = make(map[string]*docState)
 	}
 	ds.run.orig, ds.run.hadOrig = ds.winner()
+	ds.run.conf = ds.conflictBytes()
 	rs.docs[k] = ds
 	rs.order = append(rs.order, k)
 }
 
 // edit adds a local edit of document id: a child of its current winner
 // (a first revision for a new document) with body x; the child of the
-// winning leaf always wins. A delete (deleted set) puts a tombstone on
-// every live leaf, so that no conflicting branch a Weave client never saw
-// surfaces in place of the deleted record; it is a no-op for a document
-// that does not exist or has no live leaf.
+// winning leaf always wins. The other live leaves (conflicts a Weave
+// client never saw: its write supersedes them) get tombstones, whose
+// bodies carry only the origin: a document's conflicts last until the
+// next client write, and their bodies are never decoded. A delete
+// (deleted set) puts a tombstone on every live leaf, so that no
+// conflicting branch surfaces in place of the deleted record; it is a
+// no-op for a document that does not exist or has no live leaf.
 func (w *writer) edit(id string, deleted bool, x *Body) error {
 	ds, err := w.doc(id)
 	if err != nil {
 		return err
 	}
-	if deleted {
-		for _, l := range ds.leaves() {
-			if !l.Deleted {
-				if err := w.editOn(ds, id, l, true, true, x); err != nil {
+	parent, ok := ds.winner()
+	if ds.tree != nil {
+		tomb := Body{Origin: w.rs.origin, OriginTime: w.ts}
+		if deleted {
+			tomb = *x
+		}
+		for i, l := range ds.leaves() {
+			if !l.Deleted && (deleted || i > 0) {
+				if err := w.editOn(ds, id, l, true, true, &tomb); err != nil {
 					return err
 				}
 			}
 		}
+	}
+	if deleted {
+		if ok && !parent.Deleted && ds.tree == nil {
+			return w.editOn(ds, id, parent, true, true, x)
+		}
 		return nil
 	}
-	parent, ok := ds.winner()
 	return w.editOn(ds, id, parent, ok, false, x)
 }
 
@@ -213,7 +233,7 @@ func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, delete
 		} else {
 			ds.lin.extend(h, deleted, w.s.revCfg.RevsLimit)
 		}
-		clear(ds.bodies)
+		ds.clearBodies()
 		ds.bodies[ds.lin.rev(0)] = *x
 		ds.dirty = true
 		return nil
@@ -229,7 +249,7 @@ func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, delete
 	if !changed {
 		return nil // the identical edit on the same parent: already there
 	}
-	ds.bodies[p.Leaf()] = *x
+	ds.setBody(p.Leaf(), *x)
 	w.s.settle(ds)
 	return nil
 }
@@ -308,6 +328,13 @@ func (w *writer) saveDocs() error {
 			continue
 		}
 		id := k[len(prefix):]
+		// The conflicting leaves' payloads count against the quota.
+		conf := int64(0)
+		if !ds.run.drop {
+			conf = ds.conflictBytes()
+		}
+		rs.conf = max(0, rs.conf+conf-ds.run.conf)
+		ds.run.conf = conf
 		if ds.run.drop {
 			if ds.seq != 0 {
 				sc.k = chgKey(sc.k[:0], w.user, ds.seq)
@@ -345,7 +372,11 @@ func (w *writer) saveDocs() error {
 		}
 		if ds.dirty {
 			sc.k = chgKey(sc.k[:0], w.user, ds.seq)
-			sc.v = appendChange(sc.v[:0], w.coll, id, ds)
+			v, err := appendChange(sc.v[:0], w.coll, id, ds)
+			if err != nil {
+				return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+			}
+			sc.v = v
 			if err := w.set(sc.k, sc.v); err != nil {
 				return err
 			}
@@ -377,7 +408,11 @@ func (w *writer) placeDoc(ds *docState, id string) error {
 	}
 	if live && ds.lin != nil && ds.head != nil {
 		sc.k = recKey(sc.k[:0], w.user, w.coll, id)
-		sc.v = appendDoc(appendHead(sc.v[:0], ds.head), ds)
+		v, err := appendDoc(appendHead(sc.v[:0], ds.head), ds)
+		if err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+		}
+		sc.v = v
 		if err := w.set(sc.k, sc.v); err != nil {
 			return err
 		}
@@ -402,7 +437,11 @@ func (w *writer) placeDoc(ds *docState, id string) error {
 		return nil
 	}
 	sc.k = docKey(sc.k[:0], w.user, w.coll, id)
-	sc.v = appendDoc(sc.v[:0], ds)
+	v, err := appendDoc(sc.v[:0], ds)
+	if err != nil {
+		return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+	}
+	sc.v = v
 	if err := w.set(sc.k, sc.v); err != nil {
 		return err
 	}
@@ -482,9 +521,12 @@ func (w *writer) fillFromView(ds *docState, id string, r revtree.Rev) error {
 			return err
 		}
 	}
-	x := ds.bodies[r]
+	x, _, err := ds.body(r)
+	if err != nil {
+		return err
+	}
 	fillBody(&x, rec)
-	ds.bodies[r] = x
+	ds.setBody(r, x)
 	ds.inView = false
 	return nil
 }

@@ -91,21 +91,24 @@ func (s *Store) Changes(ctx context.Context, user string, since uint64, limit in
 
 // changeEntry is the value of a changes-index key: the document and what a
 // changes row needs, so the feed is a range scan.
-func appendChange(b []byte, coll, id string, ds *docState) []byte {
+func appendChange(b []byte, coll, id string, ds *docState) ([]byte, error) {
 	leaves := ds.leaves()
 	w := leaves[0]
 	b = append(b, 1)
 	b = bincode.AppendString(b, coll)
 	b = bincode.AppendString(b, id)
 	b = bincode.AppendBool(b, w.Deleted)
-	x := ds.bodies[w.Rev]
+	x, _, err := ds.body(w.Rev)
+	if err != nil {
+		return nil, err
+	}
 	b = binary.AppendVarint(b, x.Expiry)
 	b = binary.AppendUvarint(b, uint64(len(leaves)))
 	for _, l := range leaves {
 		b = binary.AppendUvarint(b, l.Rev.Pos)
 		b = append(b, l.Rev.Hash[:]...)
 	}
-	return b
+	return b, nil
 }
 
 func decodeChange(v []byte, c *Change) error {

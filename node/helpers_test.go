@@ -55,7 +55,7 @@ func mustPost(t testing.TB, s *Store, user, coll string, ws ...api.WBO) api.Batc
 
 func mustGet(t testing.TB, s *Store, user, coll string, q api.Query) []api.WBO {
 	t.Helper()
-	ws, _, err := s.GetCollection(ctx, user, coll, &q)
+	ws, _, err := api.ReadCollection(ctx, s, user, coll, &q)
 	if err != nil {
 		t.Fatalf("GetCollection(%s/%s): %v", user, coll, err)
 	}

@@ -96,8 +96,10 @@ func (s *Store) perCollection(user string, f func(m *collMeta) int64) (map[strin
 	return out, now, err
 }
 
-// Quota returns the user's live payload bytes and the quota (0 = off).
+// Quota returns the user's usage, as the quota counts it (the payloads of
+// live records and of conflicting leaves, and the _local documents'
+// bytes), and the quota (0 = off).
 func (s *Store) Quota(ctx context.Context, user string) (used, limit int64, now api.Stamp, err error) {
-	now, err = s.liveInfo(user, func(st *userState) { used = st.used })
+	now, err = s.liveInfo(user, func(st *userState) { used = st.usage() })
 	return used, s.cfg.QuotaBytes, now, err
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -29,7 +28,10 @@ type cand struct {
 // record aliases Pebble memory valid only during the call. emit returning
 // false stops the query.
 type query struct {
-	s          *Store
+	s *Store
+	// r is what the query reads: the store's snapshot of a collection GET,
+	// or the DB itself under the user's lock.
+	r          pebble.Reader
 	user, coll string
 	q          *api.Query
 	nowSec     int64
@@ -41,6 +43,11 @@ type query struct {
 	// total is the collection's record count (0 = unknown); when an index
 	// range holds a large share of it, re-ordering costs more than a scan.
 	total int64
+	// ttl is the collection's count of records with an expiry (its meta).
+	ttl int64
+	// out is the record handed to a collection GET's emit (kept here so
+	// that it is not allocated per record).
+	out api.WBO
 }
 
 func (e *query) matches(r *record) bool {
@@ -114,7 +121,7 @@ func (e *query) scanData() error {
 	sc := e.sc
 	sc.k = collPrefix(sc.k[:0], e.user, tagData, e.coll)
 	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
-	it, err := e.s.db.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
+	it, err := e.r.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
 	if err != nil {
 		return err
 	}
@@ -192,7 +199,7 @@ func (e *query) scanIndex(tag byte, reverse, collect bool) error {
 	if !ok {
 		return nil
 	}
-	it, err := e.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := e.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return err
 	}
@@ -241,7 +248,7 @@ func (e *query) byHeads() error {
 	sc := e.sc
 	sc.k = collPrefix(sc.k[:0], e.user, tagRec, e.coll)
 	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
-	it, err := e.s.db.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
+	it, err := e.r.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
 	if err != nil {
 		return err
 	}
@@ -277,7 +284,7 @@ func (e *query) byIDs() error {
 	var h head
 	for _, id := range ids {
 		e.sc.k = recKey(e.sc.k[:0], e.user, e.coll, id)
-		v, closer, err := e.s.db.Get(e.sc.k)
+		v, closer, err := e.r.Get(e.sc.k)
 		if errors.Is(err, pebble.ErrNotFound) {
 			continue
 		}
@@ -333,7 +340,7 @@ func (e *query) fetchAll(cands []cand) error {
 // fetch reads the record with insertion number seq and offers it.
 func (e *query) fetch(seq uint64) (bool, error) {
 	e.sc.k2 = dataKey(e.sc.k2[:0], e.user, e.coll, seq)
-	v, closer, err := e.s.db.Get(e.sc.k2)
+	v, closer, err := e.r.Get(e.sc.k2)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return true, nil
 	}
@@ -347,8 +354,84 @@ func (e *query) fetch(seq uint64) (bool, error) {
 	return e.offer(&e.rec), nil
 }
 
-// arena copies strings into shared chunks, so a page of records costs a
-// few allocations instead of several per record.
+// count returns how many records run would emit (filters, offset and
+// limit applied), from the same reader: the collection GET's
+// X-Weave-Records, known before the first record is written. Without
+// filters it is the collection's count less its expired records (a scan
+// of the expiry index, only when some record has a ttl); with only
+// newer/older or only index_above/below and no record with a ttl, the
+// number of index keys in range; otherwise a counting run of the query.
+func (e *query) count() (int, error) {
+	q := e.q
+	var n int64
+	switch {
+	case q.HasIDs || q.HasParentID || q.HasPredecessorID,
+		(q.HasNewer || q.HasOlder) && (q.HasIndexAbove || q.HasIndexBelow):
+		return e.countRun()
+	case !q.HasNewer && !q.HasOlder && !q.HasIndexAbove && !q.HasIndexBelow:
+		exp, err := e.expired()
+		if err != nil {
+			return 0, err
+		}
+		n = e.total - exp
+	case e.ttl > 0:
+		return e.countRun()
+	default:
+		tag := byte(tagIdx)
+		if q.HasNewer || q.HasOlder {
+			tag = tagMod
+		}
+		lo, hi, ok := e.indexBounds(tag)
+		if ok {
+			c, err := e.countKeys(lo, hi)
+			if err != nil {
+				return 0, err
+			}
+			n = c
+		}
+	}
+	if q.Limit > 0 {
+		n = min(max(n-int64(q.Offset), 0), int64(q.Limit))
+	}
+	return int(max(n, 0)), nil
+}
+
+// countRun counts the records of a run of the query.
+func (e *query) countRun() (int, error) {
+	emit := e.emit
+	defer func() { e.emit, e.skip, e.taken = emit, 0, 0 }()
+	n := 0
+	e.emit = func(*record) bool { n++; return true }
+	err := e.run()
+	return n, err
+}
+
+// expired counts the collection's records whose expiry has passed (its
+// expiry index up to now).
+func (e *query) expired() (int64, error) {
+	if e.ttl == 0 {
+		return 0, nil
+	}
+	lo := collPrefix(nil, e.user, tagExp, e.coll)
+	hi := appendU64(slices.Clip(lo), ordInt64(e.nowSec+1))
+	return e.countKeys(lo, hi)
+}
+
+// countKeys counts the keys in [lo, hi).
+func (e *query) countKeys(lo, hi []byte) (int64, error) {
+	it, err := e.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+	}
+	return n, errors.Join(it.Error(), it.Close())
+}
+
+// arena copies strings into shared chunks, so a record costs one
+// allocation instead of several.
 type arena struct{ buf []byte }
 
 func (a *arena) str(s string) string {
@@ -363,24 +446,13 @@ func (a *arena) str(s string) string {
 	return unsafe.String(&a.buf[start], len(s))
 }
 
-func (a *arena) wbo(r *record, full bool) api.WBO {
+// viewWBO returns r as a WBO (only its id unless full) whose strings alias
+// r's, and so the Pebble value r was decoded from: it is valid only while
+// that value is. Its Plain hint is r's plain flags.
+func viewWBO(r *record, full bool) api.WBO {
 	if !full {
-		return api.WBO{ID: a.str(r.id)}
+		return api.WBO{ID: r.id, Plain: api.Plain(r.plain) & api.PlainID}
 	}
-	return api.WBO{
-		ID:            a.str(r.id),
-		Modified:      api.Stamp(r.mod),
-		Has:           r.has,
-		SortIndex:     r.si,
-		Payload:       a.str(r.payload),
-		ParentID:      a.str(r.parent),
-		PredecessorID: a.str(r.pred),
-	}
-}
-
-// viewWBO returns r as a WBO whose strings alias r's (and so the Pebble
-// value r was decoded from): it is valid only while that value is.
-func viewWBO(r *record) api.WBO {
 	return api.WBO{
 		ID:            r.id,
 		Modified:      api.Stamp(r.mod),
@@ -389,132 +461,70 @@ func viewWBO(r *record) api.WBO {
 		Payload:       r.payload,
 		ParentID:      r.parent,
 		PredecessorID: r.pred,
+		Plain:         api.Plain(r.plain),
 	}
 }
 
-// appendJSONStr appends s as a JSON string; plain says it needs no
-// escaping (see jsonPlain), so it is copied between quotes.
-func appendJSONStr(b []byte, s string, plain bool) []byte {
-	if !plain {
-		return api.AppendJSONString(b, s)
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
-}
-
-// appendRecordJSON appends r's JSON object exactly as
-// api.AppendWBOJSON(b, viewWBO(r)) does, copying the strings its plain
-// flags mark instead of scanning them for characters to escape.
-func appendRecordJSON(b []byte, r *record) []byte {
-	if r.plain == 0 {
-		return api.AppendWBOJSON(b, viewWBO(r))
-	}
-	b = append(b, `{"id":`...)
-	b = appendJSONStr(b, r.id, r.plain&plainID != 0)
-	if r.mod != 0 {
-		b = append(b, `,"modified":`...)
-		b = api.Stamp(r.mod).AppendTo(b)
-	}
-	if r.has&api.FieldPayload != 0 {
-		b = append(b, `,"payload":`...)
-		b = appendJSONStr(b, r.payload, r.plain&plainPayload != 0)
-	}
-	if r.has&api.FieldSortIndex != 0 {
-		b = append(b, `,"sortindex":`...)
-		b = strconv.AppendInt(b, r.si, 10)
-	}
-	if r.has&api.FieldParentID != 0 {
-		b = append(b, `,"parentid":`...)
-		b = appendJSONStr(b, r.parent, r.plain&plainParent != 0)
-	}
-	if r.has&api.FieldPredecessorID != 0 {
-		b = append(b, `,"predecessorid":`...)
-		b = appendJSONStr(b, r.pred, r.plain&plainPred != 0)
-	}
-	return append(b, '}')
-}
-
-// scan runs q over user's collection coll under the user's shared lock,
-// calling emit for each record of the answer in order (see query.emit),
-// and returns the request's time. A collection that does not exist has no
-// records.
-func (s *Store) scan(user, coll string, q *api.Query, emit func(r *record) bool) (now api.Stamp, err error) {
+// GetCollection streams the live records of coll matching q (see
+// api.Store). Under the user's shared lock it takes the request's time
+// and a Pebble snapshot, then releases the lock: the count and the
+// records are read from the snapshot while emit writes to the network,
+// so a slow reader never holds up the user's writers, and the answer is
+// the collection as of the request's time. Each record is decoded from
+// Pebble's memory and handed to emit without a copy: a request holds one
+// record at a time whatever the collection's size.
+func (s *Store) GetCollection(ctx context.Context, user, coll string, q *api.Query, start func(n int, now api.Stamp) error, emit func(w *api.WBO) error) error {
 	if err := checkNames(user, coll); err != nil {
-		return 0, err
+		return err
 	}
 	if err := s.enter(); err != nil {
-		return 0, err
+		return err
 	}
 	defer s.leave()
-	mu := s.lock(user)
-	mu.RLock()
-	defer mu.RUnlock()
-	st, now, mono, err := s.readStamp(user)
-	if err != nil {
-		return 0, err
-	}
-	meta, ok := st.colls[coll]
-	if !ok {
-		return now, nil
-	}
 	if q == nil {
 		q = &api.Query{}
 	}
+	mu := s.lock(user)
+	mu.RLock()
+	st, now, mono, err := s.readStamp(user)
+	if err != nil {
+		mu.RUnlock()
+		return err
+	}
+	meta, ok := st.colls[coll]
+	if !ok {
+		mu.RUnlock()
+		return start(0, now)
+	}
+	snap := s.db.NewSnapshot()
+	mu.RUnlock()
+	defer snap.Close()
 	sc := s.getScratch()
 	defer s.putScratch(sc)
 	e := &sc.q
-	*e = query{s: s, user: user, coll: coll, q: q, nowSec: mono / 100, sc: sc, emit: emit, total: meta.count}
-	err = e.run()
-	*e = query{}
+	*e = query{s: s, r: snap, user: user, coll: coll, q: q, nowSec: mono / 100, sc: sc, total: meta.count, ttl: meta.ttl}
+	defer func() { *e = query{} }()
+	n, err := e.count()
 	if err != nil {
-		return 0, fmt.Errorf("node: query %s/%s: %w", user, coll, err)
+		return fmt.Errorf("node: query %s/%s: %w", user, coll, err)
 	}
-	return now, nil
-}
-
-// GetCollection returns the live records of coll matching q, in q's order,
-// after offset and limit.
-func (s *Store) GetCollection(ctx context.Context, user, coll string, q *api.Query) ([]api.WBO, api.Stamp, error) {
-	var out []api.WBO
-	if q != nil && q.Limit > 0 && q.Limit <= 1000 {
-		out = make([]api.WBO, 0, q.Limit)
+	if err := start(n, now); err != nil {
+		return err
 	}
-	full := q != nil && q.Full
-	var a arena
-	now, err := s.scan(user, coll, q, func(r *record) bool {
-		out = append(out, a.wbo(r, full))
-		return true
-	})
-	if err != nil {
-		return nil, 0, err
+	if n == 0 {
+		return nil
 	}
-	if out == nil {
-		out = []api.WBO{}
+	var emitErr error
+	full := q.Full
+	e.emit = func(r *record) bool {
+		e.out = viewWBO(r, full)
+		emitErr = emit(&e.out)
+		return emitErr == nil
 	}
-	return out, now, nil
-}
-
-// AppendCollection implements api.CollectionAppender: it encodes the
-// answer GetCollection would return straight from Pebble's values into b,
-// as a list in format f, without copying the records first.
-func (s *Store) AppendCollection(ctx context.Context, user, coll string, q *api.Query, f api.Format, b []byte) ([]byte, int, api.Stamp, error) {
-	full := q != nil && q.Full
-	b = api.AppendListStart(b, f)
-	n := 0
-	now, err := s.scan(user, coll, q, func(r *record) bool {
-		if full {
-			b = api.AppendListElem(b, f, n == 0, func(b []byte) []byte { return appendRecordJSON(b, r) })
-		} else {
-			b = api.AppendListElem(b, f, n == 0, func(b []byte) []byte { return appendJSONStr(b, r.id, r.plain&plainID != 0) })
-		}
-		n++
-		return true
-	})
-	if err != nil {
-		return b, 0, 0, err
+	if err := e.run(); err != nil {
+		return fmt.Errorf("node: query %s/%s: %w", user, coll, err)
 	}
-	return api.AppendListEnd(b, f), n, now, nil
+	return emitErr
 }
 
 // GetItem returns one live record or api.ErrNotFound.
@@ -566,5 +576,8 @@ func (s *Store) GetItem(ctx context.Context, user, coll, id string) (api.WBO, ap
 		return api.WBO{}, 0, fmt.Errorf("node: get %s/%s: %w", user, coll, err)
 	}
 	a := arena{buf: make([]byte, 0, len(r.id)+len(r.payload)+len(r.parent)+len(r.pred))}
-	return a.wbo(&r, true), now, nil
+	w := viewWBO(&r, true)
+	w.Plain = 0
+	w.ID, w.Payload, w.ParentID, w.PredecessorID = a.str(w.ID), a.str(w.Payload), a.str(w.ParentID), a.str(w.PredecessorID)
+	return w, now, nil
 }

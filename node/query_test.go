@@ -161,3 +161,54 @@ func TestLargeRangeFallsBackToScan(t *testing.T) {
 		t.Fatalf("index range: %d records, first %s", len(got), got[0].ID)
 	}
 }
+
+// TestCollectionCountMatches checks that the number a collection GET
+// announces before its first record (X-Weave-Records) is the number it
+// emits, for every query plan and counting shortcut, with and without
+// records whose ttl has passed (api.ReadCollection fails on a mismatch).
+func TestCollectionCountMatches(t *testing.T) {
+	clk := newFakeClock()
+	s := openTest(t, t.TempDir(), clk, 0)
+	for i := range 40 {
+		w := testkit.WBO(strconv.Itoa(i), "p"+strconv.Itoa(i))
+		if i%3 == 0 {
+			w.Has |= api.FieldSortIndex
+			w.SortIndex = int64(i % 7)
+		}
+		if i%4 == 0 {
+			w.Has |= api.FieldParentID
+			w.ParentID = "p"
+		}
+		if i%5 == 0 {
+			w.Has |= api.FieldTTL
+			w.TTL = int64(1 + i%3)
+		}
+		if i%11 == 0 {
+			w.Has &^= api.FieldPayload
+			w.Payload = ""
+		}
+		mustPut(t, s, "u", "c", w)
+		mustPut(t, s, "u", "plain", testkit.WBO(strconv.Itoa(i), "x"))
+		clk.Add(100 * time.Millisecond)
+	}
+	mid := stampAt(2)
+	queries := []api.Query{
+		{}, {Full: true, Limit: 7, Offset: 3}, {Limit: 100, Offset: 39}, {Limit: 5, Offset: 500},
+		{Sort: api.SortIndex}, {Sort: api.SortNewest, Limit: 9}, {Sort: api.SortOldest, Limit: 9, Offset: 30},
+		{HasNewer: true, Newer: mid}, {HasOlder: true, Older: mid, Limit: 3, Offset: 1},
+		{HasNewer: true, Newer: mid, Sort: api.SortIndex}, {HasIndexAbove: true, IndexAbove: 2.5},
+		{HasIndexBelow: true, IndexBelow: 4, Sort: api.SortIndex, Limit: 2},
+		{HasNewer: true, Newer: mid, HasIndexAbove: true, IndexAbove: 1},
+		{HasParentID: true, ParentID: "p"}, {HasIDs: true, IDs: []string{"1", "5", "15", "nope"}, Limit: 2},
+	}
+	for _, when := range []string{"before expiry", "after expiry"} {
+		for _, coll := range []string{"c", "plain", "none"} {
+			for _, q := range queries {
+				if _, _, err := api.ReadCollection(ctx, s, "u", coll, &q); err != nil {
+					t.Errorf("%s %s %+v: %v", when, coll, q, err)
+				}
+			}
+		}
+		clk.Add(5 * time.Second)
+	}
+}

@@ -22,6 +22,13 @@ var (
 	// ErrLocalConflict: PutLocal was given a revision that is not the
 	// local document's current one.
 	ErrLocalConflict = errors.New("node: local document update conflict")
+	// ErrTooManyConflicts: the revision would give its document more
+	// conflicting live leaves than Config.MaxConflicts. It wraps
+	// ErrRevRejected.
+	ErrTooManyConflicts = fmt.Errorf("%w: too many conflicts", ErrRevRejected)
+	// ErrDocTooLarge: the revision would take its document past
+	// Config.MaxDocBytes. It wraps ErrRevRejected.
+	ErrDocTooLarge = fmt.Errorf("%w: document too large", ErrRevRejected)
 )
 
 // MaxOriginLen bounds Body.Origin.

@@ -195,7 +195,7 @@ func TestReplicatedWinnerBecomesVisibleLater(t *testing.T) {
 	mustPut(t, a, "u", "c", testkit.WBO("r", "from A"))
 	clkB.Add(100 * time.Second)
 	mustPut(t, b, "u", "c", testkit.WBO("x", "from B"))
-	_, pointer, err := b.GetCollection(ctx, "u", "c", &api.Query{})
+	_, pointer, err := api.ReadCollection(ctx, b, "u", "c", &api.Query{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,22 +7,22 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
-var (
-	_ api.Store              = (*Store)(nil)
-	_ api.CollectionAppender = (*Store)(nil)
-)
+var _ api.Store = (*Store)(nil)
 
 const (
 	numStripes = 4096
@@ -50,6 +50,8 @@ type Store struct {
 
 	bufs sync.Pool // *scratch
 
+	disk *diskGuard
+
 	uuid   string
 	origin string
 	revCfg revtree.Config
@@ -59,12 +61,18 @@ type Store struct {
 	waiter      ReplicaWaiter
 	unconfirmed atomic.Uint64 // writes acknowledged after an unconfirmed report
 	unacked     atomic.Uint64 // writes that failed with ErrNotAcknowledged
+
+	overQuota    atomic.Uint64 // replicated batches that left their user over quota
+	overQuotaLog rateLimit
 }
 
 // scratch holds reusable buffers of one request.
 type scratch struct {
 	k, k2, v []byte
 	q        query // the running query (kept here so it is not allocated per request)
+	// pins keep Pebble values that the request's documents alias valid
+	// until the request ends (putScratch closes them).
+	pins []io.Closer
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and starts the
@@ -80,15 +88,26 @@ func Open(cfg Config) (*Store, error) {
 	}
 	cache := pebble.NewCache(cfg.CacheBytes)
 	defer cache.Unref()
+	fs := cfg.fs
+	if fs == nil {
+		fs = vfs.Default
+	}
+	disk := newDiskGuard(fs, cfg.Dir, cfg.MinFreeBytes, cfg.Clock, cfg.Logger)
+	if cfg.diskCheckEvery > 0 {
+		disk.every = cfg.diskCheckEvery
+	}
 	opts := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       uint64(cfg.MemTableBytes),
-		Logger:             pebbleLogger{cfg.Logger},
+		Logger:             &pebbleLogger{l: cfg.Logger, limit: rateLimit{every: 10 * time.Second}},
 		FormatMajorVersion: pebble.FormatNewest,
+		FS:                 fs,
+		EventListener:      &pebble.EventListener{BackgroundError: disk.backgroundError},
 	}
-	if cfg.fs != nil {
-		opts.FS = cfg.fs
+	if cfg.MinFreeBytes > 0 {
+		opts.FS = vfs.OnDiskFull(fs, disk.onDiskFull)
 	}
+	opts.DisableAutomaticCompactions = cfg.noCompactions
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
@@ -96,13 +115,16 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: opening pebble in %s: %w", cfg.Dir, err)
 	}
+	disk.init()
 	s := &Store{
-		cfg:  cfg,
-		log:  cfg.Logger,
-		db:   db,
-		seed: maphash.MakeSeed(),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		db:           db,
+		disk:         disk,
+		seed:         maphash.MakeSeed(),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+		overQuotaLog: rateLimit{every: time.Minute},
 	}
 	s.perShard = max(1, (cfg.CacheUsers+numShards-1)/numShards)
 	for i := range s.shards {
@@ -129,7 +151,10 @@ func Open(cfg Config) (*Store, error) {
 		last:  bound,
 		bound: bound,
 		persist: func(b int64) error {
-			return s.db.Set(keyClock, encodeClock(b), pebble.Sync)
+			if !s.disk.mayPersistClock() {
+				return errClockHeld
+			}
+			return s.guarded(func() error { return s.db.Set(keyClock, encodeClock(b), pebble.Sync) })
 		},
 	}
 	go s.purgeLoop()
@@ -166,7 +191,12 @@ func (s *Store) Close() error {
 	<-s.done
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
-	ferr := s.db.Flush()
+	var ferr error
+	if s.disk.writable() == nil {
+		// A flush on a full disk would wait for ever (Pebble retries
+		// it): the WAL has everything anyway.
+		ferr = s.db.Flush()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("node: closing pebble: %w", err)
 	}
@@ -205,6 +235,11 @@ func (s *Store) leave() { s.closeMu.RUnlock() }
 func (s *Store) getScratch() *scratch { return s.bufs.Get().(*scratch) }
 
 func (s *Store) putScratch(b *scratch) {
+	for i, c := range b.pins {
+		c.Close()
+		b.pins[i] = nil
+	}
+	b.pins = b.pins[:0]
 	if cap(b.v) > 1<<20 {
 		b.v = nil
 	}
@@ -218,7 +253,10 @@ func (s *Store) lock(user string) *sync.RWMutex {
 	return &s.locks[s.hash(user)%numStripes]
 }
 
-// Healthy reports whether the store is open and Pebble accepts reads.
+// Healthy reports whether the store is open, Pebble accepts reads and the
+// store takes writes: an error wrapping ErrDiskFull while the disk is
+// below its reserve (Config.MinFreeBytes, read afresh), ErrStoreFailed
+// after a failed commit.
 func (s *Store) Healthy(ctx context.Context) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -230,27 +268,61 @@ func (s *Store) Healthy(ctx context.Context) error {
 	} else if !errors.Is(err, pebble.ErrNotFound) {
 		return fmt.Errorf("node: health check: %w", err)
 	}
+	if err := s.disk.health(); err != nil {
+		return fmt.Errorf("node: health check: %w", err)
+	}
 	return nil
 }
 
-// pebbleLogger sends Pebble's messages to slog (info at debug level).
-type pebbleLogger struct{ l *slog.Logger }
+// guarded runs a Pebble write: a fatal error Pebble reports through its
+// logger (pebbleLogger.Fatalf panics, for Pebble's code must not go on)
+// becomes ErrStoreFailed, and the store takes no more writes.
+func (s *Store) guarded(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pf, ok := r.(pebbleFatal)
+			if !ok {
+				panic(r)
+			}
+			s.disk.fail(pf)
+			err = api.Unavailable(fmt.Errorf("%w: %w", ErrStoreFailed, pf), api.RetryBlip)
+		}
+	}()
+	return fn()
+}
 
-func (p pebbleLogger) Infof(format string, args ...any) {
+// pebbleLogger sends Pebble's messages to slog (info at debug level,
+// errors at most every 10 s with the count of the others).
+type pebbleLogger struct {
+	l     *slog.Logger
+	limit rateLimit
+}
+
+func (p *pebbleLogger) Infof(format string, args ...any) {
 	if p.l.Enabled(context.Background(), slog.LevelDebug) {
 		p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
 	}
 }
 
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+func (p *pebbleLogger) Errorf(format string, args ...any) {
+	if ok, held := p.limit.allow(time.Now()); ok {
+		p.l.Error(fmt.Sprintf(format, args...), "component", "pebble", "not_logged", held)
+	}
 }
 
-func (p pebbleLogger) Fatalf(format string, args ...any) {
+// Fatalf logs and panics with a pebbleFatal: Pebble calls it when it
+// cannot go on (a failed WAL write), and its code must not continue (it
+// would report a failed commit as done). Store.guarded recovers it.
+func (p *pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.l.Error(msg, "component", "pebble", "fatal", true)
-	panic("node: pebble fatal: " + msg)
+	panic(pebbleFatal{msg})
 }
+
+// pebbleFatal is the panic value of pebbleLogger.Fatalf.
+type pebbleFatal struct{ msg string }
+
+func (f pebbleFatal) Error() string { return "pebble fatal: " + f.msg }
 
 // UUID returns the store's identity: a random UUID made when the store was
 // created and kept for its lifetime (the CouchDB server uuid; replication

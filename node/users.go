@@ -74,13 +74,13 @@ func (s *Store) WipeUser(ctx context.Context, user string) error {
 				return nil, err
 			}
 			sc.k = metaKey(sc.k[:0], user, "")
-			sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(t.ts), st.chg.Load())
+			sc.v = appendUserMeta(sc.v[:0], &userMeta{nextSeq: st.nextSeq, last: int64(t.ts), chg: st.chg.Load()})
 			if err := b.Set(sc.k, sc.v, nil); err != nil {
 				return nil, err
 			}
 			return func() {
 				clear(st.colls)
-				st.used = 0
+				st.used, st.conf, st.local, st.nlocal = 0, 0, 0, 0
 			}, nil
 		})
 	return err

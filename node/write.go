@@ -11,40 +11,53 @@ import (
 	"github.com/hce-sync/hce/api"
 )
 
+// commit applies b, synced, unless the disk guard refuses writes (full
+// disk, failed store: a 503 wrapping ErrDiskFull or ErrStoreFailed).
 func (s *Store) commit(b *pebble.Batch) error {
-	if err := s.db.Apply(b, pebble.Sync); err != nil {
-		return fmt.Errorf("node: commit: %w", err)
+	if err := s.disk.writable(); err != nil {
+		return err
 	}
-	return nil
+	return s.guarded(func() error {
+		if err := s.db.Apply(b, pebble.Sync); err != nil {
+			return fmt.Errorf("node: commit: %w", err)
+		}
+		return nil
+	})
 }
 
 func (s *Store) quotaLeft(st *userState) int64 {
 	if s.cfg.QuotaBytes <= 0 {
 		return -1
 	}
-	return s.cfg.QuotaBytes - st.used
+	return s.cfg.QuotaBytes - st.usage()
 }
 
 // checkQuotaLocked purges the user's expired records if needed and reports
-// ErrOverQuota when the live payload bytes have reached the quota. The
-// caller holds the exclusive lock.
+// ErrOverQuota when the user's usage (userState.usage: live payloads,
+// conflicting leaves, _local documents) has reached the quota. The caller
+// holds the exclusive lock.
 func (s *Store) checkQuotaLocked(user string, st *userState) (*userState, error) {
-	if s.cfg.QuotaBytes <= 0 {
-		return st, nil
+	st, err := s.purgedLocked(user, st)
+	if err != nil {
+		return nil, err
 	}
-	if st.hasTTL() {
-		if _, err := s.purgeUserLocked(user, nil); err != nil {
-			return nil, err
-		}
-		var err error
-		if st, err = s.state(user); err != nil {
-			return nil, err
-		}
-	}
-	if st.used >= s.cfg.QuotaBytes {
+	if s.cfg.QuotaBytes > 0 && st.usage() >= s.cfg.QuotaBytes {
 		return nil, api.ErrOverQuota
 	}
 	return st, nil
+}
+
+// purgedLocked purges the user's expired records first when quotas are
+// on and some record has a ttl (so that usage is exact), and returns the
+// user's state. The caller holds the exclusive lock.
+func (s *Store) purgedLocked(user string, st *userState) (*userState, error) {
+	if s.cfg.QuotaBytes <= 0 || !st.hasTTL() {
+		return st, nil
+	}
+	if _, err := s.purgeUserLocked(user, nil); err != nil {
+		return nil, err
+	}
+	return s.state(user)
 }
 
 func checkPre(st *userState, coll string, pre api.Precondition) error {
@@ -97,6 +110,10 @@ func (s *Store) clientWrite(ctx context.Context, user string, wait bool, check c
 // writeLockedFrom is writeLocked for a change that came from peer from
 // ("" for a client's), which the change notice names.
 func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageFunc) (api.Stamp, *userState, error) {
+	// A full disk refuses the write before it waits for the lock.
+	if err := s.disk.writable(); err != nil {
+		return 0, nil, err
+	}
 	mu := s.lock(user)
 	mu.Lock()
 	defer mu.Unlock()
@@ -129,7 +146,7 @@ func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageF
 		}
 		b.Reset()
 		sc.k = metaKey(sc.k[:0], user, "")
-		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(ts), st.chg.Load())
+		sc.v = appendUserMeta(sc.v[:0], st.meta(int64(ts), st.chg.Load()))
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return 0, nil, err
 		}
@@ -323,7 +340,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 				h  head
 			}
 			var victims []victim
-			e := query{s: s, user: user, coll: coll, q: q, nowSec: t.mono / 100, sc: sc, total: cm.count}
+			e := query{s: s, r: s.db, user: user, coll: coll, q: q, nowSec: t.mono / 100, sc: sc, total: cm.count, ttl: cm.ttl}
 			e.emit = func(r *record) bool {
 				victims = append(victims, victim{id: strings.Clone(r.id), h: r.head()})
 				return true
@@ -386,13 +403,16 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 		// Keep the insertion counter so numbers are never reused, and
 		// the user's last stamp.
 		sc.k = metaKey(sc.k[:0], user, "")
-		sc.v = appendUserMeta(sc.v[:0], st.nextSeq, int64(t.ts), rs.chg)
+		m := st.meta(int64(t.ts), rs.chg)
+		m.conf = rs.conf
+		sc.v = appendUserMeta(sc.v[:0], m)
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return nil, err
 		}
 		return func() {
 			clear(st.colls)
 			st.used = 0
+			st.conf = rs.conf
 			st.chg.Store(rs.chg)
 		}, nil
 	})

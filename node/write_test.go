@@ -362,7 +362,7 @@ func TestBadNames(t *testing.T) {
 	if _, err := s.PutItem(ctx, "a\x00b", "c", testkit.WBO("x", "y"), api.Precondition{}); !errors.Is(err, ErrBadName) {
 		t.Fatalf("NUL in user: %v", err)
 	}
-	if _, _, err := s.GetCollection(ctx, "u", "", &api.Query{}); !errors.Is(err, ErrBadName) {
+	if _, _, err := api.ReadCollection(ctx, s, "u", "", &api.Query{}); !errors.Is(err, ErrBadName) {
 		t.Fatalf("empty collection: %v", err)
 	}
 }

@@ -494,8 +494,9 @@ func (w *writer) finish() error {
 		err = w.b.Delete(sc.k, nil)
 	}
 	if err == nil {
+		rs := w.rs
 		sc.k = metaKey(sc.k[:0], w.user, "")
-		sc.v = appendUserMeta(sc.v[:0], w.nextSeq, w.last, w.rs.chg)
+		sc.v = appendUserMeta(sc.v[:0], &userMeta{nextSeq: w.nextSeq, last: w.last, chg: rs.chg, conf: rs.conf, local: rs.local, nlocal: rs.nlocal})
 		err = w.b.Set(sc.k, sc.v, nil)
 	}
 	return err
@@ -519,5 +520,6 @@ func (w *writer) apply(st *userState) {
 	}
 	st.nextSeq = w.nextSeq
 	st.used += w.usedDelta
+	st.conf = w.rs.conf
 	st.chg.Store(w.rs.chg)
 }

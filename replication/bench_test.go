@@ -106,7 +106,7 @@ func BenchmarkBackfill(b *testing.B) {
 		}
 		elapsed += time.Since(start)
 		b.StopTimer()
-		ws, _, err := c.nodes[1].store.GetCollection(bg, "u", "c", nil)
+		ws, _, err := api.ReadCollection(bg, c.nodes[1].store, "u", "c", nil)
 		if err != nil || len(ws) != records {
 			b.Fatalf("replica has %d records, %v", len(ws), err)
 		}

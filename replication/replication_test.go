@@ -45,7 +45,7 @@ func startPoller(s *node.Store, user, coll string) *poller {
 func (p *poller) poll() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ws, now, err := p.s.GetCollection(bg, p.user, p.coll, &api.Query{HasNewer: true, Newer: p.since})
+	ws, now, err := api.ReadCollection(bg, p.s, p.user, p.coll, &api.Query{HasNewer: true, Newer: p.since})
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func (p *poller) finish(t *testing.T) {
 	if err := p.poll(); err != nil {
 		t.Fatal(err)
 	}
-	live, _, err := p.s.GetCollection(bg, p.user, p.coll, &api.Query{})
+	live, _, err := api.ReadCollection(bg, p.s, p.user, p.coll, &api.Query{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func testConvergence(t *testing.T, n int) {
 	}
 	converge()
 	for j := range n {
-		if ws, _, err := stores[j].GetCollection(bg, "bob", "tabs", nil); err != nil || len(ws) != 0 {
+		if ws, _, err := api.ReadCollection(bg, stores[j], "bob", "tabs", nil); err != nil || len(ws) != 0 {
 			t.Errorf("store %d: bob/tabs after DeleteCollection: %d records, %v", j, len(ws), err)
 		}
 	}
@@ -196,7 +196,7 @@ func testConvergence(t *testing.T, n int) {
 	}
 	converge()
 	for j := range n {
-		if ws, _, err := stores[j].GetCollection(bg, "bob", "keep", nil); err != nil || len(ws) != 0 {
+		if ws, _, err := api.ReadCollection(bg, stores[j], "bob", "keep", nil); err != nil || len(ws) != 0 {
 			t.Errorf("store %d: bob/keep after DeleteStorage: %d records, %v", j, len(ws), err)
 		}
 	}
@@ -263,7 +263,7 @@ func TestBackfillNewReplica(t *testing.T) {
 	testkit.Eventually(t, 20*time.Second, func() string {
 		return diff("carol", c.nodes[0].store, c.nodes[1].store, c.nodes[2].store)
 	})
-	ws, _, err := c.nodes[2].store.GetCollection(bg, "carol", "c", nil)
+	ws, _, err := api.ReadCollection(bg, c.nodes[2].store, "carol", "c", nil)
 	if err != nil || len(ws) != 300 {
 		t.Fatalf("new replica has %d records, %v", len(ws), err)
 	}

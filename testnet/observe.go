@@ -84,8 +84,8 @@ func directoryReachable(dc *dirclient.Client) httpserve.Checker {
 
 // registerStoreMetrics adds a node store's metrics: its size on disk
 // (read at scrape time), the writes acknowledged before any replica
-// confirmed them, and the store's own (Pebble: WAL sync latency,
-// compaction debt, ...).
+// confirmed them, the replicated batches that left a user over quota, and
+// the store's own (Pebble: WAL sync latency, compaction debt, ...).
 func registerStoreMetrics(reg prometheus.Registerer, store *node.Store, storeDir string) error {
 	return registerAll(reg, store.Collector(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -96,6 +96,10 @@ func registerStoreMetrics(reg prometheus.Registerer, store *node.Store, storeDir
 			Namespace: httpserve.Namespace, Subsystem: "store", Name: "writes_unconfirmed_total",
 			Help: "Client writes acknowledged without a replica's confirmation within the replica wait.",
 		}, func() float64 { return float64(store.UnconfirmedWrites()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: httpserve.Namespace, Subsystem: "store", Name: "replicated_over_quota_total",
+			Help: "Replicated batches stored although they left their user over quota (replication never refuses for a quota).",
+		}, func() float64 { return float64(store.ReplicatedOverQuota()) }),
 	)
 }
 

@@ -369,15 +369,19 @@ func (s *memStore) Quota(context.Context, string) (int64, int64, api.Stamp, erro
 	return 0, 0, s.now, s.fail
 }
 
-func (s *memStore) GetCollection(_ context.Context, _, coll string, _ *api.Query) ([]api.WBO, api.Stamp, error) {
+func (s *memStore) GetCollection(_ context.Context, _, coll string, _ *api.Query, start func(int, api.Stamp) error, emit func(*api.WBO) error) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []api.WBO
 	for _, w := range s.recs[coll] {
 		out = append(out, w)
 	}
+	now, fail := s.now, s.fail
+	s.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
 	slices.SortFunc(out, func(a, b api.WBO) int { return cmp.Compare(a.ID, b.ID) })
-	return out, s.now, s.fail
+	return api.EmitRecords(out, now, start, emit)
 }
 
 func (s *memStore) GetItem(_ context.Context, _, coll, id string) (api.WBO, api.Stamp, error) {

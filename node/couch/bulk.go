@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/node/revtree"
 )
@@ -78,7 +79,12 @@ type bulkGetError struct {
 // bulkGet answers POST _bulk_get: one result per requested {id, rev}, in
 // order. A revision the store cannot serve is answered with an error
 // object (never pouchdb-server's {"missing"} form, which PouchDB's
-// replicator silently skips past).
+// replicator silently skips past). The answer streams: each result is
+// written as soon as its document is read, and only the last document is
+// kept (consecutive requests of one document share it), so a request
+// holds one document (at most Config.MaxDocBytes of the store's) whatever
+// it asks for. A store failure after the first result cuts the
+// connection.
 func (h *handler) bulkGet(w http.ResponseWriter, r *http.Request, db string) error {
 	revs, latest, err := revsLatest(r)
 	if err != nil {
@@ -100,15 +106,16 @@ func (h *handler) bulkGet(w http.ResponseWriter, r *http.Request, db string) err
 		ID   string          `json:"id"`
 		Docs []bulkGetResult `json:"docs"`
 	}
-	out := make([]result, 0, len(req.Docs))
-	cache := make(map[string]*node.Doc)
+	sw := newStreamWriter(w, []byte(`{"results":[`))
+	var d *node.Doc
+	lastID, loaded := "", false
 	for _, q := range req.Docs {
-		d, ok := cache[q.ID]
-		if !ok {
+		if !loaded || q.ID != lastID {
+			d = nil
 			if d, err = h.loadDoc(r.Context(), db, q.ID); err != nil {
-				return err
+				return sw.fail(h, r, err)
 			}
-			cache[q.ID] = d
+			lastID, loaded = q.ID, true
 		}
 		miss := func(code, reason string) []bulkGetResult {
 			return []bulkGetResult{{Error: &bulkGetError{ID: q.ID, Rev: q.Rev, Error: code, Reason: reason}}}
@@ -144,10 +151,11 @@ func (h *handler) bulkGet(w http.ResponseWriter, r *http.Request, db string) err
 				res.Docs = miss("not_found", "missing")
 			}
 		}
-		out = append(out, res)
+		if err := sw.element(res); err != nil {
+			return sw.fail(h, r, err)
+		}
 	}
-	h.json(w, http.StatusOK, map[string]any{"results": out})
-	return nil
+	return sw.end([]byte("]}"))
 }
 
 // bulkDocsRow is one entry of a _bulk_docs answer.
@@ -189,6 +197,10 @@ func (h *handler) bulkDocs(w http.ResponseWriter, r *http.Request, db string) er
 	return nil
 }
 
+// overQuotaReason is the reason of a write refused because the user is
+// over quota (a "forbidden" row of _bulk_docs, a 403 otherwise).
+const overQuotaReason = "quota exceeded: the user's storage is full; delete records to free space"
+
 // applyDocs decodes and stores documents with new_edits=false semantics
 // and returns one row per document, with Error set for refused ones.
 func (h *handler) applyDocs(ctx context.Context, db string, docs []json.RawMessage) ([]bulkDocsRow, error) {
@@ -218,8 +230,13 @@ func (h *handler) applyDocs(ctx context.Context, db string, docs []json.RawMessa
 			if e != nil {
 				// Every refusal is per document (node.ErrRevRejected):
 				// "forbidden" is the string PouchDB counts as a write
-				// failure and goes on after.
-				rows[idx[j]].Error, rows[idx[j]].Reason = "forbidden", e.Error()
+				// failure and goes on after. A user over quota gets
+				// it too, with a reason saying so.
+				reason := e.Error()
+				if errors.Is(e, api.ErrOverQuota) {
+					reason = overQuotaReason
+				}
+				rows[idx[j]].Error, rows[idx[j]].Reason = "forbidden", reason
 			}
 		}
 	}

@@ -182,21 +182,28 @@ func (h *handler) changes(w http.ResponseWriter, r *http.Request, db string) {
 }
 
 // rowsPage reads the next page of the feed after since, at most want rows
-// (0: a full page).
-func (h *handler) rowsPage(ctx context.Context, db string, c *changesQuery, since uint64, want int) ([]changeRow, uint64, error) {
+// (0: a full page). The rows are built and written one by one (writeRows):
+// with include_docs a page holds one document at a time.
+func (h *handler) rowsPage(ctx context.Context, db string, since uint64, want int) ([]node.Change, uint64, error) {
 	n := changesPage
 	if want > 0 {
 		n = min(n, want)
 	}
-	chs, last, err := h.store.Changes(ctx, db, since, n)
-	if err != nil {
-		return nil, 0, err
-	}
-	rows := make([]changeRow, 0, len(chs))
+	return h.store.Changes(ctx, db, since, n)
+}
+
+// writeRows writes the rows of chs, each after sep(i) (i counting the rows
+// written before in the answer, from first).
+func (h *handler) writeRows(ctx context.Context, fw *feedWriter, db string, c *changesQuery, chs []node.Change, first int, sep func(i int) string, end string) error {
 	for i := range chs {
-		rows = append(rows, h.row(ctx, db, c, &chs[i]))
+		row := h.row(ctx, db, c, &chs[i])
+		b, _ := json.Marshal(row)
+		b = append(append([]byte(sep(first+i)), b...), end...)
+		if err := fw.write(b); err != nil {
+			return err
+		}
 	}
-	return rows, last, nil
+	return nil
 }
 
 func (h *handler) row(ctx context.Context, db string, c *changesQuery, ch *node.Change) changeRow {
@@ -267,7 +274,7 @@ func (h *handler) stopped() bool {
 // the rows after since. A longpoll request with nothing to report waits
 // for a change or its timeout, writing a newline every heartbeat.
 func (h *handler) batchFeed(ctx context.Context, fw *feedWriter, db string, c *changesQuery) error {
-	rows, last, err := h.rowsPage(ctx, db, c, c.since, c.limit)
+	rows, last, err := h.rowsPage(ctx, db, c.since, c.limit)
 	if err != nil {
 		return err
 	}
@@ -284,7 +291,7 @@ func (h *handler) batchFeed(ctx context.Context, fw *feedWriter, db string, c *c
 			return err
 		}
 		if changed {
-			if rows, last, err = h.rowsPage(ctx, db, c, c.since, c.limit); err != nil {
+			if rows, last, err = h.rowsPage(ctx, db, c.since, c.limit); err != nil {
 				return err
 			}
 		}
@@ -292,20 +299,18 @@ func (h *handler) batchFeed(ctx context.Context, fw *feedWriter, db string, c *c
 	if err := fw.write([]byte(`{"results":[`)); err != nil {
 		return err
 	}
+	sep := func(i int) string {
+		if i > 0 {
+			return ",\n"
+		}
+		return "\n"
+	}
 	n := 0
 	for {
-		for _, row := range rows {
-			b, _ := json.Marshal(row)
-			if n > 0 {
-				b = append([]byte(",\n"), b...)
-			} else {
-				b = append([]byte("\n"), b...)
-			}
-			if err := fw.write(b); err != nil {
-				return err
-			}
-			n++
+		if err := h.writeRows(ctx, fw, db, c, rows, n, sep, ""); err != nil {
+			return err
 		}
+		n += len(rows)
 		want := 0
 		if c.limit > 0 {
 			want = c.limit - n
@@ -313,7 +318,7 @@ func (h *handler) batchFeed(ctx context.Context, fw *feedWriter, db string, c *c
 		if c.limit > 0 && want <= 0 || len(rows) < changesPage {
 			break
 		}
-		if rows, last, err = h.rowsPage(ctx, db, c, last, want); err != nil {
+		if rows, last, err = h.rowsPage(ctx, db, last, want); err != nil {
 			return err
 		}
 	}
@@ -340,17 +345,14 @@ func (h *handler) continuous(ctx context.Context, fw *feedWriter, db string, c *
 		if c.limit > 0 {
 			want = c.limit - n
 		}
-		rows, last, err := h.rowsPage(ctx, db, c, since, want)
+		rows, last, err := h.rowsPage(ctx, db, since, want)
 		if err != nil {
 			return err
 		}
-		for _, row := range rows {
-			b, _ := json.Marshal(row)
-			if err := fw.write(append(b, '\n')); err != nil {
-				return err
-			}
-			n++
+		if err := h.writeRows(ctx, fw, db, c, rows, n, func(int) string { return "" }, "\n"); err != nil {
+			return err
 		}
+		n += len(rows)
 		since = last
 		if len(rows) > 0 {
 			if err := fw.flush(); err != nil {

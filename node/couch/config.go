@@ -34,8 +34,11 @@ type Store interface {
 	// GetLocal returns a _local document or node.ErrDocNotFound.
 	GetLocal(ctx context.Context, user, id string) (node.LocalDoc, error)
 	// PutLocal stores a _local document (node.ErrLocalConflict on a stale
-	// rev).
+	// rev, node.ErrTooManyLocal, api.ErrOverQuota).
 	PutLocal(ctx context.Context, user, id string, body json.RawMessage, rev string) (string, error)
+	// DeleteLocal deletes a _local document (node.ErrDocNotFound,
+	// node.ErrLocalConflict).
+	DeleteLocal(ctx context.Context, user, id, rev string) error
 }
 
 // Defaults of Config.

@@ -19,6 +19,15 @@
 // of one document (plain or with open_revs). Requests are authenticated
 // like the Weave storage API, and a user reaches only their own database.
 // Errors are CouchDB JSON objects {"error","reason"}; a revision the store
-// refuses is reported per document as "forbidden", the one error string
-// PouchDB counts as a write failure without aborting its replication.
+// refuses (bad input, past a document's limits, the user over quota) is
+// reported per document as "forbidden", the one error string PouchDB
+// counts as a write failure without aborting its replication (a 403 for a
+// PUT). _local documents are bounded in number and size and count against
+// the quota (403 and 413); DELETE of one is served so a client can make
+// room.
+//
+// Large answers stream: _changes row by row, _bulk_get and open_revs
+// document by document, so a request holds one document whatever it asks
+// for. A store failure after the status line cuts the connection, so a
+// client never takes a truncated answer for a whole one.
 package couch

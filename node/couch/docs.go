@@ -78,7 +78,7 @@ func (h *handler) getDocument(w http.ResponseWriter, r *http.Request, db, docID 
 		return err
 	}
 	if q.Has("open_revs") {
-		return h.openRevs(w, d, q.Get("open_revs"), revs, latest)
+		return h.openRevs(w, r, d, q.Get("open_revs"), revs, latest)
 	}
 	if d == nil {
 		return errNotFound
@@ -111,51 +111,63 @@ func (h *handler) getDocument(w http.ResponseWriter, r *http.Request, db, docID 
 
 // openRevs answers GET {docid}?open_revs=all|[...] as a JSON array of
 // {"ok":doc} and {"missing":rev} entries (CouchDB's answer for Accept:
-// application/json).
-func (h *handler) openRevs(w http.ResponseWriter, d *node.Doc, spec string, revs, latest bool) error {
+// application/json), written entry by entry.
+func (h *handler) openRevs(w http.ResponseWriter, r *http.Request, d *node.Doc, spec string, revs, latest bool) error {
 	type entry struct {
 		OK      *outDoc `json:"ok,omitempty"`
 		Missing string  `json:"missing,omitempty"`
 	}
-	out := []entry{}
-	ok := func(r revtree.Rev) {
-		if rev, found := d.Revision(r, 0); found {
-			out = append(out, entry{OK: newOutDoc(&rev, revs)})
+	var want []string
+	if spec != "all" {
+		if err := json.Unmarshal([]byte(spec), &want); err != nil {
+			return errorf(http.StatusBadRequest, "bad_request", "open_revs must be \"all\" or a JSON array of revisions")
 		}
+	}
+	sw := newStreamWriter(w, []byte{'['})
+	ok := func(rv revtree.Rev) (bool, error) {
+		rev, found := d.Revision(rv, 0)
+		if !found {
+			return false, nil
+		}
+		return true, sw.element(entry{OK: newOutDoc(&rev, revs)})
 	}
 	if spec == "all" {
 		if d != nil {
 			for _, l := range d.Tree.Leaves() {
-				ok(l.Rev)
+				if _, err := ok(l.Rev); err != nil {
+					return sw.fail(h, r, err)
+				}
 			}
 		}
-		h.json(w, http.StatusOK, out)
-		return nil
-	}
-	var want []string
-	if err := json.Unmarshal([]byte(spec), &want); err != nil {
-		return errorf(http.StatusBadRequest, "bad_request", "open_revs must be \"all\" or a JSON array of revisions")
+		return sw.end([]byte{']'})
 	}
 	for _, s := range want {
 		rv, err := revtree.ParseRev(s)
 		if err != nil || d == nil {
-			out = append(out, entry{Missing: s})
+			if err := sw.element(entry{Missing: s}); err != nil {
+				return sw.fail(h, r, err)
+			}
 			continue
 		}
 		leaves := []revtree.Rev{rv}
 		if latest {
 			leaves = d.LeavesFrom(rv)
 		}
-		n := len(out)
+		found := false
 		for _, l := range leaves {
-			ok(l)
+			f, err := ok(l)
+			if err != nil {
+				return sw.fail(h, r, err)
+			}
+			found = found || f
 		}
-		if len(out) == n {
-			out = append(out, entry{Missing: s})
+		if !found {
+			if err := sw.element(entry{Missing: s}); err != nil {
+				return sw.fail(h, r, err)
+			}
 		}
 	}
-	h.json(w, http.StatusOK, out)
-	return nil
+	return sw.end([]byte{']'})
 }
 
 // putDocument stores one revision sent with new_edits=false (CouchDB's

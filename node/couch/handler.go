@@ -314,3 +314,76 @@ func (h *handler) ensureFullCommit(w http.ResponseWriter, r *http.Request, db st
 	h.json(w, http.StatusCreated, map[string]any{"ok": true, "instance_start_time": "0"})
 	return nil
 }
+
+// streamWriter writes a 200 JSON answer element by element, so a request
+// holds one element at a time whatever the answer's size. The status line
+// and the opening bytes go out with the first element (or at the end): an
+// error before any element is still answered as an error.
+type streamWriter struct {
+	w        http.ResponseWriter
+	open     []byte
+	n        int
+	started  bool
+	writeErr error
+}
+
+func newStreamWriter(w http.ResponseWriter, open []byte) *streamWriter {
+	return &streamWriter{w: w, open: open}
+}
+
+func (s *streamWriter) write(b []byte) error {
+	if s.writeErr == nil {
+		_, s.writeErr = s.w.Write(b)
+	}
+	return s.writeErr
+}
+
+func (s *streamWriter) start() error {
+	if s.started {
+		return s.writeErr
+	}
+	s.started = true
+	hd := s.w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Cache-Control", "must-revalidate")
+	s.w.WriteHeader(http.StatusOK)
+	return s.write(s.open)
+}
+
+// element writes v, JSON-encoded, after a comma unless it is the first.
+func (s *streamWriter) element(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := s.start(); err != nil {
+		return err
+	}
+	if s.n > 0 {
+		b = append([]byte{','}, b...)
+	}
+	s.n++
+	return s.write(b)
+}
+
+// end writes the closing bytes and a newline. A failed write is not an
+// error to answer: the client is gone.
+func (s *streamWriter) end(close []byte) error {
+	_ = s.start()
+	_ = s.write(append(close, '\n'))
+	return nil
+}
+
+// fail returns err for the caller to answer when nothing was written yet;
+// after the status line it cuts the connection (logging a store failure,
+// not a client that went away), so that the client cannot take a
+// truncated answer for a whole one.
+func (s *streamWriter) fail(h *handler, r *http.Request, err error) error {
+	if !s.started {
+		return err
+	}
+	if s.writeErr == nil {
+		h.log.Error("couch: answer failed mid-stream", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	panic(http.ErrAbortHandler)
+}

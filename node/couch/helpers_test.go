@@ -50,10 +50,20 @@ const (
 
 func newEnv(t *testing.T, mods ...func(*Config)) *env {
 	t.Helper()
+	return newEnvWith(t, nil, mods...)
+}
+
+// newEnvWith is newEnv with the node store's configuration changed by
+// nmod (when not nil).
+func newEnvWith(t *testing.T, nmod func(*node.Config), mods ...func(*Config)) *env {
+	t.Helper()
 	ncfg := node.DefaultConfig()
 	ncfg.Dir = t.TempDir()
 	ncfg.CacheBytes = 8 << 20
 	ncfg.MemTableBytes = 4 << 20
+	if nmod != nil {
+		nmod(&ncfg)
+	}
 	st, err := node.Open(ncfg)
 	if err != nil {
 		t.Fatalf("node.Open: %v", err)

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/node"
 )
 
-// local serves GET/PUT {db}/_local/{id}: replication checkpoints, stored
-// verbatim apart from _id and _rev, never replicated.
+// local serves GET/PUT/DELETE {db}/_local/{id}: replication checkpoints,
+// stored verbatim apart from _id and _rev, never replicated. A user keeps
+// a bounded number of them (403 beyond), of bounded size (413), and they
+// count against the quota (403 for a write that adds bytes over it).
 func (h *handler) local(w http.ResponseWriter, r *http.Request, db, id string) {
 	if id == "" {
 		h.fail(w, r, errorf(http.StatusBadRequest, "bad_request", "empty _local document id"))
@@ -58,18 +61,35 @@ func (h *handler) local(w http.ResponseWriter, r *http.Request, db, id string) {
 		}
 		nrev, err := h.store.PutLocal(r.Context(), db, id, body, rev)
 		switch {
-		case errors.Is(err, node.ErrLocalConflict):
-			h.fail(w, r, errorf(http.StatusConflict, "conflict", "Document update conflict."))
-		case errors.Is(err, node.ErrRevRejected):
-			h.fail(w, r, errorf(http.StatusRequestEntityTooLarge, "too_large", "%v", err))
 		case err != nil:
-			h.fail(w, r, err)
+			h.fail(w, r, localError(err))
 		default:
 			h.json(w, http.StatusCreated, map[string]any{"ok": true, "id": docID, "rev": nrev})
 		}
+	case http.MethodDelete:
+		if err := h.store.DeleteLocal(r.Context(), db, id, r.URL.Query().Get("rev")); err != nil {
+			h.fail(w, r, localError(err))
+			return
+		}
+		h.json(w, http.StatusOK, map[string]any{"ok": true, "id": docID, "rev": "0-0"})
 	default:
 		h.fail(w, r, errMethodNotAllowed)
 	}
+}
+
+// localError maps a store error of a _local write to its answer.
+func localError(err error) error {
+	switch {
+	case errors.Is(err, node.ErrLocalConflict):
+		return errorf(http.StatusConflict, "conflict", "Document update conflict.")
+	case errors.Is(err, node.ErrRevRejected):
+		return errorf(http.StatusRequestEntityTooLarge, "too_large", "%v", err)
+	case errors.Is(err, node.ErrTooManyLocal):
+		return errorf(http.StatusForbidden, "forbidden", "%v", err)
+	case errors.Is(err, api.ErrOverQuota):
+		return errorf(http.StatusForbidden, "forbidden", overQuotaReason)
+	}
+	return err
 }
 
 // localJSON splices _id and _rev into the stored object.
