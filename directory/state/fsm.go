@@ -33,6 +33,8 @@ type FSM struct {
 	// (cluster.go); keys the published signing keys by kid (keys.go).
 	cl   clusterState
 	keys map[string]*SigningKey
+	// invites holds the unused invite codes by hash (invites.go).
+	invites map[string]*Invite
 	// index is the raft index of the last command entry applied (during
 	// Apply: of the entry being applied), placement's clock.
 	index uint64
@@ -65,6 +67,7 @@ func New(log *slog.Logger, policy placement.Policy, hooks Hooks) *FSM {
 	return &FSM{
 		log: log, placement: policy, hooks: hooks,
 		accounts: make(map[string]*Account), cl: newClusterState(), keys: make(map[string]*SigningKey),
+		invites: make(map[string]*Invite),
 	}
 }
 
@@ -117,6 +120,8 @@ func (f *FSM) applyOne(c Command) error {
 	switch c.(type) {
 	case CreateUser, DeleteUser, SetPassword, SetEmail, SetResetCode, ClearResetCode, ResetPassword:
 		return f.applyAccount(c)
+	case CreateInvite:
+		return f.applyInvite(c.(CreateInvite))
 	case RegisterNode, ApproveNode, SetNodeState, RetireNode, FinishDrain, SetSettings, SetVoter:
 		return f.applyCluster(c)
 	case NodeReport, StartTransfer, FinishLeave:
