@@ -603,6 +603,11 @@ func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
 			writeResetPage(w, http.StatusOK, name, "", "We were unable to locate your account.")
 		case errors.Is(err, ErrNoEmail):
 			writeResetPage(w, http.StatusOK, name, "", "There is no e-mail address on file for this account.")
+		case errors.Is(err, ErrTooManyRequests):
+			if te, ok := ThrottleHint(err); ok {
+				w.Header().Set("Retry-After", Seconds(te.After))
+			}
+			writeResetPage(w, http.StatusTooManyRequests, name, "", "Too many reset mails were asked for; please try again later.")
 		default:
 			u.rs.writeError(w, r, err)
 		}

@@ -87,8 +87,10 @@ type Directory struct {
 	log    *slog.Logger
 	state  *state.FSM
 	raft   *raft.Raft
-	stores raftStores // what raft runs on (raft.go)
-	hasher *hasher    // password.go
+	stores raftStores    // what raft runs on (raft.go)
+	hasher *hasher       // password.go
+	guard  *guard        // the login guard (guard.go)
+	resets *resetLimiter // reset mails per address and in all (resetlimit.go)
 
 	// The voter's IO around the state, each part in its own file.
 	commits *committer // the group commit (commit.go)
@@ -134,10 +136,16 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	if err != nil {
 		return nil, err
 	}
+	g, err := newGuard(cfg.Accounts.Limits, cfg.Clock)
+	if err != nil {
+		return nil, err
+	}
 	d := &Directory{
 		cfg:    cfg,
 		log:    cfg.Logger,
 		hasher: h,
+		guard:  g,
+		resets: newResetLimiter(cfg.Accounts.Resets, cfg.Accounts.Limits.MaxEntries),
 		placed: make(chan struct{}, 1),
 	}
 	d.members = newMembers(d)

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/p2p"
 )
@@ -40,8 +41,20 @@ type notifier struct {
 	log   *slog.Logger
 }
 
+// dirEvent is the account event for user: deleted, or its credentials
+// changed to creds.
+func dirEvent(user string, deleted bool, creds api.CredentialState) dirproto.AccountEvent {
+	ev := dirproto.AccountEvent{User: user, Deleted: deleted}
+	if !deleted {
+		ev.ChangedAt, ev.Gen = creds.ChangedAt, creds.Gen
+	}
+	return ev
+}
+
 // notify tells each node of set (a user's replica set) about a
-// committed account event over dirproto.ProtoAccount, in the background:
+// committed account event over dirproto.ProtoAccount11 (ProtoAccount,
+// without the credential state, to nodes that do not speak it), in the
+// background:
 // each node gets up to notifyTries calls within notifyWindow, and Close
 // stops them. It runs on the voter that handled the API call, after the
 // write committed; a follower forwards the write to the leader and
@@ -50,7 +63,7 @@ type notifier struct {
 // nothing to do). A node that cannot be reached is logged: it drops the
 // user's cached Basic-auth answers only when they expire
 // (node.DefaultCacheTTL), and a deleted user's records stay on it.
-func (n *notifier) notify(user string, set []NodeInfo, deleted bool) <-chan struct{} {
+func (n *notifier) notify(user string, set []NodeInfo, ev dirproto.AccountEvent) <-chan struct{} {
 	done := make(chan struct{})
 	if n.host == nil || len(set) == 0 {
 		close(done)
@@ -61,7 +74,7 @@ func (n *notifier) notify(user string, set []NodeInfo, deleted bool) <-chan stru
 		wg.Add(1)
 		if !n.spawn(func(ctx context.Context) {
 			defer wg.Done()
-			n.notifyNode(ctx, node, dirproto.AccountEvent{User: user, Deleted: deleted})
+			n.notifyNode(ctx, node, ev)
 		}) {
 			wg.Done()
 		}
@@ -99,7 +112,8 @@ func (n *notifier) notifyNode(ctx context.Context, node NodeInfo, ev dirproto.Ac
 	rpc := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: notifyCallTimeout, Logger: n.log}
 	pause := notifyBackoff
 	for try := 1; ; try++ {
-		err = p2p.CallJSON(ctx, rpc, n.host, id, dirproto.ProtoAccount, ev, nil)
+		old := dirproto.AccountEvent{User: ev.User, Deleted: ev.Deleted}
+		_, err = dirproto.CallVersioned(ctx, rpc, n.host, id, dirproto.ProtoAccount11, dirproto.ProtoAccount, ev, old, nil)
 		if err == nil {
 			log.Debug("directory: node notified of an account event")
 			return

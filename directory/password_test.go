@@ -28,16 +28,16 @@ func TestHashFormatAndVerify(t *testing.T) {
 		t.Fatal("two hashes of one password are equal: salt not random")
 	}
 	for pw, want := range map[string]bool{"ééééééééé": true, "eeeeeeeee": false, "": false} {
-		if ok, err := h.verify(ctx, enc, pw); err != nil || ok != want {
+		if ok, err := h.verify(ctx, enc, pw, false); err != nil || ok != want {
 			t.Errorf("verify(%q) = %v, %v; want %v", pw, ok, err, want)
 		}
 	}
 	// Hashes keep verifying after the parameters change.
 	h2, _ := newHasher(HashParams{Time: 2, MemoryKiB: 128, Threads: 1, SaltLen: 16, KeyLen: 32}, 1)
-	if ok, err := h2.verify(ctx, enc, "ééééééééé"); err != nil || !ok {
+	if ok, err := h2.verify(ctx, enc, "ééééééééé", true); err != nil || !ok {
 		t.Fatalf("verify with other params = %v, %v", ok, err)
 	}
-	if ok, err := h.verify(ctx, h.dummy, "anything"); err != nil || ok {
+	if ok, err := h.verify(ctx, h.dummy, "anything", false); err != nil || ok {
 		t.Fatalf("dummy hash verify = %v, %v", ok, err)
 	}
 }

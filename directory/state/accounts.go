@@ -115,10 +115,25 @@ type createUserV1 struct {
 	Node    string `json:"node,omitempty"`
 }
 
-// DeleteUser removes an account. Fails with api.ErrUserNotFound.
+// DeleteUser removes an account. Fails with api.ErrUserNotFound. Version
+// 2 adds At, the proposer's time of the deletion: the state keeps, for
+// TombstoneTTL, a floor for the credential time of an account created
+// again under the name (every token of the deleted one was issued at or
+// before it). Without At it is written as version 1.
 type DeleteUser struct {
 	Name string `json:"n"`
+	At   int64  `json:"at,omitempty"`
 }
+
+// deleteUserV1 is the version 1 body of DeleteUser.
+type deleteUserV1 struct {
+	Name string `json:"n"`
+}
+
+// TombstoneTTL is how long the state remembers a deleted account's
+// credential floor (Unix seconds of the deletion's At): longer than any
+// token lives (api.MaxTokenLifetime) plus the clock skew nodes allow.
+const TombstoneTTL = 2 * 60 * 60
 
 // SetPassword replaces an account's hash and drops any pending reset
 // code. Fails with api.ErrUserNotFound. Version 2 adds At, the time of
@@ -210,7 +225,12 @@ func (c CreateUser) version() uint8 {
 	}
 	return commandV1
 }
-func (DeleteUser) version() uint8 { return commandV1 }
+func (c DeleteUser) version() uint8 {
+	if c.At != 0 {
+		return commandV2
+	}
+	return commandV1
+}
 func (c SetPassword) version() uint8 {
 	if c.At != 0 {
 		return commandV2
@@ -234,6 +254,14 @@ func decodeCreateUserV1(body []byte) (Command, error) {
 		return nil, err
 	}
 	return CreateUser{Name: o.Name, Hash: o.Hash, Email: o.Email, Created: o.Created, Node: o.Node}, nil
+}
+
+func decodeDeleteUserV1(body []byte) (Command, error) {
+	o, err := decodeStrict[deleteUserV1](CmdDeleteUser, body)
+	if err != nil {
+		return nil, err
+	}
+	return DeleteUser{Name: o.Name}, nil
 }
 
 func decodeSetPasswordV1(body []byte) (Command, error) {
@@ -271,15 +299,30 @@ func (f *FSM) applyAccount(c Command) error {
 		if c.Invite != "" {
 			delete(f.invites, c.Invite)
 		}
+		// An account created again under a deleted name starts after
+		// every token of the deleted one.
+		credsAt := max(c.Created, f.deleted[c.Name])
+		delete(f.deleted, c.Name)
 		f.accounts[c.Name] = &Account{
 			Name: c.Name, Hash: c.Hash, Email: c.Email, Created: c.Created, Node: c.Node,
-			CredsAt: c.Created, CredsIndex: f.index,
+			CredsAt: credsAt, CredsIndex: f.index,
 		}
 		return nil
 	case DeleteUser:
-		if _, ok := f.accounts[c.Name]; !ok {
+		old, ok := f.accounts[c.Name]
+		if !ok {
 			return api.ErrUserNotFound
 		}
+		if c.At != 0 {
+			for name, floor := range f.deleted {
+				if floor < c.At-TombstoneTTL {
+					delete(f.deleted, name)
+				}
+			}
+		}
+		// Tokens were issued at or before the deletion, or (right after a
+		// change) at the change's time + 1.
+		f.deleted[c.Name] = max(c.At, old.Credentials().ChangedAt+1)
 		delete(f.accounts, c.Name)
 		f.setReplicas(c.Name, placement.Set{})
 		return f.revoke(c.Name, nil)

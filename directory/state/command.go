@@ -49,7 +49,8 @@ const (
 // commandV1 is the body version of every command type unless it carries
 // fields a later version added: commandV2 for CreateUser with an invite,
 // SetPassword with its time, SetResetCode with a limit, SetSettings with
-// capacity limits, and SetVoter with libp2p fields (setVoterV2).
+// capacity limits, DeleteUser with its time, and SetVoter with libp2p
+// fields (setVoterV2).
 const (
 	commandV1 = 1
 	commandV2 = 2
@@ -84,7 +85,7 @@ func v1v2[T Command](name string, dec1 func(body []byte) (Command, error)) codec
 // (its decoder calls DecodeCommand).
 var codecs = map[CommandType]codec{
 	CmdCreateUser:     v1v2[CreateUser]("CreateUser", decodeCreateUserV1),
-	CmdDeleteUser:     v1[DeleteUser]("DeleteUser"),
+	CmdDeleteUser:     v1v2[DeleteUser]("DeleteUser", decodeDeleteUserV1),
 	CmdSetPassword:    v1v2[SetPassword]("SetPassword", decodeSetPasswordV1),
 	CmdSetEmail:       v1[SetEmail]("SetEmail"),
 	CmdSetResetCode:   v1v2[SetResetCode]("SetResetCode", decodeSetResetCodeV1),

@@ -240,6 +240,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		SetResetCode{Name: "a", CodeHash: "c", Expires: 9, Now: 1, Max: 3, Window: 3600},
 		SetSettings{Settings: Settings{Replicas: 3, MaxNodeCapacity: 10}},
 		CreateInvite{Hash: InviteHash("x"), Expires: 9, Now: 1},
+		DeleteUser{Name: "a", At: 7},
 	} {
 		enc, err := EncodeCommand(c)
 		if err != nil {

@@ -35,6 +35,10 @@ type FSM struct {
 	keys map[string]*SigningKey
 	// invites holds the unused invite codes by hash (invites.go).
 	invites map[string]*Invite
+	// deleted holds, per recently deleted account name, the floor of
+	// the credential time of an account created again under it
+	// (DeleteUser, TombstoneTTL).
+	deleted map[string]int64
 	// index is the raft index of the last command entry applied (during
 	// Apply: of the entry being applied), placement's clock.
 	index uint64
@@ -67,7 +71,7 @@ func New(log *slog.Logger, policy placement.Policy, hooks Hooks) *FSM {
 	return &FSM{
 		log: log, placement: policy, hooks: hooks,
 		accounts: make(map[string]*Account), cl: newClusterState(), keys: make(map[string]*SigningKey),
-		invites: make(map[string]*Invite),
+		invites: make(map[string]*Invite), deleted: make(map[string]int64),
 	}
 }
 

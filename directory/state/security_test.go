@@ -60,17 +60,49 @@ func TestFSMCredentials(t *testing.T) {
 	if got := s.f.Credentials("a"); got.ChangedAt != 200 || got.Gen != 6 {
 		t.Fatalf("after reset: %+v", got)
 	}
-	s.must(DeleteUser{Name: "a"})
+	s.must(DeleteUser{Name: "a", At: 210})
 	if got := s.f.Credentials("a"); got.Exists {
 		t.Fatalf("deleted account: %+v", got)
 	}
-	s.must(CreateUser{Name: "a", Hash: "h1", Created: 200})
-	if got := s.f.Credentials("a"); got.ChangedAt != 200 || got.Gen != 8 {
+	// Created again in a second where the old account's tokens could
+	// still have been issued: its credentials start after them.
+	s.must(CreateUser{Name: "a", Hash: "h1", Created: 205})
+	if got := s.f.Credentials("a"); got.ChangedAt != 210 || got.Gen != 8 {
 		t.Fatalf("created again: %+v", got)
 	}
-	// A token of the first account issued at 200 is revoked.
-	if !s.f.Credentials("a").Revokes(api.TokenClaims{Iat: 200}) {
-		t.Fatal("old token accepted for the new account")
+	for _, iat := range []int64{200, 201, 210} {
+		if !s.f.Credentials("a").Revokes(api.TokenClaims{Iat: iat}) {
+			t.Fatalf("token of the old account (iat %d) accepted for the new one", iat)
+		}
+	}
+	// A deletion right after a change (ChangedAt 300, so tokens with iat
+	// 301) leaves a floor of 301; a version 1 deletion (no time) too.
+	s.must(SetPassword{Name: "a", Hash: "h5", At: 300})
+	s.must(DeleteUser{Name: "a"})
+	s.must(CreateUser{Name: "a", Hash: "h1", Created: 300})
+	if got := s.f.Credentials("a"); got.ChangedAt != 301 {
+		t.Fatalf("created again after a v1 deletion: %+v", got)
+	}
+	// Tombstones go after TombstoneTTL (pruned by later deletions) and
+	// survive snapshots until then.
+	s.must(CreateUser{Name: "b", Hash: "h", Created: 300})
+	s.must(CreateUser{Name: "c", Hash: "h", Created: 300})
+	s.must(DeleteUser{Name: "b", At: 400})
+	snap, _ := s.f.Snapshot()
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	g := testFSM(t)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if g.deleted["b"] != 400 {
+		t.Fatalf("restored tombstones %v", g.deleted)
+	}
+	s.must(DeleteUser{Name: "c", At: 400 + TombstoneTTL + 1})
+	if _, ok := s.f.deleted["b"]; ok {
+		t.Fatalf("tombstone kept past TombstoneTTL: %v", s.f.deleted)
 	}
 }
 
@@ -213,6 +245,8 @@ func TestCommandVersions(t *testing.T) {
 		{SetSettings{Settings: Settings{Replicas: 3, AutoApprove: true, DownAfterMS: 5}}, commandV1},
 		{SetSettings{Settings: Settings{Replicas: 3, MaxNodeCapacity: 10, MaxOperatorCapacity: 20}}, commandV2},
 		{CreateInvite{Hash: InviteHash("x"), Expires: 9, Now: 1}, commandV1},
+		{DeleteUser{Name: "a"}, commandV1},
+		{DeleteUser{Name: "a", At: 7}, commandV2},
 	} {
 		enc, err := EncodeCommand(tc.c)
 		if err != nil {
