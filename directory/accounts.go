@@ -101,11 +101,16 @@ func (d *Directory) DeleteUser(ctx context.Context, user string) error {
 	set, _, _ := d.state.Assignment(user)
 	r, _, _ := d.state.Replicas(user)
 	set = append(set, r.Leaving...)
-	if err := d.write(ctx, state.DeleteUser{Name: user, At: d.cfg.Clock().Unix()}); err != nil {
+	at := d.cfg.Clock().Unix()
+	// Every token of the account was issued at or before this floor (as
+	// the state machine's tombstone says): the nodes refuse them even if
+	// the name is registered again before they expire.
+	floor := max(at, d.state.Credentials(user).ChangedAt+1)
+	if err := d.write(ctx, state.DeleteUser{Name: user, At: at}); err != nil {
 		return err
 	}
 	d.guard.forget(user)
-	done := d.notes.notify(user, set, dirEvent(user, true, api.CredentialState{}))
+	done := d.notes.notify(user, set, dirEvent(user, true, api.CredentialState{ChangedAt: floor}))
 	t := time.NewTimer(deleteWait)
 	defer t.Stop()
 	select {

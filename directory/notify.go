@@ -41,14 +41,11 @@ type notifier struct {
 	log   *slog.Logger
 }
 
-// dirEvent is the account event for user: deleted, or its credentials
-// changed to creds.
+// dirEvent is the account event for user: its credentials changed to
+// creds, or it was deleted (creds.ChangedAt: the floor every token of it
+// is at or before).
 func dirEvent(user string, deleted bool, creds api.CredentialState) dirproto.AccountEvent {
-	ev := dirproto.AccountEvent{User: user, Deleted: deleted}
-	if !deleted {
-		ev.ChangedAt, ev.Gen = creds.ChangedAt, creds.Gen
-	}
-	return ev
+	return dirproto.AccountEvent{User: user, Deleted: deleted, ChangedAt: creds.ChangedAt, Gen: creds.Gen}
 }
 
 // notify tells each node of set (a user's replica set) about a

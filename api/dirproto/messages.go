@@ -505,8 +505,9 @@ func (e MembershipEvent) Validate() error {
 // node drops its cached Basic-auth answers for User, ends the feeds
 // opened with the old credentials and, on a deletion, deletes User's
 // records. Version 1.1 adds the new credential state (ChangedAt, Gen;
-// zero for a deletion): the node refuses tokens issued at or before
-// ChangedAt from then on.
+// for a deletion ChangedAt is the time every token of the account was
+// issued at or before, and Gen is 0): the node refuses tokens issued at
+// or before ChangedAt from then on.
 type AccountEvent struct {
 	User      string `json:"user"`
 	Deleted   bool   `json:"deleted"`
