@@ -132,10 +132,7 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("directory: data folder: %w", err)
 	}
-	h, err := newHasher(cfg.Accounts.PasswordHash, cfg.Accounts.HashConcurrency)
-	if err != nil {
-		return nil, err
-	}
+	h := newHasher(cfg.Accounts.PasswordHash, cfg.Accounts.HashConcurrency)
 	g, err := newGuard(cfg.Accounts.Limits, cfg.Clock)
 	if err != nil {
 		return nil, err

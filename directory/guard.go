@@ -220,7 +220,7 @@ type verifyFunc func(ctx context.Context, priority bool) (bool, error)
 
 // check answers whether password is user's, through the caches, limits
 // and lanes described above; hash is the stored hash verify compares
-// with (the dummy for an unknown user) and addr the client's address
+// with ("" for an unknown user) and addr the client's address
 // ("" unknown). It returns the verdict, or an error: a *api.ThrottleError
 // (429), a busy *api.RetryError (503), ctx's error or verify's.
 func (g *guard) check(ctx context.Context, user, password, hash, addr string, verify verifyFunc) (bool, error) {

@@ -37,10 +37,6 @@ type hasher struct {
 	params  HashParams
 	slots   chan struct{}
 	general chan struct{}
-	// dummy is a hash of a random password with the current parameters,
-	// verified against when the user does not exist so that an unknown
-	// name costs as much as a wrong password.
-	dummy string
 }
 
 // reservedSlots is how many of n hash slots only the priority lane uses:
@@ -52,15 +48,9 @@ func reservedSlots(n int) int {
 	return max(1, n/4)
 }
 
-func newHasher(p HashParams, concurrency int) (*hasher, error) {
-	h := &hasher{params: p, slots: make(chan struct{}, concurrency),
+func newHasher(p HashParams, concurrency int) *hasher {
+	return &hasher{params: p, slots: make(chan struct{}, concurrency),
 		general: make(chan struct{}, concurrency-reservedSlots(concurrency))}
-	dummy, err := h.hash(context.Background(), rand.Text())
-	if err != nil {
-		return nil, err
-	}
-	h.dummy = dummy
-	return h, nil
 }
 
 // acquire takes a slot (and, outside the priority lane, a general

@@ -12,10 +12,7 @@ var phcRE = regexp.MustCompile(`^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[A-Z
 
 func TestHashFormatAndVerify(t *testing.T) {
 	ctx := context.Background()
-	h, err := newHasher(HashParams{Time: 1, MemoryKiB: 64, Threads: 2, SaltLen: 16, KeyLen: 32}, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := newHasher(HashParams{Time: 1, MemoryKiB: 64, Threads: 2, SaltLen: 16, KeyLen: 32}, 2)
 	enc, err := h.hash(ctx, "ééééééééé")
 	if err != nil {
 		t.Fatal(err)
@@ -33,12 +30,9 @@ func TestHashFormatAndVerify(t *testing.T) {
 		}
 	}
 	// Hashes keep verifying after the parameters change.
-	h2, _ := newHasher(HashParams{Time: 2, MemoryKiB: 128, Threads: 1, SaltLen: 16, KeyLen: 32}, 1)
+	h2 := newHasher(HashParams{Time: 2, MemoryKiB: 128, Threads: 1, SaltLen: 16, KeyLen: 32}, 1)
 	if ok, err := h2.verify(ctx, enc, "ééééééééé", true); err != nil || !ok {
 		t.Fatalf("verify with other params = %v, %v", ok, err)
-	}
-	if ok, err := h.verify(ctx, h.dummy, "anything", false); err != nil || ok {
-		t.Fatalf("dummy hash verify = %v, %v", ok, err)
 	}
 }
 

@@ -333,7 +333,7 @@ func (f *FSM) applyAccount(c Command) error {
 		return f.revoke(c.Name, f.update(c.Name, func(a *Account) error {
 			a.Hash = c.Hash
 			a.ResetCodeHash, a.ResetExpires = "", 0
-			a.CredsAt, a.CredsIndex = max(a.CredsAt, c.At), f.index
+			a.CredsAt, a.CredsIndex = changedAfter(a, c.At), f.index
 			return nil
 		}))
 	case SetEmail:
@@ -370,11 +370,21 @@ func (f *FSM) applyAccount(c Command) error {
 			}
 			a.Hash = c.Hash
 			a.ResetCodeHash, a.ResetExpires = "", 0
-			a.CredsAt, a.CredsIndex = max(a.CredsAt, c.Now), f.index
+			a.CredsAt, a.CredsIndex = changedAfter(a, c.Now), f.index
 			return nil
 		}))
 	}
 	return fmt.Errorf("%w: %v is not an account command", ErrMalformedCommand, c.Type())
+}
+
+// changedAfter is the credential time of a change proposed at at: at,
+// or later than every token issued before it. Tokens are issued with iat
+// at least the last change's time + 1 (directory.IssueToken), possibly
+// ahead of the clock, so the new time is at least that: the revocation
+// rule (iat <= ChangedAt) then covers every token issued before the
+// change, and it never goes back.
+func changedAfter(a *Account, at int64) int64 {
+	return max(at, a.Credentials().ChangedAt+1)
 }
 
 // recentResets returns the reset times of old within the window ending

@@ -58,8 +58,9 @@ func TestFSMApply(t *testing.T) {
 	}
 	got, ok := f.Account("a")
 	// The reset at Now 99 set CredsAt; the SetPassword without a time
-	// (version 1) keeps it and records its own index (step 11: index 12).
-	want := Account{Name: "a", Hash: "h5", Email: "b@x", Created: 10, Node: "http://n/", CredsAt: 99, CredsIndex: 12}
+	// (version 1) moves it one second on and records its own index (step
+	// 11: index 12).
+	want := Account{Name: "a", Hash: "h5", Email: "b@x", Created: 10, Node: "http://n/", CredsAt: 100, CredsIndex: 12}
 	if !ok || !reflect.DeepEqual(got, want) {
 		t.Fatalf("account = %+v, want %+v", got, want)
 	}

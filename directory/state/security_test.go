@@ -51,8 +51,10 @@ func TestFSMCredentials(t *testing.T) {
 	if got := s.f.Credentials("a"); got != (api.CredentialState{Exists: true, ChangedAt: 150, Gen: 3}) {
 		t.Fatalf("after SetPassword: %+v", got)
 	}
-	s.must(SetPassword{Name: "a", Hash: "h3", At: 120}) // a proposer's clock behind
-	if got := s.f.Credentials("a"); got.ChangedAt != 150 || got.Gen != 4 {
+	// A proposer's clock behind, or a change in the second of the last:
+	// one second after the last, past every token issued before it.
+	s.must(SetPassword{Name: "a", Hash: "h3", At: 120})
+	if got := s.f.Credentials("a"); got.ChangedAt != 151 || got.Gen != 4 {
 		t.Fatalf("ChangedAt went back: %+v", got)
 	}
 	s.must(SetResetCode{Name: "a", CodeHash: "c", Expires: 500})
