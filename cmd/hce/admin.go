@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -19,6 +21,11 @@ const adminUsage = `Usage:
   hce admin [--directory URL] [--token T] nodes
   hce admin [--directory URL] [--token T] user <name>
   hce admin [--directory URL] [--token T] node approve|drain|retire <id>
+  hce admin [--directory URL] [--token T] invite [--ttl 168h]      a single-use registration code (shown once)
+  hce admin [--directory URL] [--token T] invites                  the unused invites (without their codes)
+  hce admin [--directory URL] [--token T] settings                 the cluster settings
+  hce admin [--directory URL] [--token T] settings set k=v ...     change some (replicas, auto_approve,
+                                                                   max_node_capacity, max_operator_capacity, down_after_ms)
 
 --directory defaults to $HCE_DIRECTORY, --token to $HCE_ADMIN_TOKEN.
 `
@@ -41,7 +48,26 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	base := strings.TrimSuffix(*dir, "/")
 	var method, path string
+	var reqBody io.Reader
 	switch {
+	case rest[0] == "invite":
+		method, path = http.MethodPost, "/admin/v1/invites"
+		if len(rest) == 3 && (rest[1] == "--ttl" || rest[1] == "-ttl") {
+			path += "?ttl=" + url.QueryEscape(rest[2])
+		} else if len(rest) != 1 {
+			fmt.Fprint(stderr, adminUsage)
+			return errors.New("usage: invite [--ttl DURATION]")
+		}
+	case rest[0] == "invites" && len(rest) == 1:
+		method, path = http.MethodGet, "/admin/v1/invites"
+	case rest[0] == "settings" && len(rest) == 1:
+		method, path = http.MethodGet, "/admin/v1/settings"
+	case rest[0] == "settings" && len(rest) > 2 && rest[1] == "set":
+		b, err := settingsBody(rest[2:])
+		if err != nil {
+			return err
+		}
+		method, path, reqBody = http.MethodPut, "/admin/v1/settings", bytes.NewReader(b)
 	case rest[0] == "status":
 		method, path = http.MethodGet, "/admin/v1/status"
 		if len(rest) > 1 && (rest[1] == "--linearizable" || rest[1] == "-linearizable") {
@@ -59,7 +85,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, base+path, nil)
+	req, err := http.NewRequestWithContext(rctx, method, base+path, reqBody)
 	if err != nil {
 		return err
 	}
@@ -82,4 +108,25 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
 	return nil
+}
+
+// settingsBody turns key=value arguments into the JSON of PUT
+// /admin/v1/settings: integers and booleans as such, anything else as a
+// string (which the directory refuses for its numeric settings).
+func settingsBody(kvs []string) ([]byte, error) {
+	m := map[string]any{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("settings set: %q is not key=value", kv)
+		}
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			m[k] = n
+		} else if b, err := strconv.ParseBool(v); err == nil {
+			m[k] = b
+		} else {
+			m[k] = v
+		}
+	}
+	return json.Marshal(m)
 }

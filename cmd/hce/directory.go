@@ -41,9 +41,11 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	join := fs.String("join", "", "HTTP URL of any voter of the cluster to join")
 	token := fs.String("admin-token", os.Getenv("HCE_ADMIN_TOKEN"), "admin token (admin API, join, forwarding); the same on every voter (env HCE_ADMIN_TOKEN)")
 	replicas := fs.Int("replicas", testnet.DefaultReplicas, "replica set size R for new users")
-	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval")
+	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval: for testnets only, where every node is your own (anyone can register a node)")
 	downAfter := fs.Duration("down-after", testnet.DefaultVoterDownAfter, "mark a storage node down after this much heartbeat silence")
 	hf := addHTTPFlags(fs, true)
+	// Account policy and node admission limits (accountflags.go).
+	af := addAccountFlags(fs, true, true)
 	logs, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
 		return err
@@ -63,10 +65,16 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("loading CA from %s: %w", *caDir, err)
 	}
+	accounts, err := af.directory()
+	if err != nil {
+		return err
+	}
+	maxNode, maxOp := af.capacities()
 	v, err := testnet.StartVoter(ctx, testnet.VoterConfig{
 		ID: *id, Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, RaftAddr: *raftAddr,
 		P2PAddr: *p2pAddr, CA: ca, Bootstrap: *bootstrap, Join: *join, AdminToken: *token,
 		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger, HTTP: hcfg,
+		MaxNodeCapacity: maxNode, MaxOperatorCapacity: maxOp, Directory: accounts,
 	})
 	if err != nil {
 		return err

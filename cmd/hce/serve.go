@@ -18,8 +18,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	data := fs.String("data", testnet.DefaultDataDir, "data folder (directory raft state and node store)")
 	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/, https with --tls-cert)")
 	quota := fs.Int64("quota-kb", 0, "per-user storage quota in KB (0 = no quota)")
-	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses captchas on registration")
+	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses the captcha and the registration policy")
 	hf := addHTTPFlags(fs, false)
+	// Account policy: registration, captcha, reset mail (accountflags.go).
+	af := addAccountFlags(fs, false, false)
 	logs, err := parseWithLogger(fs, args, stderr)
 	if err != nil {
 		return err
@@ -29,7 +31,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	accounts, err := af.directory()
+	if err != nil {
+		return err
+	}
 	cfg := testnet.StandaloneConfig{
+		Directory:  accounts,
 		HTTP:       hcfg,
 		Addr:       *addr,
 		DataDir:    *data,
