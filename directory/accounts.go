@@ -62,7 +62,9 @@ func (d *Directory) CreateUser(ctx context.Context, user, password, email string
 // CreateUserWithInvite is CreateUser that uses up the invite code
 // invite ("" for none) in the same raft entry (api.InviteAccounts):
 // api.ErrBadInvite when it is unknown, used or expired. It implements
-// api.InviteAccounts.
+// api.InviteAccounts. A name deleted within state.TombstoneTTL is taken
+// again only once the alive nodes that held it confirmed wiping it
+// (else an error wrapping api.ErrUnavailable: retry shortly).
 func (d *Directory) CreateUserWithInvite(ctx context.Context, user, password, email, invite string) error {
 	if user == "" {
 		return fmt.Errorf("directory: empty user name")
@@ -77,6 +79,9 @@ func (d *Directory) CreateUserWithInvite(ctx context.Context, user, password, em
 		if !d.state.InviteValid(inviteHash, now) {
 			return api.ErrBadInvite
 		}
+	}
+	if err := d.notes.wipeBefore(ctx, d.state, user); err != nil {
+		return err
 	}
 	hash, err := d.hasher.hash(ctx, password)
 	if err != nil {

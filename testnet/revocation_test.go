@@ -12,6 +12,7 @@ import (
 
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/testkit"
+	"github.com/hce-sync/hce/node/dirclient"
 )
 
 // openFeed opens a continuous _changes feed at url with authz, waits for
@@ -188,5 +189,76 @@ func TestDeleteRecreateServe(t *testing.T) {
 		if r := s.do(t, "GET", b.path("storage/bookmarks"), nil, "Authorization", authz); r.Status != 401 {
 			t.Fatalf("old credentials on the new account: %v", r)
 		}
+	}
+}
+
+// noCache is a dirclient.CredentialCache with nothing to forget.
+type noCache struct{}
+
+func (noCache) Forget(string) {}
+
+// TestDeleteRecreateFederation: in a federation, a name whose account was
+// deleted while its nodes missed the deletion is taken again only once
+// those nodes confirmed wiping it (503 until then), so the new account
+// starts empty on every node.
+func TestDeleteRecreateFederation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	fed := startFederation(t, ctx, []string{"alpha", "beta"}, nil, func(c *NodeConfig) {
+		c.HeartbeatInterval = 250 * time.Millisecond
+	})
+	v := fed.v
+	email := uniqueEmail(t)
+	user, pw := accountName(email), "recreate password 1"
+	register := func(pw string) (int, []byte) {
+		return fedCall(t, "PUT", v.URL()+"user/1.0/"+user, "", []byte(fmt.Sprintf(`{"password":%q,"email":%q}`, pw, email)))
+	}
+	if code, body := register(pw); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	code, body := fedCall(t, "GET", v.URL()+"user/1.0/"+user+"/node/weave", "", nil)
+	if code != 200 {
+		t.Fatalf("node/weave: %d", code)
+	}
+	primary := string(body)
+	if code, _ := fedCall(t, "PUT", primary+"1.1/"+user+"/storage/bookmarks/old", testkit.BasicAuth(user, pw), []byte(`{"payload":"old"}`)); code != 200 {
+		t.Fatalf("write: %d", code)
+	}
+	// The nodes stop hearing account events: the deletion does not reach
+	// them.
+	for _, n := range fed.nodes {
+		n.Host().RemoveStreamHandler(dirproto.ProtoAccount)
+		n.Host().RemoveStreamHandler(dirproto.ProtoAccount11)
+	}
+	if code, body := fedCall(t, "DELETE", v.URL()+"user/1.0/"+user, testkit.BasicAuth(user, pw), nil); code != 200 {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	if code, body := register("recreate password 2"); code != 503 {
+		t.Fatalf("re-registration while the old account's nodes cannot wipe it: %d %s", code, body)
+	}
+	// They hear events again (a node back from a partition).
+	for _, n := range fed.nodes {
+		cfg := dirclient.DefaultAccountEventsConfig()
+		cfg.Store, cfg.Auth, cfg.IsVoter = n.Store(), noCache{}, n.dc.IsVoter
+		if err := dirclient.ServeAccountEvents(n.Host(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, body := register("recreate password 2"); code != 200 {
+		t.Fatalf("re-registration: %d %s", code, body)
+	}
+	for _, n := range fed.nodes {
+		ts, _, err := n.Store().CollectionTimestamps(ctx, user)
+		if err != nil || len(ts) != 0 {
+			t.Fatalf("node %s holds %v (%v) of the old account", n.ID(), ts, err)
+		}
+	}
+	code, body = fedCall(t, "GET", v.URL()+"user/1.0/"+user+"/node/weave", "", nil)
+	if code != 200 {
+		t.Fatalf("node/weave: %d", code)
+	}
+	code, body = fedCall(t, "GET", string(body)+"1.1/"+user+"/storage/bookmarks", testkit.BasicAuth(user, "recreate password 2"), nil)
+	if code != 200 || string(body) != "[]" {
+		t.Fatalf("the new account reads %d %s", code, body)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/directory/placement"
@@ -128,6 +129,25 @@ type DeleteUser struct {
 // deleteUserV1 is the version 1 body of DeleteUser.
 type deleteUserV1 struct {
 	Name string `json:"n"`
+}
+
+// Tombstone is what the state remembers of a deleted account for
+// TombstoneTTL: the floor of the credential time of an account created
+// again under its name (every token of the deleted one has iat <= Floor)
+// and the nodes that held it, which a re-creation makes wipe the name
+// first. Records are never modified in place.
+type Tombstone struct {
+	Name  string   `json:"name"`
+	Floor int64    `json:"floor"`
+	Nodes []string `json:"nodes,omitempty"`
+}
+
+// Tombstone returns the tombstone of a deleted account name, if any.
+func (f *FSM) Tombstone(name string) (Tombstone, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ts, ok := f.deleted[name]
+	return ts, ok
 }
 
 // TombstoneTTL is how long the state remembers a deleted account's
@@ -301,7 +321,7 @@ func (f *FSM) applyAccount(c Command) error {
 		}
 		// An account created again under a deleted name starts after
 		// every token of the deleted one.
-		credsAt := max(c.Created, f.deleted[c.Name])
+		credsAt := max(c.Created, f.deleted[c.Name].Floor)
 		delete(f.deleted, c.Name)
 		f.accounts[c.Name] = &Account{
 			Name: c.Name, Hash: c.Hash, Email: c.Email, Created: c.Created, Node: c.Node,
@@ -314,15 +334,22 @@ func (f *FSM) applyAccount(c Command) error {
 			return api.ErrUserNotFound
 		}
 		if c.At != 0 {
-			for name, floor := range f.deleted {
-				if floor < c.At-TombstoneTTL {
+			for name, ts := range f.deleted {
+				if ts.Floor < c.At-TombstoneTTL {
 					delete(f.deleted, name)
 				}
 			}
 		}
 		// Tokens were issued at or before the deletion, or (right after a
-		// change) at the change's time + 1.
-		f.deleted[c.Name] = max(c.At, old.Credentials().ChangedAt+1)
+		// change) at the change's time + 1. The nodes that held the
+		// account (members and leaving) are named for a re-creation to
+		// wipe first.
+		var nodes []string
+		if set := f.cl.Sets[c.Name]; set != nil {
+			nodes = append(set.IDs(), set.Leaving...)
+			slices.Sort(nodes)
+		}
+		f.deleted[c.Name] = Tombstone{Name: c.Name, Floor: max(c.At, old.Credentials().ChangedAt+1), Nodes: nodes}
 		delete(f.accounts, c.Name)
 		f.setReplicas(c.Name, placement.Set{})
 		return f.revoke(c.Name, nil)

@@ -35,10 +35,9 @@ type FSM struct {
 	keys map[string]*SigningKey
 	// invites holds the unused invite codes by hash (invites.go).
 	invites map[string]*Invite
-	// deleted holds, per recently deleted account name, the floor of
-	// the credential time of an account created again under it
+	// deleted holds the tombstones of recently deleted account names
 	// (DeleteUser, TombstoneTTL).
-	deleted map[string]int64
+	deleted map[string]Tombstone
 	// index is the raft index of the last command entry applied (during
 	// Apply: of the entry being applied), placement's clock.
 	index uint64
@@ -71,7 +70,7 @@ func New(log *slog.Logger, policy placement.Policy, hooks Hooks) *FSM {
 	return &FSM{
 		log: log, placement: policy, hooks: hooks,
 		accounts: make(map[string]*Account), cl: newClusterState(), keys: make(map[string]*SigningKey),
-		invites: make(map[string]*Invite), deleted: make(map[string]int64),
+		invites: make(map[string]*Invite), deleted: make(map[string]Tombstone),
 	}
 }
 

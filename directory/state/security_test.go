@@ -99,7 +99,7 @@ func TestFSMCredentials(t *testing.T) {
 	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
-	if g.deleted["b"] != 400 {
+	if g.deleted["b"].Floor != 400 {
 		t.Fatalf("restored tombstones %v", g.deleted)
 	}
 	s.must(DeleteUser{Name: "c", At: 400 + TombstoneTTL + 1})
@@ -261,5 +261,24 @@ func TestCommandVersions(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tc.c) {
 			t.Errorf("%#v: round trip %#v, %v", tc.c, got, err)
 		}
+	}
+}
+
+// TestFSMTombstoneNodes: a deletion's tombstone names the nodes that held
+// the account, for a re-creation to wipe the name on them first.
+func TestFSMTombstoneNodes(t *testing.T) {
+	s := &stepper{t: t, f: testFSM(t)}
+	s.must(SetSettings{Settings: Settings{Replicas: 2, AutoApprove: true}})
+	s.must(RegisterNode{ID: "n2", Operator: "a", BaseURL: "http://n2/", Capacity: 10, PublicKey: []byte{1}})
+	s.must(RegisterNode{ID: "n1", Operator: "b", BaseURL: "http://n1/", Capacity: 10, PublicKey: []byte{2}})
+	s.must(CreateUser{Name: "u", Hash: "h", Created: 1})
+	s.must(DeleteUser{Name: "u", At: 5})
+	ts, ok := s.f.Tombstone("u")
+	if !ok || ts.Floor != 5 || !reflect.DeepEqual(ts.Nodes, []string{"n1", "n2"}) {
+		t.Fatalf("tombstone %+v %v", ts, ok)
+	}
+	s.must(CreateUser{Name: "u", Hash: "h", Created: 6})
+	if _, ok := s.f.Tombstone("u"); ok {
+		t.Fatal("tombstone kept after the name was taken again")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -48,12 +49,6 @@ type snapshotHeader struct {
 	Deleted int `json:"deleted,omitempty"`
 }
 
-// tombstone is a deleted account's credential floor in a snapshot.
-type tombstone struct {
-	Name  string `json:"name"`
-	Floor int64  `json:"floor"`
-}
-
 // Snapshot captures the state in O(accounts) pointer copies under the
 // read lock; the records themselves are shared (they are immutable) and
 // encoded later by Persist, concurrently with further applies.
@@ -66,12 +61,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	cl := f.cl.clone()
 	keys := sortedKeys(f.keys)
 	invites := sortedInvites(f.invites)
-	deleted := make([]tombstone, 0, len(f.deleted))
-	for name, floor := range f.deleted {
-		deleted = append(deleted, tombstone{Name: name, Floor: floor})
-	}
+	deleted := slices.Collect(maps.Values(f.deleted))
 	f.mu.RUnlock()
-	slices.SortFunc(deleted, func(a, b tombstone) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(deleted, func(a, b Tombstone) int { return strings.Compare(a.Name, b.Name) })
 	return &fsmSnapshot{accounts: accts, cl: &cl, keys: keys, invites: invites, deleted: deleted}, nil
 }
 
@@ -97,11 +89,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func readSnapshot(r io.Reader) (map[string]*Account, clusterState, map[string]*SigningKey, map[string]*Invite, map[string]int64, error) {
+func readSnapshot(r io.Reader) (map[string]*Account, clusterState, map[string]*SigningKey, map[string]*Invite, map[string]Tombstone, error) {
 	cl := newClusterState()
 	keys := make(map[string]*SigningKey)
 	invites := make(map[string]*Invite)
-	deleted := make(map[string]int64)
+	deleted := make(map[string]Tombstone)
 	dec := json.NewDecoder(bufio.NewReaderSize(r, 64<<10))
 	dec.DisallowUnknownFields()
 	var h snapshotHeader
@@ -189,7 +181,7 @@ func readSnapshot(r io.Reader) (map[string]*Account, clusterState, map[string]*S
 		return nil, cl, nil, nil, nil, fmt.Errorf("directory: snapshot announces %d tombstones", h.Deleted)
 	}
 	for i := range h.Deleted {
-		var ts tombstone
+		var ts Tombstone
 		if err := dec.Decode(&ts); err != nil {
 			return nil, cl, nil, nil, nil, fmt.Errorf("directory: snapshot tombstone %d of %d: %w", i, h.Deleted, err)
 		}
@@ -199,7 +191,7 @@ func readSnapshot(r io.Reader) (map[string]*Account, clusterState, map[string]*S
 		if _, live := accts[ts.Name]; live {
 			return nil, cl, nil, nil, nil, fmt.Errorf("directory: snapshot tombstone of live account %q", ts.Name)
 		}
-		deleted[ts.Name] = ts.Floor
+		deleted[ts.Name] = ts
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, cl, nil, nil, nil, errors.New("directory: snapshot has data after the announced accounts")
@@ -213,7 +205,7 @@ type fsmSnapshot struct {
 	cl       *clusterState // nil: no cluster section
 	keys     []*SigningKey // published signing keys, sorted by kid
 	invites  []*Invite     // unused invites, sorted by hash
-	deleted  []tombstone   // deleted accounts' floors, sorted by name
+	deleted  []Tombstone   // tombstones of deleted accounts, sorted by name
 }
 
 // maxSnapshotTombstones bounds the tombstones a snapshot may announce,
