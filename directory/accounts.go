@@ -144,6 +144,9 @@ func (d *Directory) CheckPassword(ctx context.Context, user, password string) er
 	if d.closed.Load() {
 		return ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	a, ok := d.state.Account(user)
 	match, err := d.guard.check(ctx, user, password, a.Hash, api.ClientAddr(ctx), func(ctx context.Context, priority bool) (bool, error) {
 		if !ok {

@@ -170,8 +170,9 @@ type guard struct {
 	inflight map[string]int // "a:"+user, "ip:"+addr: general-lane checks
 
 	queued atomic.Int64 // general-lane checks waiting for a slot
-	// Counters, for tests and metrics.
-	hashed, cached, refused atomic.Uint64
+	// Counters, for tests and metrics: checks hashed, answered from the
+	// cache, refused, and waiting for an identical one.
+	hashed, cached, refused, shared atomic.Uint64
 }
 
 func newGuard(lim LoginLimits, clock func() time.Time) (*guard, error) {
@@ -259,8 +260,14 @@ func (g *guard) check(ctx context.Context, user, password, hash, addr string, ve
 	}
 	if f, ok := g.flights[k]; ok {
 		g.mu.Unlock()
+		g.shared.Add(1)
 		select {
 		case <-f.done:
+			if f.err != nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) && ctx.Err() == nil {
+				// The check we waited for gave up with its caller: make
+				// our own.
+				return g.check(ctx, user, password, hash, addr, verify)
+			}
 			return f.ok, f.err
 		case <-ctx.Done():
 			return false, ctx.Err()

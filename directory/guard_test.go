@@ -223,3 +223,37 @@ func TestBoundedMap(t *testing.T) {
 		t.Fatal("newest entry missing")
 	}
 }
+
+// TestGuardSharedCheckCancelled: a check waiting for an identical one
+// whose caller went away makes its own instead of failing.
+func TestGuardSharedCheckCancelled(t *testing.T) {
+	g, err := newGuard(LoginLimits{}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &fakeVerify{password: "right", release: make(chan struct{})}
+	lctx, cancel := context.WithCancel(context.Background())
+	leader := make(chan error, 1)
+	go func() {
+		_, err := g.check(lctx, "alice", "right", "h", "192.0.2.1", v.verify("right"))
+		leader <- err
+	}()
+	testkit.WaitFor(t, 5*time.Second, "the first check", func() bool { return v.calls.Load() == 1 })
+	waiter := make(chan error, 1)
+	go func() {
+		ok, err := g.check(context.Background(), "alice", "right", "h", "192.0.2.1", v.verify("right"))
+		if err == nil && !ok {
+			err = errors.New("refused")
+		}
+		waiter <- err
+	}()
+	testkit.WaitFor(t, 5*time.Second, "the waiter", func() bool { return g.shared.Load() == 1 })
+	cancel()
+	if err := <-leader; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled check: %v", err)
+	}
+	close(v.release)
+	if err := <-waiter; err != nil {
+		t.Fatalf("waiting check: %v", err)
+	}
+}

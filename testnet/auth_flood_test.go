@@ -153,6 +153,9 @@ func loginFlood(t *testing.T, addrs, victims int, maxFirst time.Duration) {
 	mu.Unlock()
 	t.Logf("during the flood: first logins %v %v (worst %v), returning user %v (worst %v)",
 		firstCodes, firsts, worst(firsts).Round(time.Millisecond), returns, worst(returns).Round(time.Millisecond))
+	if raceEnabled {
+		return // the timings measure the race detector; the logins succeeded
+	}
 	if maxFirst > 0 && worst(firsts) > maxFirst || worst(returns) > 2*time.Second {
 		t.Fatalf("logins starved by the flood: first %v, returning %v", worst(firsts), worst(returns))
 	}
