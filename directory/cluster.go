@@ -382,6 +382,9 @@ var wireErrors = []struct {
 	{"bad_signature", ErrBadSignature},
 	{"not_current_member", ErrNotCurrentMember},
 	{"no_transfer", ErrNoTransfer},
+	{"bad_invite", api.ErrBadInvite},
+	{"too_many_invites", state.ErrTooManyInvites},
+	{"too_many_resets", state.ErrTooManyResets},
 }
 
 // wireResult is the JSON answer of the internal endpoints.

@@ -98,6 +98,9 @@ const (
 	DefaultPlacementTick = time.Second
 	// DefaultMaxTransfers is NodeConfig.MaxTransfers's default.
 	DefaultMaxTransfers = 4
+	// DefaultInviteTTL is how long an invite code stays valid unless the
+	// admin says otherwise.
+	DefaultInviteTTL = 7 * 24 * time.Hour
 )
 
 // Config configures a Directory. A zero field means "use the default".
@@ -171,6 +174,29 @@ type AccountConfig struct {
 	// apply goroutine: it must be quick and must not call back into the
 	// Directory. Storage nodes use it to drop cached Basic-auth answers.
 	CredentialsChanged func(user string)
+	// Limits bounds failed logins and the hashing they cost (the login
+	// guard, guard.go). Zero fields: DefaultLoginLimits.
+	Limits LoginLimits
+	// Resets bounds password-reset mails. Zero fields:
+	// DefaultResetLimits.
+	Resets ResetLimits
+	// InviteTTL is the lifetime of invite codes CreateInvite makes when
+	// asked for none. Default DefaultInviteTTL (7 days).
+	InviteTTL time.Duration
+
+	// The voter's Weave user API (UserAPIConfig) takes the following.
+
+	// Registration is who may create accounts (api.Registration); zero
+	// means open.
+	Registration api.Registration
+	// Captcha, when set, turns captchas on for registrations and reset
+	// requests (api.UserConfig.Captcha); CaptchaSiteKey and CaptchaHTML
+	// go into /misc/1.0/captcha_html.
+	Captcha                     api.CaptchaVerifier
+	CaptchaSiteKey, CaptchaHTML string
+	// AdminSecret, when set, lets requests carrying it in X-Weave-Secret
+	// skip the captcha and the registration policy.
+	AdminSecret string
 }
 
 // TokenConfig configures the bearer tokens of IssueToken.
@@ -347,6 +373,11 @@ func (c Config) withDefaults() Config {
 	if a.ResetCodeTTL <= 0 {
 		a.ResetCodeTTL = d.Accounts.ResetCodeTTL
 	}
+	a.Limits = a.Limits.withDefaults()
+	a.Resets = a.Resets.withDefaults()
+	if a.InviteTTL <= 0 {
+		a.InviteTTL = DefaultInviteTTL
+	}
 	if a.NodeURL != "" && !strings.HasSuffix(a.NodeURL, "/") {
 		a.NodeURL += "/"
 	}
@@ -401,6 +432,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Accounts.PasswordHash.validate(); err != nil {
 		return err
+	}
+	if _, err := api.ParseRegistration(string(c.Accounts.Registration)); err != nil {
+		return fmt.Errorf("directory: %w", err)
 	}
 	if c.Accounts.NodeURL != "" {
 		u, err := url.Parse(c.Accounts.NodeURL)

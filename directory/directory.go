@@ -87,8 +87,10 @@ type Directory struct {
 	log    *slog.Logger
 	state  *state.FSM
 	raft   *raft.Raft
-	stores raftStores // what raft runs on (raft.go)
-	hasher *hasher    // password.go
+	stores raftStores    // what raft runs on (raft.go)
+	hasher *hasher       // password.go
+	guard  *guard        // the login guard (guard.go)
+	resets *resetLimiter // reset mails per address and in all (resetlimit.go)
 
 	// The voter's IO around the state, each part in its own file.
 	commits *committer // the group commit (commit.go)
@@ -132,7 +134,8 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("directory: data folder: %w", err)
 	}
-	h, err := newHasher(cfg.Accounts.PasswordHash, cfg.Accounts.HashConcurrency)
+	h := newHasher(cfg.Accounts.PasswordHash, cfg.Accounts.HashConcurrency)
+	g, err := newGuard(cfg.Accounts.Limits, cfg.Clock)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +143,8 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 		cfg:    cfg,
 		log:    cfg.Logger,
 		hasher: h,
+		guard:  g,
+		resets: newResetLimiter(cfg.Accounts.Resets, cfg.Accounts.Limits.MaxEntries),
 		placed: make(chan struct{}, 1),
 	}
 	d.members = newMembers(d)

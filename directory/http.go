@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/directory/state"
@@ -29,6 +30,10 @@ const maxInternalBody = 2 << 20
 //	GET  /admin/v1/nodes                 nodes with their last heartbeat (NodeStatus)
 //	GET  /admin/v1/users/{user}          the user's members and leaving nodes (UserView)
 //	POST /admin/v1/nodes/{id}/approve|drain|retire
+//	GET  /admin/v1/settings              the cluster settings (Settings)
+//	PUT  /admin/v1/settings              change them: the JSON fields given replace theirs
+//	POST /admin/v1/invites[?ttl=DURATION] a new invite code (InviteView), shown once
+//	GET  /admin/v1/invites               the unused invites, without their codes
 //
 // Admin and voter-to-voter routes need "Authorization: Bearer
 // <Config.AdminToken>" (compared in constant time; 401 otherwise, and
@@ -46,6 +51,10 @@ func (d *Directory) HTTPHandler() http.Handler {
 	mux.HandleFunc("GET /admin/v1/nodes", a.admin(a.nodes))
 	mux.HandleFunc("GET /admin/v1/users/{user}", a.admin(a.user))
 	mux.HandleFunc("POST /admin/v1/nodes/{id}/{action}", a.admin(a.nodeAction))
+	mux.HandleFunc("GET /admin/v1/settings", a.admin(a.getSettings))
+	mux.HandleFunc("PUT /admin/v1/settings", a.admin(a.putSettings))
+	mux.HandleFunc("POST /admin/v1/invites", a.admin(a.createInvite))
+	mux.HandleFunc("GET /admin/v1/invites", a.admin(a.listInvites))
 	return mux
 }
 
@@ -81,8 +90,12 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrBadRegistration), errors.Is(err, ErrMalformedCommand),
 		errors.Is(err, ErrUnknownCommand), errors.Is(err, ErrBadNodeState):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrNotCurrentMember):
+	case errors.Is(err, ErrNotCurrentMember), errors.Is(err, api.ErrBadInvite):
 		return http.StatusForbidden
+	case errors.Is(err, state.ErrTooManyResets):
+		return http.StatusTooManyRequests
+	case errors.Is(err, state.ErrTooManyInvites):
+		return http.StatusConflict
 	case errors.Is(err, ErrNoTransfer):
 		return http.StatusConflict
 	case errors.Is(err, ErrUnknownNode), errors.Is(err, api.ErrUserNotFound):
@@ -346,6 +359,71 @@ func (a *httpAPI) nodeAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.writeResult(w, r, err)
+}
+
+func (a *httpAPI) getSettings(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.d.Settings())
+}
+
+// putSettings replaces the settings named in the JSON body, keeping the
+// others, and answers the settings as committed.
+func (a *httpAPI) putSettings(w http.ResponseWriter, r *http.Request) {
+	s := a.d.Settings()
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		writeJSON(w, http.StatusBadRequest, wireResult{Error: "bad_request", Message: err.Error()})
+		return
+	}
+	if s.MaxNodeCapacity < 0 || s.MaxOperatorCapacity < 0 || s.Replicas < 0 || s.DownAfterMS < 0 {
+		writeJSON(w, http.StatusBadRequest, wireResult{Error: "bad_request", Message: "negative setting"})
+		return
+	}
+	if err := a.d.SetSettings(r.Context(), s); err != nil {
+		a.writeResult(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.d.Settings())
+}
+
+// InviteView is an invite in the admin API: the code only when it is
+// created (it is stored hashed), its hash and expiry.
+type InviteView struct {
+	Code    string `json:"code,omitempty"`
+	Hash    string `json:"hash"`
+	Created int64  `json:"created,omitempty"`
+	Expires int64  `json:"expires"`
+}
+
+func (a *httpAPI) createInvite(w http.ResponseWriter, r *http.Request) {
+	var ttl time.Duration
+	if s := r.URL.Query().Get("ttl"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			writeJSON(w, http.StatusBadRequest, wireResult{Error: "bad_request", Message: "ttl must be a positive duration (e.g. 72h)"})
+			return
+		}
+		ttl = d
+	}
+	code, exp, err := a.d.CreateInvite(r.Context(), ttl)
+	if err != nil {
+		a.writeResult(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, InviteView{Code: code, Hash: state.InviteHash(code), Expires: exp.Unix()})
+}
+
+func (a *httpAPI) listInvites(w http.ResponseWriter, _ *http.Request) {
+	out := struct {
+		Invites []InviteView `json:"invites"`
+	}{Invites: []InviteView{}}
+	now := a.d.cfg.Clock().Unix()
+	for _, inv := range a.d.Invites() {
+		if inv.Expires > now {
+			out.Invites = append(out.Invites, InviteView{Hash: inv.Hash, Created: inv.Created, Expires: inv.Expires})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *httpAPI) p2pInfo(w http.ResponseWriter, _ *http.Request) {

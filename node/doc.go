@@ -89,5 +89,7 @@
 //     towards replication, and ErrNotAcknowledged
 //
 // Authentication: auth.go (Authenticator, password cache, Membership: the
-// serving rule) and token.go (signed tokens, KeySource).
+// serving rule, CredentialSource: revocation of tokens and cached answers
+// by the directory's credential state, Watch for long requests) and
+// token.go (signed tokens, KeySource, KeyRefresher for unknown key ids).
 package node

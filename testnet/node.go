@@ -345,6 +345,9 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	acfg.Keys = n.dc.Keys()
 	acfg.NodeID = n.id.String()
 	acfg.Membership = n.dc
+	// Revocation holds within the membership cache lifetime even when an
+	// account event is lost.
+	acfg.Credentials = n.dc
 	acfg.DisableBasic = cfg.DisableBasic
 	auth, err := node.NewAuthenticator(acfg)
 	if err != nil {
@@ -354,6 +357,7 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	ecfg.Store = n.store
 	ecfg.Auth = auth
 	ecfg.IsVoter = n.dc.IsVoter
+	ecfg.Noted = n.dc.NoteAccountEvent
 	ecfg.Logger = cfg.Logger.With("component", "account-events")
 	if err := dirclient.ServeAccountEvents(n.host, ecfg); err != nil {
 		return nil, err

@@ -187,6 +187,8 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	// Bearer tokens from GET /user/1.0/{user}/token name this node by the
 	// directory's serve audience and are checked against its keys.
 	acfg.Keys = s.dir
+	// Tokens issued before a password change or a deletion are refused.
+	acfg.Credentials = s.dir
 	acfg.NodeID = dcfg.Tokens.ServeNodeID
 	if acfg.NodeID == "" {
 		acfg.NodeID = directory.DefaultServeNodeID
@@ -212,6 +214,10 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	ucfg.Accounts = accountsWithStorage{s.dir, s.store}
 	ucfg.Tokens = s.dir
 	ucfg.ResetCodeTTL = dcfg.Accounts.ResetCodeTTL
+	// The registration policy, captcha and admin secret, as a voter's.
+	dui := s.dir.UserAPIConfig()
+	ucfg.Registration, ucfg.AdminSecret = dui.Registration, dui.AdminSecret
+	ucfg.Captcha, ucfg.CaptchaPublicKey, ucfg.CaptchaHTML = dui.Captcha, dui.CaptchaPublicKey, dui.CaptchaHTML
 	ucfg.Logger = cfg.Logger.With("component", "user-api")
 	if cfg.User != nil {
 		cfg.User(&ucfg)
@@ -277,11 +283,42 @@ type accountsWithStorage struct {
 	store *node.Store
 }
 
-// DeleteUser wipes the user's storage, then deletes the account. A failed
-// wipe leaves the account in place, so the client can retry.
+// DeleteUser wipes the user's records, deletes the account (which
+// revokes every credential of it: tokens, cached passwords, open feeds)
+// and wipes again what requests authenticated before the deletion wrote
+// meanwhile. A failed first wipe leaves the account in place, so the
+// client can retry.
 func (a accountsWithStorage) DeleteUser(ctx context.Context, user string) error {
-	if _, err := a.store.DeleteStorage(ctx, user); err != nil {
+	if err := a.store.WipeUser(ctx, user); err != nil {
 		return fmt.Errorf("testnet: deleting %s's records: %w", user, err)
 	}
-	return a.Directory.DeleteUser(ctx, user)
+	if err := a.Directory.DeleteUser(ctx, user); err != nil {
+		return err
+	}
+	if err := a.store.WipeUser(ctx, user); err != nil {
+		return fmt.Errorf("testnet: deleting %s's records after the account: %w", user, err)
+	}
+	return nil
+}
+
+// CreateUser wipes whatever is stored under the name before the account
+// is created, so a new account never sees records of an earlier one.
+func (a accountsWithStorage) CreateUser(ctx context.Context, user, password, email string) error {
+	return a.CreateUserWithInvite(ctx, user, password, email, "")
+}
+
+// CreateUserWithInvite is CreateUser with an invite code
+// (api.InviteAccounts).
+func (a accountsWithStorage) CreateUserWithInvite(ctx context.Context, user, password, email, invite string) error {
+	if ok, _ := a.UserExists(ctx, user); ok {
+		return api.ErrUserExists
+	}
+	// A name that never held anything has an empty feed: nothing to
+	// clear (and its clock stays untouched).
+	if seq, err := a.store.UpdateSeq(ctx, user); err != nil || seq > 0 {
+		if err := a.store.WipeUser(ctx, user); err != nil {
+			return fmt.Errorf("testnet: clearing %s's records: %w", user, err)
+		}
+	}
+	return a.Directory.CreateUserWithInvite(ctx, user, password, email, invite)
 }

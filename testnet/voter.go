@@ -35,6 +35,12 @@ const (
 	// DefaultVoterDownAfter is VoterConfig.DownAfter's default
 	// (directory.Config.DownAfter's).
 	DefaultVoterDownAfter = directory.DefaultDownAfter
+	// DefaultMaxNodeCapacity and DefaultMaxOperatorCapacity are the
+	// defaults of VoterConfig's capacity limits: the most users placement
+	// counts for one node, and for all the nodes of one operator,
+	// whatever they declare.
+	DefaultMaxNodeCapacity     = 10000
+	DefaultMaxOperatorCapacity = 50000
 )
 
 // VoterConfig configures a directory voter started by StartVoter. A zero
@@ -69,12 +75,18 @@ type VoterConfig struct {
 	// AdminToken protects the admin API and voter-to-voter routes; the
 	// same on every voter. Required.
 	AdminToken string
-	// AutoApprove admits registering nodes without an admin. Replicas is
-	// R; zero keeps the cluster's setting (DefaultReplicas on a new
-	// cluster). Both are written to the cluster settings when this voter
-	// leads after start.
-	AutoApprove bool
-	Replicas    int
+	// AutoApprove admits registering nodes without an admin: for
+	// testnets, where every node is the operator's own. Replicas is R;
+	// zero keeps the cluster's setting (DefaultReplicas on a new
+	// cluster). MaxNodeCapacity and MaxOperatorCapacity cap the capacity
+	// a node declares (directory.Settings); zero means the defaults
+	// (DefaultMaxNodeCapacity, DefaultMaxOperatorCapacity), negative no
+	// cap. All are written to the cluster settings when this voter leads
+	// after start.
+	AutoApprove         bool
+	Replicas            int
+	MaxNodeCapacity     int
+	MaxOperatorCapacity int
 	// DownAfter is the heartbeat silence after which the leader marks a
 	// node down. Default DefaultVoterDownAfter (15 s).
 	DownAfter time.Duration
@@ -96,12 +108,14 @@ type VoterConfig struct {
 // need to be set, and Bootstrap or Join on a voter's first start.
 func DefaultVoterConfig() VoterConfig {
 	return VoterConfig{
-		ID:        DefaultVoterID,
-		HTTPAddr:  DefaultListenAddr,
-		RaftAddr:  DefaultListenAddr,
-		P2PAddr:   DefaultListenAddr,
-		Replicas:  DefaultReplicas,
-		DownAfter: DefaultVoterDownAfter,
+		ID:                  DefaultVoterID,
+		HTTPAddr:            DefaultListenAddr,
+		RaftAddr:            DefaultListenAddr,
+		P2PAddr:             DefaultListenAddr,
+		Replicas:            DefaultReplicas,
+		DownAfter:           DefaultVoterDownAfter,
+		MaxNodeCapacity:     DefaultMaxNodeCapacity,
+		MaxOperatorCapacity: DefaultMaxOperatorCapacity,
 	}
 }
 
@@ -136,6 +150,12 @@ func (c VoterConfig) withDefaults() VoterConfig {
 	}
 	if c.DownAfter <= 0 {
 		c.DownAfter = d.DownAfter
+	}
+	if c.MaxNodeCapacity == 0 {
+		c.MaxNodeCapacity = d.MaxNodeCapacity
+	}
+	if c.MaxOperatorCapacity == 0 {
+		c.MaxOperatorCapacity = d.MaxOperatorCapacity
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -288,9 +308,10 @@ func directoryConfig(cfg VoterConfig, url string, deny *denyList, internal *http
 	return dcfg, nil
 }
 
-// applySettings writes cfg's replica set size and auto-approval into the
-// cluster settings when this voter leads; a failure is logged (another
-// voter's start, or an admin, may set them later).
+// applySettings writes cfg's replica set size, auto-approval and
+// capacity limits into the cluster settings when this voter leads; a
+// failure is logged (another voter's start, or an admin, may set them
+// later).
 func applySettings(ctx context.Context, d *directory.Directory, cfg VoterConfig) {
 	if !d.IsLeader() {
 		return
@@ -300,10 +321,12 @@ func applySettings(ctx context.Context, d *directory.Directory, cfg VoterConfig)
 	if want <= 0 {
 		want = s.Replicas
 	}
-	if s.Replicas == want && s.AutoApprove == cfg.AutoApprove {
+	node, op := max(cfg.MaxNodeCapacity, 0), max(cfg.MaxOperatorCapacity, 0)
+	if s.Replicas == want && s.AutoApprove == cfg.AutoApprove && s.MaxNodeCapacity == node && s.MaxOperatorCapacity == op {
 		return
 	}
 	s.Replicas, s.AutoApprove = want, cfg.AutoApprove
+	s.MaxNodeCapacity, s.MaxOperatorCapacity = node, op
 	if err := d.SetSettings(ctx, s); err != nil {
 		cfg.Logger.Warn("testnet: could not apply settings", "err", err)
 	}

@@ -46,10 +46,12 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	join := fs.String("join", "", "HTTP URL of any voter of the cluster to join")
 	token := fs.String("admin-token", "", "admin token (admin API, join, forwarding): at least 32 characters, the same on every voter; better from the environment (HCE_ADMIN_TOKEN) than on the command line")
 	replicas := fs.Int("replicas", testnet.DefaultReplicas, "replica set size R for new users")
-	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval")
+	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval: for testnets only, where every node is your own (anyone can register a node)")
 	downAfter := fs.Duration("down-after", testnet.DefaultVoterDownAfter, "mark a storage node down after this much heartbeat silence")
 	blocklist := fs.String("blocklist", "", "file of peers to refuse, reread every 100 ms (testnet partitions: libp2p peer IDs, raft:<voter id>, http:<host:port>)")
 	hf := addHTTPFlags(fs, true)
+	// Account policy and node admission limits (accountflags.go).
+	af := addAccountFlags(fs, true, true)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -69,6 +71,11 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("loading CA from %s: %w", *caDir, err)
 	}
+	accounts, err := af.directory()
+	if err != nil {
+		return err
+	}
+	maxNode, maxOp := af.capacities()
 	release, err := lockDataDir(*data)
 	if err != nil {
 		return err
@@ -78,6 +85,7 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		ID: *id, Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, RaftAddr: *raftAddr,
 		P2PAddr: *p2pAddr, CA: ca, Bootstrap: *bootstrap, Join: *join, AdminToken: *token,
 		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger, HTTP: hcfg, Blocklist: *blocklist,
+		MaxNodeCapacity: maxNode, MaxOperatorCapacity: maxOp, Directory: accounts,
 	})
 	if err != nil {
 		return voterStartError(err, *data)

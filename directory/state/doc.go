@@ -3,8 +3,11 @@
 // DecodeCommand) and its snapshot format.
 //
 // The state is the accounts (Account: name, argon2id hash, e-mail,
-// creation time, pending reset code), the cluster (storage nodes with
-// their identity key, operator, URLs, capacity and placement.State; each
+// creation time, pending reset code, recent reset mails, the time and
+// raft index of the last credential change), the tombstones of recently
+// deleted accounts, the unused invite codes (their hashes), the cluster
+// (storage nodes with their identity key, operator, URLs, capacity and
+// placement.State, capped by the Settings' limits for placement; each
 // user's replica set, a placement.Set of current and filling members and
 // leaving nodes; the cluster Settings; the voters' URLs and libp2p
 // identities) and the published token signing keys (SigningKey). The
@@ -18,8 +21,8 @@
 // with the raft index as its clock), draws no random numbers and does no
 // IO, so every voter that applies the same log holds the same state and
 // writes the same snapshot bytes. Checks that decide an outcome (a name is
-// taken, a reset code is valid) are made here, so racing proposers cannot
-// both win. What needs IO or a clock — password hashing, signatures,
+// taken, a reset code or an invite is valid, an account may be sent
+// another reset mail) are made here, so racing proposers cannot both win. What needs IO or a clock — password hashing, signatures,
 // raft, HTTP, libp2p — is package directory's, which proposes the
 // commands and reads the state through the FSM's read methods.
 //

@@ -33,6 +33,11 @@ type FSM struct {
 	// (cluster.go); keys the published signing keys by kid (keys.go).
 	cl   clusterState
 	keys map[string]*SigningKey
+	// invites holds the unused invite codes by hash (invites.go).
+	invites map[string]*Invite
+	// deleted holds the tombstones of recently deleted account names
+	// (DeleteUser, TombstoneTTL).
+	deleted map[string]Tombstone
 	// index is the raft index of the last command entry applied (during
 	// Apply: of the entry being applied), placement's clock.
 	index uint64
@@ -65,6 +70,7 @@ func New(log *slog.Logger, policy placement.Policy, hooks Hooks) *FSM {
 	return &FSM{
 		log: log, placement: policy, hooks: hooks,
 		accounts: make(map[string]*Account), cl: newClusterState(), keys: make(map[string]*SigningKey),
+		invites: make(map[string]*Invite), deleted: make(map[string]Tombstone),
 	}
 }
 
@@ -117,6 +123,8 @@ func (f *FSM) applyOne(c Command) error {
 	switch c.(type) {
 	case CreateUser, DeleteUser, SetPassword, SetEmail, SetResetCode, ClearResetCode, ResetPassword:
 		return f.applyAccount(c)
+	case CreateInvite:
+		return f.applyInvite(c.(CreateInvite))
 	case RegisterNode, ApproveNode, SetNodeState, RetireNode, FinishDrain, SetSettings, SetVoter:
 		return f.applyCluster(c)
 	case NodeReport, StartTransfer, FinishLeave:
