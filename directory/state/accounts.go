@@ -39,6 +39,11 @@ type Account struct {
 	// credentials (the creation included); 0 in records written before it
 	// was kept.
 	CredsIndex uint64 `json:"creds_index,omitempty"`
+	// FxA is, for the account of a Sync 1.5 record (SyncLogin), the
+	// Firefox account's uid; such an account has no password (Hash is
+	// empty) and is reached with Hawk credentials only. Snapshot
+	// version 5.
+	FxA string `json:"fxa,omitempty"`
 }
 
 // Credentials returns the account's api.CredentialState: tokens issued

@@ -211,6 +211,10 @@ type nodeRecord struct {
 	Added     uint64          `json:"added"`
 	PublicKey []byte          `json:"pk"`
 	Load      int             `json:"load"`
+	// HawkKey is the node's X25519 public key for Sync 1.5 (the Hawk
+	// keys of its users' credentials are sealed to it; SetNodeHawkKey),
+	// nil until the node published one. Snapshot version 5.
+	HawkKey []byte `json:"hk,omitempty"`
 }
 
 // VoterInfo is a directory voter as recorded by SetVoter.
@@ -396,7 +400,7 @@ func (f *FSM) applyCluster(c Command) error {
 			if old.State == placement.Retired {
 				return ErrNodeRetired
 			}
-			n.State, n.Added, n.Load = old.State, old.Added, old.Load
+			n.State, n.Added, n.Load, n.HawkKey = old.State, old.Added, old.Load, old.HawkKey
 			if (old.BaseURL != n.BaseURL || !bytes.Equal(old.PublicKey, n.PublicKey)) && cl.byNode[c.ID] != nil {
 				// Its address is part of the entries of other nodes'
 				// lists.
@@ -762,7 +766,7 @@ func (f *FSM) info(n *nodeRecord) NodeInfo {
 	return NodeInfo{
 		ID: n.ID, Operator: n.Operator, URL: n.BaseURL, P2PAddrs: slices.Clone(n.P2PAddrs),
 		Capacity: n.Capacity, Load: n.Load, Leaving: leaving, State: n.State.String(), Added: n.Added,
-		PublicKey: n.PublicKey,
+		PublicKey: n.PublicKey, HawkKey: n.HawkKey,
 	}
 }
 
@@ -801,6 +805,9 @@ type NodeInfo struct {
 	Added uint64 `json:"added,omitempty"`
 	// PublicKey is the node's Ed25519 public key.
 	PublicKey []byte `json:"public_key,omitempty"`
+	// HawkKey is the node's X25519 public key for Sync 1.5 credentials
+	// (nil: the node serves no Sync 1.5).
+	HawkKey []byte `json:"hawk_key,omitempty"`
 }
 
 // Down reports whether the directory considers the node down.

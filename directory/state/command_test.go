@@ -241,6 +241,8 @@ func FuzzDecodeCommand(f *testing.F) {
 		SetSettings{Settings: Settings{Replicas: 3, MaxNodeCapacity: 10}},
 		CreateInvite{Hash: InviteHash("x"), Expires: 9, Now: 1},
 		DeleteUser{Name: "a", At: 7},
+		SetNodeHawkKey{ID: "n1", Key: bytes.Repeat([]byte{1}, HawkKeySize)},
+		SyncLogin{FxA: "f", Generation: 2, KeysChangedAt: 1, ClientState: "ab", At: 3, Node: "http://n/"},
 	} {
 		enc, err := EncodeCommand(c)
 		if err != nil {

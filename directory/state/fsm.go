@@ -38,6 +38,10 @@ type FSM struct {
 	// deleted holds the tombstones of recently deleted account names
 	// (DeleteUser, TombstoneTTL).
 	deleted map[string]Tombstone
+	// sync holds the Sync 1.5 records by FxA uid, syncSeq the last uid
+	// given (sync.go); uids are never reused.
+	sync    map[string]*SyncUser
+	syncSeq uint64
 	// index is the raft index of the last command entry applied (during
 	// Apply: of the entry being applied), placement's clock.
 	index uint64
@@ -71,6 +75,7 @@ func New(log *slog.Logger, policy placement.Policy, hooks Hooks) *FSM {
 		log: log, placement: policy, hooks: hooks,
 		accounts: make(map[string]*Account), cl: newClusterState(), keys: make(map[string]*SigningKey),
 		invites: make(map[string]*Invite), deleted: make(map[string]Tombstone),
+		sync: make(map[string]*SyncUser),
 	}
 }
 
@@ -131,6 +136,8 @@ func (f *FSM) applyOne(c Command) error {
 		return f.applySets(c)
 	case PublishKey, RetireKey:
 		return f.applyKey(c)
+	case SetNodeHawkKey, SyncLogin:
+		return f.applySync(c)
 	}
 	// DecodeCommand only returns known commands and rejects nested
 	// batches, so this is a programming error in this package.

@@ -354,7 +354,7 @@ func TestFSMSnapshotV2Readable(t *testing.T) {
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(sink.String(), `{"format":"hce-directory","version":4,`) {
+	if !strings.HasPrefix(sink.String(), `{"format":"hce-directory","version":5,`) {
 		t.Fatalf("snapshot header %q", strings.SplitN(sink.String(), "\n", 2)[0])
 	}
 	g := testFSM(t)
