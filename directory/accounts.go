@@ -148,6 +148,9 @@ func (d *Directory) CheckPassword(ctx context.Context, user, password string) er
 		return err
 	}
 	a, ok := d.state.Account(user)
+	if ok && a.SyncAccount() {
+		ok = false // a Sync 1.5 account has no password
+	}
 	match, err := d.guard.check(ctx, user, password, a.Hash, api.ClientAddr(ctx), func(ctx context.Context, priority bool) (bool, error) {
 		if !ok {
 			return false, nil

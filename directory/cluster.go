@@ -385,6 +385,7 @@ var wireErrors = []struct {
 	{"bad_invite", api.ErrBadInvite},
 	{"too_many_invites", state.ErrTooManyInvites},
 	{"too_many_resets", state.ErrTooManyResets},
+	{"sync_refused", state.ErrSyncRefused},
 }
 
 // wireResult is the JSON answer of the internal endpoints.

@@ -140,6 +140,10 @@ type Config struct {
 	// and served over libp2p.
 	Nodes NodeConfig
 
+	// Sync configures the Sync 1.5 tokenserver (GET /1.0/sync/1.5, see
+	// sync.go); off unless a way to verify access tokens is given.
+	Sync SyncConfig
+
 	// Faults, when set, cuts chosen raft and libp2p links (test
 	// partitions, see Faults). Nil: nothing is refused.
 	Faults Faults
@@ -415,6 +419,7 @@ func (c Config) withDefaults() Config {
 	if c.Nodes.MaxTransfers == 0 {
 		c.Nodes.MaxTransfers = d.Nodes.MaxTransfers
 	}
+	c.Sync = c.Sync.withDefaults()
 	return c
 }
 
@@ -473,6 +478,9 @@ func (c Config) Validate() error {
 	}
 	if c.Tokens.TTL < 0 {
 		return fmt.Errorf("directory: Tokens.TTL %v is negative", c.Tokens.TTL)
+	}
+	if err := c.Sync.validate(); err != nil {
+		return err
 	}
 	if c.Raft.MaxBatch > state.MaxBatchCommands {
 		return fmt.Errorf("directory: MaxBatch %d above %d", c.Raft.MaxBatch, state.MaxBatchCommands)

@@ -105,6 +105,8 @@ type Directory struct {
 	placed chan struct{}
 	// auth counts refused credentials (metrics.go).
 	auth authCounters
+	// sync is the Sync 1.5 tokenserver (sync.go), nil when off.
+	sync *syncServer
 
 	// The lifecycle: ctx is the root of every background goroutine;
 	// spawn starts them (counted in wg) until Close cancels ctx.
@@ -168,6 +170,13 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	d.beats = newLiveness(d)
 	for range committers {
 		d.spawn(d.commits.run)
+	}
+	if cfg.Sync.Enabled() {
+		if d.sync, err = newSyncServer(d); err != nil {
+			_ = d.Close()
+			return nil, err
+		}
+		d.sync.start(ctx)
 	}
 	for _, start := range []func(context.Context) error{d.startP2P, d.startCluster, d.startKeys} {
 		if err := start(ctx); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/tokenserver"
 	"github.com/hce-sync/hce/directory/state"
 )
 
@@ -34,6 +35,9 @@ const maxInternalBody = 2 << 20
 //	PUT  /admin/v1/settings              change them: the JSON fields given replace theirs
 //	POST /admin/v1/invites[?ttl=DURATION] a new invite code (InviteView), shown once
 //	GET  /admin/v1/invites               the unused invites, without their codes
+//	GET  /1.0/sync/1.5                   the Sync 1.5 tokenserver (sync.go)
+//	POST /fxa-local/v1/token             an access token of the local issuer (Basic credentials)
+//	GET  /fxa-local/v1/jwks              the local issuer's key set
 //
 // Admin and voter-to-voter routes need "Authorization: Bearer
 // <Config.AdminToken>" (compared in constant time; 401 otherwise, and
@@ -55,6 +59,9 @@ func (d *Directory) HTTPHandler() http.Handler {
 	mux.HandleFunc("PUT /admin/v1/settings", a.admin(a.putSettings))
 	mux.HandleFunc("POST /admin/v1/invites", a.admin(a.createInvite))
 	mux.HandleFunc("GET /admin/v1/invites", a.admin(a.listInvites))
+	mux.HandleFunc("GET "+tokenserver.Path, a.syncToken)
+	mux.HandleFunc("POST "+PathFxALocalToken, a.fxaLocalToken)
+	mux.HandleFunc("GET "+PathFxALocalJWKS, a.fxaLocalJWKS)
 	return mux
 }
 

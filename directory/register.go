@@ -56,6 +56,12 @@ type Registration struct {
 	Capacity int `json:"capacity"`
 	// Timestamp is the signing time, Unix seconds.
 	Timestamp int64 `json:"timestamp"`
+	// HawkKey is the node's X25519 public key for Sync 1.5 (standard
+	// base64 of 32 bytes), to which the tokenserver seals the Hawk keys
+	// of the node's users; empty for a node that serves no Sync 1.5. A
+	// directory that predates it refuses the field as unknown (400): the
+	// node then registers without it.
+	HawkKey string `json:"hawk_key,omitempty"`
 }
 
 // SignRegistration fills r's ID (if empty, with PeerID), PublicKey and
@@ -118,13 +124,19 @@ func VerifyRegistration(body []byte, sig string, now time.Time) (Registration, e
 	if r.Capacity < 0 {
 		return r, nil, fmt.Errorf("%w: negative capacity", ErrBadRegistration)
 	}
+	if r.HawkKey != "" {
+		if k, err := base64.StdEncoding.DecodeString(r.HawkKey); err != nil || len(k) != state.HawkKeySize {
+			return r, nil, fmt.Errorf("%w: hawk_key is not a base64 X25519 key", ErrBadRegistration)
+		}
+	}
 	return r, pub, nil
 }
 
 // RegisterNode verifies a signed registration (see VerifyRegistration)
 // and records the node through raft: pending until approved, unless auto
 // approval is on (Nodes.AutoApprove or the AutoApprove setting). A known
-// node's addresses, operator and capacity are updated.
+// node's addresses, operator and capacity are updated, and its Sync 1.5
+// key (state.SetNodeHawkKey) when the registration carries a new one.
 func (d *Directory) RegisterNode(ctx context.Context, body []byte, sig string) (NodeInfo, error) {
 	r, pub, err := VerifyRegistration(body, sig, d.cfg.Clock())
 	if err != nil {
@@ -135,6 +147,14 @@ func (d *Directory) RegisterNode(ctx context.Context, body []byte, sig string) (
 		Capacity: r.Capacity, PublicKey: pub, Approve: d.cfg.Nodes.AutoApprove,
 	}); err != nil {
 		return NodeInfo{}, err
+	}
+	if r.HawkKey != "" {
+		key, _ := base64.StdEncoding.DecodeString(r.HawkKey)
+		if n, _ := d.state.Node(r.ID); !bytes.Equal(n.HawkKey, key) {
+			if err := d.write(ctx, state.SetNodeHawkKey{ID: r.ID, Key: key}); err != nil {
+				return NodeInfo{}, err
+			}
+		}
 	}
 	n, _ := d.state.Node(r.ID)
 	return n, nil
