@@ -325,7 +325,10 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 			if err := w.tombstoneAll(); err != nil {
 				return nil, err
 			}
-			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp} {
+			if w.idx15 {
+				w.smod = max(w.smod, cm.last, int64(t.ts))
+			}
+			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp, tagNew15, tagIdx15} {
 				sc.k = collPrefix(sc.k[:0], user, tag, coll)
 				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 				if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
@@ -375,49 +378,60 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 		if len(st.colls) == 0 {
 			return nil, nil
 		}
-		// Every live document gets a tombstone (so that peers cannot
-		// bring the records back), then the view goes in range deletes.
-		colls := make([]string, 0, len(st.colls))
-		for c := range st.colls {
-			colls = append(colls, c)
-		}
-		slices.Sort(colls)
-		rs := s.newRevSession(st)
-		for _, c := range colls {
-			w := s.newWriter(b, sc, st, user, c, t)
-			w.rs = rs
-			if err := w.tombstoneAll(); err != nil {
-				return nil, err
-			}
-			if err := w.saveDocs(); err != nil {
-				return nil, err
-			}
-		}
-		for _, r := range viewRanges {
-			sc.k = userTag(sc.k[:0], user, r[0])
-			sc.k2 = userTag(sc.k2[:0], user, r[1])
-			if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
-				return nil, err
-			}
-		}
-		// Keep the insertion counter so numbers are never reused, and
-		// the user's last stamp.
-		sc.k = metaKey(sc.k[:0], user, "")
-		m := st.meta(int64(t.ts), rs.chg)
-		m.conf = rs.conf
-		sc.v = appendUserMeta(sc.v[:0], m)
-		if err := b.Set(sc.k, sc.v, nil); err != nil {
-			return nil, err
-		}
-		return func() {
-			clear(st.colls)
-			st.used = 0
-			st.conf = rs.conf
-			st.chg.Store(rs.chg)
-		}, nil
+		return s.stageDeleteStorage(user, st, t, b, sc)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
+}
+
+// stageDeleteStorage stages the deletion of every record of the user
+// (DELETE storage): each live document gets a tombstone, then the view
+// goes in range deletes; the user meta keeps the counters and takes t.
+func (s *Store) stageDeleteStorage(user string, st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+	// Every live document gets a tombstone (so that peers cannot
+	// bring the records back), then the view goes in range deletes.
+	colls := make([]string, 0, len(st.colls))
+	for c := range st.colls {
+		colls = append(colls, c)
+	}
+	slices.Sort(colls)
+	rs := s.newRevSession(st)
+	for _, c := range colls {
+		w := s.newWriter(b, sc, st, user, c, t)
+		w.rs = rs
+		if err := w.tombstoneAll(); err != nil {
+			return nil, err
+		}
+		if err := w.saveDocs(); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range viewRanges {
+		sc.k = userTag(sc.k[:0], user, r[0])
+		sc.k2 = userTag(sc.k2[:0], user, r[1])
+		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+			return nil, err
+		}
+	}
+	// Keep the insertion counter so numbers are never reused, and
+	// the user's last stamp.
+	sc.k = metaKey(sc.k[:0], user, "")
+	m := st.meta(int64(t.ts), rs.chg)
+	m.conf = rs.conf
+	if st.sync15 {
+		m.smod = max(m.smod, int64(t.ts))
+	}
+	sc.v = appendUserMeta(sc.v[:0], m)
+	if err := b.Set(sc.k, sc.v, nil); err != nil {
+		return nil, err
+	}
+	return func() {
+		clear(st.colls)
+		st.used = 0
+		st.conf = rs.conf
+		st.chg.Store(rs.chg)
+		st.smod = m.smod
+	}, nil
 }
