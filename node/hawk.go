@@ -143,8 +143,10 @@ type HawkConfig struct {
 	// ExpiredGrace is how long expired credentials still read
 	// info/collections. Default DefaultExpiredGrace; negative: none.
 	ExpiredGrace time.Duration
-	// KeyCache bounds the number of opened Hawk keys kept (an X25519
-	// operation saved per request). Default DefaultHawkKeyCache.
+	// KeyCache bounds the number of verified ids and opened Hawk keys
+	// kept (an Ed25519 verification and an X25519 operation saved per
+	// request; a kept id is still checked for expiry and for its signing
+	// key being published). Default DefaultHawkKeyCache.
 	KeyCache int
 }
 
@@ -179,8 +181,9 @@ type HawkAuthenticator struct {
 }
 
 type openedKey struct {
-	mac []byte
-	exp time.Time
+	claims hawkid.Claims
+	mac    []byte
+	exp    time.Time
 }
 
 var _ sync15.Authenticator = (*HawkAuthenticator)(nil)
@@ -248,6 +251,18 @@ func (a *HawkAuthenticator) authenticate(ctx context.Context, r sync15.AuthReque
 	}
 	var claims hawkid.Claims
 	res, err := a.v.Verify(r.HTTP, func(id string) ([]byte, error) {
+		if e, ok := a.cached(id); ok {
+			// Verified before: only what changes with time is checked
+			// again (expiry, and that its signing key is still
+			// published).
+			if e.claims.Exp <= now.Add(-grace).Unix() {
+				return nil, hawkid.ErrExpired
+			}
+			if _, ok := a.cfg.Keys.PublicKey(e.claims.Kid); ok {
+				claims = e.claims
+				return e.mac, nil
+			}
+		}
 		c, err := hawkid.Verify(id, a.cfg.Keys.PublicKey, a.cfg.NodeID, now, grace)
 		if errors.Is(err, hawkid.ErrUnknownKey) {
 			if kr, ok := a.cfg.Keys.(KeyRefresher); ok {
@@ -290,16 +305,19 @@ func (a *HawkAuthenticator) authenticate(ctx context.Context, r sync15.AuthReque
 	return sync15.Identity{User: claims.Sub, VerifyBody: res.VerifyPayload}, nil
 }
 
-// open returns the MAC key of a verified id, from the cache or by
-// opening its sealed key.
-func (a *HawkAuthenticator) open(id string, c *hawkid.Claims, now time.Time) ([]byte, error) {
+// cached returns the cache entry of an id verified and opened before.
+func (a *HawkAuthenticator) cached(id string) (openedKey, bool) {
 	k := sha256.Sum256([]byte(id))
 	a.mu.Lock()
 	e, ok := a.cache[k]
 	a.mu.Unlock()
-	if ok {
-		return e.mac, nil
-	}
+	return e, ok
+}
+
+// open returns the MAC key of a verified id by opening its sealed key,
+// and caches both.
+func (a *HawkAuthenticator) open(id string, c *hawkid.Claims, now time.Time) ([]byte, error) {
+	k := sha256.Sum256([]byte(id))
 	raw, err := hawkid.Open(a.cfg.NodeKey, c)
 	if err != nil {
 		return nil, err
@@ -319,6 +337,6 @@ func (a *HawkAuthenticator) open(id string, c *hawkid.Claims, now time.Time) ([]
 		}
 	}
 	// Kept past exp by the grace of info/collections.
-	a.cache[k] = openedKey{mac: mac, exp: time.Unix(c.Exp, 0).Add(a.grace)}
+	a.cache[k] = openedKey{claims: *c, mac: mac, exp: time.Unix(c.Exp, 0).Add(a.grace)}
 	return mac, nil
 }

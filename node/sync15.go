@@ -1,11 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -487,11 +487,15 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	mu.RUnlock()
 	defer snap.Close()
 	l := &lister15{r: snap, user: user, coll: coll, q: q, nowSec: mono / 100}
+	// Two passes over the snapshot: the first counts the page and finds
+	// its last position, the second emits it; nothing of the page is
+	// kept in between.
 	var last entry15
+	var lastID []byte
 	n := 0
 	more, err := l.run(q.Limit, func(e *entry15) error {
 		last = *e
-		last.id = strings.Clone(e.id)
+		lastID = append(lastID[:0], e.id...)
 		n++
 		return nil
 	})
@@ -500,7 +504,7 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	}
 	page.Count, page.More = n, more
 	if n > 0 {
-		page.Last = sync15.Position{Modified: api.Stamp(last.mod), SortIndex: last.si, HasSortIndex: last.hasSI, ID: last.id}
+		page.Last = sync15.Position{Modified: api.Stamp(last.mod), SortIndex: last.si, HasSortIndex: last.hasSI, ID: string(lastID)}
 	}
 	if err := start(page); err != nil {
 		return err
@@ -512,31 +516,82 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	var rec record
 	sc := s.getScratch()
 	defer s.putScratch(sc)
-	_, err = l.run(n, func(e *entry15) error {
-		if !q.Full {
-			b = sync15.BSO{ID: e.id, Modified: api.Stamp(e.mod), SortIndex: e.si}
+	// The records are read with one iterator over the collection's data
+	// keys, seeking to each (cheaper than a Get, which makes an iterator
+	// every time).
+	var data *pebble.Iterator
+	if q.Full {
+		sc.k2 = collPrefix(sc.k2[:0], user, tagData, coll)
+		if data, err = snap.NewIter(&pebble.IterOptions{LowerBound: sc.k2, UpperBound: prefixEnd(nil, sc.k2)}); err != nil {
+			return err
+		}
+		defer data.Close()
+	}
+	_, err = l.run(n, func(e *entry15) error { return x.emit15(e, q.Full, data, sc, &rec, &b, user, coll, emit) })
+	return err
+}
+
+// emit15 emits the record of entry e (only its id and sort keys unless
+// full), read through data.
+func (x *Sync15) emit15(e *entry15, full bool, data *pebble.Iterator, sc *scratch, rec *record, b *sync15.BSO, user, coll string, emit func(*sync15.BSO) error) error {
+	{
+		if !full {
+			*b = sync15.BSO{ID: e.id, Modified: api.Stamp(e.mod), SortIndex: e.si}
 			if e.hasSI {
 				b.Has = sync15.FieldSortIndex
 			}
-			return emit(&b)
+			return emit(b)
 		}
 		sc.k = dataKey(sc.k[:0], user, coll, e.seq)
-		v, closer, err := snap.Get(sc.k)
-		if err != nil {
-			return fmt.Errorf("node: record %d of %s/%s: %w", e.seq, user, coll, err)
+		if !seekNear(data, sc.k, e.seq) {
+			return fmt.Errorf("node: record %d of %s/%s: %w", e.seq, user, coll, errors.Join(errCorrupt, data.Error()))
 		}
-		defer closer.Close()
-		if err := decodeRecord(v, &rec); err != nil {
+		v, err := data.ValueAndErr()
+		if err != nil {
 			return err
 		}
-		b = sync15.BSO{ID: rec.id, Modified: api.Stamp(rec.mod), Has: sync15.FieldPayload, Payload: rec.payload}
+		if err := decodeRecord(v, rec); err != nil {
+			return err
+		}
+		*b = sync15.BSO{ID: rec.id, Modified: api.Stamp(rec.mod), Has: sync15.FieldPayload, Payload: rec.payload}
 		if rec.has&api.FieldSortIndex != 0 {
 			b.Has |= sync15.FieldSortIndex
 			b.SortIndex = rec.si
 		}
-		return emit(&b)
-	})
-	return err
+		return emit(b)
+	}
+}
+
+// seekNear positions it (an iterator over one collection's data keys)
+// at key, the key of record seq, stepping from its current record when
+// that is a few records away (a listing by time visits records mostly
+// in or against insertion order, and a step costs far less than a seek),
+// else seeking. It reports whether the record is there.
+func seekNear(it *pebble.Iterator, key []byte, seq uint64) bool {
+	const maxSteps = 4
+	if it.Valid() {
+		k := it.Key()
+		cur := tailU64(k, 0)
+		switch {
+		case cur == seq:
+			return bytes.Equal(k, key)
+		case cur > seq && cur-seq <= maxSteps:
+			for it.Prev() {
+				if c := tailU64(it.Key(), 0); c <= seq {
+					return c == seq && bytes.Equal(it.Key(), key)
+				}
+			}
+			return false
+		case cur < seq && seq-cur <= maxSteps:
+			for it.Next() {
+				if c := tailU64(it.Key(), 0); c >= seq {
+					return c == seq && bytes.Equal(it.Key(), key)
+				}
+			}
+			return false
+		}
+	}
+	return it.SeekGE(key) && bytes.Equal(it.Key(), key)
 }
 
 // lister15 walks the live records of a collection that a Sync 1.5 query

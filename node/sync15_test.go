@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -327,5 +328,35 @@ func TestSync15Codecs(t *testing.T) {
 	created, user, coll, id, ok := parseGlobalBatchKey(globalBatchKey(nil, 77, "u", "c", "IDxx"))
 	if !ok || created != 77 || user != "u" || coll != "c" || id != "IDxx" {
 		t.Fatalf("global batch key %d %q %q %q %v", created, user, coll, id, ok)
+	}
+}
+
+// BenchmarkSync15GetFull100 reads a page of 100 full records in the
+// default (newest) order: two passes over the N index, each record read
+// with one data iterator (compare BenchmarkAppendFull100, Weave's).
+func BenchmarkSync15GetFull100(b *testing.B) {
+	s := openTest(b, b.TempDir(), nil, 0)
+	x := s.Sync15()
+	var bs []sync15.BSO
+	for i := 0; i < 1000; i++ {
+		bs = append(bs, sync15.BSO{ID: fmt.Sprintf("id%04d", i), Has: sync15.FieldPayload | sync15.FieldSortIndex, SortIndex: int64(i % 7), Payload: strings.Repeat("x", 300)})
+		if len(bs) == 100 {
+			if _, err := x.PostBSOs(ctx, "u", "c", bs, sync15.Precondition{}); err != nil {
+				b.Fatal(err)
+			}
+			bs = bs[:0]
+		}
+	}
+	for _, sort := range []sync15.Sort{sync15.SortNone, sync15.SortOldest, sync15.SortIndex} {
+		b.Run(cmp.Or(sort.String(), "none"), func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				q := &sync15.Query{Full: true, Limit: 100, HasLimit: true, Sort: sort}
+				n := 0
+				if err := x.GetCollection(ctx, "u", "c", q, func(*sync15.Page) error { return nil }, func(*sync15.BSO) error { n++; return nil }); err != nil || n != 100 {
+					b.Fatal(n, err)
+				}
+			}
+		})
 	}
 }
