@@ -85,7 +85,8 @@ func (t *Testnet) memberArgs(m *member, join string, first bool, dirURL string) 
 		args := []string{"directory", "--log-level", t.cfg.ChildLogLevel, "--id", m.id, "--data", m.data,
 			"--http", m.httpAddr, "--raft", m.raftAddr, "--p2p", m.p2pAddr, "--ca", filepath.Join(t.cfg.Dir, "ca"),
 			"--replicas", strconv.Itoa(t.cfg.Replicas), "--auto-approve", "--down-after", t.cfg.DownAfter.String(),
-			"--blocklist", filepath.Join(m.data, BlocklistFile)}
+			"--blocklist", filepath.Join(m.data, BlocklistFile),
+			"--fxa-local", "--fxa-local-key", filepath.Join(t.cfg.Dir, LocalIssuerKeyFile)}
 		switch {
 		case first && join == "":
 			args = append(args, "--bootstrap")

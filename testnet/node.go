@@ -2,6 +2,8 @@ package testnet
 
 import (
 	"context"
+	"crypto/ecdh"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,6 +96,11 @@ type NodeConfig struct {
 	// the node refuses and disconnects, reread every 100 ms: testnet
 	// partitions (see BlocklistFile).
 	Blocklist string
+	// Sync15 configures the Sync 1.5 storage API (/1.5/{uid}/), served
+	// with Hawk credentials from the directory's tokenserver, sealed to
+	// the node's X25519 key (DIR/hawk.key, published in its
+	// registration).
+	Sync15 Sync15Config
 }
 
 // DefaultNodeConfig returns the defaults; Dir and Directory still need
@@ -168,6 +176,7 @@ type Node struct {
 	allow  *p2p.StaticAllowlist
 	srv    *httpServer
 	obs    *authObserver // counts refused credentials and active users
+	hawk   *ecdh.PrivateKey
 	url    string
 	id     peer.ID
 	cancel context.CancelFunc
@@ -196,7 +205,11 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{id: id}
+	hk, err := node.LoadOrCreateHawkKey(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{id: id, hawk: hk}
 	var ln net.Listener
 	defer func() {
 		if err != nil {
@@ -312,9 +325,17 @@ func (n *Node) register(ctx context.Context, cfg NodeConfig, hc *http.Client, ke
 	if err != nil {
 		return err
 	}
-	reg := directory.Registration{BaseURL: n.url, P2PAddrs: n.p2pAddrs(), Operator: cfg.Operator, Capacity: cfg.Capacity}
+	reg := directory.Registration{BaseURL: n.url, P2PAddrs: n.p2pAddrs(), Operator: cfg.Operator, Capacity: cfg.Capacity,
+		HawkKey: base64.StdEncoding.EncodeToString(n.hawk.PublicKey().Bytes())}
 	return waitDirectory(ctx, cfg.Logger, "registering", cfg.Directory, func() error {
-		return register(ctx, hc, cfg.Directory, edKey, reg)
+		err := register(ctx, hc, cfg.Directory, edKey, reg)
+		if err != nil && reg.HawkKey != "" && strings.Contains(err.Error(), `unknown field "hawk_key"`) {
+			// A directory that predates Sync 1.5: register without it.
+			cfg.Logger.Warn("testnet: the directory does not know Sync 1.5 keys; this node serves no Sync 1.5 until it does")
+			reg.HawkKey = ""
+			err = register(ctx, hc, cfg.Directory, edKey, reg)
+		}
+		return err
 	})
 }
 
@@ -377,7 +398,17 @@ func (n *Node) handler(cfg NodeConfig, stop <-chan struct{}) (http.Handler, erro
 	if err != nil {
 		return nil, err
 	}
-	return withCouch(n.store, n.obs, cfg.Logger, stop, storage)
+	hcfg := node.HawkConfig{Keys: n.dc.Keys(), NodeID: n.id.String(), NodeKey: n.hawk,
+		Membership: n.dc, Credentials: n.dc, Hawk: cfg.Sync15.hawkConfig()}
+	hawkAuth, err := node.NewHawkAuthenticator(hcfg)
+	if err != nil {
+		return nil, err
+	}
+	s15, err := sync15Handler(n.store, hawkObserver{n.obs, hawkAuth}, cfg.Sync15, cfg.QuotaBytes, 2, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return withCouch(n.store, n.obs, cfg.Logger, stop, withSync15(s15, storage))
 }
 
 // httpServer is the node's HTTP server on ln: handler on the platform,

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,14 @@ type StandaloneConfig struct {
 	HTTP HTTPConfig
 	// Logger receives all logs (default: discard).
 	Logger *slog.Logger
+	// FxA configures the Sync 1.5 tokenserver (GET /1.0/sync/1.5): off
+	// unless a way to verify access tokens (or the local issuer) is
+	// given; the local issuer's key defaults to DataDir/directory/
+	// fxa-local.key.
+	FxA FxAConfig
+	// Sync15 configures the Sync 1.5 storage API (/1.5/{uid}/), whose
+	// Hawk keys are sealed to the X25519 key in DataDir/node/hawk.key.
+	Sync15 Sync15Config
 	// Directory, Node, Storage and User, when non-nil, adjust the
 	// component configurations after the defaults are filled in (tests
 	// lower the password hashing cost this way; hce serve sets limits).
@@ -88,6 +97,7 @@ type Standalone struct {
 	store  *node.Store
 	srv    *httpServer
 	obs    *authObserver // counts refused credentials and active users
+	hawk   *ecdh.PrivateKey
 	url    string
 	logger *slog.Logger
 }
@@ -152,6 +162,9 @@ func (s *Standalone) openStore(cfg StandaloneConfig) error {
 		cfg.Node(&ncfg)
 	}
 	var err error
+	if s.hawk, err = node.LoadOrCreateHawkKey(ncfg.Dir); err != nil {
+		return err
+	}
 	s.store, err = node.Open(ncfg)
 	return err
 }
@@ -169,6 +182,10 @@ func (s *Standalone) openDirectory(ctx context.Context, cfg StandaloneConfig, au
 			a.Forget(user)
 		}
 	}
+	if err := cfg.FxA.apply(&dcfg, dcfg.Dir); err != nil {
+		return dcfg, err
+	}
+	dcfg.Sync.ServeNodeKey = s.hawk.PublicKey().Bytes()
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
@@ -226,7 +243,17 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	if err != nil {
 		return nil, err
 	}
-	return withCouch(s.store, s.obs, cfg.Logger, stop, api.NewHandler(storage, users))
+	hawkAuth, err := node.NewHawkAuthenticator(node.HawkConfig{Keys: s.dir, NodeID: acfg.NodeID, NodeKey: s.hawk,
+		Credentials: s.dir, Hawk: cfg.Sync15.hawkConfig()})
+	if err != nil {
+		return nil, err
+	}
+	s15, err := sync15Handler(s.store, hawkObserver{s.obs, hawkAuth}, cfg.Sync15, cfg.QuotaBytes, 0, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	weave := withTokenServer(s.dir.HTTPHandler(), withSync15(s15, api.NewHandler(storage, users)))
+	return withCouch(s.store, s.obs, cfg.Logger, stop, weave)
 }
 
 // httpServer is the server on ln: handler on the platform, its heartbeat

@@ -96,6 +96,10 @@ type VoterConfig struct {
 	HTTP HTTPConfig
 	// Logger receives all logs. Default: discard.
 	Logger *slog.Logger
+	// FxA configures the Sync 1.5 tokenserver (GET /1.0/sync/1.5): off
+	// unless a way to verify access tokens (or the local issuer) is
+	// given.
+	FxA FxAConfig
 	// Directory, when set, adjusts the directory configuration last.
 	Directory func(*directory.Config)
 	// Blocklist, when set, is a file the voter rereads every 100 ms and
@@ -302,6 +306,10 @@ func directoryConfig(cfg VoterConfig, url string, deny *denyList, internal *http
 		dcfg.Faults = deny
 		dcfg.Cluster.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: internal}
 	}
+	if err := cfg.FxA.apply(&dcfg, cfg.Dir); err != nil {
+		return directory.Config{}, err
+	}
+	dcfg.Sync.HTTPClient = cfg.HTTP.client(10 * time.Second)
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
