@@ -52,6 +52,8 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	hf := addHTTPFlags(fs, true)
 	// Account policy and node admission limits (accountflags.go).
 	af := addAccountFlags(fs, true, true)
+	// Sync 1.5 tokenserver (fxaflags.go).
+	ff := addFxAFlags(fs, false)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -85,7 +87,7 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		ID: *id, Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, RaftAddr: *raftAddr,
 		P2PAddr: *p2pAddr, CA: ca, Bootstrap: *bootstrap, Join: *join, AdminToken: *token,
 		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger, HTTP: hcfg, Blocklist: *blocklist,
-		MaxNodeCapacity: maxNode, MaxOperatorCapacity: maxOp, Directory: accounts,
+		MaxNodeCapacity: maxNode, MaxOperatorCapacity: maxOp, Directory: accounts, FxA: ff.config(),
 	})
 	if err != nil {
 		return voterStartError(err, *data)

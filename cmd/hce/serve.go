@@ -22,6 +22,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	lf := addLimitFlags(fs, false, stderr)
 	// Account policy: registration, captcha, reset mail (accountflags.go).
 	af := addAccountFlags(fs, false, false)
+	// Sync 1.5 tokenserver, the local issuer on (fxaflags.go).
+	ff := addFxAFlags(fs, true)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -50,6 +52,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		DataDir:    *data,
 		PublicURL:  *public,
 		QuotaBytes: lf.quotaBytes(),
+		FxA:        ff.config(),
 		Logger:     logger,
 		Node:       lf.node,
 		Storage:    lf.storage,
