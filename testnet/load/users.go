@@ -160,6 +160,9 @@ func (e *Engine) register(ctx context.Context, p *profile) (created bool, err er
 // resolve reads p's storage node from node/weave (unless the target
 // serves storage itself) and, with an admin token, a second replica.
 func (e *Engine) resolve(ctx context.Context, p *profile) error {
+	if e.cfg.API == API15 {
+		return e.sync15Login(ctx, p)
+	}
 	if e.cfg.Target.StorageURL == "" {
 		err := retry(ctx, func() (outcome, error) {
 			out, data := e.sendRead(ctx, http.MethodGet, p.user+"user/1.0/"+p.name+"/node/weave", "", nil)
@@ -223,7 +226,8 @@ func (e *Engine) prefill(ctx context.Context, p *profile) (bool, error) {
 	base := p.storageURL()
 	var counts map[string]int
 	err := retry(ctx, func() (outcome, error) {
-		out, data := e.sendRead(ctx, http.MethodGet, base+"1.1/"+p.name+"/info/collection_counts", p.auth, nil)
+		u, auth := e.storageRequest(ctx, p, http.MethodGet, base, "/1.1/"+p.name+"/info/collection_counts")
+		out, data := e.sendRead(ctx, http.MethodGet, u, auth, nil)
 		if out.status != http.StatusOK {
 			return out, fmt.Errorf("%w: collection counts of %s: %s %s", ErrPrepare, p.name, out.describe(), data)
 		}
@@ -253,9 +257,9 @@ func (e *Engine) prefill(ctx context.Context, p *profile) (bool, error) {
 				n++
 			}
 			body := e.wboBody(recs[:n], r.Uint64())
-			url := base + "1.1/" + p.name + "/storage/" + pf.Coll
 			err := retry(ctx, func() (outcome, error) {
-				out := e.send(ctx, http.MethodPost, url, p.auth, nil, body, true)
+				url, auth := e.storageRequest(ctx, p, http.MethodPost, base, "/1.1/"+p.name+"/storage/"+pf.Coll)
+				out := e.send(ctx, http.MethodPost, url, auth, nil, body, true)
 				if out.kind != "" {
 					return out, fmt.Errorf("%w: prefill %s/%s: %s", ErrPrepare, p.name, pf.Coll, out.describe())
 				}
@@ -325,6 +329,18 @@ func (e *Engine) Cleanup(ctx context.Context) (int, error) {
 	e.mu.Unlock()
 	var deleted atomic.Int64
 	err := e.forEach(ctx, all, func(ctx context.Context, p *profile) error {
+		if e.cfg.API == API15 && p.storageURL() != "" {
+			// The Sync 1.5 account is the directory's own: its records go
+			// with DELETE storage.
+			_ = retry(ctx, func() (outcome, error) {
+				u, auth := e.storageRequest(ctx, p, http.MethodDelete, p.storageURL(), "/1.1/"+p.name+"/storage")
+				out, data := e.sendRead(ctx, http.MethodDelete, u, auth, nil)
+				if out.status != http.StatusOK {
+					return out, fmt.Errorf("load: delete Sync 1.5 storage of %s: %s %s", p.name, out.describe(), data)
+				}
+				return out, nil
+			})
+		}
 		return retry(ctx, func() (outcome, error) {
 			out, data := e.sendRead(ctx, http.MethodDelete, p.user+"user/1.0/"+p.name, p.auth, nil)
 			switch out.status {
