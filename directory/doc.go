@@ -46,6 +46,10 @@
 //     rebalancing transfers per user and starts bounded transfers.
 //   - keys.go, signer.go: each voter's token signing key, published in
 //     the state, and IssueToken (api.TokenIssuer).
+//   - sync.go: the Sync 1.5 tokenserver (GET /1.0/sync/1.5: Firefox
+//     Accounts access tokens verified against a JWKS or the verification
+//     endpoint, the X-KeyID rules, Hawk credentials sealed to the
+//     primary's X25519 key) and the local issuer (--fxa-local).
 //   - p2p.go, p2pvoter.go, p2pport.go, notify.go: the voter's libp2p host
 //     (its listen port kept across restarts), the directory protocols it
 //     serves to storage nodes (api/dirproto; checkpw and assignment only

@@ -10,7 +10,10 @@
 // placement.State, capped by the Settings' limits for placement; each
 // user's replica set, a placement.Set of current and filling members and
 // leaving nodes; the cluster Settings; the voters' URLs and libp2p
-// identities) and the published token signing keys (SigningKey). The
+// identities, each node's Sync 1.5 X25519 key), the published token
+// signing keys (SigningKey), and the Sync 1.5 records of Firefox
+// accounts (SyncUser: uid, account, generation, keys_changed_at, client
+// states; SyncLogin applies the tokenserver's rules). The
 // storage nodes' replication reports (NodeReport), drains and rebalancing
 // transfers (StartTransfer, FinishLeave) change the sets by the rules of
 // directory/placement; the SetsChanged hook tells the owner which nodes
