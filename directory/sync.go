@@ -370,6 +370,18 @@ func (s *syncServer) verifyRemote(ctx context.Context, token string) (tokenserve
 	case resp.StatusCode != http.StatusOK:
 		return tokenserver.AccessClaims{}, tokenserver.ErrInvalidCredentials.With("Unauthorized: " + resp.Status)
 	}
+	want := s.cfg.Verifier.Scope
+	if want == "" {
+		want = tokenserver.SyncScope
+	}
+	return parseVerifyAnswer(b, want)
+}
+
+// parseVerifyAnswer reads the accounts server's verification answer
+// ({"user", "generation", "scope": a list or a space-separated string,
+// "client_id"}) and checks that its scope grants want. Refusals are
+// *tokenserver.Error values.
+func parseVerifyAnswer(b []byte, want string) (tokenserver.AccessClaims, error) {
 	var v struct {
 		User       string          `json:"user"`
 		ClientID   string          `json:"client_id"`
@@ -386,10 +398,6 @@ func (s *syncServer) verifyRemote(ctx context.Context, token string) (tokenserve
 			return tokenserver.AccessClaims{}, tokenserver.ErrInvalidCredentials.With("Unauthorized: verification scope")
 		}
 		scopes = strings.Fields(one)
-	}
-	want := s.cfg.Verifier.Scope
-	if want == "" {
-		want = tokenserver.SyncScope
 	}
 	if !tokenserver.ScopeGrants(scopes, want) {
 		return tokenserver.AccessClaims{}, tokenserver.ErrInvalidCredentials.With("Unauthorized: scope does not grant " + want)
