@@ -150,6 +150,12 @@ type HawkConfig struct {
 	KeyCache int
 }
 
+// DefaultHawkConfig returns a HawkConfig with the defaults filled in;
+// Keys, NodeID and NodeKey still need to be set.
+func DefaultHawkConfig() HawkConfig {
+	return HawkConfig{Hawk: hawk.DefaultConfig(), Clock: time.Now, ExpiredGrace: DefaultExpiredGrace, KeyCache: DefaultHawkKeyCache}
+}
+
 // Validate reports whether c is usable.
 func (c HawkConfig) Validate() error {
 	switch {
