@@ -64,7 +64,7 @@ const (
 	// cached answer checks the credential generation the directory
 	// reports (cached at most the membership lifetime, 2 s), and a
 	// password change or deletion drops the entries at once (Forget).
-	DefaultAuthCacheTTL = time.Hour
+	DefaultAuthCacheTTL  = time.Hour
 	DefaultAuthCacheSize = 100000
 )
 
