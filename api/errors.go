@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -247,8 +248,9 @@ var codeBodies = func() (t [CodeSizeLimitExceeded + 1][]byte) {
 //     X-Weave-Backoff. The crash id is the request id the HTTP platform
 //     put in the X-Request-Id response header, when there is one, so the
 //     error line, the access log line and the client's answer share it.
-//     Expected unavailability (ErrUnavailable, a hint) is logged as a
-//     warning, anything else as an error.
+//     Expected unavailability (ErrUnavailable, a hint, a backend call
+//     that timed out) is logged as a warning, a request whose client went
+//     away at debug level, anything else as an error.
 func (rs responder) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h := w.Header()
 	var he *HTTPError
@@ -293,7 +295,13 @@ func (rs responder) writeError(w http.ResponseWriter, r *http.Request, err error
 			crash = hex.EncodeToString(id[:])
 		}
 		level := slog.LevelError
-		if errors.Is(err, ErrUnavailable) {
+		switch {
+		case r.Context().Err() != nil:
+			// The client went away (or its request timed out): nobody
+			// reads this answer, and it says nothing about the server.
+			level = slog.LevelDebug
+		case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+			// Expected unavailability: a backend that is slow or away.
 			level = slog.LevelWarn
 		}
 		rs.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "crash_id", crash, "err", err)

@@ -56,7 +56,15 @@ type KeyRefresher interface {
 
 // Defaults of AuthConfig.
 const (
-	DefaultAuthCacheTTL  = 60 * time.Second
+	// DefaultAuthCacheTTL is an hour: a Sync client comes back every few
+	// minutes to every few hours, and with a minute most of its syncs
+	// cost an argon2 hash at the directory (the capacity measurement in
+	// docs/capacity.md found that hash in front of a quarter of all
+	// requests). The lifetime does not weaken revocation: every use of a
+	// cached answer checks the credential generation the directory
+	// reports (cached at most the membership lifetime, 2 s), and a
+	// password change or deletion drops the entries at once (Forget).
+	DefaultAuthCacheTTL  = time.Hour
 	DefaultAuthCacheSize = 100000
 )
 
@@ -65,7 +73,8 @@ const (
 type AuthConfig struct {
 	// Checker verifies Basic credentials. Required unless DisableBasic.
 	Checker PasswordChecker
-	// CacheTTL is how long a positive answer is reused. Default 60 s.
+	// CacheTTL is how long a positive answer is reused. Default
+	// DefaultAuthCacheTTL (1 h).
 	CacheTTL time.Duration
 	// CacheSize bounds the number of cached positive answers. Default
 	// 100000.
