@@ -33,3 +33,16 @@ func (f *fxaFlags) config() testnet.FxAConfig {
 	return testnet.FxAConfig{JWKSURL: *f.jwksURL, JWKSFile: *f.jwksFile, VerifyURL: *f.verifyURL, Issuer: *f.issuer,
 		Local: *f.local, LocalKeyFile: *f.localKey, MetricsSecret: *f.metricsSecret}
 }
+
+// addReplayFlag registers --hawk-replay-cache (node, serve): the size of
+// the Sync 1.5 Hawk replay cache.
+func addReplayFlag(fs *flag.FlagSet) *int {
+	return fs.Int("hawk-replay-cache", testnet.DefaultReplayCacheSize, "Sync 1.5: nonces the Hawk replay cache holds (8 bytes each, allocated as traffic comes); with the 60 s clock skew it accepts N*3/4/122 requests per second (default: 12,288), beyond which requests get 503")
+}
+
+// sync15Config is the Sync 1.5 storage API configuration of the flags.
+func sync15Config(replay int) testnet.Sync15Config {
+	var c testnet.Sync15Config
+	c.Hawk.ReplayCacheSize = replay
+	return c
+}

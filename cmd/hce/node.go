@@ -36,6 +36,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for the other replicas to confirm it; those that did not are reported to the directory before it is acknowledged (negative: do not wait)")
 	hf := addHTTPFlags(fs, true)
 	lf := addLimitFlags(fs, true, stderr)
+	replay := addReplayFlag(fs)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -66,7 +67,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, P2PAddr: *p2pAddr, Directory: *dirURL,
 		Operator: *operator, Capacity: *capacity, HeartbeatInterval: *heartbeat, QuotaBytes: lf.quotaBytes(), DisableBasic: *noBasic, Logger: logger,
 		SweepInterval: *sweep, Blocklist: *blocklist, ReplicaWait: *replicaWait, HTTP: hcfg,
-		Node: lf.node, Storage: lf.storage,
+		Node: lf.node, Storage: lf.storage, Sync15: sync15Config(*replay),
 	})
 	cancel()
 	if errors.Is(err, testnet.ErrDirectoryUnreachable) && ctx.Err() == nil {

@@ -24,6 +24,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	af := addAccountFlags(fs, false, false)
 	// Sync 1.5 tokenserver, the local issuer on (fxaflags.go).
 	ff := addFxAFlags(fs, true)
+	replay := addReplayFlag(fs)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -53,6 +54,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		PublicURL:  *public,
 		QuotaBytes: lf.quotaBytes(),
 		FxA:        ff.config(),
+		Sync15:     sync15Config(*replay),
 		Logger:     logger,
 		Node:       lf.node,
 		Storage:    lf.storage,
