@@ -53,6 +53,12 @@ type snapshotHeader struct {
 // read lock; the records themselves are shared (they are immutable) and
 // encoded later by Persist, concurrently with further applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if n := f.undecodable.Load(); n > 0 {
+		// The skipped entries must stay in the log: a snapshot would
+		// let raft compact them away, and a build that decodes them
+		// could no longer replay them.
+		return nil, fmt.Errorf("directory: no snapshot: %d raft entries could not be decoded by this build", n)
+	}
 	f.mu.RLock()
 	accts := make([]*Account, 0, len(f.accounts))
 	for _, a := range f.accounts {
