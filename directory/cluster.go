@@ -94,6 +94,7 @@ func (d *Directory) startCluster(ctx context.Context) error {
 		}
 		if joined {
 			if d.voterRecorded() {
+				d.member.Store(true)
 				return nil
 			}
 			if _, id := d.raft.LeaderWithID(); id != "" {

@@ -105,6 +105,10 @@ type Directory struct {
 	// the cluster, or it met a raft entry it cannot decode (Fatal).
 	fatal     chan error
 	fatalOnce sync.Once
+	// member is set once this voter has been in the raft configuration
+	// (voters.go): from then on, a configuration without it means it was
+	// removed.
+	member atomic.Bool
 	// placed wakes the leader's placement loop (placement.go) after
 	// replica sets changed.
 	placed chan struct{}

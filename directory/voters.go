@@ -320,8 +320,10 @@ func (d *Directory) votersLoop(ctx context.Context) {
 	defer tick.Stop()
 	// A restarted voter was a member (it bootstrapped or joined); a new
 	// one becomes one once the configuration lists it (while it catches
-	// up, older configurations without it go by).
-	seen := !d.stores.fresh
+	// up, older configurations without it go by) or its join returned.
+	if !d.stores.fresh {
+		d.member.Store(true)
+	}
 	var leaderless, lastProbe, lastClean time.Time
 	urls := voterURLs{path: filepath.Join(d.cfg.Dir, voterURLsFile)}
 	for {
@@ -336,7 +338,10 @@ func (d *Directory) votersLoop(ctx context.Context) {
 			continue
 		}
 		in := inConfig(servers, d.cfg.ID)
-		seen = seen || in
+		if in {
+			d.member.Store(true)
+		}
+		seen := d.member.Load()
 		if seen && len(servers) > 0 && !in {
 			d.removed(fmt.Sprintf("the raft configuration no longer lists voter %s (at log index %d)", d.cfg.ID, d.raft.LastIndex()))
 			return

@@ -26,7 +26,7 @@ Usage:
   hce directory issue-cert ...   an HTTPS certificate from that CA (private deployments, compose)
   hce node [flags]               run a storage node that registers with a directory
   hce admin [flags] <command>    ask a directory: status, nodes, user <name>,
-                                 node approve|drain|retire <id>
+                                 node approve|drain|undrain|retire <id>, voter add|remove|list
   hce testnet <command>          a local federation of child processes: up, status, kill,
                                  restart, drain, partition, cut, heal, chaos (randomized fault test)
   hce client [flags] <command>   talk to a Weave server as one account: register, node, info,
