@@ -37,6 +37,8 @@ const maxInternalBody = 2 << 20
 //	POST /admin/v1/voters                add a voter {id, raft_addr, http_url} (leader; followers pass it on)
 //	DELETE /admin/v1/voters/{id}         remove a voter (the leader hands leadership over first)
 //	GET  /internal/v1/commands           the command types and versions this voter decodes (admin token)
+//	GET  /admin/v1/backup                a backup file of this voter's state (Backup)
+//	POST /admin/v1/restore               replace the cluster's state with the backup in the body (leader)
 //	GET  /admin/v1/settings              the cluster settings (Settings)
 //	PUT  /admin/v1/settings              change them: the JSON fields given replace theirs
 //	POST /admin/v1/invites[?ttl=DURATION] a new invite code (InviteView), shown once
@@ -62,6 +64,8 @@ func (d *Directory) HTTPHandler() http.Handler {
 	mux.HandleFunc("GET /admin/v1/voters", a.admin(a.voters))
 	mux.HandleFunc("POST /admin/v1/voters", a.admin(a.addVoterHTTP))
 	mux.HandleFunc("DELETE /admin/v1/voters/{id}", a.admin(a.removeVoterHTTP))
+	mux.HandleFunc("GET /admin/v1/backup", a.admin(a.backupHTTP))
+	mux.HandleFunc("POST /admin/v1/restore", a.admin(a.restoreHTTP))
 	mux.HandleFunc("GET /admin/v1/settings", a.admin(a.getSettings))
 	mux.HandleFunc("PUT /admin/v1/settings", a.admin(a.putSettings))
 	mux.HandleFunc("POST /admin/v1/invites", a.admin(a.createInvite))

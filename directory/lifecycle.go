@@ -177,3 +177,52 @@ func (a *httpAPI) retireHTTP(w http.ResponseWriter, r *http.Request, id string) 
 	}
 	writeJSON(w, http.StatusOK, p)
 }
+
+// backupHTTP answers GET /admin/v1/backup with a backup file of this
+// voter's state (Backup); the header is also in X-Hce-Backup.
+func (a *httpAPI) backupHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="hce-directory.backup"`)
+	ww := &wroteWriter{w: w}
+	if _, err := a.d.Backup(r.Context(), ww); err != nil {
+		// Once bytes are out, a cut answer never passes for a whole
+		// backup: the header line gives the snapshot's size.
+		a.d.log.Warn("directory: backup failed", "err", err)
+		if !ww.wrote {
+			status := statusOf(err)
+			writeJSON(w, status, wireResult{Error: errorCode(err), Message: a.logUnavailable(r, status, err)})
+		}
+	}
+}
+
+// wroteWriter remembers whether anything was written.
+type wroteWriter struct {
+	w     io.Writer
+	wrote bool
+}
+
+func (w *wroteWriter) Write(p []byte) (int, error) {
+	w.wrote = true
+	return w.w.Write(p)
+}
+
+// restoreHTTP answers POST /admin/v1/restore (the body is a backup
+// file): leader only (a follower answers 503 naming the leader).
+func (a *httpAPI) restoreHTTP(w http.ResponseWriter, r *http.Request) {
+	if !a.d.IsLeader() {
+		id, url := a.d.Leader()
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "not_leader",
+			"message": "restore goes to the leader", "leader": map[string]string{"id": id, "url": url}})
+		return
+	}
+	info, err := a.d.Restore(r.Context(), r.Body)
+	if err != nil {
+		status := statusOf(err)
+		if errors.Is(err, ErrBadBackup) {
+			status = http.StatusBadRequest
+		}
+		writeJSON(w, status, wireResult{Error: errorCode(err), Message: a.logUnavailable(r, status, err)})
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}

@@ -324,7 +324,7 @@ func (d *Directory) votersLoop(ctx context.Context) {
 	if !d.stores.fresh {
 		d.member.Store(true)
 	}
-	var leaderless, lastProbe, lastClean time.Time
+	var leaderless, lastProbe, lastClean, lastRecord time.Time
 	urls := voterURLs{path: filepath.Join(d.cfg.Dir, voterURLsFile)}
 	for {
 		select {
@@ -348,6 +348,16 @@ func (d *Directory) votersLoop(ctx context.Context) {
 		}
 		urls.save(d)
 		now := time.Now()
+		if in && now.Sub(lastRecord) > 2*time.Second && !d.voterRecorded() {
+			// A restored backup may lack this voter's record, or hold an
+			// old one.
+			lastRecord = now
+			if lid, _ := d.Leader(); lid != "" {
+				wctx, cancel := context.WithTimeout(ctx, d.cfg.Raft.ApplyTimeout)
+				_ = d.write(wctx, d.selfVoter())
+				cancel()
+			}
+		}
 		if lid, _ := d.Leader(); lid != "" {
 			leaderless = time.Time{}
 		} else if leaderless.IsZero() {

@@ -516,6 +516,6 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // own flags (nil: any second word that is not a flag does).
 var commandVerbs = map[string][]string{
 	"testnet":   nil,
-	"directory": {"init-ca", "issue-cert"},
+	"directory": {"init-ca", "issue-cert", "backup", "restore", "recover"},
 	"load":      {"capacity", "compare"},
 }

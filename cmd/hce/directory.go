@@ -20,6 +20,13 @@ const directoryUsage = `Usage:
   hce directory init-ca --ca DIR            create the directory CA (ca.pem, ca-key.pem)
   hce directory issue-cert --ca DIR --name N --hosts H1,H2 [--out DIR]
                                             an HTTPS certificate from that CA (private deployments)
+  hce directory backup --to FILE --directory URL
+                                            copy a running voter's state into FILE (online)
+  hce directory restore --from FILE --directory URL --yes
+                                            replace the cluster's state with a backup (through the leader)
+  hce directory recover --data DIR --id ID --voters ID=HOST:PORT[,...] [--dry-run]
+                                            offline: rewrite a stopped voter's raft configuration after
+                                            its cluster lost its quorum for good
 `
 
 func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,6 +35,15 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if len(args) > 0 && args[0] == "issue-cert" {
 		return runIssueCert(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "backup" {
+		return runDirectoryBackup(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "restore" {
+		return runDirectoryRestore(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "recover" {
+		return runDirectoryRecover(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "help" {
 		fmt.Fprint(stdout, directoryUsage)
