@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/directory/placement"
 	"github.com/hce-sync/hce/directory/state"
 )
@@ -225,4 +228,25 @@ func (a *httpAPI) restoreHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, info)
+}
+
+// MarkRestored records that storage node id was restored from a backup
+// (state.MarkRestored): it becomes filling wherever another member is
+// current, and backfills before it serves those users again.
+func (d *Directory) MarkRestored(ctx context.Context, id string) error {
+	return d.write(ctx, state.MarkRestored{Node: id})
+}
+
+// restored answers dirproto.ProtoRestored.
+func (s *p2pServer) restored(ctx context.Context, from peer.ID, r dirproto.RestoredRequest) (struct{}, error) {
+	self, err := s.admittedNode(from)
+	if err != nil {
+		return struct{}{}, err
+	}
+	if err := s.d.MarkRestored(ctx, self.ID); err != nil {
+		return struct{}{}, p2pError(err)
+	}
+	s.d.log.Warn("directory: storage node restored from a backup: it backfills before it serves again",
+		"node", self.ID, "store", r.Store, "old_store", r.OldStore)
+	return struct{}{}, nil
 }

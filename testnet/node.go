@@ -170,6 +170,7 @@ type Node struct {
 	obs    *authObserver // counts refused credentials and active users
 	url    string
 	id     peer.ID
+	dir    string // data folder
 	cancel context.CancelFunc
 	runs   sync.WaitGroup
 	once   sync.Once
@@ -196,7 +197,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{id: id}
+	n := &Node{id: id, dir: cfg.Dir}
 	var ln net.Listener
 	defer func() {
 		if err != nil {
@@ -235,6 +236,11 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err = n.startDirClient(cfg, voters); err != nil {
 		return nil, err
 	}
+	// A store restored from a backup is marked filling by the directory
+	// before it serves or replicates anything.
+	if err = n.tellRestored(ctx, cfg.Dir, log); err != nil {
+		return nil, err
+	}
 	stop := make(chan struct{})
 	handler, err := n.handler(cfg, stop)
 	if err != nil {
@@ -248,6 +254,9 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		return nil, err
 	}
 	n.runBackground(runCtx, cfg)
+	if err = n.serveAdminSocket(runCtx, cfg.Dir, log.With("component", "admin-socket")); err != nil {
+		return nil, err
+	}
 	if n.srv, err = n.httpServer(cfg, ln, handler, stop); err != nil {
 		return nil, err
 	}

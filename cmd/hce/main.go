@@ -27,6 +27,7 @@ Usage:
   hce directory backup|restore|recover
                                  the directory's state: copy it off, put it back, recover a lost quorum
   hce node [flags]               run a storage node that registers with a directory
+  hce node backup|restore        a running node's store copied into a folder; a data folder made from it
   hce admin [flags] <command>    ask a directory: status, nodes, user <name>,
                                  node approve|drain|undrain|retire <id>, voter add|remove|list
   hce testnet <command>          a local federation of child processes: up, status, kill,
