@@ -236,3 +236,131 @@ func TestStoryNodeBackupRestore(t *testing.T) {
 			user, len(digests[0]), len(digests), len(want))
 	}
 }
+
+// TestStoryDeletedWhileDown: an account is deleted while one node of
+// its replica set is dead, so the node hears nothing of it; when the node
+// comes back, its sweep wipes the account's data (the directory lists
+// the user for it no more), without any event.
+func TestStoryDeletedWhileDown(t *testing.T) {
+	ctx := storyContext(t, 60*time.Second)
+	tn, c, user, set := storyUserOn(t, ctx, 3)
+	storyPost(t, ctx, c, "tabs", storyBatch("t", 20))
+	if err := tn.WaitConverged(ctx, user, storyPassword); err != nil {
+		t.Fatal(err)
+	}
+	n, name := tn.inProcess(t, set[1])
+	if d, err := storeDigest(ctx, n.Store(), user); err != nil || len(d) != 20 {
+		t.Fatalf("%s holds %d documents of the user before: %v", name, len(d), err)
+	}
+	if err := tn.Kill(name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteAccount(ctx); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	if err := tn.Restart(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	back, _ := tn.inProcess(t, name)
+	testkit.Eventually(t, 20*time.Second, func() string {
+		users, err := back.Store().Users(ctx, "", 1000)
+		if err != nil {
+			return err.Error()
+		}
+		if slices.Contains(users, user) {
+			return fmt.Sprintf("%s still holds the deleted user %v after its restart", name, time.Since(begin))
+		}
+		return ""
+	})
+	wiped := time.Since(begin)
+	if d, err := storeDigest(ctx, back.Store(), user); err != nil || len(d) != 0 {
+		t.Fatalf("%s holds %d documents of the deleted user: %v", name, len(d), err)
+	}
+	t.Logf("deleted account gone from %s %v after its restart (sweep %v)", name, wiped.Round(time.Millisecond), DefaultSweep)
+}
+
+// TestStoryWipeWhilePartitioned: a collection wipe and a storage wipe
+// made while one replica is partitioned away reach it after the heal:
+// tombstones replicate, so no record comes back.
+func TestStoryWipeWhilePartitioned(t *testing.T) {
+	ctx := storyContext(t, 90*time.Second)
+	tn := storyNet(t, ctx, 2, nil)
+	c1 := storyUser(t, ctx, tn)
+	c2 := storyUser(t, ctx, tn)
+	for _, c := range []*client.Client{c1, c2} {
+		storyPost(t, ctx, c, "tabs", storyBatch("t", 15))
+		storyPost(t, ctx, c, "history", storyBatch("h", 15))
+		if err := tn.WaitConverged(ctx, c.User(), storyPassword); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both users live on both nodes (R = 2 of 2). Cut n2 off from n1 (it
+	// still reaches the directory, so it stays a member: the wipes reach
+	// it by replication, not by a wipe of users it no longer holds).
+	if err := tn.Partition([]string{"n2"}, []string{"n1"}); err != nil {
+		t.Fatal(err)
+	}
+	n1, _ := tn.inProcess(t, "n1")
+	n2, _ := tn.inProcess(t, "n2")
+	testkit.Eventually(t, 5*time.Second, func() string {
+		if len(n1.Host().Network().ConnsToPeer(n2.PeerID())) != 0 {
+			return "n1 still connected to n2"
+		}
+		return ""
+	})
+	wipe := func(what string, do func() (client.Meta, error)) {
+		t.Helper()
+		testkit.Eventually(t, 20*time.Second, func() string {
+			if _, err := do(); err != nil {
+				return what + ": " + err.Error()
+			}
+			return ""
+		})
+	}
+	wipe("collection wipe", func() (client.Meta, error) { return c1.DeleteCollection(ctx, "tabs", client.Options{}) })
+	wipe("storage wipe", func() (client.Meta, error) { return c2.DeleteStorage(ctx) })
+	// n2 still holds everything while it is cut off.
+	live := func(n *Node, user, coll string) int {
+		d, err := storeDigest(ctx, n.Store(), user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		for id, leaves := range d {
+			if strings.HasPrefix(id, coll+"/") && !strings.Contains(leaves, "del=true") {
+				k++
+			}
+		}
+		return k
+	}
+	if live(n2, c1.User(), "tabs") != 15 || live(n2, c2.User(), "history") != 15 {
+		t.Fatal("the partitioned node lost records before the heal")
+	}
+	healed := time.Now()
+	if err := tn.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, func() string {
+		for _, x := range []struct {
+			user, coll string
+		}{{c1.User(), "tabs"}, {c2.User(), "tabs"}, {c2.User(), "history"}} {
+			if k := live(n2, x.user, x.coll); k != 0 {
+				return fmt.Sprintf("%s/%s: %d live records on n2 %v after the heal", x.user, x.coll, k, time.Since(healed))
+			}
+		}
+		return ""
+	})
+	if k := live(n2, c1.User(), "history"); k != 15 {
+		t.Fatalf("the untouched collection has %d records on n2", k)
+	}
+	for _, c := range []*client.Client{c1, c2} {
+		if err := tn.WaitConverged(ctx, c.User(), storyPassword); err != nil {
+			t.Fatal(err)
+		}
+		if set, err := tn.ReplicaSet(ctx, c.User()); err != nil || !slices.Contains(set, n2.URL()) {
+			t.Fatalf("n2 left the set of %s: %v %v", c.User(), set, err)
+		}
+	}
+	t.Logf("wipes made during the partition applied on n2 %v after the heal", time.Since(healed).Round(time.Millisecond))
+}
