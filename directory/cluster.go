@@ -219,6 +219,12 @@ var errRetryLeader = errors.New("directory: write not sent; retry with a new lea
 // is unknown (sent, no answer; leadership lost with the entry in raft)
 // are never retried: ErrOutcomeUnknown.
 func (d *Directory) propose(ctx context.Context, enc []byte) error {
+	// The gate holds on the proposing voter too: a leader of an older
+	// build, which has no gate, would refuse a command it cannot decode
+	// less clearly.
+	if err := d.gate.check(ctx, enc); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(leaderWait)
 	var last error
 	for {
