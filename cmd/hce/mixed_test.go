@@ -162,8 +162,8 @@ func TestMixedVersionFederation(t *testing.T) {
 			logs, _ := filepath.Glob(filepath.Join(tn.Dir(), "logs", "*.log"))
 			for _, l := range logs {
 				b, _ := os.ReadFile(l)
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
 				}
 				t.Logf("%s:\n%s", filepath.Base(l), b)
 			}
@@ -249,21 +249,35 @@ func TestMixedVersionFederation(t *testing.T) {
 	// decode; with older voters in the configuration the leader does
 	// not propose it.
 	nodeID := tn.Nodes()[1].ID
-	undrain := func() (int, string) { return admin(http.MethodPost, voterURL("d2")+"admin/v1/nodes/"+nodeID+"/undrain") }
+	undrain := func() (int, string) {
+		return admin(http.MethodPost, voterURL("d2")+"admin/v1/nodes/"+nodeID+"/undrain")
+	}
 	if code, body := undrain(); code != http.StatusConflict || !strings.Contains(body, "gated") {
 		t.Fatalf("undrain with older voters: %d %s (want 409 gated)", code, body)
 	}
 
 	// Failover while a client writes: the leader voter, then the user's
-	// primary node, are killed.
-	wctx, stopWriter := context.WithCancel(ctx)
+	// primary node, are killed. The writer's client asks a voter that
+	// stays up (a client's directory URL is one name; behind it, in
+	// production, a load balancer over the voters).
+	leader, _ := tn.Leader()
 	writer := accts[0]
+	for i, via := range []string{"d1", "d2", "d3"} {
+		if via != leader {
+			writer = accts[i]
+			break
+		}
+	}
+	wctx, stopWriter := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	var lastErr sync.Map
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for b := 0; wctx.Err() == nil; b++ {
-			_ = write(writer, fmt.Sprintf("stream-b%d", b), 5)
+			if err := write(writer, fmt.Sprintf("stream-b%d", b), 5); err != nil {
+				lastErr.Store("err", err.Error())
+			}
 		}
 	}()
 	progress := func(what string) {
@@ -275,22 +289,26 @@ func TestMixedVersionFederation(t *testing.T) {
 			writer.mu.Lock()
 			defer writer.mu.Unlock()
 			if len(writer.acked) < n+20 {
-				return fmt.Sprintf("writes stalled %s (%d acknowledged)", what, len(writer.acked))
+				e, _ := lastErr.Load("err")
+				return fmt.Sprintf("writes stalled %s (%d acknowledged; last error %v)", what, len(writer.acked), e)
 			}
 			return ""
 		})
 	}
 	progress("at the start")
-	leader, _ := tn.Leader()
 	if err := tn.Kill(leader); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("killed the leader voter %s", leader)
 	progress("after the leader was killed")
-	set, err := tn.ReplicaSet(ctx, writer.c.User())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var set []string
+	testkit.Eventually(t, 20*time.Second, func() string {
+		var err error
+		if set, err = tn.ReplicaSet(ctx, writer.c.User()); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
 	primary := ""
 	for _, n := range tn.Nodes() {
 		if n.HTTP == set[0] {
@@ -338,10 +356,14 @@ func TestMixedVersionFederation(t *testing.T) {
 		if err := tn.WaitConverged(ctx, user, password); err != nil {
 			t.Fatal(err)
 		}
-		set, err := tn.ReplicaSet(ctx, user)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var set []string
+		testkit.Eventually(t, 20*time.Second, func() string {
+			var err error
+			if set, err = tn.ReplicaSet(ctx, user); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
 		a.mu.Lock()
 		want := a.acked
 		a.mu.Unlock()
