@@ -269,6 +269,11 @@ type ClusterConfig struct {
 	// first start (no raft state) Open asks it, with AdminToken, to add
 	// this voter (POST /internal/v1/join).
 	Join string
+	// AwaitAdd lets a voter with no raft state and neither Bootstrap nor
+	// Join start and wait (Open blocks, bounded by its ctx) until an
+	// admin adds it through a voter of the cluster (Directory.AddVoter,
+	// hce admin voter add); it logs the command to run every 30 s.
+	AwaitAdd bool
 	// RaftAddr is the host:port raft listens on over mutual TLS
 	// (directory/raftls). Required with Bootstrap or Join. Port 0 picks one.
 	RaftAddr string

@@ -100,6 +100,15 @@ type Directory struct {
 	members *members   // replica-set changes to storage nodes (membership.go)
 	host    host.Host  // libp2p host, nil without Nodes.P2PListen (p2pvoter.go)
 	stale   staleLeader
+	gate    *gate // which commands every voter decodes (gate.go)
+	// fatal receives, once, why this voter must stop: it was removed from
+	// the cluster, or it met a raft entry it cannot decode (Fatal).
+	fatal     chan error
+	fatalOnce sync.Once
+	// member is set once this voter has been in the raft configuration
+	// (voters.go): from then on, a configuration without it means it was
+	// removed.
+	member atomic.Bool
 	// placed wakes the leader's placement loop (placement.go) after
 	// replica sets changed.
 	placed chan struct{}
@@ -136,6 +145,9 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("directory: data folder: %w", err)
 	}
+	if err := checkRemoved(cfg.Dir); err != nil {
+		return nil, err
+	}
 	h := newHasher(cfg.Accounts.PasswordHash, cfg.Accounts.HashConcurrency)
 	g, err := newGuard(cfg.Accounts.Limits, cfg.Clock)
 	if err != nil {
@@ -148,11 +160,17 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 		guard:  g,
 		resets: newResetLimiter(cfg.Accounts.Resets, cfg.Accounts.Limits.MaxEntries),
 		placed: make(chan struct{}, 1),
+		fatal:  make(chan error, 1),
 	}
+	d.gate = newGate(d, cfg.Dir)
 	d.members = newMembers(d)
 	d.state = state.New(cfg.Logger, cfg.Nodes.Placement, state.Hooks{
 		Revoked:     cfg.Accounts.CredentialsChanged,
 		SetsChanged: d.setsChanged,
+		Undecodable: func(index uint64, err error) {
+			d.fail(fmt.Errorf("%w: entry %d: %w; this voter runs an older build than the leader's: upgrade it "+
+				"(it replays the entry at its next start)", ErrUndecodableEntry, index, err))
+		},
 	})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.notes = &notifier{spawn: d.spawn, log: d.log}

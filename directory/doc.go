@@ -56,6 +56,13 @@
 //     about the caller's own users), and account events to them (the new
 //     credential state; a name deleted recently is wiped on its old
 //     nodes before it is taken again).
+//   - voters.go, gate.go, lifecycle.go, backup.go: voters added and
+//     removed through the leader (a removed voter stops and stays out),
+//     the feature gate (a command outside state.Baseline is proposed only
+//     once every voter said it decodes it), undrain, a retire that waits
+//     until the node's users are elsewhere, nodes restored from a
+//     backup, and the directory's own backups, restores and offline
+//     recovery after a lost quorum.
 //   - http.go: the internal (join, forward, heartbeat, register) and
 //     admin routes (status, nodes, users, settings, invites);
 //     accounts.go also gives the voters' Weave user API its

@@ -30,7 +30,16 @@ const maxInternalBody = 2 << 20
 //	GET  /admin/v1/status[?linearizable=1]
 //	GET  /admin/v1/nodes                 nodes with their last heartbeat (NodeStatus)
 //	GET  /admin/v1/users/{user}          the user's members and leaving nodes (UserView)
-//	POST /admin/v1/nodes/{id}/approve|drain|retire
+//	POST /admin/v1/nodes/{id}/approve|drain|undrain
+//	POST /admin/v1/nodes/{id}/retire[?force=accept-data-loss]
+//	                                     drain, then retire once nothing is left (RetireProgress);
+//	                                     forced: at once, accepting losses
+//	GET  /admin/v1/voters                the raft configuration with the voters' records (VotersView)
+//	POST /admin/v1/voters                add a voter {id, raft_addr, http_url} (leader; followers pass it on)
+//	DELETE /admin/v1/voters/{id}         remove a voter (the leader hands leadership over first)
+//	GET  /internal/v1/commands           the command types and versions this voter decodes (admin token)
+//	GET  /admin/v1/backup                a backup file of this voter's state (Backup)
+//	POST /admin/v1/restore               replace the cluster's state with the backup in the body (leader)
 //	GET  /admin/v1/settings              the cluster settings (Settings)
 //	PUT  /admin/v1/settings              change them: the JSON fields given replace theirs
 //	POST /admin/v1/invites[?ttl=DURATION] a new invite code (InviteView), shown once
@@ -49,12 +58,18 @@ func (d *Directory) HTTPHandler() http.Handler {
 	mux.HandleFunc("POST "+pathJoin, a.admin(a.join))
 	mux.HandleFunc("POST "+pathForward, a.admin(a.forward))
 	mux.HandleFunc("POST "+pathHeartbeat, a.admin(a.heartbeat))
+	mux.HandleFunc("GET "+pathCommands, a.admin(a.commands))
 	mux.HandleFunc("POST "+pathRegister, a.register)
 	mux.HandleFunc("GET "+PathP2P, a.p2pInfo)
 	mux.HandleFunc("GET /admin/v1/status", a.admin(a.status))
 	mux.HandleFunc("GET /admin/v1/nodes", a.admin(a.nodes))
 	mux.HandleFunc("GET /admin/v1/users/{user}", a.admin(a.user))
 	mux.HandleFunc("POST /admin/v1/nodes/{id}/{action}", a.admin(a.nodeAction))
+	mux.HandleFunc("GET /admin/v1/voters", a.admin(a.voters))
+	mux.HandleFunc("POST /admin/v1/voters", a.admin(a.addVoterHTTP))
+	mux.HandleFunc("DELETE /admin/v1/voters/{id}", a.admin(a.removeVoterHTTP))
+	mux.HandleFunc("GET /admin/v1/backup", a.admin(a.backupHTTP))
+	mux.HandleFunc("POST /admin/v1/restore", a.admin(a.restoreHTTP))
 	mux.HandleFunc("GET /admin/v1/settings", a.admin(a.getSettings))
 	mux.HandleFunc("PUT /admin/v1/settings", a.admin(a.putSettings))
 	mux.HandleFunc("POST /admin/v1/invites", a.admin(a.createInvite))
@@ -95,7 +110,7 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrBadSignature), errors.Is(err, api.ErrUnauthorized):
 		return http.StatusUnauthorized
 	case errors.Is(err, ErrBadRegistration), errors.Is(err, ErrMalformedCommand),
-		errors.Is(err, ErrUnknownCommand), errors.Is(err, ErrBadNodeState):
+		errors.Is(err, ErrUnknownCommand), errors.Is(err, ErrBadNodeState), errors.Is(err, ErrBadVoter):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNotCurrentMember), errors.Is(err, api.ErrBadInvite):
 		return http.StatusForbidden
@@ -103,9 +118,12 @@ func statusOf(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, state.ErrTooManyInvites):
 		return http.StatusConflict
-	case errors.Is(err, ErrNoTransfer):
+	case errors.Is(err, ErrNoTransfer), errors.Is(err, ErrGated), errors.Is(err, ErrNodeNotDrained),
+		errors.Is(err, ErrVoterRemoved):
 		return http.StatusConflict
-	case errors.Is(err, ErrUnknownNode), errors.Is(err, api.ErrUserNotFound):
+	case errors.Is(err, ErrNodeDown), errors.Is(err, ErrLastVoter):
+		return http.StatusConflict
+	case errors.Is(err, ErrUnknownNode), errors.Is(err, api.ErrUserNotFound), errors.Is(err, ErrUnknownVoter):
 		return http.StatusNotFound
 	case errors.Is(err, api.ErrUserExists), errors.Is(err, ErrNodeRetired):
 		return http.StatusConflict
@@ -183,6 +201,10 @@ func (a *httpAPI) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := state.DecodeCommand(enc); err != nil {
 		a.writeResult(w, r, err)
+		return
+	}
+	if err := a.d.refuseRemovedVoter(enc); err != nil {
+		a.writeIndexed(w, r, err, a.d.state.AppliedIndex())
 		return
 	}
 	err = a.d.writeLocal(r.Context(), enc)
@@ -359,8 +381,11 @@ func (a *httpAPI) nodeAction(w http.ResponseWriter, r *http.Request) {
 		err = a.d.ApproveNode(r.Context(), id)
 	case "drain":
 		err = a.d.DrainNode(r.Context(), id)
+	case "undrain":
+		err = a.d.UndrainNode(r.Context(), id)
 	case "retire":
-		err = a.d.RetireNode(r.Context(), id)
+		a.retireHTTP(w, r, id)
+		return
 	default:
 		http.NotFound(w, r)
 		return

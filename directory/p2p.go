@@ -60,6 +60,10 @@ const p2pTimeout = 10 * time.Second
 //     nodes only (dirproto.CodeUnknownNode otherwise). A page costs
 //     O(log n + page size) for a node of n users, and is cut short (More
 //     set) to fit p2p.MaxMessageSize.
+//   - dirproto.ProtoRestored: MarkRestored for the calling node (restored
+//     from a backup), committed through raft before it answers; admitted
+//     nodes only; while some voter does not decode the command (the
+//     feature gate) it answers p2p.CodeUnavailable.
 //   - dirproto.ProtoReport: Report, committed through raft (a follower
 //     forwards it to the leader) before it answers; admitted nodes only.
 //     Unconfirmed items refused because the node is not a current member
@@ -83,6 +87,7 @@ func (d *Directory) ServeP2P(h host.Host) {
 	p2p.Serve(h, dirproto.ProtoPeers, p2p.HandleJSON(s.peers), cfg)
 	p2p.Serve(h, dirproto.ProtoUsers, p2p.HandleJSON(s.users), cfg)
 	p2p.Serve(h, dirproto.ProtoReport, p2p.HandleJSON(s.report), cfg)
+	p2p.Serve(h, dirproto.ProtoRestored, p2p.HandleJSON(s.restored), cfg)
 }
 
 // p2pServer answers the directory protocols for a Directory.

@@ -60,6 +60,8 @@
 //   - cache.go: the users' metadata cache (userState, eviction)
 //   - clock.go: the monotonic node clock and per-user stamps
 //   - keys.go, codec.go: the key layout and the stored value encodings
+//   - backup.go: Checkpoint (an online copy of the whole store) and
+//     RenewUUID (a restored copy's new identity)
 //
 // The Weave storage API (api.Store):
 //

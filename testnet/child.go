@@ -127,7 +127,13 @@ func (t *Testnet) spawn(ctx context.Context, m *member, join string, first bool,
 	if err != nil {
 		return nil, "", err
 	}
-	cmd := exec.Command(t.cfg.Binary, args...)
+	bin := t.cfg.Binary
+	if t.cfg.BinaryFor != nil {
+		if b := t.cfg.BinaryFor(m.name); b != "" {
+			bin = b
+		}
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(childEnv(), "HCE_ADMIN_TOKEN="+t.token)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if t.owner {

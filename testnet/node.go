@@ -179,6 +179,7 @@ type Node struct {
 	hawk   *ecdh.PrivateKey
 	url    string
 	id     peer.ID
+	dir    string // data folder
 	cancel context.CancelFunc
 	runs   sync.WaitGroup
 	once   sync.Once
@@ -209,7 +210,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{id: id, hawk: hk}
+	n := &Node{id: id, hawk: hk, dir: cfg.Dir}
 	var ln net.Listener
 	defer func() {
 		if err != nil {
@@ -248,6 +249,11 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 	if err = n.startDirClient(cfg, voters); err != nil {
 		return nil, err
 	}
+	// A store restored from a backup is marked filling by the directory
+	// before it serves or replicates anything.
+	if err = n.tellRestored(ctx, cfg.Dir, log); err != nil {
+		return nil, err
+	}
 	stop := make(chan struct{})
 	handler, err := n.handler(cfg, stop)
 	if err != nil {
@@ -261,6 +267,9 @@ func StartNode(ctx context.Context, cfg NodeConfig) (_ *Node, err error) {
 		return nil, err
 	}
 	n.runBackground(runCtx, cfg)
+	if err = n.serveAdminSocket(runCtx, cfg.Dir, log.With("component", "admin-socket")); err != nil {
+		return nil, err
+	}
 	if n.srv, err = n.httpServer(cfg, ln, handler, stop); err != nil {
 		return nil, err
 	}

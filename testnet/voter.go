@@ -72,6 +72,9 @@ type VoterConfig struct {
 	// exactly one is needed on first start.
 	Bootstrap bool
 	Join      string
+	// AwaitAdd lets a first start without Bootstrap or Join wait until
+	// an admin adds the voter (directory.ClusterConfig.AwaitAdd).
+	AwaitAdd bool
 	// AdminToken protects the admin API and voter-to-voter routes; the
 	// same on every voter. Required.
 	AdminToken string
@@ -293,6 +296,7 @@ func directoryConfig(cfg VoterConfig, url string, deny *denyList, internal *http
 	dcfg.Logger = cfg.Logger.With("component", "directory", "voter", cfg.ID)
 	dcfg.Cluster.Bootstrap = cfg.Bootstrap
 	dcfg.Cluster.Join = cfg.Join
+	dcfg.Cluster.AwaitAdd = cfg.AwaitAdd
 	dcfg.Cluster.RaftAddr = cfg.RaftAddr
 	dcfg.Cluster.HTTPURL = url
 	dcfg.Cluster.HTTPClient = cfg.HTTP.client(10 * time.Second)

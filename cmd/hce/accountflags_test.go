@@ -27,7 +27,7 @@ func TestRegistrationPolicyCLI(t *testing.T) {
 	admin := func(args ...string) []byte {
 		t.Helper()
 		var out bytes.Buffer
-		if err := run(ctx, append([]string{"admin", "--directory", url, "--token", token}, args...), &out, &out); err != nil {
+		if err := run(ctx, append([]string{"admin", "--json", "--directory", url, "--token", token}, args...), &out, &out); err != nil {
 			t.Fatalf("hce admin %v: %v %s", args, err, out.String())
 		}
 		return out.Bytes()

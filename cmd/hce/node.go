@@ -19,6 +19,17 @@ const defaultDirectoryWait = time.Minute
 // runNode runs `hce node`: a storage node that registers with the
 // directory and serves the users it assigns.
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return runNodeBackup(ctx, args[1:], stdout, stderr)
+		case "restore":
+			return runNodeRestore(ctx, args[1:], stdout, stderr)
+		case "help":
+			fmt.Fprint(stdout, nodeUsage)
+			return nil
+		}
+	}
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./hce-node", "data folder (node key, Pebble store)")

@@ -66,6 +66,11 @@ type Hooks struct {
 	// lists), with the changes in the order they were made. The slice is
 	// the caller's to keep.
 	SetsChanged func(changes []SetChange)
+	// Undecodable is called after an entry could not be decoded (and was
+	// not applied), with its raft index and the decode error. From then
+	// on Snapshot refuses, so the entry stays in the log for a build
+	// that decodes it.
+	Undecodable func(index uint64, err error)
 }
 
 // New returns an empty FSM. Allocation uses policy (its Now is ignored:
@@ -98,6 +103,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.log.Error("directory: raft entry not applied: this build cannot decode it; "+
 			"replicas running other versions may diverge",
 			"index", l.Index, "term", l.Term, "type", typ, "version", ver, "err", err)
+		if f.hooks.Undecodable != nil {
+			f.hooks.Undecodable(l.Index, err)
+		}
 		return err
 	}
 	f.mu.Lock()
@@ -138,6 +146,8 @@ func (f *FSM) applyOne(c Command) error {
 		return f.applyKey(c)
 	case SetNodeHawkKey, SyncLogin:
 		return f.applySync(c)
+	case RemoveVoter, MarkRestored, UndrainNode, RetireDrained:
+		return f.applyLifecycle(c)
 	}
 	// DecodeCommand only returns known commands and rejects nested
 	// batches, so this is a programming error in this package.

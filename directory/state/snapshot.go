@@ -59,6 +59,12 @@ type snapshotHeader struct {
 // read lock; the records themselves are shared (they are immutable) and
 // encoded later by Persist, concurrently with further applies.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if n := f.undecodable.Load(); n > 0 {
+		// The skipped entries must stay in the log: a snapshot would
+		// let raft compact them away, and a build that decodes them
+		// could no longer replay them.
+		return nil, fmt.Errorf("directory: no snapshot: %d raft entries could not be decoded by this build", n)
+	}
 	f.mu.RLock()
 	accts := make([]*Account, 0, len(f.accounts))
 	for _, a := range f.accounts {
@@ -279,11 +285,35 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
+// version is the snapshot version s needs: 4 while nothing of version 5
+// is in the state, so that a voter of the previous build (which reads up
+// to version 4) can install the snapshots of an upgraded leader during a
+// rolling upgrade; the commands that add version 5 content are gated
+// until every voter decodes them.
+func (s *fsmSnapshot) version() int {
+	if len(s.sync) > 0 || s.syncSeq != 0 {
+		return snapshotVersion
+	}
+	for _, a := range s.accounts {
+		if a.FxA != "" {
+			return snapshotVersion
+		}
+	}
+	if s.cl != nil {
+		for _, n := range s.cl.Nodes {
+			if len(n.HawkKey) > 0 {
+				return snapshotVersion
+			}
+		}
+	}
+	return 4
+}
+
 func (s *fsmSnapshot) write(w io.Writer) error {
 	slices.SortFunc(s.accounts, func(a, b *Account) int { return strings.Compare(a.Name, b.Name) })
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
-	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: snapshotVersion,
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: s.version(),
 		Accounts: len(s.accounts), Cluster: s.cl != nil, Keys: len(s.keys), Invites: len(s.invites),
 		Deleted: len(s.deleted), Sync: len(s.sync), SyncSeq: s.syncSeq}); err != nil {
 		return err
