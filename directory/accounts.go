@@ -46,8 +46,18 @@ func (d *Directory) UserExists(ctx context.Context, user string) (bool, error) {
 	if d.closed.Load() {
 		return false, ErrClosed
 	}
-	_, ok := d.state.Account(user)
-	return ok, nil
+	if _, ok := d.state.Account(user); ok {
+		return true, nil
+	}
+	// "No such account" only from the leader's state (absent.go).
+	switch err := d.confirmAbsent(ctx, user, ""); {
+	case errors.Is(err, errRecheck):
+		_, ok := d.state.Account(user)
+		return ok, nil
+	case err != nil:
+		return false, err
+	}
+	return false, nil
 }
 
 // CreateUser hashes password (argon2id, outside raft) and proposes the
@@ -148,6 +158,17 @@ func (d *Directory) CheckPassword(ctx context.Context, user, password string) er
 		return err
 	}
 	a, ok := d.state.Account(user)
+	if !ok {
+		// An account this voter does not know may be one it has not
+		// applied yet: refuse the password only once the leader's state
+		// agrees (absent.go).
+		switch err := d.confirmAbsent(ctx, user, ""); {
+		case errors.Is(err, errRecheck):
+			a, ok = d.state.Account(user)
+		case err != nil:
+			return err
+		}
+	}
 	if ok && a.SyncAccount() {
 		ok = false // a Sync 1.5 account has no password
 	}
@@ -188,7 +209,16 @@ func (d *Directory) StorageNode(ctx context.Context, user string) (string, error
 	}
 	r, fallback, ok := d.state.Replicas(user)
 	if !ok {
-		return "", api.ErrUserNotFound
+		switch err := d.confirmAbsent(ctx, user, ""); {
+		case errors.Is(err, errRecheck):
+			if r, fallback, ok = d.state.Replicas(user); !ok {
+				return "", api.ErrUserNotFound
+			}
+		case err != nil:
+			return "", err
+		default:
+			return "", api.ErrUserNotFound
+		}
 	}
 	if len(r.Members) == 0 {
 		return fallback, nil

@@ -100,7 +100,13 @@ type Directory struct {
 	members *members   // replica-set changes to storage nodes (membership.go)
 	host    host.Host  // libp2p host, nil without Nodes.P2PListen (p2pvoter.go)
 	stale   staleLeader
-	gate    *gate // which commands every voter decodes (gate.go)
+	// barriers shares the raft barriers of negative answers, which count
+	// in absentUnconfirmed (no leader confirmed: 503) and absentBehind
+	// (the leader's state had what this voter's lacked) (absent.go).
+	barriers          barrierGroup
+	absentUnconfirmed atomic.Uint64
+	absentBehind      atomic.Uint64
+	gate              *gate // which commands every voter decodes (gate.go)
 	// fatal receives, once, why this voter must stop: it was removed from
 	// the cluster, or it met a raft entry it cannot decode (Fatal).
 	fatal     chan error
@@ -288,6 +294,10 @@ type Stats struct {
 	// decode (unknown type or version, or malformed); each was logged as
 	// an error.
 	UndecodableEntries uint64
+	// LookupsNoLeader and LookupsBehind count negative answers this voter
+	// could not confirm with a leader (answered 503) and those the
+	// leader's state contradicted (absent.go).
+	LookupsNoLeader, LookupsBehind uint64
 }
 
 // Stats returns current counters.
@@ -299,5 +309,7 @@ func (d *Directory) Stats() Stats {
 		Batches:            d.commits.batches.Load(),
 		Commands:           d.commits.commands.Load(),
 		UndecodableEntries: d.state.Undecodable(),
+		LookupsNoLeader:    d.absentUnconfirmed.Load(),
+		LookupsBehind:      d.absentBehind.Load(),
 	}
 }

@@ -171,21 +171,41 @@ func (d *Directory) leaderPeerID() string {
 // holds returns the user's replica set if its members or leaving list
 // name node, else a p2p.CodeForbidden error (also for an unknown user,
 // so that a node cannot tell unknown names from others' users).
-func (s *p2pServer) holds(node, user string) (Replicas, error) {
+func (s *p2pServer) holds(ctx context.Context, node, user string) (Replicas, error) {
+	for range 2 {
+		if r, ok := s.named(node, user); ok {
+			return r, nil
+		}
+		// A negative answer only from the leader's up-to-date state
+		// (absent.go): a node told it holds no copy may wipe it.
+		switch err := s.d.confirmAbsent(ctx, user, node); {
+		case errors.Is(err, errRecheck):
+			continue
+		case err != nil:
+			return Replicas{}, p2pError(err)
+		}
+		break
+	}
+	return Replicas{}, p2p.Errorf(p2p.CodeForbidden, "node %s does not hold user %q", node, user)
+}
+
+// named returns user's replica set if it names node as a member or a
+// leaving node, from the local state.
+func (s *p2pServer) named(node, user string) (Replicas, bool) {
 	r, _, ok := s.d.state.Replicas(user)
 	if ok {
 		for _, m := range r.Members {
 			if m.ID == node {
-				return r, nil
+				return r, true
 			}
 		}
 		for _, n := range r.Leaving {
 			if n.ID == node {
-				return r, nil
+				return r, true
 			}
 		}
 	}
-	return Replicas{}, p2p.Errorf(p2p.CodeForbidden, "node %s does not hold user %q", node, user)
+	return Replicas{}, false
 }
 
 func (s *p2pServer) checkPassword10(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
@@ -204,7 +224,7 @@ func (s *p2pServer) checkPassword(ctx context.Context, from peer.ID, r dirproto.
 	if err != nil {
 		return dirproto.CheckPasswordResponse{}, err
 	}
-	if _, err := s.holds(self.ID, r.User); err != nil {
+	if _, err := s.holds(ctx, self.ID, r.User); err != nil {
 		return dirproto.CheckPasswordResponse{}, err
 	}
 	if r.Addr != "" {
@@ -245,7 +265,7 @@ func (s *p2pServer) assignment11(ctx context.Context, from peer.ID, r dirproto.A
 	return s.assignment(ctx, from, r)
 }
 
-func (s *p2pServer) assignment(_ context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
+func (s *p2pServer) assignment(ctx context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
 	if s.d.closed.Load() {
 		return dirproto.AssignmentResponse{}, p2pError(ErrClosed)
 	}
@@ -253,7 +273,7 @@ func (s *p2pServer) assignment(_ context.Context, from peer.ID, r dirproto.Assig
 	if err != nil {
 		return dirproto.AssignmentResponse{}, err
 	}
-	reps, err := s.holds(self.ID, r.User)
+	reps, err := s.holds(ctx, self.ID, r.User)
 	if err != nil {
 		return dirproto.AssignmentResponse{}, err
 	}

@@ -151,13 +151,47 @@ func (d *Directory) RegisterNode(ctx context.Context, body []byte, sig string) (
 	if r.HawkKey != "" {
 		key, _ := base64.StdEncoding.DecodeString(r.HawkKey)
 		if n, _ := d.state.Node(r.ID); !bytes.Equal(n.HawkKey, key) {
-			if err := d.write(ctx, state.SetNodeHawkKey{ID: r.ID, Key: key}); err != nil {
+			err := d.write(ctx, state.SetNodeHawkKey{ID: r.ID, Key: key})
+			if errors.Is(err, ErrGated) {
+				// A voter of an earlier build is in the cluster (a rolling
+				// upgrade): the node is registered without its Sync 1.5
+				// key, which this voter records once the gate opens.
+				d.log.Warn("directory: a node's Sync 1.5 key waits until every voter is upgraded", "node", r.ID)
+				d.spawn(func(ctx context.Context) { d.recordHawkKeyLater(ctx, r.ID, key) })
+			} else if err != nil {
 				return NodeInfo{}, err
 			}
 		}
 	}
 	n, _ := d.state.Node(r.ID)
 	return n, nil
+}
+
+// recordHawkKeyLater retries SetNodeHawkKey every 10 s for up to a day
+// while the feature gate holds it, until it is recorded or superseded
+// (the node registered another key) or this voter closes.
+func (d *Directory) recordHawkKeyLater(ctx context.Context, id string, key []byte) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for end := time.Now().Add(24 * time.Hour); time.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, ok := d.state.Node(id)
+		if !ok || bytes.Equal(n.HawkKey, key) || len(n.HawkKey) > 0 {
+			return
+		}
+		err := d.write(ctx, state.SetNodeHawkKey{ID: id, Key: key})
+		if err == nil {
+			d.log.Info("directory: a node's Sync 1.5 key recorded after the upgrade", "node", id)
+			return
+		}
+		if !errors.Is(err, ErrGated) {
+			d.log.Debug("directory: recording a node's Sync 1.5 key", "node", id, "err", err)
+		}
+	}
 }
 
 // PeerID returns the libp2p peer ID of an Ed25519 public key: base58btc

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -131,6 +132,7 @@ func (t *Testnet) spawn(ctx context.Context, m *member, join string, first bool,
 	if t.cfg.BinaryFor != nil {
 		if b := t.cfg.BinaryFor(m.name); b != "" {
 			bin = b
+			args = olderBuildArgs(b, args)
 		}
 	}
 	cmd := exec.Command(bin, args...)
@@ -273,3 +275,37 @@ func waitGone(ctx context.Context, pid int, data string) error {
 
 // errStillRuns is waitGone's check failing.
 var errStillRuns = errors.New("still runs")
+
+// helpCache remembers which binaries know the Sync 1.5 flags.
+var helpCache sync.Map // binary path -> bool
+
+// olderBuildArgs drops from a voter's args the flags a binary of an
+// earlier release does not know (the Sync 1.5 local issuer, added after
+// it), so a mixed-version testnet can run it; it asks the binary's
+// `directory --help` once per path.
+func olderBuildArgs(bin string, args []string) []string {
+	if len(args) == 0 || args[0] != "directory" {
+		return args
+	}
+	knows, ok := helpCache.Load(bin)
+	if !ok {
+		out, _ := exec.Command(bin, "directory", "--help").CombinedOutput()
+		knows = bytes.Contains(out, []byte("-fxa-local"))
+		helpCache.Store(bin, knows)
+	}
+	if knows.(bool) {
+		return args
+	}
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "--fxa-local":
+			continue
+		case "--fxa-local-key":
+			i++ // and its value
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}

@@ -338,7 +338,9 @@ func (n *Node) register(ctx context.Context, cfg NodeConfig, hc *http.Client, ke
 		HawkKey: base64.StdEncoding.EncodeToString(n.hawk.PublicKey().Bytes())}
 	return waitDirectory(ctx, cfg.Logger, "registering", cfg.Directory, func() error {
 		err := register(ctx, hc, cfg.Directory, edKey, reg)
-		if err != nil && reg.HawkKey != "" && strings.Contains(err.Error(), `unknown field "hawk_key"`) {
+		// The error text may come through a forwarding voter, its quotes
+		// escaped.
+		if err != nil && reg.HawkKey != "" && strings.Contains(err.Error(), "unknown field") && strings.Contains(err.Error(), "hawk_key") {
 			// A directory that predates Sync 1.5: register without it.
 			cfg.Logger.Warn("testnet: the directory does not know Sync 1.5 keys; this node serves no Sync 1.5 until it does")
 			reg.HawkKey = ""
