@@ -2,10 +2,8 @@ package directory
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -151,28 +149,13 @@ var errRecheck = errors.New("directory: state caught up; read again")
 
 // askLookup asks the leader t to confirm a lookup of user.
 func (d *Directory) askLookup(ctx context.Context, t leaderTarget, user string) (lookupAnswer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url+pathLookup+"?user="+url.QueryEscape(user), nil)
-	if err != nil {
-		return lookupAnswer{}, err
-	}
-	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
-	resp, err := d.cfg.Cluster.HTTPClient.Do(req)
-	if err != nil {
-		return lookupAnswer{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	var a lookupAnswer
+	err := d.getJSON(ctx, t.url+pathLookup+"?user="+url.QueryEscape(user), lookupTimeout, &a)
+	var se *statusError
+	if errors.As(err, &se) && se.code == http.StatusNotFound {
 		return lookupAnswer{}, errLookupUnknown
 	}
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-		return lookupAnswer{}, fmt.Errorf("leader %s answered %s", t.id, resp.Status)
-	}
-	var a lookupAnswer
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&a); err != nil {
+	if err != nil {
 		return lookupAnswer{}, fmt.Errorf("leader %s: %w", t.id, err)
 	}
 	return a, nil

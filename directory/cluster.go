@@ -146,6 +146,38 @@ func (d *Directory) internalPost(ctx context.Context, url, ctype string, body []
 	return resp, nil
 }
 
+// statusError is another voter's answer other than 200 to getJSON.
+type statusError struct {
+	code   int
+	status string
+}
+
+func (e *statusError) Error() string { return e.status }
+
+// getJSON sends an admin-token GET of url to another voter, bounded by
+// timeout, and decodes its JSON answer (at most 1 MiB) into out. Unknown
+// fields are ignored: the voter may run a later build (rolling upgrades).
+// An answer other than 200 is a *statusError.
+func (d *Directory) getJSON(ctx context.Context, url string, timeout time.Duration, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
+	resp, err := d.cfg.Cluster.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		return &statusError{code: resp.StatusCode, status: resp.Status}
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+}
+
 type cancelBody struct {
 	io.ReadCloser
 	cancel context.CancelFunc

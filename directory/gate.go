@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -228,26 +226,9 @@ func (g *gate) record(id string, cmds map[string][]uint8) {
 
 // askCommands asks the voter at url which commands it decodes.
 func (d *Directory) askCommands(ctx context.Context, url string) (commandsAnswer, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+pathCommands, nil)
-	if err != nil {
-		return commandsAnswer{}, err
-	}
-	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
-	resp, err := d.cfg.Cluster.HTTPClient.Do(req)
-	if err != nil {
-		return commandsAnswer{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return commandsAnswer{}, fmt.Errorf("%s: %s", pathCommands, resp.Status)
-	}
 	var a commandsAnswer
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&a); err != nil {
-		return commandsAnswer{}, err
-	}
-	return a, nil
+	err := d.getJSON(ctx, url+pathCommands, 2*time.Second, &a)
+	return a, err
 }
 
 // Understood reports whether every voter of the configuration has said

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -445,23 +444,8 @@ func (u *voterURLs) save(d *Directory) {
 
 // askStatus reads another voter's GET /admin/v1/status.
 func (d *Directory) askStatus(ctx context.Context, url string) (Status, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/admin/v1/status", nil)
-	if err != nil {
-		return Status{}, err
-	}
-	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
-	resp, err := d.cfg.Cluster.HTTPClient.Do(req)
-	if err != nil {
-		return Status{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Status{}, fmt.Errorf("status: %s", resp.Status)
-	}
 	var st Status
-	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+	err := d.getJSON(ctx, url+"/admin/v1/status", 2*time.Second, &st)
 	return st, err
 }
 
