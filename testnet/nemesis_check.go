@@ -30,7 +30,10 @@ func (n *nemesis) check(ctx context.Context, res *NemesisResult) {
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.Recover)
 	defer cancel()
 	for _, u := range n.users {
-		set, err := n.tn.ReplicaSet(rctx, u.name)
+		// A member added by a repair or a rebalance after the heal may
+		// still be backfilling: it serves nobody yet, so check the set
+		// once every member is current.
+		set, err := n.tn.SettledReplicaSet(rctx, u.name)
 		if err != nil || len(set) == 0 {
 			res.Unchecked = append(res.Unchecked, fmt.Sprintf("%s: replica set: %v %v", u.name, set, err))
 			continue
@@ -51,6 +54,20 @@ func (n *nemesis) check(ctx context.Context, res *NemesisResult) {
 		u.mu.Unlock()
 		for _, base := range set {
 			got, err := n.listing(rctx, base, u.name)
+			for try := 0; err != nil && try < 20 && rctx.Err() == nil; try++ {
+				// A member refusing (401, 503) may have just left the set
+				// or be refreshing its membership view: look again.
+				time.Sleep(250 * time.Millisecond)
+				if cur, serr := n.tn.SettledReplicaSet(rctx, u.name); serr == nil && !slices.Contains(cur, base) {
+					err = nil
+					got = nil
+					break
+				}
+				got, err = n.listing(rctx, base, u.name)
+			}
+			if err == nil && got == nil {
+				continue // no longer a member
+			}
 			if err != nil {
 				res.Unchecked = append(res.Unchecked, fmt.Sprintf("%s on %s: %v", u.name, n.nodeName(base), err))
 				continue

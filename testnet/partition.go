@@ -313,21 +313,54 @@ func (t *Testnet) Heal() error {
 // ReplicaSet returns the base URLs of user's replica set, primary first,
 // as the directory has it now.
 func (t *Testnet) ReplicaSet(ctx context.Context, user string) ([]string, error) {
+	out, _, err := t.replicaView(ctx, user)
+	return out, err
+}
+
+// replicaView returns user's replica set as ReplicaSet does, and whether
+// a member is still filling (backfilling; it serves nobody yet).
+func (t *Testnet) replicaView(ctx context.Context, user string) ([]string, bool, error) {
+	type member struct {
+		ID, URL string
+		Filling bool `json:"filling"`
+	}
 	var view struct {
-		Primary  struct{ ID, URL string }   `json:"primary"`
-		Replicas []struct{ ID, URL string } `json:"replicas"`
+		Primary  member   `json:"primary"`
+		Replicas []member `json:"replicas"`
 	}
 	if err := t.admin(ctx, http.MethodGet, t.liveVoterURL(ctx), "/admin/v1/users/"+url.PathEscape(user), &view); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var out []string
-	if view.Primary.ID != "" {
-		out = append(out, view.Primary.URL)
+	filling := false
+	for _, m := range append([]member{view.Primary}, view.Replicas...) {
+		if m.ID == "" {
+			continue
+		}
+		out = append(out, m.URL)
+		filling = filling || m.Filling
 	}
-	for _, r := range view.Replicas {
-		out = append(out, r.URL)
+	return out, filling, nil
+}
+
+// SettledReplicaSet waits until no member of user's replica set is
+// filling (a backfill started by a repair or a rebalance has finished) and
+// returns the set; at ctx's end it returns the last set with an error.
+func (t *Testnet) SettledReplicaSet(ctx context.Context, user string) ([]string, error) {
+	for {
+		set, filling, err := t.replicaView(ctx, user)
+		if err == nil && !filling {
+			return set, nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("testnet: a member of %s's set %v is still filling", user, set)
+			}
+			return set, err
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	return out, nil
 }
 
 // feedState is what WaitConverged compares: every document's open
