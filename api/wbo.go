@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/hce-sync/hce/api/internal/jsonscan"
 )
 
 // WBOError is a WBO validation failure. Its text is exactly the reason the
@@ -52,23 +54,22 @@ func DecodeWBO(raw []byte) (WBO, error) {
 // decodeWBOString is DecodeWBO over a string; the decoded strings may share
 // s's memory.
 func decodeWBOString(s string) (WBO, error) {
-	d := decoder{s: s}
-	d.ws()
-	if d.i >= len(d.s) {
+	d := decoder{jsonscan.Scanner{S: s}}
+	d.WS()
+	if d.I >= len(d.S) {
 		return WBO{}, ErrMalformedJSON
 	}
 	var (
 		f  wboFields
 		ok bool
 	)
-	if d.s[d.i] == '{' {
+	if d.Peek() == '{' {
 		ok = d.object(&f)
 	} else {
-		ok = d.skip()
+		ok = d.Skip()
 		f.nested = true
 	}
-	d.ws()
-	if !ok || d.i != len(d.s) {
+	if !ok || !d.End() {
 		return WBO{}, ErrMalformedJSON
 	}
 	if f.nested {
@@ -99,24 +100,19 @@ func DecodeBatch(raw []byte) ([]BatchEntry, error) {
 // decodeBatchString is DecodeBatch over a string; the decoded strings may
 // share s's memory.
 func decodeBatchString(s string) ([]BatchEntry, error) {
-	d := decoder{s: s}
-	d.ws()
-	if d.i >= len(d.s) {
+	d := decoder{jsonscan.Scanner{S: s}}
+	d.WS()
+	if d.I >= len(d.S) {
 		return nil, ErrMalformedJSON
 	}
-	if d.s[d.i] != '[' {
-		if !d.skip() {
-			return nil, ErrMalformedJSON
-		}
-		d.ws()
-		if d.i != len(d.s) {
+	if d.Peek() != '[' {
+		if !d.Skip() || !d.End() {
 			return nil, ErrMalformedJSON
 		}
 		return nil, ErrNotArray
 	}
 	out, ok := d.batch()
-	d.ws()
-	if !ok || d.i != len(d.s) {
+	if !ok || !d.End() {
 		return nil, ErrMalformedJSON
 	}
 	return out, nil
@@ -126,23 +122,17 @@ func decodeBatchString(s string) ([]BatchEntry, error) {
 // array.
 var ErrNotArray = errors.New("api: JSON value is not an array")
 
-// batch decodes an array at d.i (which is '[').
+// batch decodes an array at d.I (which is '[').
 func (d *decoder) batch() ([]BatchEntry, bool) {
-	d.i++
-	d.ws()
-	if d.i < len(d.s) && d.s[d.i] == ']' {
-		d.i++
+	if d.Open(']') {
 		return []BatchEntry{}, true
 	}
 	// Count elements cheaply would need a second scan; guess from size.
-	out := make([]BatchEntry, 0, min(BatchMaxCount+8, len(d.s)/64+1))
+	out := make([]BatchEntry, 0, min(BatchMaxCount+8, len(d.S)/64+1))
 	for {
-		d.ws()
-		if d.i >= len(d.s) {
-			return nil, false
-		}
+		d.WS()
 		var e BatchEntry
-		if d.s[d.i] == '{' {
+		if d.Peek() == '{' {
 			var f wboFields
 			if !d.object(&f) {
 				return nil, false
@@ -150,7 +140,7 @@ func (d *decoder) batch() ([]BatchEntry, bool) {
 			switch {
 			case f.nested:
 				e.Err = ErrInvalidWBO
-			case f.id.kind == kNull:
+			case f.id.Kind == jsonscan.Null:
 				e.Err = ErrInvalidID
 			default:
 				e.WBO, e.Err = f.validate()
@@ -159,52 +149,34 @@ func (d *decoder) batch() ([]BatchEntry, bool) {
 				}
 			}
 		} else {
-			if !d.skip() {
+			if !d.Skip() {
 				return nil, false
 			}
 			e.Err = ErrInvalidWBO
 		}
 		out = append(out, e)
-		d.ws()
-		if d.i >= len(d.s) {
+		more, ok := d.Next(']')
+		if !ok {
 			return nil, false
 		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
+		if !more {
 			return out, true
-		default:
-			return nil, false
 		}
 	}
 }
 
-// JSON value kinds of a WBO field.
-const (
-	kNull uint8 = iota // absent or null
-	kString
-	kNumber
-	kBool
-	kComplex
-)
-
-type jval struct {
-	kind uint8
-	s    string // decoded string, or the raw number literal
-}
-
 // wboFields holds the raw known fields of one JSON object.
 type wboFields struct {
-	id, sortindex, payload, parentid, predecessorid, ttl jval
-	nested                                               bool
+	id, sortindex, payload, parentid, predecessorid, ttl jsonscan.Value
+	// nested: the object has an object or array value, or is not an
+	// object at all.
+	nested bool
 }
 
 // idKey is the id under which a failed record is reported.
 func (f *wboFields) idKey() string {
-	if f.id.kind == kString || f.id.kind == kNumber {
-		return f.id.s
+	if f.id.Kind == jsonscan.String || f.id.Kind == jsonscan.Number {
+		return f.id.S
 	}
 	return ""
 }
@@ -213,59 +185,59 @@ func (f *wboFields) idKey() string {
 func (f *wboFields) validate() (WBO, error) {
 	var w WBO
 	var ok bool
-	if f.parentid.kind != kNull {
+	if f.parentid.Kind != jsonscan.Null {
 		if w.ParentID, ok = idString(f.parentid); !ok {
 			return WBO{}, ErrInvalidParentID
 		}
 		w.Has |= FieldParentID
 	}
-	if f.id.kind != kNull {
+	if f.id.Kind != jsonscan.Null {
 		if w.ID, ok = idString(f.id); !ok {
 			return WBO{}, ErrInvalidID
 		}
 	}
-	if f.predecessorid.kind != kNull {
+	if f.predecessorid.Kind != jsonscan.Null {
 		if w.PredecessorID, ok = idString(f.predecessorid); !ok {
 			return WBO{}, ErrInvalidPredecessorID
 		}
 		w.Has |= FieldPredecessorID
 	}
-	if f.ttl.kind != kNull {
+	if f.ttl.Kind != jsonscan.Null {
 		if w.TTL, ok = parseTTL(f.ttl); !ok {
 			return WBO{}, ErrInvalidTTL
 		}
 		w.Has |= FieldTTL
 	}
-	if f.sortindex.kind != kNull {
+	if f.sortindex.Kind != jsonscan.Null {
 		if w.SortIndex, ok = parseSortIndex(f.sortindex); !ok {
 			return WBO{}, ErrInvalidSortIndex
 		}
 		w.Has |= FieldSortIndex
 	}
-	if f.payload.kind != kNull {
-		if f.payload.kind != kString {
+	if f.payload.Kind != jsonscan.Null {
+		if f.payload.Kind != jsonscan.String {
 			return WBO{}, ErrPayloadNotString
 		}
-		if len(f.payload.s) > MaxPayloadBytes {
+		if len(f.payload.S) > MaxPayloadBytes {
 			return WBO{}, ErrPayloadTooLarge
 		}
-		if !utf8.ValidString(f.payload.s) {
+		if !utf8.ValidString(f.payload.S) {
 			// Raw invalid UTF-8 inside a JSON string: the payload could
 			// not be returned byte for byte, so it is refused.
 			return WBO{}, ErrPayloadNotString
 		}
-		w.Payload = f.payload.s
+		w.Payload = f.payload.S
 		w.Has |= FieldPayload
 	}
 	return w, nil
 }
 
-func idString(v jval) (string, bool) {
-	if v.kind != kString && v.kind != kNumber {
+func idString(v jsonscan.Value) (string, bool) {
+	if v.Kind != jsonscan.String && v.Kind != jsonscan.Number {
 		return "", false
 	}
 	// An id that is not valid UTF-8 could not be sent back unchanged.
-	return v.s, len(v.s) <= MaxIDBytes && utf8.ValidString(v.s)
+	return v.S, len(v.S) <= MaxIDBytes && utf8.ValidString(v.S)
 }
 
 // numericText reports whether s only holds characters of a decimal number
@@ -293,13 +265,13 @@ func isIntText(s string) bool {
 }
 
 // parseSortIndex accepts an integer, a float (truncated) or a numeric string.
-func parseSortIndex(v jval) (int64, bool) {
+func parseSortIndex(v jsonscan.Value) (int64, bool) {
 	var s string
-	switch v.kind {
-	case kNumber:
-		s = v.s
-	case kString:
-		s = strings.TrimSpace(v.s)
+	switch v.Kind {
+	case jsonscan.Number:
+		s = v.S
+	case jsonscan.String:
+		s = strings.TrimSpace(v.S)
 	default:
 		return 0, false
 	}
@@ -325,13 +297,13 @@ func parseSortIndex(v jval) (int64, bool) {
 }
 
 // parseTTL accepts a number (truncated) or an integer string in 0..MaxTTLSeconds.
-func parseTTL(v jval) (int64, bool) {
+func parseTTL(v jsonscan.Value) (int64, bool) {
 	var s string
-	switch v.kind {
-	case kNumber:
-		s = v.s
-	case kString:
-		s = strings.TrimSpace(v.s)
+	switch v.Kind {
+	case jsonscan.Number:
+		s = v.S
+	case jsonscan.String:
+		s = strings.TrimSpace(v.S)
 		if !numericText(s) || !isIntText(s) {
 			return 0, false
 		}
@@ -359,75 +331,26 @@ func parseTTL(v jval) (int64, bool) {
 	return int64(fl), true
 }
 
-// decoder is a strict single-pass JSON scanner over a string. Decoded
-// strings without escapes are substrings of s (no copy).
+// decoder decodes WBOs with the shared scanner, in encoding/json's manner
+// for strings (invalid UTF-8 and lone surrogates become U+FFFD) and with
+// no nesting limit. Decoded strings without escapes share the input's
+// memory.
 type decoder struct {
-	s string
-	i int
+	jsonscan.Scanner
 }
 
-func (d *decoder) ws() {
-	for d.i < len(d.s) {
-		switch d.s[d.i] {
-		case ' ', '\t', '\n', '\r':
-			d.i++
-		default:
-			return
-		}
-	}
-}
-
-// object decodes an object at d.i ('{') into f.
+// object decodes an object at d.I ('{') into f.
 func (d *decoder) object(f *wboFields) bool {
-	d.i++
-	d.ws()
-	if d.i < len(d.s) && d.s[d.i] == '}' {
-		d.i++
+	if d.Open('}') {
 		return true
 	}
 	for {
-		d.ws()
-		if d.i >= len(d.s) || d.s[d.i] != '"' {
-			return false
-		}
-		key, ok := d.str()
+		key, v, ok := d.Member()
 		if !ok {
 			return false
 		}
-		d.ws()
-		if d.i >= len(d.s) || d.s[d.i] != ':' {
-			return false
-		}
-		d.i++
-		d.ws()
-		if d.i >= len(d.s) {
-			return false
-		}
-		var v jval
-		switch c := d.s[d.i]; {
-		case c == '"':
-			v.kind = kString
-			v.s, ok = d.str()
-		case c == '-' || (c >= '0' && c <= '9'):
-			v.kind = kNumber
-			v.s, ok = d.num()
-		case c == 't':
-			v.kind = kBool
-			ok = d.lit("true")
-		case c == 'f':
-			v.kind = kBool
-			ok = d.lit("false")
-		case c == 'n':
-			ok = d.lit("null")
-		case c == '{' || c == '[':
-			v.kind = kComplex
-			ok = d.skip()
+		if v.Kind == jsonscan.Complex {
 			f.nested = true
-		default:
-			ok = false
-		}
-		if !ok {
-			return false
 		}
 		switch key {
 		case "id":
@@ -443,304 +366,14 @@ func (d *decoder) object(f *wboFields) bool {
 		case "ttl":
 			f.ttl = v
 		}
-		d.ws()
-		if d.i >= len(d.s) {
+		more, ok := d.Next('}')
+		if !ok {
 			return false
 		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
+		if !more {
 			return true
-		default:
-			return false
 		}
 	}
-}
-
-func (d *decoder) lit(word string) bool {
-	if strings.HasPrefix(d.s[d.i:], word) {
-		d.i += len(word)
-		return true
-	}
-	return false
-}
-
-// num scans a JSON number and returns its literal text.
-func (d *decoder) num() (string, bool) {
-	s, start := d.s, d.i
-	i := d.i
-	if i < len(s) && s[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(s) && s[i] == '0':
-		i++
-	case i < len(s) && s[i] >= '1' && s[i] <= '9':
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-	default:
-		return "", false
-	}
-	if i < len(s) && s[i] == '.' {
-		i++
-		j := i
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return "", false
-		}
-	}
-	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
-		i++
-		if i < len(s) && (s[i] == '+' || s[i] == '-') {
-			i++
-		}
-		j := i
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return "", false
-		}
-	}
-	d.i = i
-	return s[start:i], true
-}
-
-// str decodes a JSON string at d.i ('"'). Invalid UTF-8 and lone
-// surrogates become U+FFFD, as encoding/json does.
-func (d *decoder) str() (string, bool) {
-	s := d.s
-	start := d.i + 1
-	i := start
-	for i < len(s) {
-		c := s[i]
-		if c == '"' {
-			d.i = i + 1
-			return s[start:i], true
-		}
-		if c == '\\' || c < 0x20 {
-			break
-		}
-		if c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			break
-		}
-		i += size
-	}
-	// Slow path: escapes or invalid UTF-8. The decoded text is at most as
-	// long as the raw text up to the closing quote (except for U+FFFD
-	// replacements), so size the buffer from a quick scan.
-	end := i
-	for end < len(s) && s[end] != '"' {
-		if s[end] == '\\' {
-			end++
-		}
-		end++
-	}
-	b := make([]byte, 0, min(end, len(s))-start+8)
-	b = append(b, s[start:i]...)
-	for i < len(s) {
-		c := s[i]
-		switch {
-		case c == '"':
-			d.i = i + 1
-			// b is never written again, so the string may share it.
-			return unsafe.String(unsafe.SliceData(b), len(b)), true
-		case c < 0x20:
-			return "", false
-		case c == '\\':
-			i++
-			if i >= len(s) {
-				return "", false
-			}
-			switch s[i] {
-			case '"', '\\', '/':
-				b = append(b, s[i])
-			case 'b':
-				b = append(b, '\b')
-			case 'f':
-				b = append(b, '\f')
-			case 'n':
-				b = append(b, '\n')
-			case 'r':
-				b = append(b, '\r')
-			case 't':
-				b = append(b, '\t')
-			case 'u':
-				r, ok := hex4(s, i+1)
-				if !ok {
-					return "", false
-				}
-				i += 4
-				if r >= 0xD800 && r < 0xDC00 {
-					// High surrogate: a low one must follow for a pair.
-					if i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
-						if r2, ok2 := hex4(s, i+3); ok2 && r2 >= 0xDC00 && r2 < 0xE000 {
-							r = 0x10000 + (r-0xD800)<<10 + (r2 - 0xDC00)
-							i += 6
-						} else {
-							r = utf8.RuneError
-						}
-					} else {
-						r = utf8.RuneError
-					}
-				} else if r >= 0xDC00 && r < 0xE000 {
-					r = utf8.RuneError
-				}
-				b = utf8.AppendRune(b, r)
-			default:
-				return "", false
-			}
-			i++
-		case c < utf8.RuneSelf:
-			// Copy the run of plain ASCII up to the next special byte.
-			j := i + 1
-			for j < len(s) && s[j] < utf8.RuneSelf && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' {
-				j++
-			}
-			b = append(b, s[i:j]...)
-			i = j
-		default:
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b = append(b, "\uFFFD"...)
-			} else {
-				b = append(b, s[i:i+size]...)
-			}
-			i += size
-		}
-	}
-	return "", false
-}
-
-func hex4(s string, i int) (rune, bool) {
-	if i+4 > len(s) {
-		return 0, false
-	}
-	var r rune
-	for j := i; j < i+4; j++ {
-		c := s[j]
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
-}
-
-// skip scans over any JSON value at d.i without recursion.
-func (d *decoder) skip() bool {
-	var stack []byte // open brackets
-	for {
-		d.ws()
-		if d.i >= len(d.s) {
-			return false
-		}
-		// A value.
-		switch c := d.s[d.i]; {
-		case c == '{':
-			d.i++
-			d.ws()
-			if d.i < len(d.s) && d.s[d.i] == '}' {
-				d.i++
-				break
-			}
-			stack = append(stack, '{')
-			if !d.key() {
-				return false
-			}
-			continue
-		case c == '[':
-			d.i++
-			d.ws()
-			if d.i < len(d.s) && d.s[d.i] == ']' {
-				d.i++
-				break
-			}
-			stack = append(stack, '[')
-			continue
-		case c == '"':
-			if _, ok := d.str(); !ok {
-				return false
-			}
-		case c == '-' || (c >= '0' && c <= '9'):
-			if _, ok := d.num(); !ok {
-				return false
-			}
-		case c == 't':
-			if !d.lit("true") {
-				return false
-			}
-		case c == 'f':
-			if !d.lit("false") {
-				return false
-			}
-		case c == 'n':
-			if !d.lit("null") {
-				return false
-			}
-		default:
-			return false
-		}
-		// After a value: close containers or move to the next element.
-		for {
-			if len(stack) == 0 {
-				return true
-			}
-			d.ws()
-			if d.i >= len(d.s) {
-				return false
-			}
-			top := stack[len(stack)-1]
-			c := d.s[d.i]
-			if c == ',' {
-				d.i++
-				if top == '{' && !d.key() {
-					return false
-				}
-				break
-			}
-			if (top == '{' && c == '}') || (top == '[' && c == ']') {
-				d.i++
-				stack = stack[:len(stack)-1]
-				continue
-			}
-			return false
-		}
-	}
-}
-
-// key scans `"key" :` inside an object.
-func (d *decoder) key() bool {
-	d.ws()
-	if d.i >= len(d.s) || d.s[d.i] != '"' {
-		return false
-	}
-	if _, ok := d.str(); !ok {
-		return false
-	}
-	d.ws()
-	if d.i >= len(d.s) || d.s[d.i] != ':' {
-		return false
-	}
-	d.i++
-	return true
 }
 
 // AppendWBOJSON appends w as a JSON object with the output fields of

@@ -4,9 +4,9 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/internal/jsonscan"
 )
 
 // Limits of a BSO (the storage API 1.5 document, and syncstorage-rs).
@@ -142,21 +142,20 @@ const (
 // type, payload size (over maxPayload bytes). An id in the body is checked
 // but the caller uses the one in the URL.
 func DecodeBSO(body string, maxPayload int64) (BSO, error) {
-	d := scanner{s: body}
-	d.ws()
-	if d.i >= len(d.s) {
+	d := newScanner(body)
+	d.WS()
+	if d.I >= len(d.S) {
 		return BSO{}, ErrMalformedJSON
 	}
 	var f rawBSO
 	var ok bool
-	isObj := d.s[d.i] == '{'
+	isObj := d.Peek() == '{'
 	if isObj {
 		ok = d.object(&f)
 	} else {
-		ok = d.skip()
+		ok = d.Skip()
 	}
-	d.ws()
-	if !ok || d.i != len(d.s) {
+	if !ok || !d.End() {
 		return BSO{}, ErrMalformedJSON
 	}
 	if !isObj {
@@ -188,16 +187,16 @@ func DecodeBSOs(body string, newlines bool, maxPayload int64) ([]Entry, error) {
 	var out []Entry
 	seen := make(map[string]struct{})
 	add := func(f *rawBSO) error {
-		if f.id.kind != kString {
+		if f.id.Kind != jsonscan.String {
 			return ErrInvalidBSOs
 		}
-		if _, dup := seen[f.id.s]; dup {
+		if _, dup := seen[f.id.S]; dup {
 			return ErrInvalidBSOs
 		}
-		seen[f.id.s] = struct{}{}
+		seen[f.id.S] = struct{}{}
 		b, reason := f.validate(maxPayload)
 		if reason != nil {
-			out = append(out, Entry{BSO: BSO{ID: f.id.s}, Err: reason})
+			out = append(out, Entry{BSO: BSO{ID: f.id.S}, Err: reason})
 		} else {
 			out = append(out, Entry{BSO: b})
 		}
@@ -210,21 +209,20 @@ func DecodeBSOs(body string, newlines bool, maxPayload int64) ([]Entry, error) {
 			line, tail, _ := strings.Cut(rest, "\n")
 			rest = tail
 			line = strings.TrimSuffix(line, "\r")
-			d := scanner{s: line}
-			d.ws()
-			if d.i >= len(d.s) {
+			d := newScanner(line)
+			d.WS()
+			if d.I >= len(d.S) {
 				return nil, ErrMalformedJSON
 			}
 			var f rawBSO
-			isObj := d.s[d.i] == '{'
+			isObj := d.Peek() == '{'
 			var ok bool
 			if isObj {
 				ok = d.object(&f)
 			} else {
-				ok = d.skip()
+				ok = d.Skip()
 			}
-			d.ws()
-			if !ok || d.i != len(d.s) {
+			if !ok || !d.End() {
 				return nil, ErrMalformedJSON
 			}
 			if !isObj {
@@ -236,36 +234,25 @@ func DecodeBSOs(body string, newlines bool, maxPayload int64) ([]Entry, error) {
 		}
 		return out, nil
 	}
-	d := scanner{s: body}
-	d.ws()
-	if d.i >= len(d.s) {
+	d := newScanner(body)
+	d.WS()
+	if d.I >= len(d.S) {
 		return nil, ErrMalformedJSON
 	}
-	if d.s[d.i] != '[' {
-		if !d.skip() {
-			return nil, ErrMalformedJSON
-		}
-		d.ws()
-		if d.i != len(d.s) {
+	if d.Peek() != '[' {
+		if !d.Skip() || !d.End() {
 			return nil, ErrMalformedJSON
 		}
 		return nil, ErrInvalidBSOs
 	}
-	d.i++
-	d.ws()
 	out = make([]Entry, 0, min(128, len(body)/32+1))
-	if d.i < len(d.s) && d.s[d.i] == ']' {
-		d.i++
-	} else {
+	if !d.Open(']') {
 		for {
-			d.ws()
-			if d.i >= len(d.s) {
-				return nil, ErrMalformedJSON
-			}
+			d.WS()
 			var f rawBSO
-			if d.s[d.i] != '{' {
+			if d.Peek() != '{' {
 				// Keep scanning so that malformed JSON wins over "not a BSO".
-				if !d.skip() {
+				if !d.Skip() {
 					return nil, ErrMalformedJSON
 				}
 				f.notObject = true
@@ -282,23 +269,16 @@ func DecodeBSOs(body string, newlines bool, maxPayload int64) ([]Entry, error) {
 				}
 				return nil, err
 			}
-			d.ws()
-			if d.i >= len(d.s) {
+			more, ok := d.Next(']')
+			if !ok {
 				return nil, ErrMalformedJSON
 			}
-			if d.s[d.i] == ',' {
-				d.i++
-				continue
+			if !more {
+				break
 			}
-			if d.s[d.i] != ']' {
-				return nil, ErrMalformedJSON
-			}
-			d.i++
-			break
 		}
 	}
-	d.ws()
-	if d.i != len(d.s) {
+	if !d.End() {
 		return nil, ErrMalformedJSON
 	}
 	return out, nil
@@ -313,23 +293,9 @@ func errNotObjectElem(d *scanner) error {
 	return ErrInvalidBSOs
 }
 
-// JSON value kinds.
-const (
-	kAbsent uint8 = iota // absent or null
-	kString
-	kNumber
-	kBool
-	kComplex
-)
-
-type jval struct {
-	kind uint8
-	s    string // decoded string or number literal
-}
-
 // rawBSO holds the members of one JSON object.
 type rawBSO struct {
-	id, sortindex, payload, ttl jval
+	id, sortindex, payload, ttl jsonscan.Value
 	seen                        uint8 // known members present, to find duplicates
 	unknown, dup                string
 	notObject                   bool
@@ -344,17 +310,17 @@ func (f *rawBSO) validate(maxPayload int64) (BSO, error) {
 	if f.dup != "" {
 		return b, InvalidBSO("duplicate field " + strconv.Quote(f.dup))
 	}
-	switch f.id.kind {
-	case kAbsent:
-	case kString:
-		if !ValidID(f.id.s) {
+	switch f.id.Kind {
+	case jsonscan.Null:
+	case jsonscan.String:
+		if !ValidID(f.id.S) {
 			return b, ErrInvalidID
 		}
-		b.ID = f.id.s
+		b.ID = f.id.S
 	default:
 		return b, ErrInvalidID
 	}
-	if f.ttl.kind != kAbsent {
+	if f.ttl.Kind != jsonscan.Null {
 		n, ok := intLiteral(f.ttl)
 		if !ok || n < 0 || n > MaxTTL {
 			return BSO{}, ErrInvalidTTL
@@ -362,7 +328,7 @@ func (f *rawBSO) validate(maxPayload int64) (BSO, error) {
 		b.TTL = n
 		b.Has |= FieldTTL
 	}
-	if f.sortindex.kind != kAbsent {
+	if f.sortindex.Kind != jsonscan.Null {
 		n, ok := intLiteral(f.sortindex)
 		if !ok || n < MinSortIndex || n > MaxSortIndex {
 			return BSO{}, ErrInvalidSortIndex
@@ -370,14 +336,14 @@ func (f *rawBSO) validate(maxPayload int64) (BSO, error) {
 		b.SortIndex = n
 		b.Has |= FieldSortIndex
 	}
-	if f.payload.kind != kAbsent {
-		if f.payload.kind != kString {
+	if f.payload.Kind != jsonscan.Null {
+		if f.payload.Kind != jsonscan.String {
 			return BSO{}, ErrPayloadNotString
 		}
-		if int64(len(f.payload.s)) > maxPayload {
+		if int64(len(f.payload.S)) > maxPayload {
 			return BSO{}, ErrPayloadTooLarge
 		}
-		b.Payload = f.payload.s
+		b.Payload = f.payload.S
 		b.Has |= FieldPayload
 	}
 	return b, nil
@@ -385,68 +351,45 @@ func (f *rawBSO) validate(maxPayload int64) (BSO, error) {
 
 // intLiteral reads a JSON number that is written as an integer (no
 // fraction or exponent; "-0" is 0) within 10 digits.
-func intLiteral(v jval) (int64, bool) {
-	if v.kind != kNumber {
+func intLiteral(v jsonscan.Value) (int64, bool) {
+	if v.Kind != jsonscan.Number {
 		return 0, false
 	}
-	s := strings.TrimPrefix(v.s, "-")
+	s := strings.TrimPrefix(v.S, "-")
 	if len(s) == 0 || len(s) > 10 || strings.ContainsAny(s, ".eE") {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(v.s, 10, 64)
+	n, err := strconv.ParseInt(v.S, 10, 64)
 	return n, err == nil
 }
 
-// scanner is a strict single-pass JSON scanner over a string. Decoded
-// strings without escapes share the input's memory.
+// scanner decodes BSOs with the shared scanner, strictly: invalid UTF-8
+// and escapes of lone surrogates are malformed JSON, and values nest at
+// most maxDepth levels. Decoded strings without escapes share the input's
+// memory.
 type scanner struct {
-	s string
-	i int
+	jsonscan.Scanner
 }
 
 // maxDepth bounds the nesting the scanner skips over.
 const maxDepth = 512
 
-func (d *scanner) ws() {
-	for d.i < len(d.s) {
-		switch d.s[d.i] {
-		case ' ', '\t', '\n', '\r':
-			d.i++
-		default:
-			return
-		}
-	}
+func newScanner(s string) scanner {
+	return scanner{jsonscan.Scanner{S: s, Strict: true, MaxDepth: maxDepth}}
 }
 
-// object decodes the object at d.i ('{') into f.
+// object decodes the object at d.I ('{') into f.
 func (d *scanner) object(f *rawBSO) bool {
-	d.i++
-	d.ws()
-	if d.i < len(d.s) && d.s[d.i] == '}' {
-		d.i++
+	if d.Open('}') {
 		return true
 	}
 	for {
-		d.ws()
-		if d.i >= len(d.s) || d.s[d.i] != '"' {
-			return false
-		}
-		key, ok := d.str()
-		if !ok {
-			return false
-		}
-		d.ws()
-		if d.i >= len(d.s) || d.s[d.i] != ':' {
-			return false
-		}
-		d.i++
-		d.ws()
-		v, ok := d.value()
+		key, v, ok := d.Member()
 		if !ok {
 			return false
 		}
 		var bit uint8
-		var dst *jval
+		var dst *jsonscan.Value
 		switch key {
 		case "id":
 			bit, dst = 1, &f.id
@@ -474,334 +417,28 @@ func (d *scanner) object(f *rawBSO) bool {
 				*dst = v
 			}
 		}
-		d.ws()
-		if d.i >= len(d.s) {
+		more, ok := d.Next('}')
+		if !ok {
 			return false
 		}
-		switch d.s[d.i] {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
+		if !more {
 			return true
-		default:
-			return false
 		}
 	}
-}
-
-// value scans one value: scalars are decoded, objects and arrays skipped.
-func (d *scanner) value() (jval, bool) {
-	if d.i >= len(d.s) {
-		return jval{}, false
-	}
-	var v jval
-	var ok bool
-	switch c := d.s[d.i]; {
-	case c == '"':
-		v.kind = kString
-		v.s, ok = d.str()
-	case c == '-' || c >= '0' && c <= '9':
-		v.kind = kNumber
-		v.s, ok = d.num()
-	case c == 't':
-		v.kind, ok = kBool, d.lit("true")
-	case c == 'f':
-		v.kind, ok = kBool, d.lit("false")
-	case c == 'n':
-		ok = d.lit("null")
-	case c == '{' || c == '[':
-		v.kind, ok = kComplex, d.skip()
-	}
-	return v, ok
-}
-
-func (d *scanner) lit(word string) bool {
-	if strings.HasPrefix(d.s[d.i:], word) {
-		d.i += len(word)
-		return true
-	}
-	return false
-}
-
-// num scans a JSON number and returns its text.
-func (d *scanner) num() (string, bool) {
-	s, start, i := d.s, d.i, d.i
-	if i < len(s) && s[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(s) && s[i] == '0':
-		i++
-	case i < len(s) && s[i] >= '1' && s[i] <= '9':
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-	default:
-		return "", false
-	}
-	if i < len(s) && s[i] == '.' {
-		i++
-		j := i
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return "", false
-		}
-	}
-	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
-		i++
-		if i < len(s) && (s[i] == '+' || s[i] == '-') {
-			i++
-		}
-		j := i
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == j {
-			return "", false
-		}
-	}
-	d.i = i
-	return s[start:i], true
-}
-
-// str decodes the string at d.i ('"'). Raw control characters, invalid
-// UTF-8 and escapes of lone surrogates make it fail.
-func (d *scanner) str() (string, bool) {
-	s := d.s
-	start := d.i + 1
-	i := start
-	for i < len(s) {
-		c := s[i]
-		if c == '"' {
-			d.i = i + 1
-			return s[start:i], true
-		}
-		if c == '\\' || c < 0x20 {
-			break
-		}
-		if c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			return "", false
-		}
-		i += size
-	}
-	if i >= len(s) || s[i] < 0x20 {
-		return "", false
-	}
-	// Slow path: escapes.
-	b := make([]byte, 0, i-start+16)
-	b = append(b, s[start:i]...)
-	for i < len(s) {
-		c := s[i]
-		switch {
-		case c == '"':
-			d.i = i + 1
-			return string(b), true
-		case c < 0x20:
-			return "", false
-		case c == '\\':
-			i++
-			if i >= len(s) {
-				return "", false
-			}
-			switch s[i] {
-			case '"', '\\', '/':
-				b = append(b, s[i])
-			case 'b':
-				b = append(b, '\b')
-			case 'f':
-				b = append(b, '\f')
-			case 'n':
-				b = append(b, '\n')
-			case 'r':
-				b = append(b, '\r')
-			case 't':
-				b = append(b, '\t')
-			case 'u':
-				r, ok := hex4(s, i+1)
-				if !ok {
-					return "", false
-				}
-				i += 4
-				switch {
-				case r >= 0xD800 && r < 0xDC00:
-					if i+6 >= len(s) || s[i+1] != '\\' || s[i+2] != 'u' {
-						return "", false
-					}
-					r2, ok := hex4(s, i+3)
-					if !ok || r2 < 0xDC00 || r2 >= 0xE000 {
-						return "", false
-					}
-					r = 0x10000 + (r-0xD800)<<10 + (r2 - 0xDC00)
-					i += 6
-				case r >= 0xDC00 && r < 0xE000:
-					return "", false
-				}
-				b = utf8.AppendRune(b, r)
-			default:
-				return "", false
-			}
-			i++
-		case c < utf8.RuneSelf:
-			b = append(b, c)
-			i++
-		default:
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				return "", false
-			}
-			b = append(b, s[i:i+size]...)
-			i += size
-		}
-	}
-	return "", false
-}
-
-func hex4(s string, i int) (rune, bool) {
-	if i+4 > len(s) {
-		return 0, false
-	}
-	var r rune
-	for j := i; j < i+4; j++ {
-		c := s[j]
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
-}
-
-// skip scans over any JSON value at d.i, iteratively, failing beyond
-// maxDepth levels of nesting.
-func (d *scanner) skip() bool {
-	var stack []byte
-	for {
-		d.ws()
-		if d.i >= len(d.s) {
-			return false
-		}
-		switch c := d.s[d.i]; {
-		case c == '{' || c == '[':
-			d.i++
-			d.ws()
-			closer := byte('}')
-			if c == '[' {
-				closer = ']'
-			}
-			if d.i < len(d.s) && d.s[d.i] == closer {
-				d.i++
-				break
-			}
-			if len(stack) >= maxDepth {
-				return false
-			}
-			stack = append(stack, closer)
-			if c == '{' && !d.key() {
-				return false
-			}
-			continue
-		case c == '"':
-			if _, ok := d.str(); !ok {
-				return false
-			}
-		case c == '-' || c >= '0' && c <= '9':
-			if _, ok := d.num(); !ok {
-				return false
-			}
-		case c == 't':
-			if !d.lit("true") {
-				return false
-			}
-		case c == 'f':
-			if !d.lit("false") {
-				return false
-			}
-		case c == 'n':
-			if !d.lit("null") {
-				return false
-			}
-		default:
-			return false
-		}
-		// After a value: close containers or move to the next element.
-		for {
-			if len(stack) == 0 {
-				return true
-			}
-			d.ws()
-			if d.i >= len(d.s) {
-				return false
-			}
-			top := stack[len(stack)-1]
-			switch d.s[d.i] {
-			case ',':
-				d.i++
-				if top == '}' && !d.key() {
-					return false
-				}
-			case top:
-				d.i++
-				stack = stack[:len(stack)-1]
-				continue
-			default:
-				return false
-			}
-			break
-		}
-	}
-}
-
-// key scans `"name" :` inside an object being skipped.
-func (d *scanner) key() bool {
-	d.ws()
-	if d.i >= len(d.s) || d.s[d.i] != '"' {
-		return false
-	}
-	if _, ok := d.str(); !ok {
-		return false
-	}
-	d.ws()
-	if d.i >= len(d.s) || d.s[d.i] != ':' {
-		return false
-	}
-	d.i++
-	return true
 }
 
 // skipRestOfArray scans the rest of an array whose opening bracket was
 // consumed, after an element: (, value)* ] and end of input.
 func (d *scanner) skipRestOfArray() bool {
 	for {
-		d.ws()
-		if d.i >= len(d.s) {
+		more, ok := d.Next(']')
+		if !ok {
 			return false
 		}
-		switch d.s[d.i] {
-		case ']':
-			d.i++
-			d.ws()
-			return d.i == len(d.s)
-		case ',':
-			d.i++
-			if !d.skip() {
-				return false
-			}
-		default:
+		if !more {
+			return d.End()
+		}
+		if !d.Skip() {
 			return false
 		}
 	}

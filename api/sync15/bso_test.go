@@ -2,6 +2,7 @@ package sync15
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -156,6 +157,35 @@ func TestValidNames(t *testing.T) {
 	for s, want := range map[string]bool{"-F_Szdjg3GzX": true, " ": true, "{guid}": true, "a/b": true, "": false, "\x7f": false} {
 		if ValidID(s) != want {
 			t.Errorf("ValidID(%q) != %v", s, want)
+		}
+	}
+}
+
+// bsoBody is a POST body of n records shaped as Firefox writes them: an
+// encrypted payload (a JSON object as a string, so with escaped quotes) of
+// about payload bytes, a sortindex and a ttl.
+func bsoBody(n, payload int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	p := strings.Repeat("A", payload)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":"rec%09d","payload":"{\"ciphertext\":\"%s\",\"IV\":\"abc\"}","sortindex":%d,"ttl":5184000}`, i, p, i)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+func BenchmarkDecodeBSOs100(b *testing.B) {
+	body := bsoBody(100, 300)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		entries, err := DecodeBSOs(body, false, 1<<20)
+		if err != nil || len(entries) != 100 || entries[99].Err != nil {
+			b.Fatal(err)
 		}
 	}
 }
