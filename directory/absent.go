@@ -42,9 +42,9 @@ const pathLookup = "/internal/v1/lookup"
 
 // Bounds of a confirmation.
 const (
-	// lookupTimeout bounds a confirmation (barrier, or the call to the
-	// leader and its barrier).
-	lookupTimeout = 3 * time.Second
+	// lookupTimeout bounds a confirmation (waiting for a leader, its
+	// barrier or the call to it), as leaderWait bounds a write's wait.
+	lookupTimeout = leaderWait
 	// catchUpWait bounds how long a voter the leader showed to be behind
 	// waits for its state to catch up before it answers 503.
 	catchUpWait = time.Second
@@ -103,19 +103,31 @@ func (d *Directory) confirmAbsent(ctx context.Context, user, node string) error 
 		ans lookupAnswer
 		err error
 	)
-	if d.IsLeader() {
-		if err = d.barrier(ctx); err == nil {
-			ans = d.localLookup(user)
+	// Like a write, wait for a leader through an election (leaderPoll
+	// steps, up to lookupTimeout) before answering 503.
+	for {
+		if d.IsLeader() {
+			if err = d.barrier(ctx); err == nil {
+				ans = d.localLookup(user)
+			}
+		} else if t, ok := d.leaderTarget(); ok {
+			ans, err = d.askLookup(ctx, t, user)
+			if errors.Is(err, errLookupUnknown) {
+				// A leader of an earlier build (a rolling upgrade): the
+				// local answer, as that build gives.
+				return nil
+			}
+		} else {
+			err = errors.New("no leader known")
 		}
-	} else if t, ok := d.leaderTarget(); ok {
-		ans, err = d.askLookup(ctx, t, user)
-		if errors.Is(err, errLookupUnknown) {
-			// A leader of an earlier build (a rolling upgrade): the
-			// local answer, as that build gives.
-			return nil
+		if err == nil || ctx.Err() != nil || d.closed.Load() {
+			break
 		}
-	} else {
-		err = errors.New("no leader known")
+		select {
+		case <-ctx.Done():
+		case <-d.ctx.Done():
+		case <-time.After(leaderPoll):
+		}
 	}
 	if err != nil {
 		d.absentUnconfirmed.Add(1)
