@@ -65,9 +65,9 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 	defer s.putScratch(sc)
 	var writers []*writer
 	removed := 0
+	rs := s.newRevSession(st)
 	// One revision session for every collection: each writer's finish
 	// writes the user meta, with the counters of the whole request.
-	rs := s.newRevSession(st)
 	for coll, m := range st.colls {
 		if m.ttl == 0 {
 			continue

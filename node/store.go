@@ -64,12 +64,15 @@ type Store struct {
 
 	overQuota    atomic.Uint64 // replicated batches that left their user over quota
 	overQuotaLog rateLimit
+
+	orig origins // the origin dictionary (origins.go)
 }
 
 // scratch holds reusable buffers of one request.
 type scratch struct {
 	k, k2, v []byte
-	q        query // the running query (kept here so it is not allocated per request)
+	hb       []byte // revision hash input (writer.revHash)
+	q        query  // the running query (kept here so it is not allocated per request)
 	// pins keep Pebble values that the request's documents alias valid
 	// until the request ends (putScratch closes them).
 	pins []io.Closer
@@ -143,6 +146,10 @@ func Open(cfg Config) (*Store, error) {
 	s.origin = cfg.NodeID
 	if s.origin == "" {
 		s.origin = s.uuid
+	}
+	if err := s.loadOrigins(); err != nil {
+		db.Close()
+		return nil, err
 	}
 	s.revCfg = revtree.Config{RevsLimit: cfg.RevsLimit, MaxPathLen: min(2*cfg.RevsLimit, revtree.HardMaxPathLen)}
 	s.watch.m = make(map[string]chan struct{})
@@ -242,6 +249,9 @@ func (s *Store) putScratch(b *scratch) {
 	b.pins = b.pins[:0]
 	if cap(b.v) > 1<<20 {
 		b.v = nil
+	}
+	if cap(b.hb) > 1<<20 {
+		b.hb = nil
 	}
 	b.k, b.k2, b.v = b.k[:0], b.k2[:0], b.v[:0]
 	s.bufs.Put(b)

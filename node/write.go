@@ -211,7 +211,7 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		w := s.newWriter(b, sc, st, user, coll, t)
 		var err error
-		if mod, err = w.put(&in, nil); err != nil {
+		if mod, err = w.put(&in); err != nil {
 			return nil, err
 		}
 		return w.done(st)
@@ -239,24 +239,22 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 		}
 		w := s.newWriter(b, sc, st, user, coll, t)
 		if len(ws) > 1 {
-			w.pending = make(map[string]int, len(ws))
 			w.pendRecs = make([]record, 0, len(ws))
 			w.ops = opsPool.Get().(*sortedOps)
 			defer w.ops.release()
 		}
-		var pre []known
 		if len(ws) >= prefetchMin {
-			var err error
-			if pre, err = w.prefetch(ws); err != nil {
+			ids := make([]string, len(ws))
+			for i := range ws {
+				ids[i] = ws[i].ID
+			}
+			slices.Sort(ids)
+			if err := w.prefetch(ids); err != nil {
 				return nil, err
 			}
 		}
 		for i := range ws {
-			var p *known
-			if pre != nil {
-				p = &pre[i]
-			}
-			if _, err := w.put(&ws[i], p); err != nil {
+			if _, err := w.put(&ws[i]); err != nil {
 				return nil, err
 			}
 		}
