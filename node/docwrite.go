@@ -30,8 +30,32 @@ type revSession struct {
 	slab []docState
 }
 
-func (s *Store) newRevSession(st *userState) *revSession {
-	return &revSession{s: s, origin: s.origin, chg: st.chg.Load(), conf: st.conf, local: st.local, nlocal: st.nlocal}
+// session returns the request's revision session: one per request (its
+// writers share it), kept in the request's scratch so that its document
+// storage is reused by later requests (putScratch empties it).
+func (sc *scratch) session(s *Store, st *userState) *revSession {
+	rs := &sc.rs
+	if !sc.rsInit {
+		sc.rsInit = true
+		*rs = revSession{s: s, origin: s.origin, chg: st.chg.Load(), conf: st.conf, local: st.local, nlocal: st.nlocal,
+			docs: rs.docs[:0], slab: rs.slab[:0]}
+	}
+	return rs
+}
+
+// reset empties rs for reuse, dropping what its documents referred to;
+// storage grown past a large request is let go.
+func (rs *revSession) reset() {
+	clear(rs.slab)
+	clear(rs.docs)
+	docs, slab := rs.docs[:0], rs.slab[:0]
+	if cap(slab) > 1024 {
+		slab = nil
+	}
+	if cap(docs) > 4096 {
+		docs = nil
+	}
+	*rs = revSession{docs: docs, slab: slab}
 }
 
 // reserve makes room for n more documents in one allocation.

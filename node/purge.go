@@ -65,7 +65,6 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 	defer s.putScratch(sc)
 	var writers []*writer
 	removed := 0
-	rs := s.newRevSession(st)
 	// One revision session for every collection: each writer's finish
 	// writes the user meta, with the counters of the whole request.
 	for coll, m := range st.colls {
@@ -73,7 +72,6 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 			continue
 		}
 		w := s.newWriter(b, sc, st, user, coll, now)
-		w.rs = rs
 		type victim struct {
 			id  string
 			seq uint64

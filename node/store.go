@@ -76,6 +76,12 @@ type scratch struct {
 	// pins keep Pebble values that the request's documents alias valid
 	// until the request ends (putScratch closes them).
 	pins []io.Closer
+	// rs is the request's revision session (session), recs and ids a
+	// POST's staged records and sorted ids: kept for the next request.
+	rs     revSession
+	rsInit bool
+	recs   []record
+	ids    []string
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and starts the
@@ -252,6 +258,14 @@ func (s *Store) putScratch(b *scratch) {
 	}
 	if cap(b.hb) > 1<<20 {
 		b.hb = nil
+	}
+	b.rs.reset()
+	b.rsInit = false
+	clear(b.recs)
+	clear(b.ids)
+	b.recs, b.ids = b.recs[:0], b.ids[:0]
+	if cap(b.recs) > 1024 {
+		b.recs, b.ids = nil, nil
 	}
 	b.k, b.k2, b.v = b.k[:0], b.k2[:0], b.v[:0]
 	s.bufs.Put(b)

@@ -239,16 +239,18 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 		}
 		w := s.newWriter(b, sc, st, user, coll, t)
 		if len(ws) > 1 {
-			w.pendRecs = make([]record, 0, len(ws))
+			w.pendRecs = slices.Grow(sc.recs[:0], len(ws))
+			defer func() { sc.recs = w.pendRecs }()
 			w.ops = opsPool.Get().(*sortedOps)
 			defer w.ops.release()
 		}
 		if len(ws) >= prefetchMin {
-			ids := make([]string, len(ws))
+			ids := sc.ids[:0]
 			for i := range ws {
-				ids[i] = ws[i].ID
+				ids = append(ids, ws[i].ID)
 			}
 			slices.Sort(ids)
+			sc.ids = ids
 			if err := w.prefetch(ids); err != nil {
 				return nil, err
 			}
@@ -380,10 +382,9 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 			colls = append(colls, c)
 		}
 		slices.Sort(colls)
-		rs := s.newRevSession(st)
+		rs := sc.session(s, st)
 		for _, c := range colls {
 			w := s.newWriter(b, sc, st, user, c, t)
-			w.rs = rs
 			if err := w.tombstoneAll(); err != nil {
 				return nil, err
 			}

@@ -127,7 +127,7 @@ func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, col
 		s: s, b: b, sc: sc, user: user, coll: coll,
 		ts: int64(t.ts), nowSec: t.mono / 100, last: max(int64(t.ts), st.last.Load()),
 		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
-		rs: s.newRevSession(st),
+		rs: sc.session(s, st),
 	}
 }
 
