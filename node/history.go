@@ -12,17 +12,31 @@ import (
 
 // Ancestor keys: the older revisions of a single-path document. The
 // document (in its record head or under its document key) keeps the
-// leaf; each ancestor has a key of its own,
+// leaf; the older revisions' hashes are in ancestor keys, one per chunk
+// of ancChunk positions,
 //
-//	user\0 A coll\0 len(id) id ^pos  ->  16-byte hash
+//	user\0 A coll\0 len(id) id ^chunk  ->  entries: position%ancChunk (1 byte), hash (16)
 //
-// written once, when the revision stops being the leaf, and deleted by
-// position when the path is stemmed past Config.RevsLimit. The id is
-// length-prefixed (it may hold any byte and is not last), and the
-// position is inverted so that a document's keys read newest first. A
-// client edit reads none of them: it writes the old leaf's key and, at
-// the limit, deletes the oldest one. Replicated revisions, reads by peers
-// and tree builds read them (loadPath).
+// A revision's entry is appended to its chunk's key (a Pebble merge:
+// the default merger concatenates operands, oldest first) once, when the
+// revision stops being the leaf; a chunk is deleted when the path is
+// stemmed past all of its positions. Entries are self-describing and a
+// later one for a position overrides an earlier one; readers take the
+// positions the document says it has (histState) and ignore the others
+// (stemmed, or shadowed). The id is length-prefixed (it may hold any byte
+// and is not last), and the chunk number is inverted so that a
+// document's keys read newest first. A client edit reads none of them:
+// it appends the old leaf's entry (one merge operand of 17 bytes) and,
+// every ancChunk edits at the limit, deletes the oldest chunk. Pebble
+// folds a chunk's operands together as it flushes and compacts, so the
+// store keeps about one key per ancChunk revisions. Replicated
+// revisions, reads by peers and tree builds read them (loadPath).
+
+// ancChunk is how many positions one ancestor key covers.
+const ancChunk = 32
+
+// ancEntry is the size of one entry of an ancestor key.
+const ancEntry = 1 + revtree.HashLen
 
 // ancPrefix is the prefix of document coll/id's ancestor keys.
 func ancPrefix(b []byte, user, coll, id string) []byte {
@@ -31,9 +45,31 @@ func ancPrefix(b []byte, user, coll, id string) []byte {
 	return append(b, id...)
 }
 
-// ancKey is the ancestor key of position pos of document coll/id.
-func ancKey(b []byte, user, coll, id string, pos uint64) []byte {
-	return appendU64(ancPrefix(b, user, coll, id), ^pos)
+// ancKey is the ancestor key of chunk c of document coll/id.
+func ancKey(b []byte, user, coll, id string, c uint64) []byte {
+	return appendU64(ancPrefix(b, user, coll, id), ^c)
+}
+
+// ancSlots is one chunk's entries, decoded.
+type ancSlots struct {
+	has [ancChunk]bool
+	h   [ancChunk][revtree.HashLen]byte
+}
+
+// decode reads an ancestor key's value into a (later entries win).
+func (a *ancSlots) decode(v []byte) bool {
+	if len(v)%ancEntry != 0 {
+		return false
+	}
+	for ; len(v) > 0; v = v[ancEntry:] {
+		i := v[0]
+		if i >= ancChunk {
+			return false
+		}
+		a.has[i] = true
+		a.h[i] = [revtree.HashLen]byte(v[1:ancEntry])
+	}
+	return true
 }
 
 // histState says which keys hold a document's older revision hashes: the
@@ -89,19 +125,35 @@ func (s *Store) loadPath(user string, ds *docState) error {
 	if err != nil {
 		return err
 	}
-	want := top
-	for ok := it.SeekGE(binary.BigEndian.AppendUint64(prefix, ^top)); ok && want >= bot; ok = it.Next() {
+	want := top // the next position to append
+	var slots ancSlots
+	for ok := it.SeekGE(ancKey(nil, user, ds.coll, ds.id, top/ancChunk)); ok && want >= bot; ok = it.Next() {
 		key := it.Key()
+		if len(key) != len(prefix)+8 {
+			break
+		}
+		c := ^binary.BigEndian.Uint64(key[len(prefix):])
+		if c != want/ancChunk {
+			break // a chunk is missing
+		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
 			return err
 		}
-		if len(key) != len(prefix)+8 || ^binary.BigEndian.Uint64(key[len(prefix):]) != want || len(v) != hl {
+		slots = ancSlots{}
+		if !slots.decode(v) {
 			break
 		}
-		ids = append(ids, v...)
-		want--
+		for ; want >= bot && want/ancChunk == c; want-- {
+			if !slots.has[want%ancChunk] {
+				break
+			}
+			ids = append(ids, slots.h[want%ancChunk][:]...)
+		}
+		if want >= bot && want/ancChunk == c || want < bot {
+			break // a position missing in its chunk, or done
+		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return err
@@ -131,7 +183,7 @@ func (s *Store) ancestorAt(user string, ds *docState, pos uint64) (h [revtree.Ha
 		}
 		return l.hash(int(l.start - pos)), true, nil
 	}
-	v, closer, err := s.db.Get(ancKey(nil, user, ds.coll, ds.id, pos))
+	v, closer, err := s.db.Get(ancKey(nil, user, ds.coll, ds.id, pos/ancChunk))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return h, false, nil
 	}
@@ -139,18 +191,20 @@ func (s *Store) ancestorAt(user string, ds *docState, pos uint64) (h [revtree.Ha
 		return h, false, err
 	}
 	defer closer.Close()
-	if len(v) != revtree.HashLen {
+	var slots ancSlots
+	if !slots.decode(v) {
 		return h, false, errCorrupt
 	}
-	return [revtree.HashLen]byte(v), true, nil
+	return slots.h[pos%ancChunk], slots.has[pos%ancChunk], nil
 }
 
 // saveHistory stages the ancestor keys of a document being saved: for a
-// single path, those of positions start-n+1 .. start-1, written where the
-// store lacks them (or all of them after a rebuild) and deleted where it
-// has them no more; for a tree or a dropped document, none. An
-// old-format history key is replaced. The path's hashes the new keys need
-// are in memory on the hot paths; otherwise they are loaded first.
+// single path, entries for positions start-n+1 .. start-1, appended where
+// the store lacks them (or every chunk written afresh after a rebuild),
+// and the chunks it no longer needs deleted; for a tree or a dropped
+// document, none. An old-format history key is replaced. The path's
+// hashes the new entries need are in memory on the hot paths; otherwise
+// they are loaded first.
 func (w *writer) saveHistory(ds *docState, keepLin bool) error {
 	st := &ds.hist
 	var tlo, thi uint64
@@ -170,35 +224,44 @@ func (w *writer) saveHistory(ds *docState, keepLin bool) error {
 		if err := w.del(w.sc.k); err != nil {
 			return err
 		}
-		*st = histState{}
+		*st = histState{rewrite: true}
 	}
-	// Delete what is stored outside the new range.
+	// Delete the stored chunks without a position in the new range.
 	if st.hi != 0 {
+		lo, hi := st.lo/ancChunk, st.hi/ancChunk
 		if thi == 0 {
-			if err := w.delAnc(ds, st.lo, st.hi); err != nil {
+			if err := w.delChunks(ds, lo, hi); err != nil {
 				return err
 			}
 		} else {
-			if st.lo < tlo {
-				if err := w.delAnc(ds, st.lo, min(st.hi, tlo-1)); err != nil {
+			if tc := tlo / ancChunk; lo < tc {
+				if err := w.delChunks(ds, lo, min(hi, tc-1)); err != nil {
 					return err
 				}
 			}
-			if st.hi > thi {
-				if err := w.delAnc(ds, max(st.lo, thi+1), st.hi); err != nil {
+			if tc := thi / ancChunk; hi > tc {
+				if err := w.delChunks(ds, max(lo, tc+1), hi); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	// Write what the store lacks in it.
+	// Add the entries the store lacks: after a rebuild, every chunk
+	// written whole (a set hides what an older path left in it).
 	if thi != 0 {
-		for p := thi; p >= tlo; p-- {
-			if !st.rewrite && st.hi != 0 && p >= st.lo && p <= st.hi {
-				p = st.lo // the stored range agrees: skip it
+		for c := tlo / ancChunk; c <= thi/ancChunk; c++ {
+			plo, phi := max(tlo, c*ancChunk), min(thi, c*ancChunk+ancChunk-1)
+			if !st.rewrite && st.hi != 0 {
+				// Only positions outside the stored range are new.
+				if plo >= st.lo && phi <= st.hi {
+					continue
+				}
+				if err := w.addEntries(ds, c, plo, phi, st.lo, st.hi, false); err != nil {
+					return err
+				}
 				continue
 			}
-			if err := w.setAnc(ds, p); err != nil {
+			if err := w.addEntries(ds, c, plo, phi, 1, 0, st.rewrite); err != nil {
 				return err
 			}
 		}
@@ -207,37 +270,59 @@ func (w *writer) saveHistory(ds *docState, keepLin bool) error {
 	return nil
 }
 
-// setAnc stages the ancestor key of position p of ds's path.
-func (w *writer) setAnc(ds *docState, p uint64) error {
+// addEntries stages the entries of positions plo..phi of chunk c of ds's
+// path, leaving out those in slo..shi (stored already): appended to the
+// chunk, or, with whole, as the chunk's new value.
+func (w *writer) addEntries(ds *docState, c, plo, phi, slo, shi uint64, whole bool) error {
 	l := &ds.lin
-	i := int(l.start - p)
-	if i >= l.known() {
+	low := plo // the oldest position to add
+	if low >= slo && low <= shi {
+		low = shi + 1
+	}
+	if low <= phi && int(l.start-low) >= l.known() {
 		if err := w.s.loadPath(w.user, ds); err != nil {
 			return err
 		}
 	}
-	w.sc.k = ancKey(w.sc.k[:0], w.user, ds.coll, ds.id, p)
-	return w.set(w.sc.k, l.ids[i*revtree.HashLen:(i+1)*revtree.HashLen])
+	sc := w.sc
+	sc.k2 = sc.k2[:0]
+	for p := plo; p <= phi; p++ {
+		if p >= slo && p <= shi {
+			continue
+		}
+		i := int(l.start - p)
+		sc.k2 = append(sc.k2, byte(p%ancChunk))
+		sc.k2 = append(sc.k2, l.ids[i*revtree.HashLen:(i+1)*revtree.HashLen]...)
+	}
+	sc.k = ancKey(sc.k[:0], w.user, ds.coll, ds.id, c)
+	if whole {
+		return w.set(sc.k, sc.k2)
+	}
+	return w.merge(sc.k, sc.k2)
 }
 
 // maxPointDeletes is how many ancestor keys are deleted one by one; more
 // go in one range deletion.
 const maxPointDeletes = 8
 
-// delAnc stages the deletion of the ancestor keys of positions lo..hi.
-func (w *writer) delAnc(ds *docState, lo, hi uint64) error {
+// delChunks stages the deletion of ds's ancestor keys of chunks lo..hi.
+func (w *writer) delChunks(ds *docState, lo, hi uint64) error {
 	if hi-lo+1 <= maxPointDeletes {
-		for p := lo; p <= hi; p++ {
-			w.sc.k = ancKey(w.sc.k[:0], w.user, ds.coll, ds.id, p)
+		for c := lo; c <= hi; c++ {
+			w.sc.k = ancKey(w.sc.k[:0], w.user, ds.coll, ds.id, c)
 			if err := w.del(w.sc.k); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	// Keys run from the highest position to the lowest (position 0,
-	// which no revision has, is the exclusive end of position 1).
+	// Keys run from the highest chunk to the lowest; the range ends
+	// after chunk lo.
 	w.sc.k = ancKey(w.sc.k[:0], w.user, ds.coll, ds.id, hi)
-	w.sc.k2 = ancKey(w.sc.k2[:0], w.user, ds.coll, ds.id, lo-1)
+	if lo == 0 {
+		w.sc.k2 = prefixEnd(w.sc.k2[:0], ancPrefix(nil, w.user, ds.coll, ds.id))
+	} else {
+		w.sc.k2 = ancKey(w.sc.k2[:0], w.user, ds.coll, ds.id, lo-1)
+	}
 	return w.b.DeleteRange(w.sc.k, w.sc.k2, nil)
 }

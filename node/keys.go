@@ -15,7 +15,7 @@ const (
 	tagExp  = 'X' // user\0 X coll\0 exp seq -> id
 
 	// Revision keys (not part of the Weave view: DELETE storage keeps them).
-	tagAnc   = 'A' // user\0 A coll\0 len(id) id ^pos -> hash of an older revision of a single-path document (history.go)
+	tagAnc   = 'A' // user\0 A coll\0 len(id) id ^chunk -> entries (position, hash) of older revisions of a single-path document, appended by merge (history.go)
 	tagHist  = 'O' // user\0 O coll\0 id     -> older revision hashes of a single-path document (document version 3; replaced by tagAnc keys when it changes)
 	tagCkpt  = 'P' // user\0 P peer         -> replication checkpoint
 	tagChg   = 'Q' // user\0 Q seq          -> changes row (see appendChange)

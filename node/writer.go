@@ -38,7 +38,7 @@ type writer struct {
 	rs *revSession
 }
 
-// sortedOps buffers the sets and deletes of one request so that they reach
+// sortedOps buffers the sets, deletes and merges of one request so that they reach
 // the Pebble batch sorted by key: Pebble inserts a batch into the memtable
 // with one skiplist inserter, which reuses its position when each key
 // follows the previous one, so sorted batches cost far fewer comparisons.
@@ -51,15 +51,21 @@ type sortedOps struct {
 
 type bufOp struct {
 	off, klen, vlen int32
-	del             bool
+	kind            byte // opSet, opDel, opMerge
 }
+
+const (
+	opSet = iota
+	opDel
+	opMerge
+)
 
 var opsPool = sync.Pool{New: func() any { return new(sortedOps) }}
 
-func (o *sortedOps) add(k, v []byte, del bool) {
+func (o *sortedOps) add(k, v []byte, kind byte) {
 	off := len(o.arena)
 	o.arena = append(append(o.arena, k...), v...)
-	o.ops = append(o.ops, bufOp{off: int32(off), klen: int32(len(k)), vlen: int32(len(v)), del: del})
+	o.ops = append(o.ops, bufOp{off: int32(off), klen: int32(len(k)), vlen: int32(len(v)), kind: kind})
 }
 
 func (o *sortedOps) key(op *bufOp) []byte {
@@ -72,11 +78,14 @@ func (o *sortedOps) flush(b *pebble.Batch) error {
 	var err error
 	for i := range o.ops {
 		op := &o.ops[i]
-		k := o.key(op)
-		if op.del {
+		k, v := o.key(op), o.arena[op.off+op.klen:op.off+op.klen+op.vlen]
+		switch op.kind {
+		case opDel:
 			err = b.Delete(k, nil)
-		} else {
-			err = b.Set(k, o.arena[op.off+op.klen:op.off+op.klen+op.vlen], nil)
+		case opMerge:
+			err = b.Merge(k, v, nil)
+		default:
+			err = b.Set(k, v, nil)
 		}
 		if err != nil {
 			break
@@ -94,10 +103,10 @@ func (o *sortedOps) release() {
 	opsPool.Put(o)
 }
 
-// set and del stage one write, buffered when w.ops is set.
+// set, del and merge stage one write, buffered when w.ops is set.
 func (w *writer) set(k, v []byte) error {
 	if w.ops != nil {
-		w.ops.add(k, v, false)
+		w.ops.add(k, v, opSet)
 		return nil
 	}
 	return w.b.Set(k, v, nil)
@@ -105,10 +114,20 @@ func (w *writer) set(k, v []byte) error {
 
 func (w *writer) del(k []byte) error {
 	if w.ops != nil {
-		w.ops.add(k, nil, true)
+		w.ops.add(k, nil, opDel)
 		return nil
 	}
 	return w.b.Delete(k, nil)
+}
+
+// merge appends v to k's value (Pebble's default merger concatenates
+// operands, oldest first).
+func (w *writer) merge(k, v []byte) error {
+	if w.ops != nil {
+		w.ops.add(k, v, opMerge)
+		return nil
+	}
+	return w.b.Merge(k, v, nil)
 }
 
 // known is a record head read from Pebble before staging (see
