@@ -168,11 +168,22 @@ func punycodeEncode(label string) (string, bool) {
 	return string(out), true
 }
 
-// ValidPassword reports whether password is strong enough for user
-// (weave-api.md 4.3): at least 8 bytes of UTF-8 and not the user name,
-// ignoring case and surrounding spaces.
+// MinPasswordBytes and MaxPasswordBytes bound a new password's length in
+// bytes of UTF-8. The maximum keeps every password sendable: a Basic
+// header carries it base64-encoded (a third longer) within the servers'
+// header limits with room to spare, and it caps the work one check costs
+// before hashing. Passwords set before the maximum existed keep working.
+const (
+	MinPasswordBytes = 8
+	MaxPasswordBytes = 256
+)
+
+// ValidPassword reports whether password is acceptable for user as a new
+// password (weave-api.md 4.3): MinPasswordBytes to MaxPasswordBytes
+// bytes of UTF-8 and not the user name, ignoring case and surrounding
+// spaces.
 func ValidPassword(user, password string) bool {
-	if len(password) < 8 {
+	if len(password) < MinPasswordBytes || len(password) > MaxPasswordBytes {
 		return false
 	}
 	return strings.ToLower(strings.TrimSpace(user)) != strings.ToLower(strings.TrimSpace(password))

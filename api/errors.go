@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -119,6 +120,56 @@ func Seconds(d time.Duration) string {
 	return strconv.FormatInt(max(s, 1), 10)
 }
 
+// ErrTooManyRequests is matched (errors.Is) by every *ThrottleError: a
+// client exceeded a limit on failed logins or password-reset mails and
+// must wait.
+var ErrTooManyRequests = errors.New("api: too many requests")
+
+// ThrottleError refuses a request because its client, or the account it
+// names, exceeded a limit (failed logins, reset mails). It is answered
+// with 429 and Retry-After: After (whole seconds, at least 1). It is
+// neither ErrUnauthorized nor ErrUnavailable: a client told 401 would
+// discard a password that may be right, and 503 would blame the server.
+// Build it with TooManyRequests.
+type ThrottleError struct {
+	// Err is the cause (which limit); nil means ErrTooManyRequests alone.
+	Err error
+	// After is how long the client should wait.
+	After time.Duration
+}
+
+// Error names the cause and the wait.
+func (e *ThrottleError) Error() string {
+	cause := ErrTooManyRequests.Error()
+	if e.Err != nil {
+		cause = e.Err.Error()
+	}
+	return cause + " (retry after " + e.After.String() + ")"
+}
+
+// Unwrap returns the cause and ErrTooManyRequests.
+func (e *ThrottleError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrTooManyRequests}
+	}
+	return []error{e.Err, ErrTooManyRequests}
+}
+
+// TooManyRequests returns err (nil: ErrTooManyRequests) as a 429 whose
+// Retry-After is after.
+func TooManyRequests(err error, after time.Duration) error {
+	return &ThrottleError{Err: err, After: after}
+}
+
+// ThrottleHint returns the first ThrottleError in err's chain, if any.
+func ThrottleHint(err error) (*ThrottleError, bool) {
+	var te *ThrottleError
+	if errors.As(err, &te) {
+		return te, true
+	}
+	return nil, false
+}
+
 // HTTPError is an error with a fixed HTTP answer: a status and, when Code
 // is non-zero, a Weave code body.
 type HTTPError struct {
@@ -185,6 +236,9 @@ var codeBodies = func() (t [CodeSizeLimitExceeded + 1][]byte) {
 //   - ErrNotFound, ErrUserNotFound: 404; ErrPreconditionFailed: 412;
 //   - ErrOverQuota: 400 14; ErrUserExists: 400 4; ErrNoEmail: 400 12;
 //     ErrBadResetCode: 400 10;
+//   - a *ThrottleError (ErrTooManyRequests): 429 with Retry-After, empty
+//     body;
+//   - ErrRegistrationClosed, ErrBadInvite: 403, empty body;
 //   - ErrUnauthorized: 401, with WWW-Authenticate: Basic realm="Sync"
 //     when the request had no credentials;
 //   - anything else (ErrUnavailable, backend failures): 503 with
@@ -194,15 +248,22 @@ var codeBodies = func() (t [CodeSizeLimitExceeded + 1][]byte) {
 //     X-Weave-Backoff. The crash id is the request id the HTTP platform
 //     put in the X-Request-Id response header, when there is one, so the
 //     error line, the access log line and the client's answer share it.
-//     Expected unavailability (ErrUnavailable, a hint) is logged as a
-//     warning, anything else as an error.
+//     Expected unavailability (ErrUnavailable, a hint, a backend call
+//     that timed out) is logged as a warning, a request whose client went
+//     away at debug level, anything else as an error.
 func (rs responder) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h := w.Header()
 	var he *HTTPError
 	var we WBOError
+	var te *ThrottleError
 	switch {
 	case errors.As(err, &he):
 		rs.send(w, he.Status, he.Code)
+	case errors.As(err, &te):
+		h.Set("Retry-After", Seconds(te.After))
+		rs.send(w, http.StatusTooManyRequests, 0)
+	case errors.Is(err, ErrRegistrationClosed), errors.Is(err, ErrBadInvite):
+		rs.send(w, http.StatusForbidden, 0)
 	case errors.Is(err, ErrBadQuery):
 		rs.send(w, http.StatusBadRequest, 0)
 	case errors.Is(err, ErrMalformedJSON):
@@ -234,7 +295,13 @@ func (rs responder) writeError(w http.ResponseWriter, r *http.Request, err error
 			crash = hex.EncodeToString(id[:])
 		}
 		level := slog.LevelError
-		if errors.Is(err, ErrUnavailable) {
+		switch {
+		case r.Context().Err() != nil:
+			// The client went away (or its request timed out): nobody
+			// reads this answer, and it says nothing about the server.
+			level = slog.LevelDebug
+		case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+			// Expected unavailability: a backend that is slow or away.
 			level = slog.LevelWarn
 		}
 		rs.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "crash_id", crash, "err", err)

@@ -55,7 +55,36 @@ var (
 	ErrTokenNotYetValid = fmt.Errorf("%w: token issued in the future", ErrUnauthorized)
 	// ErrTokenLifetime: exp - iat exceeds MaxTokenLifetime, or exp <= iat.
 	ErrTokenLifetime = fmt.Errorf("%w: token lifetime out of bounds", ErrUnauthorized)
+	// ErrTokenRevoked: the account's credentials changed (password set or
+	// reset, account deleted or created again) at or after the token's
+	// iat.
+	ErrTokenRevoked = fmt.Errorf("%w: token revoked", ErrUnauthorized)
 )
+
+// CredentialState is what the directory says about a user's credentials,
+// for revocation: whether the account exists, when its credentials last
+// changed and a generation that changes with each change. A node checks
+// every token against it (Revokes) and drops a cached Basic answer whose
+// generation is not the current one.
+type CredentialState struct {
+	// Exists is false for an account that does not exist (deleted, or
+	// never created): every credential of the name is refused.
+	Exists bool
+	// ChangedAt is when the credentials last changed (creation, password
+	// set or reset), Unix seconds of the directory's clock. A token
+	// issued at or before it is revoked; the directory issues tokens
+	// with iat > ChangedAt.
+	ChangedAt int64
+	// Gen identifies the credentials: it changes with every change
+	// (the directory uses the raft index of the change). 0 means unknown.
+	Gen uint64
+}
+
+// Revokes reports whether s revokes a token with claims c: the account
+// does not exist, or its credentials changed at or after c.Iat.
+func (s CredentialState) Revokes(c TokenClaims) bool {
+	return !s.Exists || c.Iat <= s.ChangedAt
+}
 
 // TokenClaims are the signed contents of a token.
 type TokenClaims struct {

@@ -204,3 +204,24 @@ func TestUserTokenEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestCredentialStateRevokes is the revocation rule nodes apply to every
+// token: refused when the account does not exist or its credentials
+// changed at or after the token's iat.
+func TestCredentialStateRevokes(t *testing.T) {
+	tok := TokenClaims{Iat: 1000, Exp: 2000}
+	for _, tc := range []struct {
+		s    CredentialState
+		want bool
+	}{
+		{CredentialState{Exists: false}, true},
+		{CredentialState{Exists: true, ChangedAt: 0}, false},
+		{CredentialState{Exists: true, ChangedAt: 999}, false},
+		{CredentialState{Exists: true, ChangedAt: 1000}, true}, // same second: the change may come after
+		{CredentialState{Exists: true, ChangedAt: 1500}, true},
+	} {
+		if got := tc.s.Revokes(tok); got != tc.want {
+			t.Errorf("%+v revokes iat 1000: %v, want %v", tc.s, got, tc.want)
+		}
+	}
+}

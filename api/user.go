@@ -9,7 +9,6 @@ import (
 	"html"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,11 +18,61 @@ import (
 	"github.com/gorilla/mux"
 )
 
-// CaptchaVerifier checks a captcha answer (reCAPTCHA v1 style). Verify
-// returns false for a wrong answer and an error when the check could not be
-// made. It must be safe for concurrent use.
+// CaptchaVerifier checks a captcha answer: the "captcha-challenge" and
+// "captcha-response" fields of a registration (or the query parameters of
+// a reset request) and the client's IP address. Verify returns false for
+// a wrong answer and an error when the check could not be made (the
+// request is then answered 503). It must be safe for concurrent use.
+// SiteVerifier implements it for the captcha services that share the
+// "siteverify" protocol; any other service plugs in by implementing it.
 type CaptchaVerifier interface {
 	Verify(ctx context.Context, challenge, response, remoteAddr string) (bool, error)
+}
+
+// Registration says who may create accounts through the user API.
+type Registration string
+
+// The registration policies.
+const (
+	// RegistrationOpen lets anyone create an account (the default).
+	RegistrationOpen Registration = "open"
+	// RegistrationClosed refuses every account creation (403), except
+	// with the admin secret (X-Weave-Secret).
+	RegistrationClosed Registration = "closed"
+	// RegistrationInvite creates an account only with a single-use invite
+	// code, the "invite" field of the JSON body (403 without a valid
+	// one), or with the admin secret. Accounts must implement
+	// InviteAccounts.
+	RegistrationInvite Registration = "invite"
+)
+
+// ParseRegistration parses "open", "closed" or "invite" ("" is open).
+func ParseRegistration(s string) (Registration, error) {
+	switch r := Registration(s); r {
+	case "", RegistrationOpen:
+		return RegistrationOpen, nil
+	case RegistrationClosed, RegistrationInvite:
+		return r, nil
+	}
+	return "", fmt.Errorf("%w: registration %q is not open, closed or invite", ErrBadConfig, s)
+}
+
+// Errors of the registration policy; each is answered 403.
+var (
+	// ErrRegistrationClosed: registration is closed on this server.
+	ErrRegistrationClosed = errors.New("api: registration is closed")
+	// ErrBadInvite: registration needs an invite code and the request
+	// has none, or one that is unknown, used or expired.
+	ErrBadInvite = errors.New("api: missing or invalid invite code")
+)
+
+// InviteAccounts is implemented by Accounts that admit registrations
+// with invite codes (the directory): CreateUserWithInvite creates the
+// account and uses up the invite in one step, so a code admits one
+// account only. ErrBadInvite when the code is unknown, used or expired;
+// otherwise as Accounts.CreateUser.
+type InviteAccounts interface {
+	CreateUserWithInvite(ctx context.Context, user, password, email, invite string) error
 }
 
 // UserConfig configures the user API handler.
@@ -41,9 +90,16 @@ type UserConfig struct {
 	Captcha CaptchaVerifier
 	// CaptchaPublicKey is the site key put into /misc/1.0/captcha_html.
 	CaptchaPublicKey string
+	// CaptchaHTML, when set, is the page /misc/1.0/captcha_html serves
+	// (the widget of the captcha service Captcha checks); empty serves
+	// the reCAPTCHA v1 markup with CaptchaPublicKey.
+	CaptchaHTML string
 	// AdminSecret, when non-empty, lets a request whose X-Weave-Secret
-	// header equals it skip the captcha.
+	// header equals it skip the captcha and the registration policy.
 	AdminSecret string
+	// Registration is who may create accounts; zero means
+	// RegistrationOpen.
+	Registration Registration
 	// RetryAfter is the Retry-After of 503 answers whose error carries no
 	// retry hint (RetryError), in seconds; zero means 10 (RetryBlip).
 	RetryAfter int
@@ -87,6 +143,13 @@ func (c UserConfig) Validate() error {
 	case c.MaxBodyBytes < 0 || c.MaxCreateBodyBytes < 0:
 		return fmt.Errorf("%w: negative body limit", ErrBadConfig)
 	}
+	reg, err := ParseRegistration(string(c.Registration))
+	if err != nil {
+		return err
+	}
+	if _, ok := c.Accounts.(InviteAccounts); reg == RegistrationInvite && !ok {
+		return fmt.Errorf("%w: invite registration needs Accounts that take invite codes (InviteAccounts)", ErrBadConfig)
+	}
 	return nil
 }
 
@@ -109,6 +172,7 @@ func NewUserHandler(cfg UserConfig) (http.Handler, error) {
 	if cfg.MaxCreateBodyBytes == 0 {
 		cfg.MaxCreateBodyBytes = DefaultMaxCreateBodyBytes
 	}
+	cfg.Registration, _ = ParseRegistration(string(cfg.Registration))
 	u := &userAPI{cfg: cfg, rs: newResponder(cfg.Logger, cfg.RetryAfter)}
 	r := mux.NewRouter().SkipClean(true)
 	base := `/user/{ver:1\.0|1}/` + userPattern
@@ -134,10 +198,12 @@ func NewUserHandler(cfg UserConfig) (http.Handler, error) {
 }
 
 // ServeHTTP strips trailing slashes, stamps the response with the server
-// time (X-Weave-Timestamp, as the reference server does on every response)
-// and routes.
+// time (X-Weave-Timestamp, as the reference server does on every response),
+// puts the client's address into the request context (ClientAddr: the
+// accounts limit failed logins per client) and routes.
 func (u *userAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()["X-Weave-Timestamp"] = []string{Stamp(time.Now().UnixMilli() / 10).String()}
+	r = withClientAddr(r)
 	if p := r.URL.Path; len(p) > 1 && p[len(p)-1] == '/' {
 		r = withPath(r, strings.TrimRight(p, "/"))
 	}
@@ -170,21 +236,19 @@ func (u *userAPI) checkBasic(r *http.Request, user string) error {
 	return nil
 }
 
+// admin reports whether r carries the admin secret (X-Weave-Secret).
+func (u *userAPI) admin(r *http.Request) bool {
+	s := r.Header.Get("X-Weave-Secret")
+	return u.cfg.AdminSecret != "" && subtle.ConstantTimeCompare([]byte(s), []byte(u.cfg.AdminSecret)) == 1
+}
+
 // captchaOK checks the captcha when captchas are on and the admin secret
 // was not given.
 func (u *userAPI) captchaOK(r *http.Request, challenge, response string) error {
-	if u.cfg.Captcha == nil {
+	if u.cfg.Captcha == nil || u.admin(r) {
 		return nil
 	}
-	if s := r.Header.Get("X-Weave-Secret"); u.cfg.AdminSecret != "" &&
-		subtle.ConstantTimeCompare([]byte(s), []byte(u.cfg.AdminSecret)) == 1 {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ok, err := u.cfg.Captcha.Verify(r.Context(), challenge, response, host)
+	ok, err := u.cfg.Captcha.Verify(r.Context(), challenge, response, RemoteIP(r))
 	if err != nil {
 		return fmt.Errorf("captcha: %w", err)
 	}
@@ -228,7 +292,10 @@ func (u *userAPI) exists(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// create is PUT /user/1.0/{u} with the checks of weave-api.md 4.3 in order.
+// create is PUT /user/1.0/{u} with the checks of weave-api.md 4.3 in
+// order, then the registration policy: closed registration is refused
+// before the body is read, an invite is checked (and used up) with the
+// account's creation.
 func (u *userAPI) create(w http.ResponseWriter, r *http.Request) {
 	user := mux.Vars(r)["user"]
 	fail := func(err error) { u.rs.writeError(w, r, err) }
@@ -239,6 +306,11 @@ func (u *userAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if taken {
 		fail(weaveErr(CodeCannotOverwrite))
+		return
+	}
+	admin := u.admin(r)
+	if u.cfg.Registration == RegistrationClosed && !admin {
+		fail(ErrRegistrationClosed)
 		return
 	}
 	raw, err := readLimited(w, r, u.cfg.MaxCreateBodyBytes)
@@ -279,7 +351,17 @@ func (u *userAPI) create(w http.ResponseWriter, r *http.Request) {
 		fail(err)
 		return
 	}
-	if err := u.cfg.Accounts.CreateUser(r.Context(), user, password, email); err != nil {
+	if u.cfg.Registration == RegistrationInvite && !admin {
+		invite, _ := body["invite"].(string)
+		if invite == "" {
+			fail(ErrBadInvite)
+			return
+		}
+		err = u.cfg.Accounts.(InviteAccounts).CreateUserWithInvite(r.Context(), user, password, email, invite)
+	} else {
+		err = u.cfg.Accounts.CreateUser(r.Context(), user, password, email)
+	}
+	if err != nil {
 		fail(err)
 		return
 	}
@@ -464,6 +546,10 @@ func (u *userAPI) captchaHTML(w http.ResponseWriter, r *http.Request) {
 		u.rs.writeError(w, r, errRouteNotFound)
 		return
 	}
+	if u.cfg.CaptchaHTML != "" {
+		writeBody(w, "text/html; charset=utf-8", []byte(u.cfg.CaptchaHTML))
+		return
+	}
 	k := url.QueryEscape(u.cfg.CaptchaPublicKey)
 	body := `<script type="text/javascript" src="https://www.google.com/recaptcha/api/challenge?k=` + k + `"></script>
 <noscript>
@@ -517,6 +603,11 @@ func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
 			writeResetPage(w, http.StatusOK, name, "", "We were unable to locate your account.")
 		case errors.Is(err, ErrNoEmail):
 			writeResetPage(w, http.StatusOK, name, "", "There is no e-mail address on file for this account.")
+		case errors.Is(err, ErrTooManyRequests):
+			if te, ok := ThrottleHint(err); ok {
+				w.Header().Set("Retry-After", Seconds(te.After))
+			}
+			writeResetPage(w, http.StatusTooManyRequests, name, "", "Too many reset mails were asked for; please try again later.")
 		default:
 			u.rs.writeError(w, r, err)
 		}
@@ -533,7 +624,7 @@ func (u *userAPI) resetForm(w http.ResponseWriter, r *http.Request) {
 		return
 	case !ValidPassword(user, pw):
 		writeResetPage(w, http.StatusOK, name, key,
-			"The password must be at least 8 characters long and differ from the user name.")
+			fmt.Sprintf("The password must be %d to %d bytes long and differ from the user name.", MinPasswordBytes, MaxPasswordBytes))
 		return
 	}
 	err := u.cfg.Accounts.ResetPassword(r.Context(), user, key, pw)

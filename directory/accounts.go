@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -21,16 +22,21 @@ const UserAPIRetryAfter = 5
 // UserAPIConfig returns the configuration of the voter's Weave user API
 // (api.NewUserHandler) over this directory: the accounts and the token
 // endpoint, the directory's logger (so every 503 is logged with its crash
-// id and error), UserAPIRetryAfter, and the reset code lifetime quoted on
-// the reset form. The caller may change other fields (captcha, admin
-// secret) before building the handler.
+// id and error), UserAPIRetryAfter, the reset code lifetime quoted on
+// the reset form, and the registration policy, captcha and admin secret
+// of AccountConfig. The caller may change other fields before building
+// the handler.
 func (d *Directory) UserAPIConfig() api.UserConfig {
+	a := d.cfg.Accounts
 	c := api.DefaultUserConfig()
 	c.Accounts = d
 	c.Tokens = d
 	c.Logger = d.log.With("component", "user-api")
 	c.RetryAfter = UserAPIRetryAfter
-	c.ResetCodeTTL = d.cfg.Accounts.ResetCodeTTL
+	c.ResetCodeTTL = a.ResetCodeTTL
+	c.Registration = a.Registration
+	c.Captcha, c.CaptchaPublicKey, c.CaptchaHTML = a.Captcha, a.CaptchaSiteKey, a.CaptchaHTML
+	c.AdminSecret = a.AdminSecret
 	return c
 }
 
@@ -40,8 +46,18 @@ func (d *Directory) UserExists(ctx context.Context, user string) (bool, error) {
 	if d.closed.Load() {
 		return false, ErrClosed
 	}
-	_, ok := d.state.Account(user)
-	return ok, nil
+	if _, ok := d.state.Account(user); ok {
+		return true, nil
+	}
+	// "No such account" only from the leader's state (absent.go).
+	switch err := d.confirmAbsent(ctx, user, ""); {
+	case errors.Is(err, errRecheck):
+		_, ok := d.state.Account(user)
+		return ok, nil
+	case err != nil:
+		return false, err
+	}
+	return false, nil
 }
 
 // CreateUser hashes password (argon2id, outside raft) and proposes the
@@ -50,11 +66,32 @@ func (d *Directory) UserExists(ctx context.Context, user string) (bool, error) {
 // the name is taken (checked locally first, and authoritatively by the
 // state machine).
 func (d *Directory) CreateUser(ctx context.Context, user, password, email string) error {
+	return d.CreateUserWithInvite(ctx, user, password, email, "")
+}
+
+// CreateUserWithInvite is CreateUser that uses up the invite code
+// invite ("" for none) in the same raft entry (api.InviteAccounts):
+// api.ErrBadInvite when it is unknown, used or expired. It implements
+// api.InviteAccounts. A name deleted within state.TombstoneTTL is taken
+// again only once the alive nodes that held it confirmed wiping it
+// (else an error wrapping api.ErrUnavailable: retry shortly).
+func (d *Directory) CreateUserWithInvite(ctx context.Context, user, password, email, invite string) error {
 	if user == "" {
 		return fmt.Errorf("directory: empty user name")
 	}
 	if _, ok := d.state.Account(user); ok {
 		return api.ErrUserExists
+	}
+	now := d.cfg.Clock().Unix()
+	var inviteHash string
+	if invite != "" {
+		inviteHash = state.InviteHash(normalizeCode(invite))
+		if !d.state.InviteValid(inviteHash, now) {
+			return api.ErrBadInvite
+		}
+	}
+	if err := d.notes.wipeBefore(ctx, d.state, user); err != nil {
+		return err
 	}
 	hash, err := d.hasher.hash(ctx, password)
 	if err != nil {
@@ -62,9 +99,11 @@ func (d *Directory) CreateUser(ctx context.Context, user, password, email string
 	}
 	return d.write(ctx, state.CreateUser{
 		Name: user, Hash: hash, Email: email,
-		Created: d.cfg.Clock().Unix(), Node: d.cfg.Accounts.NodeURL,
+		Created: now, Node: d.cfg.Accounts.NodeURL, Invite: inviteHash,
 	})
 }
+
+var _ api.InviteAccounts = (*Directory)(nil)
 
 // DeleteUser removes an account; api.ErrUserNotFound if there is none.
 // With Nodes.NotifyNodes, once the deletion is committed the nodes the
@@ -77,10 +116,16 @@ func (d *Directory) DeleteUser(ctx context.Context, user string) error {
 	set, _, _ := d.state.Assignment(user)
 	r, _, _ := d.state.Replicas(user)
 	set = append(set, r.Leaving...)
-	if err := d.write(ctx, state.DeleteUser{Name: user}); err != nil {
+	at := d.cfg.Clock().Unix()
+	// Every token of the account was issued at or before this floor (as
+	// the state machine's tombstone says): the nodes refuse them even if
+	// the name is registered again before they expire.
+	floor := max(at, d.state.Credentials(user).ChangedAt+1)
+	if err := d.write(ctx, state.DeleteUser{Name: user, At: at}); err != nil {
 		return err
 	}
-	done := d.notes.notify(user, set, true)
+	d.guard.forget(user)
+	done := d.notes.notify(user, set, dirEvent(user, true, api.CredentialState{ChangedAt: floor}))
 	t := time.NewTimer(deleteWait)
 	defer t.Stop()
 	select {
@@ -93,20 +138,52 @@ func (d *Directory) DeleteUser(ctx context.Context, user string) error {
 }
 
 // CheckPassword returns nil when password is the user's, else
-// api.ErrUnauthorized. An unknown user costs one hash computation as well,
-// so response times do not reveal which names exist. A stored hash that
-// does not parse is logged and reported as an error wrapping ErrBadHash.
+// api.ErrUnauthorized. An unknown user is refused without hashing: the
+// Weave user API says which names exist to anyone who asks (GET
+// /user/1.0/{name}), so equal timing would hide nothing, while hashing
+// would give a flood of made-up names the full argon2 cost for free. A
+// stored hash that does not parse is logged and reported as an error
+// wrapping ErrBadHash.
+//
+// Every check goes through the login guard (guard.go) with the client
+// address ctx carries (api.ClientAddr): repeated credentials are answered
+// from a short cache, an account or client address past its free wrong
+// passwords gets an *api.ThrottleError (429) for a doubling wait, and
+// accounts known at their client's address hash in a priority lane.
 func (d *Directory) CheckPassword(ctx context.Context, user, password string) error {
 	if d.closed.Load() {
 		return ErrClosed
 	}
-	a, ok := d.state.Account(user)
-	enc := d.hasher.dummy
-	if ok {
-		enc = a.Hash
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	match, err := d.hasher.verify(ctx, enc, password)
+	a, ok := d.state.Account(user)
+	if !ok {
+		// An account this voter does not know may be one it has not
+		// applied yet: refuse the password only once the leader's state
+		// agrees (absent.go).
+		switch err := d.confirmAbsent(ctx, user, ""); {
+		case errors.Is(err, errRecheck):
+			a, ok = d.state.Account(user)
+		case err != nil:
+			return err
+		}
+	}
+	if ok && a.SyncAccount() {
+		ok = false // a Sync 1.5 account has no password
+	}
+	match, err := d.guard.check(ctx, user, password, a.Hash, api.ClientAddr(ctx), func(ctx context.Context, priority bool) (bool, error) {
+		if !ok {
+			return false, nil
+		}
+		return d.hasher.verify(ctx, a.Hash, password, priority)
+	})
 	if err != nil {
+		var te *api.ThrottleError
+		var re *api.RetryError
+		if errors.As(err, &te) || errors.As(err, &re) {
+			return err
+		}
 		if ctx.Err() == nil {
 			d.log.Error("directory: stored password hash unusable", "user", user, "err", err)
 		}
@@ -132,7 +209,16 @@ func (d *Directory) StorageNode(ctx context.Context, user string) (string, error
 	}
 	r, fallback, ok := d.state.Replicas(user)
 	if !ok {
-		return "", api.ErrUserNotFound
+		switch err := d.confirmAbsent(ctx, user, ""); {
+		case errors.Is(err, errRecheck):
+			if r, fallback, ok = d.state.Replicas(user); !ok {
+				return "", api.ErrUserNotFound
+			}
+		case err != nil:
+			return "", err
+		default:
+			return "", api.ErrUserNotFound
+		}
 	}
 	if len(r.Members) == 0 {
 		return fallback, nil
@@ -158,7 +244,8 @@ func (d *Directory) SetEmail(ctx context.Context, user, email string) error {
 }
 
 // SetPassword changes the user's password and drops any pending reset
-// code; api.ErrUserNotFound.
+// code; api.ErrUserNotFound. Every token issued before it and every
+// Basic answer the nodes cached are revoked (Credentials).
 func (d *Directory) SetPassword(ctx context.Context, user, password string) error {
 	if _, ok := d.state.Account(user); !ok {
 		return api.ErrUserNotFound
@@ -167,24 +254,45 @@ func (d *Directory) SetPassword(ctx context.Context, user, password string) erro
 	if err != nil {
 		return err
 	}
-	if err := d.write(ctx, state.SetPassword{Name: user, Hash: hash}); err != nil {
+	if err := d.write(ctx, state.SetPassword{Name: user, Hash: hash, At: d.cfg.Clock().Unix()}); err != nil {
 		return err
 	}
 	d.notifyPasswordChanged(user)
 	return nil
 }
 
-// notifyPasswordChanged tells the user's nodes (Nodes.NotifyNodes), in the
-// background, that the user's password changed.
+// notifyPasswordChanged forgets the user's failures and tells the user's
+// nodes (Nodes.NotifyNodes), in the background, that the user's password
+// changed, with the new credential state.
 func (d *Directory) notifyPasswordChanged(user string) {
-	set, _, _ := d.state.Assignment(user)
-	d.notes.notify(user, set, false)
+	d.guard.forget(user)
+	r, _, _ := d.state.Replicas(user)
+	set := make([]NodeInfo, 0, len(r.Members)+len(r.Leaving))
+	for _, m := range r.Members {
+		set = append(set, m.NodeInfo)
+	}
+	set = append(set, r.Leaving...)
+	d.notes.notify(user, set, dirEvent(user, false, d.state.Credentials(user)))
+}
+
+// Credentials returns the user's credential state from the local state
+// (api.CredentialState: Exists false for an unknown user). A node in the
+// same process (serve) checks tokens and cached answers against it.
+func (d *Directory) Credentials(ctx context.Context, user string) (api.CredentialState, error) {
+	if d.closed.Load() {
+		return api.CredentialState{}, ErrClosed
+	}
+	return d.state.Credentials(user), nil
 }
 
 // RequestPasswordReset stores a new random reset code (hashed, valid for
 // Accounts.ResetCodeTTL, replacing any earlier one) and mails it to the
 // user. api.ErrUserNotFound, api.ErrNoEmail; a mail failure is returned
 // wrapping api.ErrUnavailable (the code is stored but nobody knows it).
+// Mails are limited (Accounts.Resets): per account, by the state machine
+// (so all voters together), per client address (api.ClientAddr) and in
+// all on this voter; beyond, an *api.ThrottleError (429) says when to
+// come back.
 func (d *Directory) RequestPasswordReset(ctx context.Context, user string) error {
 	a, ok := d.state.Account(user)
 	if !ok {
@@ -193,12 +301,32 @@ func (d *Directory) RequestPasswordReset(ctx context.Context, user string) error
 	if a.Email == "" {
 		return api.ErrNoEmail
 	}
+	now := d.cfg.Clock()
+	lim := d.cfg.Accounts.Resets
+	window := int64(lim.Window / time.Second)
+	if wait, ok := a.ResetWait(now.Unix(), lim.PerAccount, window); !ok {
+		return api.TooManyRequests(state.ErrTooManyResets, time.Duration(wait)*time.Second)
+	}
+	if err := d.resets.take(api.ClientAddr(ctx), now); err != nil {
+		return err
+	}
 	code, codeHash, err := newResetCode()
 	if err != nil {
 		return err
 	}
-	expires := d.cfg.Clock().Add(d.cfg.Accounts.ResetCodeTTL)
-	if err := d.write(ctx, state.SetResetCode{Name: user, CodeHash: codeHash, Expires: expires.Unix()}); err != nil {
+	expires := now.Add(d.cfg.Accounts.ResetCodeTTL)
+	err = d.write(ctx, state.SetResetCode{Name: user, CodeHash: codeHash, Expires: expires.Unix(),
+		Now: now.Unix(), Max: lim.PerAccount, Window: window})
+	if errors.Is(err, state.ErrTooManyResets) {
+		wait := lim.Window / time.Duration(max(lim.PerAccount, 1))
+		if a, ok := d.state.Account(user); ok {
+			if w, ok := a.ResetWait(now.Unix(), lim.PerAccount, window); !ok {
+				wait = time.Duration(w) * time.Second
+			}
+		}
+		return api.TooManyRequests(err, wait)
+	}
+	if err != nil {
 		return err
 	}
 	subject, body := resetMail(d.cfg.Accounts.ResetURL, user, code, expires)
@@ -239,3 +367,26 @@ func (d *Directory) ResetPassword(ctx context.Context, user, code, password stri
 	d.notifyPasswordChanged(user)
 	return nil
 }
+
+// CreateInvite creates a single-use invite code valid for ttl (zero:
+// Accounts.InviteTTL) and returns it with its expiry. Only its hash is
+// stored (in the state machine); the code is shown once, here.
+func (d *Directory) CreateInvite(ctx context.Context, ttl time.Duration) (string, time.Time, error) {
+	if ttl <= 0 {
+		ttl = d.cfg.Accounts.InviteTTL
+	}
+	code, _, err := newResetCode()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	now := d.cfg.Clock()
+	exp := time.Unix(now.Add(ttl).Unix(), 0)
+	if err := d.write(ctx, state.CreateInvite{Hash: state.InviteHash(code), Expires: exp.Unix(), Now: now.Unix()}); err != nil {
+		return "", time.Time{}, err
+	}
+	return code, exp, nil
+}
+
+// Invites returns the unused invites (their hashes and expiries) from
+// the local state.
+func (d *Directory) Invites() []state.Invite { return d.state.Invites() }

@@ -62,18 +62,26 @@ func (d *Directory) startCluster(ctx context.Context) error {
 	if !d.cfg.clustered() {
 		return nil
 	}
+	d.spawn(d.votersLoop)
 	if !d.stores.fresh && !d.cfg.Cluster.Bootstrap {
 		// A restarted voter: it catches up from the current leader in the
 		// background; Open does not wait for a quorum.
 		return nil
 	}
-	if d.stores.fresh && !d.cfg.Cluster.Bootstrap && d.cfg.Cluster.Join == "" {
+	if d.stores.fresh && !d.cfg.Cluster.Bootstrap && d.cfg.Cluster.Join == "" && !d.cfg.Cluster.AwaitAdd {
 		return ErrNoCluster
 	}
 	joined := d.cfg.Cluster.Join == ""
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	awaiting := d.stores.fresh && d.cfg.Cluster.AwaitAdd && d.cfg.Cluster.Join == "" && !d.cfg.Cluster.Bootstrap
+	var lastSay time.Time
 	for {
+		if awaiting && time.Since(lastSay) > 30*time.Second {
+			lastSay = time.Now()
+			d.log.Info("directory: waiting to be added to a cluster: run on any voter's host: hce admin voter add "+
+				d.cfg.ID+" --raft "+string(d.stores.trans.LocalAddr())+" --url "+d.cfg.Cluster.HTTPURL, "id", d.cfg.ID)
+		}
 		if !joined {
 			err := d.join(ctx)
 			if err == nil {
@@ -86,6 +94,7 @@ func (d *Directory) startCluster(ctx context.Context) error {
 		}
 		if joined {
 			if d.voterRecorded() {
+				d.member.Store(true)
 				return nil
 			}
 			if _, id := d.raft.LeaderWithID(); id != "" {
@@ -148,7 +157,9 @@ func (b *cancelBody) Close() error {
 	return err
 }
 
-// addVoter adds (or re-addresses) a voter; leader only.
+// addVoter adds (or re-addresses) a voter; leader only. The voter must
+// answer at its raft address with a certificate of the directory CA for
+// its ID (admitVoter).
 func (d *Directory) addVoter(ctx context.Context, j joinRequest) error {
 	if j.ID == "" || j.RaftAddr == "" || j.HTTPURL == "" {
 		return fmt.Errorf("%w: join needs id, raft_addr and http_url", ErrMalformedCommand)
@@ -156,11 +167,15 @@ func (d *Directory) addVoter(ctx context.Context, j joinRequest) error {
 	if d.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
+	if err := d.admitVoter(ctx, j); err != nil {
+		return err
+	}
+	start := time.Now()
 	f := d.raft.AddVoter(raft.ServerID(j.ID), raft.ServerAddress(j.RaftAddr), 0, d.cfg.Raft.ApplyTimeout)
 	if err := awaitFuture(ctx, f); err != nil {
 		return mapRaftErr(err)
 	}
-	d.log.Info("directory: voter added", "id", j.ID, "raft", j.RaftAddr, "http", j.HTTPURL)
+	d.log.Info("directory: voter added", "id", j.ID, "raft", j.RaftAddr, "http", j.HTTPURL, "took", time.Since(start))
 	return d.writeLocal(ctx, mustEncode(state.SetVoter{ID: j.ID, HTTPURL: strings.TrimSuffix(j.HTTPURL, "/"), RaftAddr: j.RaftAddr}))
 }
 
@@ -204,6 +219,12 @@ var errRetryLeader = errors.New("directory: write not sent; retry with a new lea
 // is unknown (sent, no answer; leadership lost with the entry in raft)
 // are never retried: ErrOutcomeUnknown.
 func (d *Directory) propose(ctx context.Context, enc []byte) error {
+	// The gate holds on the proposing voter too: a leader of an older
+	// build, which has no gate, would refuse a command it cannot decode
+	// less clearly.
+	if err := d.gate.check(ctx, enc); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(leaderWait)
 	var last error
 	for {
@@ -382,6 +403,17 @@ var wireErrors = []struct {
 	{"bad_signature", ErrBadSignature},
 	{"not_current_member", ErrNotCurrentMember},
 	{"no_transfer", ErrNoTransfer},
+	{"bad_invite", api.ErrBadInvite},
+	{"too_many_invites", state.ErrTooManyInvites},
+	{"too_many_resets", state.ErrTooManyResets},
+	{"sync_refused", state.ErrSyncRefused},
+	{"gated", ErrGated},
+	{"not_drained", ErrNodeNotDrained},
+	{"voter_removed", ErrVoterRemoved},
+	{"unknown_voter", ErrUnknownVoter},
+	{"bad_voter", ErrBadVoter},
+	{"last_voter", ErrLastVoter},
+	{"node_down", ErrNodeDown},
 }
 
 // wireResult is the JSON answer of the internal endpoints.

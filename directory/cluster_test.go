@@ -78,29 +78,42 @@ func (c *testCluster) config(v *voter, bootstrap bool, join string) Config {
 
 // start opens v (serving HTTP first, so joiners can reach it).
 func (c *testCluster) start(v *voter, bootstrap bool, join string) {
-	t := c.t
-	t.Helper()
+	c.t.Helper()
+	c.startCfg(v, c.config(v, bootstrap, join))
+}
+
+// startCfg opens v with cfg (serving HTTP first).
+func (c *testCluster) startCfg(v *voter, cfg Config) {
+	c.t.Helper()
+	if err := c.startErr(v, cfg); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// startErr is startCfg returning its error (for other goroutines).
+func (c *testCluster) startErr(v *voter, cfg Config) error {
 	ln, err := net.Listen("tcp", v.httpAddr)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	v.lazy = &lazyHandler{}
 	v.srv = &http.Server{Handler: v.lazy}
 	go v.srv.Serve(ln)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := Open(ctx, c.config(v, bootstrap, join))
+	d, err := Open(ctx, cfg)
 	if err != nil {
 		v.srv.Close()
-		t.Fatalf("Open %s: %v", v.id, err)
+		return fmt.Errorf("Open %s: %w", v.id, err)
 	}
 	v.d = d
 	users, err := api.NewUserHandler(d.UserAPIConfig())
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	h := api.NewHandler(d.HTTPHandler(), users)
 	v.lazy.h.Store(&h)
+	return nil
 }
 
 func (c *testCluster) stop(v *voter) {

@@ -44,6 +44,9 @@ func (d *Directory) writeLocal(ctx context.Context, enc []byte) error {
 	if d.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
+	if err := d.gate.check(ctx, enc); err != nil {
+		return err
+	}
 	return d.commits.propose(ctx, d.ctx.Done(), enc)
 }
 

@@ -98,6 +98,9 @@ const (
 	DefaultPlacementTick = time.Second
 	// DefaultMaxTransfers is NodeConfig.MaxTransfers's default.
 	DefaultMaxTransfers = 4
+	// DefaultInviteTTL is how long an invite code stays valid unless the
+	// admin says otherwise.
+	DefaultInviteTTL = 7 * 24 * time.Hour
 )
 
 // Config configures a Directory. A zero field means "use the default".
@@ -137,6 +140,10 @@ type Config struct {
 	// and served over libp2p.
 	Nodes NodeConfig
 
+	// Sync configures the Sync 1.5 tokenserver (GET /1.0/sync/1.5, see
+	// sync.go); off unless a way to verify access tokens is given.
+	Sync SyncConfig
+
 	// Faults, when set, cuts chosen raft and libp2p links (test
 	// partitions, see Faults). Nil: nothing is refused.
 	Faults Faults
@@ -171,6 +178,29 @@ type AccountConfig struct {
 	// apply goroutine: it must be quick and must not call back into the
 	// Directory. Storage nodes use it to drop cached Basic-auth answers.
 	CredentialsChanged func(user string)
+	// Limits bounds failed logins and the hashing they cost (the login
+	// guard, guard.go). Zero fields: DefaultLoginLimits.
+	Limits LoginLimits
+	// Resets bounds password-reset mails. Zero fields:
+	// DefaultResetLimits.
+	Resets ResetLimits
+	// InviteTTL is the lifetime of invite codes CreateInvite makes when
+	// asked for none. Default DefaultInviteTTL (7 days).
+	InviteTTL time.Duration
+
+	// The voter's Weave user API (UserAPIConfig) takes the following.
+
+	// Registration is who may create accounts (api.Registration); zero
+	// means open.
+	Registration api.Registration
+	// Captcha, when set, turns captchas on for registrations and reset
+	// requests (api.UserConfig.Captcha); CaptchaSiteKey and CaptchaHTML
+	// go into /misc/1.0/captcha_html.
+	Captcha                     api.CaptchaVerifier
+	CaptchaSiteKey, CaptchaHTML string
+	// AdminSecret, when set, lets requests carrying it in X-Weave-Secret
+	// skip the captcha and the registration policy.
+	AdminSecret string
 }
 
 // TokenConfig configures the bearer tokens of IssueToken.
@@ -239,6 +269,11 @@ type ClusterConfig struct {
 	// first start (no raft state) Open asks it, with AdminToken, to add
 	// this voter (POST /internal/v1/join).
 	Join string
+	// AwaitAdd lets a voter with no raft state and neither Bootstrap nor
+	// Join start and wait (Open blocks, bounded by its ctx) until an
+	// admin adds it through a voter of the cluster (Directory.AddVoter,
+	// hce admin voter add); it logs the command to run every 30 s.
+	AwaitAdd bool
 	// RaftAddr is the host:port raft listens on over mutual TLS
 	// (directory/raftls). Required with Bootstrap or Join. Port 0 picks one.
 	RaftAddr string
@@ -347,6 +382,11 @@ func (c Config) withDefaults() Config {
 	if a.ResetCodeTTL <= 0 {
 		a.ResetCodeTTL = d.Accounts.ResetCodeTTL
 	}
+	a.Limits = a.Limits.withDefaults()
+	a.Resets = a.Resets.withDefaults()
+	if a.InviteTTL <= 0 {
+		a.InviteTTL = DefaultInviteTTL
+	}
 	if a.NodeURL != "" && !strings.HasSuffix(a.NodeURL, "/") {
 		a.NodeURL += "/"
 	}
@@ -384,6 +424,7 @@ func (c Config) withDefaults() Config {
 	if c.Nodes.MaxTransfers == 0 {
 		c.Nodes.MaxTransfers = d.Nodes.MaxTransfers
 	}
+	c.Sync = c.Sync.withDefaults()
 	return c
 }
 
@@ -401,6 +442,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Accounts.PasswordHash.validate(); err != nil {
 		return err
+	}
+	if _, err := api.ParseRegistration(string(c.Accounts.Registration)); err != nil {
+		return fmt.Errorf("directory: %w", err)
 	}
 	if c.Accounts.NodeURL != "" {
 		u, err := url.Parse(c.Accounts.NodeURL)
@@ -439,6 +483,9 @@ func (c Config) Validate() error {
 	}
 	if c.Tokens.TTL < 0 {
 		return fmt.Errorf("directory: Tokens.TTL %v is negative", c.Tokens.TTL)
+	}
+	if err := c.Sync.validate(); err != nil {
+		return err
 	}
 	if c.Raft.MaxBatch > state.MaxBatchCommands {
 		return fmt.Errorf("directory: MaxBatch %d above %d", c.Raft.MaxBatch, state.MaxBatchCommands)

@@ -87,8 +87,10 @@ type Directory struct {
 	log    *slog.Logger
 	state  *state.FSM
 	raft   *raft.Raft
-	stores raftStores // what raft runs on (raft.go)
-	hasher *hasher    // password.go
+	stores raftStores    // what raft runs on (raft.go)
+	hasher *hasher       // password.go
+	guard  *guard        // the login guard (guard.go)
+	resets *resetLimiter // reset mails per address and in all (resetlimit.go)
 
 	// The voter's IO around the state, each part in its own file.
 	commits *committer // the group commit (commit.go)
@@ -98,11 +100,28 @@ type Directory struct {
 	members *members   // replica-set changes to storage nodes (membership.go)
 	host    host.Host  // libp2p host, nil without Nodes.P2PListen (p2pvoter.go)
 	stale   staleLeader
+	// barriers shares the raft barriers of negative answers, which count
+	// in absentUnconfirmed (no leader confirmed: 503) and absentBehind
+	// (the leader's state had what this voter's lacked) (absent.go).
+	barriers          barrierGroup
+	absentUnconfirmed atomic.Uint64
+	absentBehind      atomic.Uint64
+	gate              *gate // which commands every voter decodes (gate.go)
+	// fatal receives, once, why this voter must stop: it was removed from
+	// the cluster, or it met a raft entry it cannot decode (Fatal).
+	fatal     chan error
+	fatalOnce sync.Once
+	// member is set once this voter has been in the raft configuration
+	// (voters.go): from then on, a configuration without it means it was
+	// removed.
+	member atomic.Bool
 	// placed wakes the leader's placement loop (placement.go) after
 	// replica sets changed.
 	placed chan struct{}
 	// auth counts refused credentials (metrics.go).
 	auth authCounters
+	// sync is the Sync 1.5 tokenserver (sync.go), nil when off.
+	sync *syncServer
 
 	// The lifecycle: ctx is the root of every background goroutine;
 	// spawn starts them (counted in wg) until Close cancels ctx.
@@ -132,7 +151,11 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("directory: data folder: %w", err)
 	}
-	h, err := newHasher(cfg.Accounts.PasswordHash, cfg.Accounts.HashConcurrency)
+	if err := checkRemoved(cfg.Dir); err != nil {
+		return nil, err
+	}
+	h := newHasher(cfg.Accounts.PasswordHash, cfg.Accounts.HashConcurrency)
+	g, err := newGuard(cfg.Accounts.Limits, cfg.Clock)
 	if err != nil {
 		return nil, err
 	}
@@ -140,12 +163,20 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 		cfg:    cfg,
 		log:    cfg.Logger,
 		hasher: h,
+		guard:  g,
+		resets: newResetLimiter(cfg.Accounts.Resets, cfg.Accounts.Limits.MaxEntries),
 		placed: make(chan struct{}, 1),
+		fatal:  make(chan error, 1),
 	}
+	d.gate = newGate(d, cfg.Dir)
 	d.members = newMembers(d)
 	d.state = state.New(cfg.Logger, cfg.Nodes.Placement, state.Hooks{
 		Revoked:     cfg.Accounts.CredentialsChanged,
 		SetsChanged: d.setsChanged,
+		Undecodable: func(index uint64, err error) {
+			d.fail(fmt.Errorf("%w: entry %d: %w; this voter runs an older build than the leader's: upgrade it "+
+				"(it replays the entry at its next start)", ErrUndecodableEntry, index, err))
+		},
 	})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.notes = &notifier{spawn: d.spawn, log: d.log}
@@ -163,6 +194,13 @@ func Open(ctx context.Context, cfg Config) (*Directory, error) {
 	d.beats = newLiveness(d)
 	for range committers {
 		d.spawn(d.commits.run)
+	}
+	if cfg.Sync.Enabled() {
+		if d.sync, err = newSyncServer(d); err != nil {
+			_ = d.Close()
+			return nil, err
+		}
+		d.sync.start(ctx)
 	}
 	for _, start := range []func(context.Context) error{d.startP2P, d.startCluster, d.startKeys} {
 		if err := start(ctx); err != nil {
@@ -256,6 +294,10 @@ type Stats struct {
 	// decode (unknown type or version, or malformed); each was logged as
 	// an error.
 	UndecodableEntries uint64
+	// LookupsNoLeader and LookupsBehind count negative answers this voter
+	// could not confirm with a leader (answered 503) and those the
+	// leader's state contradicted (absent.go).
+	LookupsNoLeader, LookupsBehind uint64
 }
 
 // Stats returns current counters.
@@ -267,5 +309,7 @@ func (d *Directory) Stats() Stats {
 		Batches:            d.commits.batches.Load(),
 		Commands:           d.commits.commands.Load(),
 		UndecodableEntries: d.state.Undecodable(),
+		LookupsNoLeader:    d.absentUnconfirmed.Load(),
+		LookupsBehind:      d.absentBehind.Load(),
 	}
 }

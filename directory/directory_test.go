@@ -101,6 +101,7 @@ func TestAccountLifecycle(t *testing.T) {
 	mailer := &captureMailer{}
 	cfg := testConfig(t, t.TempDir())
 	cfg.Accounts.Mailer = mailer
+	cfg.Accounts.Resets.PerAccount = 10 // this test asks for many
 	d := openDir(t, cfg)
 
 	ok, err := d.UserExists(ctx, "alice")

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/tokenserver"
 	"github.com/hce-sync/hce/directory/state"
 )
 
@@ -28,7 +30,24 @@ const maxInternalBody = 2 << 20
 //	GET  /admin/v1/status[?linearizable=1]
 //	GET  /admin/v1/nodes                 nodes with their last heartbeat (NodeStatus)
 //	GET  /admin/v1/users/{user}          the user's members and leaving nodes (UserView)
-//	POST /admin/v1/nodes/{id}/approve|drain|retire
+//	POST /admin/v1/nodes/{id}/approve|drain|undrain
+//	POST /admin/v1/nodes/{id}/retire[?force=accept-data-loss]
+//	                                     drain, then retire once nothing is left (RetireProgress);
+//	                                     forced: at once, accepting losses
+//	GET  /admin/v1/voters                the raft configuration with the voters' records (VotersView)
+//	POST /admin/v1/voters                add a voter {id, raft_addr, http_url} (leader; followers pass it on)
+//	DELETE /admin/v1/voters/{id}         remove a voter (the leader hands leadership over first)
+//	GET  /internal/v1/commands           the command types and versions this voter decodes (admin token)
+//	GET  /internal/v1/lookup?user=U      the leader's state about U after a raft barrier (admin token; absent.go)
+//	GET  /admin/v1/backup                a backup file of this voter's state (Backup)
+//	POST /admin/v1/restore               replace the cluster's state with the backup in the body (leader)
+//	GET  /admin/v1/settings              the cluster settings (Settings)
+//	PUT  /admin/v1/settings              change them: the JSON fields given replace theirs
+//	POST /admin/v1/invites[?ttl=DURATION] a new invite code (InviteView), shown once
+//	GET  /admin/v1/invites               the unused invites, without their codes
+//	GET  /1.0/sync/1.5                   the Sync 1.5 tokenserver (sync.go)
+//	POST /fxa-local/v1/token             an access token of the local issuer (Basic credentials)
+//	GET  /fxa-local/v1/jwks              the local issuer's key set
 //
 // Admin and voter-to-voter routes need "Authorization: Bearer
 // <Config.AdminToken>" (compared in constant time; 401 otherwise, and
@@ -40,12 +59,26 @@ func (d *Directory) HTTPHandler() http.Handler {
 	mux.HandleFunc("POST "+pathJoin, a.admin(a.join))
 	mux.HandleFunc("POST "+pathForward, a.admin(a.forward))
 	mux.HandleFunc("POST "+pathHeartbeat, a.admin(a.heartbeat))
+	mux.HandleFunc("GET "+pathCommands, a.admin(a.commands))
+	mux.HandleFunc("GET "+pathLookup, a.admin(a.lookup))
 	mux.HandleFunc("POST "+pathRegister, a.register)
 	mux.HandleFunc("GET "+PathP2P, a.p2pInfo)
 	mux.HandleFunc("GET /admin/v1/status", a.admin(a.status))
 	mux.HandleFunc("GET /admin/v1/nodes", a.admin(a.nodes))
 	mux.HandleFunc("GET /admin/v1/users/{user}", a.admin(a.user))
 	mux.HandleFunc("POST /admin/v1/nodes/{id}/{action}", a.admin(a.nodeAction))
+	mux.HandleFunc("GET /admin/v1/voters", a.admin(a.voters))
+	mux.HandleFunc("POST /admin/v1/voters", a.admin(a.addVoterHTTP))
+	mux.HandleFunc("DELETE /admin/v1/voters/{id}", a.admin(a.removeVoterHTTP))
+	mux.HandleFunc("GET /admin/v1/backup", a.admin(a.backupHTTP))
+	mux.HandleFunc("POST /admin/v1/restore", a.admin(a.restoreHTTP))
+	mux.HandleFunc("GET /admin/v1/settings", a.admin(a.getSettings))
+	mux.HandleFunc("PUT /admin/v1/settings", a.admin(a.putSettings))
+	mux.HandleFunc("POST /admin/v1/invites", a.admin(a.createInvite))
+	mux.HandleFunc("GET /admin/v1/invites", a.admin(a.listInvites))
+	mux.HandleFunc("GET "+tokenserver.Path, a.syncToken)
+	mux.HandleFunc("POST "+PathFxALocalToken, a.fxaLocalToken)
+	mux.HandleFunc("GET "+PathFxALocalJWKS, a.fxaLocalJWKS)
 	return mux
 }
 
@@ -79,13 +112,20 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrBadSignature), errors.Is(err, api.ErrUnauthorized):
 		return http.StatusUnauthorized
 	case errors.Is(err, ErrBadRegistration), errors.Is(err, ErrMalformedCommand),
-		errors.Is(err, ErrUnknownCommand), errors.Is(err, ErrBadNodeState):
+		errors.Is(err, ErrUnknownCommand), errors.Is(err, ErrBadNodeState), errors.Is(err, ErrBadVoter):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrNotCurrentMember):
+	case errors.Is(err, ErrNotCurrentMember), errors.Is(err, api.ErrBadInvite):
 		return http.StatusForbidden
-	case errors.Is(err, ErrNoTransfer):
+	case errors.Is(err, state.ErrTooManyResets):
+		return http.StatusTooManyRequests
+	case errors.Is(err, state.ErrTooManyInvites):
 		return http.StatusConflict
-	case errors.Is(err, ErrUnknownNode), errors.Is(err, api.ErrUserNotFound):
+	case errors.Is(err, ErrNoTransfer), errors.Is(err, ErrGated), errors.Is(err, ErrNodeNotDrained),
+		errors.Is(err, ErrVoterRemoved):
+		return http.StatusConflict
+	case errors.Is(err, ErrNodeDown), errors.Is(err, ErrLastVoter):
+		return http.StatusConflict
+	case errors.Is(err, ErrUnknownNode), errors.Is(err, api.ErrUserNotFound), errors.Is(err, ErrUnknownVoter):
 		return http.StatusNotFound
 	case errors.Is(err, api.ErrUserExists), errors.Is(err, ErrNodeRetired):
 		return http.StatusConflict
@@ -163,6 +203,10 @@ func (a *httpAPI) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := state.DecodeCommand(enc); err != nil {
 		a.writeResult(w, r, err)
+		return
+	}
+	if err := a.d.refuseRemovedVoter(enc); err != nil {
+		a.writeIndexed(w, r, err, a.d.state.AppliedIndex())
 		return
 	}
 	err = a.d.writeLocal(r.Context(), enc)
@@ -339,13 +383,81 @@ func (a *httpAPI) nodeAction(w http.ResponseWriter, r *http.Request) {
 		err = a.d.ApproveNode(r.Context(), id)
 	case "drain":
 		err = a.d.DrainNode(r.Context(), id)
+	case "undrain":
+		err = a.d.UndrainNode(r.Context(), id)
 	case "retire":
-		err = a.d.RetireNode(r.Context(), id)
+		a.retireHTTP(w, r, id)
+		return
 	default:
 		http.NotFound(w, r)
 		return
 	}
 	a.writeResult(w, r, err)
+}
+
+func (a *httpAPI) getSettings(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.d.Settings())
+}
+
+// putSettings replaces the settings named in the JSON body, keeping the
+// others, and answers the settings as committed.
+func (a *httpAPI) putSettings(w http.ResponseWriter, r *http.Request) {
+	s := a.d.Settings()
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		writeJSON(w, http.StatusBadRequest, wireResult{Error: "bad_request", Message: err.Error()})
+		return
+	}
+	if s.MaxNodeCapacity < 0 || s.MaxOperatorCapacity < 0 || s.Replicas < 0 || s.DownAfterMS < 0 {
+		writeJSON(w, http.StatusBadRequest, wireResult{Error: "bad_request", Message: "negative setting"})
+		return
+	}
+	if err := a.d.SetSettings(r.Context(), s); err != nil {
+		a.writeResult(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.d.Settings())
+}
+
+// InviteView is an invite in the admin API: the code only when it is
+// created (it is stored hashed), its hash and expiry.
+type InviteView struct {
+	Code    string `json:"code,omitempty"`
+	Hash    string `json:"hash"`
+	Created int64  `json:"created,omitempty"`
+	Expires int64  `json:"expires"`
+}
+
+func (a *httpAPI) createInvite(w http.ResponseWriter, r *http.Request) {
+	var ttl time.Duration
+	if s := r.URL.Query().Get("ttl"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			writeJSON(w, http.StatusBadRequest, wireResult{Error: "bad_request", Message: "ttl must be a positive duration (e.g. 72h)"})
+			return
+		}
+		ttl = d
+	}
+	code, exp, err := a.d.CreateInvite(r.Context(), ttl)
+	if err != nil {
+		a.writeResult(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, InviteView{Code: code, Hash: state.InviteHash(code), Expires: exp.Unix()})
+}
+
+func (a *httpAPI) listInvites(w http.ResponseWriter, _ *http.Request) {
+	out := struct {
+		Invites []InviteView `json:"invites"`
+	}{Invites: []InviteView{}}
+	now := a.d.cfg.Clock().Unix()
+	for _, inv := range a.d.Invites() {
+		if inv.Expires > now {
+			out.Invites = append(out.Invites, InviteView{Hash: inv.Hash, Created: inv.Created, Expires: inv.Expires})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *httpAPI) p2pInfo(w http.ResponseWriter, _ *http.Request) {

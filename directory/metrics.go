@@ -50,17 +50,18 @@ func (d *Directory) Collector() prometheus.Collector {
 		pending: desc("raft", "fsm_pending", "Committed entries waiting to be applied to the state machine."),
 		contact: desc("raft", "last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader)."),
 		auth:    desc("directory", "auth_failures_total", "Credentials the directory refused: kind=password (user API and node password checks), kind=admin_token.", "kind"),
+		absent:  desc("directory", "unconfirmed_lookups_total", "Negative answers this voter could not give from its own state (absent.go): outcome=no_leader (no leader confirmed them: 503), outcome=behind (the leader's state had what this voter's lacked).", "outcome"),
 	}
 }
 
 type dirCollector struct {
-	d                                          *Directory
-	term, commit, last, pending, contact, auth *prometheus.Desc
+	d                                                  *Directory
+	term, commit, last, pending, contact, auth, absent *prometheus.Desc
 }
 
 // Describe implements prometheus.Collector.
 func (c *dirCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.term, c.commit, c.last, c.pending, c.contact, c.auth} {
+	for _, d := range []*prometheus.Desc{c.term, c.commit, c.last, c.pending, c.contact, c.auth, c.absent} {
 		ch <- d
 	}
 	c.d.commits.apply.Describe(ch)
@@ -87,5 +88,7 @@ func (c *dirCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.contact, prometheus.GaugeValue, contact)
 	ch <- prometheus.MustNewConstMetric(c.auth, prometheus.CounterValue, float64(d.auth.password.Load()), "password")
 	ch <- prometheus.MustNewConstMetric(c.auth, prometheus.CounterValue, float64(d.auth.adminToken.Load()), "admin_token")
+	ch <- prometheus.MustNewConstMetric(c.absent, prometheus.CounterValue, float64(d.absentUnconfirmed.Load()), "no_leader")
+	ch <- prometheus.MustNewConstMetric(c.absent, prometheus.CounterValue, float64(d.absentBehind.Load()), "behind")
 	d.commits.apply.Collect(ch)
 }

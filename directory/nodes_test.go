@@ -377,8 +377,23 @@ func TestDrainMovesEveryUser(t *testing.T) {
 			t.Fatalf("user %s: leaving %+v", u, r.Leaving)
 		}
 	}
-	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+victim+"/retire", testAdminToken, nil); code != 200 {
+	// Retire waits for the handoffs the drained node still owes.
+	var p RetireProgress
+	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+victim+"/retire", testAdminToken, &p); code != 200 {
 		t.Fatalf("retire: %d", code)
+	}
+	if p.Retired || p.Load != 0 || p.Leaving != len(held) || nodeState(t, d, victim) != "draining" {
+		t.Fatalf("retire with handoffs owed: %+v, state %s", p, nodeState(t, d, victim))
+	}
+	for _, u := range held {
+		r, _ := d.Replicas(u)
+		rep := dirproto.ReportRequest{HandedOff: []dirproto.HandedOff{{User: u, Source: victim}}}
+		if _, err := d.Report(ctx, r.Members[0].ID, rep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code := adminDo(t, "POST", url+"/admin/v1/nodes/"+victim+"/retire", testAdminToken, &p); code != 200 || !p.Retired {
+		t.Fatalf("retire after the handoffs: %d %+v", code, p)
 	}
 	if s := nodeState(t, d, victim); s != placement.Retired.String() {
 		t.Fatalf("state %s", s)

@@ -33,16 +33,24 @@ const p2pTimeout = 10 * time.Second
 //     the leader's libp2p peer ID as the message when it knows one (empty
 //     otherwise); the node dials that voter next. Unknown and retired nodes
 //     get dirproto.CodeUnknownNode and dirproto.CodeRetired.
-//   - dirproto.ProtoCheckPassword: CheckPassword, answered by any voter from
-//     its local state. Only registered nodes that are neither pending nor
-//     retired may ask (others get dirproto.CodeUnknownNode), so that a peer the
-//     host's gater let in cannot use the directory as a password oracle.
+//   - dirproto.ProtoCheckPassword(11): CheckPassword, answered by any voter
+//     from its local state through the login guard (version 1.1 passes the
+//     client's address and answers a back-off as RetryAfterMS; version 1.0
+//     answers it as a wrong password, a full queue in both as
+//     p2p.CodeUnavailable, so the node tries another voter). Only
+//     registered nodes that are neither pending nor retired may ask
+//     (others get dirproto.CodeUnknownNode), and only about users whose
+//     set or leaving list names them (others, and unknown users, get
+//     p2p.CodeForbidden), so that no node can use the directory as a
+//     password oracle for users it does not hold.
 //   - dirproto.ProtoKeys: PublicKeys, to any peer the gater admitted (the keys
 //     are public).
-//   - dirproto.ProtoAssignment: a user's replica set (primary first; each
-//     member with its filling state, epoch and whether it is down) and its
-//     leaving nodes, answered locally to admitted nodes only
-//     (dirproto.CodeUnknownNode otherwise); an unknown user gets Exists false.
+//   - dirproto.ProtoAssignment(11): a user's replica set (primary first;
+//     each member with its filling state, epoch and whether it is down),
+//     its leaving nodes and (version 1.1) its credential state, answered
+//     locally to admitted nodes only (dirproto.CodeUnknownNode otherwise)
+//     and only about users whose set or leaving list names the caller
+//     (p2p.CodeForbidden otherwise, unknown users included).
 //   - dirproto.ProtoPeers: the peer IDs of active and draining nodes and of the
 //     voters, for the nodes' connection gaters, with the nodes' registered
 //     and the voters' recorded libp2p addresses, for dialling them.
@@ -52,6 +60,10 @@ const p2pTimeout = 10 * time.Second
 //     nodes only (dirproto.CodeUnknownNode otherwise). A page costs
 //     O(log n + page size) for a node of n users, and is cut short (More
 //     set) to fit p2p.MaxMessageSize.
+//   - dirproto.ProtoRestored: MarkRestored for the calling node (restored
+//     from a backup), committed through raft before it answers; admitted
+//     nodes only; while some voter does not decode the command (the
+//     feature gate) it answers p2p.CodeUnavailable.
 //   - dirproto.ProtoReport: Report, committed through raft (a follower
 //     forwards it to the leader) before it answers; admitted nodes only.
 //     Unconfirmed items refused because the node is not a current member
@@ -67,12 +79,15 @@ func (d *Directory) ServeP2P(h host.Host) {
 	s := &p2pServer{d: d}
 	cfg := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: p2pTimeout, Logger: d.log}
 	p2p.Serve(h, dirproto.ProtoHeartbeat, p2p.HandleJSON(s.heartbeat), cfg)
-	p2p.Serve(h, dirproto.ProtoCheckPassword, p2p.HandleJSON(s.checkPassword), cfg)
+	p2p.Serve(h, dirproto.ProtoCheckPassword, p2p.HandleJSON(s.checkPassword10), cfg)
+	p2p.Serve(h, dirproto.ProtoCheckPassword11, p2p.HandleJSON(s.checkPassword11), cfg)
 	p2p.Serve(h, dirproto.ProtoKeys, p2p.HandleJSON(s.keys), cfg)
-	p2p.Serve(h, dirproto.ProtoAssignment, p2p.HandleJSON(s.assignment), cfg)
+	p2p.Serve(h, dirproto.ProtoAssignment, p2p.HandleJSON(s.assignment10), cfg)
+	p2p.Serve(h, dirproto.ProtoAssignment11, p2p.HandleJSON(s.assignment11), cfg)
 	p2p.Serve(h, dirproto.ProtoPeers, p2p.HandleJSON(s.peers), cfg)
 	p2p.Serve(h, dirproto.ProtoUsers, p2p.HandleJSON(s.users), cfg)
 	p2p.Serve(h, dirproto.ProtoReport, p2p.HandleJSON(s.report), cfg)
+	p2p.Serve(h, dirproto.ProtoRestored, p2p.HandleJSON(s.restored), cfg)
 }
 
 // p2pServer answers the directory protocols for a Directory.
@@ -153,11 +168,72 @@ func (d *Directory) leaderPeerID() string {
 	return d.state.Voters()[id].PeerID
 }
 
+// holds returns the user's replica set if its members or leaving list
+// name node, else a p2p.CodeForbidden error (also for an unknown user,
+// so that a node cannot tell unknown names from others' users).
+func (s *p2pServer) holds(ctx context.Context, node, user string) (Replicas, error) {
+	for range 2 {
+		if r, ok := s.named(node, user); ok {
+			return r, nil
+		}
+		// A negative answer only from the leader's up-to-date state
+		// (absent.go): a node told it holds no copy may wipe it.
+		switch err := s.d.confirmAbsent(ctx, user, node); {
+		case errors.Is(err, errRecheck):
+			continue
+		case err != nil:
+			return Replicas{}, p2pError(err)
+		}
+		break
+	}
+	return Replicas{}, p2p.Errorf(p2p.CodeForbidden, "node %s does not hold user %q", node, user)
+}
+
+// named returns user's replica set if it names node as a member or a
+// leaving node, from the local state.
+func (s *p2pServer) named(node, user string) (Replicas, bool) {
+	r, _, ok := s.d.state.Replicas(user)
+	if ok {
+		for _, m := range r.Members {
+			if m.ID == node {
+				return r, true
+			}
+		}
+		for _, n := range r.Leaving {
+			if n.ID == node {
+				return r, true
+			}
+		}
+	}
+	return Replicas{}, false
+}
+
+func (s *p2pServer) checkPassword10(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
+	r.Addr = ""
+	resp, err := s.checkPassword(ctx, from, r)
+	resp.RetryAfterMS = 0 // a back-off reads as a wrong password
+	return resp, err
+}
+
+func (s *p2pServer) checkPassword11(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
+	return s.checkPassword(ctx, from, r)
+}
+
 func (s *p2pServer) checkPassword(ctx context.Context, from peer.ID, r dirproto.CheckPasswordRequest) (dirproto.CheckPasswordResponse, error) {
-	if _, err := s.admittedNode(from); err != nil {
+	self, err := s.admittedNode(from)
+	if err != nil {
 		return dirproto.CheckPasswordResponse{}, err
 	}
-	err := s.d.CheckPassword(ctx, r.User, r.Password)
+	if _, err := s.holds(ctx, self.ID, r.User); err != nil {
+		return dirproto.CheckPasswordResponse{}, err
+	}
+	if r.Addr != "" {
+		ctx = api.WithClientAddr(ctx, r.Addr)
+	}
+	err = s.d.CheckPassword(ctx, r.User, r.Password)
+	if te, ok := api.ThrottleHint(err); ok {
+		return dirproto.CheckPasswordResponse{RetryAfterMS: max(te.After.Milliseconds(), 1)}, nil
+	}
 	switch {
 	case err == nil:
 		return dirproto.CheckPasswordResponse{OK: true}, nil
@@ -179,15 +255,31 @@ func (s *p2pServer) keys(context.Context, peer.ID, struct{}) (dirproto.KeysRespo
 	return out, nil
 }
 
-func (s *p2pServer) assignment(_ context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
+func (s *p2pServer) assignment10(ctx context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
+	resp, err := s.assignment(ctx, from, r)
+	resp.Creds = nil
+	return resp, err
+}
+
+func (s *p2pServer) assignment11(ctx context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
+	return s.assignment(ctx, from, r)
+}
+
+func (s *p2pServer) assignment(ctx context.Context, from peer.ID, r dirproto.AssignmentRequest) (dirproto.AssignmentResponse, error) {
 	if s.d.closed.Load() {
 		return dirproto.AssignmentResponse{}, p2pError(ErrClosed)
 	}
-	if _, err := s.admittedNode(from); err != nil {
+	self, err := s.admittedNode(from)
+	if err != nil {
 		return dirproto.AssignmentResponse{}, err
 	}
-	reps, _, ok := s.d.state.Replicas(r.User)
-	out := dirproto.AssignmentResponse{Exists: ok, Nodes: []dirproto.AssignedNode{}}
+	reps, err := s.holds(ctx, self.ID, r.User)
+	if err != nil {
+		return dirproto.AssignmentResponse{}, err
+	}
+	creds := s.d.state.Credentials(r.User)
+	out := dirproto.AssignmentResponse{Exists: creds.Exists, Nodes: []dirproto.AssignedNode{},
+		Creds: &dirproto.Credentials{ChangedAt: creds.ChangedAt, Gen: creds.Gen}}
 	for _, m := range reps.Members {
 		out.Nodes = append(out.Nodes, wireMember(m.NodeInfo, m.Filling, m.Epoch))
 	}

@@ -29,39 +29,60 @@ const (
 var b64 = base64.RawStdEncoding
 
 // hasher computes and verifies argon2id password hashes, at most
-// cap(sem) at a time (each holds MemoryKiB of memory while running).
+// cap(slots) at a time (each holds MemoryKiB of memory while running).
+// Work outside the priority lane also takes one of cap(general) tokens,
+// so priority work (checks of accounts known at their client's address,
+// see guard) always finds cap(slots)-cap(general) slots it alone uses.
 type hasher struct {
-	params HashParams
-	sem    chan struct{}
-	// dummy is a hash of a random password with the current parameters,
-	// verified against when the user does not exist so that an unknown
-	// name costs as much as a wrong password.
-	dummy string
+	params  HashParams
+	slots   chan struct{}
+	general chan struct{}
 }
 
-func newHasher(p HashParams, concurrency int) (*hasher, error) {
-	h := &hasher{params: p, sem: make(chan struct{}, concurrency)}
-	dummy, err := h.hash(context.Background(), rand.Text())
-	if err != nil {
-		return nil, err
+// reservedSlots is how many of n hash slots only the priority lane uses:
+// a quarter, at least one, none when there is a single slot.
+func reservedSlots(n int) int {
+	if n <= 1 {
+		return 0
 	}
-	h.dummy = dummy
-	return h, nil
+	return max(1, n/4)
 }
 
-func (h *hasher) acquire(ctx context.Context) error {
+func newHasher(p HashParams, concurrency int) *hasher {
+	return &hasher{params: p, slots: make(chan struct{}, concurrency),
+		general: make(chan struct{}, concurrency-reservedSlots(concurrency))}
+}
+
+// acquire takes a slot (and, outside the priority lane, a general
+// token first); release gives them back.
+func (h *hasher) acquire(ctx context.Context, priority bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if !priority {
+		select {
+		case h.general <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	select {
-	case h.sem <- struct{}{}:
+	case h.slots <- struct{}{}:
 		return nil
 	case <-ctx.Done():
+		if !priority {
+			<-h.general
+		}
 		return ctx.Err()
 	}
 }
 
-func (h *hasher) release() { <-h.sem }
+func (h *hasher) release(priority bool) {
+	<-h.slots
+	if !priority {
+		<-h.general
+	}
+}
 
 // hash returns the encoded argon2id hash of password with a fresh random
 // salt: "$argon2id$v=19$m=<KiB>,t=<time>,p=<threads>$<salt>$<key>" with
@@ -71,10 +92,10 @@ func (h *hasher) hash(ctx context.Context, password string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("directory: salt: %w", err)
 	}
-	if err := h.acquire(ctx); err != nil {
+	if err := h.acquire(ctx, false); err != nil {
 		return "", err
 	}
-	defer h.release()
+	defer h.release(false)
 	p := h.params
 	key := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, p.KeyLen)
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
@@ -82,16 +103,17 @@ func (h *hasher) hash(ctx context.Context, password string) (string, error) {
 }
 
 // verify reports whether password matches the encoded hash, comparing in
-// constant time. It fails with ErrBadHash if encoded does not parse.
-func (h *hasher) verify(ctx context.Context, encoded, password string) (bool, error) {
+// constant time, in the priority lane or not. It fails with ErrBadHash if
+// encoded does not parse.
+func (h *hasher) verify(ctx context.Context, encoded, password string, priority bool) (bool, error) {
 	p, salt, key, err := parseHash(encoded)
 	if err != nil {
 		return false, err
 	}
-	if err := h.acquire(ctx); err != nil {
+	if err := h.acquire(ctx, priority); err != nil {
 		return false, err
 	}
-	defer h.release()
+	defer h.release(priority)
 	got := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, uint32(len(key)))
 	return subtle.ConstantTimeCompare(got, key) == 1, nil
 }
@@ -161,6 +183,12 @@ func newResetCode() (code, codeHash string, err error) {
 // their hash. Codes are case-insensitive and surrounding space is ignored,
 // since people copy them from mails.
 func hashResetCode(code string) string {
-	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(code))))
+	sum := sha256.Sum256([]byte(normalizeCode(code)))
 	return hex.EncodeToString(sum[:])
+}
+
+// normalizeCode lower-cases a reset or invite code and trims the space
+// around it, as people copy them from mails.
+func normalizeCode(code string) string {
+	return strings.ToLower(strings.TrimSpace(code))
 }

@@ -23,7 +23,10 @@ type raftStores struct {
 	snaps *raft.FileSnapshotStore
 	trans raft.Transport
 	ownTr bool // trans was made by Open: Close closes it
-	fresh bool // no raft state existed at Open
+	// stream is the mutual-TLS stream layer under trans in cluster mode
+	// (nil otherwise): it identifies voters being added.
+	stream *raftls.StreamLayer
+	fresh  bool // no raft state existed at Open
 }
 
 // startRaft opens the stores, bootstraps a new single voter or cluster
@@ -86,7 +89,7 @@ func (d *Directory) startRaft() error {
 
 	d.stores.trans = cfg.Raft.Transport
 	if cfg.clustered() {
-		if d.stores.trans, err = newTLSTransport(cfg, rlog); err != nil {
+		if d.stores.trans, d.stores.stream, err = newTLSTransport(cfg, rlog); err != nil {
 			return err
 		}
 		d.stores.ownTr = true
@@ -118,10 +121,10 @@ func (d *Directory) startRaft() error {
 }
 
 // newTLSTransport listens on cfg.Cluster.RaftAddr with a mutual-TLS stream layer.
-func newTLSTransport(cfg Config, rlog hclog.Logger) (raft.Transport, error) {
+func newTLSTransport(cfg Config, rlog hclog.Logger) (raft.Transport, *raftls.StreamLayer, error) {
 	tlsCfg, err := raftls.ServerClientTLS(cfg.Cluster.TLSCA, cfg.Cluster.TLSCert, cfg.Cluster.TLSKey, cfg.ID)
 	if err != nil {
-		return nil, fmt.Errorf("directory: raft TLS: %w", err)
+		return nil, nil, fmt.Errorf("directory: raft TLS: %w", err)
 	}
 	scfg := raftls.DefaultConfig()
 	scfg.TLS = tlsCfg
@@ -132,15 +135,15 @@ func newTLSTransport(cfg Config, rlog hclog.Logger) (raft.Transport, error) {
 	if cfg.Cluster.RaftAdvertise != "" {
 		adv, err := net.ResolveTCPAddr("tcp", cfg.Cluster.RaftAdvertise)
 		if err != nil {
-			return nil, fmt.Errorf("directory: RaftAdvertise: %w", err)
+			return nil, nil, fmt.Errorf("directory: RaftAdvertise: %w", err)
 		}
 		scfg.Advertise = adv
 	}
 	stream, err := raftls.Listen(cfg.Cluster.RaftAddr, scfg)
 	if err != nil {
-		return nil, fmt.Errorf("directory: raft listen: %w", err)
+		return nil, nil, fmt.Errorf("directory: raft listen: %w", err)
 	}
-	return raftls.NewTransport(stream, raftls.TransportConfig{Logger: rlog.Named("transport")}), nil
+	return raftls.NewTransport(stream, raftls.TransportConfig{Logger: rlog.Named("transport")}), stream, nil
 }
 
 // waitReady waits until this voter leads and its state has applied every

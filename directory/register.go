@@ -56,6 +56,12 @@ type Registration struct {
 	Capacity int `json:"capacity"`
 	// Timestamp is the signing time, Unix seconds.
 	Timestamp int64 `json:"timestamp"`
+	// HawkKey is the node's X25519 public key for Sync 1.5 (standard
+	// base64 of 32 bytes), to which the tokenserver seals the Hawk keys
+	// of the node's users; empty for a node that serves no Sync 1.5. A
+	// directory that predates it refuses the field as unknown (400): the
+	// node then registers without it.
+	HawkKey string `json:"hawk_key,omitempty"`
 }
 
 // SignRegistration fills r's ID (if empty, with PeerID), PublicKey and
@@ -118,13 +124,19 @@ func VerifyRegistration(body []byte, sig string, now time.Time) (Registration, e
 	if r.Capacity < 0 {
 		return r, nil, fmt.Errorf("%w: negative capacity", ErrBadRegistration)
 	}
+	if r.HawkKey != "" {
+		if k, err := base64.StdEncoding.DecodeString(r.HawkKey); err != nil || len(k) != state.HawkKeySize {
+			return r, nil, fmt.Errorf("%w: hawk_key is not a base64 X25519 key", ErrBadRegistration)
+		}
+	}
 	return r, pub, nil
 }
 
 // RegisterNode verifies a signed registration (see VerifyRegistration)
 // and records the node through raft: pending until approved, unless auto
 // approval is on (Nodes.AutoApprove or the AutoApprove setting). A known
-// node's addresses, operator and capacity are updated.
+// node's addresses, operator and capacity are updated, and its Sync 1.5
+// key (state.SetNodeHawkKey) when the registration carries a new one.
 func (d *Directory) RegisterNode(ctx context.Context, body []byte, sig string) (NodeInfo, error) {
 	r, pub, err := VerifyRegistration(body, sig, d.cfg.Clock())
 	if err != nil {
@@ -136,8 +148,50 @@ func (d *Directory) RegisterNode(ctx context.Context, body []byte, sig string) (
 	}); err != nil {
 		return NodeInfo{}, err
 	}
+	if r.HawkKey != "" {
+		key, _ := base64.StdEncoding.DecodeString(r.HawkKey)
+		if n, _ := d.state.Node(r.ID); !bytes.Equal(n.HawkKey, key) {
+			err := d.write(ctx, state.SetNodeHawkKey{ID: r.ID, Key: key})
+			if errors.Is(err, ErrGated) {
+				// A voter of an earlier build is in the cluster (a rolling
+				// upgrade): the node is registered without its Sync 1.5
+				// key, which this voter records once the gate opens.
+				d.log.Warn("directory: a node's Sync 1.5 key waits until every voter is upgraded", "node", r.ID)
+				d.spawn(func(ctx context.Context) { d.recordHawkKeyLater(ctx, r.ID, key) })
+			} else if err != nil {
+				return NodeInfo{}, err
+			}
+		}
+	}
 	n, _ := d.state.Node(r.ID)
 	return n, nil
+}
+
+// recordHawkKeyLater retries SetNodeHawkKey every 10 s for up to a day
+// while the feature gate holds it, until it is recorded or superseded
+// (the node registered another key) or this voter closes.
+func (d *Directory) recordHawkKeyLater(ctx context.Context, id string, key []byte) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for end := time.Now().Add(24 * time.Hour); time.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, ok := d.state.Node(id)
+		if !ok || bytes.Equal(n.HawkKey, key) || len(n.HawkKey) > 0 {
+			return
+		}
+		err := d.write(ctx, state.SetNodeHawkKey{ID: id, Key: key})
+		if err == nil {
+			d.log.Info("directory: a node's Sync 1.5 key recorded after the upgrade", "node", id)
+			return
+		}
+		if !errors.Is(err, ErrGated) {
+			d.log.Debug("directory: recording a node's Sync 1.5 key", "node", id, "err", err)
+		}
+	}
 }
 
 // PeerID returns the libp2p peer ID of an Ed25519 public key: base58btc

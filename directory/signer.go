@@ -168,18 +168,22 @@ func (s *signer) retireExpired(ctx context.Context) error {
 
 // sign returns a token for user on node aud and its expiry, once the
 // current key is published (else an error wrapping api.ErrUnavailable).
+// Its iat is after the user's last credential change (at least
+// ChangedAt+1, which may lie a second or so ahead of this voter's clock:
+// nodes accept api.TokenClockSkew), so the revocation rule, iat <=
+// ChangedAt, never refuses a token issued after a change.
 func (s *signer) sign(ctx context.Context, user, aud string) (string, time.Time, error) {
 	if err := s.ensurePublished(ctx); err != nil {
 		return "", time.Time{}, fmt.Errorf("directory: signing key not published: %w: %w", api.ErrUnavailable, err)
 	}
 	priv, kid := s.current()
-	now := s.clock()
-	exp := now.Add(s.ttl)
-	tok, err := api.SignToken(priv, api.TokenClaims{Kid: kid, Sub: user, Aud: aud, Iat: now.Unix(), Exp: exp.Unix()})
+	iat := max(s.clock().Unix(), s.state.Credentials(user).ChangedAt+1)
+	exp := iat + max(int64(s.ttl/time.Second), 1)
+	tok, err := api.SignToken(priv, api.TokenClaims{Kid: kid, Sub: user, Aud: aud, Iat: iat, Exp: exp})
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	return tok, time.Unix(exp.Unix(), 0), nil
+	return tok, time.Unix(exp, 0), nil
 }
 
 // audience resolves the node id and URL a token for user names.

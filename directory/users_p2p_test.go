@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/hce-sync/hce/api/dirproto"
 	"github.com/hce-sync/hce/api/p2p"
@@ -325,10 +326,12 @@ func TestUsersP2PMessageBound(t *testing.T) {
 }
 
 // TestAssignmentP2P asks for a user's replica set over
-// dirproto.ProtoAssignment from every node: each gets the directory's
-// current set (the node's own client caches it; node/dirclient tests
-// that), an unknown user has none, and a peer that is not a node is
-// refused.
+// dirproto.ProtoAssignment(11) from every node: each node the set or its
+// leaving list names gets the directory's current set (the node's own
+// client caches it; node/dirclient tests that), version 1.1 with the
+// user's credential state; every other node, and any node asking about
+// an unknown user, is refused (forbidden), as is a peer that is not a
+// node.
 func TestAssignmentP2P(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -345,9 +348,9 @@ func TestAssignmentP2P(t *testing.T) {
 		}
 		return ids
 	}
-	assignment := func(c *dirCaller, user string) (dirproto.AssignmentResponse, error) {
+	assignment := func(c *dirCaller, proto protocol.ID, user string) (dirproto.AssignmentResponse, error) {
 		var resp dirproto.AssignmentResponse
-		err := c.call(ctx, dirproto.ProtoAssignment, dirproto.AssignmentRequest{User: user}, &resp)
+		err := c.call(ctx, proto, dirproto.AssignmentRequest{User: user}, &resp)
 		return resp, err
 	}
 	ids := func(ns []dirproto.AssignedNode) []string {
@@ -359,17 +362,34 @@ func TestAssignmentP2P(t *testing.T) {
 	}
 	check := func(want []string) {
 		t.Helper()
+		r, err := d.Replicas("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var leaving []string
+		for _, n := range r.Leaving {
+			leaving = append(leaving, n.ID)
+		}
+		creds := d.state.Credentials("alice")
 		for _, n := range order {
 			c := newDirCaller(t, n.host, voter)
-			got, err := assignment(c, "alice")
-			if err != nil || !got.Exists || !slices.Equal(ids(got.Nodes), want) {
-				t.Fatalf("set from %s: %v %v %v, want %v", n.url, got.Exists, ids(got.Nodes), err, want)
+			for _, proto := range []protocol.ID{dirproto.ProtoAssignment, dirproto.ProtoAssignment11} {
+				got, err := assignment(c, proto, "alice")
+				if !slices.Contains(want, n.id) && !slices.Contains(leaving, n.id) {
+					if !p2p.IsCode(err, p2p.CodeForbidden) {
+						t.Fatalf("%s: set of alice to %s, which does not hold her: %+v %v", proto, n.url, got, err)
+					}
+					continue
+				}
+				if err != nil || !got.Exists || !slices.Equal(ids(got.Nodes), want) {
+					t.Fatalf("%s: set from %s: %v %v %v, want %v", proto, n.url, got.Exists, ids(got.Nodes), err, want)
+				}
+				if wantCreds := proto == dirproto.ProtoAssignment11; (got.Creds != nil) != wantCreds ||
+					wantCreds && (got.Creds.ChangedAt != creds.ChangedAt || got.Creds.Gen != creds.Gen) {
+					t.Fatalf("%s: creds %+v, state %+v", proto, got.Creds, creds)
+				}
 			}
-			holds := slices.ContainsFunc(got.Nodes, func(a dirproto.AssignedNode) bool { return a.PeerID == n.host.ID().String() })
-			if holds != slices.Contains(want, n.id) {
-				t.Fatalf("node %s listed %v, in the set %v", n.url, holds, slices.Contains(want, n.id))
-			}
-			if r, err := assignment(c, "nobody"); err != nil || r.Exists || len(r.Nodes) != 0 {
+			if r, err := assignment(c, dirproto.ProtoAssignment11, "nobody"); !p2p.IsCode(err, p2p.CodeForbidden) {
 				t.Fatalf("set of an unknown user: %+v %v", r, err)
 			}
 		}
@@ -388,7 +408,7 @@ func TestAssignmentP2P(t *testing.T) {
 	check(after)
 
 	stranger := newDirCaller(t, newTestP2PHost(t, nil), voter)
-	if _, err := assignment(stranger, "alice"); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
+	if _, err := assignment(stranger, dirproto.ProtoAssignment11, "alice"); !p2p.IsCode(err, dirproto.CodeUnknownNode) {
 		t.Fatalf("stranger: %v", err)
 	}
 }

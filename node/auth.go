@@ -34,9 +34,37 @@ type Membership interface {
 	Serves(ctx context.Context, user string) (bool, error)
 }
 
+// CredentialSource says what the directory holds about a user's
+// credentials (api.CredentialState): whether the account exists, when its
+// credentials last changed and their generation. The directory implements
+// it in `serve`; a node's directory client implements it from its cached
+// replica sets (so the answer may be as old as the membership cache
+// lifetime) and the account events it received. It returns an error when
+// it cannot tell (503). Implementations must be safe for concurrent use.
+type CredentialSource interface {
+	Credentials(ctx context.Context, user string) (api.CredentialState, error)
+}
+
+// KeyRefresher is a KeySource that can fetch the directory's keys again
+// when a token names a key id it does not know (a voter's key published
+// after the last periodic refresh). RefreshKey reports whether kid is
+// known afterwards; implementations bound how often they ask the
+// directory.
+type KeyRefresher interface {
+	RefreshKey(ctx context.Context, kid string) bool
+}
+
 // Defaults of AuthConfig.
 const (
-	DefaultAuthCacheTTL  = 60 * time.Second
+	// DefaultAuthCacheTTL is an hour: a Sync client comes back every few
+	// minutes to every few hours, and with a minute most of its syncs
+	// cost an argon2 hash at the directory (the capacity measurement in
+	// docs/capacity.md found that hash in front of a quarter of all
+	// requests). The lifetime does not weaken revocation: every use of a
+	// cached answer checks the credential generation the directory
+	// reports (cached at most the membership lifetime, 2 s), and a
+	// password change or deletion drops the entries at once (Forget).
+	DefaultAuthCacheTTL  = time.Hour
 	DefaultAuthCacheSize = 100000
 )
 
@@ -45,7 +73,8 @@ const (
 type AuthConfig struct {
 	// Checker verifies Basic credentials. Required unless DisableBasic.
 	Checker PasswordChecker
-	// CacheTTL is how long a positive answer is reused. Default 60 s.
+	// CacheTTL is how long a positive answer is reused. Default
+	// DefaultAuthCacheTTL (1 h).
 	CacheTTL time.Duration
 	// CacheSize bounds the number of cached positive answers. Default
 	// 100000.
@@ -71,6 +100,14 @@ type AuthConfig struct {
 	// Membership cannot tell, its error (503) is returned. Nil serves
 	// every user (serve).
 	Membership Membership
+	// Credentials, when set, revokes credentials without waiting for an
+	// account event: a token issued at or before the user's last
+	// credential change, or for an account that does not exist, is
+	// refused (api.ErrTokenRevoked), and a cached Basic answer of
+	// another credential generation is dropped and checked again. Nil:
+	// tokens live until they expire, cached answers until CacheTTL or
+	// Forget.
+	Credentials CredentialSource
 }
 
 // DefaultAuthConfig returns an AuthConfig with Basic accepted and the
@@ -113,11 +150,21 @@ type Authenticator struct {
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cacheEntry // credential MAC -> entry
+	// watches holds, per user, a channel Forget closes (Watch).
+	watches map[string]*watch
 }
 
 type cacheEntry struct {
 	user    string
 	expires time.Time
+	gen     uint64 // the credential generation it was checked under
+}
+
+// watch is a channel closed when its user's credentials are revoked, and
+// the number of watchers holding it.
+type watch struct {
+	ch chan struct{}
+	n  int
 }
 
 var _ api.Authenticator = (*Authenticator)(nil)
@@ -141,7 +188,8 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("node: auth cache key: %w", err)
 	}
-	return &Authenticator{cfg: cfg, key: key, cache: make(map[[sha256.Size]byte]cacheEntry)}, nil
+	return &Authenticator{cfg: cfg, key: key, cache: make(map[[sha256.Size]byte]cacheEntry),
+		watches: make(map[string]*watch)}, nil
 }
 
 func (a *Authenticator) mac(user, password string) [sha256.Size]byte {
@@ -185,7 +233,7 @@ func (a *Authenticator) authenticate(ctx context.Context, pathUser string, c api
 	switch c.Scheme {
 	case "basic":
 	case "bearer":
-		return a.authenticateToken(pathUser, c.Token)
+		return a.authenticateToken(ctx, pathUser, c.Token)
 	default:
 		return fmt.Errorf("node: unknown auth scheme %q: %w", c.Scheme, api.ErrUnauthorized)
 	}
@@ -197,9 +245,23 @@ func (a *Authenticator) authenticate(ctx context.Context, pathUser string, c api
 	}
 	k := a.mac(c.User, c.Password)
 	now := a.cfg.Clock()
+	// The generation is read before the check: if the credentials change
+	// meanwhile, the entry carries the older one and is checked again.
+	var gen uint64
+	if a.cfg.Credentials != nil {
+		st, err := a.cfg.Credentials.Credentials(ctx, c.User)
+		if err != nil {
+			return err
+		}
+		if !st.Exists {
+			a.drop(k)
+			return fmt.Errorf("node: no account %q: %w", c.User, api.ErrUnauthorized)
+		}
+		gen = st.Gen
+	}
 	a.mu.Lock()
 	e, ok := a.cache[k]
-	if ok && !now.Before(e.expires) {
+	if ok && (!now.Before(e.expires) || e.gen != gen) {
 		delete(a.cache, k)
 		ok = false
 	}
@@ -218,26 +280,70 @@ func (a *Authenticator) authenticate(ctx context.Context, pathUser string, c api
 	if len(a.cache) >= a.cfg.CacheSize {
 		a.evictLocked(now)
 	}
-	a.cache[k] = cacheEntry{user: c.User, expires: now.Add(a.cfg.CacheTTL)}
+	a.cache[k] = cacheEntry{user: c.User, expires: now.Add(a.cfg.CacheTTL), gen: gen}
 	return nil
 }
 
+// drop removes one cached answer.
+func (a *Authenticator) drop(k [sha256.Size]byte) {
+	a.mu.Lock()
+	delete(a.cache, k)
+	a.mu.Unlock()
+}
+
 // Forget drops every cached positive answer for user, or for every user
-// when user is "". The directory calls it (through the wiring in cmd or
-// testnet) when an account is deleted or its password changes, so old
-// credentials stop working at once rather than after CacheTTL. It costs a
-// pass over the cache, which is bounded by CacheSize.
+// when user is "", and closes the Watch channels of that user (of every
+// user): feeds opened with the old credentials end. The directory calls
+// it (through the wiring in cmd or testnet) when an account is deleted or
+// its password changes, so old credentials stop working at once rather
+// than after CacheTTL. It costs a pass over the cache, which is bounded
+// by CacheSize.
 func (a *Authenticator) Forget(user string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if user == "" {
 		clear(a.cache)
+		for u, w := range a.watches {
+			close(w.ch)
+			delete(a.watches, u)
+		}
 		return
 	}
 	for k, e := range a.cache {
 		if e.user == user {
 			delete(a.cache, k)
 		}
+	}
+	if w, ok := a.watches[user]; ok {
+		close(w.ch)
+		delete(a.watches, user)
+	}
+}
+
+// Watch returns a channel that is closed when user's credentials are
+// revoked (Forget of user, or of every user), for long-lived requests
+// such as continuous changes feeds, and a stop function the caller must
+// call when it no longer watches. Safe for concurrent use.
+func (a *Authenticator) Watch(user string) (revoked <-chan struct{}, stop func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w, ok := a.watches[user]
+	if !ok {
+		w = &watch{ch: make(chan struct{})}
+		a.watches[user] = w
+	}
+	w.n++
+	var once sync.Once
+	return w.ch, func() {
+		once.Do(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if cur, ok := a.watches[user]; ok && cur == w {
+				if w.n--; w.n == 0 {
+					delete(a.watches, user)
+				}
+			}
+		})
 	}
 }
 

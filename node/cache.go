@@ -29,6 +29,11 @@ type userState struct {
 	// of a revision tree takes the next one); set under the exclusive
 	// lock after the commit, read atomically by UpdateSeq and waiters.
 	chg atomic.Uint64
+	// sync15 is set once the user is served by Sync 1.5: writes keep its
+	// Sync 1.5 indexes (index15.go). smod is its Sync 1.5 storage
+	// last-modified floor (userMeta.smod).
+	sync15 bool
+	smod   int64
 }
 
 // usage is what the quota counts: the payloads of the live records and of
@@ -38,7 +43,16 @@ func (st *userState) usage() int64 { return st.used + st.conf + st.local }
 // meta returns the user meta to persist with the given last stamp and
 // changes seq and st's other counters.
 func (st *userState) meta(last int64, chg uint64) *userMeta {
-	return &userMeta{nextSeq: st.nextSeq, last: last, chg: chg, conf: st.conf, local: st.local, nlocal: st.nlocal}
+	return &userMeta{nextSeq: st.nextSeq, last: last, chg: chg, conf: st.conf, local: st.local, nlocal: st.nlocal,
+		flags: st.flags(), smod: st.smod}
+}
+
+// flags returns the user meta flags of st.
+func (st *userState) flags() byte {
+	if st.sync15 {
+		return userSync15
+	}
+	return 0
 }
 
 func (st *userState) hasTTL() bool {
@@ -148,6 +162,7 @@ func (s *Store) loadUser(user string) (*userState, error) {
 			st.nextSeq, last = m.nextSeq, m.last
 			st.conf, st.local, st.nlocal = m.conf, m.local, m.nlocal
 			st.chg.Store(m.chg)
+			st.sync15, st.smod = m.flags&userSync15 != 0, m.smod
 			continue
 		}
 		var m collMeta

@@ -18,7 +18,10 @@ const (
 	// the plain flags) are still read.
 	verRecord  = 2
 	verRecord1 = 1
-	verMeta    = 1
+	// verMeta2 collection metas carry flags (metaKeep); they are written
+	// only when a flag is set, verMeta ones otherwise.
+	verMeta  = 1
+	verMeta2 = 2
 )
 
 var errCorrupt = errors.New("node: corrupt value")
@@ -208,16 +211,31 @@ func decodeRecord(v []byte, r *record) error {
 	return d.Err()
 }
 
-// collMeta is the metadata of one non-empty collection.
+// collMeta is the metadata of one non-empty collection, or of an empty
+// one that exists for Sync 1.5 (keep).
 type collMeta struct {
 	last  int64 // last modified (centiseconds)
 	count int64 // records stored, expired ones included until purged
 	bytes int64 // payload bytes of those records
 	ttl   int64 // how many of them have an expiry
+	// keep makes the collection exist with no record: a Sync 1.5
+	// collection exists from its first write until it is deleted
+	// (verMeta2).
+	keep bool
 }
 
+// metaKeep is the collection meta flag of collMeta.keep.
+const metaKeep = 1
+
+// exists reports whether the meta describes a collection that exists.
+func (m *collMeta) exists() bool { return m.count > 0 || m.keep }
+
 func appendMeta(b []byte, m *collMeta) []byte {
-	b = append(b, verMeta)
+	if m.keep {
+		b = append(b, verMeta2, metaKeep)
+	} else {
+		b = append(b, verMeta)
+	}
 	b = binary.AppendVarint(b, m.last)
 	b = binary.AppendVarint(b, m.count)
 	b = binary.AppendVarint(b, m.bytes)
@@ -225,10 +243,19 @@ func appendMeta(b []byte, m *collMeta) []byte {
 }
 
 func decodeMeta(v []byte, m *collMeta) error {
-	if len(v) < 1 || v[0] != verMeta {
+	if len(v) < 1 || (v[0] != verMeta && v[0] != verMeta2) {
 		return errCorrupt
 	}
-	d := newDecoder(v[1:])
+	rest := v[1:]
+	m.keep = false
+	if v[0] == verMeta2 {
+		if len(rest) < 1 || rest[0]&^metaKeep != 0 {
+			return errCorrupt
+		}
+		m.keep = rest[0]&metaKeep != 0
+		rest = rest[1:]
+	}
+	d := newDecoder(rest)
 	m.last = d.Varint()
 	m.count = d.Varint()
 	m.bytes = d.Varint()
@@ -242,8 +269,11 @@ func decodeMeta(v []byte, m *collMeta) error {
 // Version 3 adds the user's last changes-feed sequence number; version 4
 // the bytes the quota counts beyond the Weave records: the payloads of
 // conflicting leaves, and the _local documents' bytes and number (read
-// as 0 from older versions).
+// as 0 from older versions). Version 5, written only for a user served
+// by Sync 1.5, adds flags (userSync15: the Sync 1.5 indexes are kept) and
+// the storage's last-modified time for Sync 1.5 (userMeta.smod).
 const (
+	verUserMeta5 = 5
 	verUserMeta  = 4
 	verUserMeta3 = 3
 	verUserMeta2 = 2
@@ -259,19 +289,37 @@ type userMeta struct {
 	// (live leaves that are not their document's winner); local and
 	// nlocal the bytes and number of the _local documents.
 	conf, local, nlocal int64
+	// flags (userSync15) and smod (the Sync 1.5 storage's last-modified
+	// time, at least the last time of every collection it ever had) are
+	// version 5's.
+	flags byte
+	smod  int64
 }
 
+// userSync15 is the user meta flag of a user served by Sync 1.5: its
+// Sync 1.5 indexes (index15.go) are kept.
+const userSync15 = 1
+
 func appendUserMeta(b []byte, m *userMeta) []byte {
-	b = binary.AppendUvarint(append(b, verUserMeta), m.nextSeq)
+	v := byte(verUserMeta)
+	if m.flags != 0 || m.smod != 0 {
+		v = verUserMeta5
+	}
+	b = binary.AppendUvarint(append(b, v), m.nextSeq)
 	b = binary.AppendVarint(b, m.last)
 	b = binary.AppendUvarint(b, m.chg)
 	b = binary.AppendVarint(b, m.conf)
 	b = binary.AppendVarint(b, m.local)
-	return binary.AppendVarint(b, m.nlocal)
+	b = binary.AppendVarint(b, m.nlocal)
+	if v == verUserMeta5 {
+		b = append(b, m.flags)
+		b = binary.AppendVarint(b, m.smod)
+	}
+	return b
 }
 
 func decodeUserMeta(v []byte) (m userMeta, err error) {
-	if len(v) < 1 || v[0] < verUserMeta1 || v[0] > verUserMeta {
+	if len(v) < 1 || v[0] < verUserMeta1 || v[0] > verUserMeta5 {
 		return userMeta{}, errCorrupt
 	}
 	d := newDecoder(v[1:])
@@ -286,6 +334,13 @@ func decodeUserMeta(v []byte) (m userMeta, err error) {
 		m.conf = d.Varint()
 		m.local = d.Varint()
 		m.nlocal = d.Varint()
+	}
+	if v[0] >= verUserMeta5 {
+		m.flags = d.Byte()
+		m.smod = d.Varint()
+		if m.flags&^userSync15 != 0 {
+			return userMeta{}, errCorrupt
+		}
 	}
 	return m, d.Err()
 }

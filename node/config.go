@@ -93,6 +93,10 @@ type Config struct {
 	// if Pebble still hits ENOSPC, and made again afterwards. Default 128
 	// MiB; -1 turns the check and the ballast off.
 	MinFreeBytes int64
+	// BatchLifetime is how long an uncommitted Sync 1.5 batch upload is
+	// kept; the background purge drops older ones. Default the storage
+	// API's batch lifetime (2 h) plus 10 minutes.
+	BatchLifetime time.Duration
 
 	// fs replaces Pebble's file system (tests count fsyncs and inject
 	// errors with it).
@@ -117,6 +121,7 @@ func DefaultConfig() Config {
 		MaxDocBytes:   DefaultMaxDocBytes,
 		MaxLocalDocs:  DefaultMaxLocalDocs,
 		MinFreeBytes:  DefaultMinFreeBytes,
+		BatchLifetime: defaultBatchLifetime,
 	}
 }
 
@@ -143,6 +148,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: Config.MinFreeBytes %d out of range", c.MinFreeBytes)
 	case c.MaxLocalDocs < 0:
 		return fmt.Errorf("node: Config.MaxLocalDocs %d is negative", c.MaxLocalDocs)
+	case c.BatchLifetime < 0:
+		return fmt.Errorf("node: Config.BatchLifetime %v is negative", c.BatchLifetime)
 	case c.MaxConflicts < 0:
 		return fmt.Errorf("node: Config.MaxConflicts %d is negative", c.MaxConflicts)
 	case c.MaxDocBytes != 0 && c.MaxDocBytes < MinMaxDocBytes:
@@ -188,6 +195,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MinFreeBytes == 0 {
 		c.MinFreeBytes = d.MinFreeBytes
+	}
+	if c.BatchLifetime == 0 {
+		c.BatchLifetime = d.BatchLifetime
 	}
 	return c
 }

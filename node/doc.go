@@ -60,6 +60,8 @@
 //   - cache.go: the users' metadata cache (userState, eviction)
 //   - clock.go: the monotonic node clock and per-user stamps
 //   - keys.go, codec.go: the key layout and the stored value encodings
+//   - backup.go: Checkpoint (an online copy of the whole store) and
+//     RenewUUID (a restored copy's new identity)
 //
 // The Weave storage API (api.Store):
 //
@@ -89,5 +91,21 @@
 //     towards replication, and ErrNotAcknowledged
 //
 // Authentication: auth.go (Authenticator, password cache, Membership: the
-// serving rule) and token.go (signed tokens, KeySource).
+// serving rule, CredentialSource: revocation of tokens and cached answers
+// by the directory's credential state, Watch for long requests) and
+// token.go (signed tokens, KeySource, KeyRefresher for unknown key ids).
+//
+// The Sync 1.5 storage API (sync15.Store, over the same records and
+// documents: a Sync 1.5 write is a client write like a Weave one):
+//
+//   - sync15.go: Sync15 (Store.Sync15), the protocol's write rules,
+//     collections that exist while empty, the storage's last-modified
+//     time, listings in the protocol's total orders with keyset offsets
+//   - index15.go: the two indexes of those orders, kept only for users
+//     served by Sync 1.5 and built at a user's first Sync 1.5 request
+//   - batch15.go: batch uploads kept in Pebble until committed in one
+//     synced batch, and the purge of abandoned ones
+//   - hawk.go: HawkAuthenticator (Hawk with api/hawkid credentials whose
+//     key is sealed to the node's X25519 key, hawk.key) under the same
+//     serving and revocation rules as the Authenticator
 package node

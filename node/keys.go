@@ -14,6 +14,12 @@ const (
 	tagIdx  = 'S' // user\0 S coll\0 ^si seq -> ""
 	tagExp  = 'X' // user\0 X coll\0 exp seq -> id
 
+	// Sync 1.5 (index15.go, batch15.go): the view's orders of the Sync 1.5
+	// API, kept for users served by it, and its batch uploads.
+	tagNew15 = 'N' // user\0 N coll\0 mod id              -> seq, exp
+	tagIdx15 = 'I' // user\0 I coll\0 0 id | 1 si id      -> seq, exp, mod
+	tagBatch = 'B' // user\0 B coll\0 batch [\0 id]       -> batch header | batched record
+
 	// Revision keys (not part of the Weave view: DELETE storage keeps them).
 	tagAnc   = 'A' // user\0 A coll\0 len(id) id ^chunk -> entries (position, hash) of older revisions of a single-path document, appended by merge (history.go)
 	tagHist  = 'O' // user\0 O coll\0 id     -> older revision hashes of a single-path document (document version 3; replaced by tagAnc keys when it changes)
@@ -26,7 +32,7 @@ const (
 // viewRanges are the tag ranges [lo, hi) holding the Weave view of a
 // user's documents (records, indexes, collection metadata), and nothing
 // else: DELETE storage range-deletes them.
-var viewRanges = [][2]byte{{tagMeta, 'N'}, {tagRec, 'T'}, {tagExp, 'Y'}}
+var viewRanges = [][2]byte{{tagMeta, tagHist}, {tagRec, 'T'}, {tagExp, 'Y'}}
 
 var keyUUID = []byte("\x00uuid")
 

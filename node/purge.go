@@ -212,5 +212,14 @@ func (s *Store) purgeLoop() {
 		case n > 0:
 			s.log.Info("purged expired records", "records", n)
 		}
+		n, err = s.PurgeBatches(context.Background())
+		switch {
+		case errors.Is(err, ErrClosed):
+			return
+		case err != nil:
+			s.log.Error("dropping expired Sync 1.5 batches", "err", err)
+		case n > 0:
+			s.log.Info("dropped expired Sync 1.5 batches", "batches", n)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -74,17 +76,39 @@ func (s *StaticKeys) Keys() map[string]ed25519.PublicKey {
 	return maps.Clone(s.keys)
 }
 
-// authenticateToken checks a bearer token for pathUser.
-func (a *Authenticator) authenticateToken(pathUser, tok string) error {
+// authenticateToken checks a bearer token for pathUser: its signature
+// (fetching the directory's keys again once when it names an unknown key
+// and Keys is a KeyRefresher), audience, times and subject, then, with
+// AuthConfig.Credentials, that it was issued after the user's last
+// credential change.
+func (a *Authenticator) authenticateToken(ctx context.Context, pathUser, tok string) error {
 	if a.cfg.Keys == nil {
 		return fmt.Errorf("node: bearer tokens not accepted: %w", api.ErrUnauthorized)
 	}
 	c, err := api.VerifyToken(tok, a.cfg.Keys.PublicKey, a.cfg.NodeID, a.cfg.Clock())
+	if errors.Is(err, api.ErrTokenUnknownKey) {
+		if r, ok := a.cfg.Keys.(KeyRefresher); ok {
+			if pc, _, _, perr := api.ParseToken(tok); perr == nil && r.RefreshKey(ctx, pc.Kid) {
+				c, err = api.VerifyToken(tok, a.cfg.Keys.PublicKey, a.cfg.NodeID, a.cfg.Clock())
+			}
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	if c.Sub != pathUser {
 		return fmt.Errorf("node: token is for %q, not %q: %w", c.Sub, pathUser, api.ErrUnauthorized)
+	}
+	if a.cfg.Credentials == nil {
+		return nil
+	}
+	st, err := a.cfg.Credentials.Credentials(ctx, c.Sub)
+	if err != nil {
+		return err
+	}
+	if st.Revokes(c) {
+		return fmt.Errorf("node: token of %q issued at %d, credentials changed at %d (exists %v): %w",
+			c.Sub, c.Iat, st.ChangedAt, st.Exists, api.ErrTokenRevoked)
 	}
 	return nil
 }

@@ -238,27 +238,9 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 			return nil, nil
 		}
 		w := s.newWriter(b, sc, st, user, coll, t)
-		if len(ws) > 1 {
-			w.pendRecs = slices.Grow(sc.recs[:0], len(ws))
-			defer func() { sc.recs = w.pendRecs }()
-			w.ops = opsPool.Get().(*sortedOps)
-			defer w.ops.release()
-		}
-		if len(ws) >= prefetchMin {
-			ids := sc.ids[:0]
-			for i := range ws {
-				ids = append(ids, ws[i].ID)
-			}
-			slices.Sort(ids)
-			sc.ids = ids
-			if err := w.prefetch(ids); err != nil {
-				return nil, err
-			}
-		}
-		for i := range ws {
-			if _, err := w.put(&ws[i]); err != nil {
-				return nil, err
-			}
+		defer multi(w, len(ws))()
+		if err := w.putAll(ws); err != nil {
+			return nil, err
 		}
 		return w.done(st)
 	})
@@ -275,6 +257,46 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 		res.Success[i] = ws[i].ID
 	}
 	return res, nil
+}
+
+// multi sets w up for a request of n records: the staged records (a
+// record written twice sees its first write) and sorted ops, in the
+// request's scratch; the caller defers the returned release.
+func multi(w *writer, n int) func() {
+	if n <= 1 {
+		return func() {}
+	}
+	sc := w.sc
+	w.pendRecs = slices.Grow(sc.recs[:0], n)
+	w.ops = opsPool.Get().(*sortedOps)
+	ops := w.ops
+	return func() {
+		sc.recs = w.pendRecs
+		ops.release()
+	}
+}
+
+// putAll stages ws through w, reading the heads and documents of a large
+// request ahead with one iterator (prefetch).
+func (w *writer) putAll(ws []api.WBO) error {
+	if len(ws) >= prefetchMin {
+		sc := w.sc
+		ids := sc.ids[:0]
+		for i := range ws {
+			ids = append(ids, ws[i].ID)
+		}
+		slices.Sort(ids)
+		sc.ids = ids
+		if err := w.prefetch(ids); err != nil {
+			return err
+		}
+	}
+	for i := range ws {
+		if _, err := w.put(&ws[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteItem deletes one record; deleting a missing record succeeds.
@@ -325,7 +347,10 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 			if err := w.tombstoneAll(); err != nil {
 				return nil, err
 			}
-			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp} {
+			if w.idx15 {
+				w.smod = max(w.smod, cm.last, int64(t.ts))
+			}
+			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp, tagNew15, tagIdx15} {
 				sc.k = collPrefix(sc.k[:0], user, tag, coll)
 				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 				if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
@@ -375,48 +400,59 @@ func (s *Store) DeleteStorage(ctx context.Context, user string) (api.WriteResult
 		if len(st.colls) == 0 {
 			return nil, nil
 		}
-		// Every live document gets a tombstone (so that peers cannot
-		// bring the records back), then the view goes in range deletes.
-		colls := make([]string, 0, len(st.colls))
-		for c := range st.colls {
-			colls = append(colls, c)
-		}
-		slices.Sort(colls)
-		rs := sc.session(s, st)
-		for _, c := range colls {
-			w := s.newWriter(b, sc, st, user, c, t)
-			if err := w.tombstoneAll(); err != nil {
-				return nil, err
-			}
-			if err := w.saveDocs(); err != nil {
-				return nil, err
-			}
-		}
-		for _, r := range viewRanges {
-			sc.k = userTag(sc.k[:0], user, r[0])
-			sc.k2 = userTag(sc.k2[:0], user, r[1])
-			if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
-				return nil, err
-			}
-		}
-		// Keep the insertion counter so numbers are never reused, and
-		// the user's last stamp.
-		sc.k = metaKey(sc.k[:0], user, "")
-		m := st.meta(int64(t.ts), rs.chg)
-		m.conf = rs.conf
-		sc.v = appendUserMeta(sc.v[:0], m)
-		if err := b.Set(sc.k, sc.v, nil); err != nil {
-			return nil, err
-		}
-		return func() {
-			clear(st.colls)
-			st.used = 0
-			st.conf = rs.conf
-			st.chg.Store(rs.chg)
-		}, nil
+		return s.stageDeleteStorage(user, st, t, b, sc)
 	})
 	if err != nil {
 		return api.WriteResult{}, err
 	}
 	return api.WriteResult{Timestamp: ts, QuotaRemaining: s.quotaLeft(st)}, nil
+}
+
+// stageDeleteStorage stages the deletion of every record of the user
+// (DELETE storage): each live document gets a tombstone, then the view
+// goes in range deletes; the user meta keeps the counters and takes t.
+func (s *Store) stageDeleteStorage(user string, st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+	// Every live document gets a tombstone (so that peers cannot
+	// bring the records back), then the view goes in range deletes.
+	colls := make([]string, 0, len(st.colls))
+	for c := range st.colls {
+		colls = append(colls, c)
+	}
+	slices.Sort(colls)
+	rs := sc.session(s, st)
+	for _, c := range colls {
+		w := s.newWriter(b, sc, st, user, c, t)
+		if err := w.tombstoneAll(); err != nil {
+			return nil, err
+		}
+		if err := w.saveDocs(); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range viewRanges {
+		sc.k = userTag(sc.k[:0], user, r[0])
+		sc.k2 = userTag(sc.k2[:0], user, r[1])
+		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+			return nil, err
+		}
+	}
+	// Keep the insertion counter so numbers are never reused, and
+	// the user's last stamp.
+	sc.k = metaKey(sc.k[:0], user, "")
+	m := st.meta(int64(t.ts), rs.chg)
+	m.conf = rs.conf
+	if st.sync15 {
+		m.smod = max(m.smod, int64(t.ts))
+	}
+	sc.v = appendUserMeta(sc.v[:0], m)
+	if err := b.Set(sc.k, sc.v, nil); err != nil {
+		return nil, err
+	}
+	return func() {
+		clear(st.colls)
+		st.used = 0
+		st.conf = rs.conf
+		st.chg.Store(rs.chg)
+		st.smod = m.smod
+	}, nil
 }

@@ -36,6 +36,12 @@ type writer struct {
 	// rs holds the documents (revision trees) this request changes; the
 	// writers of one request share it.
 	rs *revSession
+	// Sync 1.5 (sync15.go, index15.go): idx15 keeps the user's Sync 1.5
+	// indexes; sem15 gives put the Sync 1.5 rules (stampAll: every record
+	// gets the write's time, as a batch commit does); smod is the user's
+	// Sync 1.5 storage last-modified floor, persisted by finish.
+	idx15, sem15, stampAll bool
+	smod                   int64
 }
 
 // sortedOps buffers the sets, deletes and merges of one request so that they reach
@@ -146,7 +152,7 @@ func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, col
 		s: s, b: b, sc: sc, user: user, coll: coll,
 		ts: int64(t.ts), nowSec: t.mono / 100, last: max(int64(t.ts), st.last.Load()),
 		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
-		rs: sc.session(s, st),
+		rs: sc.session(s, st), idx15: st.sync15, smod: st.smod,
 	}
 }
 
@@ -215,6 +221,9 @@ func (w *writer) remove(id string, h *head) error {
 		sc.k = expKey(sc.k[:0], w.user, w.coll, h.exp, h.seq)
 		del(sc.k)
 		w.cm.ttl--
+	}
+	if w.idx15 && err == nil {
+		err = w.unindex15(id, h)
 	}
 	w.cm.count--
 	w.cm.bytes -= h.plen
@@ -292,7 +301,15 @@ func (w *writer) put(in *api.WBO) (int64, error) {
 		nr.has |= api.FieldPayload
 		nr.payload = in.Payload
 		nr.mod = w.ts
-		nr.exp = 0
+		if !w.sem15 {
+			nr.exp = 0
+		}
+	}
+	if w.sem15 && (!exists || w.stampAll || in.Has&api.FieldSortIndex != 0) {
+		// Sync 1.5: a new record always has a payload ("" by default),
+		// and a sortindex write (or a batch commit) moves modified.
+		nr.has |= api.FieldPayload
+		nr.mod = w.ts
 	}
 	if in.Has&api.FieldTTL != 0 {
 		nr.exp = w.nowSec + in.TTL
@@ -384,6 +401,14 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 	if nh.mod > w.cm.last {
 		w.cm.last = nh.mod
 	}
+	if w.idx15 && err == nil {
+		if exists {
+			err = w.unindex15(nr.id, oh)
+		}
+		if err == nil {
+			err = w.index15(nr.id, &nh)
+		}
+	}
 	if w.pendRecs != nil && ds != nil {
 		if ds.pend > 0 {
 			w.pendRecs[ds.pend-1] = *nr
@@ -413,16 +438,25 @@ func (w *writer) finish() error {
 	}
 	sc.k = metaKey(sc.k[:0], w.user, w.coll)
 	var err error
-	if w.cm.count > 0 {
+	if w.cm.exists() {
 		sc.v = appendMeta(sc.v[:0], &w.cm)
 		err = w.b.Set(sc.k, sc.v, nil)
 	} else {
+		if w.idx15 {
+			// The collection goes: the storage's time keeps its last.
+			w.smod = max(w.smod, w.cm.last)
+		}
 		err = w.b.Delete(sc.k, nil)
 	}
 	if err == nil {
 		rs := w.rs
+		var flags byte
+		if w.idx15 {
+			flags = userSync15
+		}
 		sc.k = metaKey(sc.k[:0], w.user, "")
-		sc.v = appendUserMeta(sc.v[:0], &userMeta{nextSeq: w.nextSeq, last: w.last, chg: rs.chg, conf: rs.conf, local: rs.local, nlocal: rs.nlocal})
+		sc.v = appendUserMeta(sc.v[:0], &userMeta{nextSeq: w.nextSeq, last: w.last, chg: rs.chg, conf: rs.conf, local: rs.local, nlocal: rs.nlocal,
+			flags: flags, smod: w.smod})
 		err = w.b.Set(sc.k, sc.v, nil)
 	}
 	return err
@@ -439,11 +473,12 @@ func (w *writer) done(st *userState) (func(), error) {
 
 // apply installs the new metadata in memory after a successful commit.
 func (w *writer) apply(st *userState) {
-	if w.cm.count > 0 {
+	if w.cm.exists() {
 		st.colls[w.coll] = w.cm
 	} else {
 		delete(st.colls, w.coll)
 	}
+	st.smod = max(st.smod, w.smod)
 	st.nextSeq = w.nextSeq
 	st.used += w.usedDelta
 	st.conf = w.rs.conf

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/httpserve"
+	"github.com/hce-sync/hce/api/sync15"
 	"github.com/hce-sync/hce/node"
 )
 
@@ -29,9 +30,9 @@ type authObserver struct {
 	next api.Authenticator
 	now  func() time.Time
 
-	basic, bearer, other atomic.Uint64 // refused credentials by scheme
-	notServing, errs     atomic.Uint64
-	seen                 sync.Map // user -> *atomic.Int64 (Unix seconds of the last success)
+	basic, bearer, hawk, other atomic.Uint64 // refused credentials by scheme
+	notServing, errs           atomic.Uint64
+	seen                       sync.Map // user -> *atomic.Int64 (Unix seconds of the last success)
 
 	failures, notServingD, errsD, active *prometheus.Desc
 }
@@ -54,16 +55,7 @@ func (a *authObserver) Authenticate(ctx context.Context, user string, c api.Cred
 	err := a.next.Authenticate(ctx, user, c)
 	switch {
 	case err == nil:
-		now := a.now().Unix()
-		if v, ok := a.seen.Load(user); ok {
-			if t := v.(*atomic.Int64); t.Load() != now {
-				t.Store(now)
-			}
-		} else {
-			t := new(atomic.Int64)
-			t.Store(now)
-			a.seen.Store(user, t)
-		}
+		a.served(user)
 	case errors.Is(err, node.ErrNotServing):
 		a.notServing.Add(1)
 	case errors.Is(err, api.ErrUnauthorized):
@@ -81,6 +73,43 @@ func (a *authObserver) Authenticate(ctx context.Context, user string, c api.Cred
 	return err
 }
 
+// served records a request authenticated as user.
+func (a *authObserver) served(user string) {
+	now := a.now().Unix()
+	if v, ok := a.seen.Load(user); ok {
+		if t := v.(*atomic.Int64); t.Load() != now {
+			t.Store(now)
+		}
+	} else {
+		t := new(atomic.Int64)
+		t.Store(now)
+		a.seen.Store(user, t)
+	}
+}
+
+// hawkObserver counts the Sync 1.5 storage API's authentications into an
+// authObserver (scheme "hawk").
+type hawkObserver struct {
+	a    *authObserver
+	next sync15.Authenticator
+}
+
+// Authenticate implements sync15.Authenticator.
+func (h hawkObserver) Authenticate(ctx context.Context, r sync15.AuthRequest) (sync15.Identity, error) {
+	id, err := h.next.Authenticate(ctx, r)
+	switch {
+	case err == nil:
+		h.a.served(id.User)
+	case errors.Is(err, node.ErrNotServing):
+		h.a.notServing.Add(1)
+	case errors.Is(err, api.ErrUnauthorized):
+		h.a.hawk.Add(1)
+	default:
+		h.a.errs.Add(1)
+	}
+	return id, err
+}
+
 // Describe implements prometheus.Collector.
 func (a *authObserver) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{a.failures, a.notServingD, a.errsD, a.active} {
@@ -93,6 +122,7 @@ func (a *authObserver) Describe(ch chan<- *prometheus.Desc) {
 func (a *authObserver) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(a.failures, prometheus.CounterValue, float64(a.basic.Load()), "basic")
 	ch <- prometheus.MustNewConstMetric(a.failures, prometheus.CounterValue, float64(a.bearer.Load()), "bearer")
+	ch <- prometheus.MustNewConstMetric(a.failures, prometheus.CounterValue, float64(a.hawk.Load()), "hawk")
 	ch <- prometheus.MustNewConstMetric(a.failures, prometheus.CounterValue, float64(a.other.Load()), "other")
 	ch <- prometheus.MustNewConstMetric(a.notServingD, prometheus.CounterValue, float64(a.notServing.Load()))
 	ch <- prometheus.MustNewConstMetric(a.errsD, prometheus.CounterValue, float64(a.errs.Load()))

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -85,7 +86,8 @@ func (t *Testnet) memberArgs(m *member, join string, first bool, dirURL string) 
 		args := []string{"directory", "--log-level", t.cfg.ChildLogLevel, "--id", m.id, "--data", m.data,
 			"--http", m.httpAddr, "--raft", m.raftAddr, "--p2p", m.p2pAddr, "--ca", filepath.Join(t.cfg.Dir, "ca"),
 			"--replicas", strconv.Itoa(t.cfg.Replicas), "--auto-approve", "--down-after", t.cfg.DownAfter.String(),
-			"--blocklist", filepath.Join(m.data, BlocklistFile)}
+			"--blocklist", filepath.Join(m.data, BlocklistFile),
+			"--fxa-local", "--fxa-local-key", filepath.Join(t.cfg.Dir, LocalIssuerKeyFile)}
 		switch {
 		case first && join == "":
 			args = append(args, "--bootstrap")
@@ -126,7 +128,14 @@ func (t *Testnet) spawn(ctx context.Context, m *member, join string, first bool,
 	if err != nil {
 		return nil, "", err
 	}
-	cmd := exec.Command(t.cfg.Binary, args...)
+	bin := t.cfg.Binary
+	if t.cfg.BinaryFor != nil {
+		if b := t.cfg.BinaryFor(m.name); b != "" {
+			bin = b
+			args = olderBuildArgs(b, args)
+		}
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(childEnv(), "HCE_ADMIN_TOKEN="+t.token)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if t.owner {
@@ -266,3 +275,37 @@ func waitGone(ctx context.Context, pid int, data string) error {
 
 // errStillRuns is waitGone's check failing.
 var errStillRuns = errors.New("still runs")
+
+// helpCache remembers which binaries know the Sync 1.5 flags.
+var helpCache sync.Map // binary path -> bool
+
+// olderBuildArgs drops from a voter's args the flags a binary of an
+// earlier release does not know (the Sync 1.5 local issuer, added after
+// it), so a mixed-version testnet can run it; it asks the binary's
+// `directory --help` once per path.
+func olderBuildArgs(bin string, args []string) []string {
+	if len(args) == 0 || args[0] != "directory" {
+		return args
+	}
+	knows, ok := helpCache.Load(bin)
+	if !ok {
+		out, _ := exec.Command(bin, "directory", "--help").CombinedOutput()
+		knows = bytes.Contains(out, []byte("-fxa-local"))
+		helpCache.Store(bin, knows)
+	}
+	if knows.(bool) {
+		return args
+	}
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "--fxa-local":
+			continue
+		case "--fxa-local-key":
+			i++ // and its value
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}

@@ -70,6 +70,11 @@ type Config struct {
 	Mode Mode
 	// Binary is the path of the hce binary; required with ChildProcess.
 	Binary string
+	// BinaryFor, when set, picks the binary of each start of a member
+	// (by short name: d1, n2, ...; "" keeps Binary): a mixed-version
+	// testnet, and a rolling upgrade when it answers differently for a
+	// Restart. ChildProcess only.
+	BinaryFor func(member string) string
 	// DownAfter is the heartbeat silence after which a node is marked
 	// down. Default DefaultDownAfter (5 s).
 	DownAfter time.Duration

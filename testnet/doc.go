@@ -17,6 +17,10 @@
 //     restarts and partitions voters and nodes; then it heals everything
 //     and checks that no acknowledged write or registration was lost and
 //     no read missed an acknowledged write (`hce testnet chaos`).
+//   - Sync 1.5 (sync15.go): every node and Standalone serves the Sync 1.5
+//     storage API with Hawk credentials sealed to its X25519 key; voters
+//     and Standalone run the tokenserver (FxAConfig), a testnet's voters
+//     the local issuer with one shared key.
 //   - Every voter, node and Standalone serves HTTP on the platform of
 //     package api/httpserve (HTTPConfig: TLS, timeouts, limits, health
 //     checks, metrics, access log); Config.TLS runs a testnet over HTTPS.

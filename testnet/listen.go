@@ -182,13 +182,15 @@ func withCouch(store *node.Store, auth api.Authenticator, logger *slog.Logger, s
 	if err != nil {
 		return nil, err
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// The client's address goes into each request's context: the
+	// directory limits failed logins per client.
+	return api.ClientAddrHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.Path; p == ccfg.Prefix || strings.HasPrefix(p, ccfg.Prefix+"/") {
 			ch.ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)
-	}), nil
+	})), nil
 }
 
 // toMultiaddr turns host:port (or a multiaddress) into a TCP multiaddress.

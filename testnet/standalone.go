@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,14 @@ type StandaloneConfig struct {
 	HTTP HTTPConfig
 	// Logger receives all logs (default: discard).
 	Logger *slog.Logger
+	// FxA configures the Sync 1.5 tokenserver (GET /1.0/sync/1.5): off
+	// unless a way to verify access tokens (or the local issuer) is
+	// given; the local issuer's key defaults to DataDir/directory/
+	// fxa-local.key.
+	FxA FxAConfig
+	// Sync15 configures the Sync 1.5 storage API (/1.5/{uid}/), whose
+	// Hawk keys are sealed to the X25519 key in DataDir/node/hawk.key.
+	Sync15 Sync15Config
 	// Directory, Node, Storage and User, when non-nil, adjust the
 	// component configurations after the defaults are filled in (tests
 	// lower the password hashing cost this way; hce serve sets limits).
@@ -88,6 +97,7 @@ type Standalone struct {
 	store  *node.Store
 	srv    *httpServer
 	obs    *authObserver // counts refused credentials and active users
+	hawk   *ecdh.PrivateKey
 	url    string
 	logger *slog.Logger
 }
@@ -152,6 +162,9 @@ func (s *Standalone) openStore(cfg StandaloneConfig) error {
 		cfg.Node(&ncfg)
 	}
 	var err error
+	if s.hawk, err = node.LoadOrCreateHawkKey(ncfg.Dir); err != nil {
+		return err
+	}
 	s.store, err = node.Open(ncfg)
 	return err
 }
@@ -169,6 +182,10 @@ func (s *Standalone) openDirectory(ctx context.Context, cfg StandaloneConfig, au
 			a.Forget(user)
 		}
 	}
+	if err := cfg.FxA.apply(&dcfg, dcfg.Dir); err != nil {
+		return dcfg, err
+	}
+	dcfg.Sync.ServeNodeKey = s.hawk.PublicKey().Bytes()
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
@@ -187,6 +204,8 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	// Bearer tokens from GET /user/1.0/{user}/token name this node by the
 	// directory's serve audience and are checked against its keys.
 	acfg.Keys = s.dir
+	// Tokens issued before a password change or a deletion are refused.
+	acfg.Credentials = s.dir
 	acfg.NodeID = dcfg.Tokens.ServeNodeID
 	if acfg.NodeID == "" {
 		acfg.NodeID = directory.DefaultServeNodeID
@@ -212,6 +231,10 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	ucfg.Accounts = accountsWithStorage{s.dir, s.store}
 	ucfg.Tokens = s.dir
 	ucfg.ResetCodeTTL = dcfg.Accounts.ResetCodeTTL
+	// The registration policy, captcha and admin secret, as a voter's.
+	dui := s.dir.UserAPIConfig()
+	ucfg.Registration, ucfg.AdminSecret = dui.Registration, dui.AdminSecret
+	ucfg.Captcha, ucfg.CaptchaPublicKey, ucfg.CaptchaHTML = dui.Captcha, dui.CaptchaPublicKey, dui.CaptchaHTML
 	ucfg.Logger = cfg.Logger.With("component", "user-api")
 	if cfg.User != nil {
 		cfg.User(&ucfg)
@@ -220,7 +243,17 @@ func (s *Standalone) handler(cfg StandaloneConfig, dcfg directory.Config, authRe
 	if err != nil {
 		return nil, err
 	}
-	return withCouch(s.store, s.obs, cfg.Logger, stop, api.NewHandler(storage, users))
+	hawkAuth, err := node.NewHawkAuthenticator(node.HawkConfig{Keys: s.dir, NodeID: acfg.NodeID, NodeKey: s.hawk,
+		Credentials: s.dir, Hawk: cfg.Sync15.hawkConfig()})
+	if err != nil {
+		return nil, err
+	}
+	s15, err := sync15Handler(s.store, hawkObserver{s.obs, hawkAuth}, cfg.Sync15, cfg.QuotaBytes, 0, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	weave := withTokenServer(s.dir.HTTPHandler(), withSync15(s15, api.NewHandler(storage, users)))
+	return withCouch(s.store, s.obs, cfg.Logger, stop, weave)
 }
 
 // httpServer is the server on ln: handler on the platform, its heartbeat
@@ -277,11 +310,42 @@ type accountsWithStorage struct {
 	store *node.Store
 }
 
-// DeleteUser wipes the user's storage, then deletes the account. A failed
-// wipe leaves the account in place, so the client can retry.
+// DeleteUser wipes the user's records, deletes the account (which
+// revokes every credential of it: tokens, cached passwords, open feeds)
+// and wipes again what requests authenticated before the deletion wrote
+// meanwhile. A failed first wipe leaves the account in place, so the
+// client can retry.
 func (a accountsWithStorage) DeleteUser(ctx context.Context, user string) error {
-	if _, err := a.store.DeleteStorage(ctx, user); err != nil {
+	if err := a.store.WipeUser(ctx, user); err != nil {
 		return fmt.Errorf("testnet: deleting %s's records: %w", user, err)
 	}
-	return a.Directory.DeleteUser(ctx, user)
+	if err := a.Directory.DeleteUser(ctx, user); err != nil {
+		return err
+	}
+	if err := a.store.WipeUser(ctx, user); err != nil {
+		return fmt.Errorf("testnet: deleting %s's records after the account: %w", user, err)
+	}
+	return nil
+}
+
+// CreateUser wipes whatever is stored under the name before the account
+// is created, so a new account never sees records of an earlier one.
+func (a accountsWithStorage) CreateUser(ctx context.Context, user, password, email string) error {
+	return a.CreateUserWithInvite(ctx, user, password, email, "")
+}
+
+// CreateUserWithInvite is CreateUser with an invite code
+// (api.InviteAccounts).
+func (a accountsWithStorage) CreateUserWithInvite(ctx context.Context, user, password, email, invite string) error {
+	if ok, _ := a.UserExists(ctx, user); ok {
+		return api.ErrUserExists
+	}
+	// A name that never held anything has an empty feed: nothing to
+	// clear (and its clock stays untouched).
+	if seq, err := a.store.UpdateSeq(ctx, user); err != nil || seq > 0 {
+		if err := a.store.WipeUser(ctx, user); err != nil {
+			return fmt.Errorf("testnet: clearing %s's records: %w", user, err)
+		}
+	}
+	return a.Directory.CreateUserWithInvite(ctx, user, password, email, invite)
 }

@@ -95,6 +95,10 @@ func Start(ctx context.Context, cfg Config) (_ *Testnet, err error) {
 	if t.ca, err = loadOrCreateCA(filepath.Join(cfg.Dir, "ca"), "HCE testnet CA"); err != nil {
 		return nil, fmt.Errorf("testnet: CA: %w", err)
 	}
+	// Every voter runs the local Sync 1.5 issuer with this one key.
+	if _, err := LoadOrCreateIssuerKey(filepath.Join(cfg.Dir, LocalIssuerKeyFile)); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
 	if err := t.setupTLS(); err != nil {
 		return nil, err
 	}
@@ -314,7 +318,8 @@ func (t *Testnet) start(ctx context.Context, m *member, first bool) error {
 		v, err := StartVoter(ctx, VoterConfig{ID: m.id, Dir: m.data, HTTPAddr: m.httpAddr, RaftAddr: m.raftAddr,
 			P2PAddr: m.p2pAddr, CA: t.ca, Bootstrap: first && join == "", Join: join, AdminToken: t.token,
 			AutoApprove: true, Replicas: t.cfg.Replicas, DownAfter: t.cfg.DownAfter, HTTP: hc,
-			Logger: t.log.With("member", m.name), Directory: t.cfg.Directory, Blocklist: filepath.Join(m.data, BlocklistFile)})
+			Logger: t.log.With("member", m.name), Directory: t.cfg.Directory, Blocklist: filepath.Join(m.data, BlocklistFile),
+			FxA: FxAConfig{Local: true, LocalKeyFile: filepath.Join(t.cfg.Dir, LocalIssuerKeyFile)}})
 		if err != nil {
 			return fmt.Errorf("testnet: voter %s: %w", m.name, err)
 		}

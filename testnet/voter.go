@@ -35,6 +35,12 @@ const (
 	// DefaultVoterDownAfter is VoterConfig.DownAfter's default
 	// (directory.Config.DownAfter's).
 	DefaultVoterDownAfter = directory.DefaultDownAfter
+	// DefaultMaxNodeCapacity and DefaultMaxOperatorCapacity are the
+	// defaults of VoterConfig's capacity limits: the most users placement
+	// counts for one node, and for all the nodes of one operator,
+	// whatever they declare.
+	DefaultMaxNodeCapacity     = 10000
+	DefaultMaxOperatorCapacity = 50000
 )
 
 // VoterConfig configures a directory voter started by StartVoter. A zero
@@ -66,15 +72,24 @@ type VoterConfig struct {
 	// exactly one is needed on first start.
 	Bootstrap bool
 	Join      string
+	// AwaitAdd lets a first start without Bootstrap or Join wait until
+	// an admin adds the voter (directory.ClusterConfig.AwaitAdd).
+	AwaitAdd bool
 	// AdminToken protects the admin API and voter-to-voter routes; the
 	// same on every voter. Required.
 	AdminToken string
-	// AutoApprove admits registering nodes without an admin. Replicas is
-	// R; zero keeps the cluster's setting (DefaultReplicas on a new
-	// cluster). Both are written to the cluster settings when this voter
-	// leads after start.
-	AutoApprove bool
-	Replicas    int
+	// AutoApprove admits registering nodes without an admin: for
+	// testnets, where every node is the operator's own. Replicas is R;
+	// zero keeps the cluster's setting (DefaultReplicas on a new
+	// cluster). MaxNodeCapacity and MaxOperatorCapacity cap the capacity
+	// a node declares (directory.Settings); zero means the defaults
+	// (DefaultMaxNodeCapacity, DefaultMaxOperatorCapacity), negative no
+	// cap. All are written to the cluster settings when this voter leads
+	// after start.
+	AutoApprove         bool
+	Replicas            int
+	MaxNodeCapacity     int
+	MaxOperatorCapacity int
 	// DownAfter is the heartbeat silence after which the leader marks a
 	// node down. Default DefaultVoterDownAfter (15 s).
 	DownAfter time.Duration
@@ -84,6 +99,10 @@ type VoterConfig struct {
 	HTTP HTTPConfig
 	// Logger receives all logs. Default: discard.
 	Logger *slog.Logger
+	// FxA configures the Sync 1.5 tokenserver (GET /1.0/sync/1.5): off
+	// unless a way to verify access tokens (or the local issuer) is
+	// given.
+	FxA FxAConfig
 	// Directory, when set, adjusts the directory configuration last.
 	Directory func(*directory.Config)
 	// Blocklist, when set, is a file the voter rereads every 100 ms and
@@ -96,12 +115,14 @@ type VoterConfig struct {
 // need to be set, and Bootstrap or Join on a voter's first start.
 func DefaultVoterConfig() VoterConfig {
 	return VoterConfig{
-		ID:        DefaultVoterID,
-		HTTPAddr:  DefaultListenAddr,
-		RaftAddr:  DefaultListenAddr,
-		P2PAddr:   DefaultListenAddr,
-		Replicas:  DefaultReplicas,
-		DownAfter: DefaultVoterDownAfter,
+		ID:                  DefaultVoterID,
+		HTTPAddr:            DefaultListenAddr,
+		RaftAddr:            DefaultListenAddr,
+		P2PAddr:             DefaultListenAddr,
+		Replicas:            DefaultReplicas,
+		DownAfter:           DefaultVoterDownAfter,
+		MaxNodeCapacity:     DefaultMaxNodeCapacity,
+		MaxOperatorCapacity: DefaultMaxOperatorCapacity,
 	}
 }
 
@@ -136,6 +157,12 @@ func (c VoterConfig) withDefaults() VoterConfig {
 	}
 	if c.DownAfter <= 0 {
 		c.DownAfter = d.DownAfter
+	}
+	if c.MaxNodeCapacity == 0 {
+		c.MaxNodeCapacity = d.MaxNodeCapacity
+	}
+	if c.MaxOperatorCapacity == 0 {
+		c.MaxOperatorCapacity = d.MaxOperatorCapacity
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -269,6 +296,7 @@ func directoryConfig(cfg VoterConfig, url string, deny *denyList, internal *http
 	dcfg.Logger = cfg.Logger.With("component", "directory", "voter", cfg.ID)
 	dcfg.Cluster.Bootstrap = cfg.Bootstrap
 	dcfg.Cluster.Join = cfg.Join
+	dcfg.Cluster.AwaitAdd = cfg.AwaitAdd
 	dcfg.Cluster.RaftAddr = cfg.RaftAddr
 	dcfg.Cluster.HTTPURL = url
 	dcfg.Cluster.HTTPClient = cfg.HTTP.client(10 * time.Second)
@@ -282,15 +310,20 @@ func directoryConfig(cfg VoterConfig, url string, deny *denyList, internal *http
 		dcfg.Faults = deny
 		dcfg.Cluster.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: internal}
 	}
+	if err := cfg.FxA.apply(&dcfg, cfg.Dir); err != nil {
+		return directory.Config{}, err
+	}
+	dcfg.Sync.HTTPClient = cfg.HTTP.client(10 * time.Second)
 	if cfg.Directory != nil {
 		cfg.Directory(&dcfg)
 	}
 	return dcfg, nil
 }
 
-// applySettings writes cfg's replica set size and auto-approval into the
-// cluster settings when this voter leads; a failure is logged (another
-// voter's start, or an admin, may set them later).
+// applySettings writes cfg's replica set size, auto-approval and
+// capacity limits into the cluster settings when this voter leads; a
+// failure is logged (another voter's start, or an admin, may set them
+// later).
 func applySettings(ctx context.Context, d *directory.Directory, cfg VoterConfig) {
 	if !d.IsLeader() {
 		return
@@ -300,10 +333,12 @@ func applySettings(ctx context.Context, d *directory.Directory, cfg VoterConfig)
 	if want <= 0 {
 		want = s.Replicas
 	}
-	if s.Replicas == want && s.AutoApprove == cfg.AutoApprove {
+	node, op := max(cfg.MaxNodeCapacity, 0), max(cfg.MaxOperatorCapacity, 0)
+	if s.Replicas == want && s.AutoApprove == cfg.AutoApprove && s.MaxNodeCapacity == node && s.MaxOperatorCapacity == op {
 		return
 	}
 	s.Replicas, s.AutoApprove = want, cfg.AutoApprove
+	s.MaxNodeCapacity, s.MaxOperatorCapacity = node, op
 	if err := d.SetSettings(ctx, s); err != nil {
 		cfg.Logger.Warn("testnet: could not apply settings", "err", err)
 	}

@@ -118,6 +118,16 @@ type Config struct {
 	// HTTP is the HTTP client used. Default: a new http.Client with no
 	// timeout (calls are bounded by their ctx).
 	HTTP *http.Client
+	// API is the storage protocol: API11 (Weave 1.1, the default) or
+	// API15 (Sync 1.5: tokenserver credentials and Hawk, see sync15.go).
+	API string
+	// FxAToken is the Firefox Accounts access token the 1.5 client
+	// trades at the tokenserver; empty: one from the directory's local
+	// issuer, with Password.
+	FxAToken string
+	// KeyID is the X-KeyID of the 1.5 client's token requests
+	// ("<keys_changed_at>-<client state>"). Default DefaultKeyID(User).
+	KeyID string
 }
 
 // DefaultConfig returns the defaults; Directory, User or Email and
@@ -139,6 +149,12 @@ func (c Config) Validate() error {
 		return errors.New("weave: Config.Token and Config.UseTokens are exclusive")
 	case c.UseTokens && c.Directory == "":
 		return errors.New("weave: UseTokens needs Config.Directory")
+	case c.API != "" && c.API != API11 && c.API != API15:
+		return fmt.Errorf("weave: API %q is neither %s nor %s", c.API, API11, API15)
+	case c.API == API15 && c.Directory == "":
+		return errors.New("weave: the 1.5 API needs Config.Directory (the tokenserver)")
+	case c.API == API15 && c.FxAToken == "" && c.Password == "":
+		return fmt.Errorf("%w: the 1.5 API needs Config.FxAToken or Config.Password", ErrNoPassword)
 	}
 	for _, u := range []string{c.Directory} {
 		if u == "" {
@@ -173,6 +189,9 @@ func (c Config) withDefaults() Config {
 	if c.HTTP == nil {
 		c.HTTP = &http.Client{}
 	}
+	if c.API == "" {
+		c.API = API11
+	}
 	return c
 }
 
@@ -186,6 +205,7 @@ type Client struct {
 	mu      sync.Mutex
 	node    string    // current storage node base URL, "" until looked up
 	expires time.Time // expiry of cfg.Token when fetched by UseTokens
+	hawk    hawkCreds // Sync 1.5 credentials (API15)
 }
 
 // New returns a client for cfg, or the error of cfg.Validate.
@@ -241,6 +261,7 @@ const (
 	authNone    auth = iota
 	authBasic        // Basic with the password (user API)
 	authStorage      // Bearer when a token is set, else Basic
+	authHawk         // Hawk with the Sync 1.5 credentials
 )
 
 // userCall runs a user API request and returns the trimmed text body.
@@ -420,6 +441,11 @@ type Meta struct {
 	Timestamp api.Stamp
 	// Records is X-Weave-Records, or -1.
 	Records int
+	// LastModified is X-Last-Modified (Sync 1.5), or 0.
+	LastModified api.Stamp
+	// NextOffset is X-Weave-Next-Offset: the offset of the next page, ""
+	// after the last one.
+	NextOffset string
 }
 
 func metaOf(h http.Header) Meta {
@@ -430,6 +456,10 @@ func metaOf(h http.Header) Meta {
 	if n, err := strconv.Atoi(h.Get("X-Weave-Records")); err == nil {
 		m.Records = n
 	}
+	if ts, err := api.ParseStamp(h.Get("X-Last-Modified")); err == nil {
+		m.LastModified = ts
+	}
+	m.NextOffset = h.Get("X-Weave-Next-Offset")
 	return m
 }
 
@@ -585,16 +615,12 @@ func (c *Client) Post(ctx context.Context, coll string, rs []Record, ifUnmodifie
 	if err != nil {
 		return PostResult{}, Meta{}, err
 	}
-	var out struct {
-		Modified json.Number         `json:"modified"`
-		Success  []string            `json:"success"`
-		Failed   map[string][]string `json:"failed"`
-	}
+	var out postAnswer
 	m, err := c.storageJSON(ctx, http.MethodPost, "storage/"+url.PathEscape(coll), b, precondition(ifUnmodifiedSince), &out)
 	if err != nil {
 		return PostResult{}, m, err
 	}
-	res := PostResult{Success: out.Success, Failed: out.Failed}
+	res := PostResult{Success: out.Success, Failed: out.failed()}
 	if out.Modified != "" {
 		res.Modified, _ = api.ParseStamp(out.Modified.String())
 	}
@@ -734,6 +760,9 @@ func (c *Client) relocate(ctx context.Context, node string, cause error) string 
 // reassignment flow (see the package documentation). read is called at
 // most once, with a 2xx answer.
 func (c *Client) storage(ctx context.Context, method, path string, body []byte, h http.Header, read func(*http.Response) error) error {
+	if c.cfg.API == API15 {
+		return c.storage15(ctx, method, path, body, h, read)
+	}
 	node, err := c.resolve(ctx)
 	if err != nil {
 		return err
@@ -770,6 +799,10 @@ func (c *Client) send(ctx context.Context, method, u string, body []byte, a auth
 	tok, pw := c.cfg.Token, c.cfg.Password
 	c.mu.Unlock()
 	switch {
+	case a == authHawk:
+		if err := c.signHawk(req); err != nil {
+			return err
+		}
 	case a == authStorage && tok != "":
 		req.Header.Set("Authorization", "Bearer "+tok)
 	case a == authStorage || a == authBasic:

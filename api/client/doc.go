@@ -2,7 +2,9 @@
 // lookup, tokens, password and e-mail changes, password resets) and the
 // storage API (every call of weave-api.md section 2, including the
 // application/newlines format read as a stream), with HTTP Basic or
-// directory-signed Bearer credentials.
+// directory-signed Bearer credentials. With Config.API = API15 the same
+// storage calls speak Sync 1.5 (sync15.go): Hawk credentials from the
+// directory's tokenserver, and atomic batch uploads (PostBatch).
 //
 // Storage calls follow the Weave reassignment flow: when the user's
 // storage node answers 401, the client re-reads node/weave (or, with

@@ -5,7 +5,9 @@
 // p2p.Unmarshal (unknown fields and trailing data are refused) and checked
 // by their Validate methods; p2p.HandleJSON and p2p.CallJSON carry them.
 //
-// Voters serve ProtoHeartbeat, ProtoCheckPassword, ProtoKeys,
-// ProtoAssignment, ProtoPeers and ProtoUsers; storage nodes serve
-// ProtoAccount to the voters.
+// Voters serve ProtoHeartbeat, ProtoCheckPassword(11), ProtoKeys,
+// ProtoAssignment(11), ProtoPeers, ProtoUsers and ProtoReport; storage
+// nodes serve ProtoAccount(11) and ProtoMembership to the voters. A
+// message that gains fields gets a new protocol id served beside the old
+// one; CallVersioned falls back to the old one for older peers.
 package dirproto

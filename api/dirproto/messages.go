@@ -17,13 +17,23 @@ const (
 	// ProtoHeartbeat: HeartbeatRequest -> {} (an empty JSON object). The
 	// node is the calling peer.
 	ProtoHeartbeat protocol.ID = "/hce/dir/1.0.0/heartbeat"
-	// ProtoCheckPassword: CheckPasswordRequest -> CheckPasswordResponse.
+	// ProtoCheckPassword: CheckPasswordRequest -> CheckPasswordResponse,
+	// without the fields version 1.1 added (Addr, RetryAfterMS). Only
+	// for users whose set (or leaving list) names the calling node.
 	ProtoCheckPassword protocol.ID = "/hce/dir/1.0.0/checkpw"
+	// ProtoCheckPassword11 is ProtoCheckPassword with the client's
+	// address in the request and a throttle in the response.
+	ProtoCheckPassword11 protocol.ID = "/hce/dir/1.1.0/checkpw"
 	// ProtoKeys: empty request -> KeysResponse.
 	ProtoKeys protocol.ID = "/hce/dir/1.0.0/keys"
-	// ProtoAssignment: AssignmentRequest -> AssignmentResponse. Only
-	// admitted (neither pending nor retired) nodes may ask.
+	// ProtoAssignment: AssignmentRequest -> AssignmentResponse, without
+	// Creds (version 1.1). Only admitted (neither pending nor retired)
+	// nodes may ask, and only about users whose set (or leaving list)
+	// names them; others get p2p.CodeForbidden.
 	ProtoAssignment protocol.ID = "/hce/dir/1.0.0/assignment"
+	// ProtoAssignment11 is ProtoAssignment with the user's credential
+	// state (AssignmentResponse.Creds).
+	ProtoAssignment11 protocol.ID = "/hce/dir/1.1.0/assignment"
 	// ProtoPeers: empty request -> PeersResponse.
 	ProtoPeers protocol.ID = "/hce/dir/1.0.0/peers"
 	// ProtoUsers: UsersRequest -> UsersResponse, one page of the users
@@ -43,11 +53,14 @@ const (
 
 // Protocols a storage node serves to the directory voters.
 const (
-	// ProtoAccount: AccountEvent -> {} (an empty JSON object). Only
-	// directory voters may call it (others get CodeForbidden); the node
-	// answers once it has acted on the event (for a deletion: once the
-	// user's records are durably gone).
+	// ProtoAccount: AccountEvent -> {} (an empty JSON object), without
+	// the fields version 1.1 added (ChangedAt, Gen). Only directory
+	// voters may call it (others get CodeForbidden); the node answers
+	// once it has acted on the event (for a deletion: once the user's
+	// records are durably gone).
 	ProtoAccount protocol.ID = "/hce/node/1.0.0/account"
+	// ProtoAccount11 is ProtoAccount with the credential state.
+	ProtoAccount11 protocol.ID = "/hce/node/1.1.0/account"
 	// ProtoMembership: MembershipEvent -> {}. Only directory voters may
 	// call it; the node answers once it has dropped its cached replica
 	// sets of the users named.
@@ -217,6 +230,10 @@ type ReportResponse struct {
 type CheckPasswordRequest struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
+	// Addr is the IP address of the client that sent the credentials to
+	// the node, for the directory's per-client limits on failed logins
+	// (version 1.1; empty: unknown).
+	Addr string `json:"addr,omitempty"`
 }
 
 // Validate implements Validator.
@@ -226,14 +243,20 @@ func (r CheckPasswordRequest) Validate() error {
 		return fmt.Errorf("%w: user name of %d bytes", p2p.ErrBadMessage, len(r.User))
 	case len(r.Password) > MaxPasswordLen:
 		return fmt.Errorf("%w: password of %d bytes", p2p.ErrBadMessage, len(r.Password))
+	case len(r.Addr) > MaxAddrLen:
+		return fmt.Errorf("%w: client address of %d bytes", p2p.ErrBadMessage, len(r.Addr))
 	}
 	return nil
 }
 
 // CheckPasswordResponse answers a CheckPasswordRequest: OK is false for a
-// wrong password and for an unknown user alike.
+// wrong password and for an unknown user alike. RetryAfterMS (version
+// 1.1), when positive, means the directory did not check the password:
+// the account or the client is in a back-off after failed logins, or
+// sent too many checks at once; the node answers 429 with that wait.
 type CheckPasswordResponse struct {
-	OK bool `json:"ok"`
+	OK           bool  `json:"ok"`
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 // KeysResponse lists the directory's published token verification keys:
@@ -308,6 +331,20 @@ type AssignmentResponse struct {
 	Exists  bool           `json:"exists"`
 	Nodes   []AssignedNode `json:"nodes"`
 	Leaving []AssignedNode `json:"leaving,omitempty"`
+	// Creds (version 1.1) is the user's credential state: a node refuses
+	// tokens issued at or before ChangedAt and drops cached Basic answers
+	// of another Gen, so revocation holds within the membership cache
+	// lifetime even when the account event is lost.
+	Creds *Credentials `json:"creds,omitempty"`
+}
+
+// Credentials is a user's credential state as the directory's state
+// machine holds it (api.CredentialState of an existing account).
+type Credentials struct {
+	// ChangedAt is when the credentials last changed, Unix seconds.
+	ChangedAt int64 `json:"changed_at"`
+	// Gen changes with every change (the raft index of the change).
+	Gen uint64 `json:"gen"`
 }
 
 // Validate implements Validator.
@@ -465,11 +502,17 @@ func (e MembershipEvent) Validate() error {
 // AccountEvent tells a storage node that the directory committed a
 // change to User's account: its credentials changed (password set or
 // reset; Deleted false), or the account was deleted (Deleted true). The
-// node drops its cached Basic-auth answers for User and, on a deletion,
-// deletes User's records.
+// node drops its cached Basic-auth answers for User, ends the feeds
+// opened with the old credentials and, on a deletion, deletes User's
+// records. Version 1.1 adds the new credential state (ChangedAt, Gen;
+// for a deletion ChangedAt is the time every token of the account was
+// issued at or before, and Gen is 0): the node refuses tokens issued at
+// or before ChangedAt from then on.
 type AccountEvent struct {
-	User    string `json:"user"`
-	Deleted bool   `json:"deleted"`
+	User      string `json:"user"`
+	Deleted   bool   `json:"deleted"`
+	ChangedAt int64  `json:"changed_at,omitempty"`
+	Gen       uint64 `json:"gen,omitempty"`
 }
 
 // Validate implements Validator.

@@ -61,6 +61,8 @@ func FuzzAccountEvent(f *testing.F) {
 	f.Add([]byte(`{"user":""}`))
 	f.Add([]byte(`{"user":"a","deleted":false,"x":1}`))
 	f.Add([]byte(`{"user":"\u0000"} `))
+	f.Add([]byte(`{"user":"alice","deleted":false,"changed_at":1800000000,"gen":42}`))
+	f.Add([]byte(`{"user":"alice","deleted":true,"changed_at":-1}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var ev AccountEvent
 		if err := p2p.Unmarshal(in, &ev); err != nil {

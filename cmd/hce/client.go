@@ -15,11 +15,14 @@ import (
 	"github.com/hce-sync/hce/api/client"
 )
 
-const clientUsage = `Usage: hce client [--directory URL] (--email E | --user U) [--password P] <command> [args]
+const clientUsage = `Usage: hce client [--directory URL] (--email E | --user U) [--password P] [--api 1.1|1.5] <command> [args]
 
 Talks to a Weave server (hce serve, or a directory voter) as one account.
 --directory, --email and --password default to $HCE_DIRECTORY, $HCE_EMAIL
 and $HCE_PASSWORD. Data is printed as JSON, status as a short line.
+With --api 1.5 the storage commands speak Sync 1.5: the client trades an
+access token (--fxa-token, or one from the directory's local issuer with
+the password) at the tokenserver for Hawk credentials.
 
 Commands:
   register                       create the account (needs --email)
@@ -34,6 +37,9 @@ Commands:
   delete <coll> [<id>]           delete a record, or the whole collection
   wipe                           delete all of the user's records
   token                          print a bearer token for the user's node
+                                 (with --api 1.5: the tokenserver's answer)
+  fxa-token                      print an access token of the local issuer
+                                 (hce directory --fxa-local, hce serve)
   passwd <new>                   change the password
 `
 
@@ -46,6 +52,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	user := fs.String("user", "", "account name (instead of --email)")
 	password := fs.String("password", "", "account password")
 	timeout := fs.Duration("timeout", time.Minute, "bound on the whole command, failover included")
+	apiVersion := fs.String("api", client.API11, "storage protocol: 1.1 (Weave) or 1.5 (Sync 1.5: tokenserver and Hawk)")
+	fxaToken := fs.String("fxa-token", "", "Sync 1.5: a Firefox Accounts access token for the tokenserver (default: one from the local issuer, with --password)")
+	keyID := fs.String("key-id", "", "Sync 1.5: the X-KeyID to send (<keys_changed_at>-<client state>; default derived from the account name)")
 	args, err := parseFlags(fs, args, parseOpts{mode: leading, stdout: stdout})
 	if err != nil {
 		return err
@@ -59,6 +68,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg := client.DefaultConfig()
 	cfg.Directory, cfg.Email, cfg.User, cfg.Password = *dir, *email, *user, *password
+	cfg.API, cfg.FxAToken, cfg.KeyID = *apiVersion, *fxaToken, *keyID
 	c, err := client.New(cfg)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
@@ -94,9 +104,18 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			_, err := c.DeleteStorage(ctx)
 			return "deleted all records of " + c.User(), err
 		})
+	case "fxa-token":
+		return cc.simple(rest, 0, func() (string, error) { return c.FxALocalToken(ctx) })
 	case "token":
 		if err := exactArgs("token", rest, 0); err != nil {
 			return err
+		}
+		if *apiVersion == client.API15 {
+			r, err := c.SyncToken(ctx)
+			if err != nil {
+				return err
+			}
+			return cc.json(r)
 		}
 		g, err := c.Token(ctx)
 		if err != nil {

@@ -98,6 +98,31 @@ func TestClientCommand(t *testing.T) {
 	if out := ok("--password", "a-second-password", "ids", "bookmarks"); strings.TrimSpace(out) != "[]" {
 		t.Fatalf("ids after wipe: %q", out)
 	}
+
+	// Sync 1.5 with the same account, through serve's local issuer and
+	// tokenserver: a storage of its own.
+	v15 := []string{"--password", "a-second-password", "--api", "1.5"}
+	if out := ok(append(v15, "fxa-token")...); strings.Count(out, ".") != 2 {
+		t.Fatalf("fxa-token: %q", out)
+	}
+	var tr struct {
+		UID         uint64 `json:"uid"`
+		APIEndpoint string `json:"api_endpoint"`
+	}
+	if err := json.Unmarshal([]byte(ok(append(v15, "token")...)), &tr); err != nil || tr.UID == 0 || !strings.HasPrefix(tr.APIEndpoint, strings.TrimSuffix(base, "/")+"/1.5/") {
+		t.Fatalf("1.5 token: %+v %v", tr, err)
+	}
+	ok(append(v15, "put", "tabs", "t1", "p1", "--sortindex", "2")...)
+	ok(append(v15, "put", "tabs", "t2", "p2", "--sortindex", "5")...)
+	if err := json.Unmarshal([]byte(ok(append(v15, "ids", "tabs", "--sort", "index")...)), &ids); err != nil || !reflect.DeepEqual(ids, []string{"t2", "t1"}) {
+		t.Fatalf("1.5 ids: %v %v", ids, err)
+	}
+	if err := json.Unmarshal([]byte(ok(append(v15, "get", "tabs", "t1")...)), &rec); err != nil || rec["payload"] != "p1" {
+		t.Fatalf("1.5 get: %v %v", rec, err)
+	}
+	if err := json.Unmarshal([]byte(ok("--password", "a-second-password", "ids", "tabs")), &ids); err != nil || len(ids) != 0 {
+		t.Fatalf("the Weave view of tabs: %v %v", ids, err)
+	}
 }
 
 // TestClientCommandArgs checks the argument errors of `hce client` that

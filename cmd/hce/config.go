@@ -404,6 +404,7 @@ var commandUsages = map[string]string{
 	"admin":      adminUsage,
 	"client":     clientUsage,
 	"directory":  directoryUsage,
+	"node":       nodeUsage,
 	"testnet up": testnetUsage,
 }
 
@@ -505,7 +506,7 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if verbs := commandVerbs[cmd[0]]; len(cmd) > 1 && (verbs == nil && !strings.HasPrefix(cmd[1], "-") || slices.Contains(verbs, cmd[1])) {
 		words = 2
 	}
-	if cmd[0] != "testnet" && cmd[0] != "directory" && cmd[0] != "load" {
+	if cmd[0] != "testnet" && cmd[0] != "directory" && cmd[0] != "load" && cmd[0] != "node" {
 		words = 1
 	}
 	full := append(append(slices.Clone(cmd[:words]), "--"+printConfigFlag), cmd[words:]...)
@@ -516,6 +517,7 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // own flags (nil: any second word that is not a flag does).
 var commandVerbs = map[string][]string{
 	"testnet":   nil,
-	"directory": {"init-ca", "issue-cert"},
+	"directory": {"init-ca", "issue-cert", "backup", "restore", "recover"},
 	"load":      {"capacity", "compare"},
+	"node":      {"backup", "restore"},
 }

@@ -20,6 +20,13 @@ const directoryUsage = `Usage:
   hce directory init-ca --ca DIR            create the directory CA (ca.pem, ca-key.pem)
   hce directory issue-cert --ca DIR --name N --hosts H1,H2 [--out DIR]
                                             an HTTPS certificate from that CA (private deployments)
+  hce directory backup --to FILE --directory URL
+                                            copy a running voter's state into FILE (online)
+  hce directory restore --from FILE --directory URL --yes
+                                            replace the cluster's state with a backup (through the leader)
+  hce directory recover --data DIR --id ID --voters ID=HOST:PORT[,...] [--dry-run]
+                                            offline: rewrite a stopped voter's raft configuration after
+                                            its cluster lost its quorum for good
 `
 
 func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,6 +35,15 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if len(args) > 0 && args[0] == "issue-cert" {
 		return runIssueCert(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "backup" {
+		return runDirectoryBackup(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "restore" {
+		return runDirectoryRestore(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "recover" {
+		return runDirectoryRecover(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "help" {
 		fmt.Fprint(stdout, directoryUsage)
@@ -44,12 +60,17 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	caDir := fs.String("ca", "", "directory CA folder (made by 'hce directory init-ca'); this voter's certificate is issued from it into DATA/tls on first start")
 	bootstrap := fs.Bool("bootstrap", false, "bootstrap a new cluster with this voter as its first member (once)")
 	join := fs.String("join", "", "HTTP URL of any voter of the cluster to join")
+	awaitAdd := fs.Bool("await-add", false, "on a first start without --bootstrap or --join, wait until an admin adds this voter (hce admin voter add)")
 	token := fs.String("admin-token", "", "admin token (admin API, join, forwarding): at least 32 characters, the same on every voter; better from the environment (HCE_ADMIN_TOKEN) than on the command line")
 	replicas := fs.Int("replicas", testnet.DefaultReplicas, "replica set size R for new users")
-	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval")
+	autoApprove := fs.Bool("auto-approve", false, "admit registering storage nodes without an admin's approval: for testnets only, where every node is your own (anyone can register a node)")
 	downAfter := fs.Duration("down-after", testnet.DefaultVoterDownAfter, "mark a storage node down after this much heartbeat silence")
 	blocklist := fs.String("blocklist", "", "file of peers to refuse, reread every 100 ms (testnet partitions: libp2p peer IDs, raft:<voter id>, http:<host:port>)")
 	hf := addHTTPFlags(fs, true)
+	// Account policy and node admission limits (accountflags.go).
+	af := addAccountFlags(fs, true, true)
+	// Sync 1.5 tokenserver (fxaflags.go).
+	ff := addFxAFlags(fs, false)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -69,6 +90,11 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("loading CA from %s: %w", *caDir, err)
 	}
+	accounts, err := af.directory()
+	if err != nil {
+		return err
+	}
+	maxNode, maxOp := af.capacities()
 	release, err := lockDataDir(*data)
 	if err != nil {
 		return err
@@ -76,19 +102,25 @@ func runDirectory(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer release()
 	v, err := testnet.StartVoter(ctx, testnet.VoterConfig{
 		ID: *id, Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, RaftAddr: *raftAddr,
-		P2PAddr: *p2pAddr, CA: ca, Bootstrap: *bootstrap, Join: *join, AdminToken: *token,
+		P2PAddr: *p2pAddr, CA: ca, Bootstrap: *bootstrap, Join: *join, AwaitAdd: *awaitAdd, AdminToken: *token,
 		AutoApprove: *autoApprove, Replicas: *replicas, DownAfter: *downAfter, Logger: logger, HTTP: hcfg, Blocklist: *blocklist,
+		MaxNodeCapacity: maxNode, MaxOperatorCapacity: maxOp, Directory: accounts, FxA: ff.config(),
 	})
 	if err != nil {
 		return voterStartError(err, *data)
 	}
 	reloadOnHUP(ctx, v.HTTP(), logger)
 	fmt.Fprintf(stdout, "HCE directory voter %s ready at %s (raft %s, p2p %s, data %s)\n", *id, v.URL(), *raftAddr, v.PeerID(), *data)
-	<-ctx.Done()
-	logger.Info("shutting down")
+	var fatal error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case fatal = <-v.Directory().Fatal():
+		logger.Error("stopping: this voter cannot go on", "err", fatal)
+	}
 	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer scancel()
-	return v.Shutdown(sctx)
+	return errors.Join(fatal, v.Shutdown(sctx))
 }
 
 func runInitCA(args []string, stdout, stderr io.Writer) error {
@@ -140,7 +172,7 @@ func checkAdminToken(token string) error {
 func voterStartError(err error, data string) error {
 	switch {
 	case errors.Is(err, directory.ErrNoCluster):
-		return fmt.Errorf("%s holds no cluster state yet: give --bootstrap to found a new cluster with this voter, or --join URL of a voter of an existing one", data)
+		return fmt.Errorf("%s holds no cluster state yet: give --bootstrap to found a new cluster with this voter, --join URL of a voter of an existing one, or --await-add to wait for hce admin voter add", data)
 	case errors.Is(err, directory.ErrJoinRefused):
 		return fmt.Errorf("%w: give this voter the cluster's admin token (--admin-token or HCE_ADMIN_TOKEN, the same on every voter)", err)
 	}

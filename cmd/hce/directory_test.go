@@ -31,13 +31,20 @@ func startVoter(t *testing.T, bin string, args ...string) string {
 // returning its URL. It skips the test under -short.
 func cliDirectory(t *testing.T, token string) (string, func(id string, extra ...string) string) {
 	t.Helper()
+	bin, _, voter := cliDirectoryCA(t, token)
+	return bin, voter
+}
+
+// cliDirectoryCA is cliDirectory that also returns the CA folder.
+func cliDirectoryCA(t *testing.T, token string) (string, string, func(id string, extra ...string) string) {
+	t.Helper()
 	bin := hceBinary(t)
 	tmp := t.TempDir()
 	ca := filepath.Join(tmp, "ca")
 	if out, err := exec.Command(bin, "directory", "init-ca", "--ca", ca).CombinedOutput(); err != nil {
 		t.Fatalf("init-ca: %v %s", err, out)
 	}
-	return bin, func(id string, extra ...string) string {
+	return bin, ca, func(id string, extra ...string) string {
 		args := []string{"--id", id, "--data", filepath.Join(tmp, id), "--http", "127.0.0.1:0",
 			"--raft", "127.0.0.1:0", "--ca", ca, "--admin-token", token}
 		return startVoter(t, bin, append(args, extra...)...)
@@ -57,7 +64,7 @@ func TestDirectoryCLI(t *testing.T) {
 	ctx := context.Background()
 	testkit.Eventually(t, 60*time.Second, func() string {
 		var out bytes.Buffer
-		err := run(ctx, []string{"admin", "--directory", third, "--token", token, "status"}, &out, &out)
+		err := run(ctx, []string{"admin", "--json", "--directory", third, "--token", token, "status"}, &out, &out)
 		var st struct {
 			Leader struct{ ID string } `json:"leader"`
 			Voters []struct{ ID string }

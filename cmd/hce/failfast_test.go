@@ -155,7 +155,7 @@ func TestHelpTexts(t *testing.T) {
 	if err := run(context.Background(), []string{"--help"}, &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"serve", "directory [flags]", "init-ca", "node [flags]", "admin", "approve|drain|retire",
+	for _, w := range []string{"serve", "directory [flags]", "init-ca", "node [flags]", "admin", "approve|drain|undrain|retire", "voter add|remove|list",
 		"testnet", "partition", "heal", "restart", "client", "register", "ids", "get", "put", "post", "delete",
 		"wipe", "token", "passwd", "info", "load", "config print", "version", "healthcheck", "issue-cert"} {
 		if !strings.Contains(out.String(), w) {
@@ -179,7 +179,7 @@ func TestHelpTexts(t *testing.T) {
 	}
 	var admin bytes.Buffer
 	_ = run(context.Background(), []string{"admin", "--help"}, &admin, &admin)
-	for _, w := range []string{"status", "nodes", "user <name>", "node approve|drain|retire <id>"} {
+	for _, w := range []string{"status", "nodes", "user <name>", "node approve|drain|undrain|retire <id>", "voter add", "voter remove", "--accept-data-loss"} {
 		if !strings.Contains(admin.String(), w) {
 			t.Errorf("hce admin --help lacks %q:\n%s", w, admin.String())
 		}

@@ -67,6 +67,9 @@ type loadFlags struct {
 	data                        string
 	baseline                    bool
 	arrival                     string
+	// apis is --api (a comma list); api the protocol of the engine being
+	// configured.
+	apis, api string
 }
 
 func (f *loadFlags) register(fs *flag.FlagSet, defMix string, defUsers int) {
@@ -88,6 +91,27 @@ func (f *loadFlags) register(fs *flag.FlagSet, defMix string, defUsers int) {
 	fs.StringVar(&f.data, "data", "", "data folder of the --url server to measure (default: its --data flag)")
 	fs.BoolVar(&f.baseline, "baseline", true, "also measure a minimal net/http handler with the same mix and generator, for scale")
 	fs.StringVar(&f.arrival, "arrival", "users", "open loop arrivals: users (each user's own think times), poisson, uniform")
+	fs.StringVar(&f.apis, "api", load.API11, "storage protocol of the mix's storage requests: 1.1 (Weave) or 1.5 (Sync 1.5: the local issuer's tokens, the tokenserver, Hawk); comma-separated runs each mix over each")
+}
+
+// parseAPIs returns the protocols of --api.
+func (f *loadFlags) parseAPIs() ([]string, error) {
+	var out []string
+	for _, a := range strings.Split(f.apis, ",") {
+		switch a = strings.TrimSpace(a); a {
+		case "":
+		case load.API11, load.API15:
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		default:
+			return nil, fmt.Errorf("load: --api %q: want 1.1 or 1.5", a)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("load: no --api given")
+	}
+	return out, nil
 }
 
 // setup is a resolved target and what to undo afterwards.
@@ -157,7 +181,12 @@ func (f *loadFlags) resolveTarget(ctx context.Context, stderr io.Writer) (*setup
 			return nil, err
 		}
 		s.closers = append(s.closers, func() { os.RemoveAll(dir) })
-		srv, err := testnet.StartStandalone(ctx, testnet.StandaloneConfig{Addr: "127.0.0.1:0", DataDir: dir})
+		// The Hawk replay cache of the in-process server holds 64 MiB of
+		// nonces (49,152 requests/s), so that a run measures the server,
+		// not the default cache's 12,288 requests/s.
+		scfg := testnet.StandaloneConfig{Addr: "127.0.0.1:0", DataDir: dir, FxA: testnet.FxAConfig{Local: true}}
+		scfg.Sync15.Hawk.ReplayCacheSize = 1 << 23
+		srv, err := testnet.StartStandalone(ctx, scfg)
 		if err != nil {
 			s.close()
 			return nil, err
@@ -251,7 +280,7 @@ func humanBytes(v float64) string {
 // engineConfig is the engine configuration for mix m against t.
 func (f *loadFlags) engineConfig(t load.Target, m *mix.Mix, stderr io.Writer) load.EngineConfig {
 	cfg := load.EngineConfig{Target: t, Mix: m, Profiles: f.users, PrefillScale: f.prefillScale, Seed: f.seed,
-		Timeout: f.timeout, MaxConns: f.maxCon, PrefillConns: f.prefillConns}
+		Timeout: f.timeout, MaxConns: f.maxCon, PrefillConns: f.prefillConns, API: f.api}
 	if !f.quiet {
 		cfg.Progress = stderr
 		cfg.ProgressCR = stderr == io.Writer(os.Stderr) && isTerminal(os.Stderr)
@@ -349,8 +378,9 @@ func (f *loadFlags) cleanup(es []*load.Engine, res []*report.Result, stdout io.W
 	defer cancel()
 	var errs []error
 	total := 0
+	done := map[string]bool{} // engines of one run share their accounts
 	for i, e := range es {
-		n, err := e.Cleanup(cctx)
+		n, err := e.CleanupSkipping(cctx, done)
 		total += n
 		if i < len(res) {
 			res[i].Users.Deleted = n
@@ -416,6 +446,10 @@ func runLoadRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	apis, err := f.parseAPIs()
+	if err != nil {
+		return err
+	}
 	s, err := f.resolveTarget(ctx, stderr)
 	if err != nil {
 		return err
@@ -443,37 +477,46 @@ func runLoadRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var errs []error
 	var engines []*load.Engine
 	var results []*report.Result
+	var suffixes []string
 	defer func() {
 		for _, e := range engines {
 			e.Close()
 		}
 	}()
+runs:
 	for _, m := range mixes {
-		e, res, err := f.runOneMix(ctx, s, m, baseURL, *rate, arrival, *conc, *dur, *rounds, args, stdout, stderr)
-		if e != nil {
-			engines, results = append(engines, e), append(results, res)
-		}
-		if err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
+		for _, a := range apis {
+			f.api = a
+			label, suffix := m.Name, ""
+			if len(mixes) > 1 {
+				suffix = "-" + m.Name
+			}
+			if len(apis) > 1 || a != load.API11 {
+				label += " " + a
+				suffix += "-" + a
+			}
+			e, res, err := f.runOneMix(ctx, s, m, label, baseURL, *rate, arrival, *conc, *dur, *rounds, args, stdout, stderr)
+			if e != nil {
+				engines, results, suffixes = append(engines, e), append(results, res), append(suffixes, suffix)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				if ctx.Err() != nil {
+					break runs
+				}
 			}
 		}
 	}
 	errs = append(errs, f.cleanup(engines, results, stdout))
 	for i, res := range results {
-		suffix := ""
-		if len(mixes) > 1 {
-			suffix = "-" + mixes[i].Name
-		}
-		errs = append(errs, f.writeReport(res, suffix, stdout))
+		errs = append(errs, f.writeReport(res, suffixes[i], stdout))
 	}
 	return errors.Join(errs...)
 }
 
 // runOneMix prepares the users of mix m and measures it; the caller
 // closes the engine, deletes the accounts and writes the report.
-func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, baseURL, rate string, arrival load.Arrival,
+func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, label, baseURL, rate string, arrival load.Arrival,
 	conc int, dur time.Duration, rounds int, args []string, stdout, stderr io.Writer) (*load.Engine, *report.Result, error) {
 	e, err := load.New(f.engineConfig(s.target, m, stderr))
 	if err != nil {
@@ -493,7 +536,7 @@ func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, baseURL
 		if err != nil {
 			return partial(err)
 		}
-		st, err := e.Run(ctx, load.Phase{Label: m.Name, Rate: rps, Arrival: arrival, Duration: dur})
+		st, err := e.Run(ctx, load.Phase{Label: label, Rate: rps, Arrival: arrival, Duration: dur})
 		steps = append(steps, st)
 		if err != nil {
 			return partial(err)
@@ -518,7 +561,7 @@ func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, baseURL
 				}
 				bases = append(bases, bst)
 			}
-			st, err := e.Run(ctx, load.Phase{Label: fmt.Sprintf("%s %d", m.Name, r+1), Concurrency: conc, Duration: dur / time.Duration(rounds)})
+			st, err := e.Run(ctx, load.Phase{Label: fmt.Sprintf("%s %d", label, r+1), Concurrency: conc, Duration: dur / time.Duration(rounds)})
 			steps = append(steps, st)
 			if err != nil {
 				return partial(err)
@@ -552,7 +595,7 @@ func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, baseURL
 		base = fmt.Sprintf("%.0f", bsum/bsecs)
 		ratio = fmt.Sprintf("%.1f%%", 100*steps[i].Achieved/bases[i].Achieved)
 	}
-	fmt.Fprintf(stdout, "%-14s %10.0f %10.0f %9s %9s %11s %8s %7d\n", m.Name, answered/secs, float64(wbos)/secs,
+	fmt.Fprintf(stdout, "%-14s %10.0f %10.0f %9s %9s %11s %8s %7d\n", label, answered/secs, float64(wbos)/secs,
 		msStr(last.Latency.P50), msStr(last.Latency.P99), base, ratio, errsN)
 	for _, st := range steps {
 		if st.Errors > 0 {
@@ -648,6 +691,14 @@ func runLoadCapacity(ctx context.Context, args []string, stdout, stderr io.Write
 		return errors.New("load capacity: give one mix")
 	}
 	m := mixes[0]
+	apis, err := f.parseAPIs()
+	if err != nil {
+		return err
+	}
+	if len(apis) != 1 {
+		return errors.New("load capacity: give one --api")
+	}
+	f.api = apis[0]
 	slo := load.SLO{P99: *sloP99}
 	if slo.MaxErrors, err = parseFraction(*maxErrs); err != nil {
 		return fmt.Errorf("load capacity: --max-errors: %w", err)

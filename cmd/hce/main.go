@@ -24,9 +24,12 @@ Usage:
   hce directory [flags]          run a directory voter (--bootstrap a new cluster or --join one)
   hce directory init-ca --ca DIR create the directory CA the voters' raft certificates come from
   hce directory issue-cert ...   an HTTPS certificate from that CA (private deployments, compose)
+  hce directory backup|restore|recover
+                                 the directory's state: copy it off, put it back, recover a lost quorum
   hce node [flags]               run a storage node that registers with a directory
+  hce node backup|restore        a running node's store copied into a folder; a data folder made from it
   hce admin [flags] <command>    ask a directory: status, nodes, user <name>,
-                                 node approve|drain|retire <id>
+                                 node approve|drain|undrain|retire <id>, voter add|remove|list
   hce testnet <command>          a local federation of child processes: up, status, kill,
                                  restart, drain, partition, cut, heal, chaos (randomized fault test)
   hce client [flags] <command>   talk to a Weave server as one account: register, node, info,

@@ -19,6 +19,17 @@ const defaultDirectoryWait = time.Minute
 // runNode runs `hce node`: a storage node that registers with the
 // directory and serves the users it assigns.
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return runNodeBackup(ctx, args[1:], stdout, stderr)
+		case "restore":
+			return runNodeRestore(ctx, args[1:], stdout, stderr)
+		case "help":
+			fmt.Fprint(stdout, nodeUsage)
+			return nil
+		}
+	}
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./hce-node", "data folder (node key, Pebble store)")
@@ -36,6 +47,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for the other replicas to confirm it; those that did not are reported to the directory before it is acknowledged (negative: do not wait)")
 	hf := addHTTPFlags(fs, true)
 	lf := addLimitFlags(fs, true, stderr)
+	replay := addReplayFlag(fs)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -66,7 +78,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, P2PAddr: *p2pAddr, Directory: *dirURL,
 		Operator: *operator, Capacity: *capacity, HeartbeatInterval: *heartbeat, QuotaBytes: lf.quotaBytes(), DisableBasic: *noBasic, Logger: logger,
 		SweepInterval: *sweep, Blocklist: *blocklist, ReplicaWait: *replicaWait, HTTP: hcfg,
-		Node: lf.node, Storage: lf.storage,
+		Node: lf.node, Storage: lf.storage, Sync15: sync15Config(*replay),
 	})
 	cancel()
 	if errors.Is(err, testnet.ErrDirectoryUnreachable) && ctx.Err() == nil {

@@ -29,7 +29,7 @@ func TestNodeCLI(t *testing.T) {
 	id := m[1]
 	testkit.Eventually(t, 30*time.Second, func() string {
 		var out bytes.Buffer
-		err := run(context.Background(), []string{"admin", "--directory", dir, "--token", token, "nodes"}, &out, &out)
+		err := run(context.Background(), []string{"admin", "--json", "--directory", dir, "--token", token, "nodes"}, &out, &out)
 		if err == nil && strings.Contains(out.String(), id) && strings.Contains(out.String(), `"active"`) {
 			return ""
 		}

@@ -17,9 +17,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	addr := fs.String("addr", testnet.DefaultStandaloneAddr, "HTTP listen address (user API and storage API)")
 	data := fs.String("data", testnet.DefaultDataDir, "data folder (directory raft state and node store)")
 	public := fs.String("public-url", "", "base URL clients reach this server at (default http://<addr>/, https with --tls-cert)")
-	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses captchas on registration")
+	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses the captcha and the registration policy")
 	hf := addHTTPFlags(fs, false)
 	lf := addLimitFlags(fs, false, stderr)
+	// Account policy: registration, captcha, reset mail (accountflags.go).
+	af := addAccountFlags(fs, false, false)
+	// Sync 1.5 tokenserver, the local issuer on (fxaflags.go).
+	ff := addFxAFlags(fs, true)
+	replay := addReplayFlag(fs)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
 		return err
@@ -37,12 +42,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer release()
+	accounts, err := af.directory()
+	if err != nil {
+		return err
+	}
 	cfg := testnet.StandaloneConfig{
+		Directory:  accounts,
 		HTTP:       hcfg,
 		Addr:       *addr,
 		DataDir:    *data,
 		PublicURL:  *public,
 		QuotaBytes: lf.quotaBytes(),
+		FxA:        ff.config(),
+		Sync15:     sync15Config(*replay),
 		Logger:     logger,
 		Node:       lf.node,
 		Storage:    lf.storage,

@@ -70,8 +70,28 @@ type FinishDrain struct {
 }
 
 // SetSettings replaces the cluster settings. Zero fields take defaults.
+// Version 2 carries the capacity limits (Settings.MaxNodeCapacity,
+// MaxOperatorCapacity); settings without them are written as version 1.
 type SetSettings struct {
 	Settings Settings `json:"s"`
+}
+
+// setSettingsV1 is the version 1 body of SetSettings.
+type setSettingsV1 struct {
+	Settings struct {
+		Replicas    int   `json:"replicas"`
+		AutoApprove bool  `json:"auto_approve"`
+		DownAfterMS int64 `json:"down_after_ms,omitempty"`
+	} `json:"s"`
+}
+
+func decodeSetSettingsV1(body []byte) (Command, error) {
+	o, err := decodeStrict[setSettingsV1](CmdSetSettings, body)
+	if err != nil {
+		return nil, err
+	}
+	s := o.Settings
+	return SetSettings{Settings: Settings{Replicas: s.Replicas, AutoApprove: s.AutoApprove, DownAfterMS: s.DownAfterMS}}, nil
 }
 
 // SetVoter records a voter's HTTP URL and raft address (forwarding and
@@ -127,7 +147,12 @@ func (ApproveNode) version() uint8  { return commandV1 }
 func (SetNodeState) version() uint8 { return commandV1 }
 func (RetireNode) version() uint8   { return commandV1 }
 func (FinishDrain) version() uint8  { return commandV1 }
-func (SetSettings) version() uint8  { return commandV1 }
+func (c SetSettings) version() uint8 {
+	if c.Settings.MaxNodeCapacity != 0 || c.Settings.MaxOperatorCapacity != 0 {
+		return commandV2
+	}
+	return commandV1
+}
 func (c SetVoter) version() uint8 {
 	if c.PeerID != "" || len(c.P2PAddrs) > 0 {
 		return setVoterV2
@@ -154,6 +179,14 @@ type Settings struct {
 	// DownAfterMS, when positive, overrides the directory's configured
 	// silence limit (directory.NodeConfig.DownAfter), in milliseconds.
 	DownAfterMS int64 `json:"down_after_ms,omitempty"`
+	// MaxNodeCapacity, when positive, caps the capacity a node declares:
+	// placement counts min(declared, MaxNodeCapacity). Zero: no cap.
+	MaxNodeCapacity int `json:"max_node_capacity,omitempty"`
+	// MaxOperatorCapacity, when positive, caps the summed capacity of
+	// one operator's nodes (active, draining or down): when their capped
+	// capacities add up to more, each is scaled down in proportion
+	// (rounded down). Zero: no cap.
+	MaxOperatorCapacity int `json:"max_operator_capacity,omitempty"`
 }
 
 // DefaultReplicas is the default of Settings.Replicas.
@@ -178,6 +211,10 @@ type nodeRecord struct {
 	Added     uint64          `json:"added"`
 	PublicKey []byte          `json:"pk"`
 	Load      int             `json:"load"`
+	// HawkKey is the node's X25519 public key for Sync 1.5 (the Hawk
+	// keys of its users' credentials are sealed to it; SetNodeHawkKey),
+	// nil until the node published one. Snapshot version 5.
+	HawkKey []byte `json:"hk,omitempty"`
 }
 
 // VoterInfo is a directory voter as recorded by SetVoter.
@@ -363,7 +400,7 @@ func (f *FSM) applyCluster(c Command) error {
 			if old.State == placement.Retired {
 				return ErrNodeRetired
 			}
-			n.State, n.Added, n.Load = old.State, old.Added, old.Load
+			n.State, n.Added, n.Load, n.HawkKey = old.State, old.Added, old.Load, old.HawkKey
 			if (old.BaseURL != n.BaseURL || !bytes.Equal(old.PublicKey, n.PublicKey)) && cl.byNode[c.ID] != nil {
 				// Its address is part of the entries of other nodes'
 				// lists.
@@ -417,6 +454,9 @@ func (f *FSM) applyCluster(c Command) error {
 		}
 		return nil
 	case SetSettings:
+		if c.Settings.MaxNodeCapacity < 0 || c.Settings.MaxOperatorCapacity < 0 {
+			return fmt.Errorf("%w: negative capacity limit", ErrMalformedCommand)
+		}
 		cl.Settings = c.Settings.withDefaults()
 		f.normalizeShort()
 		return nil
@@ -506,16 +546,50 @@ func (f *FSM) policy() placement.Policy {
 	return p
 }
 
-// placementNodes lists the nodes with their current loads.
+// placementNodes lists the nodes with their current loads and their
+// effective capacities (effectiveCapacities).
 func (f *FSM) placementNodes() []placement.Node {
+	caps := f.effectiveCapacities()
 	out := make([]placement.Node, 0, len(f.cl.Nodes))
 	for _, n := range f.cl.Nodes {
 		out = append(out, placement.Node{
-			ID: n.ID, Operator: n.Operator, Capacity: n.Capacity, Load: n.Load,
+			ID: n.ID, Operator: n.Operator, Capacity: caps[n.ID], Load: n.Load,
 			State: n.State, Added: n.Added,
 		})
 	}
 	return out
+}
+
+// effectiveCapacities returns the capacity placement counts for each
+// node: what it declared, capped by Settings.MaxNodeCapacity, then
+// scaled down in proportion where one operator's nodes (active,
+// draining, down) add up to more than Settings.MaxOperatorCapacity. A
+// node's own word is never trusted beyond the operator's limits; f.mu is
+// held.
+func (f *FSM) effectiveCapacities() map[string]int {
+	s := f.cl.Settings
+	caps := make(map[string]int, len(f.cl.Nodes))
+	sum := make(map[string]int64)
+	for _, n := range f.cl.Nodes {
+		c := max(n.Capacity, 0)
+		if s.MaxNodeCapacity > 0 {
+			c = min(c, s.MaxNodeCapacity)
+		}
+		caps[n.ID] = c
+		if n.State == placement.Active || n.State == placement.Draining || n.State == placement.Down {
+			sum[n.Operator] += int64(c)
+		}
+	}
+	if s.MaxOperatorCapacity <= 0 {
+		return caps
+	}
+	limit := int64(s.MaxOperatorCapacity)
+	for _, n := range f.cl.Nodes {
+		if total := sum[n.Operator]; total > limit {
+			caps[n.ID] = int(int64(caps[n.ID]) * limit / total)
+		}
+	}
+	return caps
 }
 
 // SetChange is one user's replica set change, as the FSM's SetsChanged
@@ -692,8 +766,16 @@ func (f *FSM) info(n *nodeRecord) NodeInfo {
 	return NodeInfo{
 		ID: n.ID, Operator: n.Operator, URL: n.BaseURL, P2PAddrs: slices.Clone(n.P2PAddrs),
 		Capacity: n.Capacity, Load: n.Load, Leaving: leaving, State: n.State.String(), Added: n.Added,
-		PublicKey: n.PublicKey,
+		PublicKey: n.PublicKey, HawkKey: n.HawkKey,
 	}
+}
+
+// infoWith is info with the effective capacity from caps
+// (effectiveCapacities); f.mu is held.
+func (f *FSM) infoWith(n *nodeRecord, caps map[string]int) NodeInfo {
+	ni := f.info(n)
+	ni.EffectiveCapacity = caps[n.ID]
+	return ni
 }
 
 // NodeInfo describes a storage node as the directory records it.
@@ -706,10 +788,14 @@ type NodeInfo struct {
 	URL string `json:"url"`
 	// P2PAddrs are the node's libp2p multiaddresses.
 	P2PAddrs []string `json:"p2p_addrs,omitempty"`
-	// Capacity is the most users the node takes; Load how many sets list
-	// it as a member.
+	// Capacity is the most users the node says it takes; Load how many
+	// sets list it as a member.
 	Capacity int `json:"capacity,omitempty"`
 	Load     int `json:"load"`
+	// EffectiveCapacity is the capacity placement counts: Capacity capped
+	// by the cluster's limits per node and per operator (Settings). Set
+	// by FSM.Nodes only.
+	EffectiveCapacity int `json:"effective_capacity,omitempty"`
 	// Leaving is how many users' leaving lists name the node: it left
 	// their sets and still owes them a handoff.
 	Leaving int `json:"leaving,omitempty"`
@@ -719,6 +805,9 @@ type NodeInfo struct {
 	Added uint64 `json:"added,omitempty"`
 	// PublicKey is the node's Ed25519 public key.
 	PublicKey []byte `json:"public_key,omitempty"`
+	// HawkKey is the node's X25519 public key for Sync 1.5 credentials
+	// (nil: the node serves no Sync 1.5).
+	HawkKey []byte `json:"hawk_key,omitempty"`
 }
 
 // Down reports whether the directory considers the node down.
@@ -734,9 +823,10 @@ func (n NodeInfo) Alive() bool {
 func (f *FSM) Nodes() []NodeInfo {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	caps := f.effectiveCapacities()
 	out := make([]NodeInfo, 0, len(f.cl.Nodes))
 	for _, n := range f.cl.Nodes {
-		out = append(out, f.info(n))
+		out = append(out, f.infoWith(n, caps))
 	}
 	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out

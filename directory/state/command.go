@@ -27,6 +27,7 @@ const (
 	CmdClearResetCode CommandType = 6
 	CmdResetPassword  CommandType = 7
 	CmdBatch          CommandType = 8
+	CmdCreateInvite   CommandType = 9
 
 	CmdRegisterNode CommandType = 20
 	CmdApproveNode  CommandType = 21
@@ -45,9 +46,15 @@ const (
 	CmdRetireKey  CommandType = 41
 )
 
-// commandV1 is the body version of every command type except SetVoter
-// with libp2p fields (setVoterV2).
-const commandV1 = 1
+// commandV1 is the body version of every command type unless it carries
+// fields a later version added: commandV2 for CreateUser with an invite,
+// SetPassword with its time, SetResetCode with a limit, SetSettings with
+// capacity limits, DeleteUser with its time, and SetVoter with libp2p
+// fields (setVoterV2).
+const (
+	commandV1 = 1
+	commandV2 = 2
+)
 
 // MaxBatchCommands bounds the commands of one Batch entry, so a decoder
 // never allocates for more than this.
@@ -65,22 +72,32 @@ func v1[T Command](name string) codec {
 	return codec{name: name, decode: map[uint8]func([]byte) (Command, error){commandV1: decodeJSON[T]}}
 }
 
+// v1v2 is the codec of a type with body versions 1 (decoded by dec1, a
+// strict decoder of the older body) and 2 (a strict JSON object of T).
+func v1v2[T Command](name string, dec1 func(body []byte) (Command, error)) codec {
+	return codec{name: name, decode: map[uint8]func([]byte) (Command, error){
+		commandV1: dec1,
+		commandV2: decodeJSON[T],
+	}}
+}
+
 // codecs lists every type but Batch, which DecodeCommand handles itself
 // (its decoder calls DecodeCommand).
 var codecs = map[CommandType]codec{
-	CmdCreateUser:     v1[CreateUser]("CreateUser"),
-	CmdDeleteUser:     v1[DeleteUser]("DeleteUser"),
-	CmdSetPassword:    v1[SetPassword]("SetPassword"),
+	CmdCreateUser:     v1v2[CreateUser]("CreateUser", decodeCreateUserV1),
+	CmdDeleteUser:     v1v2[DeleteUser]("DeleteUser", decodeDeleteUserV1),
+	CmdSetPassword:    v1v2[SetPassword]("SetPassword", decodeSetPasswordV1),
 	CmdSetEmail:       v1[SetEmail]("SetEmail"),
-	CmdSetResetCode:   v1[SetResetCode]("SetResetCode"),
+	CmdSetResetCode:   v1v2[SetResetCode]("SetResetCode", decodeSetResetCodeV1),
 	CmdClearResetCode: v1[ClearResetCode]("ClearResetCode"),
 	CmdResetPassword:  v1[ResetPassword]("ResetPassword"),
+	CmdCreateInvite:   v1[CreateInvite]("CreateInvite"),
 
 	CmdRegisterNode: v1[RegisterNode]("RegisterNode"),
 	CmdApproveNode:  v1[ApproveNode]("ApproveNode"),
 	CmdSetNodeState: v1[SetNodeState]("SetNodeState"),
 	CmdRetireNode:   v1[RetireNode]("RetireNode"),
-	CmdSetSettings:  v1[SetSettings]("SetSettings"),
+	CmdSetSettings:  v1v2[SetSettings]("SetSettings", decodeSetSettingsV1),
 	CmdFinishDrain:  v1[FinishDrain]("FinishDrain"),
 	CmdSetVoter: {name: "SetVoter", decode: map[uint8]func([]byte) (Command, error){
 		commandV1:  decodeSetVoterV1,
@@ -227,13 +244,24 @@ func DecodeCommand(data []byte) (Command, error) {
 // instead of silently dropping a field on older voters.
 func decodeJSON[T Command](body []byte) (Command, error) {
 	var c T
+	c, err := decodeStrict[T](c.Type(), body)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeStrict decodes the body of a command of type t into a T, as
+// decodeJSON does (for the older bodies of a type).
+func decodeStrict[T any](t CommandType, body []byte) (T, error) {
+	var c T
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %v body: %v", ErrMalformedCommand, c.Type(), err)
+		return c, fmt.Errorf("%w: %v body: %v", ErrMalformedCommand, t, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: %v body: trailing data", ErrMalformedCommand, c.Type())
+		return c, fmt.Errorf("%w: %v body: trailing data", ErrMalformedCommand, t)
 	}
 	return c, nil
 }

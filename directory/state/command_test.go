@@ -70,7 +70,9 @@ func TestDecodeCommandRejects(t *testing.T) {
 		{"one byte", []byte{1}, false},
 		{"unknown type", []byte{200, 1, '{', '}'}, true},
 		{"type zero", []byte{0, 1}, true},
-		{"unknown version", append([]byte{byte(CmdCreateUser), 2}, create()[2:]...), true},
+		{"unknown version", append([]byte{byte(CmdCreateUser), 9}, create()[2:]...), true},
+		{"v2 field in v1", []byte(string([]byte{byte(CmdCreateUser), 1}) + `{"n":"a","h":"h","c":1,"inv":"x"}`), false},
+		{"v2 field in v1 settings", []byte(string([]byte{byte(CmdSetSettings), 1}) + `{"s":{"replicas":2,"auto_approve":false,"max_node_capacity":5}}`), false},
 		{"version zero", []byte{byte(CmdDeleteUser), 0, '{', '}'}, true},
 		{"bad json", []byte{byte(CmdDeleteUser), 1, '{'}, false},
 		{"unknown field", []byte(string([]byte{byte(CmdDeleteUser), 1}) + `{"n":"a","zz":1}`), false},
@@ -226,6 +228,22 @@ func TestKeyCommandCodec(t *testing.T) {
 
 func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range sampleCommands() {
+		enc, err := EncodeCommand(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(enc)
+	}
+	for _, c := range []Command{
+		CreateUser{Name: "a", Hash: "h", Created: 1, Invite: InviteHash("x")},
+		SetPassword{Name: "a", Hash: "h", At: 5},
+		SetResetCode{Name: "a", CodeHash: "c", Expires: 9, Now: 1, Max: 3, Window: 3600},
+		SetSettings{Settings: Settings{Replicas: 3, MaxNodeCapacity: 10}},
+		CreateInvite{Hash: InviteHash("x"), Expires: 9, Now: 1},
+		DeleteUser{Name: "a", At: 7},
+		SetNodeHawkKey{ID: "n1", Key: bytes.Repeat([]byte{1}, HawkKeySize)},
+		SyncLogin{FxA: "f", Generation: 2, KeysChangedAt: 1, ClientState: "ab", At: 3, Node: "http://n/"},
+	} {
 		enc, err := EncodeCommand(c)
 		if err != nil {
 			f.Fatal(err)

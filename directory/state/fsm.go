@@ -33,6 +33,15 @@ type FSM struct {
 	// (cluster.go); keys the published signing keys by kid (keys.go).
 	cl   clusterState
 	keys map[string]*SigningKey
+	// invites holds the unused invite codes by hash (invites.go).
+	invites map[string]*Invite
+	// deleted holds the tombstones of recently deleted account names
+	// (DeleteUser, TombstoneTTL).
+	deleted map[string]Tombstone
+	// sync holds the Sync 1.5 records by FxA uid, syncSeq the last uid
+	// given (sync.go); uids are never reused.
+	sync    map[string]*SyncUser
+	syncSeq uint64
 	// index is the raft index of the last command entry applied (during
 	// Apply: of the entry being applied), placement's clock.
 	index uint64
@@ -57,6 +66,11 @@ type Hooks struct {
 	// lists), with the changes in the order they were made. The slice is
 	// the caller's to keep.
 	SetsChanged func(changes []SetChange)
+	// Undecodable is called after an entry could not be decoded (and was
+	// not applied), with its raft index and the decode error. From then
+	// on Snapshot refuses, so the entry stays in the log for a build
+	// that decodes it.
+	Undecodable func(index uint64, err error)
 }
 
 // New returns an empty FSM. Allocation uses policy (its Now is ignored:
@@ -65,6 +79,8 @@ func New(log *slog.Logger, policy placement.Policy, hooks Hooks) *FSM {
 	return &FSM{
 		log: log, placement: policy, hooks: hooks,
 		accounts: make(map[string]*Account), cl: newClusterState(), keys: make(map[string]*SigningKey),
+		invites: make(map[string]*Invite), deleted: make(map[string]Tombstone),
+		sync: make(map[string]*SyncUser),
 	}
 }
 
@@ -87,6 +103,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.log.Error("directory: raft entry not applied: this build cannot decode it; "+
 			"replicas running other versions may diverge",
 			"index", l.Index, "term", l.Term, "type", typ, "version", ver, "err", err)
+		if f.hooks.Undecodable != nil {
+			f.hooks.Undecodable(l.Index, err)
+		}
 		return err
 	}
 	f.mu.Lock()
@@ -117,12 +136,18 @@ func (f *FSM) applyOne(c Command) error {
 	switch c.(type) {
 	case CreateUser, DeleteUser, SetPassword, SetEmail, SetResetCode, ClearResetCode, ResetPassword:
 		return f.applyAccount(c)
+	case CreateInvite:
+		return f.applyInvite(c.(CreateInvite))
 	case RegisterNode, ApproveNode, SetNodeState, RetireNode, FinishDrain, SetSettings, SetVoter:
 		return f.applyCluster(c)
 	case NodeReport, StartTransfer, FinishLeave:
 		return f.applySets(c)
 	case PublishKey, RetireKey:
 		return f.applyKey(c)
+	case SetNodeHawkKey, SyncLogin:
+		return f.applySync(c)
+	case RemoveVoter, MarkRestored, UndrainNode, RetireDrained:
+		return f.applyLifecycle(c)
 	}
 	// DecodeCommand only returns known commands and rejects nested
 	// batches, so this is a programming error in this package.

@@ -57,8 +57,11 @@ func TestFSMApply(t *testing.T) {
 		}
 	}
 	got, ok := f.Account("a")
-	want := Account{Name: "a", Hash: "h5", Email: "b@x", Created: 10, Node: "http://n/"}
-	if !ok || got != want {
+	// The reset at Now 99 set CredsAt; the SetPassword without a time
+	// (version 1) moves it one second on and records its own index (step
+	// 11: index 12).
+	want := Account{Name: "a", Hash: "h5", Email: "b@x", Created: 10, Node: "http://n/", CredsAt: 100, CredsIndex: 12}
+	if !ok || !reflect.DeepEqual(got, want) {
 		t.Fatalf("account = %+v, want %+v", got, want)
 	}
 	if res := applyCmd(t, f, 100, DeleteUser{Name: "a"}); res != nil {
@@ -157,7 +160,8 @@ func TestFSMSnapshotRestore(t *testing.T) {
 		t.Fatal("restore did not replace the state")
 	}
 	amy, _ := g.Account("amy")
-	if want := (Account{Name: "amy", Hash: "h-amy", Email: "amy@x", Created: 1, Node: "http://n/", ResetCodeHash: "c", ResetExpires: 9}); amy != want {
+	if want := (Account{Name: "amy", Hash: "h-amy", Email: "amy@x", Created: 1, Node: "http://n/", ResetCodeHash: "c", ResetExpires: 9,
+		CredsAt: 1, CredsIndex: 2}); !reflect.DeepEqual(amy, want) {
 		t.Fatalf("amy = %+v, want %+v", amy, want)
 	}
 	if g.Accounts() != 3 {
@@ -206,7 +210,7 @@ func TestFSMSnapshotIsolation(t *testing.T) {
 	snap, _ := f.Snapshot()
 	applyCmd(t, f, 2, SetPassword{Name: "a", Hash: "h2"})
 	accts := snap.(*fsmSnapshot).accounts
-	if !reflect.DeepEqual(*accts[0], Account{Name: "a", Hash: "h1"}) {
+	if !reflect.DeepEqual(*accts[0], Account{Name: "a", Hash: "h1", CredsIndex: 1}) {
 		t.Fatalf("snapshot saw a later update: %+v", *accts[0])
 	}
 }

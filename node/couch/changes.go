@@ -152,6 +152,12 @@ func (h *handler) changes(w http.ResponseWriter, r *http.Request, db string) {
 		return
 	}
 	ctx := r.Context()
+	if c.feed != "normal" {
+		// A waiting feed ends when its credentials are revoked.
+		var cancel context.CancelFunc
+		ctx, cancel = h.watchCredentials(ctx, r, db)
+		defer cancel()
+	}
 	if h.cfg.Stop != nil && c.feed != "normal" {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)

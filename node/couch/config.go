@@ -53,6 +53,9 @@ const (
 	// transient (the directory unreachable for a moment, a write not
 	// acknowledged yet), so clients retry soon.
 	DefaultRetryAfter = 2 * time.Second
+	// DefaultRecheck is how often a waiting feed checks its credentials
+	// again.
+	DefaultRecheck = 5 * time.Second
 )
 
 // ErrBadConfig is wrapped by Config.Validate.
@@ -98,6 +101,12 @@ type Config struct {
 	// RetryAfter is the Retry-After of 503 answers, rounded up to whole
 	// seconds (default DefaultRetryAfter, 2 s).
 	RetryAfter time.Duration
+	// Recheck is how often a longpoll or continuous _changes feed checks
+	// its credentials again; a feed whose credentials are no longer good
+	// ends at once (default DefaultRecheck, 5 s). An authenticator with
+	// a Watch method (node.Authenticator) ends it at once on a
+	// revocation too.
+	Recheck time.Duration
 }
 
 // DefaultConfig returns a Config with the defaults filled in (Store and
@@ -111,6 +120,7 @@ func DefaultConfig() Config {
 		MinHeartbeat:      DefaultMinHeartbeat,
 		Realm:             DefaultRealm,
 		RetryAfter:        DefaultRetryAfter,
+		Recheck:           DefaultRecheck,
 	}
 }
 
@@ -126,7 +136,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: Prefix %q must start with '/' and not end with one", ErrBadConfig, c.Prefix)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("%w: MaxBodyBytes %d < 0", ErrBadConfig, c.MaxBodyBytes)
-	case c.ChangesTimeout < 0 || c.MaxChangesTimeout < 0 || c.MinHeartbeat < 0 || c.RetryAfter < 0:
+	case c.ChangesTimeout < 0 || c.MaxChangesTimeout < 0 || c.MinHeartbeat < 0 || c.RetryAfter < 0 || c.Recheck < 0:
 		return fmt.Errorf("%w: negative duration", ErrBadConfig)
 	case strings.ContainsAny(c.Realm, "\"\\\r\n"):
 		return fmt.Errorf("%w: Realm %q", ErrBadConfig, c.Realm)
@@ -157,6 +167,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = d.RetryAfter
+	}
+	if c.Recheck == 0 {
+		c.Recheck = d.Recheck
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

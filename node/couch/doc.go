@@ -17,7 +17,9 @@
 // documents, _changes (normal, longpoll, continuous), _revs_diff,
 // _bulk_get, _bulk_docs with new_edits=false, _ensure_full_commit and GET
 // of one document (plain or with open_revs). Requests are authenticated
-// like the Weave storage API, and a user reaches only their own database.
+// like the Weave storage API, and a user reaches only their own database;
+// a longpoll or continuous feed ends when its credentials are revoked
+// (revoke.go).
 // Errors are CouchDB JSON objects {"error","reason"}; a revision the store
 // refuses (bad input, past a document's limits, the user over quota) is
 // reported per document as "forbidden", the one error string PouchDB

@@ -40,8 +40,9 @@ func NewHandler(cfg Config) (http.Handler, error) {
 type httpError struct {
 	status        int
 	code, reason  string
-	cause         error // logged for 5xx
-	authChallenge bool  // add WWW-Authenticate
+	cause         error         // logged for 5xx
+	authChallenge bool          // add WWW-Authenticate
+	retryAfter    time.Duration // Retry-After of a 429
 }
 
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s: %s", e.status, e.code, e.reason) }
@@ -168,6 +169,13 @@ func (h *handler) unauthorized(reason string) *httpError {
 }
 
 func (h *handler) authFailure(user string, err error) *httpError {
+	if te, ok := api.ThrottleHint(err); ok {
+		// Too many failed logins: the client waits (not a 401, which
+		// would discard a password that may be right).
+		e := errorf(http.StatusTooManyRequests, "too_many_requests", "too many failed logins; retry later")
+		e.retryAfter = te.After
+		return e
+	}
 	e := errorf(http.StatusServiceUnavailable, "service_unavailable", "cannot check credentials now")
 	e.cause = fmt.Errorf("authenticate %q: %w", user, err)
 	return e
@@ -224,6 +232,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if he.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(int((h.cfg.RetryAfter+time.Second-1)/time.Second)))
+	}
+	if he.retryAfter > 0 {
+		w.Header().Set("Retry-After", api.Seconds(he.retryAfter))
 	}
 	h.json(w, he.status, map[string]string{"error": he.code, "reason": he.reason})
 }

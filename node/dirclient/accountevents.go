@@ -42,6 +42,10 @@ type AccountEventsConfig struct {
 	// IsVoter admits callers: only peers it reports as directory voters
 	// may send events (Client.IsVoter). Required.
 	IsVoter func(peer.ID) bool
+	// Noted, when set, is told every admitted event first
+	// (Client.NoteAccountEvent), so that tokens issued before the change
+	// are refused from then on.
+	Noted func(dirproto.AccountEvent)
 	// Logger receives each event handled (info) and refused (debug).
 	// Default: discard.
 	Logger *slog.Logger
@@ -73,17 +77,19 @@ func (c AccountEventsConfig) Validate() error {
 	return nil
 }
 
-// ServeAccountEvents serves dirproto.ProtoAccount on h: a directory voter
-// tells this node that a user's credentials changed or that the account
-// was deleted. Callers that cfg.IsVoter does not admit get
-// p2p.CodeForbidden. On a credential change the node drops its cached
-// Basic-auth answers for the user (Auth.Forget), so the old password stops
-// working at once instead of after the cache TTL. On a deletion it drops
-// them, deletes the user's records (Store.WipeUser, synced to disk)
-// and drops them again (a request authenticated from the cache while the
-// wipe ran must not refill it), and answers only then, so an OK means the
-// records are durably gone. Requests are bounded by p2p.MaxMessageSize
-// and decoded strictly.
+// ServeAccountEvents serves dirproto.ProtoAccount11 and ProtoAccount on h:
+// a directory voter tells this node that a user's credentials changed or
+// that the account was deleted. Callers that cfg.IsVoter does not admit
+// get p2p.CodeForbidden. The node records the change (cfg.Noted: tokens
+// issued before it are refused), drops its cached Basic-auth answers for
+// the user and ends the feeds opened with them (Auth.Forget), so the old
+// credentials stop working at once instead of after the cache TTL. On a
+// deletion it also deletes the user's records (Store.WipeUser, synced to
+// disk) and drops the cached answers again (a request authenticated from
+// the cache while the wipe ran must not refill it), and answers only
+// then, so an OK means the records are durably gone. Requests are bounded
+// by p2p.MaxMessageSize and decoded strictly; version 1.0 events carry no
+// credential state.
 func ServeAccountEvents(h host.Host, cfg AccountEventsConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -96,7 +102,11 @@ func ServeAccountEvents(h host.Host, cfg AccountEventsConfig) error {
 		cfg.Timeout = d.Timeout
 	}
 	rpc := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: cfg.Timeout, Logger: cfg.Logger}
+	p2p.Serve(h, dirproto.ProtoAccount11, p2p.HandleJSON(func(ctx context.Context, from peer.ID, ev dirproto.AccountEvent) (struct{}, error) {
+		return struct{}{}, handleAccountEvent(ctx, cfg, from, ev)
+	}), rpc)
 	p2p.Serve(h, dirproto.ProtoAccount, p2p.HandleJSON(func(ctx context.Context, from peer.ID, ev dirproto.AccountEvent) (struct{}, error) {
+		ev.ChangedAt, ev.Gen = 0, 0
 		return struct{}{}, handleAccountEvent(ctx, cfg, from, ev)
 	}), rpc)
 	return nil
@@ -106,6 +116,12 @@ func handleAccountEvent(ctx context.Context, cfg AccountEventsConfig, from peer.
 	if !cfg.IsVoter(from) {
 		cfg.Logger.Debug("dirclient: account event from a peer that is not a voter", "peer", from)
 		return p2p.Errorf(p2p.CodeForbidden, "peer %s is not a directory voter", from)
+	}
+	if err := ev.Validate(); err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "%v", err)
+	}
+	if cfg.Noted != nil {
+		cfg.Noted(ev)
 	}
 	cfg.Auth.Forget(ev.User)
 	if !ev.Deleted {

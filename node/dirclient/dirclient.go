@@ -43,6 +43,13 @@ const (
 	// maxMembershipCache bounds the replica set cache (entries); when
 	// full it is emptied.
 	maxMembershipCache = 100000
+	// DefaultKeyMissRefresh is the least time between two fetches of the
+	// directory's keys prompted by a token naming an unknown key.
+	DefaultKeyMissRefresh = 5 * time.Second
+	// maxRevocations bounds the credential changes learnt from account
+	// events that are kept (each for api.MaxTokenLifetime +
+	// api.TokenClockSkew); when full the oldest half goes.
+	maxRevocations = 100000
 	// maxHeartbeatRetry bounds the pause before a failed heartbeat is
 	// tried again: after an election, heartbeats reach the new leader
 	// within about this long.
@@ -85,6 +92,10 @@ type Config struct {
 	// fetched again. Default 1 min; after a failed fetch the next one comes
 	// a heartbeat interval later.
 	KeyRefresh time.Duration
+	// KeyMissRefresh is the least time between two extra fetches of the
+	// keys prompted by tokens naming an unknown key id (a voter's key
+	// published since the last fetch). Default DefaultKeyMissRefresh.
+	KeyMissRefresh time.Duration
 	// CallTimeout bounds one call to one voter. Default 5 s.
 	CallTimeout time.Duration
 	// MembershipTTL is how long Serves, Replicas and Assignment reuse a
@@ -108,6 +119,7 @@ func DefaultConfig() Config {
 		Logger:             slog.New(slog.DiscardHandler),
 		HeartbeatInterval:  DefaultHeartbeatInterval,
 		KeyRefresh:         DefaultKeyRefresh,
+		KeyMissRefresh:     DefaultKeyMissRefresh,
 		CallTimeout:        DefaultDirectoryCallTimeout,
 		MembershipTTL:      DefaultMembershipTTL,
 		FailureLogInterval: DefaultFailureLogInterval,
@@ -123,8 +135,8 @@ func (c Config) Validate() error {
 		return errors.New("dirclient: Config.Directory is empty")
 	case c.HeartbeatInterval < 0:
 		return fmt.Errorf("dirclient: Config.HeartbeatInterval %v is negative", c.HeartbeatInterval)
-	case c.KeyRefresh < 0:
-		return fmt.Errorf("dirclient: Config.KeyRefresh %v is negative", c.KeyRefresh)
+	case c.KeyRefresh < 0 || c.KeyMissRefresh < 0:
+		return fmt.Errorf("dirclient: Config.KeyRefresh %v or KeyMissRefresh %v is negative", c.KeyRefresh, c.KeyMissRefresh)
 	case c.MembershipTTL < 0:
 		return fmt.Errorf("dirclient: Config.MembershipTTL %v is negative", c.MembershipTTL)
 	case c.CallTimeout < 0:
@@ -167,6 +179,14 @@ type Client struct {
 	memMu sync.Mutex
 	mem   map[string]memEntry // user -> cached replica set
 	gen   uint64              // bumped by every invalidation
+	// revoked holds the credential changes account events told of, per
+	// user, until the tokens they revoke have expired.
+	revoked map[string]revocation
+
+	// keyMu serialises the refreshes prompted by unknown key ids;
+	// keyMissAt is when the last one began.
+	keyMu     sync.Mutex
+	keyMissAt time.Time
 
 	// Run's state (its goroutine only).
 	hbLog, keysLog, peersLog failLog
@@ -178,7 +198,18 @@ type Client struct {
 // the entry is stored.
 type memEntry struct {
 	nodes, leaving []dirproto.AssignedNode
-	expires        time.Time
+	// exists says whether the directory answered the set (the user
+	// exists and the set or leaving list names this node); creds is the
+	// credential state it sent (version 1.1), nil from older voters.
+	exists  bool
+	creds   *dirproto.Credentials
+	expires time.Time
+}
+
+// revocation is a credential change an account event told of.
+type revocation struct {
+	state   api.CredentialState
+	expires time.Time
 }
 
 var (
@@ -202,6 +233,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.KeyRefresh == 0 {
 		cfg.KeyRefresh = d.KeyRefresh
 	}
+	if cfg.KeyMissRefresh == 0 {
+		cfg.KeyMissRefresh = d.KeyMissRefresh
+	}
 	if cfg.CallTimeout == 0 {
 		cfg.CallTimeout = d.CallTimeout
 	}
@@ -213,10 +247,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	cfg.Directory = append([]peer.AddrInfo(nil), cfg.Directory...)
 	c := &Client{
-		mem:    make(map[string]memEntry),
-		cfg:    cfg,
-		rpc:    p2p.RPCConfig{Timeout: cfg.CallTimeout, MaxFrameSize: p2p.MaxMessageSize, Logger: cfg.Logger},
-		learnt: map[peer.ID]bool{},
+		mem:     make(map[string]memEntry),
+		revoked: make(map[string]revocation),
+		cfg:     cfg,
+		rpc:     p2p.RPCConfig{Timeout: cfg.CallTimeout, MaxFrameSize: p2p.MaxMessageSize, Logger: cfg.Logger},
+		learnt:  map[peer.ID]bool{},
 	}
 	for _, v := range cfg.Directory {
 		if len(v.Addrs) > 0 {
@@ -305,6 +340,25 @@ func (c *Client) answeredBy(pref voterPref, v peer.ID) {
 // into a fresh Resp. Dials skip libp2p's dial backoff: a voter that was
 // down or cut off is tried again as soon as it is its turn.
 func callDirectory[Resp any](ctx context.Context, c *Client, pref voterPref, proto protocol.ID, req any) (Resp, error) {
+	return callVoters(ctx, c, pref, proto, func(ctx context.Context, id peer.ID, resp *Resp) error {
+		return p2p.CallJSON(ctx, c.rpc, c.cfg.Host, id, proto, req, resp)
+	})
+}
+
+// callDirectoryVersioned is callDirectory over a versioned protocol:
+// newer with req, or older with oldReq to voters that do not speak newer
+// (dirproto.CallVersioned).
+func callDirectoryVersioned[Resp any](ctx context.Context, c *Client, pref voterPref, newer, older protocol.ID, req, oldReq any) (Resp, error) {
+	return callVoters(ctx, c, pref, newer, func(ctx context.Context, id peer.ID, resp *Resp) error {
+		_, err := dirproto.CallVersioned(ctx, c.rpc, c.cfg.Host, id, newer, older, req, oldReq, resp)
+		return err
+	})
+}
+
+// callVoters runs call against the voters in the order callDirectory
+// describes.
+func callVoters[Resp any](ctx context.Context, c *Client, pref voterPref, proto protocol.ID,
+	call func(ctx context.Context, id peer.ID, resp *Resp) error) (Resp, error) {
 	var zero Resp
 	order := c.order(pref)
 	tried := make(map[peer.ID]bool, len(order))
@@ -318,7 +372,7 @@ func callDirectory[Resp any](ctx context.Context, c *Client, pref voterPref, pro
 		}
 		tried[id] = true
 		var resp Resp
-		err := p2p.CallJSON(dctx, c.rpc, c.cfg.Host, id, proto, req, &resp)
+		err := call(dctx, id, &resp)
 		if err == nil {
 			c.answeredBy(pref, id)
 			return resp, nil
@@ -348,22 +402,34 @@ func (c *Client) Voters() []peer.ID {
 	return slices.Clone(c.voters)
 }
 
-// CheckPassword asks the directory whether password is user's. It returns
-// nil when it is, an error wrapping api.ErrUnauthorized when it is not
-// (or the user is unknown, or the credentials are out of bounds), and one
-// wrapping ErrDirectoryUnavailable (so api.ErrUnavailable: 503) when no
-// voter could answer.
+// CheckPassword asks the directory whether password is user's, passing
+// the client address ctx carries (api.ClientAddr) for the directory's
+// limits on failed logins. It returns nil when it is, an error wrapping
+// api.ErrUnauthorized when it is not (or the user is unknown, not held
+// by this node, or the credentials are out of bounds), an
+// *api.ThrottleError (429) when the directory refuses to check during a
+// back-off, and one wrapping ErrDirectoryUnavailable (so
+// api.ErrUnavailable: 503) when no voter could answer.
 func (c *Client) CheckPassword(ctx context.Context, user, password string) error {
-	req := dirproto.CheckPasswordRequest{User: user, Password: password}
+	req := dirproto.CheckPasswordRequest{User: user, Password: password, Addr: api.ClientAddr(ctx)}
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("node: credentials of %q: %v: %w", user, err, api.ErrUnauthorized)
 	}
-	resp, err := callDirectory[dirproto.CheckPasswordResponse](ctx, c, anyVoter, dirproto.ProtoCheckPassword, req)
+	old := dirproto.CheckPasswordRequest{User: user, Password: password}
+	resp, err := callDirectoryVersioned[dirproto.CheckPasswordResponse](ctx, c, anyVoter,
+		dirproto.ProtoCheckPassword11, dirproto.ProtoCheckPassword, req, old)
 	if err != nil {
+		if p2p.IsCode(err, p2p.CodeForbidden) {
+			return fmt.Errorf("node: the directory does not let this node check %q: %v: %w", user, err, api.ErrUnauthorized)
+		}
 		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
 			return err
 		}
 		return fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
+	}
+	if resp.RetryAfterMS > 0 {
+		return api.TooManyRequests(fmt.Errorf("node: the directory holds back password checks of %q", user),
+			time.Duration(resp.RetryAfterMS)*time.Millisecond)
 	}
 	if !resp.OK {
 		return fmt.Errorf("node: directory refused the password of %q: %w", user, api.ErrUnauthorized)
@@ -373,8 +439,40 @@ func (c *Client) CheckPassword(ctx context.Context, user, password string) error
 
 // Keys returns the directory's token verification keys as last fetched
 // (by RefreshKeys or Run), for AuthConfig.Keys. It is empty until the
-// first successful fetch, so bearer tokens are refused until then.
-func (c *Client) Keys() node.KeySource { return &c.keys }
+// first successful fetch, so bearer tokens are refused until then. It is
+// a node.KeyRefresher: a token naming a key id it does not know makes it
+// fetch the keys again, at most once per Config.KeyMissRefresh.
+func (c *Client) Keys() node.KeySource { return clientKeys{c} }
+
+// clientKeys is the Client's node.KeySource and node.KeyRefresher.
+type clientKeys struct{ c *Client }
+
+func (k clientKeys) PublicKey(kid string) (ed25519.PublicKey, bool) { return k.c.keys.PublicKey(kid) }
+
+// RefreshKey fetches the keys again unless that was done less than
+// KeyMissRefresh ago (then the answer is the current set's), and reports
+// whether kid is known afterwards. Concurrent calls wait for one fetch.
+func (k clientKeys) RefreshKey(ctx context.Context, kid string) bool {
+	c := k.c
+	if _, ok := c.keys.PublicKey(kid); ok {
+		return true
+	}
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	if _, ok := c.keys.PublicKey(kid); ok {
+		return true
+	}
+	if time.Since(c.keyMissAt) < c.cfg.KeyMissRefresh {
+		return false
+	}
+	c.keyMissAt = time.Now()
+	if err := c.RefreshKeys(ctx); err != nil {
+		c.cfg.Logger.Debug("dirclient: fetching keys for an unknown key id failed", "kid", kid, "err", err)
+		return false
+	}
+	_, ok := c.keys.PublicKey(kid)
+	return ok
+}
 
 // RefreshKeys fetches the directory's published keys and makes them the
 // whole set Keys returns (retired keys disappear).
@@ -482,7 +580,9 @@ func (c *Client) Assignment(ctx context.Context, user string) (nodes, leaving []
 }
 
 // assignment is Assignment without the copies: the entry's slices are
-// shared with the cache and must not be modified.
+// shared with the cache and must not be modified. A user the directory
+// does not let this node ask about (not held by it, or unknown: p2p
+// CodeForbidden) gets an empty entry, cached like any answer.
 func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) {
 	now := time.Now()
 	c.memMu.Lock()
@@ -496,14 +596,20 @@ func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) 
 	if err := req.Validate(); err != nil {
 		return memEntry{}, nil
 	}
-	resp, err := callDirectory[dirproto.AssignmentResponse](ctx, c, anyVoter, dirproto.ProtoAssignment, req)
-	if err != nil {
+	resp, err := callDirectoryVersioned[dirproto.AssignmentResponse](ctx, c, anyVoter,
+		dirproto.ProtoAssignment11, dirproto.ProtoAssignment, req, req)
+	switch {
+	case p2p.IsCode(err, p2p.CodeForbidden):
+		e = memEntry{expires: now.Add(c.cfg.MembershipTTL)}
+	case err != nil:
 		if errors.Is(err, ErrDirectoryUnavailable) || ctx.Err() != nil {
 			return memEntry{}, err
 		}
 		return memEntry{}, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, err)
+	default:
+		e = memEntry{nodes: resp.Nodes, leaving: resp.Leaving, exists: resp.Exists, creds: resp.Creds,
+			expires: now.Add(c.cfg.MembershipTTL)}
 	}
-	e = memEntry{nodes: resp.Nodes, leaving: resp.Leaving, expires: now.Add(c.cfg.MembershipTTL)}
 	c.memMu.Lock()
 	if c.gen == gen {
 		// No set was dropped while this answer was in flight (it could
@@ -515,6 +621,63 @@ func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) 
 	}
 	c.memMu.Unlock()
 	return e, nil
+}
+
+// Credentials implements node.CredentialSource: the user's credential
+// state from its cached replica set (the directory's answer, at most
+// MembershipTTL old) merged with the account events this node received,
+// the later change winning. A user this node does not hold, or that does
+// not exist, has Exists false. From a voter too old to send credential
+// states only the events count (ChangedAt 0). When no voter answers (and
+// no cached answer is fresh) it returns an error wrapping
+// ErrDirectoryUnavailable.
+func (c *Client) Credentials(ctx context.Context, user string) (api.CredentialState, error) {
+	e, err := c.assignment(ctx, user)
+	if err != nil {
+		return api.CredentialState{}, err
+	}
+	st := api.CredentialState{Exists: e.exists}
+	if e.creds != nil {
+		st.ChangedAt, st.Gen = e.creds.ChangedAt, e.creds.Gen
+	}
+	c.memMu.Lock()
+	r, ok := c.revoked[user]
+	c.memMu.Unlock()
+	if ok && time.Now().Before(r.expires) {
+		st.ChangedAt = max(st.ChangedAt, r.state.ChangedAt)
+		if r.state.Gen > st.Gen {
+			st.Gen = r.state.Gen
+			st.Exists = st.Exists && r.state.Exists
+		}
+	}
+	return st, nil
+}
+
+// NoteAccountEvent records what a voter's account event said (the new
+// credential state, or the deletion's floor: dirproto.AccountEvent) for
+// as long as the tokens it revokes may live, and drops the user's cached
+// replica set, so Credentials holds the change even if the next lookup
+// reaches a voter that has not applied it yet.
+func (c *Client) NoteAccountEvent(ev dirproto.AccountEvent) {
+	now := time.Now()
+	st := api.CredentialState{Exists: !ev.Deleted, ChangedAt: ev.ChangedAt, Gen: ev.Gen}
+	c.memMu.Lock()
+	if len(c.revoked) >= maxRevocations {
+		for u, r := range c.revoked {
+			if !now.Before(r.expires) || len(c.revoked) >= maxRevocations/2 {
+				delete(c.revoked, u)
+			}
+		}
+	}
+	if old, ok := c.revoked[ev.User]; ok && now.Before(old.expires) {
+		st.ChangedAt = max(st.ChangedAt, old.state.ChangedAt)
+		if old.state.Gen > st.Gen {
+			st.Gen, st.Exists = old.state.Gen, old.state.Exists
+		}
+	}
+	c.revoked[ev.User] = revocation{state: st, expires: now.Add(api.MaxTokenLifetime + api.TokenClockSkew)}
+	c.memMu.Unlock()
+	c.InvalidateUsers(ev.User)
 }
 
 // InvalidateUsers drops the cached replica sets of users, so that the

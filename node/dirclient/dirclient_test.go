@@ -44,6 +44,7 @@ func newFakeVoter(t *testing.T, leader bool) *fakeVoter {
 		return dirproto.CheckPasswordResponse{OK: r.User == "alice" && r.Password == "s3cret"}, nil
 	}), p2p.RPCConfig{})
 	p2p.Serve(v.h, dirproto.ProtoKeys, p2p.HandleJSON(func(context.Context, peer.ID, struct{}) (dirproto.KeysResponse, error) {
+		v.count(dirproto.ProtoKeys)
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		return dirproto.KeysResponse{Keys: v.keys}, nil
@@ -181,6 +182,10 @@ func TestDirectoryClientCheckPassword(t *testing.T) {
 		if err := c.CheckPassword(ctx, tc.user, tc.pw); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
 		}
+	}
+	// The fake voters speak version 1.0 only: the client fell back.
+	if v1.calls(dirproto.ProtoCheckPassword)+v2.calls(dirproto.ProtoCheckPassword) == 0 {
+		t.Fatal("no check over version 1.0")
 	}
 	// Failover: the first voter goes away, the second answers.
 	v1.h.Close()

@@ -1,7 +1,10 @@
 // Package dirclient is a storage node's client of the directory over
 // libp2p (api/dirproto): it checks HTTP Basic passwords
-// (node.PasswordChecker), keeps the directory's token verification keys
-// (node.KeySource), sends heartbeats (with the node's unconfirmed
+// (node.PasswordChecker, passing the client's address; a directory
+// back-off becomes a 429), keeps the directory's token verification keys
+// (node.KeySource, fetched again when a token names an unknown key),
+// gives each user's credential state (node.CredentialSource: from the
+// cached replica set and the account events), sends heartbeats (with the node's unconfirmed
 // writes and handoff backlog), looks up replica sets with their members'
 // states and leaving members (node.Membership: the node serves a user
 // only as a current member), lists the users assigned to this node,

@@ -116,6 +116,9 @@ type EngineConfig struct {
 	ProgressCR bool
 	// Logger receives the engine's logs (default: discard).
 	Logger *slog.Logger
+	// API is the storage protocol the storage requests speak: API11
+	// (default) or API15 (sync15.go).
+	API string
 }
 
 // DefaultEngineConfig returns the defaults; Target and Mix must still be
@@ -135,6 +138,8 @@ func (c EngineConfig) Validate() error {
 		return fmt.Errorf("%w: Target.UserURLs is empty", ErrConfig)
 	case c.Profiles < 0 || c.PrefillScale < 0 || c.Timeout < 0 || c.MaxConns < 0 || c.MaxPending < 0:
 		return fmt.Errorf("%w: negative setting", ErrConfig)
+	case c.API != "" && c.API != API11 && c.API != API15:
+		return fmt.Errorf("%w: API %q", ErrConfig, c.API)
 	}
 	for _, u := range append(append([]string{}, c.Target.UserURLs...), c.Target.StorageURL) {
 		if u != "" && !strings.HasSuffix(u, "/") {
@@ -178,6 +183,9 @@ func (c EngineConfig) withDefaults() EngineConfig {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.API == "" {
+		c.API = API11
 	}
 	return c
 }
@@ -236,7 +244,7 @@ func New(cfg EngineConfig) (*Engine, error) {
 	e.res = report.Result{Version: report.Version, Started: e.start, Seed: cfg.Seed}
 	e.res.Mix = mixInfo(cfg.Mix, e.gen)
 	e.res.Target = report.Target{Kind: cfg.Target.Kind, URL: cfg.Target.UserURLs[0], Nodes: cfg.Target.Nodes,
-		Procs: cfg.Target.Procs, InProcess: cfg.Target.InProcess}
+		Procs: cfg.Target.Procs, InProcess: cfg.Target.InProcess, API: cfg.API}
 	recs, bytes := e.gen.PrefillTotal()
 	e.res.Users = report.Users{Profiles: cfg.Profiles, PrefillScale: cfg.PrefillScale, PrefillRecords: recs, PrefillPayload: bytes}
 	if cfg.Target.NoAccounts {
@@ -338,6 +346,7 @@ type profile struct {
 	dirty    bool        // a wipe or collection delete removed prefilled data
 	resolve  bool        // storage node must be read again (a 401)
 	inFlight int
+	s15      sync15Creds // Sync 1.5 credentials (API15)
 }
 
 func (e *Engine) newProfile(email string, index int) *profile {

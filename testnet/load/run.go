@@ -210,7 +210,7 @@ func (e *Engine) Run(ctx context.Context, ph Phase) (report.Step, error) {
 
 	var lagWG sync.WaitGroup
 	lagCtx, stopLag := context.WithCancel(ctx)
-	if e.cfg.Target.AdminToken != "" && !e.cfg.Target.NoAccounts {
+	if e.cfg.Target.AdminToken != "" && !e.cfg.Target.NoAccounts && e.cfg.API != API15 {
 		lagWG.Go(func() { e.probeLag(lagCtx) })
 	}
 
@@ -695,9 +695,26 @@ func (e *Engine) do(ctx context.Context, p *profile, q mix.Request) outcome {
 	url := base + strings.TrimPrefix(path, "/")
 	var body []byte
 	auth := p.auth
+	if op.At == mix.Storage && e.cfg.API == API15 && !e.cfg.Target.NoAccounts {
+		url, auth = e.storageRequest(ctx, p, op.Method, base, path)
+	}
+	if op.At == mix.UserAPI && e.cfg.API == API15 && strings.HasSuffix(path, "/token") && !e.cfg.Target.NoAccounts {
+		// Sync 1.5 clients fetch credentials at the tokenserver.
+		p.mu.Lock()
+		fxa := p.s15.fxa
+		p.mu.Unlock()
+		o, _ := e.tokenserver(ctx, p, fxa)
+		return o
+	}
 	switch op.Body {
 	case mix.WBOBody:
-		body = e.wboBody(q.WBOs, q.Seed)
+		ws := q.WBOs
+		if e.cfg.API == API15 {
+			// Sync 1.5 refuses a body naming an id twice; Weave keeps
+			// the last.
+			ws = lastOfEachID(ws)
+		}
+		body = e.wboBody(ws, q.Seed)
 	case mix.RegisterBody:
 		body, _ = json.Marshal(map[string]string{"password": e.cfg.Password, "email": fresh.email})
 		auth = ""
@@ -714,7 +731,7 @@ func (e *Engine) do(ctx context.Context, p *profile, q mix.Request) outcome {
 			p.mu.Lock()
 			p.dirty = true
 			p.mu.Unlock()
-		case o.status == http.StatusUnauthorized && e.cfg.Target.StorageURL == "":
+		case o.status == http.StatusUnauthorized && (e.cfg.Target.StorageURL == "" || e.cfg.API == API15):
 			// The Weave reassignment signal: read node/weave again.
 			p.mu.Lock()
 			p.resolve = true

@@ -160,6 +160,9 @@ func (e *Engine) register(ctx context.Context, p *profile) (created bool, err er
 // resolve reads p's storage node from node/weave (unless the target
 // serves storage itself) and, with an admin token, a second replica.
 func (e *Engine) resolve(ctx context.Context, p *profile) error {
+	if e.cfg.API == API15 {
+		return e.sync15Login(ctx, p)
+	}
 	if e.cfg.Target.StorageURL == "" {
 		err := retry(ctx, func() (outcome, error) {
 			out, data := e.sendRead(ctx, http.MethodGet, p.user+"user/1.0/"+p.name+"/node/weave", "", nil)
@@ -223,7 +226,8 @@ func (e *Engine) prefill(ctx context.Context, p *profile) (bool, error) {
 	base := p.storageURL()
 	var counts map[string]int
 	err := retry(ctx, func() (outcome, error) {
-		out, data := e.sendRead(ctx, http.MethodGet, base+"1.1/"+p.name+"/info/collection_counts", p.auth, nil)
+		u, auth := e.storageRequest(ctx, p, http.MethodGet, base, "/1.1/"+p.name+"/info/collection_counts")
+		out, data := e.sendRead(ctx, http.MethodGet, u, auth, nil)
 		if out.status != http.StatusOK {
 			return out, fmt.Errorf("%w: collection counts of %s: %s %s", ErrPrepare, p.name, out.describe(), data)
 		}
@@ -253,9 +257,9 @@ func (e *Engine) prefill(ctx context.Context, p *profile) (bool, error) {
 				n++
 			}
 			body := e.wboBody(recs[:n], r.Uint64())
-			url := base + "1.1/" + p.name + "/storage/" + pf.Coll
 			err := retry(ctx, func() (outcome, error) {
-				out := e.send(ctx, http.MethodPost, url, p.auth, nil, body, true)
+				url, auth := e.storageRequest(ctx, p, http.MethodPost, base, "/1.1/"+p.name+"/storage/"+pf.Coll)
+				out := e.send(ctx, http.MethodPost, url, auth, nil, body, true)
 				if out.kind != "" {
 					return out, fmt.Errorf("%w: prefill %s/%s: %s", ErrPrepare, p.name, pf.Coll, out.describe())
 				}
@@ -317,14 +321,48 @@ func (e *Engine) repair(ctx context.Context) error {
 // accounts the mix created. Deleting an account at the directory removes
 // its records on its nodes. It returns how many accounts it deleted.
 func (e *Engine) Cleanup(ctx context.Context) (int, error) {
+	return e.CleanupSkipping(ctx, nil)
+}
+
+// CleanupSkipping is Cleanup for engines that share accounts (the runs of
+// one command with the same seed): it leaves out the accounts in done
+// and adds its own to it (done may be nil). Deleting an account twice
+// would cost a failed login, which the directory's login guard counts.
+func (e *Engine) CleanupSkipping(ctx context.Context, done map[string]bool) (int, error) {
 	if e.cfg.Target.NoAccounts {
 		return 0, nil
 	}
 	e.mu.Lock()
 	all := append(append([]*profile{}, e.profiles...), e.newUsers...)
 	e.mu.Unlock()
+	skip := make(map[*profile]bool, len(all))
+	for _, p := range all {
+		skip[p] = done[p.name]
+	}
+	defer func() {
+		if done != nil {
+			for _, p := range all {
+				done[p.name] = true
+			}
+		}
+	}()
 	var deleted atomic.Int64
 	err := e.forEach(ctx, all, func(ctx context.Context, p *profile) error {
+		if e.cfg.API == API15 && p.storageURL() != "" {
+			// The Sync 1.5 account is the directory's own: its records go
+			// with DELETE storage.
+			_ = retry(ctx, func() (outcome, error) {
+				u, auth := e.storageRequest(ctx, p, http.MethodDelete, p.storageURL(), "/1.1/"+p.name+"/storage")
+				out, data := e.sendRead(ctx, http.MethodDelete, u, auth, nil)
+				if out.status != http.StatusOK {
+					return out, fmt.Errorf("load: delete Sync 1.5 storage of %s: %s %s", p.name, out.describe(), data)
+				}
+				return out, nil
+			})
+		}
+		if skip[p] {
+			return nil
+		}
 		return retry(ctx, func() (outcome, error) {
 			out, data := e.sendRead(ctx, http.MethodDelete, p.user+"user/1.0/"+p.name, p.auth, nil)
 			switch out.status {

@@ -15,12 +15,18 @@ func TestReadSelfAndFindListener(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, 100_000), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// burn a little CPU so the counter is above zero
+	// Burn CPU until the counter (in clock ticks) is above zero: a fixed
+	// loop can finish within one tick on a fast machine.
 	x := 0
-	for i := range 20_000_000 {
-		x += i % 7
+	var s Sample
+	for range 1000 {
+		for i := range 5_000_000 {
+			x += i % 7
+		}
+		if s = Read(Proc{Name: "self", PID: os.Getpid(), Data: dir}); s.CPU > 0 {
+			break
+		}
 	}
-	s := Read(Proc{Name: "self", PID: os.Getpid(), Data: dir})
 	if !s.Alive || s.RSS < 1<<20 || s.CPU <= 0 || s.Disk < 100_000 || x == 0 {
 		t.Fatalf("sample of this process: %+v", s)
 	}

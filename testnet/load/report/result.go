@@ -89,6 +89,9 @@ type Target struct {
 	// InProcess is true when the server ran inside the generator's
 	// process (its CPU and memory figures then include the generator).
 	InProcess bool `json:"in_process,omitempty"`
+	// API is the storage protocol the run spoke ("1.1", "1.5"); empty
+	// in results from before it was recorded (1.1).
+	API string `json:"api,omitempty"`
 }
 
 // MixInfo describes the mix of a run.

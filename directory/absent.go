@@ -1,0 +1,252 @@
+package directory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hce-sync/hce/api"
+)
+
+// Negative answers ("no such user", "this node holds no copy of that
+// user") are given only after the leader's up-to-date state agrees.
+//
+// Reads answer from the voter's local state, which may be behind the
+// cluster: a voter that restarted and has not caught up, one cut off from
+// the leader by a partition, or a new leader that has not applied every
+// committed entry yet. A positive answer from such a state is at worst a
+// little old (the guarantees that need more, such as the replica-set
+// epochs, are checked again where they matter). A negative one is worse:
+// a client that registered through another voter would be told its
+// account does not exist, its password would be refused, and a storage
+// node asking whether it still holds a user would wipe a copy that the
+// cluster counts on. So before a negative answer the voter confirms it:
+// the leader runs a raft barrier (every entry committed before it is
+// applied to the leader's state machine; a deposed leader fails it) and
+// looks the user up; a follower asks the leader to do so
+// (GET /internal/v1/lookup). When the leader's state has what the local
+// one lacks, the voter waits briefly to catch up and reads again; when
+// no leader confirms, the caller gets a 503 with Retry-After
+// (api.RetryElection) instead of a guess. Concurrent confirmations share
+// one barrier that started after each of them arrived.
+
+// pathLookup is the leader's confirmation of negative answers.
+const pathLookup = "/internal/v1/lookup"
+
+// Bounds of a confirmation.
+const (
+	// lookupTimeout bounds a confirmation (barrier, or the call to the
+	// leader and its barrier).
+	lookupTimeout = 3 * time.Second
+	// catchUpWait bounds how long a voter the leader showed to be behind
+	// waits for its state to catch up before it answers 503.
+	catchUpWait = time.Second
+	// catchUpPoll is how often it looks again.
+	catchUpPoll = 5 * time.Millisecond
+)
+
+// lookupAnswer is the leader's answer of GET /internal/v1/lookup.
+type lookupAnswer struct {
+	// Exists says the account exists.
+	Exists bool `json:"exists"`
+	// Nodes are the IDs of the nodes the user's replica set names, as
+	// members or leaving nodes.
+	Nodes []string `json:"nodes,omitempty"`
+}
+
+// localLookup reads user from this voter's state.
+func (d *Directory) localLookup(user string) lookupAnswer {
+	var a lookupAnswer
+	if _, ok := d.state.Account(user); ok {
+		a.Exists = true
+	}
+	if reps, _, ok := d.state.Replicas(user); ok {
+		for _, m := range reps.Members {
+			a.Nodes = append(a.Nodes, m.ID)
+		}
+		for _, n := range reps.Leaving {
+			a.Nodes = append(a.Nodes, n.ID)
+		}
+	}
+	return a
+}
+
+// holdsAnswer reports whether a names what the caller looked for: the
+// account (node "") or node in its set.
+func (a lookupAnswer) holds(node string) bool {
+	return a.Exists && (node == "" || slices.Contains(a.Nodes, node))
+}
+
+// confirmAbsent is called when this voter's state lacks user (node "")
+// or lacks node in user's set. It returns nil when the leader's
+// up-to-date state lacks it too (the negative answer may be given),
+// errRecheck when this voter's state caught up and has it now (the caller
+// reads again), and an error wrapping api.ErrUnavailable when no leader
+// could confirm or this voter did not catch up in time.
+func (d *Directory) confirmAbsent(ctx context.Context, user, node string) error {
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	if !d.cfg.clustered() {
+		return nil // a single voter's state is the whole directory's
+	}
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	var (
+		ans lookupAnswer
+		err error
+	)
+	if d.IsLeader() {
+		if err = d.barrier(ctx); err == nil {
+			ans = d.localLookup(user)
+		}
+	} else if t, ok := d.leaderTarget(); ok {
+		ans, err = d.askLookup(ctx, t, user)
+		if errors.Is(err, errLookupUnknown) {
+			// A leader of an earlier build (a rolling upgrade): the
+			// local answer, as that build gives.
+			return nil
+		}
+	} else {
+		err = errors.New("no leader known")
+	}
+	if err != nil {
+		d.absentUnconfirmed.Add(1)
+		return api.Unavailable(fmt.Errorf("directory: could not confirm with the leader that %q is not here: %w", user, err), api.RetryElection)
+	}
+	if !ans.holds(node) {
+		return nil
+	}
+	// The leader's state has it: this voter is behind.
+	d.absentBehind.Add(1)
+	deadline := time.Now().Add(catchUpWait)
+	for time.Now().Before(deadline) {
+		if d.localLookup(user).holds(node) {
+			return errRecheck
+		}
+		select {
+		case <-ctx.Done():
+			deadline = time.Time{}
+		case <-time.After(catchUpPoll):
+		}
+	}
+	return api.Unavailable(fmt.Errorf("directory: this voter is behind the leader about %q", user), api.RetryElection)
+}
+
+// errLookupUnknown: the leader does not serve pathLookup (an earlier
+// build).
+var errLookupUnknown = errors.New("directory: the leader predates " + pathLookup)
+
+// errRecheck tells a caller of confirmAbsent to read its state again.
+var errRecheck = errors.New("directory: state caught up; read again")
+
+// askLookup asks the leader t to confirm a lookup of user.
+func (d *Directory) askLookup(ctx context.Context, t leaderTarget, user string) (lookupAnswer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url+pathLookup+"?user="+url.QueryEscape(user), nil)
+	if err != nil {
+		return lookupAnswer{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
+	resp, err := d.cfg.Cluster.HTTPClient.Do(req)
+	if err != nil {
+		return lookupAnswer{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		return lookupAnswer{}, errLookupUnknown
+	}
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		return lookupAnswer{}, fmt.Errorf("leader %s answered %s", t.id, resp.Status)
+	}
+	var a lookupAnswer
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&a); err != nil {
+		return lookupAnswer{}, fmt.Errorf("leader %s: %w", t.id, err)
+	}
+	return a, nil
+}
+
+// lookup answers GET /internal/v1/lookup?user= on the leader: after a
+// barrier, what its state holds about the user.
+func (a *httpAPI) lookup(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user")
+	if user == "" || len(user) > 1024 {
+		a.writeResult(w, r, fmt.Errorf("%w: lookup needs a user", ErrMalformedCommand))
+		return
+	}
+	if !a.d.IsLeader() {
+		a.writeResult(w, r, ErrNotLeader)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
+	defer cancel()
+	if err := a.d.barrier(ctx); err != nil {
+		a.writeResult(w, r, api.Unavailable(err, api.RetryElection))
+		return
+	}
+	writeJSON(w, http.StatusOK, a.d.localLookup(user))
+}
+
+// barrierGroup shares raft barriers between concurrent confirmations.
+type barrierGroup struct {
+	mu  sync.Mutex
+	cur *barrierCall
+}
+
+// barrierCall is one raft barrier in flight.
+type barrierCall struct {
+	done    chan struct{}
+	started time.Time
+	err     error
+}
+
+// barrier returns once the leader's state machine has applied every
+// entry committed before the call: a raft barrier, shared with
+// concurrent callers when it started after this one arrived (an earlier
+// one might not cover a write acknowledged just before this call).
+// Leader only; fails when leadership is lost.
+func (d *Directory) barrier(ctx context.Context) error {
+	arrived := time.Now()
+	g := &d.barriers
+	for {
+		g.mu.Lock()
+		c := g.cur
+		if c == nil {
+			c = &barrierCall{done: make(chan struct{}), started: time.Now()}
+			g.cur = c
+			g.mu.Unlock()
+			go func() {
+				c.err = d.raft.Barrier(lookupTimeout).Error()
+				if errors.Is(c.err, raft.ErrNotLeader) || errors.Is(c.err, raft.ErrLeadershipLost) {
+					c.err = fmt.Errorf("%w: %w", ErrNotLeader, c.err)
+				}
+				g.mu.Lock()
+				g.cur = nil
+				g.mu.Unlock()
+				close(c.done)
+			}()
+		} else {
+			g.mu.Unlock()
+		}
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !c.started.Before(arrived) {
+			return c.err
+		}
+	}
+}
