@@ -66,6 +66,8 @@ type Store struct {
 	overQuotaLog rateLimit
 
 	orig origins // the origin dictionary (origins.go)
+
+	stalls *stallCounter // Pebble's write stalls (metrics.go)
 }
 
 // scratch holds reusable buffers of one request.
@@ -111,8 +113,15 @@ func Open(cfg Config) (*Store, error) {
 		Logger:             &pebbleLogger{l: cfg.Logger, limit: rateLimit{every: 10 * time.Second}},
 		FormatMajorVersion: pebble.FormatNewest,
 		FS:                 fs,
-		EventListener:      &pebble.EventListener{BackgroundError: disk.backgroundError},
 	}
+	stalls := &stallCounter{}
+	opts.EventListener = &pebble.EventListener{
+		BackgroundError: disk.backgroundError,
+		WriteStallBegin: stalls.begin,
+		WriteStallEnd:   stalls.end,
+	}
+	maxComp := cfg.MaxCompactions
+	opts.CompactionConcurrencyRange = func() (int, int) { return 1, maxComp }
 	if cfg.MinFreeBytes > 0 {
 		opts.FS = vfs.OnDiskFull(fs, disk.onDiskFull)
 	}
@@ -126,6 +135,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	disk.init()
 	s := &Store{
+		stalls:       stalls,
 		cfg:          cfg,
 		log:          cfg.Logger,
 		db:           db,
