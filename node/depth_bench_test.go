@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"runtime"
 	"strconv"
 	"sync"
@@ -37,8 +38,29 @@ func BenchmarkPostDepth(b *testing.B) {
 	}
 }
 
-func benchPostDepth(b *testing.B, depth int) {
-	s, _ := benchStore(b)
+// BenchmarkPostSizing runs BenchmarkPostDepth's depth-1 (new records)
+// and depth-100 POSTs with Pebble sized in several ways
+// (memtable/block cache in MiB, most compactions at once), to choose
+// node.Config's defaults: CPU per POST, level 0 and stalls at the end.
+//
+//	go test -run '^$' -bench PostSizing -benchtime 1280x ./node/
+func BenchmarkPostSizing(b *testing.B) {
+	for _, sz := range []struct{ mem, cache, comp int }{{8, 64, 1}, {8, 64, 2}, {16, 64, 2}, {32, 128, 2}, {64, 256, 2}} {
+		for _, depth := range []int{1, 100} {
+			name := fmt.Sprintf("mem=%d/cache=%d/comp=%d/depth=%d", sz.mem, sz.cache, sz.comp, depth)
+			b.Run(name, func(b *testing.B) {
+				benchPostDepthWith(b, depth, func(c *Config) {
+					c.MemTableBytes, c.CacheBytes, c.MaxCompactions = int64(sz.mem)<<20, int64(sz.cache)<<20, sz.comp
+				})
+			})
+		}
+	}
+}
+
+func benchPostDepth(b *testing.B, depth int) { benchPostDepthWith(b, depth, nil) }
+
+func benchPostDepthWith(b *testing.B, depth int, adjust func(*Config)) {
+	s, _ := benchStoreWith(b, adjust)
 	user := func(u int) string { return "user" + strconv.Itoa(u) }
 	// Prefill: depth-1 POSTs of the same 100 ids per user.
 	var wg sync.WaitGroup
@@ -99,6 +121,8 @@ func benchPostDepth(b *testing.B, depth int) {
 	b.ReportMetric(float64(keys)/float64(count), "keys/record")
 	b.ReportMetric(float64(m1.Levels[0].Sublevels), "L0-sublevels")
 	b.ReportMetric(float64(m1.Compact.EstimatedDebt)/(1<<20), "debt-MiB")
+	stalls, _ := s.WriteStalls()
+	b.ReportMetric(float64(stalls), "stalls")
 }
 
 // settle flushes the memtables and waits (up to a minute) until Pebble
