@@ -124,7 +124,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				if err != nil {
 					return nil, err
 				}
-				if err := w.loadHistory(ds, r.ID); err != nil {
+				if err := s.loadPath(user, ds); err != nil {
 					return nil, err
 				}
 				adds := !r.Path.Deleted && !ds.contains(r.Path.Leaf())
@@ -277,21 +277,19 @@ func (w *writer) viewPlen(ds *docState, id string) error {
 // applyWinners updates the Weave view of w's collection's changed
 // documents whose winner changed in this request.
 func (w *writer) applyWinners() error {
-	prefix := w.coll + "\x00"
-	for _, k := range w.rs.order {
-		ds := w.rs.docs[k]
-		if !ds.dirty || ds.run.drop || !strings.HasPrefix(k, prefix) {
+	for _, ds := range w.rs.collDocs(w.coll) {
+		if !ds.dirty || ds.run.drop {
 			continue
 		}
 		win, ok := ds.winner()
 		if !ok || (ds.run.hadOrig && win.Rev == ds.run.orig.Rev) {
 			continue
 		}
-		id := k[len(prefix):]
+		id := ds.id
 		if ds.inView && ds.run.hadOrig && ds.isLeaf(ds.run.orig.Rev) {
 			// The old winner stays a (losing) leaf: its fields move from
 			// the Weave record into the document before it is replaced.
-			if err := w.fillFromView(ds, id, ds.run.orig.Rev); err != nil {
+			if err := w.fillFromView(ds, ds.run.orig.Rev); err != nil {
 				return err
 			}
 		}
@@ -363,17 +361,5 @@ func (w *writer) prefetchGroup(revs []Revision, order []int) error {
 	if len(ids) < prefetchMin {
 		return nil
 	}
-	ws := make([]api.WBO, len(ids))
-	for i, id := range ids {
-		ws[i].ID = id
-	}
-	ks, err := w.prefetch(ws)
-	if err != nil {
-		return err
-	}
-	w.heads = make(map[string]known, len(ids))
-	for i, id := range ids {
-		w.heads[id] = ks[i]
-	}
-	return nil
+	return w.prefetch(ids)
 }

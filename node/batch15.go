@@ -328,7 +328,7 @@ func (x *Sync15) commitBatch(ctx context.Context, user, coll string, w *sync15.B
 		wr := x.writer15(b, sc, st, user, coll, t)
 		wr.stampAll = true
 		defer multi(wr, len(ws))()
-		if err := x.putAll(wr, ws); err != nil {
+		if err := wr.putAll(ws); err != nil {
 			return nil, err
 		}
 		if !w.Create {

@@ -52,10 +52,20 @@ func (fs *syncCountingFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, op
 
 func benchStore(b *testing.B) (*Store, *syncCountingFS) {
 	b.Helper()
+	return benchStoreWith(b, nil)
+}
+
+// benchStoreWith is benchStore with adjust (if set) applied to the
+// configuration.
+func benchStoreWith(b *testing.B, adjust func(*Config)) (*Store, *syncCountingFS) {
+	b.Helper()
 	fs := &syncCountingFS{FS: vfs.Default}
 	cfg := DefaultConfig()
 	cfg.Dir = b.TempDir()
 	cfg.fs = fs
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	s, err := Open(cfg)
 	if err != nil {
 		b.Fatal(err)

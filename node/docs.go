@@ -115,82 +115,32 @@ func (s *Store) GetDocs(ctx context.Context, user string, refs []DocRef) ([]*Doc
 // loadDocs reads refs' documents; with fill, live winners get their
 // fields from the Weave records. The caller holds the user's lock.
 func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) {
+	states, seqs, err := s.loadStates(user, refs)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*Doc, len(refs))
-	order := make([]int, 0, len(refs))
-	for i, r := range refs {
-		if checkNames(r.Coll) == nil {
-			order = append(order, i)
+	var views []int
+	first := make(map[*docState]int, len(refs))
+	for i, ds := range states {
+		if ds == nil {
+			continue
 		}
-	}
-	slices.SortFunc(order, func(a, b int) int {
-		if c := strings.Compare(refs[a].Coll, refs[b].Coll); c != 0 {
-			return c
+		if _, dup := first[ds]; dup {
+			continue
 		}
-		return strings.Compare(refs[a].ID, refs[b].ID)
-	})
-	// Distinct refs in key order; duplicates are copied at the end.
-	uniq := order[:0:0]
-	for j, i := range order {
-		if j == 0 || refs[order[j-1]] != refs[i] {
-			uniq = append(uniq, i)
-		}
-	}
-	seqs := make(map[int]uint64, len(uniq)) // ref -> its record's insertion number
-	var views, inV []int
-	add := func(i int, ds *docState) error {
+		first[ds] = i
 		r := refs[i]
-		if ds.lin != nil && !ds.lin.loaded {
-			if err := s.loadHist(user, r.Coll, r.ID, ds.lin); err != nil {
-				return err
-			}
+		if err := s.loadPath(user, ds); err != nil {
+			return nil, err
 		}
 		if err := ds.decodeAll(); err != nil {
-			return fmt.Errorf("node: document %s/%s of %s: %w: %w", r.Coll, r.ID, user, errCorrupt, err)
+			return nil, fmt.Errorf("node: document %s/%s of %s: %w: %w", r.Coll, r.ID, user, errCorrupt, err)
 		}
-		out[i] = &Doc{Coll: r.Coll, ID: r.ID, Seq: ds.seq, Tree: ds.t(), Bodies: ds.bodies}
+		out[i] = &Doc{Coll: r.Coll, ID: r.ID, Seq: ds.seq, Tree: ds.t(), Bodies: ds.bodyMap()}
 		if ds.inView {
 			views = append(views, i)
 		}
-		return nil
-	}
-	// Record heads first: documents embedded there, and the records'
-	// numbers for the live winners' fields.
-	var k []byte
-	err := s.scanKeys(userTag(nil, user, tagRec), uniq, func(i int) []byte {
-		k = recKey(k[:0], user, refs[i].Coll, refs[i].ID)
-		return k
-	}, func(i int, v []byte) error {
-		var h head
-		rest, err := splitHead(v, &h)
-		if err != nil {
-			return err
-		}
-		seqs[i] = h.seq
-		if len(rest) == 0 {
-			inV = append(inV, i)
-			return nil
-		}
-		ds, err := decodeDoc(rest, s.revCfg, false)
-		if err != nil {
-			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
-		}
-		return add(i, ds)
-	}, func(i int) { inV = append(inV, i) })
-	if err != nil {
-		return nil, err
-	}
-	err = s.scanKeys(userTag(nil, user, tagDoc), inV, func(i int) []byte {
-		k = docKey(k[:0], user, refs[i].Coll, refs[i].ID)
-		return k
-	}, func(i int, v []byte) error {
-		ds, err := decodeDoc(v, s.revCfg, false)
-		if err != nil {
-			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
-		}
-		return add(i, ds)
-	}, nil)
-	if err != nil {
-		return nil, err
 	}
 	if fill && len(views) > 0 {
 		// Live winners' fields, from the records in key order.
@@ -199,8 +149,9 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 		})
 		var rec record
 		var missErr error
+		var k []byte
 		err = s.scanKeys(userTag(nil, user, tagData), views, func(i int) []byte {
-			if _, ok := seqs[i]; !ok {
+			if seqs[i] == 0 {
 				return nil
 			}
 			k = dataKey(k[:0], user, refs[i].Coll, seqs[i])
@@ -224,17 +175,108 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 			return nil, err
 		}
 	}
-	for j, i := range order {
-		if j > 0 && refs[order[j-1]] == refs[i] {
-			if prev := out[order[j-1]]; prev != nil {
-				c := *prev
-				c.Tree = prev.Tree.Clone()
-				c.Bodies = maps.Clone(prev.Bodies)
-				out[i] = &c
-			}
+	// Duplicates get copies of the first.
+	for i, ds := range states {
+		if ds == nil || out[i] != nil {
+			continue
 		}
+		j := first[ds]
+		c := *out[j]
+		c.Tree = out[j].Tree.Clone()
+		c.Bodies = maps.Clone(out[j].Bodies)
+		out[i] = &c
 	}
 	return out, nil
+}
+
+// loadStates reads the stored state of refs' documents (nil for a
+// missing one or an invalid name; duplicates share one) with one iterator
+// per key kind, in key order, without loading their paths: record heads
+// first (documents embedded there, and the records' numbers for the live
+// winners' fields: seqs, 0 without a record), then document keys. The
+// caller holds the user's lock.
+func (s *Store) loadStates(user string, refs []DocRef) (states []*docState, seqs []uint64, err error) {
+	order := make([]int, 0, len(refs))
+	for i, r := range refs {
+		if checkNames(r.Coll) == nil {
+			order = append(order, i)
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if c := strings.Compare(refs[a].Coll, refs[b].Coll); c != 0 {
+			return c
+		}
+		return strings.Compare(refs[a].ID, refs[b].ID)
+	})
+	// Distinct refs in key order; duplicates are filled in at the end.
+	uniq := order[:0:0]
+	for j, i := range order {
+		if j == 0 || refs[order[j-1]] != refs[i] {
+			uniq = append(uniq, i)
+		}
+	}
+	states = make([]*docState, len(refs))
+	seqs = make([]uint64, len(refs))
+	slab := make([]docState, len(uniq))
+	for j, i := range uniq {
+		states[i] = &slab[j]
+		states[i].init(refs[i].Coll, refs[i].ID, s.revCfg)
+	}
+	var inV []int
+	var k []byte
+	err = s.scanKeys(userTag(nil, user, tagRec), uniq, func(i int) []byte {
+		k = recKey(k[:0], user, refs[i].Coll, refs[i].ID)
+		return k
+	}, func(i int, v []byte) error {
+		ds := states[i]
+		rest, err := splitHead(v, &ds.pre.h)
+		if err != nil {
+			return err
+		}
+		ds.pre.ok, ds.preSet = true, true
+		seqs[i] = ds.pre.h.seq
+		if len(rest) == 0 {
+			inV = append(inV, i)
+			return nil
+		}
+		ds.inR = true
+		if err := s.decodeDoc(rest, ds, &ds.pre.h, false); err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
+		}
+		return nil
+	}, func(i int) { inV = append(inV, i) })
+	if err != nil {
+		return nil, nil, err
+	}
+	found := make([]bool, len(refs))
+	for i, ds := range states {
+		found[i] = ds != nil && ds.inR
+	}
+	err = s.scanKeys(userTag(nil, user, tagDoc), inV, func(i int) []byte {
+		k = docKey(k[:0], user, refs[i].Coll, refs[i].ID)
+		return k
+	}, func(i int, v []byte) error {
+		ds := states[i]
+		ds.inV, found[i] = true, true
+		if err := s.decodeDoc(v, ds, nil, false); err != nil {
+			return fmt.Errorf("node: document %s/%s of %s: %w", refs[i].Coll, refs[i].ID, user, err)
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, i := range uniq {
+		if !found[i] {
+			states[i] = nil
+		}
+	}
+	for j, i := range order {
+		if j > 0 && refs[order[j-1]] == refs[i] {
+			states[i], seqs[i] = states[order[j-1]], seqs[order[j-1]]
+		}
+	}
+	return states, seqs, nil
 }
 
 // scanKeys seeks, with one iterator bounded by prefix, the key of each of
@@ -287,7 +329,11 @@ func (s *Store) RevsDiff(ctx context.Context, user string, q []DocRevs) ([]DocRe
 	for i, d := range q {
 		refs[i] = DocRef{d.Coll, d.ID}
 	}
-	docs, err := s.loadDocs(user, refs, false)
+	// The shared lock keeps a document and its ancestor keys consistent.
+	mu := s.lock(user)
+	mu.RLock()
+	defer mu.RUnlock()
+	states, _, err := s.loadStates(user, refs)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +341,11 @@ func (s *Store) RevsDiff(ctx context.Context, user string, q []DocRevs) ([]DocRe
 	for i, d := range q {
 		var miss []revtree.Rev
 		for _, r := range d.Revs {
-			if docs[i] == nil || !docs[i].Tree.Contains(r) {
+			in, err := s.hasRev(user, states[i], r)
+			if err != nil {
+				return nil, err
+			}
+			if !in {
 				miss = append(miss, r)
 			}
 		}
@@ -304,4 +354,20 @@ func (s *Store) RevsDiff(ctx context.Context, user string, q []DocRevs) ([]DocRe
 		}
 	}
 	return out, nil
+}
+
+// hasRev reports whether document ds (nil: missing) has revision r. For a
+// single path it reads at most the one ancestor key of r's position: a
+// replicated update asks about a leaf newer than the path, which needs
+// none.
+func (s *Store) hasRev(user string, ds *docState, r revtree.Rev) (bool, error) {
+	if ds == nil {
+		return false, nil
+	}
+	in, known := ds.containsKnown(r)
+	if known {
+		return in, nil
+	}
+	h, ok, err := s.ancestorAt(user, ds, r.Pos)
+	return ok && h == r.Hash, err
 }

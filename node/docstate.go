@@ -2,111 +2,190 @@ package node
 
 import (
 	"encoding/binary"
-	"fmt"
 
-	"github.com/hce-sync/hce/api"
-	"github.com/hce-sync/hce/api/bincode"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
 // A document's revisions as one request changes them (docState), in the
-// single-path form (linPath) or as a revtree.Tree, and their stored
-// encoding: embedded after the record head in the R value, or under the V
-// key (see DESIGN.md, "Revisions").
+// single-path form (linPath) or as a revtree.Tree. Their stored encoding
+// is in doccodec.go, the ancestor keys of a single path in history.go (see
+// DESIGN.md, "Revisions").
 
-// docState is a document being changed by one request. Its revisions are
-// either lin (one path, no branch: nearly every document) or tree; both
-// nil for a new document. Code that needs the general tree calls t(),
-// which turns lin into a tree; the hot paths (a client edit of the leaf,
-// a replicated extension of the path) work on lin in O(path) byte copies,
-// without building a tree (a 1000-revision tree cost ~1 ms per update).
+// docState is a document being changed or read by one request. Its
+// revisions are either lin (one path, no branch: nearly every document)
+// or tree; neither for a new document. Code that needs the general tree
+// calls t(), which turns lin into a tree; the hot paths (a client edit of
+// the leaf, a replicated extension of the path) work on lin without
+// building a tree and, for a client edit, without reading the path's
+// older revisions at all.
 type docState struct {
-	seq  uint64 // changes seq of its latest change; 0 for a new document
-	cfg  revtree.Config
-	tree *revtree.Tree
-	lin  *linPath
-	// bodies are the leaves' decoded bodies; raw holds those not decoded
-	// yet, as stored (verBody and AppendBody's encoding). A leaf's body is
-	// in one of them. A write decodes only the bodies it needs (body), so
-	// tombstoning a document's conflicting leaves never decodes them.
-	bodies map[revtree.Rev]Body
-	raw    map[revtree.Rev][]byte
-	dirty  bool
-	run    docRun
-	// hadHist: the document has a history key in the store.
-	hadHist bool
+	coll, id string
+	seq      uint64 // changes seq of its latest change; 0 for a new document
+	cfg      revtree.Config
+	tree     *revtree.Tree
+	lin      linPath // valid when lin.n > 0
+	// leafs are the bodies of the leaves, decoded or still raw (as stored:
+	// verBody and AppendBody's encoding); a write decodes only the bodies
+	// it needs (body), so tombstoning a document's conflicting leaves
+	// never decodes them. leafIdx indexes them when there are many.
+	leafs   []leafBody
+	leafIdx map[revtree.Rev]int
+	one     [1]leafBody // leafs' storage for the usual single leaf
+	dirty   bool
+	run     docRun
 	// inR: the document is stored embedded in its record's head; inV: in
-	// its document key. head: the record head this request wrote for the
-	// document's record, written by saveDocs (with the document embedded
-	// when it is a single path with a live winner).
+	// its document key.
 	inR, inV bool
-	head     *head
+	// head is the record head this request wrote for the document's
+	// record (when headSet), written by saveDocs with the document
+	// embedded when it is a single path with a live winner.
+	head    head
+	headSet bool
+	// pre is the record's head as Pebble has it before this request's
+	// batch (when preSet: read with the document or prefetched).
+	pre    known
+	preSet bool
+	// pend is 1 + the index of the record this request's writer staged
+	// for the document in writer.pendRecs (0: none).
+	pend int
 	// inView: the live winner's body as decoded holds only its origin,
 	// origin time and expiry; the other fields are in the Weave record
 	// (fillFromView and GetDocs complete it). viewPlen is that record's
 	// payload length, once known (-1 before).
 	inView   bool
 	viewPlen int64
+	// hist says which ancestor keys (or old-format history key) the
+	// store holds for the document (see history.go).
+	hist histState
+	// idbuf holds lin.ids while they are the leaf and one more hash (a
+	// client edit of a stored document), so that path needs no
+	// allocation.
+	idbuf [2 * revtree.HashLen]byte
 }
 
-// newDocState returns an empty document (a new id).
-func newDocState(cfg revtree.Config) *docState {
-	return &docState{cfg: cfg, bodies: map[revtree.Rev]Body{}, viewPlen: -1}
+// leafBody is the body of one leaf of a document: decoded (x) or, when raw
+// is not nil, as stored.
+type leafBody struct {
+	rev revtree.Rev
+	x   Body
+	raw []byte
+}
+
+// init makes ds an empty document coll/id (a new id).
+func (ds *docState) init(coll, id string, cfg revtree.Config) {
+	*ds = docState{coll: coll, id: id, cfg: cfg, viewPlen: -1}
+	ds.leafs = ds.one[:0]
+}
+
+// leafAt returns the index of r's body in leafs, or -1.
+func (ds *docState) leafAt(r revtree.Rev) int {
+	if ds.leafIdx != nil {
+		if i, ok := ds.leafIdx[r]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range ds.leafs {
+		if ds.leafs[i].rev == r {
+			return i
+		}
+	}
+	return -1
+}
+
+// maxScanLeaves is how many leaf bodies are searched one by one; beyond,
+// an index map is kept.
+const maxScanLeaves = 16
+
+func (ds *docState) appendLeaf(l leafBody) {
+	ds.leafs = append(ds.leafs, l)
+	switch {
+	case ds.leafIdx != nil:
+		ds.leafIdx[l.rev] = len(ds.leafs) - 1
+	case len(ds.leafs) > maxScanLeaves:
+		ds.leafIdx = make(map[revtree.Rev]int, 2*len(ds.leafs))
+		for i := range ds.leafs {
+			ds.leafIdx[ds.leafs[i].rev] = i
+		}
+	}
 }
 
 // body returns leaf r's body, decoding it on first use; ok is false when
 // r has none (not a leaf).
 func (ds *docState) body(r revtree.Rev) (x Body, ok bool, err error) {
-	if x, ok := ds.bodies[r]; ok {
-		return x, true, nil
-	}
-	raw, ok := ds.raw[r]
-	if !ok {
+	i := ds.leafAt(r)
+	if i < 0 {
 		return Body{}, false, nil
 	}
-	d := newDecoder(raw)
-	decodeStoredBody(&d, &x)
-	if err := d.End(); err != nil {
-		return Body{}, false, err
+	l := &ds.leafs[i]
+	if l.raw != nil {
+		d := newDecoder(l.raw)
+		var x Body
+		decodeStoredBody(&d, &x)
+		if err := d.End(); err != nil {
+			return Body{}, false, err
+		}
+		l.x, l.raw = x, nil
 	}
-	delete(ds.raw, r)
-	ds.bodies[r] = x
-	return x, true, nil
+	return l.x, true, nil
 }
 
 // setBody makes x leaf r's body.
 func (ds *docState) setBody(r revtree.Rev, x Body) {
-	delete(ds.raw, r)
-	ds.bodies[r] = x
+	if i := ds.leafAt(r); i >= 0 {
+		ds.leafs[i] = leafBody{rev: r, x: x}
+		return
+	}
+	ds.appendLeaf(leafBody{rev: r, x: x})
+}
+
+// setRaw makes raw (a stored body, not decoded) leaf r's body.
+func (ds *docState) setRaw(r revtree.Rev, raw []byte) {
+	ds.appendLeaf(leafBody{rev: r, raw: raw})
 }
 
 // clearBodies drops every body.
 func (ds *docState) clearBodies() {
-	clear(ds.bodies)
-	clear(ds.raw)
+	clear(ds.leafs)
+	ds.leafs = ds.leafs[:0]
+	ds.leafIdx = nil
 }
 
 // decodeAll decodes every body (a document handed out by GetDocs).
 func (ds *docState) decodeAll() error {
-	for r := range ds.raw {
-		if _, _, err := ds.body(r); err != nil {
+	for i := range ds.leafs {
+		if _, _, err := ds.body(ds.leafs[i].rev); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// bodyMap returns the bodies as a map (the Doc's form); they must be
+// decoded.
+func (ds *docState) bodyMap() map[revtree.Rev]Body {
+	m := make(map[revtree.Rev]Body, len(ds.leafs))
+	for i := range ds.leafs {
+		m[ds.leafs[i].rev] = ds.leafs[i].x
+	}
+	return m
+}
+
 // payloadLen returns the payload length of leaf r's body without
 // decoding it (the live winner of a document in the view counts its
 // record's payload: viewPlen, which the caller must have set).
 func (ds *docState) payloadLen(r revtree.Rev) int64 {
-	if raw, ok := ds.raw[r]; ok {
+	i := ds.leafAt(r)
+	if i < 0 {
+		return 0
+	}
+	if raw := ds.leafs[i].raw; raw != nil {
 		return rawPayloadLen(raw)
 	}
 	if ds.inView && r == ds.run.orig.Rev && ds.run.hadOrig {
 		return max(ds.viewPlen, 0)
 	}
-	return int64(len(ds.bodies[r].Payload))
+	return int64(len(ds.leafs[i].x.Payload))
 }
 
 // rawPayloadLen reads the payload length of a stored body (verBody, the
@@ -133,8 +212,8 @@ const (
 // size returns the document's size in the measure of Config.MaxDocBytes,
 // and its conflicts: the live leaves besides the winner.
 func (ds *docState) size() (bytes int64, conflicts int) {
-	if ds.lin != nil {
-		bytes = int64(ds.lin.n()) * revBytes
+	if ds.lin.n > 0 {
+		bytes = int64(ds.lin.n) * revBytes
 	} else if ds.tree != nil {
 		bytes = int64(ds.tree.Len()) * revBytes
 	}
@@ -163,46 +242,43 @@ func (ds *docState) conflictBytes() int64 {
 }
 
 // linPath is a document's revisions when they form a single path: the
-// leaf at position start and its ancestors. The newest nRecent hashes are
-// stored in the document, the more older ones in its history key (tagHist),
-// which the hot paths never read: a client edit prepends to the recent
-// part, and saveDocs moves all but histWindow of them to the history key
-// once more than 2*histWindow have accumulated.
+// leaf at position start and its ancestors, n revisions in all. ids holds
+// the newest of their hashes, newest (the leaf) first: the leaf alone
+// when the document was read for a client edit, all n once the path was
+// loaded (loadPath). The older ones are in the document's ancestor keys.
 type linPath struct {
 	start   uint64
 	deleted bool
-	// ids are the hashes, newest (the leaf) first, revtree.HashLen each:
-	// the recent ones, followed by the older ones when loaded.
-	ids      []byte
-	nRecent  int  // hashes stored in the document
-	more     int  // hashes stored in the history key
-	loaded   bool // ids holds the older ones too (or there are none)
-	oldDirty bool // the history key must be rewritten
+	n       int
+	ids     []byte
 }
 
-// histWindow is how many recent hashes a document keeps after a spill to
-// its history key (a variable so tests can exercise spills).
-var histWindow = 16
+// known returns how many of the path's hashes ids holds.
+func (l *linPath) known() int { return len(l.ids) / revtree.HashLen }
 
-func (l *linPath) n() int { return l.nRecent + l.more }
+// loaded reports whether ids holds the whole path.
+func (l *linPath) loaded() bool { return l.known() == l.n }
+
+// hash returns the hash at index i (position start-i); i < known().
+func (l *linPath) hash(i int) [revtree.HashLen]byte {
+	return [revtree.HashLen]byte(l.ids[i*revtree.HashLen:])
+}
 
 func (l *linPath) rev(i int) revtree.Rev {
-	r := revtree.Rev{Pos: l.start - uint64(i)}
-	copy(r.Hash[:], l.ids[i*revtree.HashLen:])
-	return r
+	return revtree.Rev{Pos: l.start - uint64(i), Hash: l.hash(i)}
 }
 
 func (l *linPath) path(max int) revtree.Path {
-	if !l.loaded {
+	if !l.loaded() {
 		panic("node: path of a document whose history is not loaded")
 	}
-	n := l.n()
+	n := l.n
 	if max > 0 && n > max {
 		n = max
 	}
 	p := revtree.Path{Start: l.start, Deleted: l.deleted, IDs: make([][revtree.HashLen]byte, n)}
 	for i := range p.IDs {
-		copy(p.IDs[i][:], l.ids[i*revtree.HashLen:])
+		p.IDs[i] = l.hash(i)
 	}
 	return p
 }
@@ -213,7 +289,7 @@ func (l *linPath) path(max int) revtree.Path {
 func (ds *docState) t() *revtree.Tree {
 	if ds.tree == nil {
 		ds.tree, _ = revtree.New(ds.cfg)
-		if ds.lin != nil {
+		if ds.lin.n > 0 {
 			p := ds.lin.path(0)
 			if _, err := ds.tree.Merge(p); err != nil {
 				// A hash repeats along the path (linearize and
@@ -228,7 +304,7 @@ func (ds *docState) t() *revtree.Tree {
 					_, _ = ds.tree.Merge(p)
 				}
 			}
-			ds.lin = nil
+			ds.lin = linPath{}
 		}
 	}
 	return ds.tree
@@ -236,7 +312,7 @@ func (ds *docState) t() *revtree.Tree {
 
 // winner returns the winning leaf; ok is false for an empty document.
 func (ds *docState) winner() (revtree.Leaf, bool) {
-	if ds.lin != nil {
+	if ds.lin.n > 0 {
 		return revtree.Leaf{Rev: ds.lin.rev(0), Deleted: ds.lin.deleted}, true
 	}
 	if ds.tree == nil {
@@ -256,20 +332,32 @@ func (ds *docState) leaves() []revtree.Leaf {
 	return ds.tree.Leaves()
 }
 
+// containsKnown reports whether r is a revision of the document as far as
+// the hashes in memory tell: known is false when r's position is on a
+// single path but below the hashes loaded (loadPath then decides).
+func (ds *docState) containsKnown(r revtree.Rev) (in, known bool) {
+	if l := &ds.lin; l.n > 0 {
+		if r.Pos > l.start || l.start-r.Pos >= uint64(l.n) {
+			return false, true
+		}
+		i := int(l.start - r.Pos)
+		if i >= l.known() {
+			return false, false
+		}
+		return l.hash(i) == r.Hash, true
+	}
+	return ds.tree != nil && ds.tree.Contains(r), true
+}
+
 // contains reports whether r is a revision of the document (a single
 // path's history must be loaded).
 func (ds *docState) contains(r revtree.Rev) bool {
-	if l := ds.lin; l != nil {
-		if r.Pos > l.start || l.start-r.Pos >= uint64(l.n()) || !l.loaded && l.start-r.Pos >= uint64(l.nRecent) {
-			return false
-		}
-		return l.rev(int(l.start-r.Pos)) == r
-	}
-	return ds.tree != nil && ds.tree.Contains(r)
+	in, _ := ds.containsKnown(r)
+	return in
 }
 
 func (ds *docState) isLeaf(r revtree.Rev) bool {
-	if ds.lin != nil {
+	if ds.lin.n > 0 {
 		return r == ds.lin.rev(0)
 	}
 	return ds.tree != nil && ds.tree.IsLeaf(r)
@@ -291,208 +379,65 @@ func (ds *docState) linearize() {
 	if !validPath(p, revtree.HardMaxPathLen) {
 		return // a hash repeats at two positions: only a tree holds that
 	}
-	l := &linPath{start: p.Start, deleted: ls[0].Deleted, ids: make([]byte, 0, len(p.IDs)*revtree.HashLen),
-		nRecent: len(p.IDs), loaded: true, oldDirty: true}
+	ids := make([]byte, 0, len(p.IDs)*revtree.HashLen)
 	for _, h := range p.IDs {
-		l.ids = append(l.ids, h[:]...)
+		ids = append(ids, h[:]...)
 	}
-	ds.lin, ds.tree = l, nil
+	ds.lin, ds.tree = linPath{start: p.Start, deleted: ls[0].Deleted, n: len(p.IDs), ids: ids}, nil
+	// The ancestor keys stored for an earlier single path may name other
+	// revisions at the same positions: they are all written again.
+	ds.hist.rewrite = true
 }
 
-// newLin returns the single-path document of path p (ids newest first),
-// with all its hashes loaded.
-func newLin(start uint64, deleted bool, ids []byte) *linPath {
-	n := len(ids) / revtree.HashLen
-	return &linPath{start: start, deleted: deleted, ids: ids, nRecent: n, loaded: true, oldDirty: true}
+// setLin makes the single path (start, deleted, ids newest first, all of
+// them) the document's revisions.
+func (ds *docState) setLin(start uint64, deleted bool, ids []byte) {
+	ds.lin = linPath{start: start, deleted: deleted, n: len(ids) / revtree.HashLen, ids: ids}
 }
 
 // extend makes the leaf of lin the parent of a new leaf h (deleted or
-// not), keeping at most limit revisions. It needs no history: the oldest
-// ones are dropped by lowering the count of those kept in the history key.
-func (l *linPath) extend(h [revtree.HashLen]byte, deleted bool, limit int) {
-	have := len(l.ids) / revtree.HashLen
-	keep := min(have, limit-1) * revtree.HashLen
-	ids := make([]byte, revtree.HashLen+keep, revtree.HashLen*(1+min(have+1, limit)))
-	copy(ids, h[:])
-	copy(ids[revtree.HashLen:], l.ids[:keep])
-	l.ids, l.start, l.deleted = ids, l.start+1, deleted
-	l.nRecent = min(l.nRecent+1, limit)
-	l.more = max(0, min(l.more, limit-l.nRecent))
-}
-
-// Stored document forms.
-const (
-	verDoc   = 3 // seq, form, revisions, leaf bodies
-	formTree = 0 // revtree encoding follows
-	formLin  = 1 // leaf position, deleted, count, recent hashes newest first, count in the history key
-)
-
-// appendDoc encodes a document: version, seq, its revisions (a single
-// path as a plain list of hashes, else the tree), then the bodies of its
-// leaves, winner first (bodies never decoded are copied as stored). Its
-// error is a stored body that does not decode.
-func appendDoc(b []byte, d *docState) ([]byte, error) {
-	b = binary.AppendUvarint(append(b, verDoc), d.seq)
-	d.linearize()
-	if l := d.lin; l != nil {
-		b = append(b, formLin)
-		b = binary.AppendUvarint(b, l.start)
-		b = bincode.AppendBool(b, l.deleted)
-		b = binary.AppendUvarint(b, uint64(l.nRecent))
-		b = append(b, l.ids[:l.nRecent*revtree.HashLen]...)
-		b = binary.AppendUvarint(b, uint64(l.more))
+// not), keeping at most limit revisions. It needs no history: the
+// ancestor keys of the revisions it drops are deleted by position.
+func (ds *docState) extend(h [revtree.HashLen]byte, deleted bool, limit int) {
+	l := &ds.lin
+	const hl = revtree.HashLen
+	have := l.known()
+	keep := min(have, limit-1)
+	var ids []byte
+	if keep == 1 && len(ds.idbuf) >= 2*hl {
+		// The leaf alone (a stored document read for a client edit):
+		// the new leaf and its parent fit in idbuf.
+		old := l.hash(0)
+		copy(ds.idbuf[hl:], old[:])
+		copy(ds.idbuf[:hl], h[:])
+		ids = ds.idbuf[:2*hl]
 	} else {
-		tb := d.tree.Encode()
-		b = append(b, formTree)
-		b = binary.AppendUvarint(b, uint64(len(tb)))
-		b = append(b, tb...)
+		ids = make([]byte, hl*(1+keep), hl*(1+min(have+1, limit)))
+		copy(ids, h[:])
+		copy(ids[hl:], l.ids[:keep*hl])
 	}
-	leaves := d.leaves()
-	for i, l := range leaves {
-		if raw, ok := d.raw[l.Rev]; ok && (i > 0 || l.Deleted) {
-			b = append(b, bodyHere)
-			b = append(b, raw...)
-			continue
-		}
-		x, _, err := d.body(l.Rev)
-		if err != nil {
-			return nil, err
-		}
-		if i == 0 && !l.Deleted {
-			// A live winner's fields are the Weave record's: only what
-			// the record lacks is kept here (see DESIGN.md).
-			b = append(b, bodyInView)
-			b = bincode.AppendString(b, x.Origin)
-			b = binary.AppendVarint(b, x.OriginTime)
-			b = binary.AppendVarint(b, x.Expiry)
-			continue
-		}
-		b = append(b, bodyHere)
-		b = appendStoredBody(b, &x)
-	}
-	return b, nil
-}
-
-// Leaf body forms in a stored document.
-const (
-	bodyHere   = 0 // the whole body follows
-	bodyInView = 1 // the live winner: origin, origin time and expiry follow; the rest is the Weave record
-)
-
-// decodeDoc decodes a stored document. Leaf bodies are not decoded (see
-// docState.body): they stay in raw, aliasing v when pinned is set (the
-// caller keeps v valid for the docState's lifetime), else copied.
-func decodeDoc(v []byte, cfg revtree.Config, pinned bool) (*docState, error) {
-	if len(v) < 2 || v[0] != verDoc {
-		return nil, errCorrupt
-	}
-	d := newDecoder(v[1:])
-	ds := &docState{seq: d.Uvarint(), cfg: cfg, viewPlen: -1}
-	form := d.Byte()
-	if d.Err() != nil {
-		return nil, errCorrupt
-	}
-	switch form {
-	case formLin:
-		l := &linPath{start: d.Uvarint()}
-		l.deleted = d.Bool()
-		n := d.Count(revtree.HardMaxPathLen, revtree.HashLen)
-		if d.Err() != nil || n == 0 || uint64(n) > l.start || l.start > revtree.MaxPos {
-			return nil, errCorrupt
-		}
-		l.ids = append([]byte(nil), d.Take(n*revtree.HashLen)...)
-		more := d.Uvarint()
-		if d.Err() != nil || more > revtree.HardMaxPathLen || uint64(n)+more > l.start {
-			return nil, errCorrupt
-		}
-		l.nRecent, l.more, l.loaded = n, int(more), more == 0
-		ds.lin, ds.hadHist = l, more > 0
-	case formTree:
-		tb := d.Bytes(noMax)
-		if d.Err() != nil {
-			return nil, errCorrupt
-		}
-		t, err := revtree.Decode(tb)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errCorrupt, err)
-		}
-		if err := t.SetConfig(cfg); err != nil {
-			return nil, err
-		}
-		ds.tree = t
-	default:
-		return nil, errCorrupt
-	}
-	leaves := ds.leaves()
-	ds.bodies = make(map[revtree.Rev]Body, 1)
-	for i, l := range leaves {
-		form := d.Byte()
-		switch {
-		case d.Err() != nil:
-			return nil, errCorrupt
-		case form == bodyHere:
-			raw := skipStoredBody(&d)
-			if d.Err() != nil {
-				return nil, errCorrupt
-			}
-			if !pinned {
-				raw = append([]byte(nil), raw...)
-			}
-			if ds.raw == nil {
-				ds.raw = make(map[revtree.Rev][]byte, len(leaves))
-			}
-			ds.raw[l.Rev] = raw
-		case form == bodyInView && i == 0 && !l.Deleted:
-			var x Body
-			x.Origin = d.String(noMax)
-			x.OriginTime = d.Varint()
-			x.Expiry = d.Varint()
-			ds.inView = true
-			ds.bodies[l.Rev] = x
-		default:
-			return nil, errCorrupt
-		}
-	}
-	if d.End() != nil {
-		return nil, errCorrupt
-	}
-	return ds, nil
-}
-
-// skipStoredBody reads past a stored body (appendStoredBody's encoding),
-// checking its lengths but not its contents (body decodes it strictly
-// when it is used), and returns its bytes.
-func skipStoredBody(d *bincode.Decoder) []byte {
-	start := d.Rest()
-	if v := d.Byte(); d.Err() == nil && v != verBody {
-		d.Fail("body version %d", v)
-		return nil
-	}
-	d.Byte()
-	d.Bytes(api.MaxPayloadBytes)
-	d.Varint()
-	d.Bytes(api.MaxIDBytes)
-	d.Bytes(api.MaxIDBytes)
-	d.Varint()
-	d.Bytes(MaxOriginLen)
-	d.Varint()
-	if d.Err() != nil {
-		return nil
-	}
-	n := len(start) - len(d.Rest())
-	return start[:n:n]
+	l.ids, l.start, l.deleted = ids, l.start+1, deleted
+	l.n = min(l.n+1, limit)
 }
 
 // prune drops the bodies of revisions that are no longer leaves.
 func (ds *docState) prune() {
-	for r := range ds.bodies {
-		if !ds.isLeaf(r) {
-			delete(ds.bodies, r)
+	k := 0
+	for i := range ds.leafs {
+		if ds.isLeaf(ds.leafs[i].rev) {
+			ds.leafs[k] = ds.leafs[i]
+			k++
 		}
 	}
-	for r := range ds.raw {
-		if !ds.isLeaf(r) {
-			delete(ds.raw, r)
+	if k != len(ds.leafs) {
+		clear(ds.leafs[k:])
+		ds.leafs = ds.leafs[:k]
+		ds.leafIdx = nil
+		if k > maxScanLeaves {
+			ds.leafIdx = make(map[revtree.Rev]int, 2*k)
+			for i := range ds.leafs {
+				ds.leafIdx[ds.leafs[i].rev] = i
+			}
 		}
 	}
 }
@@ -510,31 +455,32 @@ func (s *Store) settle(ds *docState) {
 // applyLinear merges r into a single-path document without building a
 // tree when r's path extends the leaf (the common replicated update) or
 // names a revision already on the path. done is false when the general
-// merge must decide (a branch, a mismatch to report, a new document).
+// merge must decide (a branch, a mismatch to report, a new document). The
+// document's path must be loaded.
 func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed bool) {
 	p := r.Path
 	const hl = revtree.HashLen
 	if ds.tree != nil || !validPath(p, cfg.MaxPathLen) {
 		return false, false // the general merge decides, and reports
 	}
-	l := ds.lin
-	if l == nil {
+	l := &ds.lin
+	if l.n == 0 {
 		// A new document (a backfill): the path, stemmed, is the document.
 		n := min(len(p.IDs), cfg.RevsLimit)
 		ids := make([]byte, 0, n*hl)
 		for _, h := range p.IDs[:n] {
 			ids = append(ids, h[:]...)
 		}
-		ds.lin = newLin(p.Start, p.Deleted, ids)
+		ds.setLin(p.Start, p.Deleted, ids)
 		ds.clearBodies()
-		ds.bodies[p.Leaf()] = r.Body
+		ds.setBody(p.Leaf(), r.Body)
 		return true, true
 	}
 	if p.Start <= l.start {
 		// An ancestor of the leaf, or the leaf itself: known when the
 		// path agrees with ours where they overlap.
 		i := int(l.start - p.Start)
-		if i >= l.n() || len(p.IDs) > l.n()-i || !overlapAgrees(p.IDs, l.ids[i*hl:]) {
+		if i >= l.n || len(p.IDs) > l.n-i || !overlapAgrees(p.IDs, l.ids[i*hl:]) {
 			return false, false // (older ancestors we lack: the merge adds them)
 		}
 		if i == 0 && p.Deleted != l.deleted {
@@ -557,8 +503,10 @@ func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed 
 		}
 	}
 	// Below the leaf, keep the longer of the two histories (they agree
-	// where both have one), as the tree merge would, then stem.
-	tail := l.n()
+	// where both have one), as the tree merge would, then stem. The
+	// ancestor keys already stored agree with the result where both have
+	// a position: saving writes only the new ones.
+	tail := l.n
 	if k := len(p.IDs) - int(i); k > tail {
 		tail = k
 	}
@@ -568,22 +516,15 @@ func (ds *docState) applyLinear(r *Revision, cfg revtree.Config) (done, changed 
 		ids = append(ids, h[:]...)
 	}
 	for k := int(i); len(ids) < n*hl; k++ {
-		if j := k - int(i); j < l.n() {
+		if j := k - int(i); j < l.n {
 			ids = append(ids, l.ids[j*hl:(j+1)*hl]...)
 		} else {
 			ids = append(ids, p.IDs[k][:]...)
 		}
 	}
-	nl := newLin(p.Start, p.Deleted, ids)
-	if tail == l.n() && !l.oldDirty {
-		// Our history below the old leaf is kept as stored: the new
-		// revisions are recent, the history key stays as it is.
-		nl.nRecent = min(int(i)+l.nRecent, n)
-		nl.more, nl.oldDirty = n-nl.nRecent, false
-	}
-	ds.lin = nl
+	ds.setLin(p.Start, p.Deleted, ids)
 	ds.clearBodies()
-	ds.bodies[p.Leaf()] = r.Body
+	ds.setBody(p.Leaf(), r.Body)
 	return true, true
 }
 

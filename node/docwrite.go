@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/hce-sync/hce/api/bincode"
 	"github.com/hce-sync/hce/node/revtree"
 )
 
@@ -21,12 +22,124 @@ type revSession struct {
 	// changes them (saveDocs); local and nlocal are the user's, carried
 	// into the user meta.
 	conf, local, nlocal int64
-	docs                map[string]*docState
-	order               []string // keys of docs in first-use order
+	// docs are the request's documents sorted by collection and id (a
+	// request adds them mostly in that order: prefetches and range scans
+	// go in key order); slab is where new ones are made, a block at a
+	// time, so a POST of n records allocates its documents at once.
+	docs []*docState
+	slab []docState
 }
 
-func (s *Store) newRevSession(st *userState) *revSession {
-	return &revSession{s: s, origin: s.origin, chg: st.chg.Load(), conf: st.conf, local: st.local, nlocal: st.nlocal}
+// session returns the request's revision session: one per request (its
+// writers share it), kept in the request's scratch so that its document
+// storage is reused by later requests (putScratch empties it).
+func (sc *scratch) session(s *Store, st *userState) *revSession {
+	rs := &sc.rs
+	if !sc.rsInit {
+		sc.rsInit = true
+		*rs = revSession{s: s, origin: s.origin, chg: st.chg.Load(), conf: st.conf, local: st.local, nlocal: st.nlocal,
+			docs: rs.docs[:0], slab: rs.slab[:0]}
+	}
+	return rs
+}
+
+// reset empties rs for reuse, dropping what its documents referred to;
+// storage grown past a large request is let go.
+func (rs *revSession) reset() {
+	clear(rs.slab)
+	clear(rs.docs)
+	docs, slab := rs.docs[:0], rs.slab[:0]
+	if cap(slab) > 1024 {
+		slab = nil
+	}
+	if cap(docs) > 4096 {
+		docs = nil
+	}
+	*rs = revSession{docs: docs, slab: slab}
+}
+
+// reserve makes room for n more documents in one allocation.
+func (rs *revSession) reserve(n int) {
+	if cap(rs.slab)-len(rs.slab) < n {
+		rs.slab = make([]docState, 0, n)
+	}
+	if cap(rs.docs)-len(rs.docs) < n {
+		docs := make([]*docState, len(rs.docs), len(rs.docs)+n)
+		copy(docs, rs.docs)
+		rs.docs = docs
+	}
+}
+
+// cmpDoc orders documents by collection, then id.
+func cmpDoc(ds *docState, coll, id string) int {
+	if c := strings.Compare(ds.coll, coll); c != 0 {
+		return c
+	}
+	return strings.Compare(ds.id, id)
+}
+
+// search returns the position of coll/id in docs and whether it is there.
+func (rs *revSession) search(coll, id string) (int, bool) {
+	n := len(rs.docs)
+	if n > 0 {
+		// Documents mostly arrive in order: the last is the usual answer.
+		switch c := cmpDoc(rs.docs[n-1], coll, id); {
+		case c == 0:
+			return n - 1, true
+		case c < 0:
+			return n, false
+		}
+	}
+	lo, hi := 0, n
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if cmpDoc(rs.docs[m], coll, id) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < n && cmpDoc(rs.docs[lo], coll, id) == 0
+}
+
+// find returns the request's document coll/id, or nil.
+func (rs *revSession) find(coll, id string) *docState {
+	if i, ok := rs.search(coll, id); ok {
+		return rs.docs[i]
+	}
+	return nil
+}
+
+// create adds an empty document coll/id (not in docs yet) and returns it;
+// the caller fills it from the store and calls started.
+func (rs *revSession) create(coll, id string) *docState {
+	if len(rs.slab) == cap(rs.slab) {
+		rs.slab = make([]docState, 0, max(8, min(2*cap(rs.slab), 256)))
+	}
+	rs.slab = rs.slab[:len(rs.slab)+1]
+	ds := &rs.slab[len(rs.slab)-1]
+	ds.init(coll, id, rs.s.revCfg)
+	i, _ := rs.search(coll, id)
+	rs.docs = append(rs.docs, nil)
+	copy(rs.docs[i+1:], rs.docs[i:])
+	rs.docs[i] = ds
+	return ds
+}
+
+// started records a loaded document's state before the request changes it.
+func (ds *docState) started() {
+	ds.run.orig, ds.run.hadOrig = ds.winner()
+	ds.run.conf = ds.conflictBytes()
+}
+
+// collDocs returns the request's documents of collection coll.
+func (rs *revSession) collDocs(coll string) []*docState {
+	lo, _ := rs.search(coll, "")
+	hi := lo
+	for hi < len(rs.docs) && rs.docs[hi].coll == coll {
+		hi++
+	}
+	return rs.docs[lo:hi]
 }
 
 // bodyOf is the body of the revision a client write makes of record r.
@@ -44,16 +157,17 @@ type docRun struct {
 	conf    int64 // its conflict bytes as last counted (see saveDocs)
 }
 
-func docMapKey(coll, id string) string { return coll + "\x00" + id }
-
-// doc returns the document id of w's collection, loading it on first use.
+// doc returns the document id of w's collection, loading it and its
+// record's head on first use: one Get of the record key, whose value
+// holds the document when it is embedded, else one more of the
+// document key.
 func (w *writer) doc(id string) (*docState, error) {
 	rs := w.rs
-	k := docMapKey(w.coll, id)
-	if ds := rs.docs[k]; ds != nil {
+	if ds := rs.find(w.coll, id); ds != nil {
 		return ds, nil
 	}
-	// Embedded in the record's head?
+	ds := rs.create(w.coll, id)
+	ds.preSet = true
 	w.sc.k = recKey(w.sc.k[:0], w.user, w.coll, id)
 	v, closer, err := w.s.db.Get(w.sc.k)
 	switch {
@@ -61,85 +175,105 @@ func (w *writer) doc(id string) (*docState, error) {
 	case err != nil:
 		return nil, err
 	default:
-		ds, err := w.s.embeddedDoc(v)
+		ds.pre.ok = true
+		rest, err := splitHead(v, &ds.pre.h)
+		if err == nil && len(rest) > 0 {
+			err = w.s.decodeDoc(rest, ds, &ds.pre.h, false)
+			ds.inR = true
+		}
 		closer.Close()
 		if err != nil {
 			return nil, fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
-		if ds != nil {
-			rs.add(k, ds)
+		if ds.inR {
+			ds.started()
 			return ds, nil
 		}
 	}
 	w.sc.k = docKey(w.sc.k[:0], w.user, w.coll, id)
 	v, closer, err = w.s.db.Get(w.sc.k)
-	var ds *docState
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		ds = newDocState(w.s.revCfg)
 	case err != nil:
 		return nil, err
 	default:
 		// The value stays pinned until the request ends (putScratch):
 		// the leaves' bodies are decoded from it only if they are used.
 		w.sc.pins = append(w.sc.pins, closer)
-		ds, err = decodeDoc(v, w.s.revCfg, true)
-		if err != nil {
+		if err := w.s.decodeDoc(v, ds, nil, true); err != nil {
 			return nil, fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
 		ds.inV = true
 	}
-	rs.add(k, ds)
+	ds.started()
 	return ds, nil
 }
 
-// embeddedDoc decodes the document embedded in a record key's value, or
-// returns nil when the value holds only the head.
-func (s *Store) embeddedDoc(v []byte) (*docState, error) {
-	var h head
-	rest, err := splitHead(v, &h)
-	if err != nil || len(rest) == 0 {
-		return nil, err
-	}
-	return s.decodeEmbedded(rest)
-}
-
-// decodeEmbedded decodes a document embedded after a record head.
-func (s *Store) decodeEmbedded(rest []byte) (*docState, error) {
-	ds, err := decodeDoc(rest, s.revCfg, false)
-	if err != nil {
-		return nil, err
-	}
-	ds.inR = true
-	return ds, nil
-}
-
-// keepEmbedded adds the document embedded after record id's head (rest,
-// what splitHead left; nothing when it is not embedded) to the request's
-// documents, unless id's is loaded already: the write's document load
-// (writer.doc) then does not read the key again.
-func (w *writer) keepEmbedded(id string, rest []byte) error {
-	if len(rest) == 0 {
-		return nil
-	}
-	k := docMapKey(w.coll, id)
-	if w.rs.docs[k] != nil {
-		return nil
-	}
-	ds, err := w.s.decodeEmbedded(rest)
+// prefetch loads the documents of ids (sorted ascending, duplicates
+// allowed) of w's collection that are not loaded yet, with their records'
+// heads: one iterator over the collection's record keys, seeking in
+// ascending id order (each table is opened once per request instead of
+// once per record, and the seeks mostly step forward), then one over the
+// document keys for the ids whose document is not embedded in a head. It
+// reads what doc would: the batch being staged is invisible to reads, and
+// the caller holds the user's lock.
+func (w *writer) prefetch(ids []string) error {
+	sc := w.sc
+	// The bounds must stay unchanged while the iterator lives; sc.v holds
+	// the seek key (it is free until saveDocs).
+	sc.k = collPrefix(sc.k[:0], w.user, tagRec, w.coll)
+	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
+	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
 	if err != nil {
 		return err
 	}
-	w.rs.add(k, ds)
-	return nil
+	w.rs.reserve(len(ids))
+	var inV []*docState
+	for i, id := range ids {
+		if i > 0 && ids[i-1] == id || w.rs.find(w.coll, id) != nil {
+			continue
+		}
+		ds := w.rs.create(w.coll, id)
+		ds.preSet = true
+		sc.v = append(append(sc.v[:0], sc.k...), id...)
+		if !it.SeekGE(sc.v) || !bytes.Equal(it.Key(), sc.v) {
+			inV = append(inV, ds)
+			continue
+		}
+		v, err := it.ValueAndErr()
+		var rest []byte
+		if err == nil {
+			ds.pre.ok = true
+			rest, err = splitHead(v, &ds.pre.h)
+		}
+		if err == nil && len(rest) > 0 {
+			err = w.s.decodeDoc(rest, ds, &ds.pre.h, false)
+			ds.inR = true
+		}
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
+		}
+		if ds.inR {
+			ds.started()
+		} else {
+			inV = append(inV, ds)
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	return w.prefetchDocs(inV)
 }
 
-// prefetchDocs loads the documents of ids (sorted ascending, duplicates
-// allowed) that are not loaded yet (prefetch took those embedded in record
-// heads) with one iterator over w's collection's document keys, so that a
-// large POST does not pay one Get (a seek in every level) per record. The
-// caller holds the user's lock.
-func (w *writer) prefetchDocs(ids []string) error {
+// prefetchDocs loads the documents of dss (created, in ascending id
+// order, not embedded in a record head) from their document keys with one
+// iterator, so that a large request does not pay one Get (a seek in every
+// level) per document. The caller holds the user's lock.
+func (w *writer) prefetchDocs(dss []*docState) error {
+	if len(dss) == 0 {
+		return nil
+	}
 	lo := collPrefix(nil, w.user, tagDoc, w.coll)
 	hi := prefixEnd(nil, lo)
 	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
@@ -147,42 +281,22 @@ func (w *writer) prefetchDocs(ids []string) error {
 		return err
 	}
 	key := append([]byte(nil), lo...)
-	for i, id := range ids {
-		if i > 0 && ids[i-1] == id {
-			continue
-		}
-		k := docMapKey(w.coll, id)
-		if _, ok := w.rs.docs[k]; ok {
-			continue
-		}
-		key = append(key[:len(lo)], id...)
-		var ds *docState
+	for _, ds := range dss {
+		key = append(key[:len(lo)], ds.id...)
 		if it.SeekGE(key) && bytes.Equal(it.Key(), key) {
 			v, err := it.ValueAndErr()
 			if err == nil {
-				ds, err = decodeDoc(v, w.s.revCfg, false)
+				err = w.s.decodeDoc(v, ds, nil, false)
 			}
 			if err != nil {
 				it.Close()
-				return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
+				return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, ds.id, w.user, err)
 			}
 			ds.inV = true
-		} else {
-			ds = newDocState(w.s.revCfg)
 		}
-		w.rs.add(k, ds)
+		ds.started()
 	}
 	return it.Close()
-}
-
-func (rs *revSession) add(k string, ds *docState) {
-	if rs.docs == nil {
-		rs.docs = make(map[string]*docState)
-	}
-	ds.run.orig, ds.run.hadOrig = ds.winner()
-	ds.run.conf = ds.conflictBytes()
-	rs.docs[k] = ds
-	rs.order = append(rs.order, k)
 }
 
 // edit adds a local edit of document id: a child of its current winner
@@ -207,7 +321,7 @@ func (w *writer) edit(id string, deleted bool, x *Body) error {
 		}
 		for i, l := range ds.leaves() {
 			if !l.Deleted && (deleted || i > 0) {
-				if err := w.editOn(ds, id, l, true, true, &tomb); err != nil {
+				if err := w.editOn(ds, l, true, true, &tomb); err != nil {
 					return err
 				}
 			}
@@ -215,28 +329,43 @@ func (w *writer) edit(id string, deleted bool, x *Body) error {
 	}
 	if deleted {
 		if ok && !parent.Deleted && ds.tree == nil {
-			return w.editOn(ds, id, parent, true, true, x)
+			return w.editOn(ds, parent, true, true, x)
 		}
 		return nil
 	}
-	return w.editOn(ds, id, parent, ok, false, x)
+	return w.editOn(ds, parent, ok, false, x)
+}
+
+// revHash is RevisionHash of an edit of ds computed in the request's
+// scratch buffer (no allocation once the buffer has grown).
+func (w *writer) revHash(ds *docState, parent revtree.Rev, deleted bool, x *Body) [revtree.HashLen]byte {
+	b := append(w.sc.hb[:0], make([]byte, revtree.RevHashHeaderLen)...)
+	b = bincode.AppendString(bincode.AppendString(b, ds.coll), ds.id)
+	b = appendStoredBody(b, x)
+	w.sc.hb = b
+	return revtree.SumRevHash(b, parent, deleted)
 }
 
 // editOn adds the child of parent (when ok; else a first revision).
-func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, deleted bool, x *Body) error {
-	h := RevisionHash(w.coll, id, parent.Rev, deleted, x)
-	if ds.tree == nil && (ds.lin == nil) == !ok && (!ok || ds.lin.rev(0) == parent.Rev) {
+func (w *writer) editOn(ds *docState, parent revtree.Leaf, ok, deleted bool, x *Body) error {
+	h := w.revHash(ds, parent.Rev, deleted, x)
+	if ds.tree == nil && (ds.lin.n == 0) == !ok && (!ok || ds.lin.rev(0) == parent.Rev) {
 		// The fast path: a new document, or a child of the only leaf.
-		if ds.lin == nil {
-			ds.lin = newLin(1, deleted, h[:])
-			ds.lin.oldDirty = false
+		if ds.lin.n == 0 {
+			copy(ds.idbuf[:], h[:])
+			ds.setLin(1, deleted, ds.idbuf[:revtree.HashLen])
 		} else {
-			ds.lin.extend(h, deleted, w.s.revCfg.RevsLimit)
+			ds.extend(h, deleted, w.s.revCfg.RevsLimit)
 		}
 		ds.clearBodies()
-		ds.bodies[ds.lin.rev(0)] = *x
+		ds.setBody(ds.lin.rev(0), *x)
 		ds.dirty = true
 		return nil
+	}
+	if ds.lin.n > 0 {
+		if err := w.s.loadPath(w.user, ds); err != nil {
+			return err
+		}
 	}
 	p := revtree.Path{Start: parent.Rev.Pos + 1, IDs: [][revtree.HashLen]byte{h}, Deleted: deleted}
 	if ok {
@@ -244,7 +373,7 @@ func (w *writer) editOn(ds *docState, id string, parent revtree.Leaf, ok, delete
 	}
 	changed, err := ds.t().Merge(p)
 	if err != nil {
-		return fmt.Errorf("node: local edit of %s/%s: %w", w.coll, id, err)
+		return fmt.Errorf("node: local edit of %s/%s: %w", ds.coll, ds.id, err)
 	}
 	if !changed {
 		return nil // the identical edit on the same parent: already there
@@ -270,11 +399,12 @@ func (w *writer) tombstoneAll() error {
 	if err != nil {
 		return err
 	}
-	var ids, inV []string
+	var ids []string
+	var inV []*docState
 	for ok := it.First(); ok; ok = it.Next() {
 		id := string(it.Key()[len(lo):])
 		ids = append(ids, id)
-		if _, seen := w.rs.docs[docMapKey(w.coll, id)]; seen {
+		if w.rs.find(w.coll, id) != nil {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -282,16 +412,22 @@ func (w *writer) tombstoneAll() error {
 			it.Close()
 			return err
 		}
-		ds, err := w.s.embeddedDoc(v)
+		ds := w.rs.create(w.coll, id)
+		ds.preSet, ds.pre.ok = true, true
+		rest, err := splitHead(v, &ds.pre.h)
+		if err == nil && len(rest) > 0 {
+			err = w.s.decodeDoc(rest, ds, &ds.pre.h, false)
+			ds.inR = true
+		}
 		if err != nil {
 			it.Close()
 			return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
-		if ds == nil {
-			inV = append(inV, id)
-			continue
+		if ds.inR {
+			ds.started()
+		} else {
+			inV = append(inV, ds)
 		}
-		w.rs.add(docMapKey(w.coll, id), ds)
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return err
@@ -321,13 +457,10 @@ func (w *writer) dropDoc(id string) error {
 // next changes-feed number, its old changes row goes.
 func (w *writer) saveDocs() error {
 	rs, sc := w.rs, w.sc
-	prefix := w.coll + "\x00"
-	for _, k := range rs.order {
-		ds := rs.docs[k]
-		if (!ds.dirty && ds.head == nil) || !strings.HasPrefix(k, prefix) {
+	for _, ds := range rs.collDocs(w.coll) {
+		if !ds.dirty && !ds.headSet {
 			continue
 		}
-		id := k[len(prefix):]
 		// The conflicting leaves' payloads count against the quota.
 		conf := int64(0)
 		if !ds.run.drop {
@@ -343,19 +476,17 @@ func (w *writer) saveDocs() error {
 				}
 			}
 			ds.seq = 0
-			sc.k = docKey(sc.k[:0], w.user, w.coll, id)
-			if err := w.del(sc.k); err != nil {
+			if ds.inV {
+				sc.k = docKey(sc.k[:0], w.user, w.coll, ds.id)
+				if err := w.del(sc.k); err != nil {
+					return err
+				}
+			}
+			if err := w.saveHistory(ds, false); err != nil {
 				return err
 			}
-			sc.k = histKey(sc.k[:0], w.user, w.coll, id)
-			if err := w.del(sc.k); err != nil {
-				return err
-			}
-			ds.dirty, ds.head, ds.inR, ds.inV = false, nil, false, false
+			ds.dirty, ds.headSet, ds.inR, ds.inV = false, false, false, false
 			continue
-		}
-		if err := w.saveHistory(ds, id); err != nil {
-			return err
 		}
 		if ds.dirty {
 			if ds.seq != 0 {
@@ -367,14 +498,14 @@ func (w *writer) saveDocs() error {
 			rs.chg++
 			ds.seq = rs.chg
 		}
-		if err := w.placeDoc(ds, id); err != nil {
+		if err := w.placeDoc(ds); err != nil {
 			return err
 		}
 		if ds.dirty {
 			sc.k = chgKey(sc.k[:0], w.user, ds.seq)
-			v, err := appendChange(sc.v[:0], w.coll, id, ds)
+			v, err := appendChange(sc.v[:0], w.coll, ds.id, ds)
 			if err != nil {
-				return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+				return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, ds.id, w.user, errCorrupt, err)
 			}
 			sc.v = v
 			if err := w.set(sc.k, sc.v); err != nil {
@@ -391,129 +522,80 @@ func (w *writer) saveDocs() error {
 // stored one), so that the next update of the record reads and writes one
 // key; any other document goes to its document key, and a head that held
 // it is rewritten without it.
-func (w *writer) placeDoc(ds *docState, id string) error {
+func (w *writer) placeDoc(ds *docState) error {
 	sc := w.sc
 	win, ok := ds.winner()
 	live := ok && !win.Deleted
-	if live && ds.head == nil && ds.inR {
+	if live && !ds.headSet && ds.inR {
 		// The document changed under an unchanged record (a losing
 		// replicated revision): the head is rewritten with it.
-		h, _, found, err := w.lookup(id)
+		h, _, found, err := w.lookup(ds.id)
 		if err != nil {
 			return err
 		}
 		if found {
-			ds.head = &h
+			ds.head, ds.headSet = h, true
 		}
 	}
-	if live && ds.lin != nil && ds.head != nil {
-		sc.k = recKey(sc.k[:0], w.user, w.coll, id)
-		v, err := appendDoc(appendHead(sc.v[:0], ds.head), ds)
+	ds.linearize()
+	if live && ds.lin.n > 0 && ds.headSet {
+		if err := w.saveHistory(ds, true); err != nil {
+			return err
+		}
+		sc.k = recKey(sc.k[:0], w.user, w.coll, ds.id)
+		v, err := w.s.appendDoc(appendHead(sc.v[:0], &ds.head), ds, &ds.head)
 		if err != nil {
-			return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+			return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, ds.id, w.user, errCorrupt, err)
 		}
 		sc.v = v
 		if err := w.set(sc.k, sc.v); err != nil {
 			return err
 		}
 		if ds.inV {
-			sc.k = docKey(sc.k[:0], w.user, w.coll, id)
+			sc.k = docKey(sc.k[:0], w.user, w.coll, ds.id)
 			if err := w.del(sc.k); err != nil {
 				return err
 			}
 		}
-		ds.inR, ds.inV, ds.head = true, false, nil
+		ds.inR, ds.inV, ds.headSet = true, false, false
 		return nil
 	}
-	if ds.head != nil {
-		sc.k = recKey(sc.k[:0], w.user, w.coll, id)
-		sc.v = appendHead(sc.v[:0], ds.head)
+	if ds.headSet {
+		sc.k = recKey(sc.k[:0], w.user, w.coll, ds.id)
+		sc.v = appendHead(sc.v[:0], &ds.head)
 		if err := w.set(sc.k, sc.v); err != nil {
 			return err
 		}
 	}
 	if !ds.dirty && ds.inV {
-		ds.head, ds.inR = nil, false
+		ds.headSet, ds.inR = false, false
 		return nil
 	}
-	sc.k = docKey(sc.k[:0], w.user, w.coll, id)
-	v, err := appendDoc(sc.v[:0], ds)
+	if err := w.saveHistory(ds, ds.lin.n > 0); err != nil {
+		return err
+	}
+	sc.k = docKey(sc.k[:0], w.user, w.coll, ds.id)
+	v, err := w.s.appendDoc(sc.v[:0], ds, nil)
 	if err != nil {
-		return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, id, w.user, errCorrupt, err)
+		return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, ds.id, w.user, errCorrupt, err)
 	}
 	sc.v = v
 	if err := w.set(sc.k, sc.v); err != nil {
 		return err
 	}
-	ds.head, ds.inR, ds.inV = nil, false, true
+	ds.headSet, ds.inR, ds.inV = false, false, true
 	return nil
-}
-
-// loadHistory completes a single-path document's hashes from its history
-// key (a no-op when they are loaded or there are none).
-func (w *writer) loadHistory(ds *docState, id string) error {
-	if ds.lin == nil || ds.lin.loaded {
-		return nil
-	}
-	return w.s.loadHist(w.user, w.coll, id, ds.lin)
-}
-
-// loadHist reads the history key of coll/id into l.
-func (s *Store) loadHist(user, coll, id string, l *linPath) error {
-	v, closer, err := s.db.Get(histKey(nil, user, coll, id))
-	if err != nil {
-		return fmt.Errorf("node: history of %s/%s of %s: %w", coll, id, user, err)
-	}
-	defer closer.Close()
-	if len(v) < l.more*revtree.HashLen {
-		return fmt.Errorf("node: history of %s/%s of %s: %w", coll, id, user, errCorrupt)
-	}
-	ids := make([]byte, 0, (l.nRecent+l.more)*revtree.HashLen)
-	ids = append(ids, l.ids[:l.nRecent*revtree.HashLen]...)
-	l.ids = append(ids, v[:l.more*revtree.HashLen]...)
-	l.loaded = true
-	return nil
-}
-
-// saveHistory stages a single-path document's history key when it must
-// change: after a rebuild (oldDirty), or when more than 2*histWindow recent
-// hashes have accumulated (all but histWindow of them move to the key, so
-// the key is rewritten once every histWindow updates at most).
-func (w *writer) saveHistory(ds *docState, id string) error {
-	ds.linearize()
-	l := ds.lin
-	if l == nil || (!l.oldDirty && l.nRecent <= 2*histWindow) {
-		return nil
-	}
-	if err := w.loadHistory(ds, id); err != nil {
-		return err
-	}
-	total := l.n()
-	w.sc.k = histKey(w.sc.k[:0], w.user, w.coll, id)
-	if total <= 2*histWindow {
-		l.nRecent, l.more = total, 0
-		l.oldDirty = false
-		if !ds.hadHist {
-			return nil
-		}
-		ds.hadHist = false
-		return w.del(w.sc.k)
-	}
-	l.nRecent, l.more = histWindow, total-histWindow
-	l.oldDirty = false
-	ds.hadHist = true
-	return w.set(w.sc.k, l.ids[histWindow*revtree.HashLen:total*revtree.HashLen])
 }
 
 // fillFromView completes the body of leaf r (the live winner when ds was
 // loaded) from the Weave record id.
-func (w *writer) fillFromView(ds *docState, id string, r revtree.Rev) error {
-	h, pend, ok, err := w.lookup(id)
+func (w *writer) fillFromView(ds *docState, r revtree.Rev) error {
+	h, pend, ok, err := w.lookup(ds.id)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("node: document %s/%s of %s: %w: live winner without a record", w.coll, id, w.user, errCorrupt)
+		return fmt.Errorf("node: document %s/%s of %s: %w: live winner without a record", w.coll, ds.id, w.user, errCorrupt)
 	}
 	rec := pend
 	if rec == nil {

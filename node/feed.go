@@ -92,7 +92,14 @@ func (s *Store) Changes(ctx context.Context, user string, since uint64, limit in
 // changeEntry is the value of a changes-index key: the document and what a
 // changes row needs, so the feed is a range scan.
 func appendChange(b []byte, coll, id string, ds *docState) ([]byte, error) {
-	leaves := ds.leaves()
+	var one [1]revtree.Leaf
+	var leaves []revtree.Leaf
+	if ds.tree != nil {
+		leaves = ds.tree.Leaves()
+	} else if w, ok := ds.winner(); ok {
+		one[0] = w
+		leaves = one[:]
+	}
 	w := leaves[0]
 	b = append(b, 1)
 	b = bincode.AppendString(b, coll)

@@ -103,7 +103,7 @@ func rawKeys(t testing.TB, s *Store, user string) int {
 // changes, checkpoints, _local documents): the Weave view and metadata.
 func viewKeys(t testing.TB, s *Store, user string) int {
 	n := rawKeys(t, s, user)
-	for _, tag := range []byte{tagDoc, tagChg, tagCkpt, tagLocal} {
+	for _, tag := range []byte{tagDoc, tagChg, tagCkpt, tagLocal, tagAnc, tagHist} {
 		n -= rawPrefixKeys(t, s, userTag(nil, user, tag))
 	}
 	return n

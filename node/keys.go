@@ -21,7 +21,8 @@ const (
 	tagBatch = 'B' // user\0 B coll\0 batch [\0 id]       -> batch header | batched record
 
 	// Revision keys (not part of the Weave view: DELETE storage keeps them).
-	tagHist  = 'O' // user\0 O coll\0 id     -> older revision hashes of a single-path document
+	tagAnc   = 'A' // user\0 A coll\0 len(id) id ^chunk -> entries (position, hash) of older revisions of a single-path document, appended by merge (history.go)
+	tagHist  = 'O' // user\0 O coll\0 id     -> older revision hashes of a single-path document (document version 3; replaced by tagAnc keys when it changes)
 	tagCkpt  = 'P' // user\0 P peer         -> replication checkpoint
 	tagChg   = 'Q' // user\0 Q seq          -> changes row (see appendChange)
 	tagDoc   = 'V' // user\0 V coll\0 id     -> document: revision tree + leaf bodies

@@ -96,7 +96,10 @@ func TestConflictLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds := &docState{tree: d.Tree, bodies: d.Bodies}
+	ds := &docState{tree: d.Tree}
+	for r, x := range d.Bodies {
+		ds.setBody(r, x)
+	}
 	if size, conf := ds.size(); size > DefaultMaxDocBytes || conf > DefaultMaxConflicts {
 		t.Fatalf("document of %d bytes with %d conflicts", size, conf)
 	}

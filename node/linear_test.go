@@ -18,10 +18,6 @@ import (
 // single-path fast paths must not change the outcome.
 func TestApplyMatchesRevtree(t *testing.T) {
 	const limit = 6
-	// A tiny window makes documents spill to their history keys all the
-	// time.
-	defer func(w int) { histWindow = w }(histWindow)
-	histWindow = 1
 	for seed := uint64(1); seed <= 25; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 99))
@@ -111,13 +107,11 @@ func TestApplyMatchesRevtree(t *testing.T) {
 	}
 }
 
-// TestHistorySpills: with a small window, a document updated many times
-// keeps its recent hashes in the document and the rest in its history key;
-// the full path survives restarts, replication and stemming, and the
-// history key goes with the document.
+// TestHistorySpills: a document updated many times keeps its leaf in
+// the document and one ancestor key per older revision, stemmed at the
+// limit; the full path survives restarts, replication and stemming, and
+// the ancestor keys go with the document.
 func TestHistorySpills(t *testing.T) {
-	defer func(w int) { histWindow = w }(histWindow)
-	histWindow = 2
 	dir := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.Dir = dir
@@ -146,8 +140,9 @@ func TestHistorySpills(t *testing.T) {
 		return d
 	}
 	d1 := check(s, "after the updates")
-	if n := rawPrefixKeys(t, s, userTag(nil, "u", tagHist)); n != 1 {
-		t.Fatalf("%d history keys, want 1", n)
+	// Positions 18..36 are ancestors: chunks 0 (18..31) and 1 (32..36).
+	if n := rawPrefixKeys(t, s, userTag(nil, "u", tagAnc)); n != 2 {
+		t.Fatalf("%d ancestor keys, want 2", n)
 	}
 	s.Close()
 	s, err = Open(cfg)

@@ -67,13 +67,11 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 	removed := 0
 	// One revision session for every collection: each writer's finish
 	// writes the user meta, with the counters of the whole request.
-	rs := s.newRevSession(st)
 	for coll, m := range st.colls {
 		if m.ttl == 0 {
 			continue
 		}
 		w := s.newWriter(b, sc, st, user, coll, now)
-		w.rs = rs
 		type victim struct {
 			id  string
 			seq uint64

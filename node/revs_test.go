@@ -444,8 +444,6 @@ func TestLocalDocsAndWaitChanges(t *testing.T) {
 // three stores and random pulls between them, then pulls all pairs until
 // quiet: the stores must end identical. Seeded and reproducible.
 func TestRandomReplicationConverges(t *testing.T) {
-	defer func(w int) { histWindow = w }(histWindow)
-	histWindow = 1 // spill to history keys all the time
 	for seed := uint64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))

@@ -64,15 +64,26 @@ type Store struct {
 
 	overQuota    atomic.Uint64 // replicated batches that left their user over quota
 	overQuotaLog rateLimit
+
+	orig origins // the origin dictionary (origins.go)
+
+	stalls *stallCounter // Pebble's write stalls (metrics.go)
 }
 
 // scratch holds reusable buffers of one request.
 type scratch struct {
 	k, k2, v []byte
-	q        query // the running query (kept here so it is not allocated per request)
+	hb       []byte // revision hash input (writer.revHash)
+	q        query  // the running query (kept here so it is not allocated per request)
 	// pins keep Pebble values that the request's documents alias valid
 	// until the request ends (putScratch closes them).
 	pins []io.Closer
+	// rs is the request's revision session (session), recs and ids a
+	// POST's staged records and sorted ids: kept for the next request.
+	rs     revSession
+	rsInit bool
+	recs   []record
+	ids    []string
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and starts the
@@ -102,8 +113,15 @@ func Open(cfg Config) (*Store, error) {
 		Logger:             &pebbleLogger{l: cfg.Logger, limit: rateLimit{every: 10 * time.Second}},
 		FormatMajorVersion: pebble.FormatNewest,
 		FS:                 fs,
-		EventListener:      &pebble.EventListener{BackgroundError: disk.backgroundError},
 	}
+	stalls := &stallCounter{}
+	opts.EventListener = &pebble.EventListener{
+		BackgroundError: disk.backgroundError,
+		WriteStallBegin: stalls.begin,
+		WriteStallEnd:   stalls.end,
+	}
+	maxComp := cfg.MaxCompactions
+	opts.CompactionConcurrencyRange = func() (int, int) { return 1, maxComp }
 	if cfg.MinFreeBytes > 0 {
 		opts.FS = vfs.OnDiskFull(fs, disk.onDiskFull)
 	}
@@ -117,6 +135,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	disk.init()
 	s := &Store{
+		stalls:       stalls,
 		cfg:          cfg,
 		log:          cfg.Logger,
 		db:           db,
@@ -143,6 +162,10 @@ func Open(cfg Config) (*Store, error) {
 	s.origin = cfg.NodeID
 	if s.origin == "" {
 		s.origin = s.uuid
+	}
+	if err := s.loadOrigins(); err != nil {
+		db.Close()
+		return nil, err
 	}
 	s.revCfg = revtree.Config{RevsLimit: cfg.RevsLimit, MaxPathLen: min(2*cfg.RevsLimit, revtree.HardMaxPathLen)}
 	s.watch.m = make(map[string]chan struct{})
@@ -242,6 +265,17 @@ func (s *Store) putScratch(b *scratch) {
 	b.pins = b.pins[:0]
 	if cap(b.v) > 1<<20 {
 		b.v = nil
+	}
+	if cap(b.hb) > 1<<20 {
+		b.hb = nil
+	}
+	b.rs.reset()
+	b.rsInit = false
+	clear(b.recs)
+	clear(b.ids)
+	b.recs, b.ids = b.recs[:0], b.ids[:0]
+	if cap(b.recs) > 1024 {
+		b.recs, b.ids = nil, nil
 	}
 	b.k, b.k2, b.v = b.k[:0], b.k2[:0], b.v[:0]
 	s.bufs.Put(b)

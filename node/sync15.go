@@ -263,7 +263,7 @@ func (x *Sync15) PutBSO(ctx context.Context, user, coll string, b *sync15.BSO, p
 		return x.s.checkQuotaLocked(user, st)
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		w := x.writer15(b, sc, st, user, coll, t)
-		if _, err := w.put(&in, nil); err != nil {
+		if _, err := w.put(&in); err != nil {
 			return nil, err
 		}
 		committed = true
@@ -290,48 +290,12 @@ func (x *Sync15) PostBSOs(ctx context.Context, user, coll string, bs []sync15.BS
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		w := x.writer15(b, sc, st, user, coll, t)
 		defer multi(w, len(ws))()
-		if err := x.putAll(w, ws); err != nil {
+		if err := w.putAll(ws); err != nil {
 			return nil, err
 		}
 		committed = len(ws) > 0
 		return w.done(st)
 	})
-}
-
-// putAll stages records with distinct ids through w (whose pending map
-// and sorted ops the caller set up for more than one record).
-func (x *Sync15) putAll(w *writer, ws []api.WBO) error {
-	var pre []known
-	if len(ws) >= prefetchMin {
-		var err error
-		if pre, err = w.prefetch(ws); err != nil {
-			return err
-		}
-	}
-	for i := range ws {
-		var p *known
-		if pre != nil {
-			p = &pre[i]
-		}
-		if _, err := w.put(&ws[i], p); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// multi sets w up for a request of n records: a pending map (a record
-// written twice sees its first write) and sorted ops, whose release the
-// caller defers.
-func multi(w *writer, n int) func() {
-	if n <= 1 {
-		return func() {}
-	}
-	w.pending = make(map[string]int, n)
-	w.pendRecs = make([]record, 0, n)
-	w.ops = opsPool.Get().(*sortedOps)
-	ops := w.ops
-	return ops.release
 }
 
 // DeleteCollection implements sync15.Store.

@@ -211,7 +211,7 @@ func (s *Store) PutItem(ctx context.Context, user, coll string, in api.WBO, pre 
 	}, func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		w := s.newWriter(b, sc, st, user, coll, t)
 		var err error
-		if mod, err = w.put(&in, nil); err != nil {
+		if mod, err = w.put(&in); err != nil {
 			return nil, err
 		}
 		return w.done(st)
@@ -238,27 +238,9 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 			return nil, nil
 		}
 		w := s.newWriter(b, sc, st, user, coll, t)
-		if len(ws) > 1 {
-			w.pending = make(map[string]int, len(ws))
-			w.pendRecs = make([]record, 0, len(ws))
-			w.ops = opsPool.Get().(*sortedOps)
-			defer w.ops.release()
-		}
-		var pre []known
-		if len(ws) >= prefetchMin {
-			var err error
-			if pre, err = w.prefetch(ws); err != nil {
-				return nil, err
-			}
-		}
-		for i := range ws {
-			var p *known
-			if pre != nil {
-				p = &pre[i]
-			}
-			if _, err := w.put(&ws[i], p); err != nil {
-				return nil, err
-			}
+		defer multi(w, len(ws))()
+		if err := w.putAll(ws); err != nil {
+			return nil, err
 		}
 		return w.done(st)
 	})
@@ -275,6 +257,46 @@ func (s *Store) PostItems(ctx context.Context, user, coll string, ws []api.WBO, 
 		res.Success[i] = ws[i].ID
 	}
 	return res, nil
+}
+
+// multi sets w up for a request of n records: the staged records (a
+// record written twice sees its first write) and sorted ops, in the
+// request's scratch; the caller defers the returned release.
+func multi(w *writer, n int) func() {
+	if n <= 1 {
+		return func() {}
+	}
+	sc := w.sc
+	w.pendRecs = slices.Grow(sc.recs[:0], n)
+	w.ops = opsPool.Get().(*sortedOps)
+	ops := w.ops
+	return func() {
+		sc.recs = w.pendRecs
+		ops.release()
+	}
+}
+
+// putAll stages ws through w, reading the heads and documents of a large
+// request ahead with one iterator (prefetch).
+func (w *writer) putAll(ws []api.WBO) error {
+	if len(ws) >= prefetchMin {
+		sc := w.sc
+		ids := sc.ids[:0]
+		for i := range ws {
+			ids = append(ids, ws[i].ID)
+		}
+		slices.Sort(ids)
+		sc.ids = ids
+		if err := w.prefetch(ids); err != nil {
+			return err
+		}
+	}
+	for i := range ws {
+		if _, err := w.put(&ws[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeleteItem deletes one record; deleting a missing record succeeds.
@@ -397,10 +419,9 @@ func (s *Store) stageDeleteStorage(user string, st *userState, t stamp, b *pebbl
 		colls = append(colls, c)
 	}
 	slices.Sort(colls)
-	rs := s.newRevSession(st)
+	rs := sc.session(s, st)
 	for _, c := range colls {
 		w := s.newWriter(b, sc, st, user, c, t)
-		w.rs = rs
 		if err := w.tombstoneAll(); err != nil {
 			return nil, err
 		}

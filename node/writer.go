@@ -2,9 +2,7 @@ package node
 
 import (
 	"bytes"
-	"errors"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -28,9 +26,9 @@ type writer struct {
 	seqDirty   bool
 	usedDelta  int64
 	lastGExp   int64 // last global expiry key written (dedup)
-	// pending maps the ids written earlier in this batch (POST) to their
-	// new version in pendRecs, so a later record with the same id sees it.
-	pending  map[string]int
+	// pendRecs, when set (a POST), holds the records this batch staged,
+	// so that a later record with the same id sees its new version (the
+	// document's pend names it).
 	pendRecs []record
 	// ops, when set, collects the record writes so that finish hands them
 	// to the batch in key order (see sortedOps).
@@ -38,10 +36,6 @@ type writer struct {
 	// rs holds the documents (revision trees) this request changes; the
 	// writers of one request share it.
 	rs *revSession
-	// heads, when set, holds record heads read ahead of time (as Pebble
-	// has them before this batch) for lookup; ids written by this batch
-	// must not be in it.
-	heads map[string]known
 	// Sync 1.5 (sync15.go, index15.go): idx15 keeps the user's Sync 1.5
 	// indexes; sem15 gives put the Sync 1.5 rules (stampAll: every record
 	// gets the write's time, as a batch commit does); smod is the user's
@@ -50,7 +44,7 @@ type writer struct {
 	smod                   int64
 }
 
-// sortedOps buffers the sets and deletes of one request so that they reach
+// sortedOps buffers the sets, deletes and merges of one request so that they reach
 // the Pebble batch sorted by key: Pebble inserts a batch into the memtable
 // with one skiplist inserter, which reuses its position when each key
 // follows the previous one, so sorted batches cost far fewer comparisons.
@@ -63,15 +57,21 @@ type sortedOps struct {
 
 type bufOp struct {
 	off, klen, vlen int32
-	del             bool
+	kind            byte // opSet, opDel, opMerge
 }
+
+const (
+	opSet = iota
+	opDel
+	opMerge
+)
 
 var opsPool = sync.Pool{New: func() any { return new(sortedOps) }}
 
-func (o *sortedOps) add(k, v []byte, del bool) {
+func (o *sortedOps) add(k, v []byte, kind byte) {
 	off := len(o.arena)
 	o.arena = append(append(o.arena, k...), v...)
-	o.ops = append(o.ops, bufOp{off: int32(off), klen: int32(len(k)), vlen: int32(len(v)), del: del})
+	o.ops = append(o.ops, bufOp{off: int32(off), klen: int32(len(k)), vlen: int32(len(v)), kind: kind})
 }
 
 func (o *sortedOps) key(op *bufOp) []byte {
@@ -84,11 +84,14 @@ func (o *sortedOps) flush(b *pebble.Batch) error {
 	var err error
 	for i := range o.ops {
 		op := &o.ops[i]
-		k := o.key(op)
-		if op.del {
+		k, v := o.key(op), o.arena[op.off+op.klen:op.off+op.klen+op.vlen]
+		switch op.kind {
+		case opDel:
 			err = b.Delete(k, nil)
-		} else {
-			err = b.Set(k, o.arena[op.off+op.klen:op.off+op.klen+op.vlen], nil)
+		case opMerge:
+			err = b.Merge(k, v, nil)
+		default:
+			err = b.Set(k, v, nil)
 		}
 		if err != nil {
 			break
@@ -106,10 +109,10 @@ func (o *sortedOps) release() {
 	opsPool.Put(o)
 }
 
-// set and del stage one write, buffered when w.ops is set.
+// set, del and merge stage one write, buffered when w.ops is set.
 func (w *writer) set(k, v []byte) error {
 	if w.ops != nil {
-		w.ops.add(k, v, false)
+		w.ops.add(k, v, opSet)
 		return nil
 	}
 	return w.b.Set(k, v, nil)
@@ -117,13 +120,24 @@ func (w *writer) set(k, v []byte) error {
 
 func (w *writer) del(k []byte) error {
 	if w.ops != nil {
-		w.ops.add(k, nil, true)
+		w.ops.add(k, nil, opDel)
 		return nil
 	}
 	return w.b.Delete(k, nil)
 }
 
-// known is a record head read from Pebble before staging (see prefetch).
+// merge appends v to k's value (Pebble's default merger concatenates
+// operands, oldest first).
+func (w *writer) merge(k, v []byte) error {
+	if w.ops != nil {
+		w.ops.add(k, v, opMerge)
+		return nil
+	}
+	return w.b.Merge(k, v, nil)
+}
+
+// known is a record head read from Pebble before staging (see
+// writer.doc and prefetch).
 type known struct {
 	h  head
 	ok bool
@@ -133,71 +147,12 @@ type known struct {
 // one iterator (prefetch) rather than a Get per record.
 const prefetchMin = 8
 
-// prefetch reads the stored heads of ws's ids with one iterator over the
-// collection's record keys, seeking in ascending id order: each table is
-// then opened once per request instead of once per record, and the seeks
-// mostly step forward. The result, by position in ws, is exactly what
-// lookup would read from Pebble: the batch being staged is invisible to
-// reads, and the caller holds the user's lock.
-func (w *writer) prefetch(ws []api.WBO) ([]known, error) {
-	order := make([]int32, len(ws))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(ws[a].ID, ws[b].ID) })
-	res := make([]known, len(ws))
-	ids := make([]string, len(order))
-	for j, i := range order {
-		ids[j] = ws[i].ID
-	}
-	sc := w.sc
-	// The bounds must stay unchanged while the iterator lives; sc.v holds
-	// the seek key (it is free until store).
-	sc.k = collPrefix(sc.k[:0], w.user, tagRec, w.coll)
-	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
-	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
-	if err != nil {
-		return nil, err
-	}
-	for j, i := range order {
-		id := ws[i].ID
-		if j > 0 && ws[order[j-1]].ID == id {
-			res[i] = res[order[j-1]]
-			continue
-		}
-		sc.v = append(append(sc.v[:0], sc.k...), id...)
-		if !it.SeekGE(sc.v) || !bytes.Equal(it.Key(), sc.v) {
-			continue
-		}
-		v, err := it.ValueAndErr()
-		var rest []byte
-		if err == nil {
-			rest, err = splitHead(v, &res[i].h)
-		}
-		if err == nil {
-			err = w.keepEmbedded(id, rest)
-		}
-		if err != nil {
-			it.Close()
-			return nil, err
-		}
-		res[i].ok = true
-	}
-	if err := it.Close(); err != nil {
-		return nil, err
-	}
-	if err := w.prefetchDocs(ids); err != nil {
-		return nil, err
-	}
-	return res, nil
-}
-
 func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, coll string, t stamp) *writer {
 	return &writer{
 		s: s, b: b, sc: sc, user: user, coll: coll,
 		ts: int64(t.ts), nowSec: t.mono / 100, last: max(int64(t.ts), st.last.Load()),
 		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
-		rs: s.newRevSession(st), idx15: st.sync15, smod: st.smod,
+		rs: sc.session(s, st), idx15: st.sync15, smod: st.smod,
 	}
 }
 
@@ -208,48 +163,23 @@ func (w *writer) next(st *userState, coll string) *writer {
 	n := *w
 	n.coll, n.cm = coll, st.colls[coll]
 	n.seqDirty, n.usedDelta, n.lastGExp = false, 0, -1
-	n.pending, n.pendRecs, n.ops, n.heads = nil, nil, nil, nil
+	n.pendRecs, n.ops = nil, nil
 	return &n
 }
 
-// lookup returns the current head of id, from this batch's earlier writes
-// (then pend is that record; it is valid until the next store) or from
-// Pebble (then pend is nil).
+// lookup returns the current head of id: from this batch's earlier
+// writes (then pend is that record; it is valid until the next store), or
+// as Pebble has it (then pend is nil), read with the document (doc).
 func (w *writer) lookup(id string) (h head, pend *record, ok bool, err error) {
-	if w.heads != nil {
-		if k, found := w.heads[id]; found {
-			return w.lookupPre(id, &k)
-		}
-	}
-	return w.lookupPre(id, nil)
-}
-
-// lookupPre is lookup reading id's head in Pebble from pre when it is
-// given (prefetched), else with a Get.
-func (w *writer) lookupPre(id string, pre *known) (h head, pend *record, ok bool, err error) {
-	if w.pending != nil {
-		if i, ok := w.pending[id]; ok {
-			p := &w.pendRecs[i]
-			return p.head(), p, true, nil
-		}
-	}
-	if pre != nil {
-		return pre.h, nil, pre.ok, nil
-	}
-	w.sc.k = recKey(w.sc.k[:0], w.user, w.coll, id)
-	v, closer, err := w.s.db.Get(w.sc.k)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return head{}, nil, false, nil
-	}
+	ds, err := w.doc(id)
 	if err != nil {
 		return head{}, nil, false, err
 	}
-	rest, err := splitHead(v, &h)
-	if err == nil {
-		err = w.keepEmbedded(id, rest)
+	if ds.pend > 0 && w.pendRecs != nil {
+		p := &w.pendRecs[ds.pend-1]
+		return p.head(), p, true, nil
 	}
-	closer.Close()
-	return h, nil, err == nil, err
+	return ds.pre.h, nil, ds.pre.ok, nil
 }
 
 // body reads the stored record with insertion number seq, copied.
@@ -298,8 +228,8 @@ func (w *writer) remove(id string, h *head) error {
 	w.cm.count--
 	w.cm.bytes -= h.plen
 	w.usedDelta -= h.plen
-	if w.pending != nil {
-		delete(w.pending, id)
+	if ds := w.rs.find(w.coll, id); ds != nil {
+		ds.pend = 0
 	}
 	return err
 }
@@ -314,15 +244,11 @@ func (w *writer) deleteRecord(id string, h *head) error {
 }
 
 // put applies one validated WBO following PutItem's rules and returns the
-// record's modified time after the write; pre is in's prefetched head, or
-// nil to look it up.
-func (w *writer) put(in *api.WBO, pre *known) (int64, error) {
+// record's modified time after the write.
+func (w *writer) put(in *api.WBO) (int64, error) {
 	const meta = api.FieldSortIndex | api.FieldParentID | api.FieldPredecessorID
-	oh, pend, exists, err := w.lookupPre(in.ID, pre)
+	oh, pend, exists, err := w.lookup(in.ID)
 	if err != nil {
-		return 0, err
-	}
-	if _, err := w.doc(in.ID); err != nil {
 		return 0, err
 	}
 	if exists && oh.exp != 0 && oh.exp <= w.nowSec {
@@ -413,10 +339,10 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 			err = w.del(k)
 		}
 	}
-	if ds := w.rs.docs[docMapKey(w.coll, nr.id)]; ds != nil {
+	ds := w.rs.find(w.coll, nr.id)
+	if ds != nil {
 		// saveDocs writes the head, with the document embedded.
-		h := nh
-		ds.head = &h
+		ds.head, ds.headSet = nh, true
 	} else {
 		sc.k = recKey(sc.k[:0], w.user, w.coll, nr.id)
 		sc.v = appendHead(sc.v[:0], &nh)
@@ -483,12 +409,12 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 			err = w.index15(nr.id, &nh)
 		}
 	}
-	if w.pending != nil {
-		if i, ok := w.pending[nr.id]; ok {
-			w.pendRecs[i] = *nr
+	if w.pendRecs != nil && ds != nil {
+		if ds.pend > 0 {
+			w.pendRecs[ds.pend-1] = *nr
 		} else {
-			w.pending[nr.id] = len(w.pendRecs)
 			w.pendRecs = append(w.pendRecs, *nr)
+			ds.pend = len(w.pendRecs)
 		}
 	}
 	return err

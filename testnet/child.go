@@ -96,9 +96,9 @@ func (t *Testnet) memberArgs(m *member, join string, first bool, dirURL string) 
 		}
 		return args, nil
 	}
-	return []string{"node", "--log-level", t.cfg.ChildLogLevel, "--data", m.data, "--http", m.httpAddr,
+	return append([]string{"node", "--log-level", t.cfg.ChildLogLevel, "--data", m.data, "--http", m.httpAddr,
 		"--p2p", m.p2pAddr, "--directory", dirURL, "--operator", m.operator, "--heartbeat", t.cfg.Heartbeat.String(),
-		"--sweep", t.cfg.Sweep.String(), "--blocklist", filepath.Join(m.data, BlocklistFile)}, nil
+		"--sweep", t.cfg.Sweep.String(), "--blocklist", filepath.Join(m.data, BlocklistFile)}, t.cfg.Store.args()...), nil
 }
 
 // spawn starts m as a child process writing to DIR/logs/<name>.log and

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/hce-sync/hce/directory"
+	"github.com/hce-sync/hce/node"
 )
 
 // Mode says how a Testnet runs its voters and storage nodes.
@@ -103,6 +105,50 @@ type Config struct {
 	// HTTP, when set, adjusts each in-process member's HTTP configuration
 	// last (ignored with ChildProcess).
 	HTTP func(member string, c *HTTPConfig)
+	// Store sizes every node's Pebble store, in process and in child
+	// processes (hce node's --block-cache-mib, --memtable-mib and
+	// --max-compactions). Zero fields: the node's defaults.
+	Store StoreSizing
+}
+
+// StoreSizing is how a testnet's nodes size their Pebble store (see
+// node.Config). Zero fields mean node.DefaultConfig's; sizes are whole
+// MiB (a child process gets them in MiB).
+type StoreSizing struct {
+	// BlockCacheMiB is node.Config.CacheBytes in MiB.
+	BlockCacheMiB int64 `json:"block_cache_mib,omitempty"`
+	// MemTableMiB is node.Config.MemTableBytes in MiB.
+	MemTableMiB int64 `json:"memtable_mib,omitempty"`
+	// MaxCompactions is node.Config.MaxCompactions.
+	MaxCompactions int `json:"max_compactions,omitempty"`
+}
+
+// apply sets the non-zero sizes on c.
+func (z StoreSizing) apply(c *node.Config) {
+	if z.BlockCacheMiB > 0 {
+		c.CacheBytes = z.BlockCacheMiB << 20
+	}
+	if z.MemTableMiB > 0 {
+		c.MemTableBytes = z.MemTableMiB << 20
+	}
+	if z.MaxCompactions > 0 {
+		c.MaxCompactions = z.MaxCompactions
+	}
+}
+
+// args returns the hce node flags of the non-zero sizes.
+func (z StoreSizing) args() []string {
+	var a []string
+	if z.BlockCacheMiB > 0 {
+		a = append(a, "--block-cache-mib", strconv.FormatInt(z.BlockCacheMiB, 10))
+	}
+	if z.MemTableMiB > 0 {
+		a = append(a, "--memtable-mib", strconv.FormatInt(z.MemTableMiB, 10))
+	}
+	if z.MaxCompactions > 0 {
+		a = append(a, "--max-compactions", strconv.Itoa(z.MaxCompactions))
+	}
+	return a
 }
 
 // DefaultConfig returns the defaults (Dir still needs to be set).
@@ -163,6 +209,8 @@ func (c Config) Validate() error {
 		return errors.New("testnet: ChildProcess mode needs Config.Binary")
 	case c.Directories < 0 || c.Nodes < 0 || c.Operators < 0 || c.Replicas < 0:
 		return errors.New("testnet: negative count")
+	case c.Store.BlockCacheMiB < 0 || c.Store.MemTableMiB < 0 || c.Store.MaxCompactions < 0:
+		return errors.New("testnet: negative store size")
 	}
 	return nil
 }

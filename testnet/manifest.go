@@ -60,6 +60,8 @@ type Manifest struct {
 	DownAfter string `json:"down_after"`
 	Heartbeat string `json:"heartbeat"`
 	LogLevel  string `json:"log_level,omitempty"`
+	// Store is the nodes' Pebble sizing (Config.Store).
+	Store StoreSizing `json:"store,omitzero"`
 	// HTTPSCA is the certificate of the CA that issued the members'
 	// HTTPS certificates, when the testnet serves HTTPS (Config.TLS).
 	HTTPSCA string `json:"https_ca,omitempty"`
@@ -82,7 +84,8 @@ func ReadManifest(dir string) (Manifest, error) {
 func (t *Testnet) manifestLocked() Manifest {
 	m := Manifest{Directories: []VoterEntry{}, Nodes: []NodeEntry{}, AdminToken: t.token, Mode: t.cfg.Mode.String(),
 		Binary: t.cfg.Binary, CA: filepath.Join(t.cfg.Dir, "ca"), Replicas: t.cfg.Replicas,
-		DownAfter: t.cfg.DownAfter.String(), Heartbeat: t.cfg.Heartbeat.String(), LogLevel: t.cfg.ChildLogLevel}
+		DownAfter: t.cfg.DownAfter.String(), Heartbeat: t.cfg.Heartbeat.String(), LogLevel: t.cfg.ChildLogLevel,
+		Store: t.cfg.Store}
 	if t.cfg.TLS {
 		m.HTTPSCA = filepath.Join(t.cfg.Dir, HTTPSCADir, "ca.pem")
 	}

@@ -178,7 +178,7 @@ func Attach(dir string) (*Testnet, error) {
 		return nil, err
 	}
 	cfg := Config{Dir: abs, Mode: ChildProcess, Binary: m.Binary, Replicas: m.Replicas, AdminToken: m.AdminToken,
-		ChildLogLevel: m.LogLevel, TLS: m.HTTPSCA != ""}
+		ChildLogLevel: m.LogLevel, TLS: m.HTTPSCA != "", Store: m.Store}
 	cfg.DownAfter, _ = time.ParseDuration(m.DownAfter)
 	cfg.Heartbeat, _ = time.ParseDuration(m.Heartbeat)
 	cfg = cfg.withDefaults()
@@ -331,7 +331,7 @@ func (t *Testnet) start(ctx context.Context, m *member, first bool) error {
 	n, err := StartNode(ctx, NodeConfig{Dir: m.data, HTTPAddr: m.httpAddr, P2PAddr: m.p2pAddr, Directory: dirURL,
 		SweepInterval: t.cfg.Sweep, Blocklist: filepath.Join(m.data, BlocklistFile),
 		Operator: m.operator, HeartbeatInterval: t.cfg.Heartbeat, MembershipTTL: t.cfg.Heartbeat, HTTP: hc,
-		Logger: t.log.With("member", m.name)})
+		Node: t.cfg.Store.apply, Logger: t.log.With("member", m.name)})
 	if err != nil {
 		return fmt.Errorf("testnet: node %s: %w", m.name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/node/dirclient"
 	"github.com/hce-sync/hce/replication"
 	"github.com/hce-sync/hce/testnet"
@@ -47,6 +48,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	replicaWait := fs.Duration("replica-wait", testnet.DefaultReplicaWait, "how long a write waits for the other replicas to confirm it; those that did not are reported to the directory before it is acknowledged (negative: do not wait)")
 	hf := addHTTPFlags(fs, true)
 	lf := addLimitFlags(fs, true, stderr)
+	sf := addStoreFlags(fs)
 	replay := addReplayFlag(fs)
 	logs, err := parseWithLogger(fs, args, stdout, stderr)
 	if err != nil {
@@ -64,6 +66,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := lf.validate(); err != nil {
 		return err
 	}
+	if err := sf.validate(); err != nil {
+		return err
+	}
 	hcfg, err := hf.config(logs.access)
 	if err != nil {
 		return err
@@ -78,7 +83,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Dir: *data, HTTPAddr: *httpAddr, PublicURL: *publicURL, P2PAddr: *p2pAddr, Directory: *dirURL,
 		Operator: *operator, Capacity: *capacity, HeartbeatInterval: *heartbeat, QuotaBytes: lf.quotaBytes(), DisableBasic: *noBasic, Logger: logger,
 		SweepInterval: *sweep, Blocklist: *blocklist, ReplicaWait: *replicaWait, HTTP: hcfg,
-		Node: lf.node, Storage: lf.storage, Sync15: sync15Config(*replay),
+		Node: func(c *node.Config) { lf.node(c); sf.node(c) }, Storage: lf.storage, Sync15: sync15Config(*replay),
 	})
 	cancel()
 	if errors.Is(err, testnet.ErrDirectoryUnreachable) && ctx.Err() == nil {

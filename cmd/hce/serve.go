@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/testnet"
 )
 
@@ -20,6 +21,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	secret := fs.String("admin-secret", "", "X-Weave-Secret value that bypasses the captcha and the registration policy")
 	hf := addHTTPFlags(fs, false)
 	lf := addLimitFlags(fs, false, stderr)
+	sf := addStoreFlags(fs)
 	// Account policy: registration, captcha, reset mail (accountflags.go).
 	af := addAccountFlags(fs, false, false)
 	// Sync 1.5 tokenserver, the local issuer on (fxaflags.go).
@@ -35,6 +37,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := lf.validate(); err != nil {
+		return err
+	}
+	if err := sf.validate(); err != nil {
 		return err
 	}
 	release, err := lockDataDir(*data)
@@ -56,7 +61,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		FxA:        ff.config(),
 		Sync15:     sync15Config(*replay),
 		Logger:     logger,
-		Node:       lf.node,
+		Node:       func(c *node.Config) { lf.node(c); sf.node(c) },
 		Storage:    lf.storage,
 		User: func(c *api.UserConfig) {
 			c.AdminSecret = *secret

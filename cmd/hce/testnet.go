@@ -78,6 +78,9 @@ func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	downAfter := fs.Duration("down-after", testnet.DefaultDownAfter, "mark a node down after this much heartbeat silence")
 	heartbeat := fs.Duration("heartbeat", testnet.DefaultHeartbeat, "nodes' heartbeat interval")
 	level := fs.String("log-level", testnet.DefaultChildLogLevel, "log level of the voters and nodes (their logs go to DIR/logs)")
+	cacheMiB := fs.Int64("block-cache-mib", 0, "each node's Pebble block cache, MiB (0: hce node's default)")
+	memtableMiB := fs.Int64("memtable-mib", 0, "each node's Pebble memtable, MiB (0: hce node's default)")
+	maxComp := fs.Int("max-compactions", 0, "each node's most Pebble compactions at once (0: hce node's default)")
 	useTLS := fs.Bool("tls", false, "serve every voter and node over HTTPS, certificates from DIR/"+testnet.HTTPSCADir+" (trust DIR/"+testnet.HTTPSCADir+"/ca.pem)")
 	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return err
@@ -103,7 +106,8 @@ func runTestnetUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	} else {
 		tn, err = testnet.Start(sctx, testnet.Config{Dir: *dir, Directories: *dirs, Nodes: *nodes, Operators: *ops,
 			Replicas: *replicas, Mode: testnet.ChildProcess, Binary: bin, DownAfter: *downAfter, Heartbeat: *heartbeat,
-			ChildLogLevel: *level, TLS: *useTLS})
+			ChildLogLevel: *level, TLS: *useTLS,
+			Store: testnet.StoreSizing{BlockCacheMiB: *cacheMiB, MemTableMiB: *memtableMiB, MaxCompactions: *maxComp}})
 	}
 	cancel()
 	if err != nil {

@@ -26,8 +26,22 @@ const revHashTag = "hce/rev/v1\x00"
 // nodes making the identical edit on the identical parent get the identical
 // revision, which makes retries idempotent and avoids spurious conflicts.
 func NewRevHash(parent Rev, deleted bool, body []byte) [HashLen]byte {
-	var hdr [len(revHashTag) + 1 + 8 + HashLen + 8]byte
-	n := copy(hdr[:], revHashTag)
+	buf := make([]byte, RevHashHeaderLen, RevHashHeaderLen+len(body))
+	return SumRevHash(append(buf, body...), parent, deleted)
+}
+
+// RevHashHeaderLen is the room SumRevHash needs before the body.
+const RevHashHeaderLen = len(revHashTag) + 1 + 8 + HashLen + 8
+
+// SumRevHash returns NewRevHash(parent, deleted, buf[RevHashHeaderLen:])
+// computed in place: it overwrites buf's first RevHashHeaderLen bytes with
+// the message's header and allocates nothing, so a caller that hashes
+// many edits reuses one buffer. buf must be at least RevHashHeaderLen
+// long.
+func SumRevHash(buf []byte, parent Rev, deleted bool) [HashLen]byte {
+	hdr := buf[:RevHashHeaderLen]
+	n := copy(hdr, revHashTag)
+	hdr[n] = 0
 	if deleted {
 		hdr[n] = 1
 	}
@@ -35,14 +49,9 @@ func NewRevHash(parent Rev, deleted bool, body []byte) [HashLen]byte {
 	binary.BigEndian.PutUint64(hdr[n:], parent.Pos)
 	n += 8
 	n += copy(hdr[n:], parent.Hash[:])
-	binary.BigEndian.PutUint64(hdr[n:], uint64(len(body)))
-	h := sha256.New()
-	h.Write(hdr[:])
-	h.Write(body)
-	var sum [sha256.Size]byte
-	var out [HashLen]byte
-	copy(out[:], h.Sum(sum[:0]))
-	return out
+	binary.BigEndian.PutUint64(hdr[n:], uint64(len(buf)-RevHashHeaderLen))
+	sum := sha256.Sum256(buf)
+	return [HashLen]byte(sum[:HashLen])
 }
 
 // NewRev returns the child revision of parent (the zero Rev for a first

@@ -131,3 +131,24 @@ func TestNewRevHash(t *testing.T) {
 }
 
 const pinnedHello = "14daf2aa5e367ed3c1c1980720207e90" // checked with Python hashlib
+
+// TestSumRevHashInPlace: the in-place form gives NewRevHash's hash (and a
+// vector computed with the streaming SHA-256 the first version used)
+// without allocating.
+func TestSumRevHashInPlace(t *testing.T) {
+	parent := Rev{Pos: 3, Hash: [HashLen]byte{0xab, 1, 2, 3}}
+	body := []byte(`{"payload":"x"}`)
+	buf := append(make([]byte, RevHashHeaderLen), body...)
+	for _, deleted := range []bool{false, true} {
+		if got, want := SumRevHash(buf, parent, deleted), NewRevHash(parent, deleted, body); got != want {
+			t.Fatalf("deleted %v: %x, want %x", deleted, got, want)
+		}
+	}
+	h := SumRevHash(buf, parent, false)
+	if got := hex.EncodeToString(h[:]); got != "dc182ed83e628fc0aa38693ed4ff5112" {
+		t.Fatalf("vector: %s", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { SumRevHash(buf, parent, false) }); n != 0 {
+		t.Fatalf("%v allocations per hash", n)
+	}
+}
