@@ -245,3 +245,50 @@ func (d *Directory) barrier(ctx context.Context) error {
 		}
 	}
 }
+
+// Freshness of positive answers that decide who serves a user.
+//
+// The answers that decide where a user's data is served — node/weave and
+// the token endpoint's node (StorageNode), and the replica sets nodes
+// read for their membership view (ProtoAssignment, ProtoUsers) — must
+// not come from a voter that is out of touch with the cluster: a voter
+// cut off in a minority still lists a member the majority has since
+// marked filling, and a node that can reach only that voter would go on
+// serving the user's stale copy (chaos seed 33: 17 reads of a user on a
+// node partitioned with the minority voter lacked writes acknowledged on
+// the majority side). The acknowledgement rule bounds how long a member
+// may act on a view (the membership cache lifetime) only if views are
+// read from a state that is at most a moment old. So these answers come
+// only from a fresh voter: the leader (raft makes it step down when it
+// loses a quorum for LeaderLeaseTimeout), or a follower that heard from
+// the leader within its HeartbeatTimeout and has applied all but a few
+// of the entries it knows committed. Others answer 503 (nodes: try
+// another voter).
+
+// maxApplyLag is how many committed entries a fresh follower may not
+// have applied yet.
+const maxApplyLag = 64
+
+// errNotFresh is the error of an answer a voter out of touch refuses.
+var errNotFresh = errors.New("directory: this voter is out of touch with the raft leader")
+
+// fresh reports whether this voter's state may answer who serves a user.
+func (d *Directory) fresh() error {
+	if !d.cfg.clustered() || d.IsLeader() {
+		return nil
+	}
+	window := d.cfg.Raft.HeartbeatTimeout
+	if window <= 0 {
+		window = time.Second // raft's default
+	}
+	lc := d.raft.LastContact()
+	if lc.IsZero() || time.Since(lc) > window {
+		d.staleAnswers.Add(1)
+		return api.Unavailable(fmt.Errorf("%w: last contact %v ago", errNotFresh, time.Since(lc).Round(time.Millisecond)), api.RetryElection)
+	}
+	if c, a := d.raft.CommitIndex(), d.raft.AppliedIndex(); c > a+maxApplyLag {
+		d.staleAnswers.Add(1)
+		return api.Unavailable(fmt.Errorf("%w: %d committed entries not applied yet", errNotFresh, c-a), api.RetryElection)
+	}
+	return nil
+}

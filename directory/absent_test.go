@@ -61,6 +61,21 @@ func TestNegativeAnswersNeedTheLeader(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Out of touch with the leader, it does not say who serves an account
+	// it knows either: its state may name a member the majority has
+	// since marked filling.
+	testkit.Eventually(t, 5*time.Second, func() string {
+		if url, err := f.d.StorageNode(ctx, "before"); !errors.Is(err, api.ErrUnavailable) {
+			return fmt.Sprintf("cut-off follower: StorageNode(before) = %q, %v; want a 503 error", url, err)
+		}
+		return ""
+	})
+	if st := f.d.Stats(); st.NotFresh == 0 {
+		t.Fatalf("stats %+v: no answer refused as not fresh", st)
+	}
+	if _, err := l.d.StorageNode(ctx, "before"); err != nil {
+		t.Fatalf("leader: StorageNode(before) = %v", err)
+	}
 	// Never "does not exist" for an account the cluster holds. (A
 	// confirmation waits for a leader as long as a write would; the
 	// callers here give up after a second.)
@@ -102,6 +117,9 @@ func TestNegativeAnswersNeedTheLeader(t *testing.T) {
 	})
 	if err := f.d.CheckPassword(ctx, "during-1", "a password 1"); err != nil {
 		t.Fatalf("CheckPassword after the heal: %v", err)
+	}
+	if _, err := f.d.StorageNode(ctx, "before"); err != nil {
+		t.Fatalf("StorageNode(before) after the heal: %v", err)
 	}
 	// An account that exists nowhere is absent once the leader agrees.
 	if ok, err := f.d.UserExists(ctx, "nobody"); ok || err != nil {

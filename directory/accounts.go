@@ -207,6 +207,9 @@ func (d *Directory) StorageNode(ctx context.Context, user string) (string, error
 	if d.closed.Load() {
 		return "", ErrClosed
 	}
+	if err := d.fresh(); err != nil {
+		return "", err
+	}
 	r, fallback, ok := d.state.Replicas(user)
 	if !ok {
 		switch err := d.confirmAbsent(ctx, user, ""); {

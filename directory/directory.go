@@ -106,7 +106,10 @@ type Directory struct {
 	barriers          barrierGroup
 	absentUnconfirmed atomic.Uint64
 	absentBehind      atomic.Uint64
-	gate              *gate // which commands every voter decodes (gate.go)
+	// staleAnswers counts answers about who serves a user refused while
+	// this voter was out of touch with the leader (absent.go).
+	staleAnswers atomic.Uint64
+	gate         *gate // which commands every voter decodes (gate.go)
 	// fatal receives, once, why this voter must stop: it was removed from
 	// the cluster, or it met a raft entry it cannot decode (Fatal).
 	fatal     chan error
@@ -298,6 +301,9 @@ type Stats struct {
 	// could not confirm with a leader (answered 503) and those the
 	// leader's state contradicted (absent.go).
 	LookupsNoLeader, LookupsBehind uint64
+	// NotFresh counts answers about who serves a user refused while this
+	// voter was out of touch with the leader.
+	NotFresh uint64
 }
 
 // Stats returns current counters.
@@ -311,5 +317,6 @@ func (d *Directory) Stats() Stats {
 		UndecodableEntries: d.state.Undecodable(),
 		LookupsNoLeader:    d.absentUnconfirmed.Load(),
 		LookupsBehind:      d.absentBehind.Load(),
+		NotFresh:           d.staleAnswers.Load(),
 	}
 }

@@ -50,7 +50,7 @@ func (d *Directory) Collector() prometheus.Collector {
 		pending: desc("raft", "fsm_pending", "Committed entries waiting to be applied to the state machine."),
 		contact: desc("raft", "last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader)."),
 		auth:    desc("directory", "auth_failures_total", "Credentials the directory refused: kind=password (user API and node password checks), kind=admin_token.", "kind"),
-		absent:  desc("directory", "unconfirmed_lookups_total", "Negative answers this voter could not give from its own state (absent.go): outcome=no_leader (no leader confirmed them: 503), outcome=behind (the leader's state had what this voter's lacked).", "outcome"),
+		absent:  desc("directory", "unconfirmed_lookups_total", "Negative answers this voter could not give from its own state (absent.go): outcome=no_leader (no leader confirmed them: 503), outcome=behind (the leader's state had what this voter's lacked); outcome=not_fresh: answers about who serves a user refused while out of touch with the leader.", "outcome"),
 	}
 }
 
@@ -90,5 +90,6 @@ func (c *dirCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.auth, prometheus.CounterValue, float64(d.auth.adminToken.Load()), "admin_token")
 	ch <- prometheus.MustNewConstMetric(c.absent, prometheus.CounterValue, float64(d.absentUnconfirmed.Load()), "no_leader")
 	ch <- prometheus.MustNewConstMetric(c.absent, prometheus.CounterValue, float64(d.absentBehind.Load()), "behind")
+	ch <- prometheus.MustNewConstMetric(c.absent, prometheus.CounterValue, float64(d.staleAnswers.Load()), "not_fresh")
 	d.commits.apply.Collect(ch)
 }

@@ -273,6 +273,9 @@ func (s *p2pServer) assignment(ctx context.Context, from peer.ID, r dirproto.Ass
 	if err != nil {
 		return dirproto.AssignmentResponse{}, err
 	}
+	if err := s.d.fresh(); err != nil {
+		return dirproto.AssignmentResponse{}, p2pError(err)
+	}
 	reps, err := s.holds(ctx, self.ID, r.User)
 	if err != nil {
 		return dirproto.AssignmentResponse{}, err
@@ -317,6 +320,9 @@ func (s *p2pServer) users(_ context.Context, from peer.ID, r dirproto.UsersReque
 	self, err := s.admittedNode(from)
 	if err != nil {
 		return dirproto.UsersResponse{}, err
+	}
+	if err := s.d.fresh(); err != nil {
+		return dirproto.UsersResponse{}, p2pError(err)
 	}
 	limit := r.Limit
 	if limit <= 0 || limit > dirproto.MaxUsersPage {
