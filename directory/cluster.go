@@ -124,15 +124,24 @@ func (d *Directory) join(ctx context.Context) error {
 	return decodeWireResult(resp)
 }
 
-// internalPost sends an authenticated voter-to-voter POST.
+// internalPost sends an authenticated voter-to-voter POST, bounded by
+// Raft.ApplyTimeout.
 func (d *Directory) internalPost(ctx context.Context, url, ctype string, body []byte, forwarded bool) (*http.Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.Raft.ApplyTimeout)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	return d.internalRequest(ctx, d.cfg.Raft.ApplyTimeout, http.MethodPost, url, ctype, body, forwarded)
+}
+
+// internalRequest sends an authenticated voter-to-voter request bounded
+// by timeout (the response body included: closing it ends the bound).
+func (d *Directory) internalRequest(ctx context.Context, timeout time.Duration, method, url, ctype string, body []byte, forwarded bool) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	req.Header.Set("Content-Type", ctype)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
 	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
 	if forwarded {
 		req.Header.Set(headerForwarded, "1")

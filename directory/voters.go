@@ -1,7 +1,6 @@
 package directory
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -275,28 +274,10 @@ func (d *Directory) viaLeader(ctx context.Context, method, path string, body []b
 	return decodeWireResult(resp)
 }
 
-// internalDo sends an authenticated voter-to-voter request.
+// internalDo sends an authenticated voter-to-voter request for the
+// voters' admin calls (a removal may wait for a leadership transfer).
 func (d *Directory) internalDo(ctx context.Context, method, url, ctype string, body []byte, forwarded bool) (*http.Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*d.cfg.Raft.ApplyTimeout+10*time.Second)
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	req.Header.Set("Authorization", "Bearer "+d.cfg.AdminToken)
-	if forwarded {
-		req.Header.Set(headerForwarded, "1")
-	}
-	resp, err := d.cfg.Cluster.HTTPClient.Do(req)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
-	return resp, nil
+	return d.internalRequest(ctx, 2*d.cfg.Raft.ApplyTimeout+10*time.Second, method, url, ctype, body, forwarded)
 }
 
 // votersTick is how often the voters loop looks.

@@ -60,7 +60,7 @@ func ParseBatchID(s string) (BatchID, error) {
 	if len(s) != BatchIDLen {
 		return BatchID{}, fmt.Errorf("%w: batch id length", ErrBadQuery)
 	}
-	b, err := b64.DecodeString(s)
+	b, err := decodeB64(s)
 	if err != nil || len(b) != batchIDBytes || b[0] != batchVersion {
 		return BatchID{}, fmt.Errorf("%w: batch id", ErrBadQuery)
 	}

@@ -316,6 +316,15 @@ const maxOffsetLen = 128
 
 var b64 = base64.RawURLEncoding.Strict()
 
+// decodeB64 decodes s strictly: encoding/base64 skips '\r' and '\n' even
+// in strict mode, so two texts would name one token; they are refused.
+func decodeB64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, base64.CorruptInputError(strings.IndexAny(s, "\r\n"))
+	}
+	return b64.DecodeString(s)
+}
+
 // OffsetToken is a decoded offset: the order it belongs to and the
 // position to resume after (nil: from the start).
 type OffsetToken struct {
@@ -353,7 +362,7 @@ func DecodeOffset(s string) (OffsetToken, error) {
 	if len(s) > maxOffsetLen {
 		return bad("too long")
 	}
-	b, err := b64.DecodeString(s)
+	b, err := decodeB64(s)
 	if err != nil {
 		return bad("encoding")
 	}
