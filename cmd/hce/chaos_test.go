@@ -15,21 +15,32 @@ import (
 )
 
 // chaosNet starts a child-process testnet for the chaos tests: 3 voters,
-// 4 nodes, R = 2, nodes down after 2 s of silence, 250 ms heartbeats. It
-// is closed when the test ends; on failure the members' log tails are
-// logged.
+// 4 nodes, R = 2, nodes down after 2 s of silence, 250 ms heartbeats
+// (childNet: closed when the test ends, log tails on failure).
 func chaosNet(t *testing.T, ctx context.Context) *testnet.Testnet {
 	t.Helper()
-	bin := hceBinary(t)
+	return childNet(t, ctx, testnet.Config{Binary: hceBinary(t), DownAfter: 2 * time.Second, Heartbeat: 250 * time.Millisecond})
+}
+
+// childNet starts a child-process testnet with cfg (Mode and, when empty,
+// Dir filled in), trying again when a start lost a race for a port. It is
+// closed when the test ends; on failure the tail of each member's log is
+// logged.
+func childNet(t *testing.T, ctx context.Context, cfg testnet.Config) *testnet.Testnet {
+	t.Helper()
+	cfg.Mode = testnet.ChildProcess
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
 	var tn *testnet.Testnet
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
-		tn, err = testnet.Start(ctx, testnet.Config{Dir: t.TempDir(), Mode: testnet.ChildProcess, Binary: bin,
-			DownAfter: 2 * time.Second, Heartbeat: 250 * time.Millisecond})
+		tn, err = testnet.Start(ctx, cfg)
 		if err == nil || !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
 		t.Logf("start attempt %d: %v", attempt, err)
+		cfg.Dir = t.TempDir()
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +53,8 @@ func chaosNet(t *testing.T, ctx context.Context) *testnet.Testnet {
 			logs, _ := filepath.Glob(filepath.Join(tn.Dir(), "logs", "*.log"))
 			for _, l := range logs {
 				b, _ := os.ReadFile(l)
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
 				}
 				t.Logf("%s:\n%s", filepath.Base(l), b)
 			}

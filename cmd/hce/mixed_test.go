@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -141,34 +140,7 @@ func TestMixedVersionFederation(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	var tn *testnet.Testnet
-	var err error
-	for attempt := 1; attempt <= 3; attempt++ {
-		tn, err = testnet.Start(ctx, testnet.Config{Dir: t.TempDir(), Mode: testnet.ChildProcess, Binary: cur,
-			BinaryFor: binaryFor, Directories: 3, Nodes: 3, DownAfter: 2 * time.Second, Heartbeat: 250 * time.Millisecond})
-		if err == nil || !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-		t.Logf("start attempt %d: %v", attempt, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := tn.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		if t.Failed() {
-			logs, _ := filepath.Glob(filepath.Join(tn.Dir(), "logs", "*.log"))
-			for _, l := range logs {
-				b, _ := os.ReadFile(l)
-				if len(b) > 6000 {
-					b = b[len(b)-6000:]
-				}
-				t.Logf("%s:\n%s", filepath.Base(l), b)
-			}
-		}
-	}()
+	tn := childNet(t, ctx, testnet.Config{Binary: cur, BinaryFor: binaryFor, Directories: 3, Nodes: 3, DownAfter: 2 * time.Second, Heartbeat: 250 * time.Millisecond})
 	t.Logf("mixed testnet up: d1, d3, n1, n3 run %s, d2, n2 this build", previousRelease)
 	hc := &http.Client{Timeout: 10 * time.Second}
 	voterURL := func(name string) string {

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,34 +62,7 @@ func TestStoryPrimaryKilledMidStream(t *testing.T) {
 	defer cancel()
 	const downAfter = 2 * time.Second
 	begin := time.Now()
-	var tn *testnet.Testnet
-	var err error
-	for attempt := 1; attempt <= 3; attempt++ {
-		tn, err = testnet.Start(ctx, testnet.Config{Dir: t.TempDir(), Mode: testnet.ChildProcess, Binary: bin,
-			Directories: 1, Nodes: 3, DownAfter: downAfter, Heartbeat: 250 * time.Millisecond})
-		if err == nil || !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-		t.Logf("start attempt %d: %v", attempt, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := tn.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		if t.Failed() {
-			logs, _ := filepath.Glob(filepath.Join(tn.Dir(), "logs", "*.log"))
-			for _, l := range logs {
-				b, _ := os.ReadFile(l)
-				if len(b) > 4000 {
-					b = b[len(b)-4000:]
-				}
-				t.Logf("%s:\n%s", filepath.Base(l), b)
-			}
-		}
-	}()
+	tn := childNet(t, ctx, testnet.Config{Binary: bin, Directories: 1, Nodes: 3, DownAfter: downAfter, Heartbeat: 250 * time.Millisecond})
 	t.Logf("child-process testnet (1 directory, 3 nodes) up in %v", time.Since(begin).Round(time.Millisecond))
 
 	_, dir := tn.Leader()

@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,33 +26,7 @@ func TestStorySync15PrimaryKilled(t *testing.T) {
 	bin := hceBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	var tn *testnet.Testnet
-	var err error
-	for attempt := 1; attempt <= 3; attempt++ {
-		tn, err = testnet.Start(ctx, testnet.Config{Dir: t.TempDir(), Mode: testnet.ChildProcess, Binary: bin,
-			Directories: 1, Nodes: 3, DownAfter: 2 * time.Second, Heartbeat: 250 * time.Millisecond})
-		if err == nil || !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := tn.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-		if t.Failed() {
-			logs, _ := filepath.Glob(filepath.Join(tn.Dir(), "logs", "*.log"))
-			for _, l := range logs {
-				b, _ := os.ReadFile(l)
-				if len(b) > 4000 {
-					b = b[len(b)-4000:]
-				}
-				t.Logf("%s:\n%s", filepath.Base(l), b)
-			}
-		}
-	}()
+	tn := childNet(t, ctx, testnet.Config{Binary: bin, Directories: 1, Nodes: 3, DownAfter: 2 * time.Second, Heartbeat: 250 * time.Millisecond})
 	_, dir := tn.Leader()
 	hc := &http.Client{Timeout: 10 * time.Second}
 	const password = "story sync15 killed"
