@@ -156,6 +156,23 @@ func (d *Directory) confirmAbsent(ctx context.Context, user, node string) error 
 // build).
 var errLookupUnknown = errors.New("directory: the leader predates " + pathLookup)
 
+// readConfirmed returns read's answer from the local state; when it is
+// negative, only once the leader's state agrees (confirmAbsent), reading
+// again when this voter's state caught up. user and node are as for
+// confirmAbsent.
+func (d *Directory) readConfirmed(ctx context.Context, user, node string, read func() bool) (bool, error) {
+	if read() {
+		return true, nil
+	}
+	switch err := d.confirmAbsent(ctx, user, node); {
+	case errors.Is(err, errRecheck):
+		return read(), nil
+	case err != nil:
+		return false, err
+	}
+	return false, nil
+}
+
 // errRecheck tells a caller of confirmAbsent to read its state again.
 var errRecheck = errors.New("directory: state caught up; read again")
 

@@ -46,18 +46,11 @@ func (d *Directory) UserExists(ctx context.Context, user string) (bool, error) {
 	if d.closed.Load() {
 		return false, ErrClosed
 	}
-	if _, ok := d.state.Account(user); ok {
-		return true, nil
-	}
 	// "No such account" only from the leader's state (absent.go).
-	switch err := d.confirmAbsent(ctx, user, ""); {
-	case errors.Is(err, errRecheck):
+	return d.readConfirmed(ctx, user, "", func() bool {
 		_, ok := d.state.Account(user)
-		return ok, nil
-	case err != nil:
-		return false, err
-	}
-	return false, nil
+		return ok
+	})
 }
 
 // CreateUser hashes password (argon2id, outside raft) and proposes the
@@ -157,17 +150,16 @@ func (d *Directory) CheckPassword(ctx context.Context, user, password string) er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	a, ok := d.state.Account(user)
-	if !ok {
-		// An account this voter does not know may be one it has not
-		// applied yet: refuse the password only once the leader's state
-		// agrees (absent.go).
-		switch err := d.confirmAbsent(ctx, user, ""); {
-		case errors.Is(err, errRecheck):
-			a, ok = d.state.Account(user)
-		case err != nil:
-			return err
-		}
+	// An account this voter does not know may be one it has not applied
+	// yet: refuse the password only once the leader's state agrees
+	// (absent.go).
+	var a state.Account
+	ok, err := d.readConfirmed(ctx, user, "", func() (found bool) {
+		a, found = d.state.Account(user)
+		return found
+	})
+	if err != nil {
+		return err
 	}
 	if ok && a.SyncAccount() {
 		ok = false // a Sync 1.5 account has no password
@@ -210,18 +202,19 @@ func (d *Directory) StorageNode(ctx context.Context, user string) (string, error
 	if err := d.fresh(); err != nil {
 		return "", err
 	}
-	r, fallback, ok := d.state.Replicas(user)
+	var (
+		r        Replicas
+		fallback string
+	)
+	ok, err := d.readConfirmed(ctx, user, "", func() (found bool) {
+		r, fallback, found = d.state.Replicas(user)
+		return found
+	})
+	if err != nil {
+		return "", err
+	}
 	if !ok {
-		switch err := d.confirmAbsent(ctx, user, ""); {
-		case errors.Is(err, errRecheck):
-			if r, fallback, ok = d.state.Replicas(user); !ok {
-				return "", api.ErrUserNotFound
-			}
-		case err != nil:
-			return "", err
-		default:
-			return "", api.ErrUserNotFound
-		}
+		return "", api.ErrUserNotFound
 	}
 	if len(r.Members) == 0 {
 		return fallback, nil

@@ -172,21 +172,20 @@ func (d *Directory) leaderPeerID() string {
 // name node, else a p2p.CodeForbidden error (also for an unknown user,
 // so that a node cannot tell unknown names from others' users).
 func (s *p2pServer) holds(ctx context.Context, node, user string) (Replicas, error) {
-	for range 2 {
-		if r, ok := s.named(node, user); ok {
-			return r, nil
-		}
-		// A negative answer only from the leader's up-to-date state
-		// (absent.go): a node told it holds no copy may wipe it.
-		switch err := s.d.confirmAbsent(ctx, user, node); {
-		case errors.Is(err, errRecheck):
-			continue
-		case err != nil:
-			return Replicas{}, p2pError(err)
-		}
-		break
+	// A negative answer only from the leader's up-to-date state
+	// (absent.go): a node told it holds no copy may wipe it.
+	var r Replicas
+	ok, err := s.d.readConfirmed(ctx, user, node, func() (found bool) {
+		r, found = s.named(node, user)
+		return found
+	})
+	if err != nil {
+		return Replicas{}, p2pError(err)
 	}
-	return Replicas{}, p2p.Errorf(p2p.CodeForbidden, "node %s does not hold user %q", node, user)
+	if !ok {
+		return Replicas{}, p2p.Errorf(p2p.CodeForbidden, "node %s does not hold user %q", node, user)
+	}
+	return r, nil
 }
 
 // named returns user's replica set if it names node as a member or a
