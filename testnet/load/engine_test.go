@@ -2,11 +2,13 @@ package load_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,8 +126,30 @@ func TestOpenLoopShowsQueueing(t *testing.T) {
 
 // TestCapacitySearchFindsKnee: against a server with a capacity of 500
 // requests/s (2 ms per request, one at a time), the capacity search
-// reports a capacity within 10 % of 500 req/s, ended by latency.
+// reports a capacity within 10 % of 500 req/s, ended by latency. The
+// server's queue is exact, but a step's p99 also holds this machine's
+// scheduling delays: when other work saturates the cores, one step below
+// the knee can miss its latency objective and end the search early. So
+// the search gets up to three attempts, each against a fresh server, and
+// the test fails only when none of them finds the knee (a broken search
+// misses every time).
 func TestCapacitySearchFindsKnee(t *testing.T) {
+	const attempts = 3
+	var problems []string
+	for a := 1; a <= attempts; a++ {
+		problem := findKnee(t, a)
+		if problem == "" {
+			return
+		}
+		t.Logf("attempt %d: %s", a, problem)
+		problems = append(problems, problem)
+	}
+	t.Fatalf("the capacity search missed the knee in %d attempts: %s", attempts, strings.Join(problems, "; "))
+}
+
+// findKnee runs one capacity search of TestCapacitySearchFindsKnee and
+// returns what was wrong with its result, or "".
+func findKnee(t *testing.T, attempt int) string {
 	const capacity = 500.0
 	ctx := context.Background()
 	url := serve(t, &queueServer{service: time.Second / capacity})
@@ -134,22 +158,23 @@ func TestCapacitySearchFindsKnee(t *testing.T) {
 		Cooldown: 200 * time.Millisecond, Arrival: load.ArrivalUniform, Precision: 0.05, MinRequests: 100,
 		SLO: load.SLO{MaxSendLag: 200 * time.Millisecond}, // the machine may be busy: judge the server
 		OnStep: func(st report.Step) {
-			t.Logf("step %d: %.0f req/s -> p99 %.1f ms, send lag p99 %.1f ms, %s", st.Index, st.Offered, st.Latency.P99, st.SendLag.P99, st.FailureDetail)
+			t.Logf("attempt %d step %d: %.0f req/s -> p99 %.1f ms, send lag p99 %.1f ms, %s", attempt, st.Index, st.Offered, st.Latency.P99, st.SendLag.P99, st.FailureDetail)
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("capacity %.0f req/s (%.0f users), failure %s at %.0f req/s: %s", c.RPS, c.Users, c.Failure, c.FailedRPS, c.FailureDetail)
+	t.Logf("attempt %d: capacity %.0f req/s (%.0f users), failure %s at %.0f req/s: %s", attempt, c.RPS, c.Users, c.Failure, c.FailedRPS, c.FailureDetail)
 	if math.Abs(c.RPS-capacity)/capacity > 0.10 {
-		t.Fatalf("capacity %.0f req/s, want within 10 %% of %.0f", c.RPS, capacity)
+		return fmt.Sprintf("capacity %.0f req/s, want within 10 %% of %.0f", c.RPS, capacity)
 	}
 	if c.Failure != load.FailLatency || c.FailedRPS <= c.RPS {
-		t.Fatalf("failure %q at %.0f req/s", c.Failure, c.FailedRPS)
+		return fmt.Sprintf("failure %q at %.0f req/s", c.Failure, c.FailedRPS)
 	}
 	res := e.Result()
 	if res.Capacity == nil || len(res.Steps) < 4 || len(res.Series) < 8 {
 		t.Fatalf("result: capacity %v, %d steps, %d points", res.Capacity, len(res.Steps), len(res.Series))
 	}
+	return ""
 }
 
 // TestSLOCheck: each failure mode is named, the first in order wins.
