@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,8 @@ const loadUsage = `Usage:
   hce load capacity [flags]        raise the offered load step by step until a failure mode
                                    appears; report the last healthy step in req/s and active users
   hce load compare A.json B.json   two runs' result.json side by side, with changes in percent
+  hce load baseline [--addr A]     serve the minimal net/http handler the ratios are taken
+                                   against, for an external driver (wrk; testnet/load/wrk)
 
 Targets: an in-process hce serve in a temp folder (default), --url of a server, or --testnet DIR
 of a running 'hce testnet up'. Mixes: weave-mix-v1 (real Sync clients, docs/mix-format.md),
@@ -46,12 +49,31 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return runLoadCapacity(ctx, args[1:], stdout, stderr)
 		case "compare":
 			return runLoadCompare(args[1:], stdout, stderr)
+		case "baseline":
+			return runLoadBaseline(ctx, args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, loadUsage)
 			return nil
 		}
 	}
 	return runLoadRun(ctx, args, stdout, stderr)
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("load: --cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("load: --cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // loadFlags are the flags `hce load` and `hce load capacity` share.
@@ -294,6 +316,33 @@ func isTerminal(f *os.File) bool {
 }
 
 // startBaseline serves the minimal handler on a loopback port.
+// runLoadBaseline serves the minimal handler until ctx ends (SIGINT,
+// SIGTERM), so that an external load driver can measure it beside a
+// server in the same round.
+func runLoadBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("load baseline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8090", "listen address of the minimal handler")
+	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("load baseline: %w", err)
+	}
+	bs := &http.Server{Handler: load.Baseline(), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "hce load baseline: serving the minimal handler at http://%s/ until interrupted\n", ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- bs.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		bs.Close()
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("load baseline: %w", err)
+	}
+}
+
 func startBaseline() (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -435,8 +484,16 @@ func runLoadRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	conc := fs.Int("concurrency", 16, "closed loop: concurrent connections")
 	dur := fs.Duration("duration", 10*time.Second, "measured time per mix (a closed loop splits it over --rounds windows)")
 	rounds := fs.Int("rounds", 5, "closed loop: interleaved baseline/target window pairs per mix; the ratio printed is their median")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the generator, and the in-process server when there is one) to this file; read it with go tool pprof")
 	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	arrival, err := load.ParseArrival(f.arrival)
 	if err != nil {

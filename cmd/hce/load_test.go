@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/directory"
 	"github.com/hce-sync/hce/testnet"
 	"github.com/hce-sync/hce/testnet/load/report"
@@ -258,5 +259,46 @@ func TestLoadTestnet(t *testing.T) {
 	}
 	if res.Users.Deleted < 3 {
 		t.Fatalf("accounts not deleted: %+v", res.Users)
+	}
+}
+
+// TestLoadBaselineAndProfile: `hce load baseline` serves the minimal
+// handler an external driver compares with (an answer of {} to any
+// request, until interrupted), and `hce load --cpuprofile` writes a CPU
+// profile that go tool pprof reads.
+func TestLoadBaselineAndProfile(t *testing.T) {
+	addr := testkit.FreeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"load", "baseline", "--addr", addr}, &out, io.Discard) }()
+	var body []byte
+	testkit.WaitFor(t, 10*time.Second, "the baseline answering", func() bool {
+		resp, err := http.Post("http://"+addr+"/1.1/u/storage/history", "application/json", strings.NewReader(`[{"id":"a"}]`))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK
+	})
+	if string(body) != "{}" {
+		t.Errorf("baseline answered %q, want {}", body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("hce load baseline: %v", err)
+	}
+	if !strings.Contains(out.String(), addr) {
+		t.Errorf("hce load baseline printed %q, want its address %s", out.String(), addr)
+	}
+
+	prof := filepath.Join(t.TempDir(), "cpu.pprof")
+	if _, err := runHCE(t, "load", "--mix", "info", "--duration", "1s", "--rounds", "1", "--baseline=false", "--quiet", "--users", "2", "--cpuprofile", prof); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "tool", "pprof", "-top", "-nodecount=5", prof)
+	if b, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(b), "Type: cpu") {
+		t.Fatalf("go tool pprof %s: %v\n%s", prof, err, b)
 	}
 }
