@@ -14,9 +14,12 @@ const (
 	DefaultFetchBatch    = 1000
 	DefaultSeqsBatch     = 500
 	DefaultIdleTimeout   = time.Minute
-	DefaultRetryMin      = 100 * time.Millisecond
-	DefaultRetryMax      = 30 * time.Second
-	DefaultCallTimeout   = 30 * time.Second
+	// DefaultPullConcurrency is how many users' pulls from one peer run
+	// at once.
+	DefaultPullConcurrency = 8
+	DefaultRetryMin        = 100 * time.Millisecond
+	DefaultRetryMax        = 30 * time.Second
+	DefaultCallTimeout     = 30 * time.Second
 	// DefaultReplicaWait is how long a client write waits for the other
 	// members' confirmations (hce node --replica-wait).
 	DefaultReplicaWait = 2 * time.Second
@@ -26,6 +29,9 @@ const (
 	// count on (the node's directory client's default).
 	DefaultMembershipTTL = 2 * time.Second
 )
+
+// MaxPullConcurrency bounds Config.PullConcurrency.
+const MaxPullConcurrency = 64
 
 // Config configures a Replicator. A zero field means "use the default".
 type Config struct {
@@ -54,6 +60,10 @@ type Config struct {
 	// IdleTimeout is how long a peer's pull goroutine waits for work
 	// before it exits. Default 1 minute.
 	IdleTimeout time.Duration
+	// PullConcurrency is how many users' pulls from one peer run at once
+	// (a client write waits for its own user's pull, not for the others'
+	// queued beside it). Default 8, at most MaxPullConcurrency.
+	PullConcurrency int
 	// RetryMin and RetryMax bound the backoff before a failed pull is
 	// retried. Defaults 100 ms and 30 s.
 	RetryMin, RetryMax time.Duration
@@ -85,18 +95,19 @@ type Config struct {
 // Membership and Transport must still be set.
 func DefaultConfig() Config {
 	return Config{
-		Logger:        slog.New(slog.DiscardHandler),
-		SweepInterval: DefaultSweepInterval,
-		ChangesBatch:  DefaultChangesBatch,
-		FetchBatch:    DefaultFetchBatch,
-		SeqsBatch:     DefaultSeqsBatch,
-		IdleTimeout:   DefaultIdleTimeout,
-		RetryMin:      DefaultRetryMin,
-		RetryMax:      DefaultRetryMax,
-		CallTimeout:   DefaultCallTimeout,
-		ReplicaWait:   DefaultReplicaWait,
-		ReportTimeout: DefaultReportTimeout,
-		MembershipTTL: DefaultMembershipTTL,
+		Logger:          slog.New(slog.DiscardHandler),
+		SweepInterval:   DefaultSweepInterval,
+		ChangesBatch:    DefaultChangesBatch,
+		FetchBatch:      DefaultFetchBatch,
+		SeqsBatch:       DefaultSeqsBatch,
+		IdleTimeout:     DefaultIdleTimeout,
+		PullConcurrency: DefaultPullConcurrency,
+		RetryMin:        DefaultRetryMin,
+		RetryMax:        DefaultRetryMax,
+		CallTimeout:     DefaultCallTimeout,
+		ReplicaWait:     DefaultReplicaWait,
+		ReportTimeout:   DefaultReportTimeout,
+		MembershipTTL:   DefaultMembershipTTL,
 	}
 }
 
@@ -116,6 +127,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("replication: Config.ChangesBatch %d not in [0, %d]", c.ChangesBatch, MaxRows)
 	case c.FetchBatch < 0 || c.FetchBatch > MaxFetchDocs:
 		return fmt.Errorf("replication: Config.FetchBatch %d not in [0, %d]", c.FetchBatch, MaxFetchDocs)
+	case c.PullConcurrency < 0 || c.PullConcurrency > MaxPullConcurrency:
+		return fmt.Errorf("replication: Config.PullConcurrency %d not in [0, %d]", c.PullConcurrency, MaxPullConcurrency)
 	case c.SeqsBatch < 0 || c.SeqsBatch > MaxUsers:
 		return fmt.Errorf("replication: Config.SeqsBatch %d not in [0, %d]", c.SeqsBatch, MaxUsers)
 	}
@@ -142,6 +155,9 @@ func (c Config) withDefaults() Config {
 	def(&c.MembershipTTL, d.MembershipTTL)
 	if c.ChangesBatch == 0 {
 		c.ChangesBatch = d.ChangesBatch
+	}
+	if c.PullConcurrency == 0 {
+		c.PullConcurrency = d.PullConcurrency
 	}
 	if c.FetchBatch == 0 {
 		c.FetchBatch = d.FetchBatch

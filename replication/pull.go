@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -142,14 +143,7 @@ func (r *Replicator) run(l *peerLoop) {
 			}
 		}
 		var failed []string
-		for user, ws := range batch {
-			var err error
-			if err = ctx.Err(); err == nil {
-				err = r.pull(ctx, l.id, user)
-			}
-			for _, w := range ws {
-				w <- err
-			}
+		for user, err := range r.pullBatch(ctx, l.id, batch) {
 			if err == nil || ctx.Err() != nil {
 				delete(l.refusals, user)
 				continue
@@ -202,6 +196,46 @@ func (r *Replicator) run(l *peerLoop) {
 		l.inflightSince, l.inflight = time.Time{}, 0
 		r.mu.Unlock()
 	}
+}
+
+// pullBatch pulls the users of batch from p, up to Config.PullConcurrency
+// at a time, answers each user's waiters as soon as its own pull ends, and
+// returns every user's outcome. Pulls of different users are independent
+// (each has its own checkpoint and the store locks per user), so a write
+// waiting for its user's pull does not wait behind the other users' pulls
+// of the same batch.
+func (r *Replicator) pullBatch(ctx context.Context, p peer.ID, batch map[string][]chan error) map[string]error {
+	out := make(map[string]error, len(batch))
+	var mu sync.Mutex
+	one := func(user string, ws []chan error) {
+		err := ctx.Err()
+		if err == nil {
+			err = r.pull(ctx, p, user)
+		}
+		for _, w := range ws {
+			w <- err
+		}
+		mu.Lock()
+		out[user] = err
+		mu.Unlock()
+	}
+	if len(batch) == 1 || r.cfg.PullConcurrency == 1 {
+		for user, ws := range batch {
+			one(user, ws)
+		}
+		return out
+	}
+	sem := make(chan struct{}, r.cfg.PullConcurrency)
+	var wg sync.WaitGroup
+	for user, ws := range batch {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			one(user, ws)
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // endLoop fails the waiters still queued on l when the replicator stops.
