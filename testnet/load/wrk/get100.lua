@@ -3,17 +3,14 @@
 -- in turn: the get100 mix of hce load, driven from outside the server's
 -- process. Usage: wrk -t2 -c16 -d20s -s get100.lua URL -- CREDS
 
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "users.lua")
+
 local users = {}
 local n = 0
 
 function init(args)
-  local f = assert(io.open(args[1], "r"), "credentials file")
-  for line in f:lines() do
-    local name, auth = line:match("^(%S+)%s+(.+)$")
-    if name then users[#users + 1] = { name = name, auth = auth } end
-  end
-  f:close()
-  assert(#users > 0, "no users in " .. args[1])
+  users = load_users(args[1])
   n = math.random(0, #users - 1)
 end
 
@@ -25,7 +22,5 @@ function request()
 end
 
 function response(status, headers, body)
-  if status ~= 200 then
-    io.stderr:write("get100: status " .. status .. ": " .. body:sub(1, 200) .. "\n")
-  end
+  report_failure("get100", status, body)
 end

@@ -6,6 +6,9 @@
 -- CREDS has one line per user: "<user name> <Authorization header value>".
 -- Against `hce load baseline` the same requests measure the minimal handler.
 
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "users.lua")
+
 local users = {}
 local bodies = {}
 local n = 0
@@ -17,13 +20,7 @@ function setup(thread)
 end
 
 function init(args)
-  local f = assert(io.open(args[1], "r"), "credentials file")
-  for line in f:lines() do
-    local name, auth = line:match("^(%S+)%s+(.+)$")
-    if name then users[#users + 1] = { name = name, auth = auth } end
-  end
-  f:close()
-  assert(#users > 0, "no users in " .. args[1])
+  users = load_users(args[1])
   -- Bodies are built once per thread: the driver's own cost per request
   -- stays small and equal for both servers.
   local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -56,7 +53,5 @@ function request()
 end
 
 function response(status, headers, body)
-  if status ~= 200 then
-    io.stderr:write("post100: status " .. status .. ": " .. body:sub(1, 200) .. "\n")
-  end
+  report_failure("post100", status, body)
 end
