@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"image/png"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -300,5 +301,44 @@ func TestLoadBaselineAndProfile(t *testing.T) {
 	cmd := exec.Command("go", "tool", "pprof", "-top", "-nodecount=5", prof)
 	if b, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(b), "Type: cpu") {
 		t.Fatalf("go tool pprof %s: %v\n%s", prof, err, b)
+	}
+}
+
+// TestWrkDriver runs the external driver (testnet/load/wrk/run.sh) for one
+// short round against the hce binary: hce serve and hce load baseline in
+// their own processes, 16 users registered and prefilled, post100 and
+// get100 from wrk, every request answered 200 and both ratios printed.
+// It needs wrk; without it the test is skipped, unless HCE_REQUIRE_WRK is
+// set (.ci/run installs wrk and sets it).
+func TestWrkDriver(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		if os.Getenv("HCE_REQUIRE_WRK") != "" {
+			t.Fatal("wrk not found and HCE_REQUIRE_WRK is set")
+		}
+		t.Skip("wrk not installed")
+	}
+	bin := hceBinary(t)
+	port := func() string {
+		_, p, err := net.SplitHostPort(testkit.FreeAddr(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cmd := exec.Command("../../testnet/load/wrk/run.sh", bin, "1", "1")
+	cmd.Env = append(os.Environ(), "HCE_WRK_PORT="+port(), "HCE_WRK_BASELINE_PORT="+port())
+	out, err := cmd.CombinedOutput()
+	t.Logf("run.sh:\n%s", out)
+	if err != nil {
+		t.Fatalf("run.sh: %v", err)
+	}
+	if strings.Contains(string(out), "status") {
+		t.Errorf("some requests were not answered 200")
+	}
+	for _, sc := range []string{"post100", "get100"} {
+		m := regexp.MustCompile(sc + ` +median ratio ([0-9.]+)%`).FindStringSubmatch(string(out))
+		if m == nil || m[1] == "0" || m[1] == "0.0" {
+			t.Errorf("no %s ratio in the output", sc)
+		}
 	}
 }

@@ -7,14 +7,14 @@
 #   testnet/load/wrk/run.sh [HCE_BINARY] [SECONDS_PER_WINDOW] [ROUNDS]
 #
 # Needs wrk (apt-get install wrk). Ports: $HCE_WRK_PORT (18080) for hce
-# serve, that + 10 for the baseline ($HCE_BASELINE: the hce binary serving
-# it, default HCE_BINARY). 16 users, 16 connections, 2 threads.
+# serve, $HCE_WRK_BASELINE_PORT (that + 10) for the baseline, served by
+# $HCE_BASELINE (default HCE_BINARY). 16 users, 16 connections, 2 threads.
 set -euo pipefail
 HCE=${1:-hce}
 SECS=${2:-4}
 ROUNDS=${3:-5}
 PORT=${HCE_WRK_PORT:-18080}
-BPORT=$((PORT + 10))
+BPORT=${HCE_WRK_BASELINE_PORT:-$((PORT + 10))}
 USERS=16
 PASS=wrk-load-password
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,7 +32,7 @@ pids+=($!)
 "${HCE_BASELINE:-$HCE}" load baseline --addr "127.0.0.1:$BPORT" >"$dir/baseline.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
-	curl -fsS "http://127.0.0.1:$PORT/__heartbeat__" >/dev/null 2>&1 && break
+	(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
 	sleep 0.2
 done
 
