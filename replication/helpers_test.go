@@ -70,6 +70,9 @@ type clusterOpts struct {
 	// 2 s).
 	dir              bool
 	ttl, replicaWait time.Duration
+	// retryMin and retryMax set Config.RetryMin and RetryMax (defaults
+	// 20 ms and 200 ms).
+	retryMin, retryMax time.Duration
 }
 
 type cluster struct {
@@ -142,8 +145,10 @@ func (c *cluster) startRepl(i int, start bool) {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = time.Hour
 	}
-	cfg.RetryMin = 20 * time.Millisecond
-	cfg.RetryMax = 200 * time.Millisecond
+	cfg.RetryMin, cfg.RetryMax = 20*time.Millisecond, 200*time.Millisecond
+	if o.retryMin > 0 {
+		cfg.RetryMin, cfg.RetryMax = o.retryMin, o.retryMax
+	}
 	cfg.ChangesBatch = o.changesBatch
 	cfg.FetchBatch = o.fetchBatch
 	r, err := New(cfg)

@@ -54,6 +54,10 @@ type peerLoop struct {
 	id    peer.ID
 	dirty map[string][]chan error
 	wake  chan struct{}
+	// waiting is signalled when a pull with a waiter is queued (a peer's
+	// SyncRequest: a write there waits for this node): it ends a backoff
+	// early, since the request just came from the peer.
+	waiting chan struct{}
 	// refusals counts, per user, the peer's consecutive "not shared"
 	// answers (owned by the loop's goroutine).
 	refusals map[string]int
@@ -86,7 +90,7 @@ func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
 	}
 	l := r.loops[p]
 	if l == nil {
-		l = &peerLoop{id: p, dirty: map[string][]chan error{}, wake: make(chan struct{}, 1)}
+		l = &peerLoop{id: p, dirty: map[string][]chan error{}, wake: make(chan struct{}, 1), waiting: make(chan struct{}, 1)}
 		r.loops[p] = l
 		r.wg.Add(1)
 		go r.run(l)
@@ -103,6 +107,12 @@ func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
 	case l.wake <- struct{}{}:
 	default:
 	}
+	if waiter != nil {
+		select {
+		case l.waiting <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 
@@ -115,6 +125,12 @@ func (r *Replicator) run(l *peerLoop) {
 		r.mu.Lock()
 		batch := l.dirty
 		if len(batch) > 0 {
+			// The batch serves every waiter queued so far: a signal
+			// left from them must not cut a later backoff short.
+			select {
+			case <-l.waiting:
+			default:
+			}
 			l.dirty = map[string][]chan error{}
 			l.inflightSince, l.pendingSince, l.inflight = l.pendingSince, time.Time{}, len(batch)
 		} else {
@@ -182,6 +198,13 @@ func (r *Replicator) run(l *peerLoop) {
 			r.endLoop(l)
 			return
 		case <-t.C:
+		case <-l.waiting:
+			// The peer asked for a pull and waits for it (a write there):
+			// it reached this node just now, so the failures it caused
+			// may be over (a healed partition); pull now instead of
+			// making the write wait for the backoff. The backoff is kept
+			// for the next failure.
+			t.Stop()
 		}
 		r.mu.Lock()
 		for _, u := range failed {

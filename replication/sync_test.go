@@ -262,3 +262,35 @@ func TestStaleViewRetried(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() string { return diff("u", a.store, b.store) })
 	<-done // the first attempt's answer (refused): Sync reports it
 }
+
+// TestSyncRequestEndsBackoff: a replica whose pulls from a peer failed
+// (a partition) waits out a backoff before it pulls from that peer again;
+// a SyncRequest from the peer (a write there waiting for this replica)
+// ends that backoff at once, so the first write after the heal is
+// acknowledged without waiting for it. The backoff here is 10 s, longer
+// than the write's 2 s ReplicaWait: before, that write failed.
+func TestSyncRequestEndsBackoff(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{retryMin: 10 * time.Second, retryMax: 10 * time.Second})
+	c.share("u", 0, 1)
+	a, b := c.nodes[0], c.nodes[1]
+	a.store.SetReplicaWaiter(a.repl)
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("x", "1"), api.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	c.partition(0, 1)
+	// b's pull from a fails: its loop for a backs off for 10 s.
+	if err := b.repl.Sync(bg, "u"); err == nil {
+		t.Fatal("a pull across the partition succeeded")
+	}
+	c.heal(0, 1)
+	t0 := time.Now()
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("y", "2"), api.Precondition{}); err != nil {
+		t.Fatalf("first write after the heal, %v after it: %v", time.Since(t0), err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("first write after the heal took %v", d)
+	}
+	if got, _, err := b.store.GetItem(bg, "u", "c", "y"); err != nil || got.Payload != "2" {
+		t.Fatalf("the write is not on the replica when acknowledged: %+v %v", got, err)
+	}
+}
