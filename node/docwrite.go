@@ -175,12 +175,7 @@ func (w *writer) doc(id string) (*docState, error) {
 	case err != nil:
 		return nil, err
 	default:
-		ds.pre.ok = true
-		rest, err := splitHead(v, &ds.pre.h)
-		if err == nil && len(rest) > 0 {
-			err = w.s.decodeDoc(rest, ds, &ds.pre.h, false)
-			ds.inR = true
-		}
+		err := w.s.loadHead(ds, v)
 		closer.Close()
 		if err != nil {
 			return nil, fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
@@ -207,6 +202,18 @@ func (w *writer) doc(id string) (*docState, error) {
 	}
 	ds.started()
 	return ds, nil
+}
+
+// loadHead fills ds from the stored value v of its record key: the head,
+// and the document when it is embedded (then ds.inR is set).
+func (s *Store) loadHead(ds *docState, v []byte) error {
+	ds.pre.ok = true
+	rest, err := splitHead(v, &ds.pre.h)
+	if err == nil && len(rest) > 0 {
+		err = s.decodeDoc(rest, ds, &ds.pre.h, false)
+		ds.inR = true
+	}
+	return err
 }
 
 // prefetch loads the documents of ids (sorted ascending, duplicates
@@ -241,14 +248,8 @@ func (w *writer) prefetch(ids []string) error {
 			continue
 		}
 		v, err := it.ValueAndErr()
-		var rest []byte
 		if err == nil {
-			ds.pre.ok = true
-			rest, err = splitHead(v, &ds.pre.h)
-		}
-		if err == nil && len(rest) > 0 {
-			err = w.s.decodeDoc(rest, ds, &ds.pre.h, false)
-			ds.inR = true
+			err = w.s.loadHead(ds, v)
 		}
 		if err != nil {
 			it.Close()
@@ -413,13 +414,8 @@ func (w *writer) tombstoneAll() error {
 			return err
 		}
 		ds := w.rs.create(w.coll, id)
-		ds.preSet, ds.pre.ok = true, true
-		rest, err := splitHead(v, &ds.pre.h)
-		if err == nil && len(rest) > 0 {
-			err = w.s.decodeDoc(rest, ds, &ds.pre.h, false)
-			ds.inR = true
-		}
-		if err != nil {
+		ds.preSet = true
+		if err := w.s.loadHead(ds, v); err != nil {
 			it.Close()
 			return fmt.Errorf("node: document %s/%s of %s: %w", w.coll, id, w.user, err)
 		}
