@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -172,9 +173,9 @@ func readFixture(t testing.TB, s *Store) fixture {
 	}
 	slices.SortFunc(f.Docs, func(a, b fixtureDoc) int {
 		if a.Coll != b.Coll {
-			return cmpString(a.Coll, b.Coll)
+			return strings.Compare(a.Coll, b.Coll)
 		}
-		return cmpString(a.ID, b.ID)
+		return strings.Compare(a.ID, b.ID)
 	})
 	for _, coll := range []string{"c", "d", "e"} {
 		ws, _, err := api.ReadCollection(ctx, s, fixtureUser, coll, &api.Query{Full: true, Sort: api.SortOldest})
@@ -186,16 +187,6 @@ func readFixture(t testing.TB, s *Store) fixture {
 		}
 	}
 	return f
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // TestWriteFormatFixture writes the fixture into $HCE_WRITE_FIXTURE

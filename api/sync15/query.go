@@ -1,6 +1,7 @@
 package sync15
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -98,7 +99,7 @@ func Compare(s Sort, a, b *Position) int {
 	switch s {
 	case SortOldest:
 		if a.Modified != b.Modified {
-			return cmpInt(int64(a.Modified), int64(b.Modified))
+			return cmp.Compare(int64(a.Modified), int64(b.Modified))
 		}
 		return strings.Compare(a.ID, b.ID)
 	case SortIndex:
@@ -109,25 +110,15 @@ func Compare(s Sort, a, b *Position) int {
 			return 1
 		}
 		if a.HasSortIndex && a.SortIndex != b.SortIndex {
-			return cmpInt(b.SortIndex, a.SortIndex)
+			return cmp.Compare(b.SortIndex, a.SortIndex)
 		}
 		return strings.Compare(b.ID, a.ID)
 	default:
 		if a.Modified != b.Modified {
-			return cmpInt(int64(b.Modified), int64(a.Modified))
+			return cmp.Compare(int64(b.Modified), int64(a.Modified))
 		}
 		return strings.Compare(b.ID, a.ID)
 	}
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Matches reports whether a live record is selected by q's filters (ids,

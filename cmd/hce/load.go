@@ -315,7 +315,6 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// startBaseline serves the minimal handler on a loopback port.
 // runLoadBaseline serves the minimal handler until ctx ends (SIGINT,
 // SIGTERM), so that an external load driver can measure it beside a
 // server in the same round.
@@ -326,29 +325,24 @@ func runLoadBaseline(ctx context.Context, args []string, stdout, stderr io.Write
 	if _, err := parseFlags(fs, args, parseOpts{mode: noPositionals, stdout: stdout}); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *addr)
+	url, stop, err := startBaseline(*addr)
 	if err != nil {
 		return fmt.Errorf("load baseline: %w", err)
 	}
-	bs := &http.Server{Handler: load.Baseline(), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "hce load baseline: serving the minimal handler at http://%s/ until interrupted\n", ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- bs.Serve(ln) }()
-	select {
-	case <-ctx.Done():
-		bs.Close()
-		return nil
-	case err := <-errc:
-		return fmt.Errorf("load baseline: %w", err)
-	}
+	defer stop()
+	fmt.Fprintf(stdout, "hce load baseline: serving the minimal handler at %s until interrupted\n", url)
+	<-ctx.Done()
+	return nil
 }
 
-func startBaseline() (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startBaseline serves the minimal handler on addr (a loopback port for
+// the in-process comparisons) and returns its base URL.
+func startBaseline(addr string) (string, func(), error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, err
 	}
-	bs := &http.Server{Handler: load.Baseline()}
+	bs := &http.Server{Handler: load.Baseline(), ReadHeaderTimeout: 10 * time.Second}
 	go bs.Serve(ln)
 	return "http://" + ln.Addr().String() + "/", func() { bs.Close() }, nil
 }
@@ -517,7 +511,7 @@ func runLoadRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var baseURL string
 	if f.baseline && *rate == "" {
-		u, stop, err := startBaseline()
+		u, stop, err := startBaseline("127.0.0.1:0")
 		if err != nil {
 			return err
 		}
@@ -796,7 +790,7 @@ func runLoadCapacity(ctx context.Context, args []string, stdout, stderr io.Write
 	fmt.Fprintf(stdout, "users ready in %.0f s: %d registered, %d prefilled, %d reused\n", u.PrepareSeconds, u.Registered, u.Prefilled, u.Reused)
 	var base, ref *report.Step
 	if f.baseline {
-		url, stop, err := startBaseline()
+		url, stop, err := startBaseline("127.0.0.1:0")
 		if err != nil {
 			return err
 		}
