@@ -45,7 +45,8 @@
 // the interfaces it owns: ChangeNotifier (push notices) and ReplicaWaiter
 // (a client write, Weave or CouchDB, is acknowledged only under the
 // acknowledgement rule; otherwise it answers ErrNotAcknowledged, a 503,
-// and stays committed). The authenticator serves a user only while
+// or a 401 when this node no longer serves the user, and stays
+// committed). The authenticator serves a user only while
 // Membership says this node is a current member of the user's replica
 // set.
 //

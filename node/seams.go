@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hce-sync/hce/api"
@@ -30,9 +31,13 @@ type ChangeNotifier interface {
 // directory committed a report of it (so those members are no longer
 // counted as holding every acknowledged write). Any error means the write
 // must not be acknowledged: the store then answers ErrNotAcknowledged
-// (the write stays committed here and replicates later). The waiter
-// bounds its own wait; ctx carries the request's values but not its
-// cancellation.
+// (503; the write stays committed here and replicates later), or, when
+// the error wraps ErrNotServing (this node is no longer a current member
+// of the user's set: it was made filling, or the user moved), an error
+// wrapping ErrNotServing and api.ErrUnauthorized, so the client gets 401,
+// asks the directory for the user's node and sends the write there. The
+// waiter bounds its own wait; ctx carries the request's values but not
+// its cancellation.
 type ReplicaWaiter interface {
 	WaitReplicated(ctx context.Context, user string, seq uint64) (reported bool, err error)
 }
@@ -101,6 +106,9 @@ func (s *Store) awaitReplicas(ctx context.Context, user string, st *userState) e
 	if err != nil {
 		s.unacked.Add(1)
 		s.log.Warn("write committed but not acknowledged", "user", user, "seq", seq, "err", err)
+		if errors.Is(err, ErrNotServing) {
+			return fmt.Errorf("node: write of user %q seq %d committed but not acknowledged: %w: %w", user, seq, err, api.ErrUnauthorized)
+		}
 		return fmt.Errorf("%w: user %q seq %d: %w", ErrNotAcknowledged, user, seq, err)
 	}
 	if reported {

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -96,6 +97,19 @@ func TestReplicaWaiterDecidesTheAnswer(t *testing.T) {
 	}
 	if n := s.UnacknowledgedWrites(); n != 1 {
 		t.Fatalf("UnacknowledgedWrites = %d, want 1", n)
+	}
+	// Refused because this node no longer serves the user: 401 (the
+	// client asks the directory), not 503; committed all the same.
+	w.set(false, fmt.Errorf("not a current member any more: %w", ErrNotServing))
+	_, err = s.PutItem(ctx, "u", "c", testkit.WBO("moved", "durable"), pre)
+	if !errors.Is(err, ErrNotServing) || !errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrUnavailable) {
+		t.Fatalf("write refused as not serving: %v", err)
+	}
+	if got, _, err := s.GetItem(ctx, "u", "c", "moved"); err != nil || got.Payload != "durable" {
+		t.Fatalf("refused write not committed: %+v %v", got, err)
+	}
+	if n := s.UnacknowledgedWrites(); n != 2 {
+		t.Fatalf("UnacknowledgedWrites = %d, want 2", n)
 	}
 
 	// CouchDB client writes (peer "") wait; a refusal is a 503.

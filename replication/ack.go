@@ -9,6 +9,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
+	"github.com/hce-sync/hce/node"
 )
 
 // WaitReplicated implements node.ReplicaWaiter, the acknowledgement rule:
@@ -29,7 +31,10 @@ import (
 // views have expired. Any failure of that (directory unreachable, no
 // quorum, this node no longer current) is an error: the write must not be
 // acknowledged. A node that is not a current member by its own view
-// fails at once with ErrNotCurrent.
+// fails at once with ErrNotCurrent, and so does one whose report the
+// directory refused because it is no longer a current member; those
+// errors wrap node.ErrNotServing as well, so the client is answered 401
+// and asks the directory where the user lives now.
 func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64) (bool, error) {
 	r.mu.Lock()
 	started, closed := r.started, r.closed
@@ -45,7 +50,7 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 		return false, err
 	}
 	if !set.IsCurrent(r.self) {
-		return false, fmt.Errorf("%w of %q's replica set", ErrNotCurrent, user)
+		return false, fmt.Errorf("%w of %q's replica set: %w", ErrNotCurrent, user, node.ErrNotServing)
 	}
 	var others []Member
 	for _, m := range set.Members {
@@ -129,19 +134,25 @@ func (r *Replicator) reportUnconfirmed(ctx context.Context, user string, confirm
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReportTimeout)
 	defer cancel()
 	notified, err := r.reports.waitUnconfirmed(rctx, r, item)
+	if p2p.IsCode(err, CodeForbidden) {
+		// The directory refuses the item when this node is no longer a
+		// current member (another writer's report made it filling, or it
+		// left the set): the write is on no current member.
+		return fmt.Errorf("%w of %q's replica set (the directory refused the report of an unconfirmed write: %w): %w", ErrNotCurrent, user, err, node.ErrNotServing)
+	}
 	if err != nil {
 		return fmt.Errorf("replication: report of an unconfirmed write of %q: %w", user, err)
 	}
-	// The directory ignores the item when this node was no longer a
-	// current member (another writer's report made it filling): then the
-	// write is on no current member and must not be acknowledged. The
+	// Were this node no longer a current member, the directory would have
+	// refused the item; a directory that ignores it instead (as the
+	// directory of the first replication design did) is caught here. The
 	// Reporter dropped the cached set, so this asks the directory.
 	set, err := r.replicaSet(rctx, user)
 	if err != nil {
 		return fmt.Errorf("replication: replica set of %q after a report: %w", user, err)
 	}
 	if !set.IsCurrent(r.self) {
-		return fmt.Errorf("%w of %q's replica set after reporting an unconfirmed write", ErrNotCurrent, user)
+		return fmt.Errorf("%w of %q's replica set after reporting an unconfirmed write: %w", ErrNotCurrent, user, node.ErrNotServing)
 	}
 	if !notified {
 		// Members that became filling may still serve from a cached view

@@ -329,6 +329,9 @@ type testDir struct {
 	// onReport, when set, runs for each report before it is answered
 	// (under the directory's lock).
 	onReport func(from peer.ID, req dirproto.ReportRequest)
+	// before, when set, runs for each report before the directory looks
+	// at it (not under its lock: it may block).
+	before func(from peer.ID, req dirproto.ReportRequest)
 }
 
 // set makes s user's replica set everywhere.
@@ -371,6 +374,9 @@ func (r *dirReporter) Report(ctx context.Context, req dirproto.ReportRequest) (d
 		return dirproto.ReportResponse{}, err
 	}
 	d := r.d
+	if d.before != nil {
+		d.before(r.self, req)
+	}
 	d.mu.Lock()
 	if d.fail != nil {
 		defer d.mu.Unlock()
@@ -386,11 +392,13 @@ func (r *dirReporter) Report(ctx context.Context, req dirproto.ReportRequest) (d
 		return -1
 	}
 	self := r.self.String()
+	var refused []string
 	for _, u := range req.Unconfirmed {
 		d.reports = append(d.reports, fmt.Sprintf("unconfirmed %s by %s confirmed %v", u.User, self, u.Confirmed))
 		s := d.sets[u.User]
 		if i := idx(s, self); i < 0 || s.Members[i].Filling {
-			continue // the caller is not current: ignored
+			refused = append(refused, u.User) // the caller is not current
+			continue
 		}
 		for i := range s.Members {
 			id := s.Members[i].Peer.String()
@@ -450,6 +458,11 @@ func (r *dirReporter) Report(ctx context.Context, req dirproto.ReportRequest) (d
 				tn.replicator().MembershipChanged([]string{p.User})
 			}
 		}
+	}
+	if len(refused) > 0 {
+		// As the directory does: the other items are applied, the call
+		// fails with CodeForbidden.
+		return dirproto.ReportResponse{Notified: notify}, p2p.Errorf(CodeForbidden, "not a current member: users %v", refused)
 	}
 	return dirproto.ReportResponse{Notified: notify}, nil
 }

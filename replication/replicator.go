@@ -45,6 +45,9 @@ var (
 	ErrNotShared = errors.New("replication: user not shared with the peer")
 	// ErrNotCurrent: this node is not a current member of the user's
 	// replica set, so it may not acknowledge a client's write.
+	// WaitReplicated's errors that wrap it also wrap node.ErrNotServing:
+	// the store answers the client 401 (the user lives elsewhere now)
+	// rather than 503.
 	ErrNotCurrent = errors.New("replication: not a current member")
 	// ErrNoReporter: a write some member did not confirm cannot be
 	// acknowledged, for there is no Reporter to tell the directory.

@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api/dirproto"
+	"github.com/hce-sync/hce/api/p2p"
 )
 
 // reportQueue holds the reports waiting to be sent to the directory. One
@@ -29,9 +30,13 @@ type reportQueue struct {
 }
 
 // uncReport is one pending Unconfirmed item and the writes waiting on it.
+// alone marks an item to be sent in a request of its own (no other
+// Unconfirmed item): it was in a request the directory refused for some
+// item, and the refusal does not say which.
 type uncReport struct {
 	item    dirproto.UnconfirmedWrite
 	waiters []chan uncResult
+	alone   bool
 }
 
 type uncResult struct {
@@ -63,7 +68,7 @@ func (q *reportQueue) waitUnconfirmed(ctx context.Context, r *Replicator, item d
 		return false, ErrClosed
 	}
 	ch := make(chan uncResult, 1)
-	key := item.User + "\x00" + strings.Join(item.Confirmed, "\x00")
+	key := uncKey(item)
 	q.mu.Lock()
 	u := q.unconfirmed[key]
 	if u == nil {
@@ -79,6 +84,12 @@ func (q *reportQueue) waitUnconfirmed(ctx context.Context, r *Replicator, item d
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
+}
+
+// uncKey is the queue key of an Unconfirmed item: equal items (same user,
+// same confirmed members) share one report.
+func uncKey(item dirproto.UnconfirmedWrite) string {
+	return item.User + "\x00" + strings.Join(item.Confirmed, "\x00")
 }
 
 // queueFilled queues a Filled report (retried until committed).
@@ -145,12 +156,21 @@ func (r *Replicator) reportLoop() {
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.ReportTimeout)
 		resp, err := r.cfg.Reporter.Report(ctx, req)
 		cancel()
+		refused := p2p.IsCode(err, CodeForbidden)
+		if refused && len(waiting) > 1 {
+			// The directory applied the request but refused some
+			// Unconfirmed item (this node is no longer a current member
+			// of that user's set) without saying which: each is sent
+			// again alone, so only the refused writes fail.
+			q.requeueAlone(waiting)
+			waiting = nil
+		}
 		for _, u := range waiting {
 			for _, w := range u.waiters {
 				w <- uncResult{notified: resp.Notified, err: err}
 			}
 		}
-		if err != nil {
+		if err != nil && !refused {
 			r.c.reportErrs.Add(1)
 			fails++
 			if fails == 1 || fails%10 == 0 {
@@ -161,6 +181,12 @@ func (r *Replicator) reportLoop() {
 			backoff = min(max(2*backoff, r.cfg.RetryMin), r.cfg.RetryMax)
 			retry = time.After(backoff)
 			continue
+		}
+		if refused {
+			// Committed all the same: its Filled and HandedOff items were
+			// applied (or skipped as stale), as after a success.
+			r.log.Info("replication: the directory refused an unconfirmed write: not a current member",
+				"unconfirmed", len(req.Unconfirmed), "err", err)
 		}
 		if fails > 0 {
 			r.log.Info("replication: reports reach the directory again", "failures", fails)
@@ -184,7 +210,8 @@ func (r *Replicator) reportLoop() {
 }
 
 // take removes up to dirproto.MaxReportItems pending items from the queue
-// and returns them as a request, with the Unconfirmed items' waiters.
+// and returns them as a request, with the Unconfirmed items' waiters. An
+// item marked alone is the request's only Unconfirmed item.
 func (q *reportQueue) take() (dirproto.ReportRequest, []*uncReport) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -192,12 +219,23 @@ func (q *reportQueue) take() (dirproto.ReportRequest, []*uncReport) {
 	var waiting []*uncReport
 	room := dirproto.MaxReportItems
 	for k, u := range q.unconfirmed {
-		if room == 0 {
+		if u.alone {
+			waiting = []*uncReport{u}
+			delete(q.unconfirmed, k)
 			break
 		}
+	}
+	if waiting == nil {
+		for k, u := range q.unconfirmed {
+			if len(waiting) == room {
+				break
+			}
+			waiting = append(waiting, u)
+			delete(q.unconfirmed, k)
+		}
+	}
+	for _, u := range waiting {
 		req.Unconfirmed = append(req.Unconfirmed, u.item)
-		waiting = append(waiting, u)
-		delete(q.unconfirmed, k)
 		room--
 	}
 	for k, f := range q.filled {
@@ -232,6 +270,24 @@ func (q *reportQueue) putBack(req dirproto.ReportRequest) {
 	for _, h := range req.HandedOff {
 		q.handed[h] = true
 	}
+}
+
+// requeueAlone queues the items of a refused request again, each to be
+// sent alone (an equal item queued meanwhile shares its report).
+func (q *reportQueue) requeueAlone(items []*uncReport) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, u := range items {
+		key := uncKey(u.item)
+		if cur := q.unconfirmed[key]; cur != nil {
+			cur.waiters = append(cur.waiters, u.waiters...)
+			cur.alone = true
+			continue
+		}
+		u.alone = true
+		q.unconfirmed[key] = u
+	}
+	q.poke()
 }
 
 // failAll fails every waiting write (the replicator stops).

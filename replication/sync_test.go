@@ -204,9 +204,10 @@ func TestUnconfirmedWaitsWhenNotNotified(t *testing.T) {
 }
 
 // TestWriterNoLongerCurrent: a writer whose own view is stale (another
-// writer's report made it filling) reports, the directory ignores the
-// item, and the write is not acknowledged; a node that knows it is not
-// current refuses at once.
+// writer's report made it filling) reports, the directory refuses the
+// item, and the write is not acknowledged: the client is told the node
+// does not serve the user (401, ask the directory), not to retry here
+// (503); a node that knows it is not current refuses at once.
 func TestWriterNoLongerCurrent(t *testing.T) {
 	c := newCluster(t, 2, clusterOpts{dir: true, replicaWait: 100 * time.Millisecond})
 	a, b := c.nodes[0], c.nodes[1]
@@ -220,20 +221,105 @@ func TestWriterNoLongerCurrent(t *testing.T) {
 	b.mem.SetReplicaSet("u", s)
 	a.store.SetReplicaWaiter(a.repl)
 	c.partition(0, 1)
-	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{}); !errors.Is(err, ErrNotCurrent) {
+	_, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{})
+	if !errors.Is(err, ErrNotCurrent) || !errors.Is(err, node.ErrNotServing) || !errors.Is(err, api.ErrUnauthorized) ||
+		errors.Is(err, api.ErrUnavailable) {
 		t.Fatalf("write of a writer made filling: %v", err)
 	}
 	if !c.dir.get("u").IsCurrent(b.id) {
-		t.Fatal("an ignored report changed the set")
+		t.Fatal("a refused report changed the set")
 	}
 	// a's view is now the directory's: refused before any sync.
 	before := b.repl.Stats().SyncsServed
 	c.heal(0, 1)
-	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w2", "p"), api.Precondition{}); !errors.Is(err, ErrNotCurrent) {
+	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w2", "p"), api.Precondition{}); !errors.Is(err, ErrNotCurrent) ||
+		!errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("write of a filling member: %v", err)
 	}
 	if b.repl.Stats().SyncsServed != before {
 		t.Fatal("a filling writer asked for confirmations")
+	}
+}
+
+// TestRefusedReportFailsOnlyItsWrite: unconfirmed writes of several users
+// share one report; when the directory refuses it because this node is no
+// longer current for one of them (without saying which), each item is
+// sent again alone: the write of the user the node still serves is
+// acknowledged, only the other fails (as not serving, 401).
+func TestRefusedReportFailsOnlyItsWrite(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{dir: true, replicaWait: 100 * time.Millisecond})
+	a := c.nodes[0]
+	for _, u := range []string{"u0", "u1", "u2"} {
+		c.dir.set(u, c.members(0, 1))
+	}
+	// The directory made a filling for u1; a's own view says current.
+	s := c.members(0, 1)
+	s.Members[0].Filling, s.Members[0].Epoch = true, 1
+	c.dir.mu.Lock()
+	c.dir.sets["u1"] = s
+	c.dir.mu.Unlock()
+	// The report of u0's write is held until the writes of u1 and u2
+	// wait in the queue: they go together in the next request.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var held sync.Once
+	c.dir.before = func(_ peer.ID, req dirproto.ReportRequest) {
+		if len(req.Unconfirmed) == 1 && req.Unconfirmed[0].User == "u0" {
+			held.Do(func() {
+				close(entered)
+				<-release
+			})
+		}
+	}
+	a.store.SetReplicaWaiter(a.repl)
+	c.partition(0, 1)
+	errs := make(map[string]chan error)
+	for _, u := range []string{"u0", "u1", "u2"} {
+		errs[u] = make(chan error, 1)
+	}
+	put := func(u string) {
+		_, err := a.store.PutItem(bg, u, "c", testkit.WBO("w", "p"), api.Precondition{})
+		errs[u] <- err
+	}
+	go put("u0")
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("u0's report never reached the directory")
+	}
+	go put("u1")
+	go put("u2")
+	testkit.Eventually(t, 5*time.Second, func() string {
+		a.repl.reports.mu.Lock()
+		defer a.repl.reports.mu.Unlock()
+		if len(a.repl.reports.unconfirmed) < 2 {
+			return "u1 and u2 not queued"
+		}
+		return ""
+	})
+	close(release)
+	if err := <-errs["u0"]; err != nil {
+		t.Fatalf("u0: %v", err)
+	}
+	if err := <-errs["u2"]; err != nil {
+		t.Fatalf("u2, reported beside a refused item: %v", err)
+	}
+	if err := <-errs["u1"]; !errors.Is(err, ErrNotCurrent) || !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("u1, not current: %v", err)
+	}
+	var u1, u2 int
+	for _, l := range c.dir.log() {
+		switch {
+		case strings.HasPrefix(l, "unconfirmed u1 "):
+			u1++
+		case strings.HasPrefix(l, "unconfirmed u2 "):
+			u2++
+		}
+	}
+	if u1 != 2 || u2 != 2 {
+		t.Fatalf("u1 reported %d times, u2 %d, want 2 each (together, then alone): %q", u1, u2, c.dir.log())
+	}
+	if c.dir.get("u2").IsCurrent(c.nodes[1].id) || !c.dir.get("u1").IsCurrent(c.nodes[1].id) {
+		t.Fatal("sets after the reports")
 	}
 }
 

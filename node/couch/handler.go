@@ -195,6 +195,13 @@ func storeError(err error) *httpError {
 		e := errorf(http.StatusServiceUnavailable, "service_unavailable", "the store is closed")
 		e.cause = err
 		return e
+	case errors.Is(err, node.ErrNotServing):
+		// A write committed here after this node stopped being a current
+		// member of the user's set: not acknowledged; the client asks the
+		// directory for the user's node.
+		e := errorf(http.StatusUnauthorized, "unauthorized", "this node no longer serves the database; ask the directory for its node")
+		e.cause = err
+		return e
 	case errors.Is(err, node.ErrNotAcknowledged):
 		e := errorf(http.StatusServiceUnavailable, "service_unavailable", "the write is not acknowledged yet; retry it")
 		e.cause = err

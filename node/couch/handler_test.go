@@ -872,9 +872,18 @@ func (refusingWaiter) WaitReplicated(context.Context, string, uint64) (bool, err
 	return false, errors.New("report not committed")
 }
 
+// movedWaiter is a node.ReplicaWaiter of a node that is no longer a
+// current member of the user's set.
+type movedWaiter struct{}
+
+func (movedWaiter) WaitReplicated(context.Context, string, uint64) (bool, error) {
+	return false, fmt.Errorf("not a current member: %w", node.ErrNotServing)
+}
+
 // TestWriteNotAcknowledged: a CouchDB client's write (_bulk_docs, PUT of a
 // document) that the replica waiter refuses is answered 503 with a short
-// Retry-After, never 201, and stays committed; so does a 503 of the
+// Retry-After, never 201, and stays committed (401 when the waiter says
+// the node no longer serves the user); so does a 503 of the
 // authenticator (directory unreachable).
 func TestWriteNotAcknowledged(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.RetryAfter = 1500 * time.Millisecond })
@@ -893,6 +902,13 @@ func TestWriteNotAcknowledged(t *testing.T) {
 	if r.header.Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
 	}
+
+	// A write refused because the node no longer serves the user (it
+	// moved while the write waited): 401, so the client asks again where
+	// the user lives.
+	e.store.SetReplicaWaiter(movedWaiter{})
+	r = e.do(t, "PUT", "/alice/c%2Fm?new_edits=false", map[string]any{"_rev": revStr(1, h), "_revisions": map[string]any{"start": 1, "ids": []string{h}}, "payload": "z"})
+	wantError(t, r, 401, "unauthorized")
 
 	down := newEnvAuth(t, unavailableAuth{})
 	r = down.do(t, "GET", "/alice", nil)

@@ -514,13 +514,18 @@ func (c *Client) Heartbeat(ctx context.Context) error {
 // every user the report names (they changed, or the caller wants the
 // directory's view: replication.Reporter). It implements
 // replication.Reporter. When no voter answers the error wraps
-// ErrDirectoryUnavailable; a refusal comes back as a *p2p.RemoteError.
+// ErrDirectoryUnavailable; a refusal comes back as a *p2p.RemoteError
+// (after a CodeForbidden refusal the cached sets are dropped too: the
+// directory committed the report's other items).
 func (c *Client) Report(ctx context.Context, req dirproto.ReportRequest) (dirproto.ReportResponse, error) {
 	if err := req.Validate(); err != nil {
 		return dirproto.ReportResponse{}, err
 	}
 	resp, err := callDirectory[dirproto.ReportResponse](ctx, c, leaderVoter, dirproto.ProtoReport, req)
-	if err != nil {
+	// A refusal (p2p.CodeForbidden: some Unconfirmed item's user no
+	// longer has this node as a current member) comes after the commit
+	// of the rest: the cached sets are stale as after a success.
+	if err != nil && !p2p.IsCode(err, p2p.CodeForbidden) {
 		return dirproto.ReportResponse{}, err
 	}
 	var users []string
@@ -534,7 +539,7 @@ func (c *Client) Report(ctx context.Context, req dirproto.ReportRequest) (dirpro
 		users = append(users, h.User)
 	}
 	c.InvalidateUsers(users...)
-	return resp, nil
+	return resp, err
 }
 
 // Serves implements node.Membership: it reports whether this node (the
