@@ -96,13 +96,9 @@ type storageHandler struct {
 	maxPayload, maxPostRecords, maxPostBytes int
 }
 
-// Path patterns of the storage API (weave-api.md 1.3, 2).
-const (
-	verPattern  = `{ver:1\.0|1|1\.1}`
-	userPattern = `{user:[a-zA-Z0-9._-]+}`
-	collPattern = `{coll:[a-zA-Z0-9._-]{1,32}}`
-	itemPattern = `{id:[^/]+}`
-)
+// userPattern is the mux template of a user name in a path (the user
+// API's routes; the storage API's are parsed by parseStoragePath).
+const userPattern = `{user:[a-zA-Z0-9._-]+}`
 
 // NewStorageHandler returns the Weave 1.1 storage API (weave-api.md 2, 3)
 // under /1.0/, /1/ and /1.1/, plus GET|HEAD /__heartbeat__. The handler is
@@ -125,19 +121,21 @@ func NewStorageHandler(cfg StorageConfig) (http.Handler, error) {
 		rs:             newResponder(cfg.Logger, cfg.RetryAfter),
 	}
 	r := mux.NewRouter().SkipClean(true)
-	base := "/" + verPattern + "/" + userPattern
 	get := []string{http.MethodGet, http.MethodHead}
-	r.Handle(base+"/info/collections", h.authed(h.infoCollections)).Methods(get...)
-	r.Handle(base+"/storage/"+collPattern, h.authed(h.getCollection)).Methods(get...)
-	r.Handle(base+"/storage/"+collPattern, h.authed(h.postCollection)).Methods(http.MethodPost, http.MethodPut)
-	r.Handle(base+"/storage/"+collPattern+"/"+itemPattern, h.authed(h.getItem)).Methods(get...)
-	r.Handle(base+"/storage/"+collPattern+"/"+itemPattern, h.authed(h.putItem)).Methods(http.MethodPut)
-	r.Handle(base+"/storage/"+collPattern+"/"+itemPattern, h.authed(h.deleteItem)).Methods(http.MethodDelete)
-	r.Handle(base+"/storage/"+collPattern, h.authed(h.deleteCollection)).Methods(http.MethodDelete)
-	r.Handle(base+"/storage", h.authed(h.deleteStorage)).Methods(http.MethodDelete)
-	r.Handle(base+"/info/collection_counts", h.authed(h.infoCounts)).Methods(get...)
-	r.Handle(base+"/info/collection_usage", h.authed(h.infoUsage)).Methods(get...)
-	r.Handle(base+"/info/quota", h.authed(h.infoQuota)).Methods(get...)
+	route := func(rt storageRoute, fn userHandler, methods ...string) {
+		r.MatcherFunc(matchStorage(rt)).Methods(methods...).Handler(h.authed(fn))
+	}
+	route(routeInfoCollections, h.infoCollections, get...)
+	route(routeCollection, h.getCollection, get...)
+	route(routeCollection, h.postCollection, http.MethodPost, http.MethodPut)
+	route(routeItem, h.getItem, get...)
+	route(routeItem, h.putItem, http.MethodPut)
+	route(routeItem, h.deleteItem, http.MethodDelete)
+	route(routeCollection, h.deleteCollection, http.MethodDelete)
+	route(routeStorage, h.deleteStorage, http.MethodDelete)
+	route(routeInfoCounts, h.infoCounts, get...)
+	route(routeInfoUsage, h.infoUsage, get...)
+	route(routeInfoQuota, h.infoQuota, get...)
 	r.HandleFunc("/__heartbeat__", h.heartbeat).Methods(get...)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		h.rs.writeError(w, req, errRouteNotFound)
@@ -188,13 +186,13 @@ func withPath(r *http.Request, p string) *http.Request {
 	return r2
 }
 
-type userHandler func(w http.ResponseWriter, r *http.Request, user string, vars map[string]string)
+type userHandler func(w http.ResponseWriter, r *http.Request, user string, vars storagePath)
 
 // authed wraps a route with the authentication of weave-api.md 3.1.
 func (h *storageHandler) authed(fn userHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		vars := mux.Vars(r)
-		user := vars["user"]
+		vars := parseStoragePath(r.URL.Path)
+		user := vars.user
 		if err := h.authenticate(r, user); err != nil {
 			h.rs.writeError(w, r, err)
 			return
@@ -317,7 +315,7 @@ func writeObject[V any](w http.ResponseWriter, m map[string]V, now Stamp, record
 	putBuf(bp)
 }
 
-func (h *storageHandler) infoCollections(w http.ResponseWriter, r *http.Request, user string, _ map[string]string) {
+func (h *storageHandler) infoCollections(w http.ResponseWriter, r *http.Request, user string, _ storagePath) {
 	m, now, err := h.store.CollectionTimestamps(r.Context(), user)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -326,7 +324,7 @@ func (h *storageHandler) infoCollections(w http.ResponseWriter, r *http.Request,
 	writeObject(w, m, now, true, func(b []byte, s Stamp) []byte { return s.AppendTo(b) })
 }
 
-func (h *storageHandler) infoCounts(w http.ResponseWriter, r *http.Request, user string, _ map[string]string) {
+func (h *storageHandler) infoCounts(w http.ResponseWriter, r *http.Request, user string, _ storagePath) {
 	m, now, err := h.store.CollectionCounts(r.Context(), user)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -335,7 +333,7 @@ func (h *storageHandler) infoCounts(w http.ResponseWriter, r *http.Request, user
 	writeObject(w, m, now, true, func(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) })
 }
 
-func (h *storageHandler) infoUsage(w http.ResponseWriter, r *http.Request, user string, _ map[string]string) {
+func (h *storageHandler) infoUsage(w http.ResponseWriter, r *http.Request, user string, _ storagePath) {
 	m, now, err := h.store.CollectionUsage(r.Context(), user)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -344,7 +342,7 @@ func (h *storageHandler) infoUsage(w http.ResponseWriter, r *http.Request, user 
 	writeObject(w, m, now, false, appendKB)
 }
 
-func (h *storageHandler) infoQuota(w http.ResponseWriter, r *http.Request, user string, _ map[string]string) {
+func (h *storageHandler) infoQuota(w http.ResponseWriter, r *http.Request, user string, _ storagePath) {
 	used, limit, now, err := h.store.Quota(r.Context(), user)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -369,13 +367,13 @@ func (h *storageHandler) infoQuota(w http.ResponseWriter, r *http.Request, user 
 // the collection's size. A failure of the store after the status line went
 // out cuts the connection (as api/sync15 does), so that a client cannot
 // take a truncated list for a whole one.
-func (h *storageHandler) getCollection(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {
+func (h *storageHandler) getCollection(w http.ResponseWriter, r *http.Request, user string, vars storagePath) {
 	q, err := ParseQuery(r.URL.Query(), false)
 	if err != nil {
 		h.rs.writeError(w, r, err)
 		return
 	}
-	coll := vars["coll"]
+	coll := vars.coll
 	l := newListWriter(w, NegotiateFormat(r.Header.Get("Accept")), q.Full)
 	defer l.release()
 	var want, emitted int
@@ -421,13 +419,13 @@ func (h *storageHandler) getCollection(w http.ResponseWriter, r *http.Request, u
 	}
 }
 
-func (h *storageHandler) getItem(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {
-	id := vars["id"]
+func (h *storageHandler) getItem(w http.ResponseWriter, r *http.Request, user string, vars storagePath) {
+	id := vars.id
 	if len(id) > MaxIDBytes {
 		h.rs.writeError(w, r, ErrNotFound)
 		return
 	}
-	wbo, now, err := h.store.GetItem(r.Context(), user, vars["coll"], id)
+	wbo, now, err := h.store.GetItem(r.Context(), user, vars.coll, id)
 	if err != nil {
 		h.rs.writeError(w, r, err)
 		return
@@ -502,8 +500,8 @@ func setQuotaRemaining(hd http.Header, remaining int64) {
 	}
 }
 
-func (h *storageHandler) putItem(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {
-	coll, id := vars["coll"], vars["id"]
+func (h *storageHandler) putItem(w http.ResponseWriter, r *http.Request, user string, vars storagePath) {
+	coll, id := vars.coll, vars.id
 	pre, err := precondition(r)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -552,8 +550,8 @@ func (h *storageHandler) writeOne(w http.ResponseWriter, r *http.Request, user, 
 	writeBody(w, "application/json", []byte(body))
 }
 
-func (h *storageHandler) postCollection(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {
-	coll := vars["coll"]
+func (h *storageHandler) postCollection(w http.ResponseWriter, r *http.Request, user string, vars storagePath) {
+	coll := vars.coll
 	pre, err := precondition(r)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -655,7 +653,7 @@ func (h *storageHandler) writeStamp(w http.ResponseWriter, ts Stamp) {
 	writeBody(w, "application/json", []byte(s))
 }
 
-func (h *storageHandler) deleteCollection(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {
+func (h *storageHandler) deleteCollection(w http.ResponseWriter, r *http.Request, user string, vars storagePath) {
 	pre, err := precondition(r)
 	if err != nil {
 		h.rs.writeError(w, r, err)
@@ -666,7 +664,7 @@ func (h *storageHandler) deleteCollection(w http.ResponseWriter, r *http.Request
 		h.rs.writeError(w, r, err)
 		return
 	}
-	res, err := h.store.DeleteCollection(r.Context(), user, vars["coll"], q, pre)
+	res, err := h.store.DeleteCollection(r.Context(), user, vars.coll, q, pre)
 	if err != nil {
 		h.rs.writeError(w, r, err)
 		return
@@ -674,13 +672,13 @@ func (h *storageHandler) deleteCollection(w http.ResponseWriter, r *http.Request
 	h.writeStamp(w, res.Timestamp)
 }
 
-func (h *storageHandler) deleteItem(w http.ResponseWriter, r *http.Request, user string, vars map[string]string) {
+func (h *storageHandler) deleteItem(w http.ResponseWriter, r *http.Request, user string, vars storagePath) {
 	pre, err := precondition(r)
 	if err != nil {
 		h.rs.writeError(w, r, err)
 		return
 	}
-	res, err := h.store.DeleteItem(r.Context(), user, vars["coll"], vars["id"], pre)
+	res, err := h.store.DeleteItem(r.Context(), user, vars.coll, vars.id, pre)
 	if err != nil {
 		h.rs.writeError(w, r, err)
 		return
@@ -688,7 +686,7 @@ func (h *storageHandler) deleteItem(w http.ResponseWriter, r *http.Request, user
 	h.writeStamp(w, res.Timestamp)
 }
 
-func (h *storageHandler) deleteStorage(w http.ResponseWriter, r *http.Request, user string, _ map[string]string) {
+func (h *storageHandler) deleteStorage(w http.ResponseWriter, r *http.Request, user string, _ storagePath) {
 	if len(r.Header.Values("X-Confirm-Delete")) == 0 {
 		h.rs.writeError(w, r, weaveErr(CodeCannotOverwrite))
 		return
