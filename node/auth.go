@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"sync"
 	"time"
 
@@ -147,6 +148,9 @@ func (c AuthConfig) Validate() error {
 type Authenticator struct {
 	cfg AuthConfig
 	key []byte
+	// macs holds *macState for mac: an HMAC keyed once and Reset, not
+	// keyed again per request.
+	macs sync.Pool
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cacheEntry // credential MAC -> entry
@@ -188,17 +192,30 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("node: auth cache key: %w", err)
 	}
-	return &Authenticator{cfg: cfg, key: key, cache: make(map[[sha256.Size]byte]cacheEntry),
-		watches: make(map[string]*watch)}, nil
+	a := &Authenticator{cfg: cfg, key: key, cache: make(map[[sha256.Size]byte]cacheEntry),
+		watches: make(map[string]*watch)}
+	a.macs.New = func() any { return &macState{h: hmac.New(sha256.New, a.key)} }
+	return a, nil
 }
 
+// macState is a keyed HMAC with its input and output buffers.
+type macState struct {
+	h   hash.Hash
+	in  []byte
+	out [sha256.Size]byte
+}
+
+// mac returns the cache key of (user, password): HMAC-SHA256 under the
+// node-local key of user NUL password. The pooled input buffer is cleared
+// after use (it held a password).
 func (a *Authenticator) mac(user, password string) [sha256.Size]byte {
-	m := hmac.New(sha256.New, a.key)
-	m.Write([]byte(user))
-	m.Write([]byte{0})
-	m.Write([]byte(password))
-	var out [sha256.Size]byte
-	m.Sum(out[:0])
+	m := a.macs.Get().(*macState)
+	m.h.Reset()
+	m.in = append(append(append(m.in[:0], user...), 0), password...)
+	m.h.Write(m.in)
+	clear(m.in)
+	out := [sha256.Size]byte(m.h.Sum(m.out[:0]))
+	a.macs.Put(m)
 	return out
 }
 

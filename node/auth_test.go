@@ -155,3 +155,40 @@ func TestAuthForget(t *testing.T) {
 		t.Fatalf("%d checker calls after Forget(\"\"), want 5", got)
 	}
 }
+
+// TestAuthCacheKey: the cache key separates user from password and
+// depends on both; a key computed on a pooled state equals a fresh one.
+func TestAuthCacheKey(t *testing.T) {
+	a, err := NewAuthenticator(AuthConfig{Checker: &fakeChecker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := a.mac("alice", "pw")
+	for i := range 3 {
+		if a.mac("alice", "pw") != k {
+			t.Fatalf("round %d: the same credentials gave another key", i)
+		}
+		if a.mac("alice", "pw2") == k || a.mac("alicep", "w") == k || a.mac("bob", "pw") == k {
+			t.Fatal("different credentials gave the same key")
+		}
+	}
+}
+
+// BenchmarkAuthenticateCached: a Basic request whose answer is cached
+// (the common case: the cache key's HMAC, the lookup).
+func BenchmarkAuthenticateCached(b *testing.B) {
+	a, err := NewAuthenticator(AuthConfig{Checker: &fakeChecker{}, CacheSize: 1000, CacheTTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := api.Credentials{Scheme: "basic", User: "jk4q6z7goxd5zyyzat7bncb7pfsvkvc6", Password: "ok"}
+	if err := a.Authenticate(ctx, c.User, c); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.Authenticate(ctx, c.User, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
