@@ -48,6 +48,10 @@ type query struct {
 	// out is the record handed to a collection GET's emit (kept here so
 	// that it is not allocated per record).
 	out api.WBO
+	// data, when set, is an iterator over the collection's records that
+	// the caller opened under the user's lock: scanData reads (and closes)
+	// it instead of opening one on r.
+	data *pebble.Iterator
 }
 
 func (e *query) matches(r *record) bool {
@@ -118,12 +122,13 @@ func (e *query) run() error {
 
 // scanData streams the records in insertion order.
 func (e *query) scanData() error {
-	sc := e.sc
-	sc.k = collPrefix(sc.k[:0], e.user, tagData, e.coll)
-	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
-	it, err := e.r.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
-	if err != nil {
-		return err
+	it := e.data
+	e.data = nil
+	if it == nil {
+		var err error
+		if it, err = e.r.NewIter(dataBounds(e.sc, e.user, e.coll)); err != nil {
+			return err
+		}
 	}
 	for ok := it.First(); ok; ok = it.Next() {
 		v, err := it.ValueAndErr()
@@ -140,6 +145,22 @@ func (e *query) scanData() error {
 		}
 	}
 	return errors.Join(it.Error(), it.Close())
+}
+
+// dataBounds returns the iterator bounds of the collection's records, in
+// sc.k and sc.k2.
+func dataBounds(sc *scratch, user, coll string) *pebble.IterOptions {
+	sc.k = collPrefix(sc.k[:0], user, tagData, coll)
+	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
+	return &pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2}
+}
+
+// onePass reports whether a query of a collection whose records have no
+// expiry (ttl 0) reads nothing but one scan of the records: no filter to
+// count by (the meta's count is the answer's size), the default order.
+func onePass(q *api.Query, ttl int64) bool {
+	return ttl == 0 && !q.HasIDs && !q.HasParentID && !q.HasPredecessorID && !q.HasNewer && !q.HasOlder &&
+		!q.HasIndexAbove && !q.HasIndexBelow && q.Sort != api.SortIndex && q.Sort != api.SortOldest && q.Sort != api.SortNewest
 }
 
 // indexBounds returns the key range of the modified or sortindex index
@@ -496,14 +517,35 @@ func (s *Store) GetCollection(ctx context.Context, user, coll string, q *api.Que
 		mu.RUnlock()
 		return start(0, now)
 	}
-	snap := s.db.NewSnapshot()
-	mu.RUnlock()
-	defer snap.Close()
 	sc := s.getScratch()
 	defer s.putScratch(sc)
+	// The answer's size is counted before it is streamed, so every read
+	// of the query must see the state of the lock's moment. A one-pass
+	// query opens its only iterator now, which is that view; any other
+	// reads a snapshot taken now (a snapshot's Close costs a compaction
+	// check, a hot path's few percent).
+	var r pebble.Reader
+	var data *pebble.Iterator
+	if onePass(q, meta.ttl) {
+		data, err = s.db.NewIter(dataBounds(sc, user, coll))
+		if err != nil {
+			mu.RUnlock()
+			return fmt.Errorf("node: query %s/%s: %w", user, coll, err)
+		}
+	} else {
+		snap := s.db.NewSnapshot()
+		defer snap.Close()
+		r = snap
+	}
+	mu.RUnlock()
 	e := &sc.q
-	*e = query{s: s, r: snap, user: user, coll: coll, q: q, nowSec: mono / 100, sc: sc, total: meta.count, ttl: meta.ttl}
+	*e = query{s: s, r: r, user: user, coll: coll, q: q, nowSec: mono / 100, sc: sc, total: meta.count, ttl: meta.ttl, data: data}
 	defer func() { *e = query{} }()
+	defer func() {
+		if e.data != nil { // not handed to scanData (an empty answer)
+			e.data.Close()
+		}
+	}()
 	n, err := e.count()
 	if err != nil {
 		return fmt.Errorf("node: query %s/%s: %w", user, coll, err)
