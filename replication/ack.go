@@ -61,7 +61,11 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 	if len(others) == 0 {
 		return false, nil
 	}
-	confirmed := r.confirm(ctx, others, user, seq)
+	confirmed, notCurrent := r.confirm(ctx, others, user, seq)
+	if notCurrent {
+		return false, fmt.Errorf("%w of %q's replica set (a member refused the write's confirmation and the directory says so): %w",
+			ErrNotCurrent, user, node.ErrNotServing)
+	}
 	if len(confirmed) == len(others) {
 		return false, nil
 	}
@@ -76,11 +80,15 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 // confirm sends a SyncRequest for (user, seq) to every member of others in
 // parallel, retrying each failure with backoff, and returns the peers
 // that confirmed by the time every member not marked down confirmed (so
-// at once when all are marked down), or by Config.ReplicaWait.
-func (r *Replicator) confirm(ctx context.Context, others []Member, user string, seq uint64) []peer.ID {
+// at once when all are marked down), or by Config.ReplicaWait. When a
+// member refuses as "not shared" and the Membership is a FreshMembership,
+// it asks the directory once for the set: notCurrent reports that this
+// node is no longer a current member (confirm then returns at once).
+func (r *Replicator) confirm(ctx context.Context, others []Member, user string, seq uint64) (confirmed []peer.ID, notCurrent bool) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaWait)
 	defer cancel() // stops the attempts still running
 	done := make(chan Member, len(others))
+	refused := make(chan struct{}, 1)
 	live := 0
 	for _, m := range others {
 		if !m.Down {
@@ -93,6 +101,12 @@ func (r *Replicator) confirm(ctx context.Context, others []Member, user string, 
 					done <- m
 					return
 				}
+				if p2p.IsCode(err, CodeForbidden) {
+					select {
+					case refused <- struct{}{}:
+					default:
+					}
+				}
 				t := time.NewTimer(wait)
 				select {
 				case <-ctx.Done():
@@ -103,7 +117,9 @@ func (r *Replicator) confirm(ctx context.Context, others []Member, user string, 
 			}
 		}()
 	}
-	var confirmed []peer.ID
+	fresh, _ := r.mem.(FreshMembership)
+	var check chan bool // the directory's answer: still current?
+	asked := false      // once per write: a member with a stale view refuses every retry
 	liveOK := 0
 	for len(confirmed) < len(others) && liveOK < live {
 		select {
@@ -112,11 +128,29 @@ func (r *Replicator) confirm(ctx context.Context, others []Member, user string, 
 			if !m.Down {
 				liveOK++
 			}
+		case <-refused:
+			if fresh == nil || asked {
+				continue
+			}
+			asked = true
+			check = make(chan bool, 1)
+			go func() {
+				set, err := fresh.FreshReplicaSet(ctx, user)
+				if err == nil {
+					r.observe(user, set)
+				}
+				check <- err != nil || set.IsCurrent(r.self)
+			}()
+		case current := <-check:
+			if !current {
+				return confirmed, true
+			}
+			check = nil
 		case <-ctx.Done():
-			return confirmed
+			return confirmed, false
 		}
 	}
-	return confirmed
+	return confirmed, false
 }
 
 // reportUnconfirmed reports that the members of user's set other than

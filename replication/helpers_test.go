@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +74,9 @@ type clusterOpts struct {
 	// retryMin and retryMax set Config.RetryMin and RetryMax (defaults
 	// 20 ms and 200 ms).
 	retryMin, retryMax time.Duration
+	// fresh makes each node's Membership a FreshMembership whose fresh
+	// answer is the testDir's set (dir must be set).
+	fresh bool
 }
 
 type cluster struct {
@@ -139,6 +143,9 @@ func (c *cluster) startRepl(i int, start bool) {
 	cfg.ReplicaWait = o.replicaWait
 	cfg.Store = tn.store
 	cfg.Membership = tn.mem
+	if o.fresh {
+		cfg.Membership = &freshMem{StaticMembership: tn.mem, d: c.dir}
+	}
 	cfg.Transport = tn.tr
 	cfg.Logger = testkit.Logger(t, slog.LevelWarn).With("node", i)
 	cfg.SweepInterval = o.sweepInterval
@@ -361,6 +368,21 @@ func (d *testDir) log() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.reports)
+}
+
+// freshMem is a node's cached view (its StaticMembership) with the
+// testDir as the fresh answer, which also refreshes the view.
+type freshMem struct {
+	*StaticMembership
+	d     *testDir
+	asked atomic.Int32
+}
+
+func (m *freshMem) FreshReplicaSet(_ context.Context, user string) (ReplicaSet, error) {
+	m.asked.Add(1)
+	s := m.d.get(user)
+	m.SetReplicaSet(user, s)
+	return s, nil
 }
 
 // dirReporter is one node's Reporter on a testDir.

@@ -124,6 +124,17 @@ type Membership interface {
 	AssignedUsers(ctx context.Context, after string, limit int) (users []UserReplicas, more bool, err error)
 }
 
+// FreshMembership is a Membership that can also ask the directory for a
+// replica set past its cache (and refresh the cache with the answer). A
+// write waiting for its replicas uses it when a member refuses it as "not
+// shared": one of the two views is stale, and if it is this node's (the
+// user moved off it, or it was made filling) the write fails at once
+// (ErrNotCurrent, a 401 for the client) instead of after ReplicaWait.
+type FreshMembership interface {
+	Membership
+	FreshReplicaSet(ctx context.Context, user string) (ReplicaSet, error)
+}
+
 // UserReplicas is a user with its replica set.
 type UserReplicas struct {
 	User string

@@ -323,6 +323,60 @@ func TestRefusedReportFailsOnlyItsWrite(t *testing.T) {
 	}
 }
 
+// TestStaleWriterFailsFast: a write on a node whose cached view is stale
+// (the user moved off it) is refused by the member it asks to confirm; the
+// writer then asks the directory once, learns it is no longer a current
+// member, and fails at once with a 401 (ErrNotServing), not after
+// ReplicaWait. When the stale view is the member's instead, the writer
+// asks once, finds itself current, and the write is acknowledged as soon
+// as the member's view catches up: no report, no demotion.
+func TestStaleWriterFailsFast(t *testing.T) {
+	wait := 5 * time.Second
+	c := newCluster(t, 2, clusterOpts{dir: true, fresh: true, replicaWait: wait})
+	a, b := c.nodes[0], c.nodes[1]
+	a.store.SetReplicaWaiter(a.repl)
+	fm := a.repl.mem.(*freshMem)
+
+	// The user moved off a: b's view and the directory know, a's does not.
+	c.dir.set("u", c.members(0, 1))
+	c.dir.mu.Lock()
+	c.dir.sets["u"] = c.members(1)
+	c.dir.mu.Unlock()
+	b.mem.SetReplicaSet("u", c.members(1))
+	t0 := time.Now()
+	_, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{})
+	if !errors.Is(err, ErrNotCurrent) || !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("write on a node the user moved off: %v", err)
+	}
+	if d := time.Since(t0); d > wait/2 {
+		t.Fatalf("refused after %v; the directory said so at the first refusal", d)
+	}
+	if n := fm.asked.Load(); n != 1 {
+		t.Fatalf("asked the directory %d times, want 1", n)
+	}
+
+	// b's view is the stale one: a is current; b learns 300 ms later.
+	c.dir.set("v", c.members(0, 1))
+	b.mem.SetReplicaSet("v", c.members(1))
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		b.mem.SetReplicaSet("v", c.members(0, 1))
+	}()
+	before := len(c.dir.log())
+	if _, err := a.store.PutItem(bg, "v", "c", testkit.WBO("w", "p"), api.Precondition{}); err != nil {
+		t.Fatalf("write of a current member: %v", err)
+	}
+	if n := fm.asked.Load(); n != 2 {
+		t.Fatalf("asked the directory %d times in all, want 2 (once per write)", n)
+	}
+	if l := c.dir.log(); len(l) != before {
+		t.Fatalf("reports %q: the member that confirmed late was reported", l[before:])
+	}
+	if !c.dir.get("v").IsCurrent(b.id) {
+		t.Fatal("b demoted")
+	}
+}
+
 // TestStaleViewRetried: a new replica whose peer still has the old replica
 // set (its membership cache has not expired yet) is refused at first; the
 // pull is retried and succeeds once the peer's view catches up, without

@@ -13,7 +13,7 @@ import (
 // protocol.
 type dirMembership struct{ dc *dirclient.Client }
 
-var _ replication.Membership = dirMembership{}
+var _ replication.FreshMembership = dirMembership{}
 
 // ReplicaSet implements replication.Membership.
 func (m dirMembership) ReplicaSet(ctx context.Context, user string) (replication.ReplicaSet, error) {
@@ -22,6 +22,13 @@ func (m dirMembership) ReplicaSet(ctx context.Context, user string) (replication
 		return replication.ReplicaSet{}, err
 	}
 	return replication.SetFromDirectory(nodes, leaving), nil
+}
+
+// FreshReplicaSet implements replication.FreshMembership: the cached set
+// is dropped (for the authenticator too) and the directory asked.
+func (m dirMembership) FreshReplicaSet(ctx context.Context, user string) (replication.ReplicaSet, error) {
+	m.dc.InvalidateUsers(user)
+	return m.ReplicaSet(ctx, user)
 }
 
 // AssignedUsers implements replication.Membership.
