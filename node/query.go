@@ -103,6 +103,8 @@ func (e *query) run() error {
 		e.skip = q.Offset
 	}
 	switch {
+	case scansData(q):
+		return e.scanData()
 	case q.HasIDs:
 		return e.byIDs()
 	case q.Sort == api.SortIndex && (q.HasIndexAbove || q.HasIndexBelow):
@@ -113,10 +115,8 @@ func (e *query) run() error {
 		return e.scanIndex(tagMod, q.Sort == api.SortNewest, false)
 	case q.HasNewer || q.HasOlder:
 		return e.scanIndex(tagMod, false, true)
-	case q.HasIndexAbove || q.HasIndexBelow:
+	default: // sortindex bounds, the default order
 		return e.scanIndex(tagIdx, false, true)
-	default:
-		return e.scanData()
 	}
 }
 
@@ -155,12 +155,19 @@ func dataBounds(sc *scratch, user, coll string) *pebble.IterOptions {
 	return &pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2}
 }
 
+// scansData reports whether run reads q by one scan of the records in
+// insertion order (no ids, no index to range over, the default order).
+func scansData(q *api.Query) bool {
+	return !q.HasIDs && q.Sort != api.SortIndex && q.Sort != api.SortOldest && q.Sort != api.SortNewest &&
+		!q.HasNewer && !q.HasOlder && !q.HasIndexAbove && !q.HasIndexBelow
+}
+
 // onePass reports whether a query of a collection whose records have no
-// expiry (ttl 0) reads nothing but one scan of the records: no filter to
-// count by (the meta's count is the answer's size), the default order.
+// expiry (ttl 0) reads nothing but that one scan: count then needs no
+// read (no parent or predecessor filter to count by; the meta's count is
+// the answer's size).
 func onePass(q *api.Query, ttl int64) bool {
-	return ttl == 0 && !q.HasIDs && !q.HasParentID && !q.HasPredecessorID && !q.HasNewer && !q.HasOlder &&
-		!q.HasIndexAbove && !q.HasIndexBelow && q.Sort != api.SortIndex && q.Sort != api.SortOldest && q.Sort != api.SortNewest
+	return ttl == 0 && scansData(q) && !q.HasParentID && !q.HasPredecessorID
 }
 
 // indexBounds returns the key range of the modified or sortindex index
