@@ -50,7 +50,7 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 		return false, err
 	}
 	if !set.IsCurrent(r.self) {
-		return false, fmt.Errorf("%w of %q's replica set: %w", ErrNotCurrent, user, node.ErrNotServing)
+		return false, notCurrent(user, "", nil)
 	}
 	var others []Member
 	for _, m := range set.Members {
@@ -61,10 +61,9 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 	if len(others) == 0 {
 		return false, nil
 	}
-	confirmed, notCurrent := r.confirm(ctx, others, user, seq)
-	if notCurrent {
-		return false, fmt.Errorf("%w of %q's replica set (a member refused the write's confirmation and the directory says so): %w",
-			ErrNotCurrent, user, node.ErrNotServing)
+	confirmed, moved := r.confirm(ctx, others, user, seq)
+	if moved {
+		return false, notCurrent(user, " (a member refused the write's confirmation and the directory says so)", nil)
 	}
 	if len(confirmed) == len(others) {
 		return false, nil
@@ -75,6 +74,17 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 	}
 	r.c.uncReported.Add(1)
 	return true, nil
+}
+
+// notCurrent is WaitReplicated's error when this node is not a current
+// member of user's set: ErrNotCurrent, and node.ErrNotServing so that the
+// client is answered 401. why completes the message; cause, when not
+// nil, is wrapped too.
+func notCurrent(user, why string, cause error) error {
+	if cause != nil {
+		return fmt.Errorf("%w of %q's replica set%s: %w: %w", ErrNotCurrent, user, why, cause, node.ErrNotServing)
+	}
+	return fmt.Errorf("%w of %q's replica set%s: %w", ErrNotCurrent, user, why, node.ErrNotServing)
 }
 
 // confirm sends a SyncRequest for (user, seq) to every member of others in
@@ -172,7 +182,7 @@ func (r *Replicator) reportUnconfirmed(ctx context.Context, user string, confirm
 		// The directory refuses the item when this node is no longer a
 		// current member (another writer's report made it filling, or it
 		// left the set): the write is on no current member.
-		return fmt.Errorf("%w of %q's replica set (the directory refused the report of an unconfirmed write: %w): %w", ErrNotCurrent, user, err, node.ErrNotServing)
+		return notCurrent(user, " (the directory refused the report of an unconfirmed write)", err)
 	}
 	if err != nil {
 		return fmt.Errorf("replication: report of an unconfirmed write of %q: %w", user, err)
@@ -186,7 +196,7 @@ func (r *Replicator) reportUnconfirmed(ctx context.Context, user string, confirm
 		return fmt.Errorf("replication: replica set of %q after a report: %w", user, err)
 	}
 	if !set.IsCurrent(r.self) {
-		return fmt.Errorf("%w of %q's replica set after reporting an unconfirmed write: %w", ErrNotCurrent, user, node.ErrNotServing)
+		return notCurrent(user, " after reporting an unconfirmed write", nil)
 	}
 	if !notified {
 		// Members that became filling may still serve from a cached view
