@@ -242,7 +242,10 @@ func killPID(pid int, data string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return waitGone(ctx, pid, data)
+	// The process was ours a moment ago: wait for the PID itself to go
+	// (or be a zombie), not for its command line to stop naming data,
+	// which a process being torn down need not show either way.
+	return waitGone(ctx, pid, "")
 }
 
 // stopPID sends SIGINT to a member's process that is not our child and
