@@ -20,6 +20,8 @@ const (
 	routeStorage                      // /{ver}/{user}/storage
 	routeCollection                   // /{ver}/{user}/storage/{coll}
 	routeItem                         // /{ver}/{user}/storage/{coll}/{id}
+
+	numRoutes
 )
 
 // storagePath is a storage request's path, parsed: its route and the

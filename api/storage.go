@@ -90,6 +90,12 @@ type storageHandler struct {
 	backoff func() int
 	rs      responder
 	router  *mux.Router
+	// direct holds each storage route's handlers by method: ServeHTTP
+	// calls them without the router (which answers everything else:
+	// the heartbeat, 404 and 405), so a storage request is neither
+	// matched against the routes in turn nor copied to carry mux's
+	// variables and route in its context.
+	direct [numRoutes][]methodHandler
 
 	// maxPayload, maxPostRecords and maxPostBytes are the configured
 	// limits (StorageConfig), defaults filled in.
@@ -124,6 +130,9 @@ func NewStorageHandler(cfg StorageConfig) (http.Handler, error) {
 	get := []string{http.MethodGet, http.MethodHead}
 	route := func(rt storageRoute, fn userHandler, methods ...string) {
 		r.MatcherFunc(matchStorage(rt)).Methods(methods...).Handler(h.authed(fn))
+		for _, m := range methods {
+			h.direct[rt] = append(h.direct[rt], methodHandler{m, fn})
+		}
 	}
 	route(routeInfoCollections, h.infoCollections, get...)
 	route(routeCollection, h.getCollection, get...)
@@ -169,6 +178,14 @@ func (h *storageHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r = withPath(r, strings.TrimRight(p, "/"))
 	}
+	if sp := parseStoragePath(r.URL.Path); sp.route != routeNone {
+		for _, mh := range h.direct[sp.route] {
+			if mh.method == r.Method {
+				h.serveAuthed(w, r, mh.fn, sp)
+				return
+			}
+		}
+	}
 	h.router.ServeHTTP(w, r)
 }
 
@@ -188,17 +205,26 @@ func withPath(r *http.Request, p string) *http.Request {
 
 type userHandler func(w http.ResponseWriter, r *http.Request, user string, vars storagePath)
 
+type methodHandler struct {
+	method string
+	fn     userHandler
+}
+
 // authed wraps a route with the authentication of weave-api.md 3.1.
 func (h *storageHandler) authed(fn userHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		vars := parseStoragePath(r.URL.Path)
-		user := vars.user
-		if err := h.authenticate(r, user); err != nil {
-			h.rs.writeError(w, r, err)
-			return
-		}
-		fn(w, r, user, vars)
+		h.serveAuthed(w, r, fn, parseStoragePath(r.URL.Path))
 	})
+}
+
+// serveAuthed authenticates the user of path vars (weave-api.md 3.1),
+// then calls fn.
+func (h *storageHandler) serveAuthed(w http.ResponseWriter, r *http.Request, fn userHandler, vars storagePath) {
+	if err := h.authenticate(r, vars.user); err != nil {
+		h.rs.writeError(w, r, err)
+		return
+	}
+	fn(w, r, vars.user, vars)
 }
 
 func (h *storageHandler) authenticate(r *http.Request, pathUser string) error {
