@@ -84,6 +84,12 @@ type scratch struct {
 	rsInit bool
 	recs   []record
 	ids    []string
+	// page15 and page15IDs keep a Sync 1.5 listing's page between its
+	// count and its emission (Sync15.GetCollection): the entries, and
+	// their ids one after the other (page15End[i] ends entry i's).
+	page15    []entry15
+	page15IDs []byte
+	page15End []int32
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and starts the
@@ -277,6 +283,7 @@ func (s *Store) putScratch(b *scratch) {
 	if cap(b.recs) > 1024 {
 		b.recs, b.ids = nil, nil
 	}
+	b.page15, b.page15IDs, b.page15End = b.page15[:0], b.page15IDs[:0], b.page15End[:0]
 	b.k, b.k2, b.v = b.k[:0], b.k2[:0], b.v[:0]
 	s.bufs.Put(b)
 }

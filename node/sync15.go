@@ -427,8 +427,11 @@ func (x *Sync15) DeleteStorage(ctx context.Context, user string, pre sync15.Prec
 // GetCollection implements sync15.Store: under the user's shared lock it
 // takes a Pebble snapshot, then counts the page on the snapshot (the
 // Sync 1.5 index in the query's order, or the heads of the ids asked
-// for), calls start, and reads the page again to emit it, each record
-// decoded from Pebble's memory without a copy.
+// for), calls start, and emits the page, each record decoded from
+// Pebble's memory without a copy. A page of up to maxKeptPage entries
+// (and maxKeptPageIDs bytes of ids) is kept from the count to the
+// emission; a larger one is read from the index a second time instead,
+// so a request's memory stays bounded whatever its limit.
 func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15.Query, start func(*sync15.Page) error, emit func(*sync15.BSO) error) error {
 	if err := x.begin(user, coll); err != nil {
 		return err
@@ -450,17 +453,24 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	snap := s.db.NewSnapshot()
 	mu.RUnlock()
 	defer snap.Close()
+	sc := s.getScratch()
+	defer s.putScratch(sc)
 	l := &lister15{r: snap, user: user, coll: coll, q: q, nowSec: mono / 100}
-	// Two passes over the snapshot: the first counts the page and finds
-	// its last position, the second emits it; nothing of the page is
-	// kept in between.
 	var last entry15
 	var lastID []byte
-	n := 0
+	n, keep := 0, true
 	more, err := l.run(q.Limit, func(e *entry15) error {
 		last = *e
 		lastID = append(lastID[:0], e.id...)
 		n++
+		if keep && (n > maxKeptPage || len(sc.page15IDs)+len(e.id) > maxKeptPageIDs) {
+			keep = false
+		}
+		if keep {
+			sc.page15 = append(sc.page15, *e)
+			sc.page15IDs = append(sc.page15IDs, e.id...)
+			sc.page15End = append(sc.page15End, int32(len(sc.page15IDs)))
+		}
 		return nil
 	})
 	if err != nil {
@@ -478,8 +488,6 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	}
 	var b sync15.BSO
 	var rec record
-	sc := s.getScratch()
-	defer s.putScratch(sc)
 	// The records are read with one iterator over the collection's data
 	// keys, seeking to each (cheaper than a Get, which makes an iterator
 	// every time).
@@ -491,9 +499,29 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 		}
 		defer data.Close()
 	}
-	_, err = l.run(n, func(e *entry15) error { return x.emit15(e, q.Full, data, sc, &rec, &b, user, coll, emit) })
-	return err
+	if !keep {
+		_, err = l.run(n, func(e *entry15) error { return x.emit15(e, q.Full, data, sc, &rec, &b, user, coll, emit) })
+		return err
+	}
+	ids := alias(sc.page15IDs)
+	from := int32(0)
+	for i := range sc.page15 {
+		e := &sc.page15[i]
+		e.id, from = ids[from:sc.page15End[i]], sc.page15End[i]
+		if err := x.emit15(e, q.Full, data, sc, &rec, &b, user, coll, emit); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// maxKeptPage and maxKeptPageIDs bound the Sync 1.5 page GetCollection
+// keeps between its count and its emission: about 100 KB of entries and
+// 64 KB of ids. (Variables for the test that compares both ways.)
+var (
+	maxKeptPage    = 2000
+	maxKeptPageIDs = 64 << 10
+)
 
 // emit15 emits the record of entry e (only its id and sort keys unless
 // full), read through data.
@@ -517,7 +545,8 @@ func (x *Sync15) emit15(e *entry15, full bool, data *pebble.Iterator, sc *scratc
 		if err := decodeRecord(v, rec); err != nil {
 			return err
 		}
-		*b = sync15.BSO{ID: rec.id, Modified: api.Stamp(rec.mod), Has: sync15.FieldPayload, Payload: rec.payload}
+		*b = sync15.BSO{ID: rec.id, Modified: api.Stamp(rec.mod), Has: sync15.FieldPayload, Payload: rec.payload,
+			Plain: api.Plain(rec.plain) & (api.PlainID | api.PlainPayload)}
 		if rec.has&api.FieldSortIndex != 0 {
 			b.Has |= sync15.FieldSortIndex
 			b.SortIndex = rec.si

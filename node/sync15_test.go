@@ -331,6 +331,120 @@ func TestSync15Codecs(t *testing.T) {
 	}
 }
 
+// TestSync15PlainHint checks the plain hint of the records a listing
+// returns: the JSON a handler writes with it is the JSON it writes
+// without it, for ids and payloads that need escaping and those that do
+// not, and plain ones carry it.
+func TestSync15PlainHint(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil, 0)
+	x := s.Sync15()
+	in := []sync15.BSO{
+		bso("plain", "ciphertext-abc=="),
+		bso(`q"uote`, "p"),
+		bso(`back\slash`, `a\b`),
+		bso("ctl", "line\nbreak\x01"),
+		bso("utf8", "caf\u00e9 \u2028"),
+		bso("json", `{"ciphertext":"abc"}`),
+	}
+	if _, err := x.PostBSOs(ctx, "u", "c", in, sync15.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	check := func(b *sync15.BSO) error {
+		n++
+		got := string(sync15.AppendBSOJSON(nil, b))
+		c := *b
+		c.Plain = 0
+		if want := string(sync15.AppendBSOJSON(nil, &c)); got != want {
+			return fmt.Errorf("%q: with the hint %s, without %s", b.ID, got, want)
+		}
+		if b.ID == "plain" && b.Plain != api.PlainID|api.PlainPayload {
+			return fmt.Errorf("plain record hinted %b", b.Plain)
+		}
+		return nil
+	}
+	q := sync15.Query{Full: true, Limit: 100}
+	if err := x.GetCollection(ctx, "u", "c", &q, func(*sync15.Page) error { return nil }, check); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(in) {
+		t.Fatalf("listed %d of %d", n, len(in))
+	}
+}
+
+// TestSync15KeptPageMatchesRescan lists a collection (updated records,
+// sortindexes, expiring records, so that every order differs from the
+// insertion order) with many queries, keeping each page between its
+// count and its emission and, again, reading the index twice: the
+// pages, their headers and every record must be the same, and each
+// page must emit what it counted.
+func TestSync15KeptPageMatchesRescan(t *testing.T) {
+	s := openTest(t, t.TempDir(), nil, 0)
+	x := s.Sync15()
+	for round := range 6 {
+		var bs []sync15.BSO
+		for i := round; i < 120; i += 1 + round {
+			b := bso(fmt.Sprintf("r%03d", i), fmt.Sprintf("p%d-%d", i, round))
+			if i%3 == 0 {
+				b.Has |= sync15.FieldSortIndex
+				b.SortIndex = int64((i * 7919) % 101)
+			}
+			if i%11 == 0 {
+				b.Has |= sync15.FieldTTL
+				b.TTL = 3600
+			}
+			bs = append(bs, b)
+		}
+		if _, err := x.PostBSOs(ctx, "u", "c", bs, sync15.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func(q sync15.Query) string {
+		var out strings.Builder
+		var page sync15.Page
+		n := 0
+		err := x.GetCollection(ctx, "u", "c", &q, func(p *sync15.Page) error { page = *p; return nil },
+			func(b *sync15.BSO) error { n++; out.Write(sync15.AppendBSOJSON(nil, b)); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != page.Count {
+			t.Fatalf("%+v: emitted %d, counted %d", q, n, page.Count)
+		}
+		return fmt.Sprintf("%+v\n%s", page, out.String())
+	}
+	_, mid := list15(t, x, "u", "c", sync15.Query{Sort: sync15.SortOldest, Limit: 60})
+	defer func(p, b int) { maxKeptPage, maxKeptPageIDs = p, b }(maxKeptPage, maxKeptPageIDs)
+	n := 0
+	for _, sort := range []sync15.Sort{sync15.SortNone, sync15.SortNewest, sync15.SortOldest, sync15.SortIndex} {
+		for _, full := range []bool{false, true} {
+			for _, limit := range []int{0, 1, 7, 100, 1000} {
+				for _, f := range []func(*sync15.Query){
+					func(*sync15.Query) {},
+					func(q *sync15.Query) { q.Newer, q.HasNewer = mid.Last.Modified, true },
+					func(q *sync15.Query) { q.Older, q.HasOlder = mid.Last.Modified, true },
+					func(q *sync15.Query) { q.After = &mid.Last },
+					func(q *sync15.Query) { q.IDs = []string{"r003", "r000", "r119", "r044", "nope"} },
+				} {
+					q := sync15.Query{Sort: sort, Full: full, Limit: limit}
+					f(&q)
+					maxKeptPage, maxKeptPageIDs = 2000, 64<<10
+					kept := list(q)
+					maxKeptPage = 0
+					rescan := list(q)
+					maxKeptPage, maxKeptPageIDs = 2000, 8
+					part := list(q)
+					if kept != rescan || part != rescan {
+						t.Fatalf("%+v:\nkept   %s\nrescan %s\nids past the bound %s", q, kept, rescan, part)
+					}
+					n++
+				}
+			}
+		}
+	}
+	t.Logf("%d queries", n)
+}
+
 // BenchmarkSync15GetFull100 reads a page of 100 full records in the
 // default (newest) order: two passes over the N index, each record read
 // with one data iterator (compare BenchmarkAppendFull100, Weave's).

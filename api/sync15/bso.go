@@ -51,6 +51,12 @@ type BSO struct {
 	// expires TTL seconds after the write's timestamp. It is never
 	// returned.
 	TTL int64
+	// Plain is a store's hint on the records it reads, as api.WBO.Plain:
+	// the id and payload it marks (api.PlainID, api.PlainPayload) are
+	// printable ASCII without '"' and '\\', so AppendBSOJSON copies them
+	// between quotes without scanning them. Zero is always correct;
+	// decoders never set it.
+	Plain api.Plain
 }
 
 // ValidID reports whether s is a valid BSO id: 1 to MaxIDLen printable
@@ -86,16 +92,27 @@ func ValidCollection(s string) bool {
 // one. The ttl is never written.
 func AppendBSOJSON(dst []byte, b *BSO) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = api.AppendJSONString(dst, b.ID)
+	dst = appendJSONStr(dst, b.ID, b.Plain&api.PlainID != 0)
 	dst = append(dst, `,"modified":`...)
 	dst = b.Modified.AppendTo(dst)
 	dst = append(dst, `,"payload":`...)
-	dst = api.AppendJSONString(dst, b.Payload)
+	dst = appendJSONStr(dst, b.Payload, b.Plain&api.PlainPayload != 0)
 	if b.Has&FieldSortIndex != 0 {
 		dst = append(dst, `,"sortindex":`...)
 		dst = strconv.AppendInt(dst, b.SortIndex, 10)
 	}
 	return append(dst, '}')
+}
+
+// appendJSONStr appends s as a JSON string, copied between quotes when
+// plain says it needs no escaping.
+func appendJSONStr(dst []byte, s string, plain bool) []byte {
+	if !plain {
+		return api.AppendJSONString(dst, s)
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
 
 // Decoding errors of whole request bodies.

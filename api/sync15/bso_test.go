@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/hce-sync/hce/api"
 )
 
 func TestDecodeBSO(t *testing.T) {
@@ -144,6 +146,14 @@ func TestAppendBSOJSON(t *testing.T) {
 	b.TTL = 10
 	if got := string(AppendBSOJSON(nil, &b)); got != `{"id":"a\"b","modified":1234.56,"payload":"p\n","sortindex":-5}` {
 		t.Fatalf("got %s", got)
+	}
+	// A store's plain hint copies the strings it marks unscanned: the
+	// same JSON for strings that need no escape.
+	p := BSO{ID: "k-1", Modified: 100, Payload: `{x:1}`, Has: FieldPayload}
+	want := string(AppendBSOJSON(nil, &p))
+	p.Plain = api.PlainID | api.PlainPayload
+	if got := string(AppendBSOJSON(nil, &p)); got != want || want != `{"id":"k-1","modified":1.00,"payload":"{x:1}"}` {
+		t.Fatalf("plain hint: got %s, want %s", got, want)
 	}
 }
 
