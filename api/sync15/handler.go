@@ -1,7 +1,6 @@
 package sync15
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -422,11 +422,32 @@ func (h *handler) getCollection(req *request) {
 	}
 	var (
 		page    Page
-		started bool
+		started bool // the page's headers are set
+		sent    bool // the status and some of the body are sent
 		emitted int
-		bw      *bufio.Writer
-		elem    []byte
 	)
+	// The body is built in a pooled buffer and written when it passes
+	// listFlushAt bytes or ends: a page that fits goes out with a
+	// Content-Length in one write, and a store error before the first
+	// write still gets a proper error answer.
+	bp := listBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= maxPooledList {
+			*bp = buf[:0]
+			listBufs.Put(bp)
+		}
+	}()
+	write := func() error {
+		if !sent {
+			sent = true
+			req.w.WriteHeader(http.StatusOK)
+		}
+		_, err := req.w.Write(buf)
+		buf = buf[:0]
+		return err
+	}
+	hd := req.w.Header()
 	err = h.store.GetCollection(req.ctx, req.user, coll, q, func(p *Page) error {
 		if err := req.pre.Check(p.LastModified); err != nil {
 			return err
@@ -435,7 +456,6 @@ func (h *handler) getCollection(req *request) {
 			return fmt.Errorf("store returned a page of %d records for limit %d", p.Count, q.Limit)
 		}
 		page = *p
-		hd := req.w.Header()
 		hd["X-Last-Modified"] = []string{p.LastModified.String()}
 		hd["X-Weave-Timestamp"] = []string{max(stampOf(req.now), p.LastModified).String()}
 		hd["X-Weave-Records"] = []string{strconv.Itoa(p.Count)}
@@ -451,38 +471,42 @@ func (h *handler) getCollection(req *request) {
 		} else {
 			hd.Set("Content-Type", "application/json")
 		}
-		req.w.WriteHeader(http.StatusOK)
 		started = true
-		bw = bufio.NewWriterSize(req.w, 32<<10)
 		if !newlines {
-			return bw.WriteByte('[')
+			buf = append(buf, '[')
 		}
 		return nil
 	}, func(b *BSO) error {
 		if emitted >= page.Count {
 			return fmt.Errorf("store emitted more than the %d records of its page", page.Count)
 		}
-		elem = elem[:0]
 		if !newlines && emitted > 0 {
-			elem = append(elem, ',')
+			buf = append(buf, ',')
 		}
 		if q.Full {
-			elem = AppendBSOJSON(elem, b)
+			buf = AppendBSOJSON(buf, b)
 		} else {
-			elem = api.AppendJSONString(elem, b.ID)
+			buf = api.AppendJSONString(buf, b.ID)
 		}
 		if newlines {
-			elem = append(elem, '\n')
+			buf = append(buf, '\n')
 		}
 		emitted++
-		_, err := bw.Write(elem)
-		return err
+		if len(buf) >= listFlushAt {
+			return write()
+		}
+		return nil
 	})
 	if err == nil && emitted != page.Count {
 		err = fmt.Errorf("store emitted %d of the %d records of its page", emitted, page.Count)
 	}
 	if err != nil {
-		if !started {
+		if !sent {
+			if started {
+				for _, k := range []string{"X-Last-Modified", "X-Weave-Timestamp", "X-Weave-Records", "X-Weave-Next-Offset", "Content-Type"} {
+					delete(hd, k)
+				}
+			}
 			h.fail(req, err)
 			return
 		}
@@ -492,10 +516,22 @@ func (h *handler) getCollection(req *request) {
 		panic(http.ErrAbortHandler)
 	}
 	if !newlines {
-		_ = bw.WriteByte(']')
+		buf = append(buf, ']')
 	}
-	_ = bw.Flush()
+	if !sent {
+		hd.Set("Content-Length", strconv.Itoa(len(buf)))
+	}
+	_ = write()
 }
+
+// listFlushAt is the buffered size past which a listing is streamed out;
+// listing buffers up to maxPooledList bytes are kept for the next one.
+const (
+	listFlushAt   = 256 << 10
+	maxPooledList = 1 << 20
+)
+
+var listBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // itemID returns the decoded item id of the path, or errRouteNotFound.
 func itemID(req *request) (string, error) {

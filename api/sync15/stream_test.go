@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,42 @@ func TestStoreContractViolations(t *testing.T) {
 				t.Fatalf("page of %d with %d records answered as complete", tc.count, tc.emits)
 			}
 		}
+	}
+}
+
+// TestListingFitsOneWrite checks that a page smaller than the stream
+// buffer goes out with its Content-Length (not chunked), in JSON and in
+// newlines, and that a store failure before anything was written gets
+// an error answer without the page's headers, not a cut connection.
+func TestListingFitsOneWrite(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.newClient(42, "alice", time.Hour)
+	expect(t, c.do("POST", "/storage/col", `[{"id":"a","payload":"x"},{"id":"b","payload":"y\"z"},{"id":"c","payload":"w","sortindex":3}]`), 200, "*")
+	for _, accept := range []string{"application/json", "application/newlines"} {
+		r := c.do("GET", "/storage/col?full=1", "", "Accept: "+accept)
+		if r.status != 200 || r.header.Get("X-Weave-Records") != "3" {
+			t.Fatalf("%s: answer %d %v", accept, r.status, r.header)
+		}
+		if cl := r.header.Get("Content-Length"); cl != strconv.Itoa(len(r.body)) {
+			t.Fatalf("%s: Content-Length %q for a body of %d bytes", accept, cl, len(r.body))
+		}
+		if accept == "application/json" {
+			var list []map[string]any
+			r.json(t, &list)
+			if len(list) != 3 || list[1]["payload"] != `y"z` {
+				t.Fatalf("list %v", list)
+			}
+		} else if n := strings.Count(r.body, "\n"); n != 3 {
+			t.Fatalf("%d lines: %q", n, r.body)
+		}
+	}
+
+	ss := &streamStore{n: 2000, payload: "p", failAt: 10}
+	e2 := newEnv(t, func(c *Config) { c.Store = ss })
+	ss.memStore = e2.store
+	c2 := e2.newClient(42, "alice", time.Hour)
+	r := c2.do("GET", "/storage/col?full=1", "")
+	if r.status < 500 || r.header.Get("X-Weave-Records") != "" || r.header.Get("X-Last-Modified") != "" || strings.HasPrefix(r.body, "[") {
+		t.Fatalf("a read that failed before its first write answered %d %v %q", r.status, r.header, r.body)
 	}
 }
