@@ -17,8 +17,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gorilla/mux"
-
 	"github.com/hce-sync/hce/api"
 )
 
@@ -107,16 +105,9 @@ type handler struct {
 	rand       io.Reader
 	log        *slog.Logger
 	ew         *errorWriter
-	router     *mux.Router
+	routes     [numRoutes15][]routeHandler
 	configBody []byte
 }
-
-// Path patterns of the routes.
-const (
-	basePattern = `/1.5/{uid:[0-9]{1,10}}`
-	collPattern = `{coll:[a-zA-Z0-9._-]{1,32}}`
-	itemPattern = `{id:[^/]+}`
-)
 
 // NewHandler returns the Sync 1.5 storage API under /1.5/{uid}/:
 //
@@ -126,6 +117,8 @@ const (
 //	GET    storage/{coll}/{id}       PUT  storage/{coll}/{id} DELETE storage/{coll}/{id}
 //	DELETE storage                   DELETE /1.5/{uid}
 //
+// Paths are matched as sent (percent-encoded), by parsePath15; a path
+// that is none of these is 404, a method a path does not take 405.
 // Every route authenticates through Config.Auth. Every answer carries
 // X-Weave-Timestamp (and X-Weave-Backoff when Config.Backoff asks for
 // it); successful ones carry X-Last-Modified. The handler is safe for
@@ -172,33 +165,32 @@ func NewHandler(cfg Config) (http.Handler, error) {
 			conflictRetry: strconv.Itoa(cfg.ConflictRetryAfter)},
 	}
 	h.configBody = h.limits.appendConfiguration(nil, h.quota)
-	r := mux.NewRouter().UseEncodedPath().SkipClean(true)
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
-	r.Handle(basePattern+"/info/configuration", h.authed(h.infoConfiguration, false)).Methods(get)
-	r.Handle(basePattern+"/info/collections", h.authed(h.infoCollections, true)).Methods(get)
-	r.Handle(basePattern+"/info/quota", h.authed(h.infoQuota, false)).Methods(get)
-	r.Handle(basePattern+"/info/collection_usage", h.authed(h.infoUsage, false)).Methods(get)
-	r.Handle(basePattern+"/info/collection_counts", h.authed(h.infoCounts, false)).Methods(get)
-	r.Handle(basePattern+"/storage/"+collPattern, h.authed(h.getCollection, false)).Methods(get)
-	r.Handle(basePattern+"/storage/"+collPattern, h.authed(h.postCollection, false)).Methods(post)
-	r.Handle(basePattern+"/storage/"+collPattern, h.authed(h.deleteCollection, false)).Methods(del)
-	r.Handle(basePattern+"/storage/"+collPattern+"/"+itemPattern, h.authed(h.getItem, false)).Methods(get)
-	r.Handle(basePattern+"/storage/"+collPattern+"/"+itemPattern, h.authed(h.putItem, false)).Methods(put)
-	r.Handle(basePattern+"/storage/"+collPattern+"/"+itemPattern, h.authed(h.deleteItem, false)).Methods(del)
-	r.Handle(basePattern+"/storage", h.authed(h.deleteStorage, false)).Methods(del)
-	r.Handle(basePattern, h.authed(h.deleteStorage, false)).Methods(del)
-	r.Handle(basePattern+"/", h.authed(h.deleteStorage, false)).Methods(del)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		h.ew.writeError(w, req, errRouteNotFound)
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		h.ew.writeError(w, req, errMethodNotAllowed)
-	})
-	h.router = r
+	route := func(rt route15, method string, fn func(*request), allowExpired bool) {
+		h.routes[rt] = append(h.routes[rt], routeHandler{method, fn, allowExpired})
+	}
+	route(r15InfoConfiguration, get, h.infoConfiguration, false)
+	route(r15InfoCollections, get, h.infoCollections, true)
+	route(r15InfoQuota, get, h.infoQuota, false)
+	route(r15InfoUsage, get, h.infoUsage, false)
+	route(r15InfoCounts, get, h.infoCounts, false)
+	route(r15Collection, get, h.getCollection, false)
+	route(r15Collection, post, h.postCollection, false)
+	route(r15Collection, del, h.deleteCollection, false)
+	route(r15Item, get, h.getItem, false)
+	route(r15Item, put, h.putItem, false)
+	route(r15Item, del, h.deleteItem, false)
+	route(r15Storage, del, h.deleteStorage, false)
+	route(r15Base, del, h.deleteStorage, false)
 	return h, nil
 }
 
-type nowKey struct{}
+// routeHandler is a route's handler for one method.
+type routeHandler struct {
+	method       string
+	fn           func(*request)
+	allowExpired bool
+}
 
 // ServeHTTP stamps the answer with X-Weave-Timestamp (the request's
 // server time, raised by the handlers to a write's timestamp or a read's
@@ -212,7 +204,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hd.Set("X-Weave-Backoff", strconv.Itoa(s))
 		}
 	}
-	h.router.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), nowKey{}, now)))
+	p := parsePath15(r.URL.EscapedPath())
+	if p.route == r15None {
+		h.ew.writeError(w, r, errRouteNotFound)
+		return
+	}
+	for _, rh := range h.routes[p.route] {
+		if rh.method == r.Method {
+			h.serve(w, r, now, p, rh)
+			return
+		}
+	}
+	h.ew.writeError(w, r, errMethodNotAllowed)
 }
 
 // stampOf returns a time as a Stamp, truncated to the centisecond.
@@ -227,35 +230,32 @@ type request struct {
 	user  string
 	ident Identity
 	pre   Precondition
-	vars  map[string]string
+	// uid, coll and id are the path's variables, as sent (id is still
+	// percent-encoded: itemID decodes it).
+	uid, coll, id string
 }
 
-// authed wraps a route with authentication and the precondition headers.
-func (h *handler) authed(fn func(*request), allowExpired bool) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now, ok := r.Context().Value(nowKey{}).(time.Time)
-		if !ok {
-			now = h.clock()
+// serve authenticates a request to route p, reads its precondition
+// headers and calls the route's handler.
+func (h *handler) serve(w http.ResponseWriter, r *http.Request, now time.Time, p path15, rh routeHandler) {
+	req := &request{w: w, r: r, ctx: r.Context(), now: now, uid: p.uid, coll: p.coll, id: p.id}
+	id, err := h.authn.Authenticate(req.ctx, AuthRequest{HTTP: r, UID: p.uid, AllowExpired: rh.allowExpired})
+	if err == nil && id.User == "" {
+		err = errors.New("authenticator returned no user")
+	}
+	if err != nil {
+		if !errors.Is(err, api.ErrUnauthorized) {
+			err = fmt.Errorf("authenticate uid %s: %w", p.uid, err)
 		}
-		req := &request{w: w, r: r, ctx: r.Context(), now: now, vars: mux.Vars(r)}
-		id, err := h.authn.Authenticate(req.ctx, AuthRequest{HTTP: r, UID: req.vars["uid"], AllowExpired: allowExpired})
-		if err == nil && id.User == "" {
-			err = errors.New("authenticator returned no user")
-		}
-		if err != nil {
-			if !errors.Is(err, api.ErrUnauthorized) {
-				err = fmt.Errorf("authenticate uid %s: %w", req.vars["uid"], err)
-			}
-			h.ew.writeError(w, r, err)
-			return
-		}
-		req.ident, req.user = id, id.User
-		if req.pre, err = ParsePrecondition(r.Header); err != nil {
-			h.ew.writeError(w, r, err)
-			return
-		}
-		fn(req)
-	})
+		h.ew.writeError(w, r, err)
+		return
+	}
+	req.ident, req.user = id, id.User
+	if req.pre, err = ParsePrecondition(r.Header); err != nil {
+		h.ew.writeError(w, r, err)
+		return
+	}
+	rh.fn(req)
 }
 
 func (h *handler) fail(req *request, err error) { h.ew.writeError(req.w, req.r, err) }
@@ -406,7 +406,7 @@ func negotiate(values []string) (newlines bool, err error) {
 }
 
 func (h *handler) getCollection(req *request) {
-	coll := req.vars["coll"]
+	coll := req.coll
 	q, err := ParseQuery(req.r.URL.Query())
 	if err != nil {
 		h.fail(req, err)
@@ -535,7 +535,7 @@ var listBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return 
 
 // itemID returns the decoded item id of the path, or errRouteNotFound.
 func itemID(req *request) (string, error) {
-	id, err := url.PathUnescape(req.vars["id"])
+	id, err := url.PathUnescape(req.id)
 	if err != nil || !ValidID(id) {
 		return "", errRouteNotFound
 	}
@@ -548,7 +548,7 @@ func (h *handler) getItem(req *request) {
 		h.fail(req, err)
 		return
 	}
-	b, err := h.store.GetBSO(req.ctx, req.user, req.vars["coll"], id)
+	b, err := h.store.GetBSO(req.ctx, req.user, req.coll, id)
 	if err == nil {
 		err = req.pre.Check(b.Modified)
 	}
@@ -608,7 +608,7 @@ func (h *handler) readBody(req *request) (string, error) {
 var knownBadPayload = regexp.MustCompile(`IV":\s*"AAAAAAAAAAAAAAAAAAAAAA=="`)
 
 func (h *handler) putItem(req *request) {
-	coll := req.vars["coll"]
+	coll := req.coll
 	id, err := itemID(req)
 	if err != nil {
 		h.fail(req, err)
@@ -681,7 +681,7 @@ const (
 )
 
 func (h *handler) postCollection(req *request) {
-	coll := req.vars["coll"]
+	coll := req.coll
 	v := req.r.URL.Query()
 	batchParam, hasBatch, err := queryValue(v, "batch")
 	if err != nil {
@@ -868,7 +868,7 @@ func (h *handler) deleteCollection(req *request) {
 		h.fail(req, err)
 		return
 	}
-	ts, err := h.store.DeleteCollection(req.ctx, req.user, req.vars["coll"], ids, req.pre)
+	ts, err := h.store.DeleteCollection(req.ctx, req.user, req.coll, ids, req.pre)
 	if err != nil {
 		h.fail(req, err)
 		return
@@ -882,7 +882,7 @@ func (h *handler) deleteItem(req *request) {
 		h.fail(req, err)
 		return
 	}
-	ts, err := h.store.DeleteBSO(req.ctx, req.user, req.vars["coll"], id, req.pre)
+	ts, err := h.store.DeleteBSO(req.ctx, req.user, req.coll, id, req.pre)
 	if err != nil {
 		h.fail(req, err)
 		return
