@@ -187,6 +187,13 @@ type StaleRead struct {
 	Listed  int
 	Missing int
 	Example []string
+	// Answered is when the read's answer arrived; AckedBy the nodes that
+	// acknowledged the missing writes, FirstAcked and LastAcked when the
+	// first and the last of them were acknowledged (what a stale read
+	// needs to be traced in the nodes' and voters' logs).
+	Answered              time.Duration
+	AckedBy               []string
+	FirstAcked, LastAcked time.Duration
 }
 
 // Outage is a stretch without a successful registration.
@@ -201,6 +208,9 @@ type Outage struct {
 type NemesisResult struct {
 	Seed     uint64
 	Duration time.Duration // of the fault phase
+	// Began is the wall-clock time every "+N s" of the result counts
+	// from, so that events can be found in the members' logs.
+	Began    time.Time
 	Voters   int
 	Nodes    int
 	Replicas int
@@ -314,7 +324,7 @@ func RunNemesis(ctx context.Context, tn *Testnet, cfg NemesisConfig) (*NemesisRe
 	for _, nd := range tn.Nodes() {
 		n.nodes = append(n.nodes, nd.Name)
 	}
-	res := &NemesisResult{Seed: cfg.Seed, Duration: cfg.Duration, Voters: len(n.voters), Nodes: len(n.nodes),
+	res := &NemesisResult{Seed: cfg.Seed, Duration: cfg.Duration, Began: n.begin, Voters: len(n.voters), Nodes: len(n.nodes),
 		Replicas: tn.cfg.Replicas, Quiet: cfg.Quiet, Unconfirmed: -1}
 	if len(n.voters) == 0 || len(n.nodes) == 0 {
 		return nil, errors.New("testnet: nemesis needs voters and nodes")

@@ -181,8 +181,8 @@ func (r *NemesisResult) Print(w io.Writer) {
 	if r.Quiet {
 		mode = "no faults (quiet run)"
 	}
-	fmt.Fprintf(w, "nemesis: seed %d, %v of %s, %d voters, %d nodes, %d replicas, %d users\n",
-		r.Seed, r.Duration, mode, r.Voters, r.Nodes, r.Replicas, len(r.Users))
+	fmt.Fprintf(w, "nemesis: seed %d, %v of %s, %d voters, %d nodes, %d replicas, %d users; +0s is %s\n",
+		r.Seed, r.Duration, mode, r.Voters, r.Nodes, r.Replicas, len(r.Users), r.Began.UTC().Format("2006-01-02T15:04:05.000Z"))
 	fmt.Fprintln(w, "schedule:")
 	for _, e := range r.Schedule {
 		line := fmt.Sprintf("  %+9.2fs  %s", e.At.Seconds(), e.What)
@@ -215,8 +215,9 @@ func (r *NemesisResult) Print(w io.Writer) {
 				fmt.Fprintf(w, "      ... %d more\n", len(r.StaleReads)-10)
 				break
 			}
-			fmt.Fprintf(w, "      %+.2fs %s on %s listed %d, lacked %d (e.g. %s)\n", s.At.Seconds(), s.User, s.Node,
-				s.Listed, s.Missing, strings.Join(s.Example, " "))
+			fmt.Fprintf(w, "      %+.2fs %s on %s listed %d, lacked %d (e.g. %s); answered at %+.2fs; the missing writes were acknowledged by %s from %+.2fs to %+.2fs\n",
+				s.At.Seconds(), s.User, s.Node, s.Listed, s.Missing, strings.Join(s.Example, " "),
+				s.Answered.Seconds(), strings.Join(s.AckedBy, ","), s.FirstAcked.Seconds(), s.LastAcked.Seconds())
 		}
 	}
 	fmt.Fprintf(w, "  %s registrations: %d acknowledged", verdict(len(r.MissingRegistered) == 0), r.Registered)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -343,10 +344,21 @@ func (n *nemesis) reader(ctx context.Context, u *nemUser) {
 		for _, id := range ids {
 			listed[id] = true
 		}
+		answered := n.since(time.Now())
 		var missing []string
+		var ackedBy []string
+		var first, last time.Duration
 		for _, a := range before {
 			if !listed[a.id] {
+				at := n.since(a.at)
+				if len(missing) == 0 {
+					first = at
+				}
+				last = at
 				missing = append(missing, a.id)
+				if by := n.nodeName(a.node); !slices.Contains(ackedBy, by) {
+					ackedBy = append(ackedBy, by)
+				}
 			}
 		}
 		name := n.nodeName(node)
@@ -354,7 +366,8 @@ func (n *nemesis) reader(ctx context.Context, u *nemUser) {
 		n.stats.reads++
 		if len(missing) > 0 {
 			n.stats.stale = append(n.stats.stale, StaleRead{User: u.name, Node: name, At: n.since(start),
-				Listed: len(ids), Missing: len(missing), Example: missing[:min(3, len(missing))]})
+				Listed: len(ids), Missing: len(missing), Example: missing[:min(3, len(missing))],
+				Answered: answered, AckedBy: ackedBy, FirstAcked: first, LastAcked: last})
 		}
 		n.mu.Unlock()
 		n.pause(ctx, n.cfg.ReadPause)

@@ -3,6 +3,7 @@ package testnet
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestNemesisQuorum: the nemesis takes a fault step only if some running
@@ -62,6 +63,29 @@ func TestNemesisConfig(t *testing.T) {
 	for _, bad := range []NemesisConfig{{Duration: -1}, {Users: -1}, {MinGap: 5e9, MaxGap: 1e9}} {
 		if bad.Validate() == nil {
 			t.Fatalf("%+v accepted", bad)
+		}
+	}
+}
+
+// TestNemesisPrintsStaleReadTrace: a stale read is printed with what it
+// takes to find it in the members' logs: the wall-clock time of +0s, when
+// the read was answered, and which nodes acknowledged the writes it
+// lacked, when.
+func TestNemesisPrintsStaleReadTrace(t *testing.T) {
+	began := time.Date(2026, 12, 6, 20, 29, 43, 500_000_000, time.UTC)
+	r := &NemesisResult{Seed: 7, Duration: time.Minute, Began: began, Users: []string{"u"},
+		StaleReads: []StaleRead{{User: "u", Node: "n4", At: 71840 * time.Millisecond, Listed: 2770, Missing: 130,
+			Example: []string{"u0-0002771"}, Answered: 71900 * time.Millisecond, AckedBy: []string{"n1", "n2"},
+			FirstAcked: 69120 * time.Millisecond, LastAcked: 71800 * time.Millisecond}}}
+	var out strings.Builder
+	r.Print(&out)
+	for _, want := range []string{
+		"+0s is 2026-12-06T20:29:43.500Z",
+		"+71.84s u on n4 listed 2770, lacked 130 (e.g. u0-0002771); answered at +71.90s; the missing writes were acknowledged by n1,n2 from +69.12s to +71.80s",
+		"[FAIL] reads through node/weave",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out.String())
 		}
 	}
 }
