@@ -290,22 +290,101 @@ const maxApplyLag = 64
 var errNotFresh = errors.New("directory: this voter is out of touch with the raft leader")
 
 // fresh reports whether this voter's state may answer who serves a user.
+//
+// Besides the contact and apply-lag rules above, the voter must know that
+// everything committed before the current term is committed: its commit
+// index must have reached the first entry of the current term (the no-op
+// raft's leader appends when elected). A leader just elected does not
+// know which of the previous term's entries were committed until it
+// commits an entry of its own, and its state — and its followers' — can
+// lack the last ones the previous leader committed (chaos seed 71: a new
+// leader that could not yet commit told a node it was still a current
+// member of a set that had made it filling, and the node served reads
+// that lacked writes acknowledged on the other side).
 func (d *Directory) fresh() error {
-	if !d.cfg.clustered() || d.IsLeader() {
+	if !d.cfg.clustered() {
 		return nil
 	}
-	window := d.cfg.Raft.HeartbeatTimeout
-	if window <= 0 {
-		window = time.Second // raft's default
+	if !d.IsLeader() {
+		window := d.cfg.Raft.HeartbeatTimeout
+		if window <= 0 {
+			window = time.Second // raft's default
+		}
+		lc := d.raft.LastContact()
+		if lc.IsZero() || time.Since(lc) > window {
+			d.staleAnswers.Add(1)
+			return api.Unavailable(fmt.Errorf("%w: last contact %v ago", errNotFresh, time.Since(lc).Round(time.Millisecond)), api.RetryElection)
+		}
 	}
-	lc := d.raft.LastContact()
-	if lc.IsZero() || time.Since(lc) > window {
+	term := d.raft.CurrentTerm()
+	c, a := d.raft.CommitIndex(), d.raft.AppliedIndex()
+	if start, ok := d.termStart(term); !ok || c < start {
 		d.staleAnswers.Add(1)
-		return api.Unavailable(fmt.Errorf("%w: last contact %v ago", errNotFresh, time.Since(lc).Round(time.Millisecond)), api.RetryElection)
+		return api.Unavailable(fmt.Errorf("%w: nothing of term %d committed yet", errNotFresh, term), api.RetryElection)
 	}
-	if c, a := d.raft.CommitIndex(), d.raft.AppliedIndex(); c > a+maxApplyLag {
+	if c > a+maxApplyLag {
 		d.staleAnswers.Add(1)
 		return api.Unavailable(fmt.Errorf("%w: %d committed entries not applied yet", errNotFresh, c-a), api.RetryElection)
 	}
 	return nil
+}
+
+// termStart returns the index of the first entry of term in this voter's
+// log (a term's entries are contiguous and terms grow along the log, so
+// it is a binary search), remembered per term; false when the log holds
+// no entry of term yet. When the term began before the log's first entry
+// (compacted into a snapshot, so committed), it returns that first index.
+func (d *Directory) termStart(term uint64) (uint64, bool) {
+	if ts := d.termStartCache.Load(); ts != nil && ts.term == term {
+		return ts.index, true
+	}
+	logs := d.stores.logs
+	if logs == nil {
+		return 0, false
+	}
+	idx, ok := firstOfTerm(logs, term)
+	if ok {
+		d.termStartCache.Store(&termIndex{term: term, index: idx})
+	}
+	return idx, ok
+}
+
+// termIndex is a term and the index of its first entry.
+type termIndex struct{ term, index uint64 }
+
+// firstOfTerm finds the first entry of term in logs (see termStart).
+func firstOfTerm(logs raft.LogStore, term uint64) (uint64, bool) {
+	first, err1 := logs.FirstIndex()
+	last, err2 := logs.LastIndex()
+	if err1 != nil || err2 != nil || last == 0 || first > last {
+		return 0, false
+	}
+	termAt := func(i uint64) (uint64, bool) {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return 0, false
+		}
+		return l.Term, true
+	}
+	if t, ok := termAt(last); !ok || t < term {
+		return 0, false
+	}
+	// The first index in [first, last] whose term is >= term.
+	lo, hi := first, last
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		t, ok := termAt(mid)
+		if !ok {
+			return 0, false
+		}
+		if t >= term {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if t, ok := termAt(lo); !ok || t != term {
+		return 0, false
+	}
+	return lo, true
 }

@@ -103,7 +103,10 @@ type Directory struct {
 	// barriers shares the raft barriers of negative answers, which count
 	// in absentUnconfirmed (no leader confirmed: 503) and absentBehind
 	// (the leader's state had what this voter's lacked) (absent.go).
-	barriers          barrierGroup
+	barriers barrierGroup
+	// termStartCache remembers the first log index of the current term
+	// (fresh).
+	termStartCache    atomic.Pointer[termIndex]
 	absentUnconfirmed atomic.Uint64
 	absentBehind      atomic.Uint64
 	// staleAnswers counts answers about who serves a user refused while

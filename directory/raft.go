@@ -20,6 +20,7 @@ import (
 // the file snapshot store and the transport.
 type raftStores struct {
 	bolt  *raftboltdb.BoltStore
+	logs  raft.LogStore // the log raft reads (a cache over bolt): termStart searches it
 	snaps *raft.FileSnapshotStore
 	trans raft.Transport
 	ownTr bool // trans was made by Open: Close closes it
@@ -53,6 +54,7 @@ func (d *Directory) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("directory: log cache: %w", err)
 	}
+	d.stores.logs = logs
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
