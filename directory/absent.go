@@ -297,10 +297,10 @@ var errNotFresh = errors.New("directory: this voter is out of touch with the raf
 // raft's leader appends when elected). A leader just elected does not
 // know which of the previous term's entries were committed until it
 // commits an entry of its own, and its state — and its followers' — can
-// lack the last ones the previous leader committed (chaos seed 71: a new
-// leader that could not yet commit told a node it was still a current
-// member of a set that had made it filling, and the node served reads
-// that lacked writes acknowledged on the other side).
+// lack the last ones the previous leader committed: it could tell a
+// node that it is still a current member of a set that has made it
+// filling, and the node would serve reads that lack writes acknowledged
+// since.
 func (d *Directory) fresh() error {
 	if !d.cfg.clustered() {
 		return nil
