@@ -111,6 +111,67 @@ func TestNemesis(t *testing.T) {
 		t.Fatalf("the clients did nothing: %d records acknowledged, %d registrations, %d reads", res.Acked, res.Registered, res.Reads)
 	}
 	if err := res.Err(); err != nil {
+		logStaleReadWindows(t, tn.Dir(), res)
 		t.Fatal(err)
+	}
+}
+
+// logStaleReadWindows logs, for each stale read of res, the members' log
+// lines from 3 s before the first missing write was acknowledged to 1 s
+// after the read was answered (at most 150 lines a log), so that a CI
+// failure can be traced (the members' tails logged at cleanup rarely
+// reach back that far).
+func logStaleReadWindows(t *testing.T, dir string, res *testnet.NemesisResult) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	for _, s := range res.StaleReads {
+		from := res.Began.Add(min(s.FirstAcked, s.At) - 3*time.Second)
+		to := res.Began.Add(s.Answered + time.Second)
+		for _, l := range logs {
+			b, err := os.ReadFile(l)
+			if err != nil {
+				continue
+			}
+			out := linesBetween(b, from, to, 150)
+			t.Logf("stale read of %s at %+.2fs: %s from %s to %s:\n%s", s.User, s.At.Seconds(), filepath.Base(l),
+				from.Format("15:04:05.000"), to.Format("15:04:05.000"), strings.Join(out, ""))
+		}
+	}
+}
+
+// linesBetween returns the log lines (logfmt, "time=" first) stamped
+// from from to to, at most max of them (then "...").
+func linesBetween(b []byte, from, to time.Time, max int) []string {
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		ts, ok := strings.CutPrefix(line, "time=")
+		if !ok {
+			continue
+		}
+		ts, _, _ = strings.Cut(ts, " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(from) || at.After(to) {
+			continue
+		}
+		if len(out) == max {
+			return append(out, "...\n")
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+func TestLinesBetween(t *testing.T) {
+	log := "time=2026-12-06T21:34:17.000Z level=WARN msg=a\n" +
+		"time=2026-12-06T21:34:19.100Z level=WARN msg=b\n" +
+		"  a continuation line\n" +
+		"time=2026-12-06T21:34:21.500Z level=WARN msg=c\n" +
+		"time=2026-12-06T21:34:23.000Z level=WARN msg=d\n"
+	at := func(s string) time.Time { v, _ := time.Parse(time.RFC3339Nano, s); return v }
+	got := linesBetween([]byte(log), at("2026-12-06T21:34:18Z"), at("2026-12-06T21:34:22Z"), 150)
+	if strings.Join(got, "") != "time=2026-12-06T21:34:19.100Z level=WARN msg=b\ntime=2026-12-06T21:34:21.500Z level=WARN msg=c\n" {
+		t.Fatalf("%q", got)
+	}
+	if got := linesBetween([]byte(log), at("2026-12-06T21:34:00Z"), at("2026-12-06T21:35:00Z"), 2); len(got) != 3 || got[2] != "...\n" {
+		t.Fatalf("bounded: %q", got)
 	}
 }
