@@ -1,14 +1,9 @@
 package api
 
-import (
-	"net/http"
-	"strings"
-
-	"github.com/gorilla/mux"
-)
+import "strings"
 
 // storageRoute names a path shape of the storage API (weave-api.md 1.3,
-// 2); the mux router matches on it and its methods.
+// 2); storageHandler dispatches on it and the method.
 type storageRoute uint8
 
 const (
@@ -103,11 +98,4 @@ func nameChars(s string, max int) bool {
 		}
 	}
 	return true
-}
-
-// matchStorage is a mux matcher for the storage paths of route r.
-func matchStorage(r storageRoute) mux.MatcherFunc {
-	return func(req *http.Request, _ *mux.RouteMatch) bool {
-		return parseStoragePath(req.URL.Path).route == r
-	}
 }

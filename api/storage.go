@@ -91,10 +91,10 @@ type storageHandler struct {
 	rs      responder
 	router  *mux.Router
 	// direct holds each storage route's handlers by method: ServeHTTP
-	// calls them without the router (which answers everything else:
-	// the heartbeat, 404 and 405), so a storage request is neither
-	// matched against the routes in turn nor copied to carry mux's
-	// variables and route in its context.
+	// calls them, or answers 405 for a method the path does not take,
+	// without the router (which answers the heartbeat and 404), so a
+	// storage request is neither matched against routes in turn nor
+	// copied to carry mux's variables and route in its context.
 	direct [numRoutes][]methodHandler
 
 	// maxPayload, maxPostRecords and maxPostBytes are the configured
@@ -129,7 +129,6 @@ func NewStorageHandler(cfg StorageConfig) (http.Handler, error) {
 	r := mux.NewRouter().SkipClean(true)
 	get := []string{http.MethodGet, http.MethodHead}
 	route := func(rt storageRoute, fn userHandler, methods ...string) {
-		r.MatcherFunc(matchStorage(rt)).Methods(methods...).Handler(h.authed(fn))
 		for _, m := range methods {
 			h.direct[rt] = append(h.direct[rt], methodHandler{m, fn})
 		}
@@ -185,6 +184,8 @@ func (h *storageHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+		h.rs.writeError(w, r, errMethodNotAllowed)
+		return
 	}
 	h.router.ServeHTTP(w, r)
 }
@@ -208,13 +209,6 @@ type userHandler func(w http.ResponseWriter, r *http.Request, user string, vars 
 type methodHandler struct {
 	method string
 	fn     userHandler
-}
-
-// authed wraps a route with the authentication of weave-api.md 3.1.
-func (h *storageHandler) authed(fn userHandler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.serveAuthed(w, r, fn, parseStoragePath(r.URL.Path))
-	})
 }
 
 // serveAuthed authenticates the user of path vars (weave-api.md 3.1),
