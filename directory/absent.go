@@ -268,65 +268,141 @@ func (d *Directory) barrier(ctx context.Context) error {
 // The answers that decide where a user's data is served — node/weave and
 // the token endpoint's node (StorageNode), and the replica sets nodes
 // read for their membership view (ProtoAssignment, ProtoUsers) — must
-// not come from a voter that is out of touch with the cluster: a voter
-// cut off in a minority still lists a member the majority has since
-// marked filling, and a node that can reach only that voter would go on
-// serving the user's stale copy (chaos seed 33: 17 reads of a user on a
-// node partitioned with the minority voter lacked writes acknowledged on
-// the majority side). The acknowledgement rule bounds how long a member
-// may act on a view (the membership cache lifetime) only if views are
-// read from a state that is at most a moment old. So these answers come
-// only from a fresh voter: the leader (raft makes it step down when it
-// loses a quorum for LeaderLeaseTimeout), or a follower that heard from
-// the leader within its HeartbeatTimeout and has applied all but a few
-// of the entries it knows committed. Others answer 503 (nodes: try
-// another voter).
+// not come from a voter whose state is behind the cluster's: a voter cut
+// off in a minority still lists a member the majority has since marked
+// filling, and a node that can reach only that voter would go on serving
+// the user's stale copy (chaos seed 33: 17 reads of a user on a node
+// partitioned with the minority voter lacked writes acknowledged on the
+// majority side). The acknowledgement rule bounds how long a member may
+// act on a view (the membership cache lifetime) only if views are read
+// from a state at most a known moment old (ViewLag). So these answers
+// come only from a fresh voter; others answer 503 (nodes: try another
+// voter).
+//
+//   - The leader is fresh once it has committed an entry of its own term
+//     (below) and applied everything it committed. raft makes it step
+//     down when it loses a quorum for LeaderLeaseTimeout.
+//   - A follower is fresh when the leader of its current term sent it a
+//     commit index within its HeartbeatTimeout and it has applied every
+//     entry through that index. Its own commit index is not enough: raft
+//     caps it at the last entry the follower holds, so a follower that is
+//     catching up (restarted, or back from a partition) would look
+//     current while its state lacks seconds of changes (chaos seed 71:
+//     a voter back from an 8 s partition told a node it was still a
+//     member of a set it had left 1 s before, and the node served reads
+//     that lacked writes acknowledged since).
+//
+// So a fresh answer reflects every entry committed more than ViewLag
+// before it (the HeartbeatTimeout; the leader's lease is shorter).
 
-// maxApplyLag is how many committed entries a fresh follower may not
-// have applied yet.
-const maxApplyLag = 64
+// applyWait bounds how long fresh waits for this voter's state machine to
+// apply what it must have applied, before refusing.
+const applyWait = 50 * time.Millisecond
 
 // errNotFresh is the error of an answer a voter out of touch refuses.
 var errNotFresh = errors.New("directory: this voter is out of touch with the raft leader")
 
+// ViewLag is how old, at most, the state is from which a fresh voter
+// answers who serves a user (see fresh): its raft HeartbeatTimeout.
+func (d *Directory) ViewLag() time.Duration {
+	if w := d.cfg.Raft.HeartbeatTimeout; w > 0 {
+		return w
+	}
+	return time.Second // raft's default
+}
+
 // fresh reports whether this voter's state may answer who serves a user.
 //
-// Besides the contact and apply-lag rules above, the voter must know that
-// everything committed before the current term is committed: its commit
-// index must have reached the first entry of the current term (the no-op
-// raft's leader appends when elected). A leader just elected does not
-// know which of the previous term's entries were committed until it
-// commits an entry of its own, and its state — and its followers' — can
-// lack the last ones the previous leader committed: it could tell a
-// node that it is still a current member of a set that has made it
-// filling, and the node would serve reads that lack writes acknowledged
-// since.
+// Besides the rules above, the voter must know that everything committed
+// before the current term is committed: its commit index must have
+// reached the first entry of the current term (the no-op raft's leader
+// appends when elected). A leader just elected does not know which of the
+// previous term's entries were committed until it commits an entry of its
+// own, and its state — and its followers' — can lack the last ones the
+// previous leader committed: it could tell a node that it is still a
+// current member of a set that has made it filling, and the node would
+// serve reads that lack writes acknowledged since.
 func (d *Directory) fresh() error {
 	if !d.cfg.clustered() {
 		return nil
 	}
-	if !d.IsLeader() {
-		window := d.cfg.Raft.HeartbeatTimeout
-		if window <= 0 {
-			window = time.Second // raft's default
-		}
-		lc := d.raft.LastContact()
-		if lc.IsZero() || time.Since(lc) > window {
-			d.staleAnswers.Add(1)
-			return api.Unavailable(fmt.Errorf("%w: last contact %v ago", errNotFresh, time.Since(lc).Round(time.Millisecond)), api.RetryElection)
-		}
+	refuse := func(format string, args ...any) error {
+		d.staleAnswers.Add(1)
+		return api.Unavailable(fmt.Errorf("%w: "+format, append([]any{errNotFresh}, args...)...), api.RetryElection)
 	}
 	term := d.raft.CurrentTerm()
-	c, a := d.raft.CommitIndex(), d.raft.AppliedIndex()
-	if start, ok := d.termStart(term); !ok || c < start {
-		d.staleAnswers.Add(1)
-		return api.Unavailable(fmt.Errorf("%w: nothing of term %d committed yet", errNotFresh, term), api.RetryElection)
+	var target uint64 // what this voter must have applied
+	switch {
+	case d.IsLeader():
+		target = d.raft.CommitIndex()
+	case d.leaderSent != nil:
+		t, idx, at := d.leaderSent.last()
+		if at.IsZero() || t != term {
+			return refuse("no commit index from the leader of term %d yet", term)
+		}
+		if age := time.Since(at); age > d.ViewLag() {
+			return refuse("the leader last sent its commit index %v ago", age.Round(time.Millisecond))
+		}
+		target = idx
+	default:
+		// A transport whose RPCs are not observed: fall back on the
+		// contact time and this voter's own commit index.
+		lc := d.raft.LastContact()
+		if lc.IsZero() || time.Since(lc) > d.ViewLag() {
+			return refuse("last contact %v ago", time.Since(lc).Round(time.Millisecond))
+		}
+		target = d.raft.CommitIndex()
 	}
-	if c > a+maxApplyLag {
-		d.staleAnswers.Add(1)
-		return api.Unavailable(fmt.Errorf("%w: %d committed entries not applied yet", errNotFresh, c-a), api.RetryElection)
+	if start, ok := d.termStart(term); !ok || target < start || d.raft.CommitIndex() < start {
+		return refuse("nothing of term %d committed yet", term)
+	}
+	if !d.appliedThrough(target, applyWait) {
+		return refuse("entries through %d committed, applied through %d", target, d.raft.AppliedIndex())
 	}
 	return nil
+}
+
+// appliedThrough waits up to wait until this voter's state machine has
+// applied every entry through index i, and reports whether it has. raft's
+// AppliedIndex advances before the state machine runs an entry, and the
+// state machine's own index counts only commands (not raft's no-ops and
+// configuration entries), so the entries between the two are looked up:
+// the state machine is through i once raft applied through i and no
+// command lies after the state machine's index.
+func (d *Directory) appliedThrough(i uint64, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		if d.appliedNow(i) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// appliedNow is appliedThrough without the wait.
+func (d *Directory) appliedNow(i uint64) bool {
+	s := d.state.AppliedIndex()
+	if s >= i {
+		return true
+	}
+	if d.raft.AppliedIndex() < i {
+		return false
+	}
+	for j := i; j > s; j-- {
+		var l raft.Log
+		if err := d.stores.logs.GetLog(j, &l); err != nil {
+			// Compacted into a snapshot: the state machine took it, or
+			// restored it; entries through j are in its state.
+			return true
+		}
+		if l.Type == raft.LogCommand {
+			return false
+		}
+	}
+	return true
 }
 
 // termStart returns the index of the first entry of term in this voter's

@@ -106,7 +106,11 @@ type Directory struct {
 	barriers barrierGroup
 	// termStartCache remembers the first log index of the current term
 	// (fresh).
-	termStartCache    atomic.Pointer[termIndex]
+	termStartCache atomic.Pointer[termIndex]
+	// commits records the commit index the leader last sent (cluster
+	// mode; nil otherwise), for fresh; leaderSentDone stops its watcher.
+	leaderSent        *leaderCommits
+	leaderSentDone    chan struct{}
 	absentUnconfirmed atomic.Uint64
 	absentBehind      atomic.Uint64
 	// staleAnswers counts answers about who serves a user refused while

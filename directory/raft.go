@@ -114,8 +114,17 @@ func (d *Directory) startRaft() error {
 		}
 		d.log.Info("directory: bootstrapped single-voter cluster", "id", cfg.ID)
 	}
-	r, err := raft.NewRaft(rc, d.state, logs, store, snaps, d.stores.trans)
+	trans := d.stores.trans
+	if nt, ok := trans.(*raft.NetworkTransport); ok && cfg.clustered() {
+		d.leaderSent, d.leaderSentDone = &leaderCommits{}, make(chan struct{})
+		trans = watchCommits(nt, d.leaderSent, d.leaderSentDone)
+	}
+	r, err := raft.NewRaft(rc, d.state, logs, store, snaps, trans)
 	if err != nil {
+		if d.leaderSentDone != nil {
+			close(d.leaderSentDone)
+			d.leaderSentDone = nil
+		}
 		return fmt.Errorf("directory: start raft: %w", err)
 	}
 	d.raft = r
@@ -202,6 +211,10 @@ func (d *Directory) shutdownRaft() error {
 		if err := d.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("directory: raft shutdown: %w", err))
 		}
+	}
+	if d.leaderSentDone != nil {
+		close(d.leaderSentDone)
+		d.leaderSentDone = nil
 	}
 	if err := d.closeStores(); err != nil {
 		errs = append(errs, err)

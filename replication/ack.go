@@ -27,7 +27,8 @@ import (
 // again) and returns (true, nil) once the report is committed, this node
 // is still a current member by the directory's answer after the commit,
 // and, when the directory could not push the change to those members
-// (Notified false), after waiting Config.MembershipTTL so their cached
+// (Notified false), after waiting Config.MembershipTTL plus the
+// directory's view lag (dirproto.ReportResponse.ViewLag) so their cached
 // views have expired. Any failure of that (directory unreachable, no
 // quorum, this node no longer current) is an error: the write must not be
 // acknowledged. A node that is not a current member by its own view
@@ -177,7 +178,7 @@ func (r *Replicator) reportUnconfirmed(ctx context.Context, user string, confirm
 	slices.Sort(item.Confirmed)
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReportTimeout)
 	defer cancel()
-	notified, err := r.reports.waitUnconfirmed(rctx, r, item)
+	notified, viewLag, err := r.reports.waitUnconfirmed(rctx, r, item)
 	if p2p.IsCode(err, CodeForbidden) {
 		// The directory refuses the item when this node is no longer a
 		// current member (another writer's report made it filling, or it
@@ -200,8 +201,9 @@ func (r *Replicator) reportUnconfirmed(ctx context.Context, user string, confirm
 	}
 	if !notified {
 		// Members that became filling may still serve from a cached view
-		// for up to the cache lifetime.
-		t := time.NewTimer(r.cfg.MembershipTTL)
+		// for up to the cache lifetime, and that view may have been read
+		// from a voter whose state was up to viewLag old.
+		t := time.NewTimer(r.cfg.MembershipTTL + viewLag)
 		defer t.Stop()
 		select {
 		case <-t.C:

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/hce-sync/hce/api/dirproto"
 )
 
 // Defaults of Config.
@@ -89,6 +91,16 @@ type Config struct {
 	// epoch; a write whose report was not pushed to the members waits
 	// this long before it is acknowledged. Default 2 s.
 	MembershipTTL time.Duration
+	// ViewLag is how old, at most, the directory state is from which a
+	// voter answers a node's membership lookup (the directory's view lag,
+	// its raft heartbeat timeout): a replica set a node uses may reflect
+	// the directory as it was MembershipTTL + ViewLag ago. A filling
+	// member starts the pull it reports as its backfill at least
+	// MembershipTTL + ViewLag after it learnt its epoch. (A write whose
+	// report was not pushed waits the lag the directory's answer states.)
+	// Default dirproto.DefaultViewLag (1 s, raft's default heartbeat
+	// timeout); it must not be below the directory's.
+	ViewLag time.Duration
 }
 
 // DefaultConfig returns a Config with the defaults filled in; Store,
@@ -108,6 +120,7 @@ func DefaultConfig() Config {
 		ReplicaWait:     DefaultReplicaWait,
 		ReportTimeout:   DefaultReportTimeout,
 		MembershipTTL:   DefaultMembershipTTL,
+		ViewLag:         dirproto.DefaultViewLag,
 	}
 }
 
@@ -121,7 +134,7 @@ func (c Config) Validate() error {
 	case c.Transport == nil:
 		return errors.New("replication: Config.Transport is required")
 	case c.SweepInterval < 0 || c.IdleTimeout < 0 || c.RetryMin < 0 || c.RetryMax < 0 || c.CallTimeout < 0 ||
-		c.ReplicaWait < 0 || c.ReportTimeout < 0 || c.MembershipTTL < 0:
+		c.ReplicaWait < 0 || c.ReportTimeout < 0 || c.MembershipTTL < 0 || c.ViewLag < 0:
 		return errors.New("replication: Config durations must not be negative")
 	case c.ChangesBatch < 0 || c.ChangesBatch > MaxRows:
 		return fmt.Errorf("replication: Config.ChangesBatch %d not in [0, %d]", c.ChangesBatch, MaxRows)
@@ -153,6 +166,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ReplicaWait, d.ReplicaWait)
 	def(&c.ReportTimeout, d.ReportTimeout)
 	def(&c.MembershipTTL, d.MembershipTTL)
+	def(&c.ViewLag, d.ViewLag)
 	if c.ChangesBatch == 0 {
 		c.ChangesBatch = d.ChangesBatch
 	}

@@ -19,7 +19,8 @@ type fillState struct {
 // observe notes this node's state in user's replica set set (every set
 // the replicator reads passes here): a filling member remembers when it
 // learnt its epoch, and the fill loop then pulls the user from a current
-// member, starting at least MembershipTTL later, to report Filled.
+// member, starting at least MembershipTTL + ViewLag later (fillSettle),
+// to report Filled.
 func (r *Replicator) observe(user string, set ReplicaSet) {
 	self, ok := set.Member(r.self)
 	filling := ok && self.Filling
@@ -37,7 +38,7 @@ func (r *Replicator) observe(user string, set ReplicaSet) {
 		return
 	}
 	now := time.Now()
-	r.fills[user] = &fillState{epoch: self.Epoch, learnt: now, next: now.Add(r.cfg.MembershipTTL), set: set}
+	r.fills[user] = &fillState{epoch: self.Epoch, learnt: now, next: now.Add(r.fillSettle()), set: set}
 	select {
 	case r.fillWake <- struct{}{}:
 	default:
@@ -70,7 +71,7 @@ func (r *Replicator) MembershipChanged(users []string) {
 const maxChanged = 10000
 
 // fillLoop starts the pulls that complete backfills: for each user this
-// node is filling, once MembershipTTL has passed since it learnt its
+// node is filling, once fillSettle has passed since it learnt its
 // epoch, a pull from a current member that is not down (the primary
 // first, then the others in turn); again, with backoff, until the
 // directory makes it current. It also reads the sets MembershipChanged
@@ -160,3 +161,10 @@ func (r *Replicator) lookAgain(ctx context.Context, user string) {
 		}
 	}
 }
+
+// fillSettle is how long after learning its epoch a filling member starts
+// the pull it reports as its backfill: by then every writer's view of the
+// set (cached up to MembershipTTL, read from a directory state up to
+// ViewLag old) lists it, so later writes were confirmed by it or made it
+// filling again.
+func (r *Replicator) fillSettle() time.Duration { return r.cfg.MembershipTTL + r.cfg.ViewLag }

@@ -25,10 +25,12 @@ func (nopReporter) Report(context.Context, dirproto.ReportRequest) (dirproto.Rep
 
 // TestPulledReports: which report a complete pull earns, by this node's
 // and the source's state when the pull started, the time it started and
-// the source's final flag.
+// the source's final flag. A Filled needs the pull to start at least the
+// membership TTL plus the directory's view lag after the epoch was learnt.
 func TestPulledReports(t *testing.T) {
 	self, src, other := peer.ID("self"), peer.ID("src"), peer.ID("other")
-	ttl := time.Second
+	ttl, lag := time.Second, 300*time.Millisecond
+	settle := ttl + lag
 	learnt := time.Unix(1_700_000_000, 0)
 	set := func(selfFilling bool, selfEpoch uint64, srcFilling, srcLeaving bool) ReplicaSet {
 		s := ReplicaSet{Members: []Member{{Peer: other}, {Peer: self, Filling: selfFilling, Epoch: selfEpoch}}}
@@ -48,19 +50,20 @@ func TestPulledReports(t *testing.T) {
 		wantFilled bool
 		wantHanded bool
 	}{
-		{"filled", set(true, 3, false, false), 3, learnt.Add(ttl), false, true, false},
-		{"filled, final ignored", set(true, 3, false, false), 3, learnt.Add(2 * ttl), true, true, false},
-		{"started too early", set(true, 3, false, false), 3, learnt.Add(ttl - time.Millisecond), false, false, false},
-		{"source filling", set(true, 3, true, false), 3, learnt.Add(ttl), false, false, false},
-		{"epoch learnt is another", set(true, 4, false, false), 3, learnt.Add(ttl), false, false, false},
-		{"epoch never learnt", set(true, 3, false, false), 0, learnt.Add(ttl), false, false, false},
-		{"filling pulls from leaving", set(true, 3, false, true), 3, learnt.Add(ttl), true, false, false},
+		{"filled", set(true, 3, false, false), 3, learnt.Add(settle), false, true, false},
+		{"filled, final ignored", set(true, 3, false, false), 3, learnt.Add(2 * settle), true, true, false},
+		{"started too early", set(true, 3, false, false), 3, learnt.Add(settle - time.Millisecond), false, false, false},
+		{"started after the TTL, within the view lag", set(true, 3, false, false), 3, learnt.Add(ttl), false, false, false},
+		{"source filling", set(true, 3, true, false), 3, learnt.Add(settle), false, false, false},
+		{"epoch learnt is another", set(true, 4, false, false), 3, learnt.Add(settle), false, false, false},
+		{"epoch never learnt", set(true, 3, false, false), 0, learnt.Add(settle), false, false, false},
+		{"filling pulls from leaving", set(true, 3, false, true), 3, learnt.Add(settle), true, false, false},
 		{"handed off", set(false, 0, false, true), 0, learnt, true, false, true},
 		{"leaving, not final", set(false, 0, false, true), 0, learnt, false, false, false},
 		{"current from member, final", set(false, 0, false, false), 0, learnt, true, false, false},
 		{"not a member", ReplicaSet{Members: []Member{{Peer: src}}, Leaving: []peer.ID{self}}, 0, learnt, true, false, false},
 	} {
-		r := &Replicator{self: self, cfg: Config{MembershipTTL: ttl, Reporter: nopReporter{}}, reports: newReportQueue(), fills: map[string]*fillState{}}
+		r := &Replicator{self: self, cfg: Config{MembershipTTL: ttl, ViewLag: lag, Reporter: nopReporter{}}, reports: newReportQueue(), fills: map[string]*fillState{}}
 		if tc.fillEpoch != 0 {
 			r.fills["u"] = &fillState{epoch: tc.fillEpoch, learnt: learnt}
 		}

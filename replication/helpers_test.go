@@ -140,6 +140,8 @@ func (c *cluster) startRepl(i int, start bool) {
 	if cfg.MembershipTTL == 0 {
 		cfg.MembershipTTL = 200 * time.Millisecond
 	}
+	// The test directory answers from its current state: no lag.
+	cfg.ViewLag = time.Nanosecond
 	cfg.ReplicaWait = o.replicaWait
 	cfg.Store = tn.store
 	cfg.Membership = tn.mem
@@ -328,11 +330,13 @@ func (a *ackLog) check(t testing.TB, ss ...*node.Store) {
 type testDir struct {
 	c *cluster
 
-	mu      sync.Mutex
-	sets    map[string]ReplicaSet
-	notify  bool
-	fail    error // Report fails with it
-	reports []string
+	mu     sync.Mutex
+	sets   map[string]ReplicaSet
+	notify bool
+	// viewLagMs is the ReportResponse's ViewLagMs (0: the default).
+	viewLagMs int64
+	fail      error // Report fails with it
+	reports   []string
 	// onReport, when set, runs for each report before it is answered
 	// (under the directory's lock).
 	onReport func(from peer.ID, req dirproto.ReportRequest)
@@ -484,9 +488,9 @@ func (r *dirReporter) Report(ctx context.Context, req dirproto.ReportRequest) (d
 	if len(refused) > 0 {
 		// As the directory does: the other items are applied, the call
 		// fails with CodeForbidden.
-		return dirproto.ReportResponse{Notified: notify}, p2p.Errorf(CodeForbidden, "not a current member: users %v", refused)
+		return dirproto.ReportResponse{Notified: notify, ViewLagMs: d.viewLagMs}, p2p.Errorf(CodeForbidden, "not a current member: users %v", refused)
 	}
-	return dirproto.ReportResponse{Notified: notify}, nil
+	return dirproto.ReportResponse{Notified: notify, ViewLagMs: d.viewLagMs}, nil
 }
 
 func isNotShared(err error) bool {

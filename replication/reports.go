@@ -41,6 +41,7 @@ type uncReport struct {
 
 type uncResult struct {
 	notified bool
+	viewLag  time.Duration // the directory's (dirproto.ReportResponse.ViewLag)
 	err      error
 }
 
@@ -61,11 +62,11 @@ func (q *reportQueue) poke() {
 }
 
 // waitUnconfirmed queues item and waits for the outcome of its report: the
-// response's Notified, or the error of the request that carried it, or
-// ctx's.
-func (q *reportQueue) waitUnconfirmed(ctx context.Context, r *Replicator, item dirproto.UnconfirmedWrite) (bool, error) {
+// response's Notified and view lag, or the error of the request that
+// carried it, or ctx's.
+func (q *reportQueue) waitUnconfirmed(ctx context.Context, r *Replicator, item dirproto.UnconfirmedWrite) (bool, time.Duration, error) {
 	if r.noted.Load() {
-		return false, ErrClosed
+		return false, 0, ErrClosed
 	}
 	ch := make(chan uncResult, 1)
 	key := uncKey(item)
@@ -80,9 +81,9 @@ func (q *reportQueue) waitUnconfirmed(ctx context.Context, r *Replicator, item d
 	q.poke()
 	select {
 	case res := <-ch:
-		return res.notified, res.err
+		return res.notified, res.viewLag, res.err
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return false, 0, ctx.Err()
 	}
 }
 
@@ -167,7 +168,7 @@ func (r *Replicator) reportLoop() {
 		}
 		for _, u := range waiting {
 			for _, w := range u.waiters {
-				w <- uncResult{notified: resp.Notified, err: err}
+				w <- uncResult{notified: resp.Notified, viewLag: resp.ViewLag(), err: err}
 			}
 		}
 		if err != nil && !refused {
@@ -306,7 +307,7 @@ func (q *reportQueue) failAll(err error) {
 // started, with user's replica set set as this node saw it then; final is
 // the last answer's Final. It queues the reports the pull earns:
 //   - Filled, when this node was a filling member, p a current member, and
-//     the pull started at least MembershipTTL after this node learnt its
+//     the pull started at least fillSettle after this node learnt its
 //     epoch (every writer knew it as a member by then: later writes were
 //     confirmed by it or made it filling again);
 //   - HandedOff, when this node was a current member, p a leaving member,
@@ -324,7 +325,7 @@ func (r *Replicator) pulled(user string, p peer.ID, set ReplicaSet, started time
 		}
 		r.fmu.Lock()
 		st := r.fills[user]
-		due := st != nil && st.epoch == self.Epoch && !started.Before(st.learnt.Add(r.cfg.MembershipTTL))
+		due := st != nil && st.epoch == self.Epoch && !started.Before(st.learnt.Add(r.fillSettle()))
 		r.fmu.Unlock()
 		if due {
 			r.queueFilled(dirproto.Filled{User: user, Epoch: self.Epoch, Source: p.String()})

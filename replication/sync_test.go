@@ -185,21 +185,31 @@ func TestReportFailureIs503(t *testing.T) {
 
 // TestUnconfirmedWaitsWhenNotNotified: when the directory could not push
 // the change to the members (Notified false), the write waits the
-// membership TTL more before it is acknowledged.
+// membership TTL plus the directory's view lag more before it is
+// acknowledged (a member may have read its view from a voter that much
+// behind); a directory that states no view lag gets the default one.
 func TestUnconfirmedWaitsWhenNotNotified(t *testing.T) {
 	ttl, wait := 600*time.Millisecond, 100*time.Millisecond
-	c := newCluster(t, 2, clusterOpts{dir: true, replicaWait: wait, ttl: ttl})
-	c.dir.set("u", c.members(0, 1))
-	c.dir.notify = false
-	a := c.nodes[0]
-	a.store.SetReplicaWaiter(a.repl)
-	c.partition(0, 1)
-	start := time.Now()
-	if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{}); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d < wait+ttl {
-		t.Fatalf("acknowledged after %v, want at least %v", d, wait+ttl)
+	for _, tc := range []struct {
+		lagMs int64
+		want  time.Duration
+	}{
+		{lagMs: 400, want: 400 * time.Millisecond},
+		{lagMs: 0, want: dirproto.DefaultViewLag},
+	} {
+		c := newCluster(t, 2, clusterOpts{dir: true, replicaWait: wait, ttl: ttl})
+		c.dir.set("u", c.members(0, 1))
+		c.dir.notify, c.dir.viewLagMs = false, tc.lagMs
+		a := c.nodes[0]
+		a.store.SetReplicaWaiter(a.repl)
+		c.partition(0, 1)
+		start := time.Now()
+		if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO("w", "p"), api.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d < wait+ttl+tc.want {
+			t.Fatalf("view lag %d ms: acknowledged after %v, want at least %v", tc.lagMs, d, wait+ttl+tc.want)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -220,10 +221,32 @@ func (r ReportRequest) Validate() error {
 // ReportResponse answers a ReportRequest once its items are committed.
 // Notified is true when every member that became filling through an
 // Unconfirmed item was told so at once (ProtoMembership) and dropped its
-// cached view; when false, the caller waits the membership cache
-// lifetime before it acknowledges.
+// cached view; when false, the caller waits its membership cache
+// lifetime plus ViewLagMs before it acknowledges: a member may have read
+// its view from a voter whose state was up to ViewLagMs old (the
+// directory answers who serves a user only from a state at most that
+// old). 0 (a directory that does not send it): DefaultViewLag.
 type ReportResponse struct {
-	Notified bool `json:"notified"`
+	Notified  bool  `json:"notified"`
+	ViewLagMs int64 `json:"view_lag_ms,omitempty"`
+}
+
+// DefaultViewLag is the view lag a node assumes when the directory's
+// ReportResponse does not state one: raft's default heartbeat timeout.
+const DefaultViewLag = time.Second
+
+// MaxViewLag bounds the view lag a node accepts from a ReportResponse
+// (a larger one is taken as this), so that a directory cannot hold a
+// write's acknowledgement for long.
+const MaxViewLag = 10 * time.Second
+
+// ViewLag returns the response's view lag, DefaultViewLag when it states
+// none, at most MaxViewLag.
+func (r ReportResponse) ViewLag() time.Duration {
+	if r.ViewLagMs <= 0 {
+		return DefaultViewLag
+	}
+	return min(time.Duration(r.ViewLagMs)*time.Millisecond, MaxViewLag)
 }
 
 // CheckPasswordRequest asks whether Password is User's password.

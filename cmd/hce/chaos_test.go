@@ -51,8 +51,14 @@ func childNet(t *testing.T, ctx context.Context, cfg testnet.Config) *testnet.Te
 		}
 		if t.Failed() {
 			logs, _ := filepath.Glob(filepath.Join(tn.Dir(), "logs", "*.log"))
+			keep := os.Getenv("HCE_TEST_KEEP_LOGS") // a directory to copy the whole logs into
 			for _, l := range logs {
 				b, _ := os.ReadFile(l)
+				if keep != "" {
+					if err := os.WriteFile(filepath.Join(keep, filepath.Base(l)), b, 0o644); err != nil {
+						t.Logf("keep %s: %v", l, err)
+					}
+				}
 				if len(b) > 6000 {
 					b = b[len(b)-6000:]
 				}
