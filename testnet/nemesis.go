@@ -73,8 +73,10 @@ type NemesisConfig struct {
 	// Defaults DefaultNemesisMinGap (1 s) and DefaultNemesisMaxGap (4 s).
 	MinGap, MaxGap time.Duration
 	// Settle is how long the clients go on after everything is healed and
-	// healthy, before they stop and the checks run. Default
-	// DefaultNemesisSettle (5 s).
+	// healthy, before they stop and the checks run; they go on past it
+	// until every writer has had a write acknowledged after the heal
+	// (one may be sitting out a Retry-After), for at most Recover from
+	// the heal. Default DefaultNemesisSettle (5 s).
 	Settle time.Duration
 	// Recover bounds the wait for a healthy testnet after the heal and for
 	// the replicas to converge. Default DefaultNemesisRecover (1 min).
@@ -255,8 +257,11 @@ type NemesisResult struct {
 	// set that did not answer): a failure, since nothing was verified.
 	Unchecked []string
 	// NoAckAfterHeal lists users whose writer got no acknowledgement
-	// between the heal and the end of Settle, with what it was doing.
+	// within Recover of the heal, with what it was doing.
 	NoAckAfterHeal []string
+	// WritesResumed is how long after the heal the last writer to
+	// recover had its first write acknowledged.
+	WritesResumed time.Duration
 }
 
 // OK reports whether every check passed.
@@ -374,14 +379,27 @@ func RunNemesis(ctx context.Context, tn *Testnet, cfg NemesisConfig) (*NemesisRe
 	}
 	cancel()
 	n.pause(ctx, cfg.Settle)
+	// A writer may still be sitting out a Retry-After (up to
+	// maxRetryAfter) it was given just before: the clients go on until
+	// every writer has had a write acknowledged after the heal, for at
+	// most cfg.Recover from the heal.
+	for deadline := healed.Add(cfg.Recover); ctx.Err() == nil && time.Now().Before(deadline); {
+		if !slices.ContainsFunc(n.users, func(u *nemUser) bool { return u.lastAck().Before(healed) }) {
+			break
+		}
+		n.pause(ctx, 100*time.Millisecond)
+	}
 	stop()
 	n.event("clients stopped")
 	for _, u := range n.users {
-		if last := u.lastAck(); last.Before(healed) {
+		first := u.firstAckAfter(healed)
+		if first.IsZero() {
 			doing, since := u.state()
 			res.NoAckAfterHeal = append(res.NoAckAfterHeal, fmt.Sprintf("%s (last acknowledgement %+.2fs; at the end %s since %+.2fs)",
-				u.name, n.since(last).Seconds(), doing, n.since(since).Seconds()))
+				u.name, n.since(u.lastAck()).Seconds(), doing, n.since(since).Seconds()))
+			continue
 		}
+		res.WritesResumed = max(res.WritesResumed, first.Sub(healed))
 	}
 	n.check(ctx, res)
 	n.event("checked")

@@ -255,7 +255,8 @@ func (r *NemesisResult) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  %s recovery: ", verdict(r.Unhealthy == "" && len(r.NoAckAfterHeal) == 0))
 	if r.Unhealthy == "" && len(r.NoAckAfterHeal) == 0 {
-		fmt.Fprintln(w, "healthy after the heal; every writer had writes acknowledged after it")
+		fmt.Fprintf(w, "healthy after the heal; every writer had writes acknowledged after it (the last %.2fs after the heal)\n",
+			r.WritesResumed.Seconds())
 	} else {
 		if r.Unhealthy != "" {
 			fmt.Fprintf(w, "not healthy after the heal: %s", r.Unhealthy)

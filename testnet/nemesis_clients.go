@@ -65,6 +65,18 @@ func (u *nemUser) lastAck() time.Time {
 	return u.acks[len(u.acks)-1].at
 }
 
+// firstAckAfter returns when the first record acknowledged at or after t
+// was acknowledged (zero if none was).
+func (u *nemUser) firstAckAfter(t time.Time) time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(u.acks, t, func(a nemAck, t time.Time) int { return a.at.Compare(t) })
+	if i == len(u.acks) {
+		return time.Time{}
+	}
+	return u.acks[i].at
+}
+
 // registration is one registration attempt of the prober.
 type registration struct {
 	name string
