@@ -160,8 +160,9 @@ func TestReportP2P(t *testing.T) {
 	if _, err := cb.report(ctx, dirproto.ReportRequest{Filled: []dirproto.Filled{{User: "alice", Epoch: epoch, Source: a.id}}}); err != nil {
 		t.Fatal(err)
 	}
-	if as, _ := cb.assignment(ctx, "alice"); as.Nodes[1].Filling {
-		t.Fatalf("backfill did not make b current: %+v", as)
+	applied := d.state.AppliedIndex()
+	if as, _ := cb.assignment(ctx, "alice"); as.Nodes[1].Filling || as.Index < applied {
+		t.Fatalf("backfill did not make b current, or the answer's state index is below %d: %+v", applied, as)
 	}
 
 	// b goes down: a serves, a replacement fills, b owes a handoff and
@@ -252,6 +253,7 @@ func TestLeaderTellsMembersOfChanges(t *testing.T) {
 	if err := d.write(ctx, state.SetNodeState{ID: primary.id, State: placement.Down}); err != nil {
 		t.Fatal(err)
 	}
+	changed := d.state.AppliedIndex()
 	testkit.WaitFor(t, 5*time.Second, "every node concerned told of the failover", func() bool {
 		for _, n := range byID {
 			if !n.told("bob") {
@@ -260,6 +262,17 @@ func TestLeaderTellsMembersOfChanges(t *testing.T) {
 		}
 		return true
 	})
+	// Each event names a directory state that includes the change, so a
+	// node does not take an older view from a lagging voter afterwards.
+	for _, n := range byID {
+		n.mu.Lock()
+		for _, ev := range n.events {
+			if slices.Contains(ev.Users, "bob") && ev.Index < changed {
+				t.Errorf("node %s told of the failover (index %d) with state index %d", n.id, changed, ev.Index)
+			}
+		}
+		n.mu.Unlock()
+	}
 }
 
 // servedUserAPI opens a single voter with P2P and serves its internal,

@@ -175,7 +175,7 @@ func (m *members) tell(ctx context.Context, id string, users []string) error {
 	rpc := p2p.RPCConfig{MaxFrameSize: p2p.MaxMessageSize, Timeout: membershipCallTimeout, Logger: m.log}
 	for chunk := range slices.Chunk(users, dirproto.MaxUsersPage) {
 		cctx, cancel := context.WithTimeout(ctx, membershipCallTimeout)
-		err := p2p.CallJSON(cctx, rpc, h, pid, dirproto.ProtoMembership, dirproto.MembershipEvent{Users: chunk}, nil)
+		err := p2p.CallJSON(cctx, rpc, h, pid, dirproto.ProtoMembership, dirproto.MembershipEvent{Users: chunk, Index: m.d.state.AppliedIndex()}, nil)
 		cancel()
 		if err != nil {
 			return err

@@ -275,13 +275,14 @@ func (s *p2pServer) assignment(ctx context.Context, from peer.ID, r dirproto.Ass
 	if err := s.d.fresh(); err != nil {
 		return dirproto.AssignmentResponse{}, p2pError(err)
 	}
+	index := s.d.state.AppliedIndex() // read first: the answer reflects at least this state
 	reps, err := s.holds(ctx, self.ID, r.User)
 	if err != nil {
 		return dirproto.AssignmentResponse{}, err
 	}
 	creds := s.d.state.Credentials(r.User)
 	out := dirproto.AssignmentResponse{Exists: creds.Exists, Nodes: []dirproto.AssignedNode{},
-		Creds: &dirproto.Credentials{ChangedAt: creds.ChangedAt, Gen: creds.Gen}}
+		Creds: &dirproto.Credentials{ChangedAt: creds.ChangedAt, Gen: creds.Gen}, Index: index}
 	for _, m := range reps.Members {
 		out.Nodes = append(out.Nodes, wireMember(m.NodeInfo, m.Filling, m.Epoch))
 	}

@@ -359,6 +359,13 @@ type AssignmentResponse struct {
 	// of another Gen, so revocation holds within the membership cache
 	// lifetime even when the account event is lost.
 	Creds *Credentials `json:"creds,omitempty"`
+	// Index is the raft index of the last change the answering voter had
+	// applied when it read the answer (the answer reflects at least that
+	// state). A node never uses an answer older than one it has already
+	// seen (or than a MembershipEvent's Index), so its view of its sets
+	// does not go back when it asks another, slightly lagging, voter.
+	// 0: a voter that does not send it.
+	Index uint64 `json:"index,omitempty"`
 }
 
 // Credentials is a user's credential state as the directory's state
@@ -507,6 +514,10 @@ func (r PeersResponse) Validate() error {
 // again. Served by nodes over ProtoMembership to voters only.
 type MembershipEvent struct {
 	Users []string `json:"users"`
+	// Index is the raft index of the last change the sending voter had
+	// applied (the changes told of included): the node's views of these
+	// users must be at least that new from now on (AssignmentResponse.Index).
+	Index uint64 `json:"index,omitempty"`
 }
 
 // Validate implements Validator.

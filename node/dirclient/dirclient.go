@@ -179,6 +179,12 @@ type Client struct {
 	memMu sync.Mutex
 	mem   map[string]memEntry // user -> cached replica set
 	gen   uint64              // bumped by every invalidation
+	// floor is the newest directory state (raft index) this node has
+	// seen in an assignment answer or a membership event: an answer from
+	// an older state is not used (views never go back); staleSince is
+	// when answers began to be all older (zero: they are not).
+	floor      uint64
+	staleSince time.Time
 	// revoked holds the credential changes account events told of, per
 	// user, until the tokens they revoke have expired.
 	revoked map[string]revocation
@@ -601,8 +607,39 @@ func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) 
 	if err := req.Validate(); err != nil {
 		return memEntry{}, nil
 	}
-	resp, err := callDirectoryVersioned[dirproto.AssignmentResponse](ctx, c, anyVoter,
-		dirproto.ProtoAssignment11, dirproto.ProtoAssignment, req, req)
+	var resp dirproto.AssignmentResponse
+	var err error
+	for attempt := 0; ; attempt++ {
+		// Every voter is asked in turn until one answers from a state not
+		// older than the floor; the last answer is kept in case none does.
+		var last *dirproto.AssignmentResponse
+		resp, err = callVoters(ctx, c, anyVoter, dirproto.ProtoAssignment11, func(ctx context.Context, id peer.ID, r *dirproto.AssignmentResponse) error {
+			if _, err := dirproto.CallVersioned(ctx, c.rpc, c.cfg.Host, id, dirproto.ProtoAssignment11, dirproto.ProtoAssignment, req, req, r); err != nil {
+				return err
+			}
+			if !c.notBehind(r.Index) {
+				last = r
+				return errBehind
+			}
+			return nil
+		})
+		if err != nil && last != nil && errors.Is(err, errBehind) && ctx.Err() == nil {
+			resp, err = *last, nil
+		}
+		if err != nil || c.notBehind(resp.Index) || attempt == staleRetries {
+			break
+		}
+		// A voter a moment behind one this node heard: ask again shortly.
+		select {
+		case <-ctx.Done():
+			return memEntry{}, ctx.Err()
+		case <-time.After(staleRetryWait):
+		}
+	}
+	if err == nil && !c.acceptIndex(resp.Index) {
+		err = fmt.Errorf("%w: the voters answer from directory state %d, older than state %d this node has seen",
+			ErrDirectoryUnavailable, resp.Index, c.floorIndex())
+	}
 	switch {
 	case p2p.IsCode(err, p2p.CodeForbidden):
 		e = memEntry{expires: now.Add(c.cfg.MembershipTTL)}
@@ -626,6 +663,69 @@ func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) 
 	}
 	c.memMu.Unlock()
 	return e, nil
+}
+
+// Bounds of the wait for a voter that answers from a state older than one
+// this node has seen (Client.floor).
+const (
+	staleRetries   = 5
+	staleRetryWait = 20 * time.Millisecond
+	// staleReset: when every answer has been older than the floor for
+	// this long, the directory's state went back (a restore from a
+	// backup): the floor is reset to what the voters say.
+	staleReset = 30 * time.Second
+)
+
+// errBehind is a voter's answer from a state older than the floor.
+var errBehind = errors.New("dirclient: the voter answered from a state older than one this node has seen")
+
+// notBehind reports whether an answer from directory state index is at
+// least as new as what this node has seen (0: a voter that does not say).
+func (c *Client) notBehind(index uint64) bool {
+	c.memMu.Lock()
+	defer c.memMu.Unlock()
+	return index == 0 || index >= c.floor
+}
+
+// floorIndex returns the newest directory state this node has seen.
+func (c *Client) floorIndex() uint64 {
+	c.memMu.Lock()
+	defer c.memMu.Unlock()
+	return c.floor
+}
+
+// acceptIndex decides whether an answer from directory state index may be
+// used, raising the floor to it: yes when it is not older than the floor;
+// when it is, no, unless answers have been older for staleReset (then the
+// floor goes back to index, logged).
+func (c *Client) acceptIndex(index uint64) bool {
+	c.memMu.Lock()
+	defer c.memMu.Unlock()
+	if index == 0 {
+		return true
+	}
+	if index >= c.floor {
+		c.floor, c.staleSince = index, time.Time{}
+		return true
+	}
+	now := time.Now()
+	if c.staleSince.IsZero() {
+		c.staleSince = now
+	}
+	if now.Sub(c.staleSince) < staleReset {
+		return false
+	}
+	c.cfg.Logger.Warn("dirclient: the directory's state went back (restored from a backup?); following it",
+		"was", c.floor, "now", index)
+	c.floor, c.staleSince = index, time.Time{}
+	return true
+}
+
+// raiseFloor notes that the directory's state reached index.
+func (c *Client) raiseFloor(index uint64) {
+	c.memMu.Lock()
+	c.floor = max(c.floor, index)
+	c.memMu.Unlock()
 }
 
 // Credentials implements node.CredentialSource: the user's credential
@@ -860,6 +960,7 @@ func (c *Client) ServeMembershipEvents(changed func(users []string)) {
 		if err := ev.Validate(); err != nil {
 			return struct{}{}, p2p.Errorf(p2p.CodeBadRequest, "%v", err)
 		}
+		c.raiseFloor(ev.Index)
 		c.InvalidateUsers(ev.Users...)
 		c.vmu.Lock()
 		c.answered = from
