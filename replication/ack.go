@@ -21,6 +21,9 @@ import (
 // directory marks down are not waited for once every other member has
 // answered.
 //
+// Nodes that left the set a moment ago are asked too, or waited out
+// (leavers.go), before any success is returned.
+//
 // When every member confirmed it returns (false, nil). Otherwise it
 // reports Unconfirmed{user, the members that confirmed} to the directory
 // (which makes the others filling, so they stop serving and must backfill
@@ -59,22 +62,38 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 			others = append(others, m)
 		}
 	}
+	// Nodes that left the set a moment ago may still serve the user from
+	// a cached view: they are asked too, or waited out (leavers.go).
+	var leavers chan error
+	if ls := r.recentLeavers(user, set, time.Now()); len(ls) > 0 {
+		r.c.leaverWrites.Add(1)
+		lctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		leavers = make(chan error, 1)
+		go func() { leavers <- r.awaitLeavers(lctx, user, seq, ls) }()
+	}
+	settled := func() error {
+		if leavers == nil {
+			return nil
+		}
+		return <-leavers
+	}
 	if len(others) == 0 {
-		return false, nil
+		return false, settled()
 	}
 	confirmed, moved := r.confirm(ctx, others, user, seq)
 	if moved {
 		return false, notCurrent(user, " (a member refused the write's confirmation and the directory says so)", nil)
 	}
 	if len(confirmed) == len(others) {
-		return false, nil
+		return false, settled()
 	}
 	if err := r.reportUnconfirmed(ctx, user, confirmed); err != nil {
 		r.c.uncFailed.Add(1)
 		return false, err
 	}
 	r.c.uncReported.Add(1)
-	return true, nil
+	return true, settled()
 }
 
 // notCurrent is WaitReplicated's error when this node is not a current
@@ -112,7 +131,7 @@ func (r *Replicator) confirm(ctx context.Context, others []Member, user string, 
 					done <- m
 					return
 				}
-				if p2p.IsCode(err, CodeForbidden) {
+				if p2p.IsCode(err, CodeForbidden) || p2p.IsCode(err, CodeNotMember) {
 					select {
 					case refused <- struct{}{}:
 					default:

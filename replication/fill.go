@@ -22,6 +22,7 @@ type fillState struct {
 // member, starting at least MembershipTTL + ViewLag later (fillSettle),
 // to report Filled.
 func (r *Replicator) observe(user string, set ReplicaSet) {
+	r.noteLeavers(user, set, time.Now())
 	self, ok := set.Member(r.self)
 	filling := ok && self.Filling
 	r.fmu.Lock()

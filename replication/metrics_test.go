@@ -72,7 +72,7 @@ func TestCollectorLag(t *testing.T) {
 	})
 	got := gather(t, reg)
 	for _, name := range []string{"hce_replication_pulls_total", "hce_replication_errors_total", "hce_replication_handoff_backlog_users",
-		"hce_replication_unconfirmed_reported_total", "hce_replication_unconfirmed_failed_total", "hce_replication_pulled_revisions_total"} {
+		"hce_replication_unconfirmed_reported_total", "hce_replication_unconfirmed_failed_total", "hce_replication_leaver_writes_total", "hce_replication_pulled_revisions_total"} {
 		if len(got[name]) != 1 {
 			t.Errorf("%s: %v", name, got[name])
 		}

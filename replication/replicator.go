@@ -84,6 +84,9 @@ type Stats struct {
 	// acknowledged); UnconfirmedFailed those whose report failed (not
 	// acknowledged).
 	UnconfirmedReported, UnconfirmedFailed uint64
+	// LeaverWrites counts client writes that also asked nodes which had
+	// just left the user's set (or waited them out) before acknowledging.
+	LeaverWrites uint64
 	// FilledReported and HandedOffReported count Filled and HandedOff
 	// items the directory committed.
 	FilledReported, HandedOffReported uint64
@@ -97,6 +100,7 @@ type Stats struct {
 type counters struct {
 	pulls, pulled, refused, sent, received, noticeRefused, served, reqRefused, errors, syncs atomic.Uint64
 	uncReported, uncFailed, filled, handed, reportErrs, wiped                                atomic.Uint64
+	leaverWrites                                                                             atomic.Uint64
 }
 
 // Replicator pulls the users this node holds from the other nodes of each
@@ -130,6 +134,9 @@ type Replicator struct {
 
 	reports reportQueue
 
+	lmu  sync.Mutex
+	left map[string]map[peer.ID]time.Time // user -> nodes seen in its leaving list -> since (leavers.go)
+
 	fmu          sync.Mutex
 	fills        map[string]*fillState // users this node is filling
 	fillWake     chan struct{}
@@ -162,6 +169,7 @@ func New(cfg Config) (*Replicator, error) {
 		noteWake: make(chan struct{}, 1),
 		reports:  newReportQueue(),
 		fills:    map[string]*fillState{},
+		left:     map[string]map[peer.ID]time.Time{},
 		fillWake: make(chan struct{}, 1),
 		changed:  map[string]bool{},
 	}, nil
@@ -232,6 +240,7 @@ func (r *Replicator) Stats() Stats {
 
 		UnconfirmedReported: r.c.uncReported.Load(),
 		UnconfirmedFailed:   r.c.uncFailed.Load(),
+		LeaverWrites:        r.c.leaverWrites.Load(),
 		FilledReported:      r.c.filled.Load(),
 		HandedOffReported:   r.c.handed.Load(),
 		ReportErrors:        r.c.reportErrs.Load(),

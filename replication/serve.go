@@ -235,9 +235,14 @@ func (r *Replicator) serveNotice(ctx context.Context, from peer.ID, m *Notice) (
 // and answers when that pull is done. Only a member confirms (a filling
 // one too: that is how it keeps up while it fills).
 func (r *Replicator) serveSync(ctx context.Context, from peer.ID, m *SyncRequest) (*SyncResponse, error) {
-	_, ok, err := r.allowed(ctx, m.User, r.self, from)
+	set, ok, err := r.allowed(ctx, m.User, r.self, from)
 	if err != nil {
 		return nil, err
+	}
+	if !set.IsMember(r.self) {
+		// A writer asking a node that left (leavers.go): this node does
+		// not serve the user.
+		return nil, p2p.Errorf(CodeNotMember, "this node is not a member of %q's replica set", m.User)
 	}
 	if !ok {
 		return nil, p2p.Errorf(CodeForbidden, "user %q is not shared with %s", m.User, from)

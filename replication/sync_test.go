@@ -444,3 +444,71 @@ func TestSyncRequestEndsBackoff(t *testing.T) {
 		t.Fatalf("the write is not on the replica when acknowledged: %+v %v", got, err)
 	}
 }
+
+// TestWriteAsksLeavers: a node that has just left a user's set may still
+// serve the user from its cached view (the push telling it was lost), so
+// for MembershipTTL + ViewLag after the writer first sees it leaving, the
+// writer's writes ask it too: one that answers "not a member" (its view
+// has caught up) lets the write go at once; one that still believes it is
+// a member, or cannot be reached, is waited out to the window's end; after
+// the window it is not asked.
+func TestWriteAsksLeavers(t *testing.T) {
+	ttl := 800 * time.Millisecond
+	c := newCluster(t, 3, clusterOpts{dir: true, ttl: ttl, replicaWait: 200 * time.Millisecond})
+	a, b, x := c.nodes[0], c.nodes[1], c.nodes[2]
+	old := ReplicaSet{Members: []Member{{Peer: a.id}, {Peer: x.id}}}
+	moved := ReplicaSet{Members: []Member{{Peer: a.id}, {Peer: b.id}}, Leaving: []peer.ID{x.id}}
+	a.store.SetReplicaWaiter(a.repl)
+	write := func(id string) {
+		t.Helper()
+		if _, err := a.store.PutItem(bg, "u", "c", testkit.WBO(id, "p"), api.Precondition{}); err != nil {
+			t.Fatalf("write %s: %v", id, err)
+		}
+	}
+	// leave moves x out of u's set; x's view keeps the old set (the push
+	// telling it was lost). It returns when a may first have seen it.
+	leave := func() time.Time {
+		c.dir.set("u", old)
+		a.repl.MembershipChanged([]string{"u"})
+		write("before")
+		opened := time.Now()
+		c.dir.set("u", moved)
+		x.mem.SetReplicaSet("u", old)
+		a.repl.MembershipChanged([]string{"u"})
+		return opened
+	}
+
+	// x believes it is a member but cannot confirm (a no longer serves it
+	// as one): the write waits the window out.
+	opened := leave()
+	write("w1")
+	if d := time.Since(opened); d < ttl {
+		t.Fatalf("write acknowledged %v after the leave while the node that left may still serve the user; want at least %v", d, ttl)
+	}
+	if a.repl.Stats().LeaverWrites == 0 {
+		t.Fatal("no leaver write counted")
+	}
+	// The window is over: x is not asked any more.
+	start := time.Now()
+	write("w2")
+	if d := time.Since(start); d >= ttl/2 {
+		t.Fatalf("write after the window took %v", d)
+	}
+
+	// Again; x's view has caught up and it says so: the write goes at once.
+	leave()
+	x.mem.SetReplicaSet("u", moved)
+	start = time.Now()
+	write("w3")
+	if d := time.Since(start); d >= ttl/2 {
+		t.Fatalf("write took %v although the node that left says it is not a member", d)
+	}
+
+	// Again, with x unreachable: waited out.
+	c.partition(0, 2)
+	opened = leave()
+	write("w4")
+	if d := time.Since(opened); d < ttl {
+		t.Fatalf("write acknowledged %v after the leave with the node that left unreachable; want at least %v", d, ttl)
+	}
+}
