@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/hce-sync/hce/api"
+	"github.com/hce-sync/hce/api/testkit"
 	"github.com/hce-sync/hce/node"
 	"github.com/hce-sync/hce/node/revtree"
 )
@@ -34,6 +36,11 @@ func TestLimitsDoNotStallReplication(t *testing.T) {
 	for _, tn := range c.nodes {
 		tn.store.SetReplicaWaiter(nil)
 		tn.store.SetChangeNotifier(nil)
+		// The sweep each replicator runs at start must not pull between
+		// the applies below (b would take a's leaves before its own and
+		// refuse its own 10th): it runs before u is shared, the next one
+		// an hour later.
+		testkit.WaitFor(t, 10*time.Second, "the first sweep", func() bool { return tn.repl.Stats().Sweeps > 0 })
 	}
 	c.share("u", 0, 1)
 	apply := func(s *node.Store, revs []node.Revision) {

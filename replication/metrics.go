@@ -46,6 +46,7 @@ func (r *Replicator) Collector() prometheus.Collector {
 		{"errors_total", "Failed pulls, notices and sweeps of a peer.", func(s Stats) uint64 { return s.Errors }},
 		{"syncs_served_total", "Write confirmations a peer waited for and this node gave.", func(s Stats) uint64 { return s.SyncsServed }},
 		{"unconfirmed_reported_total", "Client writes some member did not confirm in time, reported to the directory and then acknowledged.", func(s Stats) uint64 { return s.UnconfirmedReported }},
+		{"sweeps_total", "Sweeps run (at start and every sweep interval), failed ones included.", func(s Stats) uint64 { return s.Sweeps }},
 		{"leaver_writes_total", "Client writes that also asked nodes which had just left the user's set, or waited them out.", func(s Stats) uint64 { return s.LeaverWrites }},
 		{"unconfirmed_failed_total", "Client writes some member did not confirm whose report failed (answered 503).", func(s Stats) uint64 { return s.UnconfirmedFailed }},
 		{"report_errors_total", "Reports to the directory that failed.", func(s Stats) uint64 { return s.ReportErrors }},

@@ -84,6 +84,9 @@ type Stats struct {
 	// acknowledged); UnconfirmedFailed those whose report failed (not
 	// acknowledged).
 	UnconfirmedReported, UnconfirmedFailed uint64
+	// Sweeps counts the sweeps the sweep loop ran (at start and every
+	// SweepInterval), failed ones included.
+	Sweeps uint64
 	// LeaverWrites counts client writes that also asked nodes which had
 	// just left the user's set (or waited them out) before acknowledging.
 	LeaverWrites uint64
@@ -100,7 +103,7 @@ type Stats struct {
 type counters struct {
 	pulls, pulled, refused, sent, received, noticeRefused, served, reqRefused, errors, syncs atomic.Uint64
 	uncReported, uncFailed, filled, handed, reportErrs, wiped                                atomic.Uint64
-	leaverWrites                                                                             atomic.Uint64
+	leaverWrites, sweeps                                                                     atomic.Uint64
 }
 
 // Replicator pulls the users this node holds from the other nodes of each
@@ -241,6 +244,7 @@ func (r *Replicator) Stats() Stats {
 		UnconfirmedReported: r.c.uncReported.Load(),
 		UnconfirmedFailed:   r.c.uncFailed.Load(),
 		LeaverWrites:        r.c.leaverWrites.Load(),
+		Sweeps:              r.c.sweeps.Load(),
 		FilledReported:      r.c.filled.Load(),
 		HandedOffReported:   r.c.handed.Load(),
 		ReportErrors:        r.c.reportErrs.Load(),

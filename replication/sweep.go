@@ -18,6 +18,7 @@ func (r *Replicator) sweepLoop() {
 			r.c.errors.Add(1)
 			r.log.Warn("replication: sweep failed", "err", err)
 		}
+		r.c.sweeps.Add(1)
 		select {
 		case <-r.ctx.Done():
 			return
