@@ -93,8 +93,20 @@ func (r *Replicator) WaitReplicated(ctx context.Context, user string, seq uint64
 		return false, err
 	}
 	r.c.uncReported.Add(1)
+	r.log.Warn(UnconfirmedAckLog, "user", user, "confirmed", len(confirmed), "members", len(others)+1)
 	return true, settled()
 }
+
+// Log messages a test harness counts in the nodes' logs (testnet's chaos
+// report).
+const (
+	// UnconfirmedAckLog: a client write was acknowledged after the
+	// members that did not confirm it were reported (and made filling).
+	UnconfirmedAckLog = "replication: write acknowledged after reporting members that did not confirm it"
+	// LeaverWaitLog: a client write waited to the end of its window for a
+	// node that had just left the user's set and did not answer.
+	LeaverWaitLog = "replication: write waited out a node that had just left the user's set"
+)
 
 // notCurrent is WaitReplicated's error when this node is not a current
 // member of user's set: ErrNotCurrent, and node.ErrNotServing so that the

@@ -135,6 +135,9 @@ func (r *Replicator) awaitLeavers(ctx context.Context, user string, seq uint64, 
 				select {
 				case <-lctx.Done():
 					t.Stop()
+					if ctx.Err() == nil {
+						r.log.Warn(LeaverWaitLog, "user", user, "peer", l.peer, "err", err)
+					}
 					return
 				case <-t.C:
 				}

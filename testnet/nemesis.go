@@ -227,10 +227,13 @@ type NemesisResult struct {
 	WriteErrors  map[string]int // failed write attempts by cause ("401", "503", "unreachable", ...)
 	Lookups      int            // node/weave look-ups by writers and readers
 	LookupErrors map[string]int // failed look-ups by cause
-	// Unconfirmed counts the writes nodes logged as acknowledged without
-	// a replica's confirmation during the run (-1 when the logs could not
-	// be read: in process).
-	Unconfirmed int
+	// Unconfirmed counts the writes nodes logged as acknowledged after
+	// reporting the members that did not confirm them (made filling:
+	// replication.UnconfirmedAckLog) during the run; LeaverWaits those
+	// that waited out a node that had just left the set
+	// (replication.LeaverWaitLog). -1 when the logs could not be read (in
+	// process). Statistics, not checks: both are the rule working.
+	Unconfirmed, LeaverWaits int
 
 	// Reads.
 	Reads      int            // reads through node/weave answered 200 and checked
@@ -330,7 +333,7 @@ func RunNemesis(ctx context.Context, tn *Testnet, cfg NemesisConfig) (*NemesisRe
 		n.nodes = append(n.nodes, nd.Name)
 	}
 	res := &NemesisResult{Seed: cfg.Seed, Duration: cfg.Duration, Began: n.begin, Voters: len(n.voters), Nodes: len(n.nodes),
-		Replicas: tn.cfg.Replicas, Quiet: cfg.Quiet, Unconfirmed: -1}
+		Replicas: tn.cfg.Replicas, Quiet: cfg.Quiet, Unconfirmed: -1, LeaverWaits: -1}
 	if len(n.voters) == 0 || len(n.nodes) == 0 {
 		return nil, errors.New("testnet: nemesis needs voters and nodes")
 	}
@@ -403,7 +406,7 @@ func RunNemesis(ctx context.Context, tn *Testnet, cfg NemesisConfig) (*NemesisRe
 	}
 	n.check(ctx, res)
 	n.event("checked")
-	res.Unconfirmed = n.unconfirmedSince(logs)
+	res.Unconfirmed, res.LeaverWaits = n.unconfirmedSince(logs)
 	n.mu.Lock()
 	res.Schedule = slices.Clone(n.schedule)
 	n.mu.Unlock()

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hce-sync/hce/replication"
 )
 
 // check runs the end-of-run checks into res: convergence, every
@@ -156,22 +158,27 @@ func (n *nemesis) logOffsets() map[string]int64 {
 	return out
 }
 
-// unconfirmedLine is what a node logs when it acknowledges a write no
-// replica confirmed (node.Store's replica waiter).
-var unconfirmedLine = []byte("write acknowledged without a replica's confirmation")
+// The lines nodes log when a write was acknowledged after reporting the
+// members that did not confirm it, and when one waited out a node that
+// had just left the set.
+var (
+	unconfirmedLine = []byte(replication.UnconfirmedAckLog)
+	leaverWaitLine  = []byte(replication.LeaverWaitLog)
+)
 
 // unconfirmedSince counts unconfirmedLine in the node logs after the
 // offsets (-1 without logs).
-func (n *nemesis) unconfirmedSince(offsets map[string]int64) int {
+func (n *nemesis) unconfirmedSince(offsets map[string]int64) (unconfirmed, leaverWaits int) {
 	logs := n.nodeLogs()
 	if len(logs) == 0 {
-		return -1
+		return -1, -1
 	}
-	k := 0
 	for _, p := range logs {
-		k += bytes.Count(readFrom(p, offsets[p]), unconfirmedLine)
+		b := readFrom(p, offsets[p])
+		unconfirmed += bytes.Count(b, unconfirmedLine)
+		leaverWaits += bytes.Count(b, leaverWaitLine)
 	}
-	return k
+	return unconfirmed, leaverWaits
 }
 
 // Print writes the run's schedule, statistics and checks, and how to
@@ -278,7 +285,10 @@ func (r *NemesisResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "stats: write failures %s; node/weave look-ups %d, failures %s; read failures %s; registration failures %s",
 		counts(r.WriteErrors), r.Lookups, counts(r.LookupErrors), counts(r.ReadErrors), counts(r.RegisterErrors))
 	if r.Unconfirmed >= 0 {
-		fmt.Fprintf(w, "; writes acknowledged without a replica's confirmation (node logs): %d", r.Unconfirmed)
+		fmt.Fprintf(w, "; writes acknowledged after reporting members that did not confirm them (node logs): %d", r.Unconfirmed)
+	}
+	if r.LeaverWaits >= 0 {
+		fmt.Fprintf(w, "; writes that waited out a node that had just left the set: %d", r.LeaverWaits)
 	}
 	fmt.Fprintln(w)
 	if r.OK() {
