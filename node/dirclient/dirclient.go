@@ -670,11 +670,12 @@ func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) 
 const (
 	staleRetries   = 5
 	staleRetryWait = 20 * time.Millisecond
-	// staleReset: when every answer has been older than the floor for
-	// this long, the directory's state went back (a restore from a
-	// backup): the floor is reset to what the voters say.
-	staleReset = 30 * time.Second
 )
+
+// staleReset: when every answer has been older than the floor for this
+// long, the directory's state went back (a restore from a backup): the
+// floor is reset to what the voters say. A variable for tests.
+var staleReset = 30 * time.Second
 
 // errBehind is a voter's answer from a state older than the floor.
 var errBehind = errors.New("dirclient: the voter answered from a state older than one this node has seen")

@@ -114,3 +114,47 @@ func TestViewsNeverGoBack(t *testing.T) {
 		t.Fatalf("Serves from a state newer than the event's: %v %v", ok, err)
 	}
 }
+
+// TestViewsFollowARestoredDirectory: when every voter has answered from an
+// older state than the node's floor for staleReset (the directory was
+// restored from a backup and its raft indexes went back), the node follows
+// the directory instead of refusing for ever.
+func TestViewsFollowARestoredDirectory(t *testing.T) {
+	old := staleReset
+	staleReset = 300 * time.Millisecond
+	t.Cleanup(func() { staleReset = old })
+	self := p2ptest.NewHost(t, p2p.Config{})
+	an := dirproto.AssignedNode{ID: self.ID().String(), PeerID: self.ID().String(), URL: "http://self/"}
+	v := newIndexedVoter(t)
+	c, err := New(Config{Host: self, Directory: []peer.AddrInfo{v.info()}, MembershipTTL: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	v.set(5000, false, an)
+	if ok, err := c.Serves(ctx, "alice"); err != nil || !ok {
+		t.Fatalf("before the restore: %v %v", ok, err)
+	}
+	v.set(40, false, an) // restored: the indexes start again
+	start := time.Now()
+	if _, err := c.Serves(ctx, "alice"); !errors.Is(err, ErrDirectoryUnavailable) {
+		t.Fatalf("right after the restore: %v; want directory unavailable", err)
+	}
+	for {
+		ok, err := c.Serves(ctx, "alice")
+		if err == nil && ok {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("never followed the restored directory: %v %v", ok, err)
+		}
+	}
+	if d := time.Since(start); d < staleReset {
+		t.Fatalf("followed the older state after %v, before %v", d, staleReset)
+	}
+	// From then on the restored directory's states are the floor.
+	v.set(30, false, an)
+	if _, err := c.Serves(ctx, "alice"); !errors.Is(err, ErrDirectoryUnavailable) {
+		t.Fatalf("an answer older than the restored state: %v; want directory unavailable", err)
+	}
+}
