@@ -275,7 +275,7 @@ func (d *Directory) barrier(ctx context.Context) error {
 // partitioned with the minority voter lacked writes acknowledged on the
 // majority side). The acknowledgement rule bounds how long a member may
 // act on a view (the membership cache lifetime) only if views are read
-// from a state at most a known moment old (ViewLag). So these answers
+// from a state at most a known moment old (the view lag, d.viewLag). So these answers
 // come only from a fresh voter; others answer 503 (nodes: try another
 // voter).
 //
@@ -292,7 +292,7 @@ func (d *Directory) barrier(ctx context.Context) error {
 //     member of a set it had left 1 s before, and the node served reads
 //     that lacked writes acknowledged since).
 //
-// So a fresh answer reflects every entry committed more than ViewLag
+// So a fresh answer reflects every entry committed more than the view lag
 // before it (the HeartbeatTimeout; the leader's lease is shorter).
 
 // applyWait bounds how long fresh waits for this voter's state machine to
@@ -301,15 +301,6 @@ const applyWait = 50 * time.Millisecond
 
 // errNotFresh is the error of an answer a voter out of touch refuses.
 var errNotFresh = errors.New("directory: this voter is out of touch with the raft leader")
-
-// ViewLag is how old, at most, the state is from which a fresh voter
-// answers who serves a user (see fresh): its raft HeartbeatTimeout.
-func (d *Directory) ViewLag() time.Duration {
-	if w := d.cfg.Raft.HeartbeatTimeout; w > 0 {
-		return w
-	}
-	return time.Second // raft's default
-}
 
 // fresh reports whether this voter's state may answer who serves a user.
 //
@@ -331,27 +322,16 @@ func (d *Directory) fresh() error {
 		return api.Unavailable(fmt.Errorf("%w: "+format, append([]any{errNotFresh}, args...)...), api.RetryElection)
 	}
 	term := d.raft.CurrentTerm()
-	var target uint64 // what this voter must have applied
-	switch {
-	case d.IsLeader():
-		target = d.raft.CommitIndex()
-	case d.leaderSent != nil:
-		t, idx, at := d.leaderSent.last()
+	target := d.raft.CommitIndex() // what this voter must have applied: the leader's
+	if !d.IsLeader() {
+		t, idx, at := d.leaderSent.last() // cluster mode always watches its transport
 		if at.IsZero() || t != term {
 			return refuse("no commit index from the leader of term %d yet", term)
 		}
-		if age := time.Since(at); age > d.ViewLag() {
+		if age := time.Since(at); age > d.viewLag {
 			return refuse("the leader last sent its commit index %v ago", age.Round(time.Millisecond))
 		}
 		target = idx
-	default:
-		// A transport whose RPCs are not observed: fall back on the
-		// contact time and this voter's own commit index.
-		lc := d.raft.LastContact()
-		if lc.IsZero() || time.Since(lc) > d.ViewLag() {
-			return refuse("last contact %v ago", time.Since(lc).Round(time.Millisecond))
-		}
-		target = d.raft.CommitIndex()
 	}
 	if start, ok := d.termStart(term); !ok || target < start || d.raft.CommitIndex() < start {
 		return refuse("nothing of term %d committed yet", term)

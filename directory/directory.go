@@ -1,6 +1,8 @@
 package directory
 
 import (
+	"time"
+
 	"context"
 	"errors"
 	"fmt"
@@ -107,10 +109,14 @@ type Directory struct {
 	// termStartCache remembers the first log index of the current term
 	// (fresh).
 	termStartCache atomic.Pointer[termIndex]
-	// commits records the commit index the leader last sent (cluster
+	// leaderSent records the commit index the leader last sent (cluster
 	// mode; nil otherwise), for fresh; leaderSentDone stops its watcher.
-	leaderSent        *leaderCommits
-	leaderSentDone    chan struct{}
+	leaderSent     *leaderCommits
+	leaderSentDone chan struct{}
+	// viewLag is how old, at most, the state is from which a fresh voter
+	// answers who serves a user (fresh): raft's effective
+	// HeartbeatTimeout. Report sends it to nodes.
+	viewLag           time.Duration
 	absentUnconfirmed atomic.Uint64
 	absentBehind      atomic.Uint64
 	// staleAnswers counts answers about who serves a user refused while

@@ -89,12 +89,14 @@ func (d *Directory) startRaft() error {
 		return fmt.Errorf("directory: raft config: %w", err)
 	}
 
+	d.viewLag = rc.HeartbeatTimeout
 	d.stores.trans = cfg.Raft.Transport
+	var tls *raft.NetworkTransport // cluster mode's: its RPCs are watched (leadercommit.go)
 	if cfg.clustered() {
-		if d.stores.trans, d.stores.stream, err = newTLSTransport(cfg, rlog); err != nil {
+		if tls, d.stores.stream, err = newTLSTransport(cfg, rlog); err != nil {
 			return err
 		}
-		d.stores.ownTr = true
+		d.stores.trans, d.stores.ownTr = tls, true
 	}
 	if d.stores.trans == nil {
 		_, d.stores.trans = raft.NewInmemTransport(raft.ServerAddress(cfg.ID))
@@ -115,16 +117,13 @@ func (d *Directory) startRaft() error {
 		d.log.Info("directory: bootstrapped single-voter cluster", "id", cfg.ID)
 	}
 	trans := d.stores.trans
-	if nt, ok := trans.(*raft.NetworkTransport); ok && cfg.clustered() {
+	if tls != nil {
 		d.leaderSent, d.leaderSentDone = &leaderCommits{}, make(chan struct{})
-		trans = watchCommits(nt, d.leaderSent, d.leaderSentDone)
+		trans = watchCommits(tls, d.leaderSent, d.leaderSentDone)
 	}
 	r, err := raft.NewRaft(rc, d.state, logs, store, snaps, trans)
 	if err != nil {
-		if d.leaderSentDone != nil {
-			close(d.leaderSentDone)
-			d.leaderSentDone = nil
-		}
+		d.stopWatchingCommits()
 		return fmt.Errorf("directory: start raft: %w", err)
 	}
 	d.raft = r
@@ -132,7 +131,7 @@ func (d *Directory) startRaft() error {
 }
 
 // newTLSTransport listens on cfg.Cluster.RaftAddr with a mutual-TLS stream layer.
-func newTLSTransport(cfg Config, rlog hclog.Logger) (raft.Transport, *raftls.StreamLayer, error) {
+func newTLSTransport(cfg Config, rlog hclog.Logger) (*raft.NetworkTransport, *raftls.StreamLayer, error) {
 	tlsCfg, err := raftls.ServerClientTLS(cfg.Cluster.TLSCA, cfg.Cluster.TLSCert, cfg.Cluster.TLSKey, cfg.ID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("directory: raft TLS: %w", err)
@@ -212,14 +211,20 @@ func (d *Directory) shutdownRaft() error {
 			errs = append(errs, fmt.Errorf("directory: raft shutdown: %w", err))
 		}
 	}
-	if d.leaderSentDone != nil {
-		close(d.leaderSentDone)
-		d.leaderSentDone = nil
-	}
+	d.stopWatchingCommits()
 	if err := d.closeStores(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// stopWatchingCommits ends the watch of the transport's RPCs, once raft
+// no longer reads them.
+func (d *Directory) stopWatchingCommits() {
+	if d.leaderSentDone != nil {
+		close(d.leaderSentDone)
+		d.leaderSentDone = nil
+	}
 }
 
 func (d *Directory) closeStores() error {

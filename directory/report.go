@@ -24,7 +24,7 @@ var errNoHost = errors.New("directory: no libp2p host")
 //     the set was before the report and is after it) are told at once
 //     over dirproto.ProtoMembership; Notified says whether all of them
 //     confirmed (else the node waits its membership cache lifetime plus
-//     ViewLagMs, this voter's ViewLag: how old a view a member may have
+//     ViewLagMs, this voter's view lag: how old a view a member may have
 //     read from a fresh voter).
 //   - Filled, HandedOff: applied when they still hold (epoch, source),
 //     skipped otherwise; nothing is waited for.
@@ -49,7 +49,7 @@ func (d *Directory) Report(ctx context.Context, nodeID string, r dirproto.Report
 		cmd.HandedOff = append(cmd.HandedOff, state.ReportHandedOff{User: h.User, Source: h.Source})
 	}
 	if len(cmd.Unconfirmed)+len(cmd.Filled)+len(cmd.HandedOff) == 0 {
-		return dirproto.ReportResponse{Notified: true, ViewLagMs: d.ViewLag().Milliseconds()}, nil
+		return d.reportResponse(true), nil
 	}
 	before := d.memberIDs(users)
 	err := d.write(ctx, cmd)
@@ -57,12 +57,17 @@ func (d *Directory) Report(ctx context.Context, nodeID string, r dirproto.Report
 		return dirproto.ReportResponse{}, err
 	}
 	if len(users) == 0 {
-		return dirproto.ReportResponse{Notified: true, ViewLagMs: d.ViewLag().Milliseconds()}, err
+		return d.reportResponse(true), err
 	}
 	nodes := append(before, d.memberIDs(users)...)
 	slices.Sort(nodes)
 	notified := d.members.notifyNow(ctx, slices.Compact(nodes), nodeID, users)
-	return dirproto.ReportResponse{Notified: notified, ViewLagMs: d.ViewLag().Milliseconds()}, err
+	return d.reportResponse(notified), err
+}
+
+// reportResponse is a ReportResponse with this voter's view lag.
+func (d *Directory) reportResponse(notified bool) dirproto.ReportResponse {
+	return dirproto.ReportResponse{Notified: notified, ViewLagMs: d.viewLag.Milliseconds()}
 }
 
 // memberIDs returns the IDs of the members of users' sets in the local

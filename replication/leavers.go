@@ -47,9 +47,7 @@ func (r *Replicator) noteLeavers(user string, set ReplicaSet, now time.Time) {
 	defer r.lmu.Unlock()
 	m := r.left[user]
 	if len(set.Leaving) == 0 {
-		if m != nil {
-			delete(r.left, user)
-		}
+		delete(r.left, user)
 		return
 	}
 	for p := range m {

@@ -406,7 +406,7 @@ func RunNemesis(ctx context.Context, tn *Testnet, cfg NemesisConfig) (*NemesisRe
 	}
 	n.check(ctx, res)
 	n.event("checked")
-	res.Unconfirmed, res.LeaverWaits = n.unconfirmedSince(logs)
+	res.Unconfirmed, res.LeaverWaits = n.ackLogCountsSince(logs)
 	n.mu.Lock()
 	res.Schedule = slices.Clone(n.schedule)
 	n.mu.Unlock()

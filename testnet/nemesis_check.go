@@ -166,9 +166,9 @@ var (
 	leaverWaitLine  = []byte(replication.LeaverWaitLog)
 )
 
-// unconfirmedSince counts unconfirmedLine in the node logs after the
+// ackLogCountsSince counts unconfirmedLine and leaverWaitLine in the node logs after the
 // offsets (-1 without logs).
-func (n *nemesis) unconfirmedSince(offsets map[string]int64) (unconfirmed, leaverWaits int) {
+func (n *nemesis) ackLogCountsSince(offsets map[string]int64) (unconfirmed, leaverWaits int) {
 	logs := n.nodeLogs()
 	if len(logs) == 0 {
 		return -1, -1

@@ -636,9 +636,11 @@ func (c *Client) assignment(ctx context.Context, user string) (memEntry, error) 
 		case <-time.After(staleRetryWait):
 		}
 	}
-	if err == nil && !c.acceptIndex(resp.Index) {
-		err = fmt.Errorf("%w: the voters answer from directory state %d, older than state %d this node has seen",
-			ErrDirectoryUnavailable, resp.Index, c.floorIndex())
+	if err == nil {
+		if ok, floor := c.acceptIndex(resp.Index); !ok {
+			err = fmt.Errorf("%w: the voters answer from directory state %d, older than state %d this node has seen",
+				ErrDirectoryUnavailable, resp.Index, floor)
+		}
 	}
 	switch {
 	case p2p.IsCode(err, p2p.CodeForbidden):
@@ -688,38 +690,31 @@ func (c *Client) notBehind(index uint64) bool {
 	return index == 0 || index >= c.floor
 }
 
-// floorIndex returns the newest directory state this node has seen.
-func (c *Client) floorIndex() uint64 {
-	c.memMu.Lock()
-	defer c.memMu.Unlock()
-	return c.floor
-}
-
 // acceptIndex decides whether an answer from directory state index may be
 // used, raising the floor to it: yes when it is not older than the floor;
 // when it is, no, unless answers have been older for staleReset (then the
-// floor goes back to index, logged).
-func (c *Client) acceptIndex(index uint64) bool {
+// floor goes back to index, logged). It also returns the floor.
+func (c *Client) acceptIndex(index uint64) (bool, uint64) {
 	c.memMu.Lock()
 	defer c.memMu.Unlock()
-	if index == 0 {
-		return true
-	}
-	if index >= c.floor {
+	switch {
+	case index == 0:
+		return true, c.floor
+	case index >= c.floor:
 		c.floor, c.staleSince = index, time.Time{}
-		return true
+		return true, c.floor
 	}
 	now := time.Now()
 	if c.staleSince.IsZero() {
 		c.staleSince = now
 	}
 	if now.Sub(c.staleSince) < staleReset {
-		return false
+		return false, c.floor
 	}
 	c.cfg.Logger.Warn("dirclient: the directory's state went back (restored from a backup?); following it",
 		"was", c.floor, "now", index)
 	c.floor, c.staleSince = index, time.Time{}
-	return true
+	return true, c.floor
 }
 
 // raiseFloor notes that the directory's state reached index.
