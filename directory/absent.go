@@ -240,7 +240,7 @@ func (d *Directory) barrier(ctx context.Context) error {
 			g.cur = c
 			g.mu.Unlock()
 			go func() {
-				c.err = d.raft.Barrier(lookupTimeout).Error()
+				c.err = d.awaitFuture(context.Background(), d.raft.Barrier(lookupTimeout))
 				if errors.Is(c.err, raft.ErrNotLeader) || errors.Is(c.err, raft.ErrLeadershipLost) {
 					c.err = fmt.Errorf("%w: %w", ErrNotLeader, c.err)
 				}

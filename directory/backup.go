@@ -64,7 +64,7 @@ func (d *Directory) Backup(ctx context.Context, w io.Writer) (BackupHeader, erro
 		return BackupHeader{}, ErrClosed
 	}
 	f := d.raft.Snapshot()
-	err := awaitFuture(ctx, f)
+	err := d.awaitFuture(ctx, f)
 	var meta *raft.SnapshotMeta
 	var rc io.ReadCloser
 	switch {

@@ -213,7 +213,7 @@ func (d *Directory) addVoter(ctx context.Context, j joinRequest) error {
 	}
 	start := time.Now()
 	f := d.raft.AddVoter(raft.ServerID(j.ID), raft.ServerAddress(j.RaftAddr), 0, d.cfg.Raft.ApplyTimeout)
-	if err := awaitFuture(ctx, f); err != nil {
+	if err := d.awaitFuture(ctx, f); err != nil {
 		return mapRaftErr(err)
 	}
 	d.log.Info("directory: voter added", "id", j.ID, "raft", j.RaftAddr, "http", j.HTTPURL, "took", time.Since(start))
@@ -535,10 +535,10 @@ func (d *Directory) Status(ctx context.Context, linearizable bool) (Status, erro
 		return Status{}, ErrClosed
 	}
 	if linearizable {
-		if err := awaitFuture(ctx, d.raft.VerifyLeader()); err != nil {
+		if err := d.awaitFuture(ctx, d.raft.VerifyLeader()); err != nil {
 			return Status{}, mapRaftErr(err)
 		}
-		if err := awaitFuture(ctx, d.raft.Barrier(d.cfg.Raft.ApplyTimeout)); err != nil {
+		if err := d.awaitFuture(ctx, d.raft.Barrier(d.cfg.Raft.ApplyTimeout)); err != nil {
 			return Status{}, mapRaftErr(err)
 		}
 	}

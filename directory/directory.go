@@ -284,7 +284,7 @@ func (d *Directory) Snapshot(ctx context.Context) error {
 	if d.closed.Load() {
 		return ErrClosed
 	}
-	err := awaitFuture(ctx, d.raft.Snapshot())
+	err := d.awaitFuture(ctx, d.raft.Snapshot())
 	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return nil
 	}

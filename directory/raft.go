@@ -171,18 +171,23 @@ func (d *Directory) waitReady(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
-	if err := awaitFuture(ctx, d.raft.Barrier(d.cfg.Raft.ApplyTimeout)); err != nil {
+	if err := d.awaitFuture(ctx, d.raft.Barrier(d.cfg.Raft.ApplyTimeout)); err != nil {
 		return fmt.Errorf("directory: barrier: %w", mapRaftErr(err))
 	}
 	return nil
 }
 
 // awaitFuture waits for f or for ctx, whichever comes first. The
-// goroutine that waits on f ends when raft answers it, at the latest when
-// raft shuts down (Close), which answers every future it holds.
-func awaitFuture(ctx context.Context, f raft.Future) error {
+// goroutine that waits on f is one of the Directory's (spawn): Close
+// waits for it before it shuts raft down, because raft does not answer
+// every future at shutdown (a barrier still queued for its leader loop or
+// its state machine is never answered, and its waiter would block for
+// ever). While Close runs, f is not waited for: ErrClosed.
+func (d *Directory) awaitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
+	if !d.spawn(func(context.Context) { done <- f.Error() }) {
+		return ErrClosed
+	}
 	select {
 	case err := <-done:
 		return err

@@ -216,7 +216,7 @@ func (d *Directory) removeVoter(ctx context.Context, id string) error {
 	}
 	start := time.Now()
 	f := d.raft.RemoveServer(raft.ServerID(id), 0, d.cfg.Raft.ApplyTimeout)
-	if err := awaitFuture(ctx, f); err != nil {
+	if err := d.awaitFuture(ctx, f); err != nil {
 		return mapRaftErr(err)
 	}
 	d.log.Info("directory: voter removed", "id", id, "took", time.Since(start))
@@ -238,7 +238,7 @@ func (d *Directory) dropVoterRecord(ctx context.Context, id string) error {
 // of this voter to the new leader.
 func (d *Directory) removeSelf(ctx context.Context) error {
 	d.log.Info("directory: removing the leader: handing leadership over first", "id", d.cfg.ID)
-	if err := awaitFuture(ctx, d.raft.LeadershipTransfer()); err != nil {
+	if err := d.awaitFuture(ctx, d.raft.LeadershipTransfer()); err != nil {
 		return fmt.Errorf("directory: leadership transfer: %w", mapRaftErr(err))
 	}
 	deadline := time.Now().Add(10 * time.Second)
