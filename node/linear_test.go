@@ -29,7 +29,7 @@ func TestApplyMatchesRevtree(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			oracle, _ := revtree.New(revtree.Config{RevsLimit: limit})
+			oracle, _ := revtree.New(revtree.Config{RevsLimit: limit, MaxPathLen: revtree.HardMaxPathLen})
 			// Build a random history in a private tree.
 			hist, _ := revtree.New(revtree.Config{RevsLimit: 1000})
 			var nodes []revtree.Rev
@@ -214,4 +214,56 @@ func TestRepeatedHashFromPeer(t *testing.T) {
 	if d, err = s.GetDoc(ctx, "u", "c", "d"); err != nil || d.Tree.Len() != 4 {
 		t.Fatalf("after a local edit: %v", err)
 	}
+}
+
+// TestLongPathsReplicate: a document whose conflicts were tombstoned at
+// staggered positions keeps, through its deleted leaves, more of its
+// winner's ancestors than the revision limit (revtree.Stem keeps the
+// limit from every leaf), so the winner's path runs past twice the limit.
+// A new replica must still accept it: a replica that refused it would
+// never get the record.
+func TestLongPathsReplicate(t *testing.T) {
+	const limit = 10
+	open := func() *Store {
+		cfg := DefaultConfig()
+		cfg.Dir = t.TempDir()
+		cfg.RevsLimit = limit
+		cfg.MinFreeBytes = -1
+		s, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	n := 0
+	put := func(s *Store) {
+		n++
+		mustPut(t, s, "u", "c", testkit.WBO("r", fmt.Sprint(n)))
+	}
+	for range 4 {
+		// Forks limit-3 positions apart: the deleted leaves' ancestors
+		// join up.
+		for range limit - 6 {
+			put(a)
+		}
+		pull(t, a, b, "u")
+		put(a)
+		put(b) // a conflict
+		pull(t, b, a, "u")
+		put(a) // tombstones the conflict: a deleted leaf stays
+	}
+	d, err := a.GetDoc(ctx, "u", "c", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := d.Winner()
+	p, _ := d.Tree.PathTo(w.Rev, 0)
+	if len(p.IDs) <= 2*limit {
+		t.Fatalf("the winner's path has %d ids: the test needs more than %d", len(p.IDs), 2*limit)
+	}
+	c := open()
+	pull(t, a, c, "u") // fails on a refused revision
+	sameDocs(t, "u", a, c)
 }

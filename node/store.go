@@ -173,7 +173,7 @@ func Open(cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s.revCfg = revtree.Config{RevsLimit: cfg.RevsLimit, MaxPathLen: min(2*cfg.RevsLimit, revtree.HardMaxPathLen)}
+	s.revCfg = revtree.Config{RevsLimit: cfg.RevsLimit, MaxPathLen: revtree.HardMaxPathLen}
 	s.watch.m = make(map[string]chan struct{})
 	s.clock = nodeClock{
 		wall:  cfg.Clock,
