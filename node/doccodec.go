@@ -9,16 +9,23 @@ import (
 	"github.com/hce-sync/hce/node/revtree"
 )
 
-// Stored document forms. Version 4 is written: a single path keeps only
-// its leaf here (its ancestors are in ancestor keys, history.go). Version
-// 3 (the recent hashes here, older ones in the history key tagHist) is
-// read, and written again as version 4 when the document changes.
+// Stored document forms. Version 5 is written: a single path keeps its
+// leaf and its tail (at most ancTail of the newest ancestors) here, the
+// older ancestors in ancestor keys (history.go). Versions 4 (the leaf
+// alone here) and 3 (the recent hashes here, older ones in the history
+// key tagHist) are read, and written again as version 5 when the
+// document changes.
 const (
-	verDoc   = 4 // seq, form, revisions, leaf bodies
+	verDoc   = 5 // seq, form, revisions, leaf bodies
+	verDoc4  = 4 // seq, form, revisions (the leaf alone), leaf bodies
 	verDoc3  = 3 // seq, form, revisions (recent hashes, count in the history key), leaf bodies
 	formTree = 0 // revtree encoding follows
-	formLin  = 1 // v4: leaf position, deleted, revision count, leaf hash; v3: leaf position, deleted, count, recent hashes newest first, count in the history key
+	formLin  = 1 // v5: leaf position, deleted, revision count, tail length t, the leaf's and t ancestors' hashes newest first; v4: leaf position, deleted, revision count, leaf hash; v3: leaf position, deleted, count, recent hashes newest first, count in the history key
 )
+
+// maxTailRead is the longest tail a stored document may have: more than
+// ancTail, so that a store written with a longer tail stays readable.
+const maxTailRead = 64
 
 // Leaf body forms in a stored document.
 const (
@@ -48,7 +55,12 @@ func (s *Store) appendDoc(b []byte, d *docState, h *head) ([]byte, error) {
 		b = binary.AppendUvarint(b, l.start)
 		b = bincode.AppendBool(b, l.deleted)
 		b = binary.AppendUvarint(b, uint64(l.n))
-		b = append(b, l.ids[:revtree.HashLen]...)
+		t := d.tail()
+		if t < 0 || t > maxTailRead || l.known() < 1+t {
+			return nil, fmt.Errorf("tail of %d ancestors with %d of %d hashes in memory", t, l.known(), l.n)
+		}
+		b = binary.AppendUvarint(b, uint64(t))
+		b = append(b, l.ids[:(1+t)*revtree.HashLen]...)
 		w, _ := d.winner()
 		return s.appendLeafBody(b, d, w, true, h)
 	}
@@ -113,7 +125,7 @@ func (s *Store) appendLeafBody(b []byte, d *docState, l revtree.Leaf, win bool, 
 // else copied. h is the record head the document was embedded after (nil
 // for a document key's value).
 func (s *Store) decodeDoc(v []byte, ds *docState, h *head, pinned bool) error {
-	if len(v) < 2 || (v[0] != verDoc && v[0] != verDoc3) {
+	if len(v) < 2 || v[0] < verDoc3 || v[0] > verDoc {
 		return errCorrupt
 	}
 	ver := v[0]
@@ -126,6 +138,28 @@ func (s *Store) decodeDoc(v []byte, ds *docState, h *head, pinned bool) error {
 	const hl = revtree.HashLen
 	switch {
 	case form == formLin && ver == verDoc:
+		l := linPath{start: d.Uvarint()}
+		l.deleted = d.Bool()
+		n := d.Uvarint()
+		t := d.Uvarint()
+		if d.Err() != nil || n == 0 || t >= n || t > maxTailRead || n > revtree.HardMaxPathLen || n > l.start || l.start > revtree.MaxPos {
+			return errCorrupt
+		}
+		ids := d.Take(int(1+t) * hl)
+		if d.Err() != nil {
+			return errCorrupt
+		}
+		l.n = int(n)
+		if len(ids) <= len(ds.idbuf) {
+			l.ids = ds.idbuf[:copy(ds.idbuf[:], ids)]
+		} else {
+			l.ids = append([]byte(nil), ids...)
+		}
+		ds.lin = l
+		if n-1 > t {
+			ds.hist = histState{lo: l.start - n + 1, hi: l.start - 1 - t}
+		}
+	case form == formLin && ver == verDoc4:
 		l := linPath{start: d.Uvarint()}
 		l.deleted = d.Bool()
 		n := d.Uvarint()
@@ -214,7 +248,7 @@ func (s *Store) decodeLeafBody(d *bincode.Decoder, ds *docState, l revtree.Leaf,
 		x.Expiry = d.Varint()
 		ds.inView = true
 		ds.setBody(l.Rev, x)
-	case form == bodyView && ver == verDoc && win && !l.Deleted:
+	case form == bodyView && ver >= verDoc4 && win && !l.Deleted:
 		flags := d.Byte()
 		var x Body
 		if flags&viewOriginRef != 0 {

@@ -57,10 +57,10 @@ type docState struct {
 	// hist says which ancestor keys (or old-format history key) the
 	// store holds for the document (see history.go).
 	hist histState
-	// idbuf holds lin.ids while they are the leaf and one more hash (a
-	// client edit of a stored document), so that path needs no
-	// allocation.
-	idbuf [2 * revtree.HashLen]byte
+	// idbuf holds lin.ids while they are the leaf and the ancestors kept
+	// in the document (decodeDoc), plus one more hash (a client edit of a
+	// stored document), so that path needs no allocation.
+	idbuf [(ancTail + 2) * revtree.HashLen]byte
 }
 
 // leafBody is the body of one leaf of a document: decoded (x) or, when raw
@@ -243,9 +243,10 @@ func (ds *docState) conflictBytes() int64 {
 
 // linPath is a document's revisions when they form a single path: the
 // leaf at position start and its ancestors, n revisions in all. ids holds
-// the newest of their hashes, newest (the leaf) first: the leaf alone
-// when the document was read for a client edit, all n once the path was
-// loaded (loadPath). The older ones are in the document's ancestor keys.
+// the newest of their hashes, newest (the leaf) first: the leaf and the
+// ancestors kept in the document (its tail, history.go) when the
+// document was read for a client edit, all n once the path was loaded
+// (loadPath). The older ones are in the document's ancestor keys.
 type linPath struct {
 	start   uint64
 	deleted bool
@@ -404,13 +405,13 @@ func (ds *docState) extend(h [revtree.HashLen]byte, deleted bool, limit int) {
 	have := l.known()
 	keep := min(have, limit-1)
 	var ids []byte
-	if keep == 1 && len(ds.idbuf) >= 2*hl {
-		// The leaf alone (a stored document read for a client edit):
-		// the new leaf and its parent fit in idbuf.
-		old := l.hash(0)
-		copy(ds.idbuf[hl:], old[:])
-		copy(ds.idbuf[:hl], h[:])
-		ids = ds.idbuf[:2*hl]
+	if (1+keep)*hl <= len(ds.idbuf) {
+		// The leaf and the tail (a stored document read for a client
+		// edit): the new leaf and its ancestors fit in idbuf. l.ids may
+		// be idbuf itself: copy moves overlapping bytes correctly.
+		ids = ds.idbuf[:(1+keep)*hl]
+		copy(ids[hl:], l.ids[:keep*hl])
+		copy(ids[:hl], h[:])
 	} else {
 		ids = make([]byte, hl*(1+keep), hl*(1+min(have+1, limit)))
 		copy(ids, h[:])

@@ -28,7 +28,10 @@ import (
 //	cp node/fixture_gen_test.go /tmp/old/node/
 //	cd /tmp/old && HCE_WRITE_FIXTURE=$PWD/../fixture go test -run TestWriteFormatFixture ./node/
 //
-// then copy /tmp/fixture into node/testdata/format3.
+// then copy /tmp/fixture into node/testdata/format3. node/testdata/format4
+// (document version 4: the leaf alone in the document, every older hash
+// in ancestor keys; TestReadsFormat4) was written the same way by the code
+// of commit 3e426c6.
 
 // fixtureUser is the user the fixture's documents belong to.
 const fixtureUser = "fx"

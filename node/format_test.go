@@ -12,12 +12,12 @@ import (
 	"github.com/hce-sync/hce/node/revtree"
 )
 
-// openFixture opens a copy of the format-3 fixture (see
+// openFixture opens a copy of the format fixture in testdata/name (see
 // fixture_gen_test.go) with node id id, and returns it with what its
 // writer read back.
-func openFixture(t *testing.T, id string) (*Store, Config, fixture) {
+func openFixture(t *testing.T, name, id string) (*Store, Config, fixture) {
 	t.Helper()
-	b, err := os.ReadFile("testdata/format3/expected.json")
+	b, err := os.ReadFile("testdata/" + name + "/expected.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func openFixture(t *testing.T, id string) (*Store, Config, fixture) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := os.CopyFS(dir, os.DirFS("testdata/format3/db")); err != nil {
+	if err := os.CopyFS(dir, os.DirFS("testdata/"+name+"/db")); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
@@ -51,14 +51,27 @@ func openFixture(t *testing.T, id string) (*Store, Config, fixture) {
 // conflicting writes and a restart; and that a new replica pulling from
 // the old layout ends identical.
 func TestReadsFormat3(t *testing.T) {
-	s, cfg, want := openFixture(t, "fixture-node")
+	testReadsFormat(t, "format3", tagHist)
+}
+
+// TestReadsFormat4 does the same with stores written by the code before
+// documents kept a tail (documents of version 4: the leaf alone, every
+// older hash in ancestor keys).
+func TestReadsFormat4(t *testing.T) {
+	testReadsFormat(t, "format4", tagAnc)
+}
+
+// testReadsFormat runs TestReadsFormat3's checks on fixture name, whose
+// documents must have keys with tag old (the layout it tests).
+func testReadsFormat(t *testing.T, name string, old byte) {
+	s, cfg, want := openFixture(t, name, "fixture-node")
 	if got := readFixture(t, s); !reflect.DeepEqual(got, want) {
 		gb, _ := json.MarshalIndent(got, "", " ")
 		t.Fatalf("the current code reads the fixture differently:\n%.3000s", gb)
 	}
 	u := fixtureUser
-	if n := rawPrefixKeys(t, s, userTag(nil, u, tagHist)); n == 0 {
-		t.Fatal("the fixture holds no history key: it does not test the old layout")
+	if n := rawPrefixKeys(t, s, userTag(nil, u, old)); n == 0 {
+		t.Fatalf("the fixture holds no key with tag %q: it does not test the old layout", old)
 	}
 	// A new replica pulls everything from the old layout.
 	ncfg := cfg
@@ -74,7 +87,7 @@ func TestReadsFormat3(t *testing.T) {
 
 	// A client write on every document of one copy, replicated to another
 	// copy of the old layout.
-	r, _, _ := openFixture(t, "replica-node")
+	r, _, _ := openFixture(t, name, "replica-node")
 	for _, d := range want.Docs {
 		mustPut(t, s, u, d.Coll, testkit.WBO(d.ID, "new "+d.ID))
 	}
@@ -111,11 +124,8 @@ func TestReadsFormat3(t *testing.T) {
 			}
 			if p, _ := doc.Tree.PathTo(win.Rev, 0); len(doc.Tree.Leaves()) == 1 && len(p.IDs) == doc.Tree.Len() {
 				// A single path: one ancestor key per chunk of the
-				// positions before the leaf.
-				if n := uint64(doc.Tree.Len()); n > 1 {
-					lo, hi := win.Rev.Pos-n+1, win.Rev.Pos-1
-					anc += int(hi/ancChunk - lo/ancChunk + 1)
-				}
+				// positions before the leaf and its tail.
+				anc += ancestorChunks(t, st, u, d.Coll, d.ID, win.Rev.Pos, doc.Tree.Len())
 			}
 		}
 		if n := rawPrefixKeys(t, st, userTag(nil, u, tagAnc)); n != anc {
@@ -150,4 +160,34 @@ func TestReadsFormat3(t *testing.T) {
 	if got := mustGet(t, s, u, "d", api.Query{HasIDs: true, IDs: []string{"deep0"}, Full: true}); len(got) != 1 || got[0].Payload != "again deep0" && got[0].Payload != "replica deep0" {
 		t.Fatalf("deep0 after the writes: %+v", got)
 	}
+}
+
+// ancestorChunks returns how many ancestor keys single-path document
+// coll/id (leaf at position pos, n revisions) should have, after checking
+// that its stored document keeps a tail of at most ancTail ancestors above
+// them and that the keys' range starts at its oldest revision.
+func ancestorChunks(t *testing.T, s *Store, user, coll, id string, pos uint64, n int) int {
+	t.Helper()
+	states, _, err := s.loadStates(user, []DocRef{{Coll: coll, ID: id}})
+	if err != nil || states[0] == nil {
+		t.Fatalf("%s/%s: %v", coll, id, err)
+	}
+	ds := states[0]
+	if ds.lin.n != n || ds.lin.start != pos {
+		t.Fatalf("%s/%s: stored path %d of %d revisions, want %d of %d", coll, id, ds.lin.start, ds.lin.n, pos, n)
+	}
+	tail, h := ds.tail(), ds.hist
+	if tail < 0 || tail > ancTail || ds.lin.known() != 1+tail {
+		t.Fatalf("%s/%s: tail of %d ancestors, %d hashes in the document", coll, id, tail, ds.lin.known())
+	}
+	if h.hi == 0 {
+		if tail != n-1 {
+			t.Fatalf("%s/%s: no ancestor keys, but a tail of %d of %d revisions", coll, id, tail, n)
+		}
+		return 0
+	}
+	if h.lo != pos-uint64(n)+1 || h.hi != pos-1-uint64(tail) {
+		t.Fatalf("%s/%s: ancestor keys for %d-%d, path %d of %d, tail %d", coll, id, h.lo, h.hi, pos, n, tail)
+	}
+	return int(h.hi/ancChunk - h.lo/ancChunk + 1)
 }

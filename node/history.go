@@ -12,31 +12,59 @@ import (
 
 // Ancestor keys: the older revisions of a single-path document. The
 // document (in its record head or under its document key) keeps the
-// leaf; the older revisions' hashes are in ancestor keys, one per chunk
-// of ancChunk positions,
+// leaf and its tail: the newest ancestors, at most ancTail of them, that
+// no ancestor key holds yet. The older revisions' hashes are in ancestor
+// keys, one per chunk of ancChunk positions,
 //
 //	user\0 A coll\0 len(id) id ^chunk  ->  entries: position%ancChunk (1 byte), hash (16)
 //
 // A revision's entry is appended to its chunk's key (a Pebble merge:
 // the default merger concatenates operands, oldest first) once, when the
-// revision stops being the leaf; a chunk is deleted when the path is
-// stemmed past all of its positions. Entries are self-describing and a
-// later one for a position overrides an earlier one; readers take the
-// positions the document says it has (histState) and ignore the others
-// (stemmed, or shadowed). The id is length-prefixed (it may hold any byte
-// and is not last), and the chunk number is inverted so that a
-// document's keys read newest first. A client edit reads none of them:
-// it appends the old leaf's entry (one merge operand of 17 bytes) and,
-// every ancChunk edits at the limit, deletes the oldest chunk. Pebble
-// folds a chunk's operands together as it flushes and compacts, so the
-// store keeps about one key per ancChunk revisions. Replicated
-// revisions, reads by peers and tree builds read them (loadPath).
+// revision leaves the tail: the tail grows by one revision an edit and,
+// when it would pass ancTail, all of it goes to the ancestor keys (one
+// operand a chunk, usually one) and the document keeps none. A chunk is
+// deleted when the path is stemmed past all of its positions. Entries are
+// self-describing and a later one for a position overrides an earlier
+// one; readers take the positions the document says it has (histState)
+// and ignore the others (stemmed, or shadowed). The id is length-prefixed
+// (it may hold any byte and is not last), and the chunk number is
+// inverted so that a document's keys read newest first. A client edit
+// reads none of them: it rewrites the document with the old leaf in the
+// tail and, every ancTail+1 edits, appends the tail's entries (one merge
+// operand of 17 bytes an entry, usually one operand) and, every ancChunk
+// edits at the limit, deletes the oldest chunk. Pebble folds a chunk's
+// operands together as it flushes and compacts, so the store keeps about
+// one key per ancChunk revisions. Replicated revisions, reads by peers
+// and tree builds read them (loadPath).
 
 // ancChunk is how many positions one ancestor key covers.
 const ancChunk = 32
 
 // ancEntry is the size of one entry of an ancestor key.
 const ancEntry = 1 + revtree.HashLen
+
+// ancTail is how many of a single path's newest ancestors its document
+// keeps at most (its tail) before they go to the ancestor keys: a client
+// edit then writes no ancestor key ancTail times out of ancTail+1, for
+// at most ancTail*16 bytes more in the document (node/DESIGN.md has the
+// measurements that chose it).
+const ancTail = 2
+
+// tail returns how many ancestors the document keeps itself (after
+// saveHistory, or as decoded): those newer than its ancestor keys' range.
+func (ds *docState) tail() int {
+	l := &ds.lin
+	if l.n == 0 {
+		return 0
+	}
+	if ds.hist.hi == 0 || ds.hist.legacy {
+		if ds.hist.legacy {
+			return -1 // saveHistory replaces the history key first
+		}
+		return l.n - 1
+	}
+	return int(l.start - 1 - ds.hist.hi)
+}
 
 // ancPrefix is the prefix of document coll/id's ancestor keys.
 func ancPrefix(b []byte, user, coll, id string) []byte {
@@ -210,6 +238,14 @@ func (w *writer) saveHistory(ds *docState, keepLin bool) error {
 	var tlo, thi uint64
 	if keepLin && ds.lin.n > 1 {
 		tlo, thi = ds.lin.start-uint64(ds.lin.n)+1, ds.lin.start-1
+		if top, ok := ds.keepTail(tlo); ok {
+			// The document keeps the ancestors above top; the keys
+			// hold tlo..top (none when top < tlo).
+			thi = top
+			if thi < tlo {
+				tlo, thi = 0, 0
+			}
+		}
 	}
 	if !st.legacy && !st.rewrite && st.lo == tlo && st.hi == thi {
 		return nil // the usual replicated no-op, or a document without history
@@ -268,6 +304,27 @@ func (w *writer) saveHistory(ds *docState, keepLin bool) error {
 	}
 	*st = histState{lo: tlo, hi: thi}
 	return nil
+}
+
+// keepTail reports whether a single path whose ancestor keys will hold
+// positions from tlo up can keep its newest ancestors in the document:
+// those above the keys' current range, when they are at most ancTail and
+// in memory (a rebuilt or old-format path writes all its keys afresh).
+// top is the newest position the keys then hold (tlo-1: none).
+func (ds *docState) keepTail(tlo uint64) (top uint64, ok bool) {
+	st, l := &ds.hist, &ds.lin
+	if st.legacy || st.rewrite || st.hi >= l.start {
+		return 0, false
+	}
+	top = tlo - 1
+	if st.hi != 0 && st.hi >= tlo {
+		top = st.hi
+	}
+	t := l.start - 1 - top
+	if t > ancTail || uint64(l.known()) < 1+t {
+		return 0, false
+	}
+	return top, true
 }
 
 // addEntries stages the entries of positions plo..phi of chunk c of ds's

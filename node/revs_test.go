@@ -107,6 +107,12 @@ func sameDocs(t testing.TB, user string, a, b *Store) {
 			t.Fatalf("%s missing on the second store", k)
 		}
 		if !x.Tree.Equal(y.Tree) {
+			for _, tr := range []*revtree.Tree{x.Tree, y.Tree} {
+				for _, l := range tr.Leaves() {
+					p, _ := tr.PathTo(l.Rev, 0)
+					t.Logf("leaf %s deleted=%v path %d (len %d of tree %d)", l.Rev, l.Deleted, p.Start, len(p.IDs), tr.Len())
+				}
+			}
 			t.Fatalf("%s: trees differ", k)
 		}
 		wx, bx := x.Winner()
@@ -115,7 +121,13 @@ func sameDocs(t testing.TB, user string, a, b *Store) {
 			t.Fatalf("%s: winners differ: %s %+v vs %s %+v", k, wx.Rev, bx, wy.Rev, by)
 		}
 	}
-	// The Weave views agree too (modified aside).
+	sameViews(t, user, a, b, da)
+}
+
+// sameViews fails unless a and b have the same Weave views of
+// collections c and d (modified aside); docs (a's) are logged on failure.
+func sameViews(t testing.TB, user string, a, b *Store, da map[string]*Doc) {
+	t.Helper()
 	for _, coll := range []string{"c", "d"} {
 		ga, gb := mustGet(t, a, user, coll, api.Query{Full: true}), mustGet(t, b, user, coll, api.Query{Full: true})
 		pa, pb := map[string]string{}, map[string]string{}
