@@ -230,19 +230,7 @@ func TestTailRandomHistories(t *testing.T) {
 			t.Run(fmt.Sprintf("limit%d/seed%d", limit, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, uint64(limit)))
 				clk := newFakeClock() // same clock, same hashes: a seed replays
-				open := func(dir string) *Store {
-					cfg := DefaultConfig()
-					cfg.Dir = dir
-					cfg.Clock = clk.Now
-					cfg.NodeID = dir
-					cfg.RevsLimit = limit
-					cfg.MinFreeBytes = -1
-					s, err := Open(cfg)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return s
-				}
+				open := func(dir string) *Store { return openRevsLimit(t, dir, limit, clk) }
 				dirs := []string{t.TempDir(), t.TempDir()}
 				stores := []*Store{open(dirs[0]), open(dirs[1])}
 				defer func() {
@@ -342,7 +330,7 @@ func TestTailRandomHistories(t *testing.T) {
 				// removed (merging a path after a stem puts back what it
 				// removed: CouchDB's trees have the same property), so
 				// those are compared by their leaves, winners and views.
-				sameLeaves(t, "u", stores[0], stores[1])
+				compareDocs(t, "u", stores[0], stores[1], false)
 			})
 		}
 	}
@@ -357,14 +345,7 @@ func TestTailRandomHistories(t *testing.T) {
 func TestLongPathsReplicate(t *testing.T) {
 	const limit = 10
 	open := func() *Store {
-		cfg := DefaultConfig()
-		cfg.Dir = t.TempDir()
-		cfg.RevsLimit = limit
-		cfg.MinFreeBytes = -1
-		s, err := Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := openRevsLimit(t, t.TempDir(), limit, nil)
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
@@ -400,31 +381,22 @@ func TestLongPathsReplicate(t *testing.T) {
 	sameDocs(t, "u", a, c)
 }
 
-// sameLeaves fails unless a and b hold the same documents with the same
-// leaves, winners and winners' bodies, and the same trees where a
-// document is one path on either side, and the same Weave views.
-func sameLeaves(t testing.TB, user string, a, b *Store) {
+// openRevsLimit opens a store in dir with revision limit limit and, when
+// clk is set, that clock (its node id is then dir, so that replicas'
+// revisions differ); the caller closes it.
+func openRevsLimit(t *testing.T, dir string, limit int, clk *testkit.Clock) *Store {
 	t.Helper()
-	da, db := docsOf(t, a, user), docsOf(t, b, user)
-	if len(da) != len(db) {
-		t.Fatalf("%d documents vs %d", len(da), len(db))
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.RevsLimit = limit
+	cfg.MinFreeBytes = -1
+	if clk != nil {
+		cfg.Clock = clk.Now
+		cfg.NodeID = dir
 	}
-	for k, x := range da {
-		y, ok := db[k]
-		if !ok {
-			t.Fatalf("%s missing on the second store", k)
-		}
-		if lx, ly := x.Tree.Leaves(), y.Tree.Leaves(); fmt.Sprint(lx) != fmt.Sprint(ly) {
-			t.Fatalf("%s: leaves differ: %v vs %v", k, lx, ly)
-		}
-		if (len(x.Tree.Leaves()) == 1 || len(y.Tree.Leaves()) == 1) && !x.Tree.Equal(y.Tree) {
-			t.Fatalf("%s: single paths differ", k)
-		}
-		wx, bx := x.Winner()
-		wy, by := y.Winner()
-		if wx.Rev != wy.Rev || bx != by {
-			t.Fatalf("%s: winners differ: %s %+v vs %s %+v", k, wx.Rev, bx, wy.Rev, by)
-		}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sameViews(t, user, a, b, da)
+	return s
 }
