@@ -137,11 +137,14 @@ func (s *Store) decodeDoc(v []byte, ds *docState, h *head, pinned bool) error {
 	}
 	const hl = revtree.HashLen
 	switch {
-	case form == formLin && ver == verDoc:
+	case form == formLin && ver >= verDoc4:
 		l := linPath{start: d.Uvarint()}
 		l.deleted = d.Bool()
 		n := d.Uvarint()
-		t := d.Uvarint()
+		var t uint64 // version 4 kept the leaf alone
+		if ver == verDoc {
+			t = d.Uvarint()
+		}
 		if d.Err() != nil || n == 0 || t >= n || t > maxTailRead || n > revtree.HardMaxPathLen || n > l.start || l.start > revtree.MaxPos {
 			return errCorrupt
 		}
@@ -158,21 +161,6 @@ func (s *Store) decodeDoc(v []byte, ds *docState, h *head, pinned bool) error {
 		ds.lin = l
 		if n-1 > t {
 			ds.hist = histState{lo: l.start - n + 1, hi: l.start - 1 - t}
-		}
-	case form == formLin && ver == verDoc4:
-		l := linPath{start: d.Uvarint()}
-		l.deleted = d.Bool()
-		n := d.Uvarint()
-		leaf := d.Take(hl)
-		if d.Err() != nil || n == 0 || n > revtree.HardMaxPathLen || n > l.start || l.start > revtree.MaxPos {
-			return errCorrupt
-		}
-		l.n = int(n)
-		copy(ds.idbuf[:hl], leaf)
-		l.ids = ds.idbuf[:hl]
-		ds.lin = l
-		if l.n > 1 {
-			ds.hist = histState{lo: l.start - n + 1, hi: l.start - 1}
 		}
 	case form == formLin:
 		// Version 3: the recent hashes here, more in the history key.

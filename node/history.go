@@ -54,13 +54,12 @@ const ancTail = 2
 // saveHistory, or as decoded): those newer than its ancestor keys' range.
 func (ds *docState) tail() int {
 	l := &ds.lin
-	if l.n == 0 {
+	switch {
+	case l.n == 0:
 		return 0
-	}
-	if ds.hist.hi == 0 || ds.hist.legacy {
-		if ds.hist.legacy {
-			return -1 // saveHistory replaces the history key first
-		}
+	case ds.hist.legacy:
+		return -1 // saveHistory replaces the history key first
+	case ds.hist.hi == 0:
 		return l.n - 1
 	}
 	return int(l.start - 1 - ds.hist.hi)

@@ -166,8 +166,8 @@ var (
 	leaverWaitLine  = []byte(replication.LeaverWaitLog)
 )
 
-// ackLogCountsSince counts unconfirmedLine and leaverWaitLine in the node logs after the
-// offsets (-1 without logs).
+// ackLogCountsSince counts unconfirmedLine and leaverWaitLine in the node
+// logs after the offsets (-1 without logs).
 func (n *nemesis) ackLogCountsSince(offsets map[string]int64) (unconfirmed, leaverWaits int) {
 	logs := n.nodeLogs()
 	if len(logs) == 0 {
