@@ -85,7 +85,7 @@ func BenchmarkLag(b *testing.B) {
 // 20,000 records over libp2p (Sync from its only peer). Reports WBO/s.
 func BenchmarkBackfill(b *testing.B) {
 	const records = 20000
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	for range b.N {
 		b.StopTimer()
 		c := newCluster(b, 2, clusterOpts{})
@@ -101,11 +101,12 @@ func BenchmarkBackfill(b *testing.B) {
 		}
 		c.share("u", 0, 1)
 		b.StartTimer()
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		if err := c.nodes[1].repl.Sync(bg, "u"); err != nil {
 			b.Fatal(err)
 		}
 		elapsed += time.Since(start)
+		cpu += cpuTime() - cpu0
 		b.StopTimer()
 		ws, _, err := api.ReadCollection(bg, c.nodes[1].store, "u", "c", nil)
 		if err != nil || len(ws) != records {
@@ -113,6 +114,7 @@ func BenchmarkBackfill(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(records*b.N)/elapsed.Seconds(), "wbo/s")
+	b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cores")
 }
 
 func cpuTime() time.Duration {
@@ -217,4 +219,41 @@ func BenchmarkAckedWrites(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "POST/s")
+}
+
+// BenchmarkWriteCPU measures the process CPU time per client write of one
+// record, writes made one after another: "alone" with replication
+// stopped, "replicated" with one live peer and each write waiting for the
+// peer to hold it (as hce node runs). The difference is what replicating
+// one write costs, both ends, as both nodes live in this process; it is
+// BenchmarkCPU50's cores-repl-acked divided by 50 writes/s, measured over
+// many more writes.
+//
+//	go test -run '^$' -bench WriteCPU -benchtime 2000x ./replication/
+func BenchmarkWriteCPU(b *testing.B) {
+	for _, replicate := range []bool{false, true} {
+		name := "alone"
+		if replicate {
+			name = "replicated"
+		}
+		b.Run(name, func(b *testing.B) {
+			c := newCluster(b, 2, clusterOpts{})
+			c.share("u", 0, 1)
+			if replicate {
+				c.nodes[0].store.SetReplicaWaiter(c.nodes[0].repl)
+			} else {
+				for _, tn := range c.nodes {
+					tn.repl.Close()
+				}
+			}
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			for i := range b.N {
+				if _, err := c.nodes[0].store.PutItem(bg, "u", "c", testkit.WBO(strconv.Itoa(i%500), fmt.Sprintf("payload %d", i)), api.Precondition{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/write")
+		})
+	}
 }

@@ -11,9 +11,9 @@
 // user. A member of a user's replica set (Membership) pulls from the
 // other members and from the leaving members (nodes that left the set and
 // hand off what they hold); a member or leaving member serves a member.
-// Requests travel over a Transport: Libp2pTransport (protocol ProtocolID,
-// one length-prefixed frame each way) or MemTransport (in-process, for
-// tests). Messages use a compact, versioned binary encoding (Encode,
+// Requests travel over a Transport: Libp2pTransport (protocol
+// SessionProtocolID, or ProtocolID for older peers; one length-prefixed
+// frame each way) or MemTransport (in-process, for tests). Messages use a compact, versioned binary encoding (Encode,
 // Decode) whose decoder bounds every count and length.
 //
 // The Replicator is also the store's node.ReplicaWaiter: a client write

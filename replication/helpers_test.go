@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/hce-sync/hce/api"
@@ -77,6 +78,9 @@ type clusterOpts struct {
 	// fresh makes each node's Membership a FreshMembership whose fresh
 	// answer is the testDir's set (dir must be set).
 	fresh bool
+	// oneRequest lists the nodes whose libp2p transport is the previous
+	// builds': ProtocolID only, one request per stream.
+	oneRequest []int
 }
 
 type cluster struct {
@@ -105,6 +109,9 @@ func newCluster(t testing.TB, n int, o clusterOpts) *cluster {
 			tn.allow = p2p.NewStaticAllowlist()
 			tn.host = p2ptest.NewHost(t, p2p.Config{Key: key, Gater: p2p.NewGater(tn.allow, nil)})
 			tn.tr = NewLibp2pTransport(tn.host, 0, nil)
+			if slices.Contains(o.oneRequest, i) {
+				tn.tr = &oneRequestTransport{h: tn.host}
+			}
 		}
 		c.nodes = append(c.nodes, tn)
 	}
@@ -495,4 +502,23 @@ func (r *dirReporter) Report(ctx context.Context, req dirproto.ReportRequest) (d
 
 func isNotShared(err error) bool {
 	return errors.Is(err, ErrNotShared) || p2p.IsCode(err, CodeForbidden)
+}
+
+// oneRequestTransport is the libp2p transport of the builds before
+// SessionProtocolID: it serves and calls ProtocolID, one request per
+// stream.
+type oneRequestTransport struct{ h host.Host }
+
+func (t *oneRequestTransport) Self() peer.ID { return t.h.ID() }
+
+func (t *oneRequestTransport) Call(ctx context.Context, p peer.ID, req []byte) ([]byte, error) {
+	return p2p.CallWith(network.WithForceDirectDial(ctx, "test"), p2p.RPCConfig{MaxFrameSize: MaxFrameSize}, t.h, p, ProtocolID, req)
+}
+
+func (t *oneRequestTransport) Listen(h Handler) {
+	if h == nil {
+		t.h.RemoveStreamHandler(ProtocolID)
+		return
+	}
+	p2p.Serve(t.h, ProtocolID, h.Handle, p2p.RPCConfig{MaxFrameSize: MaxFrameSize})
 }

@@ -280,6 +280,15 @@ func (r *Replicator) endLoop(l *peerLoop) {
 // complete: this node then has everything p had when it answered the
 // last page (pulled reports it when that completes a backfill or a
 // handoff).
+//
+// Reading and writing overlap once the feed has more than one page: then
+// a goroutine applies the batches, in order, each page's checkpoint with
+// its last batch, while this one asks for the next pages and fetches what
+// they miss. At most one batch waits between them, so a pull holds at
+// most three fetch answers. Asking revs_diff before the pages ahead are
+// applied can only ask for more than needed (a document a page ahead
+// also lists), and applying a revision twice is harmless. A pull of one
+// page (live replication) applies it in this goroutine.
 func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 	started := time.Now()
 	set, ok, err := r.allowed(ctx, user, r.self, p)
@@ -289,11 +298,94 @@ func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 	if !ok {
 		return fmt.Errorf("%w: %q with %s", ErrNotShared, user, p)
 	}
-	ps := p.String()
-	cp, err := r.st.GetCheckpoint(ctx, user, ps)
+	cp, err := r.st.GetCheckpoint(ctx, user, p.String())
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		final, complete bool
+		steps           chan pullStep // nil until the feed has a second page
+		applied         = make(chan error, 1)
+	)
+	apply := func(b pullStep) error {
+		if err := r.applyPulled(ctx, p, user, b); err != nil {
+			return err
+		}
+		if b.last {
+			complete, final = true, b.final
+		}
+		return nil
+	}
+	send := func(b pullStep, more bool) error {
+		if more && steps == nil {
+			steps = make(chan pullStep, 1)
+			go func() {
+				var err error
+				for b := range steps {
+					if err == nil {
+						if err = apply(b); err != nil {
+							cancel()
+						}
+					}
+				}
+				applied <- err
+			}()
+		}
+		if steps == nil {
+			return apply(b)
+		}
+		select {
+		case steps <- b:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	err = r.produce(ctx, p, user, cp, send)
+	if steps != nil {
+		close(steps)
+		if aerr := <-applied; aerr != nil {
+			return aerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !complete {
+		return fmt.Errorf("replication: pull of %q from %s ended early", user, p)
+	}
+	r.c.pulls.Add(1)
+	r.pulled(user, p, set, started, final)
+	return nil
+}
+
+// pullStep is one step of a pull's writes, in order: revisions to apply
+// with the checkpoint cp (nil: none yet), or cp alone (cpOnly); last marks
+// the step that ends the peer's feed, final its answer's Final.
+type pullStep struct {
+	revs        []node.Revision
+	cp          *node.Checkpoint
+	cpOnly      bool
+	last, final bool
+}
+
+// applyPulled makes b's writes.
+func (r *Replicator) applyPulled(ctx context.Context, p peer.ID, user string, b pullStep) error {
+	switch {
+	case b.cpOnly:
+		return r.st.SetCheckpoint(ctx, user, p.String(), *b.cp)
+	case len(b.revs) > 0 || b.cp != nil:
+		return r.applyBatch(ctx, p, user, b.revs, b.cp)
+	}
+	return nil
+}
+
+// produce reads p's feed from the checkpoint cp and sends the batches to
+// write, in order, each with whether more pages follow its page, until
+// the feed ends or a step fails.
+func (r *Replicator) produce(ctx context.Context, p peer.ID, user string, cp node.Checkpoint, out func(b pullStep, more bool) error) error {
 	since := cp.Seq
 	for {
 		resp, err := call[*ChangesResponse](ctx, r, p, &ChangesRequest{User: user, Since: since, Limit: uint32(r.cfg.ChangesBatch), InlineBytes: inlineBytes})
@@ -314,6 +406,7 @@ func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 			return fmt.Errorf("%w: %s answered last %d (more %v) after %d", ErrProtocol, p, resp.Last, resp.More, since)
 		}
 		next := node.Checkpoint{Source: resp.Source, Seq: resp.Last}
+		send := func(b pullStep) error { return out(b, resp.More) }
 		q := make([]node.DocRevs, len(resp.Rows))
 		for i, row := range resp.Rows {
 			q[i] = node.DocRevs{Coll: row.Coll, ID: row.ID, Revs: row.Leaves}
@@ -322,31 +415,29 @@ func (r *Replicator) pull(ctx context.Context, p peer.ID, user string) error {
 		if err != nil {
 			return err
 		}
+		last := pullStep{cp: &next, last: !resp.More, final: resp.Final}
 		if len(missing) == 0 {
-			if next != cp {
-				if err := r.st.SetCheckpoint(ctx, user, ps, next); err != nil {
-					return err
-				}
-			}
+			last.cpOnly = next != cp
+			err = send(last)
 		} else if revs, ok := r.inlined(p, user, missing, resp.Revisions); ok {
-			if err := r.applyBatch(ctx, p, user, revs, &next); err != nil {
-				return err
-			}
-		} else if err := r.fetchApply(ctx, p, user, missing, next); err != nil {
+			last.revs = revs
+			err = send(last)
+		} else {
+			err = r.fetchMissing(ctx, p, user, missing, last, send)
+		}
+		if err != nil {
 			return err
 		}
 		cp, since = next, resp.Last
 		if !resp.More {
-			r.c.pulls.Add(1)
-			r.pulled(user, p, set, started, resp.Final)
 			return nil
 		}
 	}
 }
 
-// fetchApply fetches the missing revisions from p in batches and applies
-// them; the last batch carries the checkpoint next.
-func (r *Replicator) fetchApply(ctx context.Context, p peer.ID, user string, missing []node.DocRevs, next node.Checkpoint) error {
+// fetchMissing fetches the missing revisions from p in batches and sends
+// them; the last batch is last with its revisions.
+func (r *Replicator) fetchMissing(ctx context.Context, p peer.ID, user string, missing []node.DocRevs, last pullStep, send func(pullStep) error) error {
 	for start := 0; start < len(missing); {
 		end := min(start+r.cfg.FetchBatch, len(missing))
 		req := &FetchRequest{User: user, Docs: make([]FetchDoc, 0, end-start)}
@@ -366,14 +457,14 @@ func (r *Replicator) fetchApply(ctx context.Context, p peer.ID, user string, mis
 		}
 		revs := r.vet(p, user, req.Docs[:resp.Done], resp.Revisions)
 		start += int(resp.Done)
-		var cp *node.Checkpoint
 		if start == len(missing) {
-			cp = &next
+			last.revs = revs
+			return send(last)
 		}
-		if len(revs) == 0 && cp == nil {
+		if len(revs) == 0 {
 			continue
 		}
-		if err := r.applyBatch(ctx, p, user, revs, cp); err != nil {
+		if err := send(pullStep{revs: revs}); err != nil {
 			return err
 		}
 	}

@@ -279,6 +279,43 @@ func TestBackfillNewReplica(t *testing.T) {
 	}
 }
 
+// TestOneRequestPeers: a node of a build before SessionProtocolID (one
+// request per stream over ProtocolID) and two of this one replicate with
+// each other both ways: backfill, writes on every node, acknowledged
+// writes that wait for the replicas.
+func TestOneRequestPeers(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{oneRequest: []int{1}, changesBatch: 50, fetchBatch: 20})
+	var batch []api.WBO
+	for i := range 200 {
+		batch = append(batch, testkit.WBO(fmt.Sprintf("r%03d", i), fmt.Sprintf("p%d", i)))
+	}
+	c.share("dave", 0)
+	if _, err := c.nodes[0].store.PostItems(bg, "dave", "c", batch, api.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	c.share("dave", 0, 1, 2)
+	for _, i := range []int{1, 2} {
+		if err := c.nodes[i].repl.Sync(bg, "dave"); err != nil {
+			t.Fatalf("node %d backfill: %v", i, err)
+		}
+	}
+	for i, tn := range c.nodes {
+		tn.store.SetReplicaWaiter(tn.repl)
+		for k := range 5 {
+			if _, err := tn.store.PutItem(bg, "dave", "c", testkit.WBO(fmt.Sprintf("n%d-%d", i, k), "x"), api.Precondition{}); err != nil {
+				t.Fatalf("node %d write %d: %v", i, k, err)
+			}
+		}
+	}
+	testkit.Eventually(t, 20*time.Second, func() string {
+		return diff("dave", c.nodes[0].store, c.nodes[1].store, c.nodes[2].store)
+	})
+	ws, _, err := api.ReadCollection(bg, c.nodes[1].store, "dave", "c", nil)
+	if err != nil || len(ws) != 215 {
+		t.Fatalf("the one-request node has %d records, %v", len(ws), err)
+	}
+}
+
 // TestCloseIdempotent closes replicators with work in flight, twice each,
 // and checks that Sync fails after Close.
 func TestCloseIdempotent(t *testing.T) {

@@ -17,11 +17,18 @@ import (
 )
 
 // ProtocolID is the libp2p protocol of replication: one request and one
-// response per stream, each a length-prefixed frame (p2p.WriteFrame) of a
+// response per stream (SessionProtocolID: many, one after another), each a length-prefixed frame (p2p.WriteFrame) of a
 // message (Encode) of at most MaxFrameSize bytes. The version follows
 // WireVersion: 2.0.0 added ChangesResponse.Final (1.0.0 peers are not
 // understood).
 const ProtocolID protocol.ID = "/hce/repl/2.0.0"
+
+// SessionProtocolID carries the messages of ProtocolID, any number of
+// requests per stream, one after another (p2p.ServeSessions): a caller
+// keeps its streams to a peer for the next calls instead of opening one
+// per request. Libp2pTransport serves both and calls with this one,
+// falling back to ProtocolID for a peer without it.
+const SessionProtocolID protocol.ID = "/hce/repl/2.1.0"
 
 // Error codes of the replication protocol's error frames.
 const (
@@ -64,8 +71,12 @@ type Transport interface {
 // (the caller adds them, for example from the directory); its connection
 // gater decides which peers may connect at all.
 type Libp2pTransport struct {
-	h   host.Host
-	rpc p2p.RPCConfig
+	h     host.Host
+	rpc   p2p.RPCConfig
+	calls *p2p.Sessions
+
+	mu  sync.Mutex
+	srv *p2p.SessionServer
 }
 
 var _ Transport = (*Libp2pTransport)(nil)
@@ -77,7 +88,8 @@ func NewLibp2pTransport(h host.Host, timeout time.Duration, log *slog.Logger) *L
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Libp2pTransport{h: h, rpc: p2p.RPCConfig{MaxFrameSize: MaxFrameSize, Timeout: timeout, Logger: log}}
+	rpc := p2p.RPCConfig{MaxFrameSize: MaxFrameSize, Timeout: timeout, Logger: log}
+	return &Libp2pTransport{h: h, rpc: rpc, calls: p2p.NewSessions(h, SessionProtocolID, ProtocolID, rpc)}
 }
 
 // Self implements Transport.
@@ -92,17 +104,27 @@ func (t *Libp2pTransport) Self() peer.ID { return t.h.ID() }
 // its own, shorter backoff (Config.RetryMin..RetryMax).
 func (t *Libp2pTransport) Call(ctx context.Context, p peer.ID, req []byte) ([]byte, error) {
 	ctx = network.WithForceDirectDial(ctx, "replication has its own backoff")
-	return p2p.CallWith(ctx, t.rpc, t.h, p, ProtocolID, req)
+	return t.calls.Call(ctx, p, req)
 }
 
 // Listen implements Transport: it registers (or, for nil, removes) the
-// stream handler of ProtocolID on the host.
+// stream handlers of SessionProtocolID and ProtocolID on the host. Nil
+// also closes the session streams this node serves (each once its
+// request in progress is answered) and the idle ones it keeps.
 func (t *Libp2pTransport) Listen(h Handler) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.srv != nil {
+		t.srv.Stop()
+		t.srv = nil
+	}
 	if h == nil {
 		t.h.RemoveStreamHandler(ProtocolID)
+		t.calls.CloseIdle()
 		return
 	}
 	p2p.Serve(t.h, ProtocolID, h.Handle, t.rpc)
+	t.srv = p2p.ServeSessions(t.h, SessionProtocolID, h.Handle, t.rpc)
 }
 
 // MemNetwork connects MemTransports in one process, for fast tests: calls

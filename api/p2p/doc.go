@@ -3,13 +3,21 @@
 // connection gater that admits only listed peers (Gater, Allowlist,
 // StaticAllowlist), a locked-down host (NewHost: TCP, Noise and yamux
 // only; no relay, NAT traversal, mDNS or DHT; bounded by a resource
-// manager) and a small request/response RPC over streams (Serve, Call).
+// manager) and a small request/response RPC over streams (Serve, Call;
+// ServeSessions, Sessions).
 //
 // # Wire format
 //
-// One RPC is one stream: the caller writes one request frame and closes
-// its write side; the server answers with one frame (data or error) and
-// closes the stream. A frame is
+// With Serve, one RPC is one stream: the caller writes one request frame
+// and closes its write side; the server answers with one frame (data or
+// error) and closes the stream. With ServeSessions a stream carries any
+// number of RPCs, one after another: a request frame, its answer frame,
+// the next request frame... The server closes a session stream cleanly
+// only between requests (after IdleTimeout without one, when the caller
+// closes its write side, or when it stops), so a caller that reads the
+// stream's end before any byte of an answer knows its request was not
+// read and may send it again on a new stream; Sessions does, and keeps
+// its streams for the next calls to the same peer. A frame is
 //
 //	uvarint(n) | type (1 byte) | payload (n-1 bytes)
 //

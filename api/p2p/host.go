@@ -116,7 +116,11 @@ func NewHost(ctx context.Context, cfg Config) (host.Host, error) {
 	}
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(cfg.ResourceMemory, cfg.ResourceFDs)))
+	// WithMetricsDisabled: by default the resource manager reports every
+	// reservation to Prometheus through a trace (a lock, a formatted time
+	// and several counters per stream and per frame buffer), whatever the
+	// host's own metrics setting.
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(cfg.ResourceMemory, cfg.ResourceFDs)), rcmgr.WithMetricsDisabled())
 	if err != nil {
 		return nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}

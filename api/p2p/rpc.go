@@ -77,14 +77,23 @@ type RPCConfig struct {
 	// Logger receives refused streams (debug) and handler panics (error).
 	// Default: discard.
 	Logger *slog.Logger
+	// IdleTimeout is how long ServeSessions keeps a stream open between
+	// requests; Sessions keeps an idle stream for half of it. Default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxIdleStreams bounds the idle streams Sessions keeps per peer.
+	// Default DefaultMaxIdleStreams.
+	MaxIdleStreams int
 }
 
 // DefaultRPCConfig returns the default RPCConfig.
 func DefaultRPCConfig() RPCConfig {
 	return RPCConfig{
-		MaxFrameSize: DefaultMaxFrameSize,
-		Timeout:      DefaultRPCTimeout,
-		Logger:       slog.New(slog.DiscardHandler),
+		MaxFrameSize:   DefaultMaxFrameSize,
+		Timeout:        DefaultRPCTimeout,
+		Logger:         slog.New(slog.DiscardHandler),
+		IdleTimeout:    DefaultIdleTimeout,
+		MaxIdleStreams: DefaultMaxIdleStreams,
 	}
 }
 
@@ -95,6 +104,10 @@ func (c RPCConfig) Validate() error {
 		return fmt.Errorf("p2p: RPCConfig.MaxFrameSize %d is negative", c.MaxFrameSize)
 	case c.Timeout < 0:
 		return fmt.Errorf("p2p: RPCConfig.Timeout %v is negative", c.Timeout)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("p2p: RPCConfig.IdleTimeout %v is negative", c.IdleTimeout)
+	case c.MaxIdleStreams < 0:
+		return fmt.Errorf("p2p: RPCConfig.MaxIdleStreams %d is negative", c.MaxIdleStreams)
 	}
 	return nil
 }
@@ -109,6 +122,12 @@ func (c RPCConfig) withDefaults() RPCConfig {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.MaxIdleStreams <= 0 {
+		c.MaxIdleStreams = d.MaxIdleStreams
 	}
 	return c
 }
@@ -151,31 +170,7 @@ func serveStream(s network.Stream, handler Handler, cfg RPCConfig) {
 		log.Debug("p2p: refused request", "err", fmt.Errorf("%w: request of type %d", ErrBadFrame, t))
 		return
 	}
-	resp, herr := handler(ctx, from, req)
-	if herr == nil && len(resp) > cfg.MaxFrameSize {
-		herr = fmt.Errorf("response of %d bytes over the frame limit", len(resp))
-	}
-	if herr != nil {
-		var re *RemoteError
-		if !errors.As(herr, &re) {
-			re = &RemoteError{Code: CodeInternal, Message: herr.Error()}
-		}
-		e := *re
-		if len(e.Message) > maxErrorMessage {
-			e.Message = e.Message[:maxErrorMessage]
-		}
-		body, _ := json.Marshal(e) // strings only: cannot fail
-		// An error frame is small by construction; it may exceed a tiny
-		// MaxFrameSize rather than turn into a reset.
-		if err := WriteFrame(s, FrameError, body, max(cfg.MaxFrameSize, len(body))); err != nil {
-			log.Debug("p2p: write error frame", "err", err)
-			return
-		}
-	} else if err := WriteFrame(s, FrameData, resp, cfg.MaxFrameSize); err != nil {
-		log.Debug("p2p: write response", "err", err)
-		return
-	}
-	ok = s.Close() == nil
+	ok = answer(ctx, s, from, handler, req, cfg, log) && s.Close() == nil
 }
 
 // Call sends req to peer p over proto and returns the response payload,
@@ -201,15 +196,21 @@ func CallWith(ctx context.Context, cfg RPCConfig, h host.Host, p peer.ID, proto 
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open %s to %s: %w", proto, p, ctxErr(ctx, err))
 	}
+	return callOnce(ctx, s, p, req, cfg.MaxFrameSize)
+}
+
+// callOnce makes a one-request call on the new stream s (Serve's
+// protocol) and closes or resets it.
+func callOnce(ctx context.Context, s network.Stream, p peer.ID, req []byte, maxSize int) ([]byte, error) {
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	resp, err := exchange(ctx, s, req, cfg.MaxFrameSize)
+	t, body, err := exchange(ctx, s, req, maxSize)
 	if err != nil {
 		s.Reset()
-		return nil, fmt.Errorf("p2p: %s to %s: %w", proto, p, ctxErr(ctx, err))
+		return nil, fmt.Errorf("p2p: %s to %s: %w", s.Protocol(), p, ctxErr(ctx, err))
 	}
 	s.Close()
-	return resp, nil
+	return decodeAnswer(t, body)
 }
 
 // ctxErr returns ctx's error when ctx is done or its deadline has passed
@@ -225,22 +226,24 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-func exchange(ctx context.Context, s network.Stream, req []byte, maxSize int) ([]byte, error) {
+func exchange(ctx context.Context, s network.Stream, req []byte, maxSize int) (FrameType, []byte, error) {
 	if deadline, ok := ctx.Deadline(); ok {
 		if err := s.SetDeadline(deadline); err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 	}
 	if err := WriteFrame(s, FrameData, req, maxSize); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	if err := s.CloseWrite(); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	t, body, err := readFrame(s, maxSize, reserver(s))
-	if err != nil {
-		return nil, err
-	}
+	return readFrame(s, maxSize, reserver(s))
+}
+
+// decodeAnswer returns the payload of a data frame, or the *RemoteError
+// an error frame carries.
+func decodeAnswer(t FrameType, body []byte) ([]byte, error) {
 	if t == FrameData {
 		return body, nil
 	}
@@ -251,6 +254,12 @@ func exchange(ctx context.Context, s network.Stream, req []byte, maxSize int) ([
 		return nil, fmt.Errorf("%w: bad error frame", ErrBadFrame)
 	}
 	return nil, &re
+}
+
+// marshalError encodes an error frame's body.
+func marshalError(e RemoteError) []byte {
+	body, _ := json.Marshal(e) // strings only: cannot fail
+	return body
 }
 
 // reserver returns a function reserving a frame's buffer in the stream's
