@@ -207,6 +207,9 @@ func TestWipeOnlyOnPositiveAnswer(t *testing.T) {
 	gone := c.members(1)
 	gone.Leaving = []peer.ID{a.id}
 	c.dir.set("leaving", gone)
+	// The sweep every replicator starts with must not see the users
+	// below: it would make them wipe candidates before the test begins.
+	testkit.WaitFor(t, 10*time.Second, "the first sweep", func() bool { return a.repl.Stats().Sweeps >= 1 })
 	for _, u := range []string{"member", "leaving", "stray"} {
 		if _, err := a.store.PutItem(bg, u, "c", testkit.WBO("r", "p"), api.Precondition{}); err != nil {
 			t.Fatal(err)

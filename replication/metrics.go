@@ -96,12 +96,23 @@ func (c *replCollector) Collect(ch chan<- prometheus.Metric) {
 	r := c.r
 	r.mu.Lock()
 	for p, l := range r.loops {
-		oldest := l.pendingSince
-		if !l.inflightSince.IsZero() && (oldest.IsZero() || l.inflightSince.Before(oldest)) {
-			oldest = l.inflightSince
+		var oldest time.Time
+		owed := func(t time.Time) {
+			if oldest.IsZero() || t.Before(oldest) {
+				oldest = t
+			}
+		}
+		for _, q := range l.dirty {
+			owed(q.since)
+		}
+		for _, t := range l.running {
+			owed(t)
+		}
+		for _, rt := range l.retry {
+			owed(rt.since)
 		}
 		ps := get(p.String())
-		ps.pulls = len(l.dirty) + l.inflight
+		ps.pulls = len(l.dirty) + len(l.running) + len(l.retry)
 		if !oldest.IsZero() {
 			ps.lag = now.Sub(oldest).Seconds()
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -52,21 +51,38 @@ func (r *Replicator) Sync(ctx context.Context, user string) error {
 // by Replicator.mu.
 type peerLoop struct {
 	id    peer.ID
-	dirty map[string][]chan error
-	wake  chan struct{}
+	dirty map[string]*queued
+	// running holds the users being pulled, with when their pull was
+	// first owed; retry those whose pull failed and waits for its
+	// backoff; fails the consecutive failures of users queued again after
+	// a failure, until their pull ends.
+	running map[string]time.Time
+	retry   map[string]*retrying
+	fails   map[string]int
+	wake    chan struct{}
 	// waiting is signalled when a pull with a waiter is queued (a peer's
-	// SyncRequest: a write there waits for this node): it ends a backoff
-	// early, since the request just came from the peer.
+	// SyncRequest: a write there waits for this node): it ends the
+	// backoffs early, since the request just came from the peer.
 	waiting chan struct{}
 	// refusals counts, per user, the peer's consecutive "not shared"
-	// answers (owned by the loop's goroutine).
+	// answers.
 	refusals map[string]int
-	// pendingSince is when the oldest pull now in dirty was queued;
-	// inflightSince that of the batch being pulled (zero: none), inflight
-	// its size. They measure the peer's replication lag and queue
-	// (metrics.go). Guarded by r.mu.
-	pendingSince, inflightSince time.Time
-	inflight                    int
+}
+
+// queued is a user's pull waiting to start: its waiters and when it was
+// first owed (for the lag metric).
+type queued struct {
+	waiters []chan error
+	since   time.Time
+}
+
+// retrying is a failed pull waiting for its backoff: due is when it is
+// queued again, failures its consecutive failures, since when the pull
+// was first owed.
+type retrying struct {
+	due      time.Time
+	failures int
+	since    time.Time
 }
 
 // maxRefusals is how many times a pull the peer refused as not shared is
@@ -90,18 +106,19 @@ func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
 	}
 	l := r.loops[p]
 	if l == nil {
-		l = &peerLoop{id: p, dirty: map[string][]chan error{}, wake: make(chan struct{}, 1), waiting: make(chan struct{}, 1)}
+		l = &peerLoop{id: p, dirty: map[string]*queued{}, running: map[string]time.Time{}, retry: map[string]*retrying{},
+			fails: map[string]int{}, refusals: map[string]int{}, wake: make(chan struct{}, 1), waiting: make(chan struct{}, 1)}
 		r.loops[p] = l
 		r.wg.Add(1)
 		go r.run(l)
 	}
-	ws := l.dirty[user]
-	if waiter != nil {
-		ws = append(ws, waiter)
+	q := l.dirty[user]
+	if q == nil {
+		q = &queued{since: time.Now()}
+		l.dirty[user] = q
 	}
-	l.dirty[user] = ws
-	if l.pendingSince.IsZero() {
-		l.pendingSince = time.Now()
+	if waiter != nil {
+		q.waiters = append(q.waiters, waiter)
 	}
 	select {
 	case l.wake <- struct{}{}:
@@ -116,157 +133,184 @@ func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
 	return nil
 }
 
-// run is the pull goroutine of one peer.
+// pullOutcome is the end of one user's pull, for the loop.
+type pullOutcome struct {
+	user string
+	err  error
+}
+
+// run is the pull goroutine of one peer. It starts the pull of each
+// queued user as soon as one of Config.PullConcurrency slots is free,
+// never two pulls of one user at once (a user queued again while it is
+// pulled is pulled again after), and answers each user's waiters when its
+// own pull ends: a write waiting for its user's pull waits neither for
+// other users' pulls nor for a batch of them to end (a large pull, such as
+// a collection delete's tombstones, takes tens of milliseconds). A failed
+// pull is queued again after its backoff (RetryMin doubling to RetryMax
+// per consecutive failure of that user), cut short when the peer sends a
+// SyncRequest (a write there waits for this node: the peer is reachable
+// again).
 func (r *Replicator) run(l *peerLoop) {
 	defer r.wg.Done()
 	ctx := r.ctx
-	var backoff time.Duration
+	done := make(chan pullOutcome, r.cfg.PullConcurrency)
+	retryTimer := time.NewTimer(time.Hour)
+	retryTimer.Stop()
+	defer retryTimer.Stop()
 	for {
+		now := time.Now()
 		r.mu.Lock()
-		batch := l.dirty
-		if len(batch) > 0 {
-			// The batch serves every waiter queued so far: a signal
-			// left from them must not cut a later backoff short.
+		for user, rt := range l.retry {
+			if !rt.due.After(now) {
+				requeueLocked(l, user, rt)
+			}
+		}
+		started := false
+		for user, q := range l.dirty {
+			if len(l.running) >= r.cfg.PullConcurrency {
+				break
+			}
+			if _, ok := l.running[user]; ok {
+				continue
+			}
+			delete(l.dirty, user)
+			l.running[user] = q.since
+			started = true
+			go func(ws []chan error) {
+				err := ctx.Err()
+				if err == nil {
+					err = r.pull(ctx, l.id, user)
+				}
+				for _, w := range ws {
+					w <- err
+				}
+				done <- pullOutcome{user, err}
+			}(q.waiters)
+		}
+		if started {
+			// The pulls started serve every waiter queued so far: a
+			// signal left from them must not cut a later backoff short.
 			select {
 			case <-l.waiting:
 			default:
 			}
-			l.dirty = map[string][]chan error{}
-			l.inflightSince, l.pendingSince, l.inflight = l.pendingSince, time.Time{}, len(batch)
-		} else {
-			batch = nil // l.dirty stays shared with mark
 		}
+		var nextRetry time.Time
+		for _, rt := range l.retry {
+			if nextRetry.IsZero() || rt.due.Before(nextRetry) {
+				nextRetry = rt.due
+			}
+		}
+		idle := len(l.running) == 0 && len(l.dirty) == 0 && len(l.retry) == 0
 		r.mu.Unlock()
-		if batch == nil {
-			idle := time.NewTimer(r.cfg.IdleTimeout)
-			select {
-			case <-l.wake:
-				idle.Stop()
-				continue
-			case <-ctx.Done():
-				idle.Stop()
-				r.endLoop(l)
-				return
-			case <-idle.C:
-				r.mu.Lock()
-				if len(l.dirty) == 0 {
-					delete(r.loops, l.id)
-					r.mu.Unlock()
-					return
-				}
-				r.mu.Unlock()
-				continue
-			}
+		var retryC <-chan time.Time
+		var waitingC <-chan struct{}
+		if !nextRetry.IsZero() {
+			retryTimer.Reset(nextRetry.Sub(now))
+			retryC, waitingC = retryTimer.C, l.waiting
 		}
-		var failed []string
-		for user, err := range r.pullBatch(ctx, l.id, batch) {
-			if err == nil || ctx.Err() != nil {
-				delete(l.refusals, user)
-				continue
-			}
-			r.c.errors.Add(1)
-			r.log.Warn("replication: pull failed", "peer", l.id, "user", user, "err", err)
-			switch {
-			case errors.Is(err, ErrNotShared):
-				// This node's own view: the user is not (or no longer)
-				// shared with the peer; the next sweep looks again.
-			case p2p.IsCode(err, CodeForbidden):
-				if l.refusals == nil {
-					l.refusals = map[string]int{}
-				}
-				if l.refusals[user]++; l.refusals[user] <= maxRefusals {
-					failed = append(failed, user)
-				} else {
-					delete(l.refusals, user)
-				}
-			default:
-				failed = append(failed, user)
-			}
+		var idleC <-chan time.Time
+		var idleTimer *time.Timer
+		if idle {
+			idleTimer = time.NewTimer(r.cfg.IdleTimeout)
+			idleC = idleTimer.C
 		}
-		if len(failed) == 0 {
-			r.mu.Lock()
-			l.inflightSince, l.inflight = time.Time{}, 0
-			r.mu.Unlock()
-			backoff = 0
-			continue
-		}
-		backoff = min(max(2*backoff, r.cfg.RetryMin), r.cfg.RetryMax)
-		t := time.NewTimer(backoff)
 		select {
-		case <-ctx.Done():
-			t.Stop()
-			r.endLoop(l)
-			return
-		case <-t.C:
-		case <-l.waiting:
+		case o := <-done:
+			r.finished(l, o)
+		case <-l.wake:
+		case <-retryC:
+		case <-waitingC:
 			// The peer asked for a pull and waits for it (a write there):
 			// it reached this node just now, so the failures it caused
 			// may be over (a healed partition); pull now instead of
-			// making the write wait for the backoff. The backoff is kept
-			// for the next failure.
-			t.Stop()
-		}
-		r.mu.Lock()
-		for _, u := range failed {
-			if _, ok := l.dirty[u]; !ok {
-				l.dirty[u] = nil
+			// making the write wait for the backoff. The failure counts
+			// are kept for the next failures.
+			r.mu.Lock()
+			for user, rt := range l.retry {
+				requeueLocked(l, user, rt)
 			}
+			r.mu.Unlock()
+		case <-idleC:
+			r.mu.Lock()
+			if len(l.dirty) == 0 {
+				delete(r.loops, l.id)
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
+		case <-ctx.Done():
+			// The pulls in flight end with ctx and answer their waiters.
+			r.mu.Lock()
+			n := len(l.running)
+			r.mu.Unlock()
+			for range n {
+				<-done
+			}
+			r.endLoop(l)
+			return
 		}
-		// The failed pulls are still owed since the batch was queued.
-		if l.pendingSince.IsZero() || l.inflightSince.Before(l.pendingSince) {
-			l.pendingSince = l.inflightSince
+		if idleTimer != nil {
+			idleTimer.Stop()
 		}
-		l.inflightSince, l.inflight = time.Time{}, 0
-		r.mu.Unlock()
+		retryTimer.Stop()
 	}
 }
 
-// pullBatch pulls the users of batch from p, up to Config.PullConcurrency
-// at a time, answers each user's waiters as soon as its own pull ends, and
-// returns every user's outcome. Pulls of different users are independent
-// (each has its own checkpoint and the store locks per user), so a write
-// waiting for its user's pull does not wait behind the other users' pulls
-// of the same batch.
-func (r *Replicator) pullBatch(ctx context.Context, p peer.ID, batch map[string][]chan error) map[string]error {
-	out := make(map[string]error, len(batch))
-	var mu sync.Mutex
-	one := func(user string, ws []chan error) {
-		err := ctx.Err()
-		if err == nil {
-			err = r.pull(ctx, p, user)
-		}
-		for _, w := range ws {
-			w <- err
-		}
-		mu.Lock()
-		out[user] = err
-		mu.Unlock()
+// requeueLocked moves user from l.retry to l.dirty, keeping its failure
+// count for the end of its next pull. r.mu is held.
+func requeueLocked(l *peerLoop, user string, rt *retrying) {
+	if q := l.dirty[user]; q == nil {
+		l.dirty[user] = &queued{since: rt.since}
+	} else if rt.since.Before(q.since) {
+		q.since = rt.since
 	}
-	if len(batch) == 1 || r.cfg.PullConcurrency == 1 {
-		for user, ws := range batch {
-			one(user, ws)
+	delete(l.retry, user)
+	l.fails[user] = rt.failures
+}
+
+// finished records the end of a user's pull: a failure worth retrying
+// waits for its backoff in l.retry.
+func (r *Replicator) finished(l *peerLoop, o pullOutcome) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	since := l.running[o.user]
+	delete(l.running, o.user)
+	n := l.fails[o.user] + 1
+	delete(l.fails, o.user)
+	if o.err == nil || r.ctx.Err() != nil {
+		delete(l.refusals, o.user)
+		return
+	}
+	r.c.errors.Add(1)
+	r.log.Warn("replication: pull failed", "peer", l.id, "user", o.user, "err", o.err)
+	switch {
+	case errors.Is(o.err, ErrNotShared):
+		// This node's own view: the user is not (or no longer) shared
+		// with the peer; the next sweep looks again.
+		return
+	case p2p.IsCode(o.err, CodeForbidden):
+		if l.refusals[o.user]++; l.refusals[o.user] > maxRefusals {
+			delete(l.refusals, o.user)
+			return
 		}
-		return out
 	}
-	sem := make(chan struct{}, r.cfg.PullConcurrency)
-	var wg sync.WaitGroup
-	for user, ws := range batch {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			one(user, ws)
-		})
+	backoff := r.cfg.RetryMax
+	if n-1 < 30 {
+		backoff = min(r.cfg.RetryMin<<(n-1), r.cfg.RetryMax)
 	}
-	wg.Wait()
-	return out
+	if q := l.dirty[o.user]; q != nil && q.since.Before(since) {
+		since = q.since
+	}
+	l.retry[o.user] = &retrying{due: time.Now().Add(backoff), failures: n, since: since}
 }
 
 // endLoop fails the waiters still queued on l when the replicator stops.
 func (r *Replicator) endLoop(l *peerLoop) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, ws := range l.dirty {
-		for _, w := range ws {
+	for _, q := range l.dirty {
+		for _, w := range q.waiters {
 			w <- ErrClosed
 		}
 	}

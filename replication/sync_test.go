@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -510,5 +511,86 @@ func TestWriteAsksLeavers(t *testing.T) {
 	write("w4")
 	if d := time.Since(opened); d < ttl {
 		t.Fatalf("write acknowledged %v after the leave with the node that left unreachable; want at least %v", d, ttl)
+	}
+}
+
+// blockingHandler holds node's changes requests for user until release
+// is closed, and signals held when the first arrives.
+type blockingHandler struct {
+	inner   Handler
+	user    string
+	held    chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (h *blockingHandler) Handle(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
+	if m, err := Decode(req); err == nil {
+		if cr, ok := m.(*ChangesRequest); ok && cr.User == h.user {
+			h.once.Do(func() { close(h.held) })
+			select {
+			case <-h.release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+	return h.inner.Handle(ctx, from, req)
+}
+
+// TestSlowPullDoesNotHoldOthers: while one user's pull from a peer is
+// held (a large pull: a collection delete's tombstones), other users'
+// pulls from that peer start and end, and a write waiting for its replica
+// is confirmed; the held user's pull completes once the peer answers.
+// (Pulls started in batches made every user queued during a batch wait
+// for the batch's slowest pull.)
+func TestSlowPullDoesNotHoldOthers(t *testing.T) {
+	c := newCluster(t, 2, clusterOpts{mem: true})
+	c.share("big", 0, 1)
+	c.share("small", 0, 1)
+	a, b := c.nodes[0], c.nodes[1]
+	for _, u := range []string{"big", "small"} {
+		if _, err := a.store.PutItem(bg, u, "c", testkit.WBO("first", "1"), api.Precondition{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, func() string {
+		return diff("big", a.store, b.store) + diff("small", a.store, b.store)
+	})
+	bh := &blockingHandler{inner: a.repl, user: "big", held: make(chan struct{}), release: make(chan struct{})}
+	a.tr.Listen(bh)
+	if _, err := a.store.PutItem(bg, "big", "c", testkit.WBO("held", "2"), api.Precondition{}); err != nil {
+		t.Fatal(err)
+	}
+	bigDone := make(chan error, 1)
+	go func() { bigDone <- b.repl.Sync(bg, "big") }()
+	select {
+	case <-bh.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("b never asked a for big's changes")
+	}
+	a.store.SetReplicaWaiter(a.repl)
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(bg, 5*time.Second)
+		_, err := a.store.PutItem(ctx, "small", "c", testkit.WBO(fmt.Sprintf("w%d", i), "x"), api.Precondition{})
+		cancel()
+		if err != nil {
+			t.Fatalf("write %d of small while big's pull is held: %v", i, err)
+		}
+		if _, _, err := b.store.GetItem(bg, "small", "c", fmt.Sprintf("w%d", i)); err != nil {
+			t.Fatalf("write %d of small acknowledged but not on the replica: %v", i, err)
+		}
+	}
+	select {
+	case err := <-bigDone:
+		t.Fatalf("big's held pull ended: %v", err)
+	default:
+	}
+	close(bh.release)
+	if err := <-bigDone; err != nil {
+		t.Fatalf("big's pull after the release: %v", err)
+	}
+	if _, _, err := b.store.GetItem(bg, "big", "c", "held"); err != nil {
+		t.Fatalf("big's record after its pull: %v", err)
 	}
 }

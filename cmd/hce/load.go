@@ -82,7 +82,7 @@ type loadFlags struct {
 	users, prefillConns, maxCon int
 	prefillScale                float64
 	seed                        uint64
-	timeout                     time.Duration
+	timeout, lagEvery           time.Duration
 	reportDir                   string
 	keepUsers, yes, quiet       bool
 	pid                         int
@@ -105,6 +105,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, defMix string, defUsers int) {
 	fs.DurationVar(&f.timeout, "timeout", load.DefaultTimeout, "per-request timeout; a slower answer counts as a timeout")
 	fs.IntVar(&f.maxCon, "max-conns", load.DefaultMaxConns, "most connections to each host")
 	fs.IntVar(&f.prefillConns, "prefill-conns", load.DefaultPrefillConns, "concurrent registrations and prefill writers")
+	fs.DurationVar(&f.lagEvery, "lag-every", load.DefaultLagEvery, "with --testnet: interval between replication probes (a write on a user's primary, then reads of another replica until it has it); the report's replication figures")
 	fs.StringVar(&f.reportDir, "report", "", "write result.json and a self-contained report.html into this folder")
 	fs.BoolVar(&f.keepUsers, "keep-users", false, "keep the accounts afterwards (the next run with the same --seed reuses them and their prefill)")
 	fs.BoolVar(&f.yes, "yes", false, "do not ask before writing to a server that is not on this machine")
@@ -302,7 +303,7 @@ func humanBytes(v float64) string {
 // engineConfig is the engine configuration for mix m against t.
 func (f *loadFlags) engineConfig(t load.Target, m *mix.Mix, stderr io.Writer) load.EngineConfig {
 	cfg := load.EngineConfig{Target: t, Mix: m, Profiles: f.users, PrefillScale: f.prefillScale, Seed: f.seed,
-		Timeout: f.timeout, MaxConns: f.maxCon, PrefillConns: f.prefillConns, API: f.api}
+		Timeout: f.timeout, MaxConns: f.maxCon, PrefillConns: f.prefillConns, API: f.api, LagEvery: f.lagEvery}
 	if !f.quiet {
 		cfg.Progress = stderr
 		cfg.ProgressCR = stderr == io.Writer(os.Stderr) && isTerminal(os.Stderr)

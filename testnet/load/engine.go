@@ -136,7 +136,7 @@ func (c EngineConfig) Validate() error {
 		return fmt.Errorf("%w: no mix", ErrConfig)
 	case len(c.Target.UserURLs) == 0:
 		return fmt.Errorf("%w: Target.UserURLs is empty", ErrConfig)
-	case c.Profiles < 0 || c.PrefillScale < 0 || c.Timeout < 0 || c.MaxConns < 0 || c.MaxPending < 0:
+	case c.Profiles < 0 || c.PrefillScale < 0 || c.Timeout < 0 || c.MaxConns < 0 || c.MaxPending < 0 || c.LagEvery < 0 || c.SampleEvery < 0 || c.PrefillConns < 0:
 		return fmt.Errorf("%w: negative setting", ErrConfig)
 	case c.API != "" && c.API != API11 && c.API != API15:
 		return fmt.Errorf("%w: API %q", ErrConfig, c.API)
