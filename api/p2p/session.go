@@ -231,6 +231,9 @@ type Sessions struct {
 
 	mu   sync.Mutex
 	idle map[peer.ID][]idleStream
+	// pruned is when keep last closed the stale streams of every peer,
+	// so that peers no longer called do not keep theirs.
+	pruned time.Time
 }
 
 type idleStream struct {
@@ -299,17 +302,35 @@ func (c *Sessions) setIdle(p peer.ID, ss []idleStream) {
 }
 
 // keep puts s back among p's idle streams, or closes it when there are
-// enough.
+// enough. Every half idle timeout it also closes the stale streams kept
+// for any peer.
 func (c *Sessions) keep(p peer.ID, s network.Stream) {
+	var stale []network.Stream
+	now := c.now()
 	c.mu.Lock()
-	ss := c.idle[p]
-	if len(ss) >= c.cfg.MaxIdleStreams {
-		c.mu.Unlock()
-		s.Close()
-		return
+	if now.Sub(c.pruned) >= c.cfg.IdleTimeout/2 {
+		c.pruned = now
+		for q, ss := range c.idle {
+			fresh := ss[:0]
+			for _, is := range ss {
+				if now.Sub(is.since) >= c.cfg.IdleTimeout/2 {
+					stale = append(stale, is.s)
+				} else {
+					fresh = append(fresh, is)
+				}
+			}
+			c.setIdle(q, fresh)
+		}
 	}
-	c.idle[p] = append(ss, idleStream{s: s, since: c.now()})
+	if ss := c.idle[p]; len(ss) < c.cfg.MaxIdleStreams {
+		c.idle[p] = append(ss, idleStream{s: s, since: now})
+	} else {
+		stale = append(stale, s)
+	}
 	c.mu.Unlock()
+	for _, s := range stale {
+		s.Close()
+	}
 }
 
 // Call sends req to p and returns the answer's payload, bounded by ctx

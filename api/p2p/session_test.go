@@ -162,6 +162,33 @@ func TestSessionsClientIdleExpiry(t *testing.T) {
 	}
 }
 
+// TestSessionsPruneOtherPeers: streams kept for a peer no longer called
+// are closed by a later call to another peer.
+func TestSessionsPruneOtherPeers(t *testing.T) {
+	a, b, cli := newTestHost(t, nil), newTestHost(t, nil), newTestHost(t, nil)
+	ServeSessions(a, protoSession, echo, RPCConfig{})
+	ServeSessions(b, protoSession, echo, RPCConfig{})
+	know(cli, a)
+	know(cli, b)
+	c := NewSessions(cli, protoSession, "", RPCConfig{})
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	callEcho(t, c, cli.ID(), a.ID(), "to a")
+	old := keptStream(t, c, a.ID())
+	now = now.Add(DefaultIdleTimeout / 2)
+	callEcho(t, c, cli.ID(), b.ID(), "to b")
+	if c.Idle(a.ID()) != 0 {
+		t.Fatal("a's stale stream is still kept")
+	}
+	if c.Idle(b.ID()) != 1 {
+		t.Fatal("b's fresh stream was not kept")
+	}
+	// The closed stream is closed for writing.
+	if err := WriteFrame(old, FrameData, []byte("x"), 0); err == nil {
+		t.Fatal("the pruned stream still takes writes")
+	}
+}
+
 // TestSessionsStop: after Stop, kept streams are closed by the server and
 // new ones refused; no request reaches the handler.
 func TestSessionsStop(t *testing.T) {
