@@ -328,8 +328,9 @@ func (r *Replicator) endLoop(l *peerLoop) {
 // Reading and writing overlap once the feed has more than one page: then
 // a goroutine applies the batches, in order, each page's checkpoint with
 // its last batch, while this one asks for the next pages and fetches what
-// they miss. At most one batch waits between them, so a pull holds at
-// most three fetch answers. Asking revs_diff before the pages ahead are
+// they miss, with the next page's changes asked for while a page's
+// revisions are fetched. At most one batch waits between them and one
+// page ahead, so a pull holds at most three fetch answers and two pages. Asking revs_diff before the pages ahead are
 // applied can only ask for more than needed (a document a page ahead
 // also lists), and applying a revision twice is harmless. A pull of one
 // page (live replication) applies it in this goroutine.
@@ -431,8 +432,22 @@ func (r *Replicator) applyPulled(ctx context.Context, p peer.ID, user string, b 
 // the feed ends or a step fails.
 func (r *Replicator) produce(ctx context.Context, p peer.ID, user string, cp node.Checkpoint, out func(b pullStep, more bool) error) error {
 	since := cp.Seq
+	changes := func(since uint64) (*ChangesResponse, error) {
+		return call[*ChangesResponse](ctx, r, p, &ChangesRequest{User: user, Since: since, Limit: uint32(r.cfg.ChangesBatch), InlineBytes: inlineBytes})
+	}
+	// The next page is asked for while this one's missing revisions are
+	// fetched (at most one page ahead).
+	var ahead chan changesPage
 	for {
-		resp, err := call[*ChangesResponse](ctx, r, p, &ChangesRequest{User: user, Since: since, Limit: uint32(r.cfg.ChangesBatch), InlineBytes: inlineBytes})
+		var resp *ChangesResponse
+		var err error
+		if ahead != nil {
+			page := <-ahead
+			ahead = nil
+			resp, err = page.resp, page.err
+		} else {
+			resp, err = changes(since)
+		}
 		if err != nil {
 			return err
 		}
@@ -451,6 +466,14 @@ func (r *Replicator) produce(ctx context.Context, p peer.ID, user string, cp nod
 		}
 		next := node.Checkpoint{Source: resp.Source, Seq: resp.Last}
 		send := func(b pullStep) error { return out(b, resp.More) }
+		if resp.More {
+			ch := make(chan changesPage, 1)
+			ahead = ch
+			go func(since uint64) {
+				resp, err := changes(since)
+				ch <- changesPage{resp, err}
+			}(resp.Last)
+		}
 		q := make([]node.DocRevs, len(resp.Rows))
 		for i, row := range resp.Rows {
 			q[i] = node.DocRevs{Coll: row.Coll, ID: row.ID, Revs: row.Leaves}
@@ -477,6 +500,12 @@ func (r *Replicator) produce(ctx context.Context, p peer.ID, user string, cp nod
 			return nil
 		}
 	}
+}
+
+// changesPage is the outcome of a changes call made ahead.
+type changesPage struct {
+	resp *ChangesResponse
+	err  error
 }
 
 // fetchMissing fetches the missing revisions from p in batches and sends
