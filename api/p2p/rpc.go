@@ -147,14 +147,7 @@ func serveStream(s network.Stream, handler Handler, cfg RPCConfig) {
 	from := s.Conn().RemotePeer()
 	log := cfg.Logger.With("protocol", s.Protocol(), "peer", from)
 	ok := false
-	defer func() {
-		if r := recover(); r != nil {
-			log.Error("p2p: handler panic", "panic", r)
-		}
-		if !ok {
-			s.Reset()
-		}
-	}()
+	defer endStream(s, log, &ok)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
@@ -171,6 +164,17 @@ func serveStream(s network.Stream, handler Handler, cfg RPCConfig) {
 		return
 	}
 	ok = answer(ctx, s, from, handler, req, cfg, log) && s.Close() == nil
+}
+
+// endStream ends a served stream (deferred by its handler): it logs a
+// handler panic and resets s unless *ok.
+func endStream(s network.Stream, log *slog.Logger, ok *bool) {
+	if r := recover(); r != nil {
+		log.Error("p2p: handler panic", "panic", r)
+	}
+	if !*ok {
+		s.Reset()
+	}
 }
 
 // Call sends req to peer p over proto and returns the response payload,

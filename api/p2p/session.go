@@ -108,14 +108,7 @@ func (srv *SessionServer) serve(s network.Stream, handler Handler, cfg RPCConfig
 	from := s.Conn().RemotePeer()
 	log := cfg.Logger.With("protocol", s.Protocol(), "peer", from)
 	ok := false
-	defer func() {
-		if r := recover(); r != nil {
-			log.Error("p2p: handler panic", "panic", r)
-		}
-		if !ok {
-			s.Reset()
-		}
-	}()
+	defer endStream(s, log, &ok)
 	var first [1]byte
 	for {
 		running, err := srv.await(s, cfg.IdleTimeout)
@@ -152,20 +145,8 @@ func serveOne(s network.Stream, b0 byte, from peer.ID, handler Handler, cfg RPCC
 		log.Debug("p2p: set deadline", "err", err)
 		return false
 	}
-	reserved := 0
-	reserve := func(n int) error {
-		if err := reserver(s)(n); err != nil {
-			return err
-		}
-		reserved = n
-		return nil
-	}
-	defer func() {
-		if reserved > 0 {
-			s.Scope().ReleaseMemory(reserved)
-		}
-	}()
-	t, req, err := readFrame(io.MultiReader(bytes.NewReader([]byte{b0}), s), cfg.MaxFrameSize, reserve)
+	t, req, reserved, err := readRest(s, b0, cfg.MaxFrameSize)
+	defer s.Scope().ReleaseMemory(reserved)
 	if err != nil {
 		log.Debug("p2p: refused request", "err", err)
 		return false
@@ -398,7 +379,15 @@ func (c *Sessions) exchange(ctx context.Context, s network.Stream, req []byte) (
 	if _, err := io.ReadFull(s, b0[:]); err != nil {
 		return 0, nil, errors.Is(err, io.EOF), err
 	}
-	reserved := 0
+	t, body, reserved, err := readRest(s, b0[0], c.cfg.MaxFrameSize)
+	s.Scope().ReleaseMemory(reserved)
+	return t, body, false, err
+}
+
+// readRest reads the frame of a session stream whose first byte b0 was
+// read already, reserving its memory in the stream's scope; the caller
+// releases reserved (0 when nothing was reserved) once done with it.
+func readRest(s network.Stream, b0 byte, maxSize int) (t FrameType, body []byte, reserved int, err error) {
 	reserve := func(n int) error {
 		if err := reserver(s)(n); err != nil {
 			return err
@@ -406,9 +395,6 @@ func (c *Sessions) exchange(ctx context.Context, s network.Stream, req []byte) (
 		reserved = n
 		return nil
 	}
-	t, body, err = readFrame(io.MultiReader(bytes.NewReader(b0[:]), s), c.cfg.MaxFrameSize, reserve)
-	if reserved > 0 {
-		s.Scope().ReleaseMemory(reserved)
-	}
-	return t, body, false, err
+	t, body, err = readFrame(io.MultiReader(bytes.NewReader([]byte{b0}), s), maxSize, reserve)
+	return t, body, reserved, err
 }

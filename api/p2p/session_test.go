@@ -216,6 +216,8 @@ func TestSessionsErrorsAndCancel(t *testing.T) {
 		switch string(req) {
 		case "fail":
 			return nil, Errorf("teapot", "no %s", req)
+		case "panic":
+			panic("handler bug")
 		case "block":
 			select {
 			case <-release:
@@ -236,6 +238,14 @@ func TestSessionsErrorsAndCancel(t *testing.T) {
 	if keptStream(t, c, srv.ID()) != s {
 		t.Fatal("an error answer lost the stream")
 	}
+	// A handler panic resets its stream only.
+	if _, err := c.Call(context.Background(), srv.ID(), []byte("panic")); err == nil || IsCode(err, CodeInternal) {
+		t.Fatalf("call whose handler panicked: %v", err)
+	}
+	if c.Idle(srv.ID()) != 0 {
+		t.Fatal("the stream of a panicked handler was kept")
+	}
+	callEcho(t, c, cli.ID(), srv.ID(), "after the panic")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if _, err := c.Call(ctx, srv.ID(), []byte("block")); !errors.Is(err, context.DeadlineExceeded) {
