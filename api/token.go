@@ -155,6 +155,11 @@ func ParseToken(tok string) (TokenClaims, []byte, []byte, error) {
 	if !ok || claimsPart == "" || strings.Contains(sigPart, ".") {
 		return c, nil, nil, fmt.Errorf("%w: want 3 parts", ErrTokenMalformed)
 	}
+	// The base64 decoder skips CR and LF even in strict mode: a token
+	// would have many spellings (the signature part is not signed).
+	if strings.ContainsAny(rest, "\r\n") {
+		return c, nil, nil, fmt.Errorf("%w: not base64url", ErrTokenMalformed)
+	}
 	sig, err := tokenB64.DecodeString(sigPart)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return c, nil, nil, fmt.Errorf("%w: bad signature encoding", ErrTokenMalformed)

@@ -136,6 +136,8 @@ func FuzzParseToken(f *testing.F) {
 	f.Add(tok)
 	f.Add("v1..")
 	f.Add("v1.e30.AAAA")
+	f.Add(tok + "\n")
+	f.Add(strings.Replace(tok, ".", ".\r\n", 1))
 	f.Add("")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, signed, sig, err := ParseToken(s)
@@ -150,6 +152,10 @@ func FuzzParseToken(f *testing.F) {
 		}
 		if !strings.HasPrefix(s, string(signed)+".") {
 			t.Fatalf("signed part %q is not a prefix of %q", signed, s)
+		}
+		// One spelling per token: re-encoding the parts gives it back.
+		if again := string(signed) + "." + tokenB64.EncodeToString(sig); again != s {
+			t.Fatalf("accepted %q, which re-encodes as %q", s, again)
 		}
 	})
 }

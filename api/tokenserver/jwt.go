@@ -251,6 +251,10 @@ func (v *Verifier) Verify(token string) (AccessClaims, error) {
 	if !ok1 || !ok2 || strings.Contains(sp, ".") {
 		return fail("not a JWS")
 	}
+	if strings.ContainsAny(token, "\r\n") {
+		// The base64 decoder would skip them: one token, many spellings.
+		return fail("bad base64url")
+	}
 	hb, err1 := b64url.DecodeString(hp)
 	pb, err2 := b64url.DecodeString(pp)
 	sig, err3 := b64url.DecodeString(sp)

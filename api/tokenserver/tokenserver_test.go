@@ -308,6 +308,8 @@ func TestVerifyAccessTokens(t *testing.T) {
 		{"string exp", v, rawToken(t, a, hdr, strings.Replace(claims(""), "1800003600", `"1800003600"`, 1)), 0, ErrInvalidCredentials},
 		{"trailing data in claims", v, rawToken(t, a, hdr, claims("")+"x"), 0, ErrInvalidCredentials},
 		{"padded signature", v, good + "=", 0, ErrInvalidCredentials},
+		{"line feed in the signature", v, good[:len(good)-4] + "\n" + good[len(good)-4:], 0, ErrInvalidCredentials},
+		{"CR LF in the claims", v, parts[0] + "." + parts[1][:8] + "\r\n" + parts[1][8:] + "." + parts[2], 0, ErrInvalidCredentials},
 		{"two parts", v, parts[0] + "." + parts[1], 0, ErrInvalidCredentials},
 		{"four parts", v, good + ".x", 0, ErrInvalidCredentials},
 		{"too long", v, good + strings.Repeat("A", MaxTokenLen), 0, ErrInvalidCredentials},
