@@ -52,6 +52,10 @@ func (r *Replicator) Sync(ctx context.Context, user string) error {
 type peerLoop struct {
 	id    peer.ID
 	dirty map[string]*queued
+	// order lists the users of dirty in the order they were queued (a
+	// user started or gone is skipped when met): pulls start oldest
+	// first, so with more queued users than slots none waits for luck.
+	order []string
 	// running holds the users being pulled, with when their pull was
 	// first owed; retry those whose pull failed and waits for its
 	// backoff; fails the consecutive failures of users queued again after
@@ -116,6 +120,7 @@ func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
 	if q == nil {
 		q = &queued{since: time.Now()}
 		l.dirty[user] = q
+		l.order = append(l.order, user)
 	}
 	if waiter != nil {
 		q.waiters = append(q.waiters, waiter)
@@ -166,11 +171,18 @@ func (r *Replicator) run(l *peerLoop) {
 			}
 		}
 		started := false
-		for user, q := range l.dirty {
-			if len(l.running) >= r.cfg.PullConcurrency {
-				break
+		i, skipped := 0, 0
+		for i < len(l.order) && len(l.running) < r.cfg.PullConcurrency {
+			user := l.order[i]
+			i++
+			q := l.dirty[user]
+			if q == nil {
+				continue
 			}
 			if _, ok := l.running[user]; ok {
+				// Queued again while it is pulled: it stays first in line.
+				l.order[skipped] = user
+				skipped++
 				continue
 			}
 			delete(l.dirty, user)
@@ -186,6 +198,13 @@ func (r *Replicator) run(l *peerLoop) {
 				}
 				done <- pullOutcome{user, err}
 			}(q.waiters)
+		}
+		// The skipped users move up to just before the rest of the line
+		// (at most PullConcurrency of them: they are running).
+		copy(l.order[i-skipped:i], l.order[:skipped])
+		l.order = l.order[i-skipped:]
+		if len(l.dirty) == 0 {
+			l.order = nil
 		}
 		if started {
 			// The pulls started serve every waiter queued so far: a
@@ -262,6 +281,7 @@ func (r *Replicator) run(l *peerLoop) {
 func requeueLocked(l *peerLoop, user string, rt *retrying) {
 	if q := l.dirty[user]; q == nil {
 		l.dirty[user] = &queued{since: rt.since}
+		l.order = append(l.order, user)
 	} else if rt.since.Before(q.since) {
 		q.since = rt.since
 	}
