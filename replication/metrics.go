@@ -105,8 +105,8 @@ func (c *replCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, q := range l.dirty {
 			owed(q.since)
 		}
-		for _, t := range l.running {
-			owed(t)
+		for _, q := range l.running {
+			owed(q.since)
 		}
 		for _, rt := range l.retry {
 			owed(rt.since)

@@ -56,13 +56,10 @@ type peerLoop struct {
 	// user started or gone is skipped when met): pulls start oldest
 	// first, so with more queued users than slots none waits for luck.
 	order []string
-	// running holds the users being pulled, with when their pull was
-	// first owed; retry those whose pull failed and waits for its
-	// backoff; fails the consecutive failures of users queued again after
-	// a failure, until their pull ends.
-	running map[string]time.Time
+	// running holds the users being pulled; retry those whose pull
+	// failed and waits for its backoff.
+	running map[string]queued
 	retry   map[string]*retrying
-	fails   map[string]int
 	wake    chan struct{}
 	// waiting is signalled when a pull with a waiter is queued (a peer's
 	// SyncRequest: a write there waits for this node): it ends the
@@ -73,11 +70,13 @@ type peerLoop struct {
 	refusals map[string]int
 }
 
-// queued is a user's pull waiting to start: its waiters and when it was
-// first owed (for the lag metric).
+// queued is a user's pull waiting to start or running: its waiters, when
+// it was first owed (for the lag metric) and the consecutive failures of
+// the pulls before it (for its backoff).
 type queued struct {
-	waiters []chan error
-	since   time.Time
+	waiters  []chan error
+	since    time.Time
+	failures int
 }
 
 // retrying is a failed pull waiting for its backoff: due is when it is
@@ -110,8 +109,8 @@ func (r *Replicator) mark(p peer.ID, user string, waiter chan error) error {
 	}
 	l := r.loops[p]
 	if l == nil {
-		l = &peerLoop{id: p, dirty: map[string]*queued{}, running: map[string]time.Time{}, retry: map[string]*retrying{},
-			fails: map[string]int{}, refusals: map[string]int{}, wake: make(chan struct{}, 1), waiting: make(chan struct{}, 1)}
+		l = &peerLoop{id: p, dirty: map[string]*queued{}, running: map[string]queued{}, retry: map[string]*retrying{},
+			refusals: map[string]int{}, wake: make(chan struct{}, 1), waiting: make(chan struct{}, 1)}
 		r.loops[p] = l
 		r.wg.Add(1)
 		go r.run(l)
@@ -170,43 +169,7 @@ func (r *Replicator) run(l *peerLoop) {
 				requeueLocked(l, user, rt)
 			}
 		}
-		started := false
-		i, skipped := 0, 0
-		for i < len(l.order) && len(l.running) < r.cfg.PullConcurrency {
-			user := l.order[i]
-			i++
-			q := l.dirty[user]
-			if q == nil {
-				continue
-			}
-			if _, ok := l.running[user]; ok {
-				// Queued again while it is pulled: it stays first in line.
-				l.order[skipped] = user
-				skipped++
-				continue
-			}
-			delete(l.dirty, user)
-			l.running[user] = q.since
-			started = true
-			go func(ws []chan error) {
-				err := ctx.Err()
-				if err == nil {
-					err = r.pull(ctx, l.id, user)
-				}
-				for _, w := range ws {
-					w <- err
-				}
-				done <- pullOutcome{user, err}
-			}(q.waiters)
-		}
-		// The skipped users move up to just before the rest of the line
-		// (at most PullConcurrency of them: they are running).
-		copy(l.order[i-skipped:i], l.order[:skipped])
-		l.order = l.order[i-skipped:]
-		if len(l.dirty) == 0 {
-			l.order = nil
-		}
-		if started {
+		if r.startPullsLocked(l, done) {
 			// The pulls started serve every waiter queued so far: a
 			// signal left from them must not cut a later backoff short.
 			select {
@@ -276,17 +239,63 @@ func (r *Replicator) run(l *peerLoop) {
 	}
 }
 
+// startPullsLocked starts the pulls of queued users, oldest first, while
+// slots are free, each sending its outcome to done; it reports whether it
+// started any. r.mu is held.
+func (r *Replicator) startPullsLocked(l *peerLoop, done chan<- pullOutcome) bool {
+	ctx := r.ctx
+	started := false
+	i, skipped := 0, 0
+	for i < len(l.order) && len(l.running) < r.cfg.PullConcurrency {
+		user := l.order[i]
+		i++
+		q := l.dirty[user]
+		if q == nil {
+			continue
+		}
+		if _, ok := l.running[user]; ok {
+			// Queued again while it is pulled: it stays first in line.
+			l.order[skipped] = user
+			skipped++
+			continue
+		}
+		delete(l.dirty, user)
+		l.running[user] = *q
+		started = true
+		go func(ws []chan error) {
+			err := ctx.Err()
+			if err == nil {
+				err = r.pull(ctx, l.id, user)
+			}
+			for _, w := range ws {
+				w <- err
+			}
+			done <- pullOutcome{user, err}
+		}(q.waiters)
+	}
+	// The skipped users move up to just before the rest of the line (at
+	// most PullConcurrency of them: they are running).
+	copy(l.order[i-skipped:i], l.order[:skipped])
+	l.order = l.order[i-skipped:]
+	if len(l.dirty) == 0 {
+		l.order = nil
+	}
+	return started
+}
+
 // requeueLocked moves user from l.retry to l.dirty, keeping its failure
 // count for the end of its next pull. r.mu is held.
 func requeueLocked(l *peerLoop, user string, rt *retrying) {
-	if q := l.dirty[user]; q == nil {
-		l.dirty[user] = &queued{since: rt.since}
+	q := l.dirty[user]
+	if q == nil {
+		q = &queued{since: rt.since}
+		l.dirty[user] = q
 		l.order = append(l.order, user)
 	} else if rt.since.Before(q.since) {
 		q.since = rt.since
 	}
+	q.failures = rt.failures
 	delete(l.retry, user)
-	l.fails[user] = rt.failures
 }
 
 // finished records the end of a user's pull: a failure worth retrying
@@ -294,10 +303,9 @@ func requeueLocked(l *peerLoop, user string, rt *retrying) {
 func (r *Replicator) finished(l *peerLoop, o pullOutcome) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	since := l.running[o.user]
+	ran := l.running[o.user]
 	delete(l.running, o.user)
-	n := l.fails[o.user] + 1
-	delete(l.fails, o.user)
+	since, n := ran.since, ran.failures+1
 	if o.err == nil || r.ctx.Err() != nil {
 		delete(l.refusals, o.user)
 		return
