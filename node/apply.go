@@ -92,6 +92,8 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 			}
 			var writers []*writer
 			var w *writer
+			ops := opsPool.Get().(*sortedOps)
+			defer ops.release()
 			flush := func() error {
 				if w == nil {
 					return nil
@@ -116,6 +118,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 					} else {
 						w = w.next(st, r.Coll)
 					}
+					w.ops = ops
 					if err := w.prefetchGroup(revs, order[j:]); err != nil {
 						return nil, err
 					}

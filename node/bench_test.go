@@ -362,3 +362,64 @@ func logMetrics(b *testing.B, s *Store) {
 	b.Logf("block cache hits %d misses %d; L0 files %d sublevels %d; flushes %d compactions %d",
 		m.BlockCache.Hits, m.BlockCache.Misses, m.Levels[0].TablesCount, m.Levels[0].Sublevels, m.Flush.Count, m.Compact.Count)
 }
+
+// BenchmarkDeleteStall deletes a collection of 5,000 records (the Sync
+// mix's largest delete) while another user writes one record at a time,
+// and reports how long the delete took and the other user's slowest
+// write during it: a large batch holds back every commit queued behind
+// it until it is in the memtable.
+func BenchmarkDeleteStall(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.Dir = b.TempDir()
+	s, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	pl := strings.Repeat("x", 300)
+	var delTotal, maxTotal time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		for p := 0; p < 50; p++ {
+			ws := make([]api.WBO, 100)
+			for j := range ws {
+				ws[j] = api.WBO{ID: fmt.Sprintf("r%05d", p*100+j), Has: api.FieldPayload | api.FieldSortIndex, Payload: pl, SortIndex: int64(j)}
+			}
+			mustPost(b, s, "alice", "history", ws...)
+		}
+		var slowest time.Duration
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				t0 := time.Now()
+				if _, err := s.PutItem(ctx, "bob", "tabs", api.WBO{ID: strconv.Itoa(n % 10), Has: api.FieldPayload, Payload: pl}, api.Precondition{}); err != nil {
+					b.Error(err)
+					return
+				}
+				slowest = max(slowest, time.Since(t0))
+				time.Sleep(200 * time.Microsecond)
+			}
+		})
+		time.Sleep(20 * time.Millisecond)
+		b.StartTimer()
+		t0 := time.Now()
+		if _, err := s.DeleteCollection(ctx, "alice", "history", nil, api.Precondition{}); err != nil {
+			b.Fatal(err)
+		}
+		delTotal += time.Since(t0)
+		b.StopTimer()
+		time.Sleep(5 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		maxTotal += slowest
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(delTotal.Microseconds())/1000/float64(b.N), "delete-ms")
+	b.ReportMetric(float64(maxTotal.Microseconds())/1000/float64(b.N), "other-max-ms")
+}

@@ -380,5 +380,5 @@ func (w *writer) delChunks(ds *docState, lo, hi uint64) error {
 	} else {
 		w.sc.k2 = ancKey(w.sc.k2[:0], w.user, ds.coll, ds.id, lo-1)
 	}
-	return w.b.DeleteRange(w.sc.k, w.sc.k2, nil)
+	return w.deleteRange(w.sc.k, w.sc.k2)
 }

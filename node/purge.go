@@ -65,6 +65,8 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 	defer s.putScratch(sc)
 	var writers []*writer
 	removed := 0
+	ops := opsPool.Get().(*sortedOps)
+	defer ops.release()
 	// One revision session for every collection: each writer's finish
 	// writes the user meta, with the counters of the whole request.
 	for coll, m := range st.colls {
@@ -72,6 +74,7 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 			continue
 		}
 		w := s.newWriter(b, sc, st, user, coll, now)
+		w.ops = ops
 		type victim struct {
 			id  string
 			seq uint64

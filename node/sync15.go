@@ -321,6 +321,8 @@ func (x *Sync15) DeleteCollection(ctx context.Context, user, coll string, ids []
 		}
 		cm := st.colls[coll]
 		w := x.s.newWriter(b, sc, st, user, coll, t)
+		w.ops = opsPool.Get().(*sortedOps)
+		defer w.ops.release()
 		w.smod = max(w.smod, cm.last, int64(t.ts))
 		if ids == nil {
 			if err := w.tombstoneAll(); err != nil {
@@ -329,7 +331,7 @@ func (x *Sync15) DeleteCollection(ctx context.Context, user, coll string, ids []
 			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp, tagNew15, tagIdx15} {
 				sc.k = collPrefix(sc.k[:0], user, tag, coll)
 				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
-				if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+				if err := w.deleteRange(sc.k, sc.k2); err != nil {
 					return nil, err
 				}
 			}

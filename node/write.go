@@ -343,6 +343,8 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 			return nil, nil
 		}
 		w := s.newWriter(b, sc, st, user, coll, t)
+		w.ops = opsPool.Get().(*sortedOps)
+		defer w.ops.release()
 		if unfiltered(q) {
 			if err := w.tombstoneAll(); err != nil {
 				return nil, err
@@ -353,7 +355,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp, tagNew15, tagIdx15} {
 				sc.k = collPrefix(sc.k[:0], user, tag, coll)
 				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
-				if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
+				if err := w.deleteRange(sc.k, sc.k2); err != nil {
 					return nil, err
 				}
 			}
@@ -420,12 +422,18 @@ func (s *Store) stageDeleteStorage(user string, st *userState, t stamp, b *pebbl
 	}
 	slices.Sort(colls)
 	rs := sc.session(s, st)
+	ops := opsPool.Get().(*sortedOps)
+	defer ops.release()
 	for _, c := range colls {
 		w := s.newWriter(b, sc, st, user, c, t)
+		w.ops = ops
 		if err := w.tombstoneAll(); err != nil {
 			return nil, err
 		}
 		if err := w.saveDocs(); err != nil {
+			return nil, err
+		}
+		if err := w.flushOps(); err != nil {
 			return nil, err
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/hce-sync/hce/api"
 	"github.com/hce-sync/hce/api/testkit"
 )
@@ -364,5 +366,49 @@ func TestBadNames(t *testing.T) {
 	}
 	if _, _, err := api.ReadCollection(ctx, s, "u", "", &api.Query{}); !errors.Is(err, ErrBadName) {
 		t.Fatalf("empty collection: %v", err)
+	}
+}
+
+// TestSortedOpsKeepRangeDeleteOrder checks that writes buffered for
+// sorting reach the batch in the order a range deletion needs: staged
+// before it, they are deleted by it; staged after, they stay, whatever
+// their keys' order.
+func TestSortedOpsKeepRangeDeleteOrder(t *testing.T) {
+	s := openTest(t, t.TempDir(), newFakeClock(), 0)
+	key := func(peer string) []byte { return ckptKey(nil, "u", peer) }
+	_, _, err := s.writeLocked("u", nil, func(st *userState, ts stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		w := s.newWriter(b, sc, st, "u", "c", ts)
+		w.ops = opsPool.Get().(*sortedOps)
+		defer w.ops.release()
+		for _, k := range []string{"m", "b", "z"} { // before: "b" and "m" in the range
+			if err := w.set(key(k), []byte("before")); err != nil {
+				return nil, err
+			}
+		}
+		if err := w.deleteRange(key("a"), key("n")); err != nil {
+			return nil, err
+		}
+		for _, k := range []string{"c", "m"} { // after, in the range
+			if err := w.set(key(k), []byte("after")); err != nil {
+				return nil, err
+			}
+		}
+		return func() {}, w.flushOps()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"b": "", "c": "after", "m": "after", "z": "before"} {
+		v, closer, err := s.db.Get(key(k))
+		got := ""
+		if err == nil {
+			got = string(v)
+			closer.Close()
+		} else if !errors.Is(err, pebble.ErrNotFound) {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("key %s: %q, want %q", k, got, want)
+		}
 	}
 }

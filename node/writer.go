@@ -48,8 +48,12 @@ type writer struct {
 // the Pebble batch sorted by key: Pebble inserts a batch into the memtable
 // with one skiplist inserter, which reuses its position when each key
 // follows the previous one, so sorted batches cost far fewer comparisons.
-// The sort is stable: writes of the same key keep their order, and the
-// batch applies atomically, so the outcome is the same as unsorted.
+// That matters most for large batches (a replicated page, a collection
+// delete): every commit queued behind one waits until it is in the
+// memtable. The sort is stable: writes of the same key keep their order,
+// and the batch applies atomically, so the outcome is the same as
+// unsorted. A range deletion goes through writer.deleteRange, which
+// flushes what was staged before it.
 type sortedOps struct {
 	arena []byte
 	ops   []bufOp
@@ -102,7 +106,7 @@ func (o *sortedOps) flush(b *pebble.Batch) error {
 }
 
 func (o *sortedOps) release() {
-	if cap(o.arena) > 1<<20 || cap(o.ops) > 1<<14 {
+	if cap(o.arena) > 4<<20 || cap(o.ops) > 1<<16 {
 		return
 	}
 	o.arena, o.ops = o.arena[:0], o.ops[:0]
@@ -116,6 +120,24 @@ func (w *writer) set(k, v []byte) error {
 		return nil
 	}
 	return w.b.Set(k, v, nil)
+}
+
+// flushOps hands the writes staged so far to the batch, sorted.
+func (w *writer) flushOps() error {
+	if w.ops == nil {
+		return nil
+	}
+	return w.ops.flush(w.b)
+}
+
+// deleteRange stages a range deletion after every write staged before
+// it, so that it covers them as it would unbuffered (it deletes what
+// precedes it in the batch).
+func (w *writer) deleteRange(lo, hi []byte) error {
+	if err := w.flushOps(); err != nil {
+		return err
+	}
+	return w.b.DeleteRange(lo, hi, nil)
 }
 
 func (w *writer) del(k []byte) error {
@@ -427,10 +449,8 @@ func (w *writer) finish() error {
 	if err := w.saveDocs(); err != nil {
 		return err
 	}
-	if w.ops != nil {
-		if err := w.ops.flush(w.b); err != nil {
-			return err
-		}
+	if err := w.flushOps(); err != nil {
+		return err
 	}
 	if w.cm.count > 0 && w.cm.last == 0 {
 		// A collection made only of payload-less records still needs a time.
