@@ -164,8 +164,9 @@ type listWriter struct {
 	b    []byte
 	n    int
 	// sent: the status line is out; an error can no longer be answered.
-	sent bool
-	err  error
+	sent  bool
+	err   error
+	stamp stampMemo
 }
 
 func newListWriter(w http.ResponseWriter, f Format, full bool) *listWriter {
@@ -180,8 +181,14 @@ func (l *listWriter) add(w *WBO) error {
 	if l.err != nil {
 		return l.err
 	}
-	if l.full {
-		l.b = AppendListElem(l.b, l.f, l.n == 0, func(b []byte) []byte { return AppendWBOJSON(b, *w) })
+	if l.full && l.f == FormatJSON {
+		// AppendListElem's JSON case, without a closure per record.
+		if l.n > 0 {
+			l.b = append(l.b, ',')
+		}
+		l.b = appendWBOJSON(l.b, w, &l.stamp)
+	} else if l.full {
+		l.b = AppendListElem(l.b, l.f, l.n == 0, func(b []byte) []byte { return appendWBOJSON(b, w, &l.stamp) })
 	} else {
 		l.b = AppendListElem(l.b, l.f, l.n == 0, func(b []byte) []byte { return appendJSONStr(b, w.ID, w.Plain&PlainID != 0) })
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -94,6 +95,29 @@ func TestWriteWBOListStreams(t *testing.T) {
 		want = AppendListEnd(want, f)
 		if rec.Body.String() != string(want) {
 			t.Errorf("format %v: streamed body differs (len %d vs %d)", f, rec.Body.Len(), len(want))
+		}
+	}
+}
+
+// TestWriteListStamps checks a list's modified times against records
+// written one by one: runs of one stamp (which the list writer keeps the
+// text of), changes, negative and zero stamps, in every format.
+func TestWriteListStamps(t *testing.T) {
+	stamps := []Stamp{176000000012, 176000000012, 176000000099, 176000000012, 0, -5, -5, 7, 176000000012, 1 << 62}
+	ws := make([]WBO, len(stamps))
+	for i, s := range stamps {
+		ws[i] = WBO{ID: strconv.Itoa(i), Modified: s, Payload: "p", Has: FieldPayload}
+	}
+	for _, f := range []Format{FormatJSON, FormatNewlines, FormatWhoisi} {
+		rec := httptest.NewRecorder()
+		writeList(rec, f, ws)
+		want := AppendListStart(nil, f)
+		for i := range ws {
+			want = AppendListElem(want, f, i == 0, func(b []byte) []byte { return AppendWBOJSON(b, ws[i]) })
+		}
+		want = AppendListEnd(want, f)
+		if rec.Body.String() != string(want) {
+			t.Errorf("format %v:\n got %q\nwant %q", f, rec.Body.String(), want)
 		}
 	}
 }

@@ -380,12 +380,33 @@ func (d *decoder) object(f *wboFields) bool {
 // weave-api.md 1.1 in the order id, modified, payload, sortindex, parentid,
 // predecessorid. Fields not in w.Has and a zero Modified are omitted.
 // Strings that w.Plain marks are copied between quotes unscanned.
-func AppendWBOJSON(b []byte, w WBO) []byte {
+func AppendWBOJSON(b []byte, w WBO) []byte { return appendWBOJSON(b, &w, nil) }
+
+// stampMemo keeps the last stamp a list wrote and its text: the records
+// of one write share their modified time.
+type stampMemo struct {
+	s   Stamp
+	n   int
+	txt [24]byte
+}
+
+// appendWBOJSON is AppendWBOJSON without copying the record (lists append
+// a hundred per request), with an optional memo of the last stamp.
+func appendWBOJSON(b []byte, w *WBO, m *stampMemo) []byte {
 	b = append(b, `{"id":`...)
 	b = appendJSONStr(b, w.ID, w.Plain&PlainID != 0)
 	if w.Modified != 0 {
 		b = append(b, `,"modified":`...)
-		b = w.Modified.AppendTo(b)
+		switch {
+		case m == nil:
+			b = w.Modified.AppendTo(b)
+		case m.n > 0 && m.s == w.Modified:
+			b = append(b, m.txt[:m.n]...)
+		default:
+			at := len(b)
+			b = w.Modified.AppendTo(b)
+			m.s, m.n = w.Modified, copy(m.txt[:], b[at:])
+		}
 	}
 	if w.Has&FieldPayload != 0 {
 		b = append(b, `,"payload":`...)

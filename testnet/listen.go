@@ -184,8 +184,9 @@ func withCouch(store *node.Store, auth api.Authenticator, logger *slog.Logger, s
 	}
 	// The client's address goes into each request's context: the
 	// directory limits failed logins per client.
+	under := ccfg.Prefix + "/"
 	return api.ClientAddrHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := r.URL.Path; p == ccfg.Prefix || strings.HasPrefix(p, ccfg.Prefix+"/") {
+		if p := r.URL.Path; p == ccfg.Prefix || strings.HasPrefix(p, under) {
 			ch.ServeHTTP(w, r)
 			return
 		}

@@ -89,6 +89,11 @@ func (d *Decoder) Uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
+	if len(d.b) > 0 && d.b[0] < 0x80 { // one byte: most lengths and flags
+		x := uint64(d.b[0])
+		d.b = d.b[1:]
+		return x
+	}
 	x, n := binary.Uvarint(d.b)
 	if n <= 0 {
 		d.Fail("bad varint")
