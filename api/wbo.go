@@ -414,7 +414,7 @@ func appendWBOJSON(b []byte, w *WBO, m *stampMemo) []byte {
 	}
 	if w.Has&FieldSortIndex != 0 {
 		b = append(b, `,"sortindex":`...)
-		b = strconv.AppendInt(b, w.SortIndex, 10)
+		b = appendInt(b, w.SortIndex)
 	}
 	if w.Has&FieldParentID != 0 {
 		b = append(b, `,"parentid":`...)
@@ -425,6 +425,20 @@ func appendWBOJSON(b []byte, w *WBO, m *stampMemo) []byte {
 		b = appendJSONStr(b, w.PredecessorID, w.Plain&PlainPredecessorID != 0)
 	}
 	return append(b, '}')
+}
+
+// appendInt is strconv.AppendInt in base 10, by hand below 1000 (most
+// sort indexes).
+func appendInt(b []byte, v int64) []byte {
+	switch {
+	case v < 0 || v >= 1000:
+		return strconv.AppendInt(b, v, 10)
+	case v < 10:
+		return append(b, byte('0'+v))
+	case v < 100:
+		return append(b, byte('0'+v/10), byte('0'+v%10))
+	}
+	return append(b, byte('0'+v/100), byte('0'+v/10%10), byte('0'+v%10))
 }
 
 // appendJSONStr appends s as a JSON string; plain says it needs no

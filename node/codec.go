@@ -180,35 +180,56 @@ func appendRecord(b []byte, r *record) []byte {
 }
 
 // decodeRecord decodes v (record format 1 or 2) into r without copying:
-// r's strings alias v, so v must stay unchanged while they are used.
+// r's strings alias v, so v must stay unchanged while they are used. It
+// reads what a bincode.Decoder would (minimal varints, lengths within v;
+// FuzzDecodeRecord compares them), unrolled: every record a listing
+// returns goes through it.
 func decodeRecord(v []byte, r *record) error {
 	if len(v) < 2 {
 		return errCorrupt
 	}
-	r.has = api.Field(v[1])
-	var d bincode.Decoder
+	var b []byte
 	switch v[0] {
 	case verRecord:
 		if len(v) < 3 {
 			return errCorrupt
 		}
-		r.plain = v[2]
-		d = newDecoder(v[3:])
+		r.plain, b = v[2], v[3:]
 	case verRecord1:
-		r.plain = 0
-		d = newDecoder(v[2:])
+		r.plain, b = 0, v[2:]
 	default:
 		return errCorrupt
 	}
-	r.seq = d.Uvarint()
-	r.mod = d.Varint()
-	r.exp = d.Varint()
-	r.si = d.Varint()
-	r.id = alias(d.Bytes(noMax))
-	r.payload = alias(d.Bytes(noMax))
-	r.parent = alias(d.Bytes(noMax))
-	r.pred = alias(d.Bytes(noMax))
-	return d.Err()
+	r.has = api.Field(v[1])
+	var n [4]uint64 // seq, then zig-zag mod, exp, si
+	for i := range n {
+		x, k := binary.Uvarint(b)
+		if k <= 0 || k > 1 && b[k-1] == 0 {
+			return errCorrupt
+		}
+		n[i], b = x, b[k:]
+	}
+	var s [4][]byte // id, payload, parent, pred
+	for i := range s {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || k > 1 && b[k-1] == 0 || l > uint64(len(b)-k) {
+			return errCorrupt
+		}
+		end := k + int(l)
+		s[i], b = b[k:end:end], b[end:]
+	}
+	r.seq, r.mod, r.exp, r.si = n[0], unzigzag(n[1]), unzigzag(n[2]), unzigzag(n[3])
+	r.id, r.payload, r.parent, r.pred = alias(s[0]), alias(s[1]), alias(s[2]), alias(s[3])
+	return nil
+}
+
+// unzigzag undoes binary.AppendVarint's zig-zag encoding.
+func unzigzag(u uint64) int64 {
+	x := int64(u >> 1)
+	if u&1 != 0 {
+		x = ^x
+	}
+	return x
 }
 
 // collMeta is the metadata of one non-empty collection, or of an empty

@@ -89,10 +89,9 @@ func (d *Decoder) Uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	if len(d.b) > 0 && d.b[0] < 0x80 { // one byte: most lengths and flags
-		x := uint64(d.b[0])
-		d.b = d.b[1:]
-		return x
+	if b := d.b; len(b) > 0 && b[0] < 0x80 { // one byte: most lengths and flags
+		d.b = b[1:]
+		return uint64(b[0])
 	}
 	x, n := binary.Uvarint(d.b)
 	if n <= 0 {
