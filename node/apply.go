@@ -92,7 +92,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 			}
 			var writers []*writer
 			var w *writer
-			ops := opsPool.Get().(*sortedOps)
+			ops := getOps()
 			defer ops.release()
 			flush := func() error {
 				if w == nil {

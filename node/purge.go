@@ -65,7 +65,7 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 	defer s.putScratch(sc)
 	var writers []*writer
 	removed := 0
-	ops := opsPool.Get().(*sortedOps)
+	ops := getOps()
 	defer ops.release()
 	// One revision session for every collection: each writer's finish
 	// writes the user meta, with the counters of the whole request.

@@ -321,7 +321,7 @@ func (x *Sync15) DeleteCollection(ctx context.Context, user, coll string, ids []
 		}
 		cm := st.colls[coll]
 		w := x.s.newWriter(b, sc, st, user, coll, t)
-		w.ops = opsPool.Get().(*sortedOps)
+		w.ops = getOps()
 		defer w.ops.release()
 		w.smod = max(w.smod, cm.last, int64(t.ts))
 		if ids == nil {

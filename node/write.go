@@ -268,7 +268,7 @@ func multi(w *writer, n int) func() {
 	}
 	sc := w.sc
 	w.pendRecs = slices.Grow(sc.recs[:0], n)
-	w.ops = opsPool.Get().(*sortedOps)
+	w.ops = getOps()
 	ops := w.ops
 	return func() {
 		sc.recs = w.pendRecs
@@ -343,7 +343,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 			return nil, nil
 		}
 		w := s.newWriter(b, sc, st, user, coll, t)
-		w.ops = opsPool.Get().(*sortedOps)
+		w.ops = getOps()
 		defer w.ops.release()
 		if unfiltered(q) {
 			if err := w.tombstoneAll(); err != nil {
@@ -422,7 +422,7 @@ func (s *Store) stageDeleteStorage(user string, st *userState, t stamp, b *pebbl
 	}
 	slices.Sort(colls)
 	rs := sc.session(s, st)
-	ops := opsPool.Get().(*sortedOps)
+	ops := getOps()
 	defer ops.release()
 	for _, c := range colls {
 		w := s.newWriter(b, sc, st, user, c, t)

@@ -378,7 +378,7 @@ func TestSortedOpsKeepRangeDeleteOrder(t *testing.T) {
 	key := func(peer string) []byte { return ckptKey(nil, "u", peer) }
 	_, _, err := s.writeLocked("u", nil, func(st *userState, ts stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 		w := s.newWriter(b, sc, st, "u", "c", ts)
-		w.ops = opsPool.Get().(*sortedOps)
+		w.ops = getOps()
 		defer w.ops.release()
 		for _, k := range []string{"m", "b", "z"} { // before: "b" and "m" in the range
 			if err := w.set(key(k), []byte("before")); err != nil {

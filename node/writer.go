@@ -72,6 +72,9 @@ const (
 
 var opsPool = sync.Pool{New: func() any { return new(sortedOps) }}
 
+// getOps takes an empty sortedOps from the pool; release gives it back.
+func getOps() *sortedOps { return opsPool.Get().(*sortedOps) }
+
 func (o *sortedOps) add(k, v []byte, kind byte) {
 	off := len(o.arena)
 	o.arena = append(append(o.arena, k...), v...)
