@@ -127,7 +127,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				if err != nil {
 					return nil, err
 				}
-				if err := s.loadPath(user, ds); err != nil {
+				if err := s.loadPath(user, st.kp, ds); err != nil {
 					return nil, err
 				}
 				adds := !r.Path.Deleted && !ds.contains(r.Path.Leaf())
@@ -173,7 +173,7 @@ func (s *Store) ApplyRevisions(ctx context.Context, user string, revs []Revision
 				return nil, err
 			}
 			if cp != nil {
-				sc.k = ckptKey(sc.k[:0], user, peer)
+				sc.k = ckptKey(sc.k[:0], st.kp, peer)
 				sc.v = appendCheckpoint(sc.v[:0], cp)
 				if err := b.Set(sc.k, sc.v, nil); err != nil {
 					return nil, err

@@ -41,12 +41,12 @@ const verBatch = 1
 // globalBatchPrefix starts the keys of the global batch expiry queue.
 var globalBatchPrefix = []byte("\x00F")
 
-func batchKey(b []byte, user, coll, id string) []byte {
-	return append(collPrefix(b, user, tagBatch, coll), id...)
+func batchKey(b []byte, u ukey, coll, id string) []byte {
+	return append(collPrefix(b, u, tagBatch, coll), id...)
 }
 
-func batchRecKey(b []byte, user, coll, batch, id string) []byte {
-	b = append(batchKey(b, user, coll, batch), 0)
+func batchRecKey(b []byte, u ukey, coll, batch, id string) []byte {
+	b = append(batchKey(b, u, coll, batch), 0)
 	return append(b, id...)
 }
 
@@ -144,8 +144,8 @@ func (x *Sync15) WriteBatch(ctx context.Context, user, coll string, w *sync15.Ba
 
 // readBatch returns the batch's header, or ok false when it does not
 // exist. The caller holds the user's lock.
-func (x *Sync15) readBatch(user, coll, id string) (h batchHeader, ok bool, err error) {
-	v, closer, err := x.s.db.Get(batchKey(nil, user, coll, id))
+func (x *Sync15) readBatch(kp ukey, coll, id string) (h batchHeader, ok bool, err error) {
+	v, closer, err := x.s.db.Get(batchKey(nil, kp, coll, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return h, false, nil
 	}
@@ -159,11 +159,11 @@ func (x *Sync15) readBatch(user, coll, id string) (h batchHeader, ok bool, err e
 // merged adds bs to the batch's records (read from Pebble when loadAll,
 // else only those bs replace) and returns the records it touched and the
 // batch's new record count and payload bytes.
-func (x *Sync15) merged(user, coll, id string, h batchHeader, bs []sync15.BSO, loadAll bool) (map[string]*sync15.BSO, int64, int64, error) {
+func (x *Sync15) merged(user string, kp ukey, coll, id string, h batchHeader, bs []sync15.BSO, loadAll bool) (map[string]*sync15.BSO, int64, int64, error) {
 	recs := make(map[string]*sync15.BSO, len(bs))
 	count, total := h.count, h.bytes
 	if loadAll {
-		lo := append(batchKey(nil, user, coll, id), 0)
+		lo := append(batchKey(nil, kp, coll, id), 0)
 		hi := prefixEnd(nil, lo)
 		it, err := x.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 		if err != nil {
@@ -189,7 +189,7 @@ func (x *Sync15) merged(user, coll, id string, h batchHeader, bs []sync15.BSO, l
 		b := &bs[i]
 		r, ok := recs[b.ID]
 		if !ok && !loadAll {
-			v, closer, err := x.s.db.Get(batchRecKey(nil, user, coll, id, b.ID))
+			v, closer, err := x.s.db.Get(batchRecKey(nil, kp, coll, id, b.ID))
 			switch {
 			case errors.Is(err, pebble.ErrNotFound):
 			case err != nil:
@@ -236,7 +236,7 @@ func (x *Sync15) extendBatch(user, coll string, w *sync15.BatchWrite, created in
 	if err := w.Pre.Check(ts); err != nil {
 		return 0, err
 	}
-	h, ok, err := x.readBatch(user, coll, w.ID)
+	h, ok, err := x.readBatch(st.kp, coll, w.ID)
 	switch {
 	case err != nil:
 		return 0, err
@@ -247,7 +247,7 @@ func (x *Sync15) extendBatch(user, coll string, w *sync15.BatchWrite, created in
 	case w.Create:
 		h = batchHeader{created: created}
 	}
-	recs, count, total, err := x.merged(user, coll, w.ID, h, w.BSOs, false)
+	recs, count, total, err := x.merged(user, st.kp, coll, w.ID, h, w.BSOs, false)
 	if err != nil {
 		return 0, err
 	}
@@ -255,6 +255,9 @@ func (x *Sync15) extendBatch(user, coll string, w *sync15.BatchWrite, created in
 		return 0, sync15.ErrSizeLimitExceeded
 	}
 	h.count, h.bytes = count, total
+	if err := s.ensureUserKey(user, st); err != nil {
+		return 0, err
+	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	var k, v []byte
@@ -268,11 +271,11 @@ func (x *Sync15) extendBatch(user, coll string, w *sync15.BatchWrite, created in
 			return 0, err
 		}
 	}
-	if err := b.Set(batchKey(k[:0], user, coll, w.ID), appendBatchHeader(v[:0], &h), nil); err != nil {
+	if err := b.Set(batchKey(k[:0], st.kp, coll, w.ID), appendBatchHeader(v[:0], &h), nil); err != nil {
 		return 0, err
 	}
 	for _, id := range ids {
-		k = batchRecKey(k[:0], user, coll, w.ID, id)
+		k = batchRecKey(k[:0], st.kp, coll, w.ID, id)
 		v = appendBatchRec(v[:0], recs[id])
 		if err := b.Set(k, v, nil); err != nil {
 			return 0, err
@@ -299,7 +302,7 @@ func (x *Sync15) commitBatch(ctx context.Context, user, coll string, w *sync15.B
 		if !w.Create {
 			var ok bool
 			var err error
-			if h, ok, err = x.readBatch(user, coll, w.ID); err != nil {
+			if h, ok, err = x.readBatch(st.kp, coll, w.ID); err != nil {
 				return nil, err
 			}
 			if !ok {
@@ -307,7 +310,7 @@ func (x *Sync15) commitBatch(ctx context.Context, user, coll string, w *sync15.B
 			}
 			created = h.created
 		}
-		recs, count, total, err := x.merged(user, coll, w.ID, h, w.BSOs, !w.Create)
+		recs, count, total, err := x.merged(user, st.kp, coll, w.ID, h, w.BSOs, !w.Create)
 		if err != nil {
 			return nil, err
 		}
@@ -332,8 +335,8 @@ func (x *Sync15) commitBatch(ctx context.Context, user, coll string, w *sync15.B
 			return nil, err
 		}
 		if !w.Create {
-			sc.k = batchKey(sc.k[:0], user, coll, w.ID)
-			sc.k2 = append(batchKey(sc.k2[:0], user, coll, w.ID), 1)
+			sc.k = batchKey(sc.k[:0], st.kp, coll, w.ID)
+			sc.k2 = append(batchKey(sc.k2[:0], st.kp, coll, w.ID), 1)
 			if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
 				return nil, err
 			}
@@ -374,18 +377,10 @@ func (s *Store) PurgeBatches(ctx context.Context) (int, error) {
 		}
 		for _, k := range keys {
 			_, user, coll, id, ok := parseGlobalBatchKey(k)
-			b := s.db.NewBatch()
-			err := b.Delete(k, nil)
-			if ok && err == nil {
-				err = b.DeleteRange(batchKey(nil, user, coll, id), append(batchKey(nil, user, coll, id), 1), nil)
-			}
-			if err == nil {
-				mu := s.lock(user)
-				mu.Lock()
-				err = s.commit(b)
-				mu.Unlock()
-			}
-			b.Close()
+			mu := s.lock(user)
+			mu.Lock()
+			err := s.dropBatch(k, user, coll, id, ok && checkNames(user) == nil)
+			mu.Unlock()
 			if err != nil {
 				return total, fmt.Errorf("node: dropping an expired batch of %s: %w", strings.Clone(user), err)
 			}
@@ -395,6 +390,27 @@ func (s *Store) PurgeBatches(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// dropBatch deletes global batch expiry key k and, with ok, the batch it
+// names, in one synced batch. The caller holds the user's exclusive lock.
+func (s *Store) dropBatch(k []byte, user, coll, id string, ok bool) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(k, nil); err != nil {
+		return err
+	}
+	if ok {
+		st, err := s.state(user)
+		if err != nil {
+			return err
+		}
+		lo := batchKey(nil, st.kp, coll, id)
+		if err := b.DeleteRange(lo, append(lo[:len(lo):len(lo)], 1), nil); err != nil {
+			return err
+		}
+	}
+	return s.commit(b)
 }
 
 // defaultBatchLifetime is Config.BatchLifetime's default: the storage

@@ -13,6 +13,10 @@ import (
 // exclusive lock and only after the batch that persists the change has been
 // committed.
 type userState struct {
+	// kp is the prefix of the user's keys (userkeys.go): set when the
+	// state is loaded, and by the user's first write in a store of the
+	// number layout (under the exclusive lock, before its batch).
+	kp      ukey
 	nextSeq uint64
 	// last is the highest timestamp given to the user (a read's time or a
 	// write's stamp); the user's next write is stamped above it. Reads
@@ -138,14 +142,18 @@ func (sh *cacheShard) evictLocked(mono int64) {
 func (s *Store) loadUser(user string) (*userState, error) {
 	b := s.getScratch()
 	defer s.putScratch(b)
-	b.k = userTag(b.k[:0], user, tagMeta)
+	kp, err := s.lookupUserKey(user, b.k[:0])
+	if err != nil {
+		return nil, err
+	}
+	b.k = userTag(b.k[:0], kp, tagMeta)
 	b.k2 = prefixEnd(b.k2[:0], b.k)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: b.k, UpperBound: b.k2})
 	if err != nil {
 		return nil, fmt.Errorf("node: loading user: %w", err)
 	}
 	defer it.Close()
-	st := &userState{nextSeq: 1, colls: make(map[string]collMeta)}
+	st := &userState{kp: kp, nextSeq: 1, colls: make(map[string]collMeta)}
 	var last int64
 	plen := len(b.k)
 	for ok := it.First(); ok; ok = it.Next() {

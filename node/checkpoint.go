@@ -29,7 +29,11 @@ func (s *Store) GetCheckpoint(ctx context.Context, user, peer string) (Checkpoin
 		return Checkpoint{}, err
 	}
 	defer s.leave()
-	v, closer, err := s.db.Get(ckptKey(nil, user, peer))
+	kp, err := s.userKeyOf(user)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	v, closer, err := s.db.Get(ckptKey(nil, kp, peer))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return Checkpoint{}, nil
 	}

@@ -153,7 +153,7 @@ func processCPU() time.Duration {
 
 // userBytes sums the keys and values of user's data in Pebble.
 func userBytes(b *testing.B, s *Store, user string) (keys, bytes int) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: userStart(nil, user), UpperBound: userEnd(nil, user)})
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: userStart(nil, keyOf(b, s, user)), UpperBound: userEnd(nil, keyOf(b, s, user))})
 	if err != nil {
 		b.Fatal(err)
 	}

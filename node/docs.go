@@ -115,7 +115,12 @@ func (s *Store) GetDocs(ctx context.Context, user string, refs []DocRef) ([]*Doc
 // loadDocs reads refs' documents; with fill, live winners get their
 // fields from the Weave records. The caller holds the user's lock.
 func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) {
-	states, seqs, err := s.loadStates(user, refs)
+	st, err := s.state(user)
+	if err != nil {
+		return nil, err
+	}
+	kp := st.kp
+	states, seqs, err := s.loadStates(user, kp, refs)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +136,7 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 		}
 		first[ds] = i
 		r := refs[i]
-		if err := s.loadPath(user, ds); err != nil {
+		if err := s.loadPath(user, kp, ds); err != nil {
 			return nil, err
 		}
 		if err := ds.decodeAll(); err != nil {
@@ -145,16 +150,16 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 	if fill && len(views) > 0 {
 		// Live winners' fields, from the records in key order.
 		slices.SortFunc(views, func(a, b int) int {
-			return bytes.Compare(dataKey(nil, user, refs[a].Coll, seqs[a]), dataKey(nil, user, refs[b].Coll, seqs[b]))
+			return bytes.Compare(dataKey(nil, kp, refs[a].Coll, seqs[a]), dataKey(nil, kp, refs[b].Coll, seqs[b]))
 		})
 		var rec record
 		var missErr error
 		var k []byte
-		err = s.scanKeys(userTag(nil, user, tagData), views, func(i int) []byte {
+		err = s.scanKeys(userTag(nil, kp, tagData), views, func(i int) []byte {
 			if seqs[i] == 0 {
 				return nil
 			}
-			k = dataKey(k[:0], user, refs[i].Coll, seqs[i])
+			k = dataKey(k[:0], kp, refs[i].Coll, seqs[i])
 			return k
 		}, func(i int, v []byte) error {
 			if err := decodeRecord(v, &rec); err != nil {
@@ -195,7 +200,7 @@ func (s *Store) loadDocs(user string, refs []DocRef, fill bool) ([]*Doc, error) 
 // first (documents embedded there, and the records' numbers for the live
 // winners' fields: seqs, 0 without a record), then document keys. The
 // caller holds the user's lock.
-func (s *Store) loadStates(user string, refs []DocRef) (states []*docState, seqs []uint64, err error) {
+func (s *Store) loadStates(user string, kp ukey, refs []DocRef) (states []*docState, seqs []uint64, err error) {
 	order := make([]int, 0, len(refs))
 	for i, r := range refs {
 		if checkNames(r.Coll) == nil {
@@ -224,8 +229,8 @@ func (s *Store) loadStates(user string, refs []DocRef) (states []*docState, seqs
 	}
 	var inV []int
 	var k []byte
-	err = s.scanKeys(userTag(nil, user, tagRec), uniq, func(i int) []byte {
-		k = recKey(k[:0], user, refs[i].Coll, refs[i].ID)
+	err = s.scanKeys(userTag(nil, kp, tagRec), uniq, func(i int) []byte {
+		k = recKey(k[:0], kp, refs[i].Coll, refs[i].ID)
 		return k
 	}, func(i int, v []byte) error {
 		ds := states[i]
@@ -252,8 +257,8 @@ func (s *Store) loadStates(user string, refs []DocRef) (states []*docState, seqs
 	for i, ds := range states {
 		found[i] = ds != nil && ds.inR
 	}
-	err = s.scanKeys(userTag(nil, user, tagDoc), inV, func(i int) []byte {
-		k = docKey(k[:0], user, refs[i].Coll, refs[i].ID)
+	err = s.scanKeys(userTag(nil, kp, tagDoc), inV, func(i int) []byte {
+		k = docKey(k[:0], kp, refs[i].Coll, refs[i].ID)
 		return k
 	}, func(i int, v []byte) error {
 		ds := states[i]
@@ -333,7 +338,11 @@ func (s *Store) RevsDiff(ctx context.Context, user string, q []DocRevs) ([]DocRe
 	mu := s.lock(user)
 	mu.RLock()
 	defer mu.RUnlock()
-	states, _, err := s.loadStates(user, refs)
+	st, err := s.state(user)
+	if err != nil {
+		return nil, err
+	}
+	states, _, err := s.loadStates(user, st.kp, refs)
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +350,7 @@ func (s *Store) RevsDiff(ctx context.Context, user string, q []DocRevs) ([]DocRe
 	for i, d := range q {
 		var miss []revtree.Rev
 		for _, r := range d.Revs {
-			in, err := s.hasRev(user, states[i], r)
+			in, err := s.hasRev(user, st.kp, states[i], r)
 			if err != nil {
 				return nil, err
 			}
@@ -360,7 +369,7 @@ func (s *Store) RevsDiff(ctx context.Context, user string, q []DocRevs) ([]DocRe
 // single path it reads at most the one ancestor key of r's position: a
 // replicated update asks about a leaf newer than the path, which needs
 // none.
-func (s *Store) hasRev(user string, ds *docState, r revtree.Rev) (bool, error) {
+func (s *Store) hasRev(user string, kp ukey, ds *docState, r revtree.Rev) (bool, error) {
 	if ds == nil {
 		return false, nil
 	}
@@ -368,6 +377,6 @@ func (s *Store) hasRev(user string, ds *docState, r revtree.Rev) (bool, error) {
 	if known {
 		return in, nil
 	}
-	h, ok, err := s.ancestorAt(user, ds, r.Pos)
+	h, ok, err := s.ancestorAt(user, kp, ds, r.Pos)
 	return ok && h == r.Hash, err
 }

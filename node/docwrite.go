@@ -168,7 +168,7 @@ func (w *writer) doc(id string) (*docState, error) {
 	}
 	ds := rs.create(w.coll, id)
 	ds.preSet = true
-	w.sc.k = recKey(w.sc.k[:0], w.user, w.coll, id)
+	w.sc.k = recKey(w.sc.k[:0], w.kp, w.coll, id)
 	v, closer, err := w.s.db.Get(w.sc.k)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
@@ -185,7 +185,7 @@ func (w *writer) doc(id string) (*docState, error) {
 			return ds, nil
 		}
 	}
-	w.sc.k = docKey(w.sc.k[:0], w.user, w.coll, id)
+	w.sc.k = docKey(w.sc.k[:0], w.kp, w.coll, id)
 	v, closer, err = w.s.db.Get(w.sc.k)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
@@ -228,7 +228,7 @@ func (w *writer) prefetch(ids []string) error {
 	sc := w.sc
 	// The bounds must stay unchanged while the iterator lives; sc.v holds
 	// the seek key (it is free until saveDocs).
-	sc.k = collPrefix(sc.k[:0], w.user, tagRec, w.coll)
+	sc.k = collPrefix(sc.k[:0], w.kp, tagRec, w.coll)
 	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
 	if err != nil {
@@ -275,7 +275,7 @@ func (w *writer) prefetchDocs(dss []*docState) error {
 	if len(dss) == 0 {
 		return nil
 	}
-	lo := collPrefix(nil, w.user, tagDoc, w.coll)
+	lo := collPrefix(nil, w.kp, tagDoc, w.coll)
 	hi := prefixEnd(nil, lo)
 	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -364,7 +364,7 @@ func (w *writer) editOn(ds *docState, parent revtree.Leaf, ok, deleted bool, x *
 		return nil
 	}
 	if ds.lin.n > 0 {
-		if err := w.s.loadPath(w.user, ds); err != nil {
+		if err := w.s.loadPath(w.user, w.kp, ds); err != nil {
 			return err
 		}
 	}
@@ -394,7 +394,7 @@ func (w *writer) tombstone(id string) error {
 // (exactly those with a record: it walks the record keys) and adds a
 // tombstone to each.
 func (w *writer) tombstoneAll() error {
-	lo := collPrefix(nil, w.user, tagRec, w.coll)
+	lo := collPrefix(nil, w.kp, tagRec, w.coll)
 	hi := prefixEnd(nil, lo)
 	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -466,14 +466,14 @@ func (w *writer) saveDocs() error {
 		ds.run.conf = conf
 		if ds.run.drop {
 			if ds.seq != 0 {
-				sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+				sc.k = chgKey(sc.k[:0], w.kp, ds.seq)
 				if err := w.del(sc.k); err != nil {
 					return err
 				}
 			}
 			ds.seq = 0
 			if ds.inV {
-				sc.k = docKey(sc.k[:0], w.user, w.coll, ds.id)
+				sc.k = docKey(sc.k[:0], w.kp, w.coll, ds.id)
 				if err := w.del(sc.k); err != nil {
 					return err
 				}
@@ -486,7 +486,7 @@ func (w *writer) saveDocs() error {
 		}
 		if ds.dirty {
 			if ds.seq != 0 {
-				sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+				sc.k = chgKey(sc.k[:0], w.kp, ds.seq)
 				if err := w.del(sc.k); err != nil {
 					return err
 				}
@@ -498,7 +498,7 @@ func (w *writer) saveDocs() error {
 			return err
 		}
 		if ds.dirty {
-			sc.k = chgKey(sc.k[:0], w.user, ds.seq)
+			sc.k = chgKey(sc.k[:0], w.kp, ds.seq)
 			v, err := appendChange(sc.v[:0], w.coll, ds.id, ds)
 			if err != nil {
 				return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, ds.id, w.user, errCorrupt, err)
@@ -538,7 +538,7 @@ func (w *writer) placeDoc(ds *docState) error {
 		if err := w.saveHistory(ds, true); err != nil {
 			return err
 		}
-		sc.k = recKey(sc.k[:0], w.user, w.coll, ds.id)
+		sc.k = recKey(sc.k[:0], w.kp, w.coll, ds.id)
 		v, err := w.s.appendDoc(appendHead(sc.v[:0], &ds.head), ds, &ds.head)
 		if err != nil {
 			return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, ds.id, w.user, errCorrupt, err)
@@ -548,7 +548,7 @@ func (w *writer) placeDoc(ds *docState) error {
 			return err
 		}
 		if ds.inV {
-			sc.k = docKey(sc.k[:0], w.user, w.coll, ds.id)
+			sc.k = docKey(sc.k[:0], w.kp, w.coll, ds.id)
 			if err := w.del(sc.k); err != nil {
 				return err
 			}
@@ -557,7 +557,7 @@ func (w *writer) placeDoc(ds *docState) error {
 		return nil
 	}
 	if ds.headSet {
-		sc.k = recKey(sc.k[:0], w.user, w.coll, ds.id)
+		sc.k = recKey(sc.k[:0], w.kp, w.coll, ds.id)
 		sc.v = appendHead(sc.v[:0], &ds.head)
 		if err := w.set(sc.k, sc.v); err != nil {
 			return err
@@ -570,7 +570,7 @@ func (w *writer) placeDoc(ds *docState) error {
 	if err := w.saveHistory(ds, ds.lin.n > 0); err != nil {
 		return err
 	}
-	sc.k = docKey(sc.k[:0], w.user, w.coll, ds.id)
+	sc.k = docKey(sc.k[:0], w.kp, w.coll, ds.id)
 	v, err := w.s.appendDoc(sc.v[:0], ds, nil)
 	if err != nil {
 		return fmt.Errorf("node: document %s/%s of %s: %w: %w", w.coll, ds.id, w.user, errCorrupt, err)

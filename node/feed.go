@@ -45,11 +45,15 @@ func (s *Store) Changes(ctx context.Context, user string, since uint64, limit in
 		return nil, 0, err
 	}
 	nowSec := m / 100
-	lo := chgKey(nil, user, since+1)
 	if since == ^uint64(0) {
 		return nil, since, nil
 	}
-	hi := prefixEnd(nil, userTag(nil, user, tagChg))
+	kp, err := s.userKeyOf(user)
+	if err != nil {
+		return nil, 0, err
+	}
+	lo := chgKey(nil, kp, since+1)
+	hi := prefixEnd(nil, userTag(nil, kp, tagChg))
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return nil, 0, err

@@ -70,7 +70,7 @@ func testReadsFormat(t *testing.T, name string, old byte) {
 		t.Fatalf("the current code reads the fixture differently:\n%.3000s", gb)
 	}
 	u := fixtureUser
-	if n := rawPrefixKeys(t, s, userTag(nil, u, old)); n == 0 {
+	if n := rawPrefixKeys(t, s, userTag(nil, keyOf(t, s, u), old)); n == 0 {
 		t.Fatalf("the fixture holds no key with tag %q: it does not test the old layout", old)
 	}
 	// A new replica pulls everything from the old layout.
@@ -97,7 +97,7 @@ func testReadsFormat(t *testing.T, name string, old byte) {
 	// one per older revision of a single path.
 	check := func(st *Store, what string) {
 		t.Helper()
-		if n := rawPrefixKeys(t, st, userTag(nil, u, tagHist)); n != 0 {
+		if n := rawPrefixKeys(t, st, userTag(nil, keyOf(t, st, u), tagHist)); n != 0 {
 			t.Fatalf("%s: %d history keys left after every document changed", what, n)
 		}
 		anc := 0
@@ -128,7 +128,7 @@ func testReadsFormat(t *testing.T, name string, old byte) {
 				anc += ancestorChunks(t, st, u, d.Coll, d.ID, win.Rev.Pos, doc.Tree.Len())
 			}
 		}
-		if n := rawPrefixKeys(t, st, userTag(nil, u, tagAnc)); n != anc {
+		if n := rawPrefixKeys(t, st, userTag(nil, keyOf(t, st, u), tagAnc)); n != anc {
 			t.Fatalf("%s: %d ancestor keys, want %d", what, n, anc)
 		}
 		t.Logf("%s: %d ancestor keys", what, anc)
@@ -168,7 +168,7 @@ func testReadsFormat(t *testing.T, name string, old byte) {
 // them and that the keys' range starts at its oldest revision.
 func ancestorChunks(t *testing.T, s *Store, user, coll, id string, pos uint64, n int) int {
 	t.Helper()
-	states, _, err := s.loadStates(user, []DocRef{{Coll: coll, ID: id}})
+	states, _, err := s.loadStates(user, keyOf(t, s, user), []DocRef{{Coll: coll, ID: id}})
 	if err != nil || states[0] == nil {
 		t.Fatalf("%s/%s: %v", coll, id, err)
 	}

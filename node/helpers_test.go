@@ -96,7 +96,7 @@ func rawPrefixKeys(t testing.TB, s *Store, lo []byte) int {
 
 // rawKeys counts the user's keys in Pebble.
 func rawKeys(t testing.TB, s *Store, user string) int {
-	return rawPrefixKeys(t, s, userStart(nil, user))
+	return rawPrefixKeys(t, s, userStart(nil, keyOf(t, s, user)))
 }
 
 // viewKeys counts the user's keys outside the revision keys (documents,
@@ -104,7 +104,18 @@ func rawKeys(t testing.TB, s *Store, user string) int {
 func viewKeys(t testing.TB, s *Store, user string) int {
 	n := rawKeys(t, s, user)
 	for _, tag := range []byte{tagDoc, tagChg, tagCkpt, tagLocal, tagAnc, tagHist} {
-		n -= rawPrefixKeys(t, s, userTag(nil, user, tag))
+		n -= rawPrefixKeys(t, s, userTag(nil, keyOf(t, s, user), tag))
 	}
 	return n
+}
+
+// keyOf returns user's key prefix in s (its name in a store of the name
+// layout).
+func keyOf(t testing.TB, s *Store, user string) ukey {
+	t.Helper()
+	kp, err := s.userKeyOf(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
 }

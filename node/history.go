@@ -66,15 +66,15 @@ func (ds *docState) tail() int {
 }
 
 // ancPrefix is the prefix of document coll/id's ancestor keys.
-func ancPrefix(b []byte, user, coll, id string) []byte {
-	b = collPrefix(b, user, tagAnc, coll)
+func ancPrefix(b []byte, u ukey, coll, id string) []byte {
+	b = collPrefix(b, u, tagAnc, coll)
 	b = append(b, byte(len(id)))
 	return append(b, id...)
 }
 
 // ancKey is the ancestor key of chunk c of document coll/id.
-func ancKey(b []byte, user, coll, id string, c uint64) []byte {
-	return appendU64(ancPrefix(b, user, coll, id), ^c)
+func ancKey(b []byte, u ukey, coll, id string, c uint64) []byte {
+	return appendU64(ancPrefix(b, u, coll, id), ^c)
 }
 
 // ancSlots is one chunk's entries, decoded.
@@ -116,7 +116,7 @@ type histState struct {
 // keys (or old-format history key): a no-op when they are loaded. The
 // caller holds the user's lock; the keys are read as Pebble has them
 // (this request's batch is not applied yet).
-func (s *Store) loadPath(user string, ds *docState) error {
+func (s *Store) loadPath(user string, kp ukey, ds *docState) error {
 	l := &ds.lin
 	if l.n == 0 || l.loaded() {
 		return nil
@@ -132,7 +132,7 @@ func (s *Store) loadPath(user string, ds *docState) error {
 	ids := make([]byte, k*hl, l.n*hl)
 	copy(ids, l.ids)
 	if h.legacy {
-		v, closer, err := s.db.Get(histKey(nil, user, ds.coll, ds.id))
+		v, closer, err := s.db.Get(histKey(nil, kp, ds.coll, ds.id))
 		if err != nil {
 			return fmt.Errorf("node: history of %s/%s of %s: %w", ds.coll, ds.id, user, err)
 		}
@@ -147,14 +147,14 @@ func (s *Store) loadPath(user string, ds *docState) error {
 		l.ids = append(ids, v[off:off+(top-bot+1)*hl]...)
 		return nil
 	}
-	prefix := ancPrefix(nil, user, ds.coll, ds.id)
+	prefix := ancPrefix(nil, kp, ds.coll, ds.id)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(nil, prefix)})
 	if err != nil {
 		return err
 	}
 	want := top // the next position to append
 	var slots ancSlots
-	for ok := it.SeekGE(ancKey(nil, user, ds.coll, ds.id, top/ancChunk)); ok && want >= bot; ok = it.Next() {
+	for ok := it.SeekGE(ancKey(nil, kp, ds.coll, ds.id, top/ancChunk)); ok && want >= bot; ok = it.Next() {
 		key := it.Key()
 		if len(key) != len(prefix)+8 {
 			break
@@ -195,13 +195,13 @@ func (s *Store) loadPath(user string, ds *docState) error {
 // ancestorAt reads the hash of position pos of a single-path document
 // from its ancestor keys (or old-format history key), without loading
 // the rest; ok is false when the store has none there.
-func (s *Store) ancestorAt(user string, ds *docState, pos uint64) (h [revtree.HashLen]byte, ok bool, err error) {
+func (s *Store) ancestorAt(user string, kp ukey, ds *docState, pos uint64) (h [revtree.HashLen]byte, ok bool, err error) {
 	st := ds.hist
 	if st.hi == 0 || pos < st.lo || pos > st.hi {
 		return h, false, nil
 	}
 	if st.legacy {
-		if err := s.loadPath(user, ds); err != nil {
+		if err := s.loadPath(user, kp, ds); err != nil {
 			return h, false, err
 		}
 		l := &ds.lin
@@ -210,7 +210,7 @@ func (s *Store) ancestorAt(user string, ds *docState, pos uint64) (h [revtree.Ha
 		}
 		return l.hash(int(l.start - pos)), true, nil
 	}
-	v, closer, err := s.db.Get(ancKey(nil, user, ds.coll, ds.id, pos/ancChunk))
+	v, closer, err := s.db.Get(ancKey(nil, kp, ds.coll, ds.id, pos/ancChunk))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return h, false, nil
 	}
@@ -250,12 +250,12 @@ func (w *writer) saveHistory(ds *docState, keepLin bool) error {
 		return nil // the usual replicated no-op, or a document without history
 	}
 	if keepLin && (st.legacy || st.rewrite) {
-		if err := w.s.loadPath(w.user, ds); err != nil {
+		if err := w.s.loadPath(w.user, w.kp, ds); err != nil {
 			return err
 		}
 	}
 	if st.legacy {
-		w.sc.k = histKey(w.sc.k[:0], w.user, ds.coll, ds.id)
+		w.sc.k = histKey(w.sc.k[:0], w.kp, ds.coll, ds.id)
 		if err := w.del(w.sc.k); err != nil {
 			return err
 		}
@@ -336,7 +336,7 @@ func (w *writer) addEntries(ds *docState, c, plo, phi, slo, shi uint64, whole bo
 		low = shi + 1
 	}
 	if low <= phi && int(l.start-low) >= l.known() {
-		if err := w.s.loadPath(w.user, ds); err != nil {
+		if err := w.s.loadPath(w.user, w.kp, ds); err != nil {
 			return err
 		}
 	}
@@ -350,7 +350,7 @@ func (w *writer) addEntries(ds *docState, c, plo, phi, slo, shi uint64, whole bo
 		sc.k2 = append(sc.k2, byte(p%ancChunk))
 		sc.k2 = append(sc.k2, l.ids[i*revtree.HashLen:(i+1)*revtree.HashLen]...)
 	}
-	sc.k = ancKey(sc.k[:0], w.user, ds.coll, ds.id, c)
+	sc.k = ancKey(sc.k[:0], w.kp, ds.coll, ds.id, c)
 	if whole {
 		return w.set(sc.k, sc.k2)
 	}
@@ -365,7 +365,7 @@ const maxPointDeletes = 8
 func (w *writer) delChunks(ds *docState, lo, hi uint64) error {
 	if hi-lo+1 <= maxPointDeletes {
 		for c := lo; c <= hi; c++ {
-			w.sc.k = ancKey(w.sc.k[:0], w.user, ds.coll, ds.id, c)
+			w.sc.k = ancKey(w.sc.k[:0], w.kp, ds.coll, ds.id, c)
 			if err := w.del(w.sc.k); err != nil {
 				return err
 			}
@@ -374,11 +374,11 @@ func (w *writer) delChunks(ds *docState, lo, hi uint64) error {
 	}
 	// Keys run from the highest chunk to the lowest; the range ends
 	// after chunk lo.
-	w.sc.k = ancKey(w.sc.k[:0], w.user, ds.coll, ds.id, hi)
+	w.sc.k = ancKey(w.sc.k[:0], w.kp, ds.coll, ds.id, hi)
 	if lo == 0 {
-		w.sc.k2 = prefixEnd(w.sc.k2[:0], ancPrefix(nil, w.user, ds.coll, ds.id))
+		w.sc.k2 = prefixEnd(w.sc.k2[:0], ancPrefix(nil, w.kp, ds.coll, ds.id))
 	} else {
-		w.sc.k2 = ancKey(w.sc.k2[:0], w.user, ds.coll, ds.id, lo-1)
+		w.sc.k2 = ancKey(w.sc.k2[:0], w.kp, ds.coll, ds.id, lo-1)
 	}
 	return w.deleteRange(w.sc.k, w.sc.k2)
 }

@@ -32,14 +32,14 @@ import (
 const verIdx15 = 1
 
 // new15Key is the N key of record id modified at mod.
-func new15Key(b []byte, user, coll string, mod int64, id string) []byte {
-	b = appendU64(collPrefix(b, user, tagNew15, coll), ordInt64(mod))
+func new15Key(b []byte, u ukey, coll string, mod int64, id string) []byte {
+	b = appendU64(collPrefix(b, u, tagNew15, coll), ordInt64(mod))
 	return append(b, id...)
 }
 
 // idx15Key is the I key of record id with sortindex si (when hasSI).
-func idx15Key(b []byte, user, coll string, hasSI bool, si int64, id string) []byte {
-	b = collPrefix(b, user, tagIdx15, coll)
+func idx15Key(b []byte, u ukey, coll string, hasSI bool, si int64, id string) []byte {
+	b = collPrefix(b, u, tagIdx15, coll)
 	if hasSI {
 		b = appendU64(append(b, 1), ordInt64(si))
 	} else {
@@ -119,12 +119,12 @@ func decodeIdx15Val(v []byte, e *entry15, withMod bool) error {
 // index15 stages the Sync 1.5 index entries of record id with head h.
 func (w *writer) index15(id string, h *head) error {
 	sc := w.sc
-	sc.k = new15Key(sc.k[:0], w.user, w.coll, h.mod, id)
+	sc.k = new15Key(sc.k[:0], w.kp, w.coll, h.mod, id)
 	sc.v = idx15Val(sc.v[:0], h, false)
 	if err := w.set(sc.k, sc.v); err != nil {
 		return err
 	}
-	sc.k = idx15Key(sc.k[:0], w.user, w.coll, h.hasSI(), h.si, id)
+	sc.k = idx15Key(sc.k[:0], w.kp, w.coll, h.hasSI(), h.si, id)
 	sc.v = idx15Val(sc.v[:0], h, true)
 	return w.set(sc.k, sc.v)
 }
@@ -133,11 +133,11 @@ func (w *writer) index15(id string, h *head) error {
 // id with head h.
 func (w *writer) unindex15(id string, h *head) error {
 	sc := w.sc
-	sc.k = new15Key(sc.k[:0], w.user, w.coll, h.mod, id)
+	sc.k = new15Key(sc.k[:0], w.kp, w.coll, h.mod, id)
 	if err := w.del(sc.k); err != nil {
 		return err
 	}
-	sc.k = idx15Key(sc.k[:0], w.user, w.coll, h.hasSI(), h.si, id)
+	sc.k = idx15Key(sc.k[:0], w.kp, w.coll, h.hasSI(), h.si, id)
 	return w.del(sc.k)
 }
 
@@ -159,6 +159,9 @@ func (s *Store) ensure15(user string) error {
 	if st, err = s.state(user); err != nil || st.sync15 {
 		return err
 	}
+	if err := s.ensureUserKey(user, st); err != nil {
+		return err
+	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	sc := s.getScratch()
@@ -166,8 +169,8 @@ func (s *Store) ensure15(user string) error {
 	// Stale entries cannot exist (the flag is only cleared by WipeUser,
 	// which deletes every key), but a range delete makes sure.
 	for _, tag := range []byte{tagNew15, tagIdx15} {
-		sc.k = userTag(sc.k[:0], user, tag)
-		sc.k2 = userTag(sc.k2[:0], user, tag+1)
+		sc.k = userTag(sc.k[:0], st.kp, tag)
+		sc.k2 = userTag(sc.k2[:0], st.kp, tag+1)
 		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
 			return err
 		}
@@ -176,7 +179,7 @@ func (s *Store) ensure15(user string) error {
 	smod := st.smod
 	for coll, cm := range st.colls {
 		smod = max(smod, cm.last)
-		lo := collPrefix(nil, user, tagRec, coll)
+		lo := collPrefix(nil, st.kp, tagRec, coll)
 		hi := prefixEnd(nil, lo)
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 		if err != nil {
@@ -193,13 +196,13 @@ func (s *Store) ensure15(user string) error {
 				return fmt.Errorf("node: building the Sync 1.5 indexes of %s/%s: %w", user, coll, err)
 			}
 			id := string(it.Key()[len(lo):])
-			sc.k = new15Key(sc.k[:0], user, coll, h.mod, id)
+			sc.k = new15Key(sc.k[:0], st.kp, coll, h.mod, id)
 			sc.v = idx15Val(sc.v[:0], &h, false)
 			if err := b.Set(sc.k, sc.v, nil); err != nil {
 				it.Close()
 				return err
 			}
-			sc.k = idx15Key(sc.k[:0], user, coll, h.hasSI(), h.si, id)
+			sc.k = idx15Key(sc.k[:0], st.kp, coll, h.hasSI(), h.si, id)
 			sc.v = idx15Val(sc.v[:0], &h, true)
 			if err := b.Set(sc.k, sc.v, nil); err != nil {
 				it.Close()
@@ -214,7 +217,7 @@ func (s *Store) ensure15(user string) error {
 	m := st.meta(st.last.Load(), st.chg.Load())
 	m.flags |= userSync15
 	m.smod = smod
-	sc.k = metaKey(sc.k[:0], user, "")
+	sc.k = metaKey(sc.k[:0], st.kp, "")
 	sc.v = appendUserMeta(sc.v[:0], m)
 	if err := b.Set(sc.k, sc.v, nil); err != nil {
 		return err

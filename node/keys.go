@@ -36,26 +36,26 @@ var viewRanges = [][2]byte{{tagMeta, tagHist}, {tagRec, 'T'}, {tagExp, 'Y'}}
 
 var keyUUID = []byte("\x00uuid")
 
-func docKey(b []byte, user, coll, id string) []byte {
-	b = collPrefix(b, user, tagDoc, coll)
+func docKey(b []byte, u ukey, coll, id string) []byte {
+	b = collPrefix(b, u, tagDoc, coll)
 	return append(b, id...)
 }
 
-func histKey(b []byte, user, coll, id string) []byte {
-	b = collPrefix(b, user, tagHist, coll)
+func histKey(b []byte, u ukey, coll, id string) []byte {
+	b = collPrefix(b, u, tagHist, coll)
 	return append(b, id...)
 }
 
-func chgKey(b []byte, user string, seq uint64) []byte {
-	return appendU64(userTag(b, user, tagChg), seq)
+func chgKey(b []byte, u ukey, seq uint64) []byte {
+	return appendU64(userTag(b, u, tagChg), seq)
 }
 
-func localKey(b []byte, user, id string) []byte {
-	return append(userTag(b, user, tagLocal), id...)
+func localKey(b []byte, u ukey, id string) []byte {
+	return append(userTag(b, u, tagLocal), id...)
 }
 
-func ckptKey(b []byte, user, peer string) []byte {
-	return append(userTag(b, user, tagCkpt), peer...)
+func ckptKey(b []byte, u ukey, peer string) []byte {
+	return append(userTag(b, u, tagCkpt), peer...)
 }
 
 var (
@@ -71,26 +71,26 @@ func ordInt64(v int64) uint64 { return uint64(v) ^ signBit }
 func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
 // userStart and userEnd bound every per-user key.
-func userStart(b []byte, user string) []byte {
-	b = append(b, user...)
+func userStart(b []byte, u ukey) []byte {
+	b = append(b, u.check()...)
 	return append(b, 0)
 }
 
-func userEnd(b []byte, user string) []byte {
-	b = append(b, user...)
+func userEnd(b []byte, u ukey) []byte {
+	b = append(b, u.check()...)
 	return append(b, 1)
 }
 
 // userTag is the prefix user\0 tag.
-func userTag(b []byte, user string, tag byte) []byte {
-	b = append(b, user...)
+func userTag(b []byte, u ukey, tag byte) []byte {
+	b = append(b, u.check()...)
 	return append(b, 0, tag)
 }
 
 // collPrefix is the prefix user\0 tag coll\0 of one collection's keys of
 // one kind.
-func collPrefix(b []byte, user string, tag byte, coll string) []byte {
-	b = append(b, user...)
+func collPrefix(b []byte, u ukey, tag byte, coll string) []byte {
+	b = append(b, u.check()...)
 	b = append(b, 0, tag)
 	b = append(b, coll...)
 	return append(b, 0)
@@ -104,31 +104,31 @@ func prefixEnd(b, p []byte) []byte {
 	return b
 }
 
-func metaKey(b []byte, user, coll string) []byte {
-	b = userTag(b, user, tagMeta)
+func metaKey(b []byte, u ukey, coll string) []byte {
+	b = userTag(b, u, tagMeta)
 	return append(b, coll...)
 }
 
-func recKey(b []byte, user, coll, id string) []byte {
-	b = collPrefix(b, user, tagRec, coll)
+func recKey(b []byte, u ukey, coll, id string) []byte {
+	b = collPrefix(b, u, tagRec, coll)
 	return append(b, id...)
 }
 
-func dataKey(b []byte, user, coll string, seq uint64) []byte {
-	return appendU64(collPrefix(b, user, tagData, coll), seq)
+func dataKey(b []byte, u ukey, coll string, seq uint64) []byte {
+	return appendU64(collPrefix(b, u, tagData, coll), seq)
 }
 
-func modKey(b []byte, user, coll string, mod int64, seq uint64) []byte {
-	return appendU64(appendU64(collPrefix(b, user, tagMod, coll), ordInt64(mod)), seq)
+func modKey(b []byte, u ukey, coll string, mod int64, seq uint64) []byte {
+	return appendU64(appendU64(collPrefix(b, u, tagMod, coll), ordInt64(mod)), seq)
 }
 
 // idxKey sorts by sortindex descending, then seq ascending.
-func idxKey(b []byte, user, coll string, si int64, seq uint64) []byte {
-	return appendU64(appendU64(collPrefix(b, user, tagIdx, coll), ^ordInt64(si)), seq)
+func idxKey(b []byte, u ukey, coll string, si int64, seq uint64) []byte {
+	return appendU64(appendU64(collPrefix(b, u, tagIdx, coll), ^ordInt64(si)), seq)
 }
 
-func expKey(b []byte, user, coll string, exp int64, seq uint64) []byte {
-	return appendU64(appendU64(collPrefix(b, user, tagExp, coll), ordInt64(exp)), seq)
+func expKey(b []byte, u ukey, coll string, exp int64, seq uint64) []byte {
+	return appendU64(appendU64(collPrefix(b, u, tagExp, coll), ordInt64(exp)), seq)
 }
 
 func globalExpKey(b []byte, exp int64, user, coll string) []byte {

@@ -142,7 +142,7 @@ func TestHistorySpills(t *testing.T) {
 	}
 	d1 := check(s, "after the updates")
 	// Positions 18..36 are ancestors: chunks 0 (18..31) and 1 (32..36).
-	if n := rawPrefixKeys(t, s, userTag(nil, "u", tagAnc)); n != 2 {
+	if n := rawPrefixKeys(t, s, userTag(nil, keyOf(t, s, "u"), tagAnc)); n != 2 {
 		t.Fatalf("%d ancestor keys, want 2", n)
 	}
 	s.Close()

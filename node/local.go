@@ -39,11 +39,15 @@ func (s *Store) GetLocal(ctx context.Context, user, id string) (LocalDoc, error)
 		return LocalDoc{}, err
 	}
 	defer s.leave()
-	return s.getLocal(user, id)
+	kp, err := s.userKeyOf(user)
+	if err != nil {
+		return LocalDoc{}, err
+	}
+	return s.getLocal(kp, id)
 }
 
-func (s *Store) getLocal(user, id string) (LocalDoc, error) {
-	v, closer, err := s.db.Get(localKey(nil, user, id))
+func (s *Store) getLocal(kp ukey, id string) (LocalDoc, error) {
+	v, closer, err := s.db.Get(localKey(nil, kp, id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return LocalDoc{}, ErrDocNotFound
 	}
@@ -84,7 +88,7 @@ func (s *Store) PutLocal(ctx context.Context, user, id string, body json.RawMess
 	var out string
 	err := s.localWrite(user, func(st *userState, b *pebble.Batch) (int64, int64, error) {
 		var n uint64
-		cur, err := s.getLocal(user, id)
+		cur, err := s.getLocal(st.kp, id)
 		var added int64
 		switch {
 		case errors.Is(err, ErrDocNotFound):
@@ -109,7 +113,7 @@ func (s *Store) PutLocal(ctx context.Context, user, id string, body json.RawMess
 		}
 		n++
 		v := append(binary.AppendUvarint([]byte{1}, n), body...)
-		if err := b.Set(localKey(nil, user, id), v, nil); err != nil {
+		if err := b.Set(localKey(nil, st.kp, id), v, nil); err != nil {
 			return 0, 0, err
 		}
 		out = "0-" + strconv.FormatUint(n, 10)
@@ -126,14 +130,14 @@ func (s *Store) DeleteLocal(ctx context.Context, user, id, rev string) error {
 		return err
 	}
 	return s.localWrite(user, func(st *userState, b *pebble.Batch) (int64, int64, error) {
-		cur, err := s.getLocal(user, id)
+		cur, err := s.getLocal(st.kp, id)
 		if err != nil {
 			return 0, 0, err
 		}
 		if rev != "" && rev != cur.Rev {
 			return 0, 0, ErrLocalConflict
 		}
-		if err := b.Delete(localKey(nil, user, id), nil); err != nil {
+		if err := b.Delete(localKey(nil, st.kp, id), nil); err != nil {
 			return 0, 0, err
 		}
 		return -int64(len(cur.Body)), -1, nil
@@ -159,6 +163,9 @@ func (s *Store) localWrite(user string, stage func(st *userState, b *pebble.Batc
 	if st, err = s.purgedLocked(user, st); err != nil {
 		return err
 	}
+	if err := s.ensureUserKey(user, st); err != nil {
+		return err
+	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	dBytes, dCount, err := stage(st, b)
@@ -167,7 +174,7 @@ func (s *Store) localWrite(user string, stage func(st *userState, b *pebble.Batc
 	}
 	m := st.meta(st.last.Load(), st.chg.Load())
 	m.local, m.nlocal = max(0, st.local+dBytes), max(0, st.nlocal+dCount)
-	if err := b.Set(metaKey(nil, user, ""), appendUserMeta(nil, m), nil); err != nil {
+	if err := b.Set(metaKey(nil, st.kp, ""), appendUserMeta(nil, m), nil); err != nil {
 		return err
 	}
 	if err := s.commit(b); err != nil {

@@ -21,7 +21,7 @@ const purgeBatchKeys = 4096
 func (s *Store) anyExpired(user string, st *userState, nowSec int64) (bool, error) {
 	sc := s.getScratch()
 	defer s.putScratch(sc)
-	sc.k = userTag(sc.k[:0], user, tagExp)
+	sc.k = userTag(sc.k[:0], st.kp, tagExp)
 	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
 	if err != nil {
@@ -32,7 +32,7 @@ func (s *Store) anyExpired(user string, st *userState, nowSec int64) (bool, erro
 		if m.ttl == 0 {
 			continue
 		}
-		sc.v = collPrefix(sc.v[:0], user, tagExp, coll)
+		sc.v = collPrefix(sc.v[:0], st.kp, tagExp, coll)
 		plen := len(sc.v)
 		if !it.SeekGE(sc.v) {
 			continue
@@ -81,8 +81,8 @@ func (s *Store) purgeUserLocked(user string, extra [][]byte) (int, error) {
 			key []byte
 		}
 		var victims []victim
-		lo := collPrefix(nil, user, tagExp, coll)
-		hi := appendU64(collPrefix(nil, user, tagExp, coll), ordInt64(nowSec+1))
+		lo := collPrefix(nil, st.kp, tagExp, coll)
+		hi := appendU64(collPrefix(nil, st.kp, tagExp, coll), ordInt64(nowSec+1))
 		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 		if err != nil {
 			return 0, err

@@ -33,6 +33,7 @@ type query struct {
 	// or the DB itself under the user's lock.
 	r          pebble.Reader
 	user, coll string
+	kp         ukey // the user's key prefix
 	q          *api.Query
 	nowSec     int64
 	sc         *scratch
@@ -126,7 +127,7 @@ func (e *query) scanData() error {
 	e.data = nil
 	if it == nil {
 		var err error
-		if it, err = e.r.NewIter(dataBounds(e.sc, e.user, e.coll)); err != nil {
+		if it, err = e.r.NewIter(dataBounds(e.sc, e.kp, e.coll)); err != nil {
 			return err
 		}
 	}
@@ -149,8 +150,8 @@ func (e *query) scanData() error {
 
 // dataBounds returns the iterator bounds of the collection's records, in
 // sc.k and sc.k2.
-func dataBounds(sc *scratch, user, coll string) *pebble.IterOptions {
-	sc.k = collPrefix(sc.k[:0], user, tagData, coll)
+func dataBounds(sc *scratch, u ukey, coll string) *pebble.IterOptions {
+	sc.k = collPrefix(sc.k[:0], u, tagData, coll)
 	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 	return &pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2}
 }
@@ -174,7 +175,7 @@ func onePass(q *api.Query, ttl int64) bool {
 // that can hold matches, or ok=false when none can.
 func (e *query) indexBounds(tag byte) (lo, hi []byte, ok bool) {
 	q := e.q
-	p := collPrefix(e.sc.k[:0], e.user, tag, e.coll)
+	p := collPrefix(e.sc.k[:0], e.kp, tag, e.coll)
 	e.sc.k = p
 	if tag == tagMod {
 		lo64, hi64 := int64(math.MinInt64), int64(math.MaxInt64)
@@ -274,7 +275,7 @@ func (e *query) scanIndex(tag byte, reverse, collect bool) error {
 // (records without one last) and reads the records in that order.
 func (e *query) byHeads() error {
 	sc := e.sc
-	sc.k = collPrefix(sc.k[:0], e.user, tagRec, e.coll)
+	sc.k = collPrefix(sc.k[:0], e.kp, tagRec, e.coll)
 	sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 	it, err := e.r.NewIter(&pebble.IterOptions{LowerBound: sc.k, UpperBound: sc.k2})
 	if err != nil {
@@ -311,7 +312,7 @@ func (e *query) byIDs() error {
 	cands := make([]cand, 0, len(ids))
 	var h head
 	for _, id := range ids {
-		e.sc.k = recKey(e.sc.k[:0], e.user, e.coll, id)
+		e.sc.k = recKey(e.sc.k[:0], e.kp, e.coll, id)
 		v, closer, err := e.r.Get(e.sc.k)
 		if errors.Is(err, pebble.ErrNotFound) {
 			continue
@@ -367,7 +368,7 @@ func (e *query) fetchAll(cands []cand) error {
 
 // fetch reads the record with insertion number seq and offers it.
 func (e *query) fetch(seq uint64) (bool, error) {
-	e.sc.k2 = dataKey(e.sc.k2[:0], e.user, e.coll, seq)
+	e.sc.k2 = dataKey(e.sc.k2[:0], e.kp, e.coll, seq)
 	v, closer, err := e.r.Get(e.sc.k2)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return true, nil
@@ -440,7 +441,7 @@ func (e *query) expired() (int64, error) {
 	if e.ttl == 0 {
 		return 0, nil
 	}
-	lo := collPrefix(nil, e.user, tagExp, e.coll)
+	lo := collPrefix(nil, e.kp, tagExp, e.coll)
 	hi := appendU64(slices.Clip(lo), ordInt64(e.nowSec+1))
 	return e.countKeys(lo, hi)
 }
@@ -534,7 +535,7 @@ func (s *Store) GetCollection(ctx context.Context, user, coll string, q *api.Que
 	var r pebble.Reader
 	var data *pebble.Iterator
 	if onePass(q, meta.ttl) {
-		data, err = s.db.NewIter(dataBounds(sc, user, coll))
+		data, err = s.db.NewIter(dataBounds(sc, st.kp, coll))
 		if err != nil {
 			mu.RUnlock()
 			return fmt.Errorf("node: query %s/%s: %w", user, coll, err)
@@ -546,7 +547,7 @@ func (s *Store) GetCollection(ctx context.Context, user, coll string, q *api.Que
 	}
 	mu.RUnlock()
 	e := &sc.q
-	*e = query{s: s, r: r, user: user, coll: coll, q: q, nowSec: mono / 100, sc: sc, total: meta.count, ttl: meta.ttl, data: data}
+	*e = query{s: s, r: r, user: user, kp: st.kp, coll: coll, q: q, nowSec: mono / 100, sc: sc, total: meta.count, ttl: meta.ttl, data: data}
 	defer func() { *e = query{} }()
 	defer func() {
 		if e.data != nil { // not handed to scanData (an empty answer)
@@ -588,13 +589,13 @@ func (s *Store) GetItem(ctx context.Context, user, coll, id string) (api.WBO, ap
 	mu := s.lock(user)
 	mu.RLock()
 	defer mu.RUnlock()
-	_, now, mono, err := s.readStamp(user)
+	st, now, mono, err := s.readStamp(user)
 	if err != nil {
 		return api.WBO{}, 0, err
 	}
 	sc := s.getScratch()
 	defer s.putScratch(sc)
-	sc.k = recKey(sc.k[:0], user, coll, id)
+	sc.k = recKey(sc.k[:0], st.kp, coll, id)
 	v, closer, err := s.db.Get(sc.k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return api.WBO{}, now, api.ErrNotFound
@@ -611,7 +612,7 @@ func (s *Store) GetItem(ctx context.Context, user, coll, id string) (api.WBO, ap
 	if h.exp != 0 && h.exp <= mono/100 {
 		return api.WBO{}, now, api.ErrNotFound
 	}
-	sc.k = dataKey(sc.k[:0], user, coll, h.seq)
+	sc.k = dataKey(sc.k[:0], st.kp, coll, h.seq)
 	v, closer, err = s.db.Get(sc.k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return api.WBO{}, now, api.ErrNotFound

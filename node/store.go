@@ -65,7 +65,8 @@ type Store struct {
 	overQuota    atomic.Uint64 // replicated batches that left their user over quota
 	overQuotaLog rateLimit
 
-	orig origins // the origin dictionary (origins.go)
+	orig origins  // the origin dictionary (origins.go)
+	nums userNums // the user numbers of the number layout (userkeys.go)
 
 	stalls *stallCounter // Pebble's write stalls (metrics.go)
 }
@@ -170,6 +171,10 @@ func Open(cfg Config) (*Store, error) {
 		s.origin = s.uuid
 	}
 	if err := s.loadOrigins(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadLayout(); err != nil {
 		db.Close()
 		return nil, err
 	}

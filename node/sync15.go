@@ -191,10 +191,10 @@ func toWBO(b *sync15.BSO) api.WBO {
 
 // liveHead reads id's head under the user's lock: its modified time, or
 // ok false when it is absent or expired.
-func (x *Sync15) liveHead(user, coll, id string, nowSec int64) (h head, ok bool, err error) {
+func (x *Sync15) liveHead(u ukey, coll, id string, nowSec int64) (h head, ok bool, err error) {
 	sc := x.s.getScratch()
 	defer x.s.putScratch(sc)
-	sc.k = recKey(sc.k[:0], user, coll, id)
+	sc.k = recKey(sc.k[:0], u, coll, id)
 	v, closer, err := x.s.db.Get(sc.k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return head{}, false, nil
@@ -249,7 +249,7 @@ func (x *Sync15) PutBSO(ctx context.Context, user, coll string, b *sync15.BSO, p
 		if err != nil {
 			return nil, err
 		}
-		h, live, err := x.liveHead(user, coll, in.ID, m/100)
+		h, live, err := x.liveHead(st.kp, coll, in.ID, m/100)
 		if err != nil {
 			return nil, err
 		}
@@ -329,7 +329,7 @@ func (x *Sync15) DeleteCollection(ctx context.Context, user, coll string, ids []
 				return nil, err
 			}
 			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp, tagNew15, tagIdx15} {
-				sc.k = collPrefix(sc.k[:0], user, tag, coll)
+				sc.k = collPrefix(sc.k[:0], st.kp, tag, coll)
 				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 				if err := w.deleteRange(sc.k, sc.k2); err != nil {
 					return nil, err
@@ -376,7 +376,7 @@ func (x *Sync15) DeleteBSO(ctx context.Context, user, coll, id string, pre sync1
 		if err != nil {
 			return nil, err
 		}
-		h, live, err := x.liveHead(user, coll, id, m/100)
+		h, live, err := x.liveHead(st.kp, coll, id, m/100)
 		if err != nil {
 			return nil, err
 		}
@@ -416,8 +416,8 @@ func (x *Sync15) DeleteStorage(ctx context.Context, user string, pre sync15.Prec
 		if err != nil {
 			return nil, err
 		}
-		sc.k = userTag(sc.k[:0], user, tagBatch)
-		sc.k2 = userTag(sc.k2[:0], user, tagBatch+1)
+		sc.k = userTag(sc.k[:0], st.kp, tagBatch)
+		sc.k2 = userTag(sc.k2[:0], st.kp, tagBatch+1)
 		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
 			return nil, err
 		}
@@ -457,7 +457,7 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	defer snap.Close()
 	sc := s.getScratch()
 	defer s.putScratch(sc)
-	l := &lister15{r: snap, user: user, coll: coll, q: q, nowSec: mono / 100}
+	l := &lister15{r: snap, user: user, kp: st.kp, coll: coll, q: q, nowSec: mono / 100}
 	var last entry15
 	var lastID []byte
 	n, keep := 0, true
@@ -495,14 +495,14 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	// every time).
 	var data *pebble.Iterator
 	if q.Full {
-		sc.k2 = collPrefix(sc.k2[:0], user, tagData, coll)
+		sc.k2 = collPrefix(sc.k2[:0], st.kp, tagData, coll)
 		if data, err = snap.NewIter(&pebble.IterOptions{LowerBound: sc.k2, UpperBound: prefixEnd(nil, sc.k2)}); err != nil {
 			return err
 		}
 		defer data.Close()
 	}
 	if !keep {
-		_, err = l.run(n, func(e *entry15) error { return x.emit15(e, q.Full, data, sc, &rec, &b, user, coll, emit) })
+		_, err = l.run(n, func(e *entry15) error { return x.emit15(e, q.Full, data, sc, &rec, &b, user, st.kp, coll, emit) })
 		return err
 	}
 	ids := alias(sc.page15IDs)
@@ -510,7 +510,7 @@ func (x *Sync15) GetCollection(ctx context.Context, user, coll string, q *sync15
 	for i := range sc.page15 {
 		e := &sc.page15[i]
 		e.id, from = ids[from:sc.page15End[i]], sc.page15End[i]
-		if err := x.emit15(e, q.Full, data, sc, &rec, &b, user, coll, emit); err != nil {
+		if err := x.emit15(e, q.Full, data, sc, &rec, &b, user, st.kp, coll, emit); err != nil {
 			return err
 		}
 	}
@@ -527,7 +527,7 @@ var (
 
 // emit15 emits the record of entry e (only its id and sort keys unless
 // full), read through data.
-func (x *Sync15) emit15(e *entry15, full bool, data *pebble.Iterator, sc *scratch, rec *record, b *sync15.BSO, user, coll string, emit func(*sync15.BSO) error) error {
+func (x *Sync15) emit15(e *entry15, full bool, data *pebble.Iterator, sc *scratch, rec *record, b *sync15.BSO, user string, kp ukey, coll string, emit func(*sync15.BSO) error) error {
 	{
 		if !full {
 			*b = sync15.BSO{ID: e.id, Modified: api.Stamp(e.mod), SortIndex: e.si}
@@ -536,7 +536,7 @@ func (x *Sync15) emit15(e *entry15, full bool, data *pebble.Iterator, sc *scratc
 			}
 			return emit(b)
 		}
-		sc.k = dataKey(sc.k[:0], user, coll, e.seq)
+		sc.k = dataKey(sc.k[:0], kp, coll, e.seq)
 		if !seekNear(data, sc.k, e.seq) {
 			return fmt.Errorf("node: record %d of %s/%s: %w", e.seq, user, coll, errors.Join(errCorrupt, data.Error()))
 		}
@@ -594,6 +594,7 @@ func seekNear(it *pebble.Iterator, key []byte, seq uint64) bool {
 type lister15 struct {
 	r          pebble.Reader
 	user, coll string
+	kp         ukey // the user's key prefix
 	q          *sync15.Query
 	nowSec     int64
 }
@@ -634,7 +635,7 @@ func (l *lister15) byIDs(visit func(e *entry15) (bool, error)) error {
 	var h head
 	var k []byte
 	for _, id := range slices.Compact(slices.Sorted(slices.Values(l.q.IDs))) {
-		k = recKey(k[:0], l.user, l.coll, id)
+		k = recKey(k[:0], l.kp, l.coll, id)
 		v, closer, err := l.r.Get(k)
 		if errors.Is(err, pebble.ErrNotFound) {
 			continue
@@ -677,7 +678,7 @@ func (l *lister15) scan(visit func(e *entry15) (bool, error)) error {
 	if q.Sort == sync15.SortIndex {
 		tag = tagIdx15
 	}
-	prefix := collPrefix(nil, l.user, tag, l.coll)
+	prefix := collPrefix(nil, l.kp, tag, l.coll)
 	plen := len(prefix)
 	lo, hi := prefix, prefixEnd(nil, prefix)
 	if tag == tagNew15 {
@@ -699,9 +700,9 @@ func (l *lister15) scan(visit func(e *entry15) (bool, error)) error {
 	var from []byte
 	if a := q.After; a != nil {
 		if tag == tagNew15 {
-			from = new15Key(nil, l.user, l.coll, int64(a.Modified), a.ID)
+			from = new15Key(nil, l.kp, l.coll, int64(a.Modified), a.ID)
 		} else {
-			from = idx15Key(nil, l.user, l.coll, a.HasSortIndex, a.SortIndex, a.ID)
+			from = idx15Key(nil, l.kp, l.coll, a.HasSortIndex, a.SortIndex, a.ID)
 		}
 	}
 	switch {

@@ -114,7 +114,7 @@ func TestSync15BatchSurvivesRestart(t *testing.T) {
 	if n := rawPrefixKeys(t, s, globalBatchPrefix); n != 0 {
 		t.Fatalf("%d batch expiry keys left", n)
 	}
-	if n := rawPrefixKeys(t, s, userTag(nil, "u", tagBatch)); n != 0 {
+	if n := rawPrefixKeys(t, s, userTag(nil, keyOf(t, s, "u"), tagBatch)); n != 0 {
 		t.Fatalf("%d batch keys left", n)
 	}
 }
@@ -246,17 +246,17 @@ func TestSync15IndexesOfWeaveData(t *testing.T) {
 	if n, err := s.PurgeExpired(ctx); err != nil || n != 1 {
 		t.Fatalf("purge %d %v", n, err)
 	}
-	if n := rawPrefixKeys(t, s, collPrefix(nil, "u", tagIdx15, "c")); n != 6 {
+	if n := rawPrefixKeys(t, s, collPrefix(nil, keyOf(t, s, "u"), tagIdx15, "c")); n != 6 {
 		t.Fatalf("%d index entries after the purge", n)
 	}
-	if n := rawPrefixKeys(t, s, collPrefix(nil, "u", tagNew15, "c")); n != 6 {
+	if n := rawPrefixKeys(t, s, collPrefix(nil, keyOf(t, s, "u"), tagNew15, "c")); n != 6 {
 		t.Fatalf("%d N entries after the purge", n)
 	}
 	// DELETE storage takes the indexes with the view.
 	if _, err := x.DeleteStorage(ctx, "u", sync15.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	if n := rawPrefixKeys(t, s, userTag(nil, "u", tagIdx15)) + rawPrefixKeys(t, s, userTag(nil, "u", tagNew15)); n != 0 {
+	if n := rawPrefixKeys(t, s, userTag(nil, keyOf(t, s, "u"), tagIdx15)) + rawPrefixKeys(t, s, userTag(nil, keyOf(t, s, "u"), tagNew15)); n != 0 {
 		t.Fatalf("%d index entries after DELETE storage", n)
 	}
 }

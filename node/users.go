@@ -3,6 +3,9 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -17,9 +20,12 @@ func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, e
 		return nil, err
 	}
 	defer s.leave()
+	if s.nums.on {
+		return s.usersByNumber(after, limit)
+	}
 	lo := []byte{1}
 	if after != "" {
-		lo = userEnd(nil, after)
+		lo = userEnd(nil, ukey(after))
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo})
 	if err != nil {
@@ -27,7 +33,6 @@ func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, e
 	}
 	defer it.Close()
 	var out []string
-	var meta []byte
 	for ok := it.First(); ok && (limit <= 0 || len(out) < limit); {
 		k := it.Key()
 		i := strings.IndexByte(string(k), 0)
@@ -35,21 +40,74 @@ func (s *Store) Users(ctx context.Context, after string, limit int) ([]string, e
 			break
 		}
 		u := string(k[:i])
-		meta = metaKey(meta[:0], u, "")
-		if bytes.Equal(k, meta) {
-			// The user meta sorts first; data, if any, follows it.
-			ok = it.Next()
-			if !ok || !bytes.HasPrefix(it.Key(), meta[:len(u)+1]) {
-				if ok {
-					continue // the next user
-				}
-				break
-			}
+		has, err := hasData(it, ukey(u))
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, u)
-		ok = it.SeekGE(userEnd(nil, u))
+		if has {
+			out = append(out, u)
+		}
+		ok = it.SeekGE(userEnd(nil, ukey(u)))
 	}
 	return out, it.Error()
+}
+
+// usersByNumber is Users in a store of the number layout: the names, in
+// order, are the keys of \0N.
+func (s *Store) usersByNumber(after string, limit int) ([]string, error) {
+	lo := userNamePrefix
+	if after != "" {
+		lo = append(userNameKey(nil, after), 0)
+	}
+	names, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(nil, userNamePrefix)})
+	if err != nil {
+		return nil, err
+	}
+	defer names.Close()
+	data, err := s.db.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	defer data.Close()
+	var out []string
+	for ok := names.First(); ok && (limit <= 0 || len(out) < limit); ok = names.Next() {
+		v := names.Value()
+		if len(v) != 4 {
+			return nil, fmt.Errorf("node: number of %q: %w", names.Key()[len(userNamePrefix):], errCorrupt)
+		}
+		kp := numKey(binary.BigEndian.Uint32(v))
+		if !data.SeekGE(userStart(nil, kp)) {
+			if err := data.Error(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		has, err := hasData(data, kp)
+		if err != nil {
+			return nil, err
+		}
+		if has {
+			out = append(out, string(names.Key()[len(userNamePrefix):]))
+		}
+	}
+	return out, errors.Join(names.Error(), data.Error())
+}
+
+// hasData reports whether the keys from it's position on, which start
+// with kp's keys, hold any of them but the user meta (the counters alone
+// are not data). It moves it.
+func hasData(it *pebble.Iterator, kp ukey) (bool, error) {
+	start := userStart(nil, kp)
+	if !bytes.HasPrefix(it.Key(), start) {
+		return false, nil
+	}
+	if bytes.Equal(it.Key(), metaKey(nil, kp, "")) {
+		// The user meta sorts first; data, if any, follows it.
+		if !it.Next() {
+			return false, it.Error()
+		}
+	}
+	return bytes.HasPrefix(it.Key(), start), nil
 }
 
 // WipeUser removes everything the node keeps for user — records,
@@ -68,12 +126,12 @@ func (s *Store) WipeUser(ctx context.Context, user string) error {
 	defer s.leave()
 	_, _, err := s.writeLocked(user, nil,
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
-			sc.k = userStart(sc.k[:0], user)
-			sc.k2 = userEnd(sc.k2[:0], user)
+			sc.k = userStart(sc.k[:0], st.kp)
+			sc.k2 = userEnd(sc.k2[:0], st.kp)
 			if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
 				return nil, err
 			}
-			sc.k = metaKey(sc.k[:0], user, "")
+			sc.k = metaKey(sc.k[:0], st.kp, "")
 			sc.v = appendUserMeta(sc.v[:0], &userMeta{nextSeq: st.nextSeq, last: int64(t.ts), chg: st.chg.Load()})
 			if err := b.Set(sc.k, sc.v, nil); err != nil {
 				return nil, err

@@ -130,6 +130,9 @@ func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageF
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := s.ensureUserKey(user, st); err != nil {
+		return 0, nil, err
+	}
 	ts := t.ts
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -145,7 +148,7 @@ func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageF
 			return ts, st, nil
 		}
 		b.Reset()
-		sc.k = metaKey(sc.k[:0], user, "")
+		sc.k = metaKey(sc.k[:0], st.kp, "")
 		sc.v = appendUserMeta(sc.v[:0], st.meta(int64(ts), st.chg.Load()))
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return 0, nil, err
@@ -353,7 +356,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 				w.smod = max(w.smod, cm.last, int64(t.ts))
 			}
 			for _, tag := range []byte{tagData, tagMod, tagRec, tagIdx, tagExp, tagNew15, tagIdx15} {
-				sc.k = collPrefix(sc.k[:0], user, tag, coll)
+				sc.k = collPrefix(sc.k[:0], st.kp, tag, coll)
 				sc.k2 = prefixEnd(sc.k2[:0], sc.k)
 				if err := w.deleteRange(sc.k, sc.k2); err != nil {
 					return nil, err
@@ -367,7 +370,7 @@ func (s *Store) DeleteCollection(ctx context.Context, user, coll string, q *api.
 				h  head
 			}
 			var victims []victim
-			e := query{s: s, r: s.db, user: user, coll: coll, q: q, nowSec: t.mono / 100, sc: sc, total: cm.count, ttl: cm.ttl}
+			e := query{s: s, r: s.db, user: user, kp: st.kp, coll: coll, q: q, nowSec: t.mono / 100, sc: sc, total: cm.count, ttl: cm.ttl}
 			e.emit = func(r *record) bool {
 				victims = append(victims, victim{id: strings.Clone(r.id), h: r.head()})
 				return true
@@ -438,15 +441,15 @@ func (s *Store) stageDeleteStorage(user string, st *userState, t stamp, b *pebbl
 		}
 	}
 	for _, r := range viewRanges {
-		sc.k = userTag(sc.k[:0], user, r[0])
-		sc.k2 = userTag(sc.k2[:0], user, r[1])
+		sc.k = userTag(sc.k[:0], st.kp, r[0])
+		sc.k2 = userTag(sc.k2[:0], st.kp, r[1])
 		if err := b.DeleteRange(sc.k, sc.k2, nil); err != nil {
 			return nil, err
 		}
 	}
 	// Keep the insertion counter so numbers are never reused, and
 	// the user's last stamp.
-	sc.k = metaKey(sc.k[:0], user, "")
+	sc.k = metaKey(sc.k[:0], st.kp, "")
 	m := st.meta(int64(t.ts), rs.chg)
 	m.conf = rs.conf
 	if st.sync15 {

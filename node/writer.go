@@ -18,6 +18,7 @@ type writer struct {
 	b          *pebble.Batch
 	sc         *scratch
 	user, coll string
+	kp         ukey // the user's key prefix
 	ts         int64
 	nowSec     int64 // mono in whole seconds: expiry is judged against it
 	last       int64 // the user's last stamp, persisted in the user meta
@@ -173,8 +174,11 @@ type known struct {
 const prefetchMin = 8
 
 func (s *Store) newWriter(b *pebble.Batch, sc *scratch, st *userState, user, coll string, t stamp) *writer {
+	if st.kp == noUserKey {
+		panic("node: a write of a user without a number") // writes call ensureUserKey first
+	}
 	return &writer{
-		s: s, b: b, sc: sc, user: user, coll: coll,
+		s: s, b: b, sc: sc, user: user, coll: coll, kp: st.kp,
 		ts: int64(t.ts), nowSec: t.mono / 100, last: max(int64(t.ts), st.last.Load()),
 		cm: st.colls[coll], nextSeq: st.nextSeq, lastGExp: -1,
 		rs: sc.session(s, st), idx15: st.sync15, smod: st.smod,
@@ -209,7 +213,7 @@ func (w *writer) lookup(id string) (h head, pend *record, ok bool, err error) {
 
 // body reads the stored record with insertion number seq, copied.
 func (w *writer) body(seq uint64) (*record, error) {
-	w.sc.k2 = dataKey(w.sc.k2[:0], w.user, w.coll, seq)
+	w.sc.k2 = dataKey(w.sc.k2[:0], w.kp, w.coll, seq)
 	v, closer, err := w.s.db.Get(w.sc.k2)
 	if err != nil {
 		return nil, err
@@ -232,18 +236,18 @@ func (w *writer) remove(id string, h *head) error {
 			err = w.del(k)
 		}
 	}
-	sc.k = recKey(sc.k[:0], w.user, w.coll, id)
+	sc.k = recKey(sc.k[:0], w.kp, w.coll, id)
 	del(sc.k)
-	sc.k = dataKey(sc.k[:0], w.user, w.coll, h.seq)
+	sc.k = dataKey(sc.k[:0], w.kp, w.coll, h.seq)
 	del(sc.k)
-	sc.k = modKey(sc.k[:0], w.user, w.coll, h.mod, h.seq)
+	sc.k = modKey(sc.k[:0], w.kp, w.coll, h.mod, h.seq)
 	del(sc.k)
 	if h.hasSI() {
-		sc.k = idxKey(sc.k[:0], w.user, w.coll, h.si, h.seq)
+		sc.k = idxKey(sc.k[:0], w.kp, w.coll, h.si, h.seq)
 		del(sc.k)
 	}
 	if h.exp != 0 {
-		sc.k = expKey(sc.k[:0], w.user, w.coll, h.exp, h.seq)
+		sc.k = expKey(sc.k[:0], w.kp, w.coll, h.exp, h.seq)
 		del(sc.k)
 		w.cm.ttl--
 	}
@@ -369,28 +373,28 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 		// saveDocs writes the head, with the document embedded.
 		ds.head, ds.headSet = nh, true
 	} else {
-		sc.k = recKey(sc.k[:0], w.user, w.coll, nr.id)
+		sc.k = recKey(sc.k[:0], w.kp, w.coll, nr.id)
 		sc.v = appendHead(sc.v[:0], &nh)
 		set(sc.k, sc.v)
 	}
-	sc.k = dataKey(sc.k[:0], w.user, w.coll, nr.seq)
+	sc.k = dataKey(sc.k[:0], w.kp, w.coll, nr.seq)
 	sc.v = appendRecord(sc.v[:0], nr)
 	set(sc.k, sc.v)
 	if !exists || oh.mod != nh.mod {
 		if exists {
-			sc.k = modKey(sc.k[:0], w.user, w.coll, oh.mod, nr.seq)
+			sc.k = modKey(sc.k[:0], w.kp, w.coll, oh.mod, nr.seq)
 			del(sc.k)
 		}
-		sc.k = modKey(sc.k[:0], w.user, w.coll, nh.mod, nr.seq)
+		sc.k = modKey(sc.k[:0], w.kp, w.coll, nh.mod, nr.seq)
 		set(sc.k, nil)
 	}
 	oldSI, newSI := exists && oh.hasSI(), nh.hasSI()
 	if oldSI && (!newSI || oh.si != nh.si) {
-		sc.k = idxKey(sc.k[:0], w.user, w.coll, oh.si, nr.seq)
+		sc.k = idxKey(sc.k[:0], w.kp, w.coll, oh.si, nr.seq)
 		del(sc.k)
 	}
 	if newSI && (!oldSI || oh.si != nh.si) {
-		sc.k = idxKey(sc.k[:0], w.user, w.coll, nh.si, nr.seq)
+		sc.k = idxKey(sc.k[:0], w.kp, w.coll, nh.si, nr.seq)
 		set(sc.k, nil)
 	}
 	oldExp := int64(0)
@@ -399,12 +403,12 @@ func (w *writer) store(nr *record, oh *head, exists bool) error {
 	}
 	if oldExp != nh.exp {
 		if oldExp != 0 {
-			sc.k = expKey(sc.k[:0], w.user, w.coll, oldExp, nr.seq)
+			sc.k = expKey(sc.k[:0], w.kp, w.coll, oldExp, nr.seq)
 			del(sc.k)
 			w.cm.ttl--
 		}
 		if nh.exp != 0 {
-			sc.k = expKey(sc.k[:0], w.user, w.coll, nh.exp, nr.seq)
+			sc.k = expKey(sc.k[:0], w.kp, w.coll, nh.exp, nr.seq)
 			sc.v = append(sc.v[:0], nr.id...)
 			set(sc.k, sc.v)
 			w.cm.ttl++
@@ -459,7 +463,7 @@ func (w *writer) finish() error {
 		// A collection made only of payload-less records still needs a time.
 		w.cm.last = w.ts
 	}
-	sc.k = metaKey(sc.k[:0], w.user, w.coll)
+	sc.k = metaKey(sc.k[:0], w.kp, w.coll)
 	var err error
 	if w.cm.exists() {
 		sc.v = appendMeta(sc.v[:0], &w.cm)
@@ -477,7 +481,7 @@ func (w *writer) finish() error {
 		if w.idx15 {
 			flags = userSync15
 		}
-		sc.k = metaKey(sc.k[:0], w.user, "")
+		sc.k = metaKey(sc.k[:0], w.kp, "")
 		sc.v = appendUserMeta(sc.v[:0], &userMeta{nextSeq: w.nextSeq, last: w.last, chg: rs.chg, conf: rs.conf, local: rs.local, nlocal: rs.nlocal,
 			flags: flags, smod: w.smod})
 		err = w.b.Set(sc.k, sc.v, nil)
