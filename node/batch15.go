@@ -255,11 +255,13 @@ func (x *Sync15) extendBatch(user, coll string, w *sync15.BatchWrite, created in
 		return 0, sync15.ErrSizeLimitExceeded
 	}
 	h.count, h.bytes = count, total
-	if err := s.ensureUserKey(user, st); err != nil {
-		return 0, err
-	}
 	b := s.db.NewBatch()
 	defer b.Close()
+	pn, err := s.numberUser(user, st, b)
+	if err != nil {
+		return 0, err
+	}
+	defer pn.end()
 	var k, v []byte
 	ids := make([]string, 0, len(recs))
 	for id := range recs {
@@ -281,7 +283,7 @@ func (x *Sync15) extendBatch(user, coll string, w *sync15.BatchWrite, created in
 			return 0, err
 		}
 	}
-	if err := s.commit(b); err != nil {
+	if err := pn.commit(s, b); err != nil {
 		return 0, err
 	}
 	return ts, nil

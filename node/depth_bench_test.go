@@ -1,9 +1,12 @@
 package node
 
 import (
+	"crypto/sha1"
+	"encoding/base32"
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -61,7 +64,11 @@ func benchPostDepth(b *testing.B, depth int) { benchPostDepthWith(b, depth, nil)
 
 func benchPostDepthWith(b *testing.B, depth int, adjust func(*Config)) {
 	s, _ := benchStoreWith(b, adjust)
-	user := func(u int) string { return "user" + strconv.Itoa(u) }
+	// Names as Weave's: 32 characters of base32 of a SHA-1.
+	user := func(u int) string {
+		h := sha1.Sum([]byte("user" + strconv.Itoa(u)))
+		return strings.ToLower(base32.StdEncoding.EncodeToString(h[:]))
+	}
 	// Prefill: depth-1 POSTs of the same 100 ids per user.
 	var wg sync.WaitGroup
 	for u := range depthWriters {

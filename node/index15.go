@@ -159,11 +159,13 @@ func (s *Store) ensure15(user string) error {
 	if st, err = s.state(user); err != nil || st.sync15 {
 		return err
 	}
-	if err := s.ensureUserKey(user, st); err != nil {
-		return err
-	}
 	b := s.db.NewBatch()
 	defer b.Close()
+	pn, err := s.numberUser(user, st, b)
+	if err != nil {
+		return err
+	}
+	defer pn.end()
 	sc := s.getScratch()
 	defer s.putScratch(sc)
 	// Stale entries cannot exist (the flag is only cleared by WipeUser,
@@ -222,7 +224,7 @@ func (s *Store) ensure15(user string) error {
 	if err := b.Set(sc.k, sc.v, nil); err != nil {
 		return err
 	}
-	if err := s.commit(b); err != nil {
+	if err := pn.commit(s, b); err != nil {
 		return err
 	}
 	st.sync15, st.smod = true, smod

@@ -163,11 +163,13 @@ func (s *Store) localWrite(user string, stage func(st *userState, b *pebble.Batc
 	if st, err = s.purgedLocked(user, st); err != nil {
 		return err
 	}
-	if err := s.ensureUserKey(user, st); err != nil {
-		return err
-	}
 	b := s.db.NewBatch()
 	defer b.Close()
+	pn, err := s.numberUser(user, st, b)
+	if err != nil {
+		return err
+	}
+	defer pn.end()
 	dBytes, dCount, err := stage(st, b)
 	if err != nil {
 		return err
@@ -177,7 +179,7 @@ func (s *Store) localWrite(user string, stage func(st *userState, b *pebble.Batc
 	if err := b.Set(metaKey(nil, st.kp, ""), appendUserMeta(nil, m), nil); err != nil {
 		return err
 	}
-	if err := s.commit(b); err != nil {
+	if err := pn.commit(s, b); err != nil {
 		return err
 	}
 	st.local, st.nlocal = m.local, m.nlocal

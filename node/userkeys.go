@@ -17,11 +17,11 @@ import (
 // keys are a third shorter, which the memtable, the batch sort and every
 // compaction compare and copy (DESIGN.md, Key layout).
 //
-// The numbers are kept under two global keys per user, written once and
-// synced before any key of the user uses the number (as the origin
-// dictionary's entries are): \0N name -> number and \0n number -> name.
-// A user gets its number at its first write; a user without one has no
-// data, and reads use noUserKey, which no key has. Numbers are never
+// The numbers are kept under two global keys per user, written once, in
+// the batch of the user's first write: \0N name -> number and \0n number
+// -> name.
+// A user gets its number at its first write, in that write's batch; a
+// user without one has no data, and reads use noUserKey, which no key has. Numbers are never
 // reused: WipeUser keeps the user's.
 
 // ukey is a user's key prefix: its name (name layout) or \x01 and its
@@ -148,35 +148,81 @@ func (s *Store) lookupUserKey(user string, buf []byte) (ukey, error) {
 	return numKey(binary.BigEndian.Uint32(v)), nil
 }
 
-// ensureUserKey gives st's user a number if it has none, writing and
-// syncing the number's keys before the caller's batch uses it. The caller
-// holds the user's exclusive lock.
-func (s *Store) ensureUserKey(user string, st *userState) error {
+// numberUser gives st's user the store's next number if it has none, and
+// stages the number's keys in b, the batch of the user's first write: the
+// number and the keys it prefixes become durable together, with no sync
+// of their own. It returns nil when the user had a number. The caller
+// holds the user's exclusive lock, commits b with the returned
+// pendingNumber's commit and calls its end when done.
+func (s *Store) numberUser(user string, st *userState, b *pebble.Batch) (*pendingNumber, error) {
 	if st.kp != noUserKey {
-		return nil
+		return nil, nil
 	}
 	s.nums.mu.Lock()
-	defer s.nums.mu.Unlock()
 	if s.nums.next >= maxUserNumber {
-		return errUsersFull
+		s.nums.mu.Unlock()
+		return nil, errUsersFull
 	}
 	n := uint32(s.nums.next)
-	b := s.db.NewBatch()
-	defer b.Close()
-	if err := b.Set(userNameKey(nil, user), binary.BigEndian.AppendUint32(nil, n), nil); err != nil {
-		return err
-	}
-	if err := b.Set(userNumKey(nil, n), []byte(user), nil); err != nil {
-		return err
-	}
-	// The number is used up even if the commit fails: the batch may
-	// still be durable, and a number is never given twice.
 	s.nums.next++
+	s.nums.mu.Unlock()
+	p := &pendingNumber{s: s, st: st, n: n}
+	if err := putUserNumber(b, user, n); err != nil {
+		p.end()
+		return nil, err
+	}
+	st.kp = numKey(n)
+	return p, nil
+}
+
+// pendingNumber is a number numberUser staged in a batch not committed
+// yet. Its methods accept nil (no number was given).
+type pendingNumber struct {
+	s    *Store
+	st   *userState
+	n    uint32
+	sent bool // the batch went to Pebble: it may be durable even if its commit failed
+	done bool // the batch committed
+}
+
+// commit commits b, which holds p's keys.
+func (p *pendingNumber) commit(s *Store, b *pebble.Batch) error {
+	if p == nil {
+		return s.commit(b)
+	}
+	p.sent = true
 	if err := s.commit(b); err != nil {
 		return err
 	}
-	st.kp = numKey(n)
+	p.done = true
 	return nil
+}
+
+// end takes the number back from the user unless its batch committed; it
+// goes back to the allocator only when its batch never went to Pebble
+// and no later number was given (a write that changed nothing gives no
+// number away), else it is never given again.
+func (p *pendingNumber) end() {
+	if p == nil || p.done {
+		return
+	}
+	p.st.kp = noUserKey
+	if p.sent {
+		return
+	}
+	p.s.nums.mu.Lock()
+	if p.s.nums.next == uint64(p.n)+1 {
+		p.s.nums.next--
+	}
+	p.s.nums.mu.Unlock()
+}
+
+// putUserNumber stages the keys that give user number n.
+func putUserNumber(b *pebble.Batch, user string, n uint32) error {
+	if err := b.Set(userNameKey(nil, user), binary.BigEndian.AppendUint32(nil, n), nil); err != nil {
+		return err
+	}
+	return b.Set(userNumKey(nil, n), []byte(user), nil)
 }
 
 // userKeyOf returns user's key prefix for a read that does not otherwise

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"testing"
@@ -126,20 +127,72 @@ func TestUserNumbers(t *testing.T) {
 	if got := mustGet(t, s, "alice", "c", api.Query{}); len(got) != 0 {
 		t.Fatalf("alice's wiped collection has %d records", len(got))
 	}
-	// A user whose first write changes nothing still gets a number (its
-	// stamp is persisted in its meta), and is not listed.
+	// A first write that changes nothing (and has no stamp to persist:
+	// the clock did not move) gives no number away: the next user gets
+	// it.
 	if _, err := s.DeleteItem(ctx, "dave", "c", "nope", api.Precondition{}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Users(ctx, "", 0); !slices.Equal(got, []string{"alice", "bob", "carol"}) {
+	if hasNumber(t, s, "dave") {
+		t.Fatal("a write that changed nothing gave dave a number")
+	}
+	mustPut(t, s, "eve", "c", testkit.WBO("r", "e"))
+	if kp := keyOf(t, s, "eve"); kp != numKey(3) {
+		t.Fatalf("eve's prefix %q, want number 3", kp)
+	}
+	if got, _ := s.Users(ctx, "", 0); !slices.Equal(got, []string{"alice", "bob", "carol", "eve"}) {
 		t.Fatalf("Users = %v", got)
 	}
 	prefixes = userKeyPrefixes(t, s, true)
 	if _, ok := prefixes[string(noUserKey)]; ok {
 		t.Fatal("a key under the prefix of users without a number")
 	}
-	if len(prefixes) > 4 {
+	if len(prefixes) != 4 {
 		t.Fatalf("%d user prefixes for 4 users", len(prefixes))
+	}
+	// Every number key names its user back.
+	for _, u := range []string{"alice", "bob", "carol", "eve"} {
+		kp := keyOf(t, s, u)
+		v, closer, err := s.db.Get(userNumKey(nil, binary.BigEndian.Uint32([]byte(kp[1:]))))
+		if err != nil || string(v) != u {
+			t.Fatalf("number of %s names %q (%v)", u, v, err)
+		}
+		closer.Close()
+	}
+}
+
+// TestUserNumberWithFailedWrite checks that a first write whose staging
+// fails leaves the user without a number and the store without its keys,
+// gives the number back, and that the user's next write gets one.
+func TestUserNumberWithFailedWrite(t *testing.T) {
+	s := openTest(t, t.TempDir(), newFakeClock(), 0)
+	mustPut(t, s, "a", "c", testkit.WBO("r", "a"))
+	failed := errors.New("staging failed")
+	_, _, err := s.writeLocked("b", nil, func(st *userState, ts stamp, b *pebble.Batch, sc *scratch) (func(), error) {
+		if st.kp != numKey(1) {
+			t.Errorf("b stages with prefix %q, want number 1", st.kp)
+		}
+		if err := b.Set(recKey(nil, st.kp, "c", "x"), []byte{1}, nil); err != nil {
+			return nil, err
+		}
+		return nil, failed
+	})
+	if !errors.Is(err, failed) {
+		t.Fatalf("write: %v", err)
+	}
+	if hasNumber(t, s, "b") || keyOf(t, s, "b") != noUserKey {
+		t.Fatal("a failed write gave b a number")
+	}
+	mustPut(t, s, "c", "c", testkit.WBO("r", "c"))
+	mustPut(t, s, "b", "c", testkit.WBO("r", "b"))
+	if kp := keyOf(t, s, "c"); kp != numKey(1) {
+		t.Fatalf("c's prefix %q, want number 1 (given back by b's failed write)", kp)
+	}
+	if kp := keyOf(t, s, "b"); kp != numKey(2) {
+		t.Fatalf("b's prefix %q, want number 2", kp)
+	}
+	if got := mustGet(t, s, "b", "c", api.Query{}); len(got) != 1 || got[0].ID != "r" {
+		t.Fatalf("b's records: %v", got)
 	}
 }
 
@@ -169,6 +222,9 @@ func TestNameLayoutKept(t *testing.T) {
 	}
 	if got, err := s.Users(ctx, "", 0); err != nil || !slices.Equal(got, []string{fixtureUser, "zed"}) {
 		t.Fatalf("Users = %v %v", got, err)
+	}
+	if got, _ := s.Users(ctx, fixtureUser, 1); !slices.Equal(got, []string{"zed"}) {
+		t.Fatalf("Users after %s = %v", fixtureUser, got)
 	}
 	prefixes := userKeyPrefixes(t, s, false)
 	if prefixes["zed"] == 0 || prefixes[fixtureUser] == 0 || prefixes["abe"] != 1 || len(prefixes) != 3 {

@@ -130,37 +130,45 @@ func (s *Store) writeLockedFrom(user, from string, check checkFunc, stage stageF
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := s.ensureUserKey(user, st); err != nil {
-		return 0, nil, err
-	}
 	ts := t.ts
 	b := s.db.NewBatch()
 	defer b.Close()
+	pn, err := s.numberUser(user, st, b)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer pn.end()
+	staged := b.Count()
 	sc := s.getScratch()
 	defer s.putScratch(sc)
 	apply, err := stage(st, t, b, sc)
 	if err != nil {
 		return 0, nil, fmt.Errorf("node: staging write: %w", err)
 	}
-	if apply == nil || b.Empty() {
+	if apply == nil || b.Count() == staged {
 		if int64(ts) <= t.mono {
 			s.given(user, st, t)
 			return ts, st, nil
 		}
 		b.Reset()
+		if pn != nil {
+			if err := putUserNumber(b, user, pn.n); err != nil {
+				return 0, nil, err
+			}
+		}
 		sc.k = metaKey(sc.k[:0], st.kp, "")
 		sc.v = appendUserMeta(sc.v[:0], st.meta(int64(ts), st.chg.Load()))
 		if err := b.Set(sc.k, sc.v, nil); err != nil {
 			return 0, nil, err
 		}
-		if err := s.commit(b); err != nil {
+		if err := pn.commit(s, b); err != nil {
 			return 0, nil, err
 		}
 		s.given(user, st, t)
 		return ts, st, nil
 	}
 	before := st.chg.Load()
-	if err := s.commit(b); err != nil {
+	if err := pn.commit(s, b); err != nil {
 		return 0, nil, err
 	}
 	apply()
