@@ -124,7 +124,16 @@ func (s *Store) WipeUser(ctx context.Context, user string) error {
 		return err
 	}
 	defer s.leave()
-	_, _, err := s.writeLocked(user, nil,
+	// A user without a number (number layout) has no keys to wipe; it is
+	// not given one for nothing.
+	errNone := errors.New("no keys")
+	_, _, err := s.writeLocked(user,
+		func(st *userState) (*userState, error) {
+			if st.kp == noUserKey {
+				return nil, errNone
+			}
+			return st, nil
+		},
 		func(st *userState, t stamp, b *pebble.Batch, sc *scratch) (func(), error) {
 			sc.k = userStart(sc.k[:0], st.kp)
 			sc.k2 = userEnd(sc.k2[:0], st.kp)
@@ -141,5 +150,8 @@ func (s *Store) WipeUser(ctx context.Context, user string) error {
 				st.used, st.conf, st.local, st.nlocal = 0, 0, 0, 0
 			}, nil
 		})
+	if errors.Is(err, errNone) {
+		return nil
+	}
 	return err
 }
