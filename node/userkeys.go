@@ -13,16 +13,15 @@ import (
 // (ukey) and a NUL. In a store of the name layout (every store written by
 // builds before the user numbers) the prefix is the user's name. In a store
 // of the number layout (a store created by this build) it is \x01 and the
-// user's 4-byte number, 5 bytes instead of the name's 32 or more: a POST's
-// keys are a third shorter, which the memtable, the batch sort and every
-// compaction compare and copy (DESIGN.md, Key layout).
+// user's 4-byte number, 5 bytes instead of a Weave name's 32: a POST's keys
+// are about half as long, and the memtable, the batch sort and every
+// compaction compare and copy them (DESIGN.md, Key layout).
 //
-// The numbers are kept under two global keys per user, written once, in
-// the batch of the user's first write: \0N name -> number and \0n number
-// -> name.
-// A user gets its number at its first write, in that write's batch; a
-// user without one has no data, and reads use noUserKey, which no key has. Numbers are never
-// reused: WipeUser keeps the user's.
+// The numbers are kept under two global keys per user, \0N name -> number
+// and \0n number -> name, written once, in the batch of the user's first
+// write. A user without a number has no data, and reads use noUserKey,
+// which no key has. Numbers are never given twice: WipeUser keeps the
+// user's.
 
 // ukey is a user's key prefix: its name (name layout) or \x01 and its
 // number (number layout).
