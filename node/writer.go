@@ -1,8 +1,7 @@
 package node
 
 import (
-	"bytes"
-	"slices"
+	"encoding/binary"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -58,11 +57,17 @@ type writer struct {
 type sortedOps struct {
 	arena []byte
 	ops   []bufOp
+	tmp   []bufOp // the sort's scratch
 }
 
 type bufOp struct {
 	off, klen, vlen int32
 	kind            byte // opSet, opDel, opMerge
+	// rem and ab are the sort's scratch (sortFrom): how many of the key's
+	// bytes are left from the depth being sorted (9 for more than 8), and
+	// the next 8 of them, big-endian and zero-padded.
+	rem byte
+	ab  uint64
 }
 
 const (
@@ -88,7 +93,7 @@ func (o *sortedOps) key(op *bufOp) []byte {
 
 // flush sorts the buffered writes by key into b and empties o.
 func (o *sortedOps) flush(b *pebble.Batch) error {
-	slices.SortStableFunc(o.ops, func(x, y bufOp) int { return bytes.Compare(o.key(&x), o.key(&y)) })
+	o.sort()
 	var err error
 	for i := range o.ops {
 		op := &o.ops[i]
@@ -109,8 +114,140 @@ func (o *sortedOps) flush(b *pebble.Batch) error {
 	return err
 }
 
+// sort orders o.ops by key, writes of the same key in the order they
+// were staged (a stable sort). A comparison sort pays a call and a walk
+// over the prefix the keys share (the user's, the tag's, the
+// collection's) at every comparison; a POST of 100 updates stages about
+// 700 writes, and sorting them that way was about a tenth of the POST's
+// CPU. This is a most-significant-digit radix sort whose digits are 8
+// key bytes wide: each pass orders the ops by the next 8 bytes of their
+// keys (held in the op, see sortFrom) with a least-significant-byte
+// counting sort that skips the bytes on which all keys agree, and the
+// runs that tie on all 8 are sorted again from 8 bytes further on.
+func (o *sortedOps) sort() {
+	ops := o.ops
+	if len(ops) < 2 {
+		return
+	}
+	first := o.key(&ops[0])
+	depth := len(first)
+	for i := 1; i < len(ops) && depth > 0; i++ {
+		k := o.key(&ops[i])
+		n := min(depth, len(k))
+		j := 0
+		for j < n && k[j] == first[j] {
+			j++
+		}
+		depth = j
+	}
+	if cap(o.tmp) < len(ops) {
+		o.tmp = make([]bufOp, len(ops))
+	}
+	o.sortFrom(ops, o.tmp[:len(ops)], depth)
+}
+
+// sortFrom sorts ops, whose keys agree on their first depth bytes and
+// which are in staging order among equal keys, using tmp (as long as
+// ops) as scratch.
+func (o *sortedOps) sortFrom(ops, tmp []bufOp, depth int) {
+	for i := range ops {
+		op := &ops[i]
+		k := o.arena[int(op.off)+depth : op.off+op.klen]
+		op.rem = byte(min(len(k), 9))
+		var ab uint64
+		if len(k) >= 8 {
+			ab = binary.BigEndian.Uint64(k)
+		} else {
+			for j := range 8 {
+				ab <<= 8
+				if j < len(k) {
+					ab |= uint64(k[j])
+				}
+			}
+		}
+		op.ab = ab
+	}
+	// The digits, least significant first: rem (a key that ends within
+	// the 8 bytes is a prefix, zero-padded, of any longer key with the
+	// same bytes, so it sorts first), then the 8 bytes from the last.
+	// Equal ab and rem below 9 mean equal keys; every pass is stable, so
+	// those keep their staging order.
+	if len(ops) <= 16 {
+		for i := 1; i < len(ops); i++ {
+			for j := i; j > 0 && opLess(&ops[j], &ops[j-1]); j-- {
+				ops[j], ops[j-1] = ops[j-1], ops[j]
+			}
+		}
+	} else {
+		var count [9][256]int32
+		for i := range ops {
+			op := &ops[i]
+			ab := op.ab
+			count[0][op.rem]++
+			count[1][byte(ab)]++
+			count[2][byte(ab>>8)]++
+			count[3][byte(ab>>16)]++
+			count[4][byte(ab>>24)]++
+			count[5][byte(ab>>32)]++
+			count[6][byte(ab>>40)]++
+			count[7][byte(ab>>48)]++
+			count[8][byte(ab>>56)]++
+		}
+		src, dst := ops, tmp
+		for d := range 9 {
+			c := &count[d]
+			var b int
+			if d == 0 {
+				b = int(src[0].rem)
+			} else {
+				b = int(byte(src[0].ab >> (8 * (d - 1))))
+			}
+			if int(c[b]) == len(src) {
+				continue // every key has the same byte here
+			}
+			var sum int32
+			for v := range c {
+				sum, c[v] = sum+c[v], sum
+			}
+			for i := range src {
+				op := &src[i]
+				var v byte
+				if d == 0 {
+					v = op.rem
+				} else {
+					v = byte(op.ab >> (8 * (d - 1)))
+				}
+				dst[c[v]] = *op
+				c[v]++
+			}
+			src, dst = dst, src
+		}
+		if &src[0] != &ops[0] {
+			copy(ops, src)
+		}
+	}
+	for i := 0; i < len(ops); {
+		j := i + 1
+		for j < len(ops) && ops[j].ab == ops[i].ab && ops[j].rem == ops[i].rem {
+			j++
+		}
+		if ops[i].rem > 8 && j-i > 1 {
+			o.sortFrom(ops[i:j], tmp[i:j], depth+8)
+		}
+		i = j
+	}
+}
+
+// opLess orders two ops by the digits sortFrom computed.
+func opLess(x, y *bufOp) bool {
+	if x.ab != y.ab {
+		return x.ab < y.ab
+	}
+	return x.rem < y.rem
+}
+
 func (o *sortedOps) release() {
-	if cap(o.arena) > 4<<20 || cap(o.ops) > 1<<16 {
+	if cap(o.arena) > 4<<20 || cap(o.ops) > 1<<16 || cap(o.tmp) > 1<<16 {
 		return
 	}
 	o.arena, o.ops = o.arena[:0], o.ops[:0]
