@@ -46,8 +46,9 @@ type writer struct {
 
 // sortedOps buffers the sets, deletes and merges of one request so that they reach
 // the Pebble batch sorted by key: Pebble inserts a batch into the memtable
-// with one skiplist inserter, which reuses its position when each key
-// follows the previous one, so sorted batches cost far fewer comparisons.
+// with one skiplist inserter, which can reuse its position when each key
+// follows the previous one closely, so sorted batches cost fewer
+// comparisons (node/DESIGN.md has how many fewer).
 // That matters most for large batches (a replicated page, a collection
 // delete): every commit queued behind one waits until it is in the
 // memtable. The sort is stable: writes of the same key keep their order,
