@@ -225,18 +225,15 @@ func putUserNumber(b *pebble.Batch, user string, n uint32) error {
 }
 
 // userKeyOf returns user's key prefix for a read that does not otherwise
-// hold the user's lock. A prefix never changes once given, and a user
-// without one (noUserKey) has no keys.
+// hold the user's lock (the changes feed, checkpoints, _local documents).
+// It reads the number from Pebble, not from the user's state, so that it
+// neither waits for a write of the user in progress (a write holds the
+// user's lock through its commit) nor loads the user into the cache. A
+// prefix never changes once given, and it becomes visible in Pebble
+// with the first keys it prefixes (numberUser), so a read sees either
+// no number and no keys, or the number and the keys. A user without one
+// (noUserKey) has no keys.
 func (s *Store) userKeyOf(user string) (ukey, error) {
-	if !s.nums.on {
-		return ukey(user), nil
-	}
-	mu := s.lock(user)
-	mu.RLock()
-	defer mu.RUnlock()
-	st, err := s.state(user)
-	if err != nil {
-		return "", err
-	}
-	return st.kp, nil
+	var buf [64]byte
+	return s.lookupUserKey(user, buf[:0])
 }

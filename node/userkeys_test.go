@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -235,5 +237,69 @@ func TestNameLayoutKept(t *testing.T) {
 	}
 	if got := readFixture(t, s); len(got.Docs) != len(want.Docs) {
 		t.Fatalf("%d documents read, want %d", len(got.Docs), len(want.Docs))
+	}
+}
+
+// TestReadsOutsideTheLockDoNotWait checks that the reads that do not take
+// the user's lock (the changes feed, checkpoints, _local documents) find
+// the user's number while a write of the user holds its lock, and that a
+// user without a number reads nothing and gets none. Before, they took
+// the lock's shared side, so a replication pull waited for the user's
+// write in progress, fsync included.
+func TestReadsOutsideTheLockDoNotWait(t *testing.T) {
+	s := openTest(t, t.TempDir(), newFakeClock(), 0)
+	mustPost(t, s, "u", "c", api.WBO{ID: "a", Has: api.FieldPayload, Payload: "x"})
+	if err := s.SetCheckpoint(ctx, "u", "peer", Checkpoint{Source: "src", Seq: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutLocal(ctx, "u", "l", []byte(`{"k":1}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	mu := s.lock("u")
+	mu.Lock() // a write of u in progress
+	done := make(chan error, 1)
+	go func() {
+		rows, _, err := s.Changes(ctx, "u", 0, 10)
+		if err == nil && (len(rows) != 1 || rows[0].ID != "a") {
+			err = fmt.Errorf("changes %+v, want the row of a", rows)
+		}
+		if err == nil {
+			var cp Checkpoint
+			cp, err = s.GetCheckpoint(ctx, "u", "peer")
+			if err == nil && cp != (Checkpoint{Source: "src", Seq: 7}) {
+				err = fmt.Errorf("checkpoint %+v", cp)
+			}
+		}
+		if err == nil {
+			_, err = s.GetLocal(ctx, "u", "l")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the reads waited for the user's lock")
+	}
+	mu.Unlock()
+	if t.Failed() {
+		<-done
+		return
+	}
+	// A user who never wrote: nothing, and no number.
+	rows, _, err := s.Changes(ctx, "nobody", 0, 10)
+	if err != nil || len(rows) != 0 {
+		t.Fatalf("changes of nobody: %v, %v", rows, err)
+	}
+	if cp, err := s.GetCheckpoint(ctx, "nobody", "peer"); err != nil || cp != (Checkpoint{}) {
+		t.Fatalf("checkpoint of nobody: %+v, %v", cp, err)
+	}
+	if _, err := s.GetLocal(ctx, "nobody", "l"); !errors.Is(err, ErrDocNotFound) {
+		t.Fatalf("local of nobody: %v", err)
+	}
+	if kp, err := s.lookupUserKey("nobody", nil); err != nil || kp != noUserKey {
+		t.Fatalf("nobody has the prefix %q (%v)", kp, err)
 	}
 }
