@@ -197,13 +197,7 @@ func (o *sortedOps) sortFrom(ops, tmp []bufOp, depth int) {
 		src, dst := ops, tmp
 		for d := range 9 {
 			c := &count[d]
-			var b int
-			if d == 0 {
-				b = int(src[0].rem)
-			} else {
-				b = int(byte(src[0].ab >> (8 * (d - 1))))
-			}
-			if int(c[b]) == len(src) {
+			if int(c[src[0].digit(d)]) == len(src) {
 				continue // every key has the same byte here
 			}
 			var sum int32
@@ -211,14 +205,8 @@ func (o *sortedOps) sortFrom(ops, tmp []bufOp, depth int) {
 				sum, c[v] = sum+c[v], sum
 			}
 			for i := range src {
-				op := &src[i]
-				var v byte
-				if d == 0 {
-					v = op.rem
-				} else {
-					v = byte(op.ab >> (8 * (d - 1)))
-				}
-				dst[c[v]] = *op
+				v := src[i].digit(d)
+				dst[c[v]] = src[i]
 				c[v]++
 			}
 			src, dst = dst, src
@@ -237,6 +225,15 @@ func (o *sortedOps) sortFrom(ops, tmp []bufOp, depth int) {
 		}
 		i = j
 	}
+}
+
+// digit is sortFrom's digit d of op, least significant first: rem, then
+// the bytes of ab from the last.
+func (op *bufOp) digit(d int) byte {
+	if d == 0 {
+		return op.rem
+	}
+	return byte(op.ab >> (8 * (d - 1)))
 }
 
 // opLess orders two ops by the digits sortFrom computed.
