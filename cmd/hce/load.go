@@ -40,6 +40,12 @@ of a running 'hce testnet up'. Mixes: weave-mix-v1 (real Sync clients, docs/mix-
 post100, get100, info, nodeweave, or a mix file. Accounts the run registers are deleted
 afterwards unless --keep-users; writing to a server that is not on this machine asks first
 unless --yes. Run "hce load -h" or "hce load capacity -h" for the flags.
+
+Columns of hce load: cpu/req is the CPU time the target's processes on this machine used per
+answered request, read from /proc at each window's ends: in process the server and the generator
+together, with --url the server's process when it listens on this machine, with --testnet every
+voter and node; "-" when no process could be read. It moves much less than req/s and the ratio
+with what else the machine runs: compare builds by it, interleaved, on a busy machine.
 `
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -525,7 +531,7 @@ func runLoadRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		loop = fmt.Sprintf("open loop at %s, %s arrivals, %s per mix", *rate, arrival, *dur)
 	}
 	fmt.Fprintf(stdout, "hce load: %s target %s, %d users, %s, seed %d\n", s.target.Kind, s.target.UserURLs[0], f.users, loop, f.seed)
-	fmt.Fprintf(stdout, "%-14s %10s %10s %9s %9s %11s %8s %7s\n", "mix", "req/s", "WBO/s", "p50", "p99", "base req/s", "ratio", "errors")
+	fmt.Fprintf(stdout, "%-14s %10s %10s %9s %9s %11s %8s %7s %9s\n", "mix", "req/s", "WBO/s", "p50", "p99", "base req/s", "ratio", "errors", "cpu/req")
 	var errs []error
 	var engines []*load.Engine
 	var results []*report.Result
@@ -625,11 +631,14 @@ func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, label, 
 	res.Mode = "run"
 	res.SLO = load.SLO{}.Report(f.timeout)
 	var wbos, errsN int64
-	var answered, secs float64
+	var answered, secs, cpu float64
+	cpuKnown := true
 	for _, st := range steps {
 		answered += st.Achieved * st.Duration
 		errsN += st.Errors
 		secs += st.Duration
+		cpu += st.CPU
+		cpuKnown = cpuKnown && st.CPU > 0
 		for _, o := range st.Ops {
 			wbos += o.WBOsOut + o.WBOsIn
 		}
@@ -647,8 +656,12 @@ func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, label, 
 		base = fmt.Sprintf("%.0f", bsum/bsecs)
 		ratio = fmt.Sprintf("%.1f%%", 100*steps[i].Achieved/bases[i].Achieved)
 	}
-	fmt.Fprintf(stdout, "%-14s %10.0f %10.0f %9s %9s %11s %8s %7d\n", label, answered/secs, float64(wbos)/secs,
-		msStr(last.Latency.P50), msStr(last.Latency.P99), base, ratio, errsN)
+	cpuReq := "-"
+	if cpuKnown && answered >= 1 {
+		cpuReq = cpuStr(1000 * cpu / answered)
+	}
+	fmt.Fprintf(stdout, "%-14s %10.0f %10.0f %9s %9s %11s %8s %7d %9s\n", label, answered/secs, float64(wbos)/secs,
+		msStr(last.Latency.P50), msStr(last.Latency.P99), base, ratio, errsN, cpuReq)
 	for _, st := range steps {
 		if st.Errors > 0 {
 			fmt.Fprintf(stdout, "  %s: %d errors: %s\n", st.Label, st.Errors, kindsLine(st.ErrorKinds))
@@ -686,6 +699,18 @@ func medianPair(steps, bases []report.Step) int {
 		return 0
 	})
 	return ps[len(ps)/2].i
+}
+
+// cpuStr formats a CPU time per request in milliseconds, with three
+// significant digits below 10 ms.
+func cpuStr(v float64) string {
+	switch {
+	case v >= 10:
+		return fmt.Sprintf("%.1fms", v)
+	case v >= 1:
+		return fmt.Sprintf("%.2fms", v)
+	}
+	return fmt.Sprintf("%.3fms", v)
 }
 
 func msStr(v float64) string {
@@ -833,8 +858,12 @@ func runLoadCapacity(ctx context.Context, args []string, stdout, stderr io.Write
 		if st.Failure != "" {
 			verdict = st.FailureDetail
 		}
-		fmt.Fprintf(stdout, "%-8s %8.0f req/s %10.0f users: answered %7.0f/s p50 %8s p99 %8s errors %5.2f%% | %s\n", st.Label,
-			st.Offered, st.OfferedUsers, st.Achieved, msStr(st.Latency.P50), msStr(st.Latency.P99), 100*float64(st.Errors)/float64(max(st.Requests, 1)), verdict)
+		cpu := "-"
+		if c := st.CPUPerRequest(); c > 0 {
+			cpu = cpuStr(c)
+		}
+		fmt.Fprintf(stdout, "%-8s %8.0f req/s %10.0f users: answered %7.0f/s p50 %8s p99 %8s errors %5.2f%% cpu/req %8s | %s\n", st.Label,
+			st.Offered, st.OfferedUsers, st.Achieved, msStr(st.Latency.P50), msStr(st.Latency.P99), 100*float64(st.Errors)/float64(max(st.Requests, 1)), cpu, verdict)
 	}
 	capy, capErr := e.Capacity(ctx, cfg)
 	res := e.Result()

@@ -108,6 +108,9 @@ func TestOpenLoopShowsQueueing(t *testing.T) {
 	if closed.Errors+open.Errors+calm.Errors > 0 {
 		t.Fatalf("errors: %v %v %v", closed.ErrorKinds, open.ErrorKinds, calm.ErrorKinds)
 	}
+	if closed.CPU != 0 || open.CPU != 0 {
+		t.Errorf("a target without processes on this machine has CPU %v and %v s", closed.CPU, open.CPU)
+	}
 	// Bounds are loose where the machine's own load adds jitter (the
 	// contrast is with the open loop's 260 ms median).
 	if closed.Latency.P50 > 30 || closed.Latency.P99 > 100 || closed.Achieved > 110 {

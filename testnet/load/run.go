@@ -193,6 +193,7 @@ func (e *Engine) Run(ctx context.Context, ph Phase) (report.Step, error) {
 	e.phases++
 	e.mu.Unlock()
 	rec := newRecorder()
+	cpu0 := readCPU(e.cfg.Target.Procs)
 	start := time.Now()
 	st := report.Step{Index: idx, Label: ph.Label, Start: e.since(start)}
 	if ph.Rate > 0 {
@@ -227,6 +228,7 @@ func (e *Engine) Run(ctx context.Context, ph Phase) (report.Step, error) {
 		e.runClosed(ctx, reqCtx, ph, idx, start, rec, &wg)
 	}
 	end := time.Now()
+	cpu1 := readCPU(e.cfg.Target.Procs)
 	rec.close()
 	stopLag()
 	waited := make(chan struct{})
@@ -268,6 +270,7 @@ func (e *Engine) Run(ctx context.Context, ph Phase) (report.Step, error) {
 	}
 	rec.mu.Unlock()
 	st.Procs = e.sampler.summary(st.Start, st.Start+st.Duration)
+	st.CPU = cpuBetween(cpu0, cpu1).Seconds()
 	e.mu.Lock()
 	e.res.Steps = append(e.res.Steps, st)
 	e.mu.Unlock()

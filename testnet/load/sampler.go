@@ -127,3 +127,31 @@ func (s *sampler) summary(from, to float64) []report.ProcSummary {
 	}
 	return out
 }
+
+// readCPU reads the CPU time so far of each process of procs on this
+// machine (index-aligned; -1 where it could not be read or the process
+// is not on this machine).
+func readCPU(procs []procstat.Proc) []time.Duration {
+	out := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		out[i] = -1
+		if p.PID > 0 {
+			if c, err := procstat.CPUTime(p.PID); err == nil {
+				out[i] = c
+			}
+		}
+	}
+	return out
+}
+
+// cpuBetween is the CPU time the processes used between two readCPU
+// readings, summed over those read both times (0 when none was).
+func cpuBetween(a, b []time.Duration) time.Duration {
+	var t time.Duration
+	for i := range min(len(a), len(b)) {
+		if a[i] >= 0 && b[i] >= a[i] {
+			t += b[i] - a[i]
+		}
+	}
+	return t
+}

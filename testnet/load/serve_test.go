@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -72,6 +73,11 @@ func TestWeaveMixAgainstServe(t *testing.T) {
 	t.Logf("%d requests, %.0f/s answered, p50 %.1f ms p99 %.1f ms, errors %v", st.Requests, st.Achieved, st.Latency.P50, st.Latency.P99, st.ErrorKinds)
 	if st.Errors > 0 {
 		t.Fatalf("%d errors: %v", st.Errors, st.ErrorKinds)
+	}
+	// The server is this process: its CPU time over the step was read at
+	// both ends, and it cannot exceed the step's length on every core.
+	if st.CPU <= 0 || st.CPU > st.Duration*float64(runtime.NumCPU()) || st.CPUPerRequest() <= 0 {
+		t.Fatalf("step CPU %.3f s over %.1f s (%d cores), %.3f ms per request", st.CPU, st.Duration, runtime.NumCPU(), st.CPUPerRequest())
 	}
 	var syncReqs int64
 	byName := map[string]int64{}

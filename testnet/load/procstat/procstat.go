@@ -65,6 +65,10 @@ func Read(p Proc) Sample {
 	return s
 }
 
+// CPUTime returns the user and system CPU time process pid has used so
+// far (/proc/PID/stat, in ticks of 10 ms), without Read's other figures.
+func CPUTime(pid int) (time.Duration, error) { return cpuTime(pid) }
+
 // cpuTime reads utime+stime from /proc/PID/stat.
 func cpuTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -49,6 +49,12 @@ func TestReadSelfAndFindListener(t *testing.T) {
 	if got := Read(Proc{PID: 1 << 30}); got.Alive {
 		t.Fatal("a missing process reads as alive")
 	}
+	if c, err := CPUTime(os.Getpid()); err != nil || c < s.CPU {
+		t.Fatalf("CPUTime(self) = %v, %v; an earlier sample read %v", c, err, s.CPU)
+	}
+	if _, err := CPUTime(1 << 30); err == nil {
+		t.Fatal("CPUTime of a missing process returned no error")
+	}
 	if la, err := LoadAvg(); err != nil || la[0] < 0 {
 		t.Fatalf("LoadAvg = %v, %v", la, err)
 	}

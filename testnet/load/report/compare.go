@@ -69,6 +69,9 @@ func Compare(w io.Writer, a, b *Result, nameA, nameB string) error {
 	if len(fa.Procs) > 0 && len(fb.Procs) > 0 {
 		row("server CPU, cores", fmt.Sprintf("%.2f", cpu(fa)), fmt.Sprintf("%.2f", cpu(fb)), change(cpu(fa), cpu(fb)))
 	}
+	if ca, cb := fa.CPUPerRequest(), fb.CPUPerRequest(); ca > 0 && cb > 0 {
+		row("CPU per request, ms", fmt.Sprintf("%.3f", ca), fmt.Sprintf("%.3f", cb), change(ca, cb))
+	}
 	opsB := map[string]OpStats{}
 	for _, o := range fb.Ops {
 		opsB[o.Name] = o

@@ -22,7 +22,7 @@ func sample() *Result {
 			Start: float64(i * 10), Duration: 10, Requests: int64(rate * 10), Achieved: rate,
 			Latency: Percentiles{P50: 2 * float64(i+1), P90: 5, P99: 40 * float64(i+1) * float64(i+1), Max: 400},
 			Ops:     []OpStats{{Name: "info", Requests: int64(rate * 3), Latency: Percentiles{P50: 1, P99: 9}}},
-			Procs:   []ProcSummary{{Name: "n1", CPU: 0.5, RSS: 100 << 20, Disk: 1 << 30}}}
+			Procs:   []ProcSummary{{Name: "n1", CPU: 0.5, RSS: 100 << 20, Disk: 1 << 30}}, CPU: 0.0017 * rate * 10}
 		if i == 2 {
 			st.Errors, st.ErrorKinds = 30, map[string]int64{"timeout": 10, "http 503": 20}
 			st.Failure, st.FailureDetail = "latency", "latency: p99 360 ms over the 100 ms objective"
@@ -48,7 +48,8 @@ func TestWriteHTML(t *testing.T) {
 	}
 	page := b.String()
 	for _, want := range []string{`id="latency-time"`, `id="throughput-time"`, `id="latency-load"`, `id="errors"`, `id="proc-cpu"`,
-		`id="proc-rss"`, `id="proc-disk"`, "Capacity: 150 requests/s", "Replication lag", "2.0 % of the minimal handler"} {
+		`id="proc-rss"`, `id="proc-disk"`, "Capacity: 150 requests/s", "Replication lag", "2.0 % of the minimal handler",
+		"CPU per request", "<td>1.7 ms</td>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}
@@ -78,6 +79,7 @@ func TestWriteReadCompare(t *testing.T) {
 	a, b := sample(), sample()
 	b.Capacity.RPS, b.Capacity.Users = 165, 165/0.007
 	b.Steps[1].Latency.P99 = 80
+	b.Steps[1].CPU *= 1.25
 	dir := t.TempDir()
 	if err := a.Write(filepath.Join(dir, "a.json")); err != nil {
 		t.Fatal(err)
@@ -98,7 +100,8 @@ func TestWriteReadCompare(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, want := range []string{"capacity req/s", "150", "165", "+10.0 %", "p99 ms", "-50.0 %", "info p99 ms"} {
+	for _, want := range []string{"capacity req/s", "150", "165", "+10.0 %", "p99 ms", "-50.0 %", "info p99 ms",
+		"CPU per request, ms", "1.700", "2.125", "+25.0 %"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("compare output lacks %q:\n%s", want, s)
 		}
@@ -107,5 +110,24 @@ func TestWriteReadCompare(t *testing.T) {
 	a.Write(filepath.Join(dir, "v.json"))
 	if _, err := Read(filepath.Join(dir, "v.json")); err == nil {
 		t.Error("Read accepted another format version")
+	}
+}
+
+// TestCPUPerRequest: a step's CPU time over the requests it answered, and
+// 0 when either is unknown.
+func TestCPUPerRequest(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		st   Step
+		want float64
+	}{
+		{"measured", Step{CPU: 3, Achieved: 500, Duration: 4}, 1.5},
+		{"no CPU read", Step{Achieved: 500, Duration: 4}, 0},
+		{"no answer", Step{CPU: 3, Duration: 4}, 0},
+		{"less than one answer", Step{CPU: 3, Achieved: 0.1, Duration: 4}, 0},
+	} {
+		if got := c.st.CPUPerRequest(); got != c.want {
+			t.Errorf("%s: %v ms, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -209,6 +209,14 @@ type Step struct {
 	Ops []OpStats `json:"ops"`
 	// Procs summarise the target processes during the step.
 	Procs []ProcSummary `json:"procs,omitempty"`
+	// CPU is the CPU time (user and system, seconds) the target's
+	// processes on this machine used from the step's start to its end,
+	// read from /proc at both ends (10 ms ticks), so unlike Procs' means
+	// it holds no time from before or after the step; with the server in
+	// the generator's process it includes the generator. 0 when no
+	// process could be read at both ends. CPUPerRequest divides it by
+	// the requests answered in the step.
+	CPU float64 `json:"cpu_s,omitempty"`
 	// Failure is "" for a healthy step, else the failure mode that ended
 	// it ("latency", "errors", "timeouts", "disk", "memory",
 	// "generator") with its figures in FailureDetail.
@@ -359,3 +367,14 @@ func Read(path string) (*Result, error) {
 
 // ErrVersion is returned by Read for a result of another format version.
 var ErrVersion = errors.New("report: unsupported result version")
+
+// CPUPerRequest is the target's CPU time per answered request in
+// milliseconds (Step.CPU over the requests answered), 0 when either is
+// unknown.
+func (s Step) CPUPerRequest() float64 {
+	n := s.Achieved * s.Duration
+	if s.CPU <= 0 || n < 1 {
+		return 0
+	}
+	return 1000 * s.CPU / n
+}
