@@ -3,7 +3,6 @@ package testnet
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -87,25 +86,15 @@ func loginFlood(t *testing.T, addrs, victims int, maxFirst time.Duration) {
 	// queues in the general lane behind the flood's hashing can outlast
 	// the helpers' 30 s timeout on a busy machine (the timings are only
 	// checked without it, below).
-	lc := &http.Client{Timeout: 30 * time.Second}
+	ls := *s
 	if raceEnabled {
-		lc.Timeout = 3 * time.Minute
+		ls.client = &http.Client{Timeout: 3 * time.Minute, Transport: &http.Transport{DisableCompression: true}}
+		defer ls.client.CloseIdleConnections()
 	}
-	defer lc.CloseIdleConnections()
 	login := func(a *account) (time.Duration, int) {
 		start := time.Now()
-		req, err := http.NewRequest("GET", s.base+"/user/1.0/"+a.Name+"/token", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", testkit.BasicAuth(a.Name, a.Password))
-		resp, err := lc.Do(req)
-		if err != nil {
-			t.Fatalf("login of %s: %v", a.Name, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return time.Since(start), resp.StatusCode
+		r := ls.do(t, "GET", "/user/1.0/"+a.Name+"/token", nil, "Authorization", testkit.BasicAuth(a.Name, a.Password))
+		return time.Since(start), r.Status
 	}
 	base, status := login(returning) // known at 127.0.0.1 from now on
 	if status != 200 {

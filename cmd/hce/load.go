@@ -656,12 +656,12 @@ func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, label, 
 		base = fmt.Sprintf("%.0f", bsum/bsecs)
 		ratio = fmt.Sprintf("%.1f%%", 100*steps[i].Achieved/bases[i].Achieved)
 	}
-	cpuReq := "-"
+	cpuReq := 0.0
 	if cpuKnown && answered >= 1 {
-		cpuReq = cpuStr(1000 * cpu / answered)
+		cpuReq = 1000 * cpu / answered
 	}
 	fmt.Fprintf(stdout, "%-14s %10.0f %10.0f %9s %9s %11s %8s %7d %9s\n", label, answered/secs, float64(wbos)/secs,
-		msStr(last.Latency.P50), msStr(last.Latency.P99), base, ratio, errsN, cpuReq)
+		msStr(last.Latency.P50), msStr(last.Latency.P99), base, ratio, errsN, cpuStr(cpuReq))
 	for _, st := range steps {
 		if st.Errors > 0 {
 			fmt.Fprintf(stdout, "  %s: %d errors: %s\n", st.Label, st.Errors, kindsLine(st.ErrorKinds))
@@ -702,9 +702,11 @@ func medianPair(steps, bases []report.Step) int {
 }
 
 // cpuStr formats a CPU time per request in milliseconds, with three
-// significant digits below 10 ms.
+// significant digits below 10 ms; "-" for 0 (not measured).
 func cpuStr(v float64) string {
 	switch {
+	case v <= 0:
+		return "-"
 	case v >= 10:
 		return fmt.Sprintf("%.1fms", v)
 	case v >= 1:
@@ -858,12 +860,8 @@ func runLoadCapacity(ctx context.Context, args []string, stdout, stderr io.Write
 		if st.Failure != "" {
 			verdict = st.FailureDetail
 		}
-		cpu := "-"
-		if c := st.CPUPerRequest(); c > 0 {
-			cpu = cpuStr(c)
-		}
 		fmt.Fprintf(stdout, "%-8s %8.0f req/s %10.0f users: answered %7.0f/s p50 %8s p99 %8s errors %5.2f%% cpu/req %8s | %s\n", st.Label,
-			st.Offered, st.OfferedUsers, st.Achieved, msStr(st.Latency.P50), msStr(st.Latency.P99), 100*float64(st.Errors)/float64(max(st.Requests, 1)), cpu, verdict)
+			st.Offered, st.OfferedUsers, st.Achieved, msStr(st.Latency.P50), msStr(st.Latency.P99), 100*float64(st.Errors)/float64(max(st.Requests, 1)), cpuStr(st.CPUPerRequest()), verdict)
 	}
 	capy, capErr := e.Capacity(ctx, cfg)
 	res := e.Result()
