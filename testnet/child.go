@@ -219,10 +219,13 @@ func pidAlive(pid int, data string) bool {
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return true // no /proc: trust kill(0)
+		// With /proc, a vanished entry is a process reaped after kill(0);
+		// without it, trust kill(0).
+		_, noProc := os.Stat("/proc/self/stat")
+		return noProc != nil
 	}
-	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-		return false
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
+		return false // exited: a zombie, or being reaped
 	}
 	// An exiting process shows an empty command line until it is a zombie.
 	if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && data != "" && len(cl) > 0 {

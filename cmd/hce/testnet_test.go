@@ -74,7 +74,7 @@ func TestTestnetCLI(t *testing.T) {
 	if err := run(ctx, []string{"testnet", "kill", "--dir", dir, "n1"}, &killOut, &killOut); err != nil {
 		t.Fatalf("kill: %v %s", err, killOut.String())
 	}
-	if killed := m.Nodes[0].PID; syscall.Kill(killed, 0) == nil && !isZombie(killed) {
+	if killed := m.Nodes[0].PID; runs(killed) {
 		t.Fatalf("pid %d of n1 still runs", killed)
 	}
 	testkit.Eventually(t, 15*time.Second, func() string {
@@ -153,7 +153,7 @@ func TestTestnetCLI(t *testing.T) {
 	}
 	testkit.Eventually(t, 10*time.Second, func() string {
 		for _, pid := range pids {
-			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+			if runs(pid) {
 				return fmt.Sprintf("pid %d still runs after up stopped", pid)
 			}
 		}
@@ -270,12 +270,17 @@ func httpGetJSON(t *testing.T, url, token string, out any) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// isZombie says whether pid has exited but was not reaped yet.
-func isZombie(pid int) bool {
+// runs says whether pid still runs: it exists and is neither a zombie
+// nor being reaped. A /proc entry that vanished after kill(0) succeeded
+// is a process its parent reaped in between, not one that runs.
+func runs(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
 	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+	return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
 }
