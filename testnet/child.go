@@ -225,7 +225,10 @@ func pidAlive(pid int, data string) bool {
 		return noProc != nil
 	}
 	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
-		return false // exited: a zombie, or being reaped
+		// Exited: a zombie, or being reaped. A zombie leader whose other
+		// threads are still exiting may yet hold its files and ports.
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		return err == nil && len(tasks) > 1
 	}
 	// An exiting process shows an empty command line until it is a zombie.
 	if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && data != "" && len(cl) > 0 {

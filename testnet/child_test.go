@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -87,4 +88,60 @@ func state(pid int) byte {
 		return stat[i+2]
 	}
 	return 0
+}
+
+// TestPIDAliveZombieLeader: a process whose main thread has exited while
+// another thread still runs shows its leader as a zombie; it still runs
+// (and may hold its ports and files), so pidAlive must say so. Building
+// such a process takes a C compiler; Go never ends its main thread.
+func TestPIDAliveZombieLeader(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skip("no C compiler")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "leader.c")
+	const prog = `#include <pthread.h>
+#include <unistd.h>
+static void *rest(void *a) { sleep(2); return 0; }
+int main(void) { pthread_t t; pthread_create(&t, 0, rest, 0); pthread_exit(0); }
+`
+	if err := os.WriteFile(src, []byte(prog), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "leader")
+	if out, err := exec.Command(cc, "-o", bin, src, "-lpthread").CombinedOutput(); err != nil {
+		t.Skipf("cc: %v %s", err, out)
+	}
+	cmd := exec.Command(bin)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for state(pid) != 'Z' {
+		if time.Now().After(deadline) {
+			t.Fatalf("leader of %d never became a zombie (state %q)", pid, state(pid))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-done:
+		t.Skip("the process ended before it could be checked")
+	default:
+	}
+	if !pidAlive(pid, "") {
+		t.Fatalf("pid %d with a zombie leader and a live thread reads as gone", pid)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if pidAlive(pid, "") {
+		t.Fatalf("reaped pid %d alive", pid)
+	}
 }
