@@ -17,7 +17,8 @@
 // TCP). Handshakes of accepted connections run in their own goroutines with a
 // deadline, so a silent or garbage-sending client can neither crash nor stall
 // the listener; only completed, verified connections reach raft. NewTransport
-// wraps a StreamLayer in a raft.NetworkTransport. Config.Refuse lets a test
+// wraps a StreamLayer in a raft.NetworkTransport without pipelined replication
+// (raft's pipeline can deadlock after a leadership change). Config.Refuse lets a test
 // harness cut chosen voters off (a partition): their connections are refused
 // after the handshake and closed on their next read or write.
 //

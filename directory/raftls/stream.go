@@ -374,5 +374,13 @@ func NewTransport(stream *StreamLayer, cfg TransportConfig) *raft.NetworkTranspo
 		MaxPool: cfg.MaxPool,
 		Timeout: cfg.Timeout,
 		Logger:  cfg.Logger,
+		// No pipelined replication: raft's netPipeline (v1.7.3 and its
+		// main branch) deadlocks when its decoder stops on a newer term or
+		// a refused append while the sender is handing it one more
+		// request; the replication goroutine then never ends, the follower
+		// gets no more entries from that leader, and Shutdown never
+		// returns. Plain AppendEntries calls, with raft's batching, are
+		// what remains (TestLeadershipTransfersUnderWrites).
+		MaxRPCsInFlight: 1,
 	})
 }
