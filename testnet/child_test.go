@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hce-sync/hce/api/testkit"
 )
 
 // TestPIDAlive covers the states a member's process passes through when
@@ -40,6 +42,13 @@ func TestPIDAlive(t *testing.T) {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		}
+	})
+	// Start returns once exec has begun; the new command line shows a
+	// moment later (before, /proc shows it empty, which pidAlive takes
+	// for a process on its way out and trusts kill(0)).
+	testkit.WaitFor(t, 10*time.Second, "cat's command line", func() bool {
+		cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return bytes.Contains(cl, []byte(dir))
 	})
 	if !pidAlive(pid, "") || !pidAlive(pid, dir) {
 		t.Fatalf("running pid %d not alive", pid)

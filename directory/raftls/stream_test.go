@@ -364,6 +364,9 @@ func TestRaftClusterOverMutualTLS(t *testing.T) {
 	defer func() {
 		for _, v := range voters {
 			_ = v.r.Shutdown().Error()
+			// Close keeps pooled connections open: the peers' readers of
+			// them would wait until a GC finalizes them.
+			v.trans.CloseStreams()
 			_ = v.trans.Close()
 		}
 	}()
