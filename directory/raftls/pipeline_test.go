@@ -3,7 +3,6 @@ package raftls
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,68 +45,8 @@ func TestTransportDoesNotPipeline(t *testing.T) {
 // raft's pipelining this hung: a deposed leader's replication goroutine
 // stayed parked in the pipeline, see TestTransportDoesNotPipeline).
 func TestLeadershipTransfersUnderWrites(t *testing.T) {
-	ca, _ := NewCA("directory CA", time.Hour)
-	const n = 3
-	type voter struct {
-		id    raft.ServerID
-		fsm   *counterFSM
-		trans *raft.NetworkTransport
-		r     *raft.Raft
-	}
-	voters := make([]*voter, n)
-	var servers []raft.Server
-	for i := range voters {
-		id := fmt.Sprintf("v%d", i)
-		s, err := Listen("127.0.0.1:0", Config{TLS: voterTLS(t, ca, id)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trans := NewTransport(s, TransportConfig{Timeout: 2 * time.Second})
-		voters[i] = &voter{id: raft.ServerID(id), fsm: &counterFSM{}, trans: trans}
-		servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: trans.LocalAddr()})
-	}
-	for _, v := range voters {
-		cfg := raft.DefaultConfig()
-		cfg.LocalID = v.id
-		cfg.HeartbeatTimeout = 300 * time.Millisecond
-		cfg.ElectionTimeout = 300 * time.Millisecond
-		cfg.LeaderLeaseTimeout = 150 * time.Millisecond
-		cfg.CommitTimeout = 5 * time.Millisecond
-		cfg.LogLevel = "off"
-		store := raft.NewInmemStore()
-		r, err := raft.NewRaft(cfg, v.fsm, store, store, raft.NewInmemSnapshotStore(), v.trans)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.r = r
-	}
-	shut := make([]bool, n)
-	defer func() {
-		for i, v := range voters {
-			if !shut[i] {
-				_ = v.r.Shutdown().Error()
-			}
-			v.trans.CloseStreams() // Close keeps pooled connections open
-			_ = v.trans.Close()
-		}
-	}()
-	if err := voters[0].r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
-		t.Fatal(err)
-	}
-	leader := func() *voter {
-		var l *voter
-		testkit.WaitFor(t, 10*time.Second, "a leader", func() bool {
-			for _, v := range voters {
-				if v.r.State() == raft.Leader {
-					l = v
-					return true
-				}
-			}
-			return false
-		})
-		return l
-	}
-	leader()
+	voters := startRaftCluster(t, 3)
+	leader := func() *raftVoter { return raftLeader(t, voters) }
 
 	var (
 		stop  atomic.Bool
@@ -122,7 +61,7 @@ func TestLeadershipTransfersUnderWrites(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
-				var l *voter
+				var l *raftVoter
 				for _, v := range voters {
 					if v.r.State() == raft.Leader {
 						l = v
@@ -177,17 +116,16 @@ func TestLeadershipTransfersUnderWrites(t *testing.T) {
 		}
 		return n0 >= count && s0 >= total
 	})
-	for i, v := range voters {
+	for _, v := range voters {
 		done := make(chan error, 1)
 		go func() { done <- v.r.Shutdown().Error() }()
+		v.shut = true // a shutdown that never returns is not waited for again
 		select {
 		case err := <-done:
-			shut[i] = true
 			if err != nil {
 				t.Errorf("shutdown %s: %v", v.id, err)
 			}
 		case <-time.After(30 * time.Second):
-			shut[i] = true // never returns: leave it
 			t.Fatalf("raft %s did not shut down within 30 s after %d leadership transfers under writes", v.id, transfers)
 		}
 	}

@@ -324,16 +324,24 @@ func (s counterSnap) Persist(sink raft.SnapshotSink) error {
 
 func (counterSnap) Release() {}
 
-func TestRaftClusterOverMutualTLS(t *testing.T) {
+// raftVoter is one raft server of a test cluster over this package.
+type raftVoter struct {
+	id    raft.ServerID
+	fsm   *counterFSM
+	trans *raft.NetworkTransport
+	r     *raft.Raft
+	shut  bool // shut down by the test itself
+}
+
+// startRaftCluster starts n raft voters over mutual TLS on loopback
+// (in-memory log, quick timeouts), bootstraps them as one cluster and
+// returns once one leads. Cleanup shuts down the voters the test did not
+// and closes the transports with their pooled connections (Close keeps
+// them open, and the peers' readers would wait until a GC finalizes them).
+func startRaftCluster(t *testing.T, n int) []*raftVoter {
+	t.Helper()
 	ca, _ := NewCA("directory CA", time.Hour)
-	const n = 3
-	type voter struct {
-		id    raft.ServerID
-		fsm   *counterFSM
-		trans *raft.NetworkTransport
-		r     *raft.Raft
-	}
-	voters := make([]*voter, n)
+	voters := make([]*raftVoter, n)
 	var servers []raft.Server
 	for i := range voters {
 		id := fmt.Sprintf("v%d", i)
@@ -342,9 +350,18 @@ func TestRaftClusterOverMutualTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		trans := NewTransport(s, TransportConfig{Timeout: 2 * time.Second})
-		voters[i] = &voter{id: raft.ServerID(id), fsm: &counterFSM{}, trans: trans}
+		voters[i] = &raftVoter{id: raft.ServerID(id), fsm: &counterFSM{}, trans: trans}
 		servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: trans.LocalAddr()})
 	}
+	t.Cleanup(func() {
+		for _, v := range voters {
+			if v.r != nil && !v.shut {
+				_ = v.r.Shutdown().Error()
+			}
+			v.trans.CloseStreams()
+			_ = v.trans.Close()
+		}
+	})
 	for _, v := range voters {
 		cfg := raft.DefaultConfig()
 		cfg.LocalID = v.id
@@ -353,7 +370,6 @@ func TestRaftClusterOverMutualTLS(t *testing.T) {
 		cfg.LeaderLeaseTimeout = 150 * time.Millisecond
 		cfg.CommitTimeout = 5 * time.Millisecond
 		cfg.LogLevel = "off"
-		cfg.Logger = nil
 		store := raft.NewInmemStore()
 		r, err := raft.NewRaft(cfg, v.fsm, store, store, raft.NewInmemSnapshotStore(), v.trans)
 		if err != nil {
@@ -361,29 +377,32 @@ func TestRaftClusterOverMutualTLS(t *testing.T) {
 		}
 		v.r = r
 	}
-	defer func() {
-		for _, v := range voters {
-			_ = v.r.Shutdown().Error()
-			// Close keeps pooled connections open: the peers' readers of
-			// them would wait until a GC finalizes them.
-			v.trans.CloseStreams()
-			_ = v.trans.Close()
-		}
-	}()
 	if err := voters[0].r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
 		t.Fatal(err)
 	}
+	raftLeader(t, voters)
+	return voters
+}
 
-	var leader *voter
+// raftLeader waits for a voter that leads.
+func raftLeader(t *testing.T, voters []*raftVoter) *raftVoter {
+	t.Helper()
+	var l *raftVoter
 	testkit.WaitFor(t, 10*time.Second, "a leader", func() bool {
 		for _, v := range voters {
 			if v.r.State() == raft.Leader {
-				leader = v
+				l = v
 				return true
 			}
 		}
 		return false
 	})
+	return l
+}
+
+func TestRaftClusterOverMutualTLS(t *testing.T) {
+	voters := startRaftCluster(t, 3)
+	leader := raftLeader(t, voters)
 	const entries = 50
 	var want uint64
 	for i := 1; i <= entries; i++ {
