@@ -84,7 +84,7 @@ func TestLeadershipTransfersUnderWrites(t *testing.T) {
 			}
 		}()
 	}
-	// With pipelining, 300 transfers hung one run in three under -race.
+	// With pipelining, 300 transfers hung 3 runs of 9 under -race.
 	transfers := 300
 	if testing.Short() {
 		transfers = 40
