@@ -60,20 +60,15 @@ func TestPIDAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Not reaped yet: wait until /proc shows the zombie.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for state(pid) != 'Z' {
-		if ctx.Err() != nil {
-			t.Fatalf("pid %d never became a zombie (state %q)", pid, state(pid))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, "the killed process a zombie", func() bool { return state(pid) == 'Z' })
 	if syscall.Kill(pid, 0) != nil {
 		t.Fatal("a zombie refuses kill(0)")
 	}
 	if pidAlive(pid, "") || pidAlive(pid, dir) {
 		t.Fatalf("zombie %d alive", pid)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	if err := waitGone(ctx, pid, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -132,13 +127,7 @@ int main(void) { pthread_t t; pthread_create(&t, 0, rest, 0); pthread_exit(0); }
 	pid := cmd.Process.Pid
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for state(pid) != 'Z' {
-		if time.Now().After(deadline) {
-			t.Fatalf("leader of %d never became a zombie (state %q)", pid, state(pid))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, "the main thread a zombie", func() bool { return state(pid) == 'Z' })
 	select {
 	case <-done:
 		t.Skip("the process ended before it could be checked")

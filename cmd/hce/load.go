@@ -656,10 +656,10 @@ func (f *loadFlags) runOneMix(ctx context.Context, s *setup, m *mix.Mix, label, 
 		base = fmt.Sprintf("%.0f", bsum/bsecs)
 		ratio = fmt.Sprintf("%.1f%%", 100*steps[i].Achieved/bases[i].Achieved)
 	}
-	cpuReq := 0.0
-	if cpuKnown && answered >= 1 {
-		cpuReq = 1000 * cpu / answered
+	if !cpuKnown {
+		cpu = 0
 	}
+	cpuReq := report.Step{CPU: cpu, Achieved: answered / secs, Duration: secs}.CPUPerRequest()
 	fmt.Fprintf(stdout, "%-14s %10.0f %10.0f %9s %9s %11s %8s %7d %9s\n", label, answered/secs, float64(wbos)/secs,
 		msStr(last.Latency.P50), msStr(last.Latency.P99), base, ratio, errsN, cpuStr(cpuReq))
 	for _, st := range steps {

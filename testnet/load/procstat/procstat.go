@@ -53,7 +53,7 @@ type Sample struct {
 func Read(p Proc) Sample {
 	s := Sample{At: time.Now()}
 	if p.PID > 0 {
-		cpu, err1 := cpuTime(p.PID)
+		cpu, err1 := CPUTime(p.PID)
 		rss, err2 := rssBytes(p.PID)
 		if err1 == nil && err2 == nil {
 			s.CPU, s.RSS, s.Alive = cpu, rss, true
@@ -66,11 +66,9 @@ func Read(p Proc) Sample {
 }
 
 // CPUTime returns the user and system CPU time process pid has used so
-// far (/proc/PID/stat, in ticks of 10 ms), without Read's other figures.
-func CPUTime(pid int) (time.Duration, error) { return cpuTime(pid) }
-
-// cpuTime reads utime+stime from /proc/PID/stat.
-func cpuTime(pid int) (time.Duration, error) {
+// far (utime+stime from /proc/PID/stat, in ticks of 10 ms), without
+// Read's other figures.
+func CPUTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, wrap(err)
